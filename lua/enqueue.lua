@@ -1,0 +1,132 @@
+--[[ enqueue: create one or many jobs, atomically (all or nothing).
+
+KEYS[1]  namespace prefix "{<namespace>}:" (every other key derives from it)
+ARGV[1]  N, the number of jobs; then 13 values per job, in this order:
+  id            SCRU128 id made by the client (a retried call reuses it)
+  type          job type name
+  queue         queue name
+  priority      integer 0..65535, lower runs sooner
+  payload       the JSON-encoded payload
+  ready_at      absolute ms since the epoch, or '' to use delay_ms
+  delay_ms      ms after Redis's clock, or '' for now
+  retry_limit   integer, or '' for the namespace default
+  backoff       "base_ms exponent jitter_ms", or '' for the namespace default
+  completed_ms  completed retention in ms, or ''
+  dead_ms       dead retention in ms, or ''
+  unique_key    string, or '' for none
+  unique_while  'queued' | 'active' | 'exists', or '' (queued when a key is given)
+
+Returns one entry per job, in input order: {flag, id, fields}
+  flag 0  created; fields = {'s', status, 'r', ready_at}
+  flag 1  duplicate of the live job `id` holding the same unique key
+          (an earlier job in this batch included); fields = its HGETALL
+  flag 2  a job with this id exists already (the call was retried);
+          fields = its HGETALL
+Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
+]]
+--@include "includes/common.lua"
+
+local P = KEYS[1]
+local n = tonumber(ARGV[1])
+local WIDTH = 13
+if not n or #ARGV ~= 1 + n * WIDTH then
+  return fail_with('INVALID', 'argument count ' .. #ARGV .. ' does not match ' .. tostring(ARGV[1]) .. ' jobs')
+end
+
+local CONFLICT = {
+  queued = {scheduled = true, ready = true},
+  active = {scheduled = true, ready = true, in_flight = true},
+  exists = {scheduled = true, ready = true, in_flight = true, completed = true, dead = true},
+}
+
+local now = now_ms()
+local plan = {}        -- per job: {flag, id}
+local batch_keys = {}  -- unique key -> id of the first job in this batch using it
+
+-- Pass 1: check everything and decide, writing nothing.
+for i = 0, n - 1 do
+  local b = 1 + i * WIDTH
+  local id, typ, queue, prio = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
+  local ukey, uwhile = ARGV[b + 12], ARGV[b + 13]
+  if id == '' or typ == '' or queue == '' then
+    return fail_with('INVALID', 'job ' .. i .. ': id, type and queue must be non-empty')
+  end
+  if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
+    return fail_with('INVALID', 'job ' .. i .. ': priority ' .. ARGV[b + 4] .. ' is not an integer in 0..65535')
+  end
+  if uwhile ~= '' and not CONFLICT[uwhile] then
+    return fail_with('INVALID', 'job ' .. i .. ': unique_while ' .. uwhile .. ' is not queued, active or exists')
+  end
+  if uwhile ~= '' and ukey == '' then
+    return fail_with('INVALID', 'job ' .. i .. ': unique_while given without unique_key')
+  end
+
+  if redis.call('EXISTS', P .. 'job:' .. id) == 1 then
+    plan[i] = {2, id}
+  elseif ukey ~= '' and batch_keys[ukey] then
+    plan[i] = {1, batch_keys[ukey]}
+  else
+    plan[i] = {0, id}
+    if ukey ~= '' then
+      local holder = redis.call('GET', P .. 'unique:' .. ukey)
+      if holder then
+        local h = redis.call('HMGET', P .. 'job:' .. holder, 's', 'pa')
+        local scope = CONFLICT[uwhile ~= '' and uwhile or 'queued']
+        if h[1] and scope[h[1]] and not (h[2] and tonumber(h[2]) <= now) then
+          plan[i] = {1, holder}
+        end
+      end
+      if plan[i][1] == 0 then batch_keys[ukey] = id end
+    end
+  end
+end
+
+-- Pass 2: write the new jobs.
+local out = {}
+for i = 0, n - 1 do
+  local b = 1 + i * WIDTH
+  local flag, id = plan[i][1], plan[i][2]
+  if flag == 0 then
+    local typ, queue, prio, payload = ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
+    local ready_at = now
+    if ARGV[b + 6] ~= '' then
+      ready_at = tonumber(ARGV[b + 6])
+    elseif ARGV[b + 7] ~= '' then
+      ready_at = now + tonumber(ARGV[b + 7])
+    end
+    local status = 'ready'
+    if ready_at > now then status = 'scheduled' end
+    local fields = {'t', typ, 'q', queue, 'p', prio, 's', status, 'r', ready_at, 'a', 0, 'd', payload}
+    local optional = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw'}
+    for j, name in ipairs(optional) do
+      local v = ARGV[b + 7 + j]
+      if v ~= '' then
+        fields[#fields + 1] = name
+        fields[#fields + 1] = v
+      end
+    end
+    redis.call('HSET', P .. 'job:' .. id, unpack(fields))
+    if redis.call('SADD', P .. 'queues', queue) == 1 then
+      signal(P .. 'wake')
+    end
+    if status == 'ready' then
+      make_ready(P, id, queue, prio)
+    else
+      schedule(P, id, queue, ready_at)
+    end
+    if ARGV[b + 12] ~= '' then
+      redis.call('SET', P .. 'unique:' .. ARGV[b + 12], id)
+    end
+    out[i + 1] = {0, id, {'s', status, 'r', ready_at}}
+  else
+    out[i + 1] = {flag, id, false}
+  end
+end
+-- Duplicates are read after the writes, so one that names an earlier job
+-- of this same batch sees it.
+for i = 0, n - 1 do
+  if not out[i + 1][3] then
+    out[i + 1][3] = redis.call('HGETALL', P .. 'job:' .. out[i + 1][2])
+  end
+end
+return out

@@ -1,0 +1,138 @@
+-- Shared helpers for every zizq script. The loader pastes this file in place
+-- of an `--@include "includes/common.lua"` line, so these locals are visible
+-- to the script that includes it.
+--
+-- P is always the namespace prefix, "{<namespace>}:", and every key below is
+-- derived from it, so one script only ever touches one hash slot.
+
+-- Redis server time in integer milliseconds since the epoch. Every due-time
+-- and retention decision uses this clock, never a client's.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A domain failure, in the one form the Python client maps to exceptions:
+-- "ZIZQ <CODE> <message>".
+local function fail_with(code, message)
+  return redis.error_reply('ZIZQ ' .. code .. ' ' .. message)
+end
+
+-- Namespace settings (hash "config") with built-in defaults.
+local DEFAULTS = {
+  retry_limit = 25,
+  backoff_base_ms = 15000,
+  backoff_exponent = 4,
+  backoff_jitter_ms = 30000,
+  completed_ms = 0,
+  dead_ms = 604800000,
+  error_history = 100,
+}
+
+local function config(P, name)
+  local v = redis.call('HGET', P .. 'config', name)
+  if v then return tonumber(v) end
+  return DEFAULTS[name]
+end
+
+-- Wake one idle worker that listens on `key`. A wake list holds at most one
+-- token: a woken worker takes as much as it can and passes the token on when
+-- work remains, so one event never wakes every worker at once.
+local function signal(key)
+  if redis.call('LLEN', key) == 0 then
+    redis.call('RPUSH', key, '1')
+  end
+end
+
+-- Put a job in its queue's ready set; dispatch order is (priority, id).
+local function make_ready(P, id, queue, priority)
+  redis.call('ZADD', P .. 'ready:' .. queue, priority, id)
+  signal(P .. 'wake:' .. queue)
+end
+
+-- Put a job in the scheduled set. When it becomes the earliest scheduled job,
+-- idle workers are blocked with a timeout set for a later due time, so one of
+-- them is woken to recompute it.
+local function schedule(P, id, queue, ready_at)
+  local key = P .. 'scheduled'
+  redis.call('ZADD', key, ready_at, id)
+  local head = redis.call('ZRANGE', key, 0, 0)
+  if head[1] == id then
+    signal(P .. 'wake:' .. queue)
+  end
+end
+
+-- Turn HGETALL's flat reply into a table.
+local function to_map(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+
+-- The scope a job's unique key holds in; a key given without scope is queued.
+local function unique_scope(job)
+  if not job.uk then return nil end
+  return job.uw or 'queued'
+end
+
+-- Drop the unique index entry, but only while it still points at this job.
+local function unique_release(P, id, job)
+  if job.uk then
+    local k = P .. 'unique:' .. job.uk
+    if redis.call('GET', k) == id then redis.call('DEL', k) end
+  end
+end
+
+-- Point the unique index back at this job unless a live job holds the key.
+local function unique_restore(P, id, job)
+  if job.uk then
+    local k = P .. 'unique:' .. job.uk
+    local holder = redis.call('GET', k)
+    if (not holder) or holder == id or redis.call('EXISTS', P .. 'job:' .. holder) == 0 then
+      redis.call('SET', k, id)
+    end
+  end
+end
+
+-- Remove a job and every index entry that names it.
+local function delete_job(P, id, job)
+  redis.call('DEL', P .. 'job:' .. id, P .. 'errors:' .. id)
+  if job.q then redis.call('ZREM', P .. 'ready:' .. job.q, id) end
+  redis.call('ZREM', P .. 'scheduled', id)
+  redis.call('ZREM', P .. 'inflight', id)
+  redis.call('ZREM', P .. 'completed', id)
+  redis.call('ZREM', P .. 'dead', id)
+  if job.w then redis.call('SREM', P .. 'worker:' .. job.w, id) end
+  unique_release(P, id, job)
+end
+
+-- Take a job out of flight (the caller decides where it goes next).
+local function leave_flight(P, id, job)
+  redis.call('ZREM', P .. 'inflight', id)
+  redis.call('SREM', P .. 'worker:' .. job.w, id)
+  redis.call('HDEL', P .. 'job:' .. id, 'w')
+  job.w = nil
+end
+
+-- Move a job to a terminal state: completed or dead. With a retention of 0
+-- the job is deleted now; otherwise it is kept until purge_at.
+local function finish(P, id, job, status, now, retention_ms)
+  local scope = unique_scope(job)
+  if retention_ms <= 0 then
+    delete_job(P, id, job)
+    job.s = status
+    return
+  end
+  local key = P .. 'job:' .. id
+  local purge_at = now + retention_ms
+  job.s = status
+  job.pa = tostring(purge_at)
+  redis.call('HSET', key, 's', status, 'pa', purge_at)
+  redis.call('ZADD', P .. status, purge_at, id)
+  if scope == 'queued' or scope == 'active' then unique_release(P, id, job) end
+end
+
+-- Whether a job is past its purge time and so invisible to every read.
+local function expired(job, now)
+  return job.pa ~= nil and tonumber(job.pa) <= now
+end

@@ -1,0 +1,30 @@
+--[[ release: give jobs back to their queues untouched (in_flight -> ready).
+
+Used by a worker that is stopping for the jobs it took but never started. The
+job keeps its id, and so its place in line; attempts do not change and no error
+is recorded; a queued-scope unique key points at it again.
+
+KEYS[1]  namespace prefix "{<namespace>}:"
+ARGV[1]  worker id; only jobs this worker holds are released
+ARGV[2..] job ids
+
+Returns the number of jobs released.
+]]
+--@include "includes/common.lua"
+
+local P = KEYS[1]
+local worker = ARGV[1]
+local released = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local key = P .. 'job:' .. id
+  local job = to_map(redis.call('HGETALL', key))
+  if job.s == 'in_flight' and job.w == worker then
+    leave_flight(P, id, job)
+    redis.call('HSET', key, 's', 'ready')
+    make_ready(P, id, job.q, tonumber(job.p))
+    if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
+    released = released + 1
+  end
+end
+return released

@@ -1,0 +1,96 @@
+--[[ take: promote due scheduled jobs, then move up to N ready jobs in flight.
+
+KEYS[1]  namespace prefix "{<namespace>}:"
+ARGV[1]  worker id (owner of the jobs taken)
+ARGV[2]  N, the most jobs to take (0 only promotes and reports)
+ARGV[3..] queue names to take from; none means every known queue
+
+Jobs are taken in (priority, id) order across all the queues named: lowest
+priority number first, oldest id first within a priority. Paused queues are
+skipped. At most 1000 due scheduled jobs are promoted per call (of every queue,
+not only the ones named).
+
+Returns {now, next_due, more, id1, fields1, id2, fields2, ...}
+  now       Redis time in ms
+  next_due  ready_at of the earliest scheduled job, or -1 when there is none
+  more      1 when ready jobs remain in the named queues after this take
+  idK, fieldsK  each job taken, fieldsK being its HGETALL after the take
+]]
+--@include "includes/common.lua"
+
+local P = KEYS[1]
+local worker = ARGV[1]
+local want = tonumber(ARGV[2])
+local now = now_ms()
+
+-- Promote due scheduled jobs.
+local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  local key = P .. 'job:' .. id
+  local h = redis.call('HMGET', key, 'q', 'p')
+  redis.call('ZREM', P .. 'scheduled', id)
+  if h[1] then
+    redis.call('HSET', key, 's', 'ready')
+    make_ready(P, id, h[1], tonumber(h[2]))
+  end
+end
+
+local queues = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do queues[#queues + 1] = ARGV[i] end
+else
+  queues = redis.call('SMEMBERS', P .. 'queues')
+end
+local open = {}
+for _, q in ipairs(queues) do
+  if redis.call('SISMEMBER', P .. 'paused', q) == 0 then open[#open + 1] = q end
+end
+
+-- Choose: the N smallest (priority, id) among the heads of the open queues.
+local chosen = {}
+if want > 0 and #open == 1 then
+  local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
+  for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
+elseif want > 0 then
+  local cand = {}
+  for _, q in ipairs(open) do
+    local head = redis.call('ZRANGE', P .. 'ready:' .. q, 0, want - 1, 'WITHSCORES')
+    for i = 1, #head, 2 do
+      cand[#cand + 1] = {tonumber(head[i + 1]), head[i], q}
+    end
+  end
+  table.sort(cand, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  for i = 1, math.min(want, #cand) do
+    redis.call('ZREM', P .. 'ready:' .. cand[i][3], cand[i][2])
+    chosen[#chosen + 1] = cand[i][2]
+  end
+end
+
+local out = {now, -1, 0}
+for _, id in ipairs(chosen) do
+  local key = P .. 'job:' .. id
+  redis.call('HSET', key, 's', 'in_flight', 'da', now, 'w', worker)
+  redis.call('ZADD', P .. 'inflight', now, id)
+  redis.call('SADD', P .. 'worker:' .. worker, id)
+  local fields = redis.call('HGETALL', key)
+  local job = to_map(fields)
+  if unique_scope(job) == 'queued' then unique_release(P, id, job) end
+  out[#out + 1] = id
+  out[#out + 1] = fields
+end
+
+local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
+if head[2] then out[2] = tonumber(head[2]) end
+for _, q in ipairs(open) do
+  local key = P .. 'ready:' .. q
+  if redis.call('ZCARD', key) > 0 then
+    out[3] = 1
+    -- Pass the wake-up on: another idle worker can help with the rest.
+    if #chosen > 0 then signal(P .. 'wake:' .. q) end
+    break
+  end
+end
+return out

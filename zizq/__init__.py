@@ -1,0 +1,53 @@
+"""zizq: a job queue for Python on Redis.
+
+Typed jobs, priorities, unique jobs, retries with backoff, retention; every
+state change is one atomic Lua script in Redis.
+"""
+
+from ._core import Enqueue
+from .client import AsyncClient, Client
+from .errors import (
+    InvalidName,
+    InvalidPayload,
+    JobKindError,
+    JobNotFound,
+    KillJob,
+    NoRouteError,
+    PayloadDecodeError,
+    RedisScriptError,
+    RetryJob,
+    ValidationError,
+    ZizqError,
+)
+from .job import Backoff, Job, JobKind, JobStatus, Retention, UniqueKey
+from .router import Router
+from .worker import Worker, WorkerStats
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AsyncClient",
+    "Backoff",
+    "Client",
+    "Enqueue",
+    "InvalidName",
+    "InvalidPayload",
+    "Job",
+    "JobKind",
+    "JobKindError",
+    "JobNotFound",
+    "JobStatus",
+    "KillJob",
+    "NoRouteError",
+    "PayloadDecodeError",
+    "RedisScriptError",
+    "Retention",
+    "RetryJob",
+    "Router",
+    "UniqueKey",
+    "ValidationError",
+    "Worker",
+    "WorkerStats",
+    "ZizqError",
+    "__version__",
+)

@@ -1,0 +1,336 @@
+"""The I/O-free core shared by Client, AsyncClient and Worker.
+
+It validates input, builds each script call's keys and arguments, and turns
+replies into :class:`zizq.Job` objects. The front doors only send the calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from . import _hotpath
+from ._scripts import Script, script
+from .job import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    Backoff,
+    Job,
+    JobKind,
+    Retention,
+    UniqueKey,
+    validate_name,
+    validate_priority,
+)
+from .errors import ValidationError
+
+T = TypeVar("T")
+Value = str | bytes | int | float
+Delay = float | int | timedelta
+
+
+def prefix(namespace: str) -> str:
+    """The key prefix of a namespace: ``{<namespace>}:``, one hash slot."""
+    return "{" + validate_name("namespace", namespace) + "}:"
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One script call: what to send, and how to read the reply."""
+
+    script: Script
+    keys: tuple[str, ...]
+    args: list[Value]
+    decode: Callable[[Any], T]
+
+
+class Enqueue:
+    """One job and its per-call options, for ``enqueue_many``.
+
+    ``Enqueue(SendEmail(to="a@b.c"), priority=10)`` for a JobKind;
+    ``Enqueue.raw("send_email", {"to": "a@b.c"}, queue="emails")`` for a job
+    type defined elsewhere. Options are those of ``Client.enqueue``.
+    """
+
+    __slots__ = (
+        "job", "type", "payload", "queue", "priority", "delay", "ready_at",
+        "retry_limit", "backoff", "retention", "unique_key",
+    )
+
+    def __init__(
+        self,
+        job: JobKind | None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: Delay | None = None,
+        ready_at: datetime | None = None,
+        retry_limit: int | None = None,
+        backoff: Backoff | None = None,
+        retention: Retention | None = None,
+        unique_key: UniqueKey | str | None = None,
+    ) -> None:
+        self.job = job
+        self.type: str | None = None
+        self.payload: Any = None
+        self.queue = queue
+        self.priority = priority
+        self.delay = delay
+        self.ready_at = ready_at
+        self.retry_limit = retry_limit
+        self.backoff = backoff
+        self.retention = retention
+        self.unique_key = unique_key
+
+    @classmethod
+    def raw(cls, type_name: str, payload: Any, *, queue: str = DEFAULT_QUEUE, **options: Any) -> Enqueue:
+        """A job of type ``type_name`` with a plain JSON ``payload``."""
+        item = cls(None, queue=queue, **options)
+        item.type = type_name
+        item.payload = payload
+        return item
+
+
+def delay_ms(delay: Delay) -> int:
+    """A delay (seconds, or a timedelta) in whole ms; never negative."""
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValidationError(f"delay {delay!r} is not a number of seconds or a timedelta")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValidationError(f"delay {delay!r} must be a finite, non-negative number of seconds")
+    return round(seconds * 1000)
+
+
+def epoch_ms(at: datetime) -> int:
+    """An aware datetime as ms since the epoch."""
+    if not isinstance(at, datetime):
+        raise ValidationError(f"ready_at {at!r} is not a datetime")
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValidationError(f"ready_at {at!r} is naive; give a timezone-aware datetime")
+    return math.floor(at.timestamp() * 1000)
+
+
+def _opt(value: Any) -> Value:
+    return "" if value is None else value
+
+
+def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
+    """The 13 script arguments for one job (see lua/enqueue.lua); raises
+    a ValidationError naming the bad value before anything is sent."""
+    job = item.job
+    if job is not None:
+        if not isinstance(job, JobKind):
+            raise ValidationError(f"{job!r} is not a zizq.JobKind instance; use enqueue_raw for plain payloads")
+        kind = type(job)
+        type_name = kind.NAME
+        payload = _hotpath.encode_payload(job.to_payload())
+        queue = item.queue if item.queue is not None else kind.QUEUE
+        priority = item.priority if item.priority is not None else kind.PRIORITY
+        retry_limit = item.retry_limit if item.retry_limit is not None else kind.RETRY_LIMIT
+        backoff = item.backoff if item.backoff is not None else kind.BACKOFF
+        retention = _merge_retention(item.retention, kind.RETENTION)
+        unique = item.unique_key if item.unique_key is not None else job.unique_key()
+        unique_while = kind.UNIQUE_WHILE
+    else:
+        type_name = validate_name("job type", item.type)
+        payload = _hotpath.encode_payload(item.payload)
+        queue = item.queue
+        priority = item.priority
+        retry_limit = item.retry_limit
+        backoff = item.backoff
+        retention = item.retention
+        unique = item.unique_key
+        unique_while = None
+    validate_name("queue", queue)
+    priority = DEFAULT_PRIORITY if priority is None else validate_priority(priority)
+    if retry_limit is not None and (
+        not isinstance(retry_limit, int) or isinstance(retry_limit, bool) or retry_limit < 0
+    ):
+        raise ValidationError(f"retry_limit {retry_limit!r} is not a non-negative integer")
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff")
+    if retention is not None and not isinstance(retention, Retention):
+        raise ValidationError(f"retention {retention!r} is not a zizq.Retention")
+    if isinstance(unique, str):
+        unique = UniqueKey.raw(unique)
+    elif unique is not None and not isinstance(unique, UniqueKey):
+        raise ValidationError(f"unique_key {unique!r} is not a zizq.UniqueKey or a string")
+    if unique is not None and unique.unique_while is not None:
+        unique_while = unique.unique_while
+    ready_at: Value = ""
+    delay: Value = ""
+    if item.ready_at is not None and item.delay is not None:
+        raise ValidationError("give delay or ready_at, not both")
+    if item.ready_at is not None:
+        ready_at = epoch_ms(item.ready_at)
+    elif item.delay is not None:
+        delay = delay_ms(item.delay)
+    return [
+        ids.generate(),
+        type_name,
+        queue,
+        priority,
+        payload,
+        ready_at,
+        delay,
+        _opt(retry_limit),
+        "" if backoff is None else backoff.encode(),
+        "" if retention is None else _opt(retention.completed_ms),
+        "" if retention is None else _opt(retention.dead_ms),
+        "" if unique is None else unique.key,
+        (unique_while or "") if unique is not None else "",
+    ]
+
+
+def _merge_retention(call: Retention | None, kind: Retention | None) -> Retention | None:
+    if call is None or kind is None:
+        return call if call is not None else kind
+    return Retention(
+        completed_ms=call.completed_ms if call.completed_ms is not None else kind.completed_ms,
+        dead_ms=call.dead_ms if call.dead_ms is not None else kind.dead_ms,
+    )
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def job_from_fields(job_id: Any, f: dict[str, Any], *, duplicate: bool = False) -> Job:
+    """A Job from a job hash's fields (see docs/redis-layout.md)."""
+    rc, rd = f.get("rc"), f.get("rd")
+    return Job(
+        id=_str(job_id),
+        type=_str(f["t"]),
+        queue=_str(f["q"]),
+        priority=int(f["p"]),
+        status=_str(f["s"]),  # type: ignore[arg-type]
+        ready_at=int(f["r"]),
+        attempts=int(f.get("a", 0)),
+        retry_limit=int(f["rl"]) if f.get("rl") is not None else None,
+        backoff=Backoff.decode(_str(f["bo"])) if f.get("bo") is not None else None,
+        retention=Retention(
+            completed_ms=int(rc) if rc is not None else None,
+            dead_ms=int(rd) if rd is not None else None,
+        ) if rc is not None or rd is not None else None,
+        unique_key=_str(f["uk"]) if f.get("uk") is not None else None,
+        unique_while=_str(f["uw"]) if f.get("uw") is not None else None,  # type: ignore[arg-type]
+        dequeued_at=int(f["da"]) if f.get("da") is not None else None,
+        failed_at=int(f["fa"]) if f.get("fa") is not None else None,
+        completed_at=int(f["ca"]) if f.get("ca") is not None else None,
+        purge_at=int(f["pa"]) if f.get("pa") is not None else None,
+        duplicate=duplicate,
+        payload_json=f.get("d"),
+    )
+
+
+_OPTIONAL_FIELDS = ("rl", "bo", "rc", "rd", "uk", "uw")
+
+
+class Core:
+    """Builds the calls of one namespace. Holds no connection."""
+
+    def __init__(self, namespace: str = "zizq") -> None:
+        self.namespace = namespace
+        self.prefix = prefix(namespace)
+        self.keys = (self.prefix,)
+        self.ids = _hotpath.IdGenerator()
+
+    def key(self, *parts: str) -> str:
+        """A key of this namespace, e.g. ``key("ready", "emails")``."""
+        return self.prefix + ":".join(parts)
+
+    def enqueue(self, items: Sequence[Enqueue]) -> Call[list[Job]]:
+        if not items:
+            raise ValidationError("enqueue_many needs at least one job")
+        args: list[Value] = [len(items)]
+        for item in items:
+            args.extend(enqueue_args(item, self.ids))
+        return Call(script("enqueue"), self.keys, args, lambda reply: self._enqueued(args, reply))
+
+    @staticmethod
+    def _enqueued(args: list[Value], reply: list[Any]) -> list[Job]:
+        jobs = []
+        for i, (flag, job_id, flat) in enumerate(reply):
+            fields = _hotpath.fields_to_dict(flat)
+            if flag == 0:
+                b = 1 + i * 13
+                fields.update(t=args[b + 1], q=args[b + 2], p=args[b + 3], a=0)
+                for name, value in zip(_OPTIONAL_FIELDS, args[b + 7 : b + 13]):
+                    if value != "":
+                        fields[name] = value
+                fields.pop("d", None)
+            else:
+                fields.pop("d", None)  # enqueue results carry metadata only
+            jobs.append(job_from_fields(job_id, fields, duplicate=flag == 1))
+        return jobs
+
+    def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
+        def decode(reply: list[Any]) -> list[Job | None]:
+            return [
+                job_from_fields(i, _hotpath.fields_to_dict(flat)) if flat else None
+                for i, flat in zip(ids, reply)
+            ]
+
+        return Call(script("get"), self.keys, list(ids), decode)
+
+    def take(self, worker_id: str, count: int, queues: Sequence[str]) -> Call[TakeResult]:
+        return Call(script("take"), self.keys, [worker_id, count, *queues], TakeResult.decode)
+
+    def ack(self, worker_id: str, ids: Sequence[str]) -> Call[list[str]]:
+        return Call(script("ack"), self.keys, [worker_id, *ids], lambda r: [_str(i) for i in r])
+
+    def fail(
+        self,
+        worker_id: str,
+        job_id: str,
+        *,
+        message: str,
+        error_type: str = "",
+        backtrace: str = "",
+        retry_at_ms: int | None = None,
+        retry_in_ms: int | None = None,
+        kill: bool = False,
+        jitter: float = 0.0,
+    ) -> Call[Job | None]:
+        args: list[Value] = [
+            worker_id, job_id, message, error_type, backtrace,
+            _opt(retry_at_ms), _opt(retry_in_ms), "1" if kill else "0", repr(jitter),
+        ]
+
+        def decode(reply: Any) -> Job | None:
+            return None if reply is None else job_from_fields(job_id, _hotpath.fields_to_dict(reply))
+
+        return Call(script("fail"), self.keys, args, decode)
+
+    def release(self, worker_id: str, ids: Sequence[str]) -> Call[int]:
+        return Call(script("release"), self.keys, [worker_id, *ids], int)
+
+    def wake_keys(self, queues: Sequence[str], every_queue: bool) -> list[str]:
+        """The lists an idle worker blocks on: one per queue, plus the
+        namespace's "new queue" list when it serves every queue."""
+        keys = [self.key("wake", q) for q in queues]
+        if every_queue:
+            keys.append(self.key("wake"))
+        return keys
+
+
+@dataclass(slots=True)
+class TakeResult:
+    """What a take returned: jobs now in flight, and when to look again."""
+
+    now: int
+    next_due: int | None
+    more: bool
+    jobs: list[Job]
+
+    @classmethod
+    def decode(cls, reply: list[Any]) -> TakeResult:
+        jobs = [
+            job_from_fields(reply[i], _hotpath.fields_to_dict(reply[i + 1]))
+            for i in range(3, len(reply), 2)
+        ]
+        next_due = int(reply[1])
+        return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs)

@@ -1,0 +1,133 @@
+"""The per-job client hot path, in pure Python.
+
+This module is the typed contract for :mod:`zizq._speedups` (Cython): both
+define the same names with the same signatures and give byte-identical
+results. The rest of the package imports whichever :mod:`zizq._hotpath`
+chose, never this module or the extension directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from typing import Any
+
+import orjson
+
+from .errors import InvalidPayload
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+MAX_COUNTER = 0xFFFFFF  # counter_hi and counter_lo are 24 bits each
+ROLLBACK_ALLOWANCE_MS = 10_000
+
+
+def encode_id(timestamp: int, counter_hi: int, counter_lo: int, entropy: int) -> str:
+    """The 25-character base-36 text of a SCRU128 id from its four fields.
+
+    ``timestamp`` is 48 bits (ms since the epoch), the counters 24 bits each,
+    ``entropy`` 32 bits.
+    """
+    n = (timestamp << 80) | (counter_hi << 56) | (counter_lo << 32) | entropy
+    out = []
+    for _ in range(25):
+        n, d = divmod(n, 36)
+        out.append(_DIGITS[d])
+    return "".join(reversed(out))
+
+
+class IdGenerator:
+    """Makes SCRU128 ids: 25 lowercase base-36 characters, time-ordered.
+
+    Ids made by one generator are strictly increasing; ids from different
+    processes sort by their millisecond timestamps (client clocks).
+    """
+
+    def __init__(self) -> None:
+        self._timestamp = 0
+        self._counter_hi = 0
+        self._counter_lo = 0
+        self._ts_counter_hi = 0
+
+    def generate(self) -> str:
+        """A new id."""
+        timestamp = time.time_ns() // 1_000_000
+        if timestamp > self._timestamp:
+            self._timestamp = timestamp
+            self._counter_lo = random.getrandbits(24)
+        elif timestamp + ROLLBACK_ALLOWANCE_MS >= self._timestamp:
+            # The clock stood still or went back a little: keep counting on
+            # the last timestamp so ids stay increasing.
+            self._counter_lo += 1
+            if self._counter_lo > MAX_COUNTER:
+                self._counter_lo = 0
+                self._counter_hi += 1
+                if self._counter_hi > MAX_COUNTER:
+                    self._counter_hi = 0
+                    self._timestamp += 1
+                    self._counter_lo = random.getrandbits(24)
+        else:
+            # The clock went back a long way: start afresh from it.
+            self._timestamp = timestamp
+            self._ts_counter_hi = 0
+            self._counter_lo = random.getrandbits(24)
+        if self._timestamp - self._ts_counter_hi >= 1000 or self._ts_counter_hi < 1:
+            self._ts_counter_hi = self._timestamp
+            self._counter_hi = random.getrandbits(24)
+        return encode_id(self._timestamp, self._counter_hi, self._counter_lo, random.getrandbits(32))
+
+
+def _reject_non_finite(value: Any) -> None:
+    # orjson writes NaN and the infinities as null; JSON has no such numbers,
+    # and a payload must round-trip exactly, so they are refused.
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidPayload(f"payload contains {value!r}, which JSON cannot represent")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _reject_non_finite(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _reject_non_finite(v)
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            _reject_non_finite(getattr(value, name))
+
+
+def encode_payload(value: Any) -> bytes:
+    """The JSON bytes of a payload (compact, as orjson writes it).
+
+    Raises :class:`zizq.InvalidPayload`, naming the offending value, for
+    anything JSON cannot hold exactly: unknown types, integers beyond 64 bits,
+    NaN and infinities, strings that are not valid Unicode.
+    """
+    try:
+        data = orjson.dumps(value)
+    except TypeError as exc:
+        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+    if b"null" in data:
+        _reject_non_finite(value)
+    return data
+
+
+def canonical_json(value: Any) -> bytes:
+    """Compact JSON with object keys sorted: the form unique keys hash."""
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise InvalidPayload(f"unique key value is not JSON-serialisable: {exc}") from None
+    if b"null" in data:
+        _reject_non_finite(value)
+    return data
+
+
+def hash_of(value: Any) -> str:
+    """Lowercase hex SHA-256 of :func:`canonical_json` of ``value`` (64 chars)."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def fields_to_dict(flat: list[bytes]) -> dict[str, bytes]:
+    """A Redis HGETALL reply ``[k1, v1, k2, v2, ...]`` as a dict of str keys."""
+    it = iter(flat)
+    return {k.decode(): v for k, v in zip(it, it)}

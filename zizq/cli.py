@@ -1,0 +1,132 @@
+"""The ``zizq`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from . import __version__
+from .client import Client, default_url
+from .errors import ZizqError
+from .router import Router
+from .worker import Worker
+
+URL_HELP = "Redis URL (default: $ZIZQ_REDIS_URL, else redis://localhost:6379/0)"
+
+
+def load_router(spec: str) -> Router:
+    """Import ``module:attribute`` (the current directory is on the path)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ZizqError(f"router {spec!r} is not in the form module:attribute, e.g. app.jobs:router")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ZizqError(f"cannot import {module_name!r}: {exc}") from None
+    router = getattr(module, attr, None)
+    if not isinstance(router, Router):
+        raise ZizqError(f"{spec!r} is {type(router).__name__}, not a zizq.Router")
+    return router
+
+
+def _queues(text: str | None) -> list[str] | None:
+    return [q.strip() for q in text.split(",") if q.strip()] if text else None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    router = load_router(args.router)
+    client = Client.from_url(args.url, args.namespace)
+    worker = Worker(
+        client,
+        router,
+        queues=_queues(args.queues),
+        concurrency=args.concurrency,
+        prefetch=args.prefetch,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    worker.run()
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    try:
+        payload = orjson.loads(args.payload)
+    except orjson.JSONDecodeError as exc:
+        raise ZizqError(f"payload {args.payload!r} is not valid JSON: {exc}") from None
+    with Client.from_url(args.url, args.namespace) as client:
+        job = client.enqueue_raw(args.type, payload, queue=args.queue, priority=args.priority, delay=args.delay)
+    if args.json:
+        print(orjson.dumps(job.to_dict()).decode())
+    else:
+        print(f"{job.id} {job.status} queue={job.queue} priority={job.priority}"
+              + (" (duplicate)" if job.duplicate else ""))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zizq",
+        description="zizq: a job queue on Redis. Run workers and enqueue jobs.",
+        epilog="Run 'zizq COMMAND --help' for a command's options.",
+    )
+    p.add_argument("--version", action="version", version=f"zizq {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--url", default=None, help=URL_HELP)
+        sp.add_argument("--namespace", default="zizq", help="namespace (key prefix {NS}:) (default: zizq)")
+
+    w = sub.add_parser(
+        "worker",
+        help="run a worker process",
+        description="Take jobs from Redis and run them with the handlers of a zizq.Router. "
+        "Stops gracefully on SIGINT/SIGTERM: no new jobs, unstarted ones handed back, "
+        "running ones given --shutdown-timeout seconds to finish.",
+    )
+    w.add_argument("router", help="where the Router is, as module:attribute (e.g. app.jobs:router)")
+    w.add_argument("-q", "--queues", help="comma-separated queues to take from (default: every queue)")
+    w.add_argument("-c", "--concurrency", type=int, default=10, help="handlers running at once (default: 10)")
+    w.add_argument("--prefetch", type=int, default=None, help="jobs held at once (default: = concurrency)")
+    w.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="seconds running jobs get to finish on shutdown (default: 30)")
+    w.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    common(w)
+    w.set_defaults(func=cmd_worker)
+
+    e = sub.add_parser(
+        "enqueue",
+        help="enqueue one job by type name",
+        description="Enqueue one job of type TYPE with the JSON payload PAYLOAD, e.g. "
+        "zizq enqueue send_email '{\"to\": \"a@b.c\"}' --queue emails.",
+    )
+    e.add_argument("type", help="job type name (the JobKind's NAME)")
+    e.add_argument("payload", help="the payload, as JSON")
+    e.add_argument("--queue", default="default", help="queue (default: default)")
+    e.add_argument("--priority", type=int, default=None, help="0..65535, lower runs sooner (default: 32768)")
+    e.add_argument("--delay", type=float, default=None, help="seconds to wait before the job is ready")
+    e.add_argument("--json", action="store_true", help="print the job as JSON")
+    common(e)
+    e.set_defaults(func=cmd_enqueue)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args.url = args.url or default_url()
+    try:
+        return int(args.func(args))
+    except ZizqError as exc:
+        print(f"zizq: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,207 @@
+"""The two front doors: Client (blocking, redis-py) and AsyncClient (asyncio).
+
+Both have the same methods with the same arguments; all logic lives in
+:mod:`zizq._core`, and these classes only send its calls to Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError, ResponseError
+
+from ._core import Call, Core, Delay, Enqueue
+from .errors import JobNotFound, from_script_error
+from .job import Backoff, Job, JobKind, Retention, UniqueKey
+
+T = TypeVar("T")
+DEFAULT_URL = "redis://localhost:6379/0"
+Items = Sequence[JobKind | Enqueue]
+
+
+def default_url() -> str:
+    """``ZIZQ_REDIS_URL`` if set, else ``redis://localhost:6379/0``."""
+    return os.environ.get("ZIZQ_REDIS_URL") or DEFAULT_URL
+
+
+def _as_items(jobs: Items) -> list[Enqueue]:
+    return [j if isinstance(j, Enqueue) else Enqueue(j) for j in jobs]
+
+
+def _script_error(exc: ResponseError) -> Exception:
+    return from_script_error(str(exc)) or exc
+
+
+class Client:
+    """A blocking zizq client for one namespace.
+
+    ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
+    "zizq") is the key prefix ``{zizq}:``, one Redis hash slot.
+    """
+
+    def __init__(self, redis_client: redis.Redis, namespace: str = "zizq", *, url: str | None = None) -> None:
+        self.core = Core(namespace)
+        self.redis = redis_client
+        self.url = url
+
+    @classmethod
+    def from_url(cls, url: str | None = None, namespace: str = "zizq", **redis_options: Any) -> Client:
+        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost)."""
+        url = url or default_url()
+        return cls(redis.Redis.from_url(url, **redis_options), namespace, url=url)
+
+    @property
+    def namespace(self) -> str:
+        return self.core.namespace
+
+    def run(self, call: Call[T]) -> T:
+        """Send one script call, loading the script if Redis lacks it."""
+        s = call.script
+        try:
+            try:
+                reply = self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+            except NoScriptError:
+                self.redis.script_load(s.source)
+                reply = self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+        except ResponseError as exc:
+            raise _script_error(exc) from None
+        return call.decode(reply)
+
+    def enqueue(
+        self,
+        job: JobKind,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: Delay | None = None,
+        ready_at: datetime | None = None,
+        retry_limit: int | None = None,
+        backoff: Backoff | None = None,
+        retention: Retention | None = None,
+        unique_key: UniqueKey | str | None = None,
+    ) -> Job:
+        """Enqueue one job; return its metadata.
+
+        Options given here win over the JobKind's class defaults, which win
+        over the namespace's. ``delay`` is seconds (float) or a timedelta;
+        ``ready_at`` an aware datetime (give one or neither). ``priority``
+        0..65535, lower first (default 32768). A duplicate of a live job with
+        the same unique key returns that job with ``duplicate=True``.
+        """
+        item = Enqueue(
+            job, queue=queue, priority=priority, delay=delay, ready_at=ready_at, retry_limit=retry_limit,
+            backoff=backoff, retention=retention, unique_key=unique_key,
+        )
+        return self.run(self.core.enqueue([item]))[0]
+
+    def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
+        """Enqueue a job by type name with a plain JSON payload (for job types
+        defined elsewhere). Takes the options of :meth:`enqueue`."""
+        return self.run(self.core.enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)]))[0]
+
+    def enqueue_many(self, jobs: Items) -> list[Job]:
+        """Enqueue many jobs atomically: all or none. Items are JobKind
+        instances or :class:`zizq.Enqueue` (a job with options). Results come
+        in input order; a unique key repeated in the batch resolves to its
+        first job."""
+        return self.run(self.core.enqueue(_as_items(jobs)))
+
+    def get_job(self, job_id: str) -> Job:
+        """The job with its payload; raises JobNotFound when it does not
+        exist or is past its purge time."""
+        job = self.run(self.core.get([job_id]))[0]
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return job
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`Client`: the same methods, awaited."""
+
+    def __init__(
+        self, redis_client: redis.asyncio.Redis, namespace: str = "zizq", *, url: str | None = None
+    ) -> None:
+        self.core = Core(namespace)
+        self.redis = redis_client
+        self.url = url
+
+    @classmethod
+    def from_url(cls, url: str | None = None, namespace: str = "zizq", **redis_options: Any) -> AsyncClient:
+        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost)."""
+        url = url or default_url()
+        return cls(redis.asyncio.Redis.from_url(url, **redis_options), namespace, url=url)
+
+    @property
+    def namespace(self) -> str:
+        return self.core.namespace
+
+    async def run(self, call: Call[T]) -> T:
+        """Send one script call, loading the script if Redis lacks it."""
+        s = call.script
+        try:
+            try:
+                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)  # type: ignore[misc]
+            except NoScriptError:
+                await self.redis.script_load(s.source)
+                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)  # type: ignore[misc]
+        except ResponseError as exc:
+            raise _script_error(exc) from None
+        return call.decode(reply)
+
+    async def enqueue(
+        self,
+        job: JobKind,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: Delay | None = None,
+        ready_at: datetime | None = None,
+        retry_limit: int | None = None,
+        backoff: Backoff | None = None,
+        retention: Retention | None = None,
+        unique_key: UniqueKey | str | None = None,
+    ) -> Job:
+        """See :meth:`Client.enqueue`."""
+        item = Enqueue(
+            job, queue=queue, priority=priority, delay=delay, ready_at=ready_at, retry_limit=retry_limit,
+            backoff=backoff, retention=retention, unique_key=unique_key,
+        )
+        return (await self.run(self.core.enqueue([item])))[0]
+
+    async def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
+        """See :meth:`Client.enqueue_raw`."""
+        return (await self.run(self.core.enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])))[0]
+
+    async def enqueue_many(self, jobs: Items) -> list[Job]:
+        """See :meth:`Client.enqueue_many`."""
+        return await self.run(self.core.enqueue(_as_items(jobs)))
+
+    async def get_job(self, job_id: str) -> Job:
+        """See :meth:`Client.get_job`."""
+        job = (await self.run(self.core.get([job_id])))[0]
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return job
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

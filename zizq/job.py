@@ -1,0 +1,290 @@
+"""The job model: payload types (JobKind), job metadata (Job) and options."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
+
+import orjson
+
+
+from . import _hotpath
+from .errors import JobKindError, PayloadDecodeError, ValidationError
+
+JobStatus = Literal["scheduled", "ready", "in_flight", "completed", "dead"]
+UniqueWhile = Literal["queued", "active", "exists"]
+
+STATUSES: tuple[str, ...] = ("scheduled", "ready", "in_flight", "completed", "dead")
+UNIQUE_SCOPES: tuple[str, ...] = ("queued", "active", "exists")
+DEFAULT_PRIORITY = 32768
+DEFAULT_QUEUE = "default"
+_FORBIDDEN = frozenset(",*?[]{}\\\x00")
+
+K = TypeVar("K", bound="JobKind")
+
+
+def validate_name(what: str, value: object) -> str:
+    """Check a queue, type or namespace name; return it unchanged.
+
+    A name is a non-empty string with none of ``, * ? [ ] { } \\`` or NUL.
+    """
+    if not isinstance(value, str) or not value:
+        raise _name_error(what, value, "must be a non-empty string")
+    bad = _FORBIDDEN.intersection(value)
+    if bad:
+        raise _name_error(what, value, f"must not contain {''.join(sorted(bad))!r}")
+    return value
+
+
+def _name_error(what: str, value: object, why: str) -> ValidationError:
+    from .errors import InvalidName
+
+    return InvalidName(f"{what} name {value!r} {why} (forbidden: , * ? [ ] {{ }} \\ and NUL)")
+
+
+def validate_priority(value: object) -> int:
+    """Check a priority: an int in 0..65535, lower runs sooner."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ValidationError(f"priority {value!r} is not an integer in 0..65535")
+    return value
+
+
+def _non_negative_int(what: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValidationError(f"{what} {value!r} is not a non-negative integer")
+    return value
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The retry delay curve: ``floor(a**exponent * 1000 + base_ms + U * jitter_ms * a)``
+    milliseconds after the a-th failure, U uniform in [0, 1).
+
+    Zizq's default is ``Backoff(base_ms=15000, exponent=4.0, jitter_ms=30000)``,
+    about 25 days over the default 25 retries.
+    """
+
+    base_ms: int
+    exponent: float
+    jitter_ms: int
+
+    def __post_init__(self) -> None:
+        _non_negative_int("backoff base_ms", self.base_ms)
+        _non_negative_int("backoff jitter_ms", self.jitter_ms)
+        e = self.exponent
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 16:
+            raise ValidationError(f"backoff exponent {e!r} is not a number in 0..16")
+
+    def encode(self) -> str:
+        return f"{self.base_ms} {float(self.exponent)!r} {self.jitter_ms}"
+
+    @classmethod
+    def decode(cls, text: str) -> Backoff:
+        base, exponent, jitter = text.split()
+        return cls(int(base), float(exponent), int(jitter))
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished jobs stay readable, in ms. None keeps the namespace
+    default (completed: 0, deleted at once; dead: 7 days)."""
+
+    completed_ms: int | None = None
+    dead_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.completed_ms is not None:
+            _non_negative_int("retention completed_ms", self.completed_ms)
+        if self.dead_ms is not None:
+            _non_negative_int("retention dead_ms", self.dead_ms)
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """A deduplication key. While a job holding the key is within its scope,
+    enqueueing another job with the same key returns the existing job
+    (``duplicate=True``) and writes nothing.
+
+    Scopes: ``queued`` (default; scheduled or ready), ``active`` (also in
+    flight), ``exists`` (until the job is purged).
+    """
+
+    key: str
+    unique_while: UniqueWhile | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise ValidationError(f"unique key {self.key!r} is not a non-empty string")
+        if self.unique_while is not None and self.unique_while not in UNIQUE_SCOPES:
+            raise ValidationError(
+                f"unique scope {self.unique_while!r} is not one of queued, active, exists"
+            )
+
+    @classmethod
+    def raw(cls, key: str) -> UniqueKey:
+        """The key exactly as given."""
+        return cls(key)
+
+    @classmethod
+    def hash_of(cls, value: Any) -> UniqueKey:
+        """SHA-256 (lowercase hex) of the compact, key-sorted JSON of ``value``."""
+        return cls(_hotpath.hash_of(value))
+
+    @classmethod
+    def tagged_hash_of(cls, tag: str, value: Any) -> UniqueKey:
+        """``tag + ":" + hash_of(value)``; the tag is usually the job's NAME."""
+        return cls(f"{tag}:{_hotpath.hash_of(value)}")
+
+    def scope(self, unique_while: UniqueWhile) -> UniqueKey:
+        """This key with another scope: "queued", "active" or "exists"."""
+        return UniqueKey(self.key, unique_while)
+
+
+@dataclass_transform()
+class JobKind:
+    """Base class for job payload types.
+
+    Subclasses declare their fields with annotations and become dataclasses::
+
+        class SendEmail(zizq.JobKind):
+            NAME = "send_email"      # required and stable: the stored type
+            QUEUE = "emails"         # optional per-type defaults
+            PRIORITY = 50
+            to: str
+
+    A subclass with no fields is a unit type (payload ``null``). Set
+    ``TRANSPARENT = True`` on a subclass with exactly one field to store that
+    field's value alone as the payload. A class meant only to be subclassed
+    is declared with ``abstract=True``.
+    """
+
+    NAME: ClassVar[str]
+    QUEUE: ClassVar[str] = DEFAULT_QUEUE
+    PRIORITY: ClassVar[int | None] = None
+    RETRY_LIMIT: ClassVar[int | None] = None
+    BACKOFF: ClassVar[Backoff | None] = None
+    RETENTION: ClassVar[Retention | None] = None
+    UNIQUE_WHILE: ClassVar[UniqueWhile | None] = None
+    TRANSPARENT: ClassVar[bool] = False
+
+    _zizq_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(cls)
+        cls._zizq_fields = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        if abstract:
+            return
+        if "NAME" not in cls.__dict__:
+            raise JobKindError(f"{cls.__qualname__} has no NAME; every JobKind needs a stable NAME")
+        try:
+            validate_name("job type", cls.NAME)
+            validate_name("queue", cls.QUEUE)
+            if cls.PRIORITY is not None:
+                validate_priority(cls.PRIORITY)
+            if cls.RETRY_LIMIT is not None:
+                _non_negative_int("retry limit", cls.RETRY_LIMIT)
+            if cls.UNIQUE_WHILE is not None and cls.UNIQUE_WHILE not in UNIQUE_SCOPES:
+                raise ValidationError(f"UNIQUE_WHILE {cls.UNIQUE_WHILE!r} is not queued, active or exists")
+        except ValidationError as exc:
+            raise JobKindError(f"{cls.__qualname__}: {exc}") from None
+        if cls.BACKOFF is not None and not isinstance(cls.BACKOFF, Backoff):
+            raise JobKindError(f"{cls.__qualname__}.BACKOFF must be a zizq.Backoff")
+        if cls.RETENTION is not None and not isinstance(cls.RETENTION, Retention):
+            raise JobKindError(f"{cls.__qualname__}.RETENTION must be a zizq.Retention")
+        if cls.TRANSPARENT and len(cls._zizq_fields) != 1:
+            raise JobKindError(f"{cls.__qualname__} is TRANSPARENT but has {len(cls._zizq_fields)} fields, not 1")
+
+    def unique_key(self) -> UniqueKey | None:
+        """The key that makes this job unique, or None (the default)."""
+        return None
+
+    def to_payload(self) -> Any:
+        """The JSON value stored as this job's payload."""
+        if self.TRANSPARENT:
+            return getattr(self, self._zizq_fields[0])
+        if not self._zizq_fields:
+            return None
+        return self  # orjson writes a dataclass as an object of its fields
+
+    @classmethod
+    def from_payload(cls: type[K], value: Any) -> K:
+        """Build an instance from a decoded JSON payload.
+
+        Raises :class:`zizq.PayloadDecodeError` when the value does not fit.
+        """
+        try:
+            if cls.TRANSPARENT:
+                return cls(value)
+            if not cls._zizq_fields and value in (None, {}):
+                return cls()
+            if isinstance(value, dict):
+                return cls(**value)
+        except TypeError as exc:
+            raise PayloadDecodeError(f"failed to decode job payload as {cls.__qualname__}: {exc}") from None
+        raise PayloadDecodeError(
+            f"failed to decode job payload as {cls.__qualname__}: expected a JSON object, got {value!r:.200}"
+        )
+
+
+
+
+@dataclass(slots=True)
+class Job:
+    """A job's metadata as stored in Redis. Timestamps are ms since the epoch.
+
+    ``payload`` is the decoded JSON payload (None when the call that returned
+    this job does not carry payloads, as enqueue results do not).
+    ``duplicate`` is True on an enqueue result that is an existing job with
+    the same unique key.
+    """
+
+    id: str
+    type: str
+    queue: str
+    priority: int
+    status: JobStatus
+    ready_at: int
+    attempts: int = 0
+    retry_limit: int | None = None
+    backoff: Backoff | None = None
+    retention: Retention | None = None
+    unique_key: str | None = None
+    unique_while: UniqueWhile | None = None
+    dequeued_at: int | None = None
+    failed_at: int | None = None
+    completed_at: int | None = None
+    purge_at: int | None = None
+    duplicate: bool = False
+    payload_json: bytes | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def payload(self) -> Any:
+        """The decoded payload, or None when it was not read."""
+        return None if self.payload_json is None else orjson.loads(self.payload_json)
+
+    def to_dict(self, *, payload: bool = True) -> dict[str, Any]:
+        """The job in the Zizq API's JSON form; unset optional fields are left out."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "queue": self.queue,
+            "priority": self.priority,
+            "status": self.status,
+            "ready_at": self.ready_at,
+            "attempts": self.attempts,
+        }
+        if self.retry_limit is not None:
+            out["retry_limit"] = self.retry_limit
+        if self.backoff is not None:
+            out["backoff"] = dataclasses.asdict(self.backoff)
+        if self.retention is not None:
+            out["retention"] = {k: v for k, v in dataclasses.asdict(self.retention).items() if v is not None}
+        for name in ("unique_key", "unique_while", "dequeued_at", "failed_at", "completed_at", "purge_at"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if payload and self.payload_json is not None:
+            out["payload"] = self.payload
+        return out
