@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from . import _hotpath
 from ._scripts import Script, script
+from .errors import ValidationError
 from .job import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
@@ -25,7 +26,6 @@ from .job import (
     validate_name,
     validate_priority,
 )
-from .errors import ValidationError
 
 T = TypeVar("T")
 Value = str | bytes | int | float
@@ -56,8 +56,17 @@ class Enqueue:
     """
 
     __slots__ = (
-        "job", "type", "payload", "queue", "priority", "delay", "ready_at",
-        "retry_limit", "backoff", "retention", "unique_key",
+        "backoff",
+        "delay",
+        "job",
+        "payload",
+        "priority",
+        "queue",
+        "ready_at",
+        "retention",
+        "retry_limit",
+        "type",
+        "unique_key",
     )
 
     def __init__(
@@ -127,7 +136,7 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         kind = type(job)
         type_name = kind.NAME
         payload = _hotpath.encode_payload(job.to_payload())
-        queue = item.queue if item.queue is not None else kind.QUEUE
+        queue: str | None = item.queue if item.queue is not None else kind.QUEUE
         priority = item.priority if item.priority is not None else kind.PRIORITY
         retry_limit = item.retry_limit if item.retry_limit is not None else kind.RETRY_LIMIT
         backoff = item.backoff if item.backoff is not None else kind.BACKOFF
@@ -136,15 +145,15 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         unique_while = kind.UNIQUE_WHILE
     else:
         type_name = validate_name("job type", item.type)
-        payload = _hotpath.encode_payload(item.payload)
         queue = item.queue
+        payload = _hotpath.encode_payload(item.payload)
         priority = item.priority
         retry_limit = item.retry_limit
         backoff = item.backoff
         retention = item.retention
         unique = item.unique_key
         unique_while = None
-    validate_name("queue", queue)
+    queue = validate_name("queue", queue)
     priority = DEFAULT_PRIORITY if priority is None else validate_priority(priority)
     if retry_limit is not None and (
         not isinstance(retry_limit, int) or isinstance(retry_limit, bool) or retry_limit < 0
@@ -254,11 +263,11 @@ class Core:
     def _enqueued(args: list[Value], reply: list[Any]) -> list[Job]:
         jobs = []
         for i, (flag, job_id, flat) in enumerate(reply):
-            fields = _hotpath.fields_to_dict(flat)
+            fields: dict[str, Any] = _hotpath.fields_to_dict(flat)
             if flag == 0:
                 b = 1 + i * 13
                 fields.update(t=args[b + 1], q=args[b + 2], p=args[b + 3], a=0)
-                for name, value in zip(_OPTIONAL_FIELDS, args[b + 7 : b + 13]):
+                for name, value in zip(_OPTIONAL_FIELDS, args[b + 7 : b + 13], strict=True):
                     if value != "":
                         fields[name] = value
                 fields.pop("d", None)
@@ -271,7 +280,7 @@ class Core:
         def decode(reply: list[Any]) -> list[Job | None]:
             return [
                 job_from_fields(i, _hotpath.fields_to_dict(flat)) if flat else None
-                for i, flat in zip(ids, reply)
+                for i, flat in zip(ids, reply, strict=True)
             ]
 
         return Call(script("get"), self.keys, list(ids), decode)

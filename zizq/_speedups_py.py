@@ -130,4 +130,4 @@ def hash_of(value: Any) -> str:
 def fields_to_dict(flat: list[bytes]) -> dict[str, bytes]:
     """A Redis HGETALL reply ``[k1, v1, k2, v2, ...]`` as a dict of str keys."""
     it = iter(flat)
-    return {k.decode(): v for k, v in zip(it, it)}
+    return {k.decode(): v for k, v in zip(it, it, strict=False)}

@@ -154,10 +154,10 @@ class AsyncClient:
         s = call.script
         try:
             try:
-                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)  # type: ignore[misc]
+                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
                 await self.redis.script_load(s.source)
-                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)  # type: ignore[misc]
+                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
             raise _script_error(exc) from None
         return call.decode(reply)

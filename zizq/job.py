@@ -8,7 +8,6 @@ from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 import orjson
 
-
 from . import _hotpath
 from .errors import JobKindError, PayloadDecodeError, ValidationError
 
@@ -216,7 +215,7 @@ class JobKind:
         """
         try:
             if cls.TRANSPARENT:
-                return cls(value)
+                return cls(value)  # type: ignore[call-arg]
             if not cls._zizq_fields and value in (None, {}):
                 return cls()
             if isinstance(value, dict):

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -125,6 +126,9 @@ class Worker:
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()
         self._client = AsyncClient.from_url(self._url, self.namespace)
+        # Blocking waits get a connection of their own, so a wait that is cut
+        # short never leaves a pooled connection in an unknown state.
+        self._blocker = redis.asyncio.Redis.from_url(self._url, single_connection_client=True)
         self._core = self._client.core
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
         self._waiting: asyncio.Queue[Job] = asyncio.Queue()
@@ -153,13 +157,10 @@ class Worker:
         while not self._waiting.empty():
             unstarted.append(self._waiting.get_nowait().id)
         busy = set(self._running.values())
-        for task in runners:
-            if task not in busy:
-                task.cancel()
         if busy:
             log.info("waiting up to %.0fs for %d running jobs", self.shutdown_timeout, len(busy))
             await self._until(asyncio.wait(busy, timeout=self.shutdown_timeout), self._forced)
-        abandoned = list(self._running)
+        abandoned = [job_id for job_id, task in self._running.items() if not task.done()]
         for task in runners:
             task.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -171,6 +172,7 @@ class Worker:
         await self._flush_acks()
         self._pool.shutdown(wait=False, cancel_futures=True)
         await self._client.close()
+        await self._blocker.aclose()
 
     # -- taking ----------------------------------------------------------
 
@@ -195,11 +197,12 @@ class Worker:
             await self._until(self._wait_for_work(timeout), self._stop)
 
     async def _wait_for_work(self, timeout: float) -> None:
-        queues = self.queues or sorted(
-            q.decode() for q in await self._client.redis.smembers(self._core.key("queues"))  # type: ignore[misc]
-        )
+        queues = self.queues
+        if not queues:
+            known = await self._client.redis.smembers(self._core.key("queues"))
+            queues = sorted(q.decode() if isinstance(q, bytes) else q for q in known)
         keys = self._core.wake_keys(queues, every_queue=not self.queues)
-        await self._client.redis.blpop(keys, timeout=max(timeout, 0.001))  # type: ignore[misc]
+        await self._blocker.blpop(keys, timeout=max(timeout, 0.001))  # type: ignore[misc]
 
     @staticmethod
     async def _until(aw: Awaitable[Any], event: asyncio.Event) -> None:
@@ -229,9 +232,12 @@ class Worker:
     async def _run_jobs(self) -> None:
         while True:
             job = await self._waiting.get()
-            self._running[job.id] = asyncio.current_task()  # type: ignore[assignment]
+            # The job runs as its own task so shutdown can wait for it alone;
+            # cancelling this runner cancels it too.
+            task = asyncio.create_task(self._run_one(job))
+            self._running[job.id] = task
             try:
-                await self._run_one(job)
+                await task
             finally:
                 del self._running[job.id]
                 self._held -= 1
@@ -244,7 +250,7 @@ class Worker:
             if route.is_async:
                 await route.handler(*args)
             else:
-                await self._loop.run_in_executor(self._pool, route.handler, *args)
+                await asyncio.get_running_loop().run_in_executor(self._pool, route.handler, *args)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every handler failure is recorded on the job

@@ -1,0 +1,47 @@
+# One entry point for everything: `make demo`, `make test`, `make lint`, `make bench`.
+# Each target sets up what it needs: a virtual environment in .venv with zizq
+# (its Cython extension built) and the dev tools, and redis-server from
+# Debian's packages when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup redis demo test test-ext test-pure lint bench clean
+
+setup: $(VENV)/.installed redis
+
+$(VENV)/.installed: pyproject.toml setup.py zizq/_speedups.pyx
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server from Debian's packages"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+demo: setup
+	$(PY) examples/demo.py
+
+# The suite runs twice: with the Cython extension (and fails if it did not
+# load), then on the pure-Python twin.
+test: test-ext test-pure
+
+test-ext: setup
+	ZIZQ_EXPECT_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider
+
+test-pure: setup
+	ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check zizq tests bench examples
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info zizq/_speedups.c zizq/*.so

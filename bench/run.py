@@ -1,0 +1,744 @@
+#!/usr/bin/env python3
+"""zizq benchmark harness: zizq alone, extension vs pure-Python hot path.
+
+    .venv/bin/python bench/run.py                 # the full run (3 runs, 10,000 jobs)
+    .venv/bin/python bench/run.py --quick         # smoke run (1 run, 2,000 jobs)
+    .venv/bin/python bench/run.py --only process,latency --runs 5
+
+The harness starts its own redis-server (free loopback port, no persistence),
+flushes it before every measurement, and runs every measurement in a fresh
+Python subprocess. The subprocess's environment decides which hot path zizq
+loads: ``ZIZQ_NO_EXTENSIONS=1`` for the pure-Python twin, unset for the Cython
+extension (a run that asks for the extension fails if it did not load).
+Every workload checks that its jobs really were stored, or really ran.
+Progress goes to stderr; the result table to stdout. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import redis
+
+HERE = Path(__file__).resolve()
+RESULT_MARK = "ZIZQ-BENCH-RESULT "
+NAMESPACE = "bench"
+CHUNK = 1000  # jobs per enqueue_many / per batched EVALSHA
+CONCURRENCY = 10
+LATENCY_JOBS = 200
+LATENCY_GAP_S = 0.005
+TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string field
+CHILD_TIMEOUT_S = 300.0
+
+WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro")
+MODES = ("ext", "pure")
+
+
+# ---------------------------------------------------------------------------
+# Processes: every child dies with the harness (PDEATHSIG), and lives in its
+# own process group so it can be stopped together with its own children.
+
+try:
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)
+except OSError:  # not Linux/glibc: fall back to explicit cleanup only
+    _LIBC = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    if _LIBC is not None:
+        with contextlib.suppress(Exception):
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+
+
+def _stop_group(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """SIGTERM the process group led by ``proc``, give it ``grace`` seconds,
+    then SIGKILL what is left of the group. The leader is reaped last, so its
+    id (the group's id) cannot have been reused when the group is signalled."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            break
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server: loopback only, no RDB, no AOF."""
+
+    def __init__(self) -> None:
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.dir = tempfile.mkdtemp(prefix="zizq-bench-redis-")
+        self.port = free_port()
+        self.proc = _popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        self.conn = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.conn.ping()
+                break
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Child side: one workload, one hot path, one run. Prints one result line.
+
+def _kinds() -> tuple[type, type, type]:
+    import zizq
+
+    class BenchJob(zizq.JobKind):
+        NAME = "bench"
+        n: int
+        s: str
+
+    class UniqueBenchJob(zizq.JobKind):
+        NAME = "bench_unique"
+        n: int
+        s: str
+
+        def unique_key(self) -> zizq.UniqueKey:
+            return zizq.UniqueKey.tagged_hash_of(self.NAME, {"n": self.n, "s": self.s})
+
+    class LatencyJob(zizq.JobKind):
+        NAME = "bench_latency"
+        n: int
+        s: str
+        t: float  # time.time() at enqueue
+
+    return BenchJob, UniqueBenchJob, LatencyJob
+
+
+def _chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise AssertionError(f"check failed: {what}")
+
+
+def _key(*parts: str) -> str:
+    return "{" + NAMESPACE + "}:" + ":".join(parts)
+
+
+def _warm_up(client: Any, kind: type) -> None:
+    """Load the enqueue script and open the connection, then forget it all
+    (FLUSHALL keeps loaded scripts)."""
+    client.enqueue(kind(n=-1, s=TEXT))
+    client.enqueue_many([kind(n=-2, s=TEXT), kind(n=-3, s=TEXT)])
+    client.redis.flushall()
+
+
+def _verify_stored(r: redis.Redis, ids: list[str], n: int) -> None:
+    """Every id distinct, every job hash present and ready, payloads intact."""
+    _check(len(ids) == n, f"{len(ids)} results for {n} jobs")
+    _check(len(set(ids)) == n, "job ids are distinct")
+    present = sum(int(r.exists(*[_key("job", i) for i in chunk])) for chunk in _chunks(ids, CHUNK))
+    _check(present == n, f"{present} of {n} job hashes exist")
+    ready = int(r.zcard(_key("ready", "default")))
+    _check(ready == n, f"{ready} of {n} jobs in the ready set")
+    for pos in (0, n // 2, n - 1):
+        raw = r.hget(_key("job", ids[pos]), "d")
+        _check(raw is not None and json.loads(raw) == {"n": pos, "s": TEXT}, f"payload of job #{pos}")
+
+
+def child_enqueue_single(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    jobs = [bench_job(n=i, s=TEXT) for i in range(n)]
+    enqueue = client.enqueue
+    t0 = time.perf_counter()
+    results = [enqueue(job) for job in jobs]
+    elapsed = time.perf_counter() - t0
+    _verify_stored(client.redis, [j.id for j in results], n)
+    client.close()
+    return {"jobs_per_s": n / elapsed, "seconds": elapsed}
+
+
+def child_enqueue_bulk(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    chunks = list(_chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK))
+    enqueue_many = client.enqueue_many
+    t0 = time.perf_counter()
+    results = [job for chunk in chunks for job in enqueue_many(chunk)]
+    elapsed = time.perf_counter() - t0
+    _verify_stored(client.redis, [j.id for j in results], n)
+    client.close()
+    return {"jobs_per_s": n / elapsed, "seconds": elapsed}
+
+
+def _preload_scripts(r: redis.Redis, *names: str) -> None:
+    from zizq._scripts import script
+
+    for name in names:
+        r.script_load(script(name).source)
+
+
+def child_process(url: str, n: int) -> dict[str, Any]:
+    import zizq
+    from zizq._core import Core
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
+        client.enqueue_many(chunk)
+    r = client.redis
+    _check(int(r.zcard(_key("ready", "default"))) == n, f"{n} jobs ready before the worker starts")
+    _preload_scripts(r, "take", "ack", "release")
+
+    # Diagnostics only: count take and ack calls (a few hundred ns each).
+    counts = {"take": 0, "taken_asked": 0, "ack": 0, "acked": 0}
+    take, ack = Core.take, Core.ack
+
+    def counting_take(self: Any, worker_id: str, count: int, queues: Any) -> Any:
+        counts["take"] += 1
+        counts["taken_asked"] += count
+        return take(self, worker_id, count, queues)
+
+    def counting_ack(self: Any, worker_id: str, ids: Any) -> Any:
+        counts["ack"] += 1
+        counts["acked"] += len(ids)
+        return ack(self, worker_id, ids)
+
+    Core.take = counting_take  # type: ignore[method-assign]
+    Core.ack = counting_ack  # type: ignore[method-assign]
+
+    router = zizq.Router()
+
+    async def noop(job: Any) -> None:
+        return None
+
+    router.route(bench_job, noop)
+    r.config_resetstat()
+
+    async def main() -> float:
+        worker = zizq.Worker(client, router, concurrency=CONCURRENCY)
+        t0 = time.perf_counter()
+        task = asyncio.create_task(worker.run_async())
+        try:
+            while worker.stats.completed + worker.stats.failed < n:
+                if task.done():
+                    task.result()
+                    raise AssertionError("the worker stopped before finishing")
+                if time.perf_counter() - t0 > CHILD_TIMEOUT_S - 30:
+                    raise AssertionError(f"only {worker.stats.completed} of {n} jobs done in time")
+                await asyncio.sleep(0.002)
+            elapsed = time.perf_counter() - t0
+        finally:
+            worker.stop()
+            await task
+        _check(worker.stats.failed == 0, f"{worker.stats.failed} jobs failed")
+        _check(worker.stats.completed == n, f"{worker.stats.completed} of {n} jobs completed")
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    # After a graceful stop every ack is flushed: with the default completed
+    # retention of 0, every job hash is gone and nothing is left in flight.
+    left = sum(1 for _ in r.scan_iter(match=_key("job", "*"), count=1000))
+    _check(left == 0, f"{left} job hashes left after all jobs completed")
+    _check(int(r.zcard(_key("ready", "default"))) == 0, "ready set empty")
+    _check(int(r.zcard(_key("inflight"))) == 0, "nothing in flight")
+    cmd = r.info("commandstats")
+    evalsha = int(cmd.get("cmdstat_evalsha", {}).get("calls", 0))
+    blpop = int(cmd.get("cmdstat_blpop", {}).get("calls", 0))
+    client.close()
+    return {
+        "jobs_per_s": n / elapsed,
+        "seconds": elapsed,
+        "take_calls": counts["take"],
+        "ack_calls": counts["ack"],
+        "jobs_per_take": n / max(counts["take"], 1),
+        "jobs_per_ack": counts["acked"] / max(counts["ack"], 1),
+        "evalsha_calls": evalsha,
+        "blpop_calls": blpop,
+    }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of sorted values."""
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def child_latency(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    _, _, latency_job = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _preload_scripts(client.redis, "enqueue", "take", "ack", "release")
+    seen: list[float] = []
+    router = zizq.Router()
+
+    async def record(job: Any) -> None:
+        seen.append(time.time() - job.t)
+
+    router.route(latency_job, record)
+
+    async def main() -> None:
+        worker = zizq.Worker(client, router, concurrency=CONCURRENCY)
+        task = asyncio.create_task(worker.run_async())
+        producer: subprocess.Popen[bytes] | None = None
+        try:
+            await asyncio.sleep(0.5)  # let the worker find nothing and block
+            _check(not task.done(), "worker is running")
+            _check(worker.stats.taken == 0, "worker idle before the first job")
+            # The producer is its own process (same hot path: it inherits the
+            # environment), so enqueueing never competes with the worker's loop.
+            producer = subprocess.Popen(
+                [sys.executable, str(HERE), "--child", "latency_producer", "--url", url, "--jobs", str(n)],
+                stdout=subprocess.PIPE,
+            )
+            deadline = time.monotonic() + 120
+            while len(seen) + worker.stats.failed < n:
+                if task.done():
+                    task.result()
+                    raise AssertionError("the worker stopped before finishing")
+                rc = producer.poll()
+                if rc not in (None, 0):
+                    raise AssertionError(f"latency producer exited with {rc}")
+                _check(time.monotonic() < deadline, f"only {len(seen)} of {n} latency jobs ran in time")
+                await asyncio.sleep(0.01)
+            out, _ = producer.communicate(timeout=30)
+            _check(producer.returncode == 0, "latency producer succeeded")
+            _check(int(out.decode().split()[-1]) == n, f"producer enqueued {n} jobs")
+        finally:
+            if producer is not None and producer.poll() is None:
+                producer.kill()
+                producer.wait()
+            worker.stop()
+            await task
+        _check(worker.stats.failed == 0, f"{worker.stats.failed} latency jobs failed")
+        _check(worker.stats.completed == n, f"{worker.stats.completed} of {n} latency jobs completed")
+
+    asyncio.run(main())
+    client.close()
+    ms = sorted(x * 1000 for x in seen)
+    return {"p50_ms": _percentile(ms, 50), "p99_ms": _percentile(ms, 99), "max_ms": ms[-1], "min_ms": ms[0]}
+
+
+def child_latency_producer(url: str, n: int) -> None:
+    import zizq
+
+    _, _, latency_job = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    client.redis.ping()
+    start = time.monotonic() + 0.05
+    ids = set()
+    for i in range(n):
+        pause = start + i * LATENCY_GAP_S - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        ids.add(client.enqueue(latency_job(n=i, s=TEXT, t=time.time())).id)
+    client.close()
+    print(len(ids))
+
+
+def child_memory(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    r = client.redis
+    chunks = list(_chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK))
+    before = r.info("memory")
+    results = [job for chunk in chunks for job in client.enqueue_many(chunk)]
+    after = r.info("memory")
+    _verify_stored(r, [j.id for j in results], n)
+    client.close()
+    grown = int(after["used_memory"]) - int(before["used_memory"])
+    clients = int(after.get("mem_clients_normal", 0)) - int(before.get("mem_clients_normal", 0))
+    return {"bytes_per_job": grown / n, "client_buffer_bytes_per_job": clients / n}
+
+
+LIMIT_SINGLE = "return redis.call('HSET', KEYS[1], 'd', ARGV[1])"
+LIMIT_BATCH = """
+local P = KEYS[1]
+for i = 1, #ARGV, 2 do redis.call('HSET', P .. ARGV[i], 'd', ARGV[i + 1]) end
+return #ARGV / 2
+"""
+
+
+def child_limits(url: str, n: int) -> dict[str, Any]:
+    import orjson
+
+    r = redis.Redis.from_url(url)
+    single, batch = r.script_load(LIMIT_SINGLE), r.script_load(LIMIT_BATCH)
+    r.evalsha(single, 1, "warm", b"x")
+    r.flushall()
+    # The same payload bytes zizq stores; keys and payloads made beforehand:
+    # this is the floor, one script call and one write per job.
+    payloads = [orjson.dumps({"n": i, "s": TEXT}) for i in range(n)]
+    prefix = "{limit}:job:"
+    keys = [f"{prefix}{i}" for i in range(n)]
+    evalsha = r.evalsha
+    t0 = time.perf_counter()
+    for key, payload in zip(keys, payloads, strict=True):
+        evalsha(single, 1, key, payload)
+    single_s = time.perf_counter() - t0
+    _check(int(r.dbsize()) == n, f"{n} keys written one script call each")
+    r.flushall()
+    flat = [x for key_payload in zip([str(i) for i in range(n)], payloads, strict=True) for x in key_payload]
+    t0 = time.perf_counter()
+    for chunk in _chunks(flat, 2 * CHUNK):
+        evalsha(batch, 1, prefix, *chunk)
+    batch_s = time.perf_counter() - t0
+    _check(int(r.dbsize()) == n, f"{n} keys written {CHUNK} per script call")
+    _check(r.hget(f"{prefix}{n - 1}", "d") == payloads[-1], "batched payload intact")
+    r.close()
+    return {"single_jobs_per_s": n / single_s, "batch_jobs_per_s": n / batch_s}
+
+
+def _time_us(fn: Callable[[], Any], per: int = 1) -> float:
+    """Best of 5 timeit repeats, in µs per call (divided by ``per``)."""
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()  # enough calls for >= 0.2 s
+    number = max(1, number // 2)
+    return min(timer.repeat(repeat=5, number=number)) / number / per * 1e6
+
+
+def child_micro(url: str, n: int) -> dict[str, Any]:
+    import zizq
+    from zizq import _hotpath
+    from zizq._core import Enqueue, TakeResult, enqueue_args
+
+    bench_job, unique_job, _ = _kinds()
+    ids = _hotpath.IdGenerator()
+    job = unique_job(n=123456, s=TEXT)
+    payload = job.to_payload()
+    item = Enqueue(job)
+    encode_payload = _hotpath.encode_payload
+
+    # A realistic take reply: what take.lua returns for 10 jobs (the default
+    # prefetch), read by redis-py/hiredis from the benchmark's Redis.
+    client = zizq.Client.from_url(url, NAMESPACE)
+    client.enqueue_many([bench_job(n=i, s=TEXT) for i in range(CONCURRENCY)])
+    call = client.core.take("bench-micro:1:00000000", CONCURRENCY, [])
+    client.redis.script_load(call.script.source)
+    reply = client.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    client.close()
+    decoded = TakeResult.decode(reply)
+    _check(len(decoded.jobs) == CONCURRENCY, f"take reply holds {CONCURRENCY} jobs")
+    _check(all(j.status == "in_flight" and j.payload["s"] == TEXT for j in decoded.jobs), "take reply decodes")
+    _check(len(enqueue_args(item, ids)) == 13, "enqueue_args gives 13 values")
+
+    return {
+        "id_us": _time_us(ids.generate),
+        "payload_us": _time_us(lambda: encode_payload(payload)),
+        "unique_us": _time_us(job.unique_key),
+        "enqueue_args_us": _time_us(lambda: enqueue_args(item, ids)),
+        "take_decode_us": _time_us(lambda: TakeResult.decode(reply), per=CONCURRENCY),
+    }
+
+
+CHILDREN: dict[str, Callable[[str, int], Any]] = {
+    "enqueue_single": child_enqueue_single,
+    "enqueue_bulk": child_enqueue_bulk,
+    "process": child_process,
+    "latency": child_latency,
+    "latency_producer": child_latency_producer,
+    "memory": child_memory,
+    "limits": child_limits,
+    "micro": child_micro,
+}
+
+
+def child_main(args: argparse.Namespace) -> int:
+    result = CHILDREN[args.child](args.url, args.jobs)
+    if result is None:  # the latency producer prints its own output
+        return 0
+    from zizq import _hotpath
+
+    result["extension"] = bool(_hotpath.EXTENSION)
+    print(RESULT_MARK + json.dumps(result), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Parent side: orchestration, medians, the table.
+
+def run_child(server: RedisServer, workload: str, mode: str | None, jobs: int) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("ZIZQ_NO_EXTENSIONS", None)
+    if mode == "pure":
+        env["ZIZQ_NO_EXTENSIONS"] = "1"
+    server.conn.flushall()
+    args = [sys.executable, str(HERE), "--child", workload, "--url", server.url, "--jobs", str(jobs)]
+    proc = _popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except BaseException:  # a timeout or Ctrl-C: stop the child and its children
+        _stop_group(proc)
+        raise
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith(RESULT_MARK)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(err.decode())
+        raise RuntimeError(f"{workload} ({mode or 'no zizq'}) failed with exit code {proc.returncode}")
+    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_MARK) :])
+    if mode is not None and result["extension"] != (mode == "ext"):
+        raise RuntimeError(
+            f"{workload}: asked for the {mode} path but zizq loaded "
+            f"{'the extension' if result['extension'] else 'the pure-Python twin'}"
+        )
+    return result
+
+
+# Table rows: label, workload, metric, unit, format. Ratio is always ext/pure.
+ROWS: list[tuple[str, str, str, str, str]] = [
+    ("enqueue_single", "enqueue_single", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("enqueue_bulk (1,000/call)", "enqueue_bulk", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("process (c=10, no-op async)", "process", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("latency p50 (idle worker)", "latency", "p50_ms", "ms", "{:.2f}"),
+    ("latency p99 (idle worker)", "latency", "p99_ms", "ms", "{:.2f}"),
+    ("memory per waiting job", "memory", "bytes_per_job", "bytes/job", "{:,.0f}"),
+    ("limit: EVALSHA per job", "limits", "single_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("limit: EVALSHA per 1,000 jobs", "limits", "batch_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("micro: make id", "micro", "id_us", "µs/job", "{:.3f}"),
+    ("micro: encode payload", "micro", "payload_us", "µs/job", "{:.3f}"),
+    ("micro: unique key hash", "micro", "unique_us", "µs/job", "{:.3f}"),
+    ("micro: enqueue_args (all)", "micro", "enqueue_args_us", "µs/job", "{:.3f}"),
+    ("micro: TakeResult.decode", "micro", "take_decode_us", "µs/job", "{:.3f}"),
+]
+MODELESS = {"limits"}  # plain redis-py: no zizq code, so no ext/pure split
+
+
+def _summary(workload: str, result: dict[str, Any]) -> str:
+    parts = [
+        (fmt.format(result[metric]) + " " + unit)
+        for _, w, metric, unit, fmt in ROWS
+        if w == workload and metric in result
+    ]
+    if workload == "process":
+        parts.append(f"{result['jobs_per_take']:.1f} jobs/take, {result['jobs_per_ack']:.1f} jobs/ack")
+    return ", ".join(parts)
+
+
+def machine() -> list[tuple[str, str]]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    exe = shutil.which("redis-server") or "redis-server"
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+        redis_version = next((w[2:] for w in version.split() if w.startswith("v=")), version.strip())
+    except (OSError, subprocess.SubprocessError):
+        redis_version = "unknown"
+
+    def ver(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "missing"
+
+    return [
+        ("nproc", f"{usable} (of {os.cpu_count()})"),
+        ("cpu", cpu),
+        ("python", f"{platform.python_implementation()} {platform.python_version()}"),
+        ("redis-server", redis_version),
+        ("kernel", f"{platform.system()} {platform.release()} {platform.machine()}"),
+        ("libraries", f"zizq {ver('zizq')}, redis-py {ver('redis')}, hiredis {ver('hiredis')}, orjson {ver('orjson')}"),
+    ]
+
+
+def table(results: dict[tuple[str, str | None], list[dict[str, Any]]], workloads: list[str]) -> list[str]:
+    rows = [("workload", "extension", "pure", "ext/pure", "unit")]
+    for label, workload, metric, unit, fmt in ROWS:
+        if workload not in workloads:
+            continue
+        if workload in MODELESS:
+            value = fmt.format(statistics.median(r[metric] for r in results[(workload, None)]))
+            rows.append((label, value, value, "-", unit))
+            continue
+        ext = statistics.median(r[metric] for r in results[(workload, "ext")])
+        pure = statistics.median(r[metric] for r in results[(workload, "pure")])
+        ratio = f"{ext / pure:.2f}" if pure else "-"
+        rows.append((label, fmt.format(ext), fmt.format(pure), ratio, unit))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append(
+            f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip()
+        )
+        if i == 0:
+            lines.append("-" * len(lines[0]))
+    return lines
+
+
+def notes(results: dict[tuple[str, str | None], list[dict[str, Any]]], workloads: list[str]) -> list[str]:
+    out = []
+    if "process" in workloads:
+        for mode in MODES:
+            rs = results[("process", mode)]
+            out.append(
+                f"process ({mode}): {statistics.median(r['jobs_per_take'] for r in rs):.1f} jobs per take call, "
+                f"{statistics.median(r['jobs_per_ack'] for r in rs):.1f} jobs per ack call, "
+                f"{statistics.median(r['evalsha_calls'] for r in rs):,.0f} EVALSHA and "
+                f"{statistics.median(r['blpop_calls'] for r in rs):,.0f} BLPOP calls in all (medians)"
+            )
+    if "latency" in workloads:
+        for mode in MODES:
+            rs = results[("latency", mode)]
+            out.append(
+                f"latency ({mode}): min {statistics.median(r['min_ms'] for r in rs):.2f} ms, "
+                f"max {statistics.median(r['max_ms'] for r in rs):.2f} ms (medians over runs)"
+            )
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=None, help="runs per workload and hot path; the median is reported (3)")
+    p.add_argument("--jobs", type=int, default=None, help="jobs per workload (10000); latency always uses 200")
+    p.add_argument("--only", default=None, help="comma-separated workloads: " + ",".join(WORKLOADS))
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 run, 2,000 jobs")
+    p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return args
+    args.runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    args.jobs = args.jobs if args.jobs is not None else (2000 if args.quick else 10_000)
+    if args.runs < 1 or args.jobs < 1:
+        p.error("--runs and --jobs must be at least 1")
+    args.workloads = list(WORKLOADS)
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        unknown = sorted(set(wanted) - set(WORKLOADS))
+        if unknown:
+            p.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+        args.workloads = [w for w in WORKLOADS if w in wanted]
+    return args
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+    started = time.monotonic()
+    when = dt.datetime.now(dt.UTC)
+    server = RedisServer()
+    results: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    try:
+        plan: list[tuple[str, str | None, int]] = []
+        for workload in args.workloads:
+            modes: tuple[str | None, ...] = (None,) if workload in MODELESS else MODES
+            for run in range(args.runs):
+                # ext and pure alternate, so drift on the machine hits both alike.
+                plan.extend((workload, mode, run) for mode in modes)
+        for i, (workload, mode, run) in enumerate(plan, 1):
+            jobs = LATENCY_JOBS if workload == "latency" else args.jobs
+            result = run_child(server, workload, mode, jobs)
+            results.setdefault((workload, mode), []).append(result)
+            print(
+                f"[{i:>2}/{len(plan)}] {workload:<14} {mode or '-':<4} run {run + 1}: {_summary(workload, result)}",
+                file=sys.stderr, flush=True,
+            )
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping redis-server and every child", file=sys.stderr)
+        return 130
+    finally:
+        server.stop()
+
+    elapsed = time.monotonic() - started
+    out = [
+        f"zizq benchmark, {when:%Y-%m-%d %H:%M} UTC: {args.runs} run(s) per cell, median shown; "
+        f"{args.jobs:,} jobs per workload ({LATENCY_JOBS} for latency)",
+        "",
+        *(f"{k:<13} {v}" for k, v in machine()),
+        "",
+        *table(results, args.workloads),
+        "",
+        "ratio = extension / pure: above 1 is better for jobs/s, below 1 is better for ms, µs and bytes.",
+        *notes(results, args.workloads),
+        f"total time {elapsed:.0f} s",
+    ]
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

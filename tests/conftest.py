@@ -1,0 +1,171 @@
+"""Fixtures: real redis-server processes on free loopback ports.
+
+One server serves the whole session; every test gets its own namespace, so
+tests never see each other's keys. ``redis_factory`` starts extra servers for
+tests that need one of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import zizq
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server process started for the tests."""
+
+    def __init__(self, *extra: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="zizq-redis-")
+        self.extra = extra
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            "--save", "", "--appendonly", "no", "--protected-mode", "no", *self.extra,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        r = redis.Redis(port=self.port)
+        while True:
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.02)
+        r.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisServer]]:
+    servers: list[RedisServer] = []
+
+    def make(*extra: str) -> RedisServer:
+        servers.append(RedisServer(*extra))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A raw redis-py connection to the session server."""
+    conn = redis.Redis(port=redis_server.port)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def client(redis_server: RedisServer, namespace: str) -> Iterator[zizq.Client]:
+    c = zizq.Client.from_url(redis_server.url, namespace)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def aclient(redis_server: RedisServer, namespace: str) -> AsyncIterator[zizq.AsyncClient]:
+    c = zizq.AsyncClient.from_url(redis_server.url, namespace)
+    yield c
+    await c.close()
+
+
+class Awaited:
+    """Gives a sync Client the AsyncClient's shape (every method awaited),
+    so one test body runs against both front doors."""
+
+    def __init__(self, client: zizq.Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture(params=["sync", "async"])
+async def api(request: pytest.FixtureRequest, redis_server: RedisServer, namespace: str) -> AsyncIterator[Any]:
+    """The sync Client (wrapped) and the AsyncClient in turn."""
+    if request.param == "sync":
+        c = zizq.Client.from_url(redis_server.url, namespace)
+        yield Awaited(c)
+        c.close()
+    else:
+        ac = zizq.AsyncClient.from_url(redis_server.url, namespace)
+        yield ac
+        await ac.close()
+
+
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTENSION_EXPECTED = os.environ.get("ZIZQ_EXPECT_EXTENSION") == "1"

@@ -1,0 +1,198 @@
+"""The clients against a real Redis: each case runs on the sync Client and the
+AsyncClient (the `api` fixture)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+import zizq
+from zizq._core import Call
+from zizq._scripts import script
+
+from .conftest import wait_for
+from .jobs_app import Heartbeat, Report, SendEmail
+
+
+def keys_of(r: redis.Redis, namespace: str) -> set[bytes]:
+    return set(r.keys("{" + namespace + "}:*"))
+
+
+async def take(api: Any, count: int = 100, queues: tuple[str, ...] = (), worker: str = "w1") -> list[zizq.Job]:
+    result = await api.run(api.core.take(worker, count, list(queues)))
+    return list(result.jobs)
+
+
+async def test_enqueue_returns_metadata(api: Any) -> None:
+    job = await api.enqueue(SendEmail(to="a@example.com"))
+    assert len(job.id) == 25 and job.id.isalnum() and job.id == job.id.lower()
+    assert (job.type, job.queue, job.priority, job.status, job.attempts) == ("send_email", "emails", 50, "ready", 0)
+    assert job.duplicate is False
+    stored = await api.get_job(job.id)
+    assert stored.payload == {"to": "a@example.com", "subject": "hello"}
+    assert stored.ready_at == job.ready_at
+
+
+async def test_option_precedence(api: Any) -> None:
+    default = await api.enqueue(Heartbeat())
+    assert (default.queue, default.priority) == ("default", 32768)
+    by_type = await api.enqueue(SendEmail(to="x"))
+    assert (by_type.queue, by_type.priority) == ("emails", 50)
+    by_call = await api.enqueue(SendEmail(to="x"), queue="urgent", priority=1, retry_limit=3)
+    assert (by_call.queue, by_call.priority, by_call.retry_limit) == ("urgent", 1, 3)
+    stored = await api.get_job(by_call.id)
+    assert (stored.queue, stored.priority, stored.retry_limit) == ("urgent", 1, 3)
+
+
+async def test_unit_and_transparent_payloads(api: Any) -> None:
+    unit = await api.get_job((await api.enqueue(Heartbeat())).id)
+    assert unit.payload is None and unit.payload_json == b"null"
+    scalar = await api.get_job((await api.enqueue(Report(42))).id)
+    assert scalar.payload == 42
+
+
+async def test_enqueue_raw(api: Any) -> None:
+    job = await api.enqueue_raw("made_elsewhere", {"k": [1, 2]}, queue="other", priority=7)
+    got = await api.get_job(job.id)
+    assert (got.type, got.queue, got.priority, got.payload) == ("made_elsewhere", "other", 7, {"k": [1, 2]})
+
+
+async def test_delay_and_ready_at_schedule(api: Any) -> None:
+    delayed = await api.enqueue(Heartbeat(), delay=60)
+    assert delayed.status == "scheduled"
+    later = await api.enqueue(Heartbeat(), delay=timedelta(minutes=5))
+    assert later.status == "scheduled" and later.ready_at - delayed.ready_at >= 239_000
+    at = datetime.now(UTC) + timedelta(hours=1)
+    absolute = await api.enqueue(Heartbeat(), ready_at=at)
+    assert absolute.status == "scheduled" and absolute.ready_at == int(at.timestamp() * 1000)
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    old = await api.enqueue(Heartbeat(), ready_at=past)
+    assert old.status == "ready" and old.ready_at == int(past.timestamp() * 1000)
+
+
+async def test_scheduled_job_becomes_ready_when_due(api: Any) -> None:
+    job = await api.enqueue(Heartbeat(), delay=0.3)
+    assert await take(api) == []
+    taken: list[zizq.Job] = []
+
+    async def due() -> bool:
+        taken.extend(await take(api))
+        return bool(taken)
+
+    await wait_for(due, timeout=5)
+    assert [t.id for t in taken] == [job.id]
+    assert taken[0].dequeued_at is not None and taken[0].dequeued_at >= job.ready_at
+
+
+async def test_dispatch_order_priority_then_fifo_across_queues(api: Any) -> None:
+    plan = [("a", 5), ("b", 1), ("c", 5), ("a", 1), ("b", 9), ("c", 1), ("a", 5)]
+    jobs = [await api.enqueue(Report(i), queue=q, priority=p) for i, (q, p) in enumerate(plan)]
+    order = await take(api, queues=("a", "b", "c"))
+    expected = sorted(jobs, key=lambda j: (j.priority, j.id))
+    assert [j.id for j in order] == [j.id for j in expected]
+    assert [j.payload for j in order] == [1, 3, 5, 0, 2, 6, 4]
+    assert all(j.status == "in_flight" for j in order)
+
+
+async def test_take_respects_queue_selection_and_count(api: Any) -> None:
+    for i in range(5):
+        await api.enqueue(Report(i), queue="x")
+    await api.enqueue(Report(99), queue="y")
+    first = await take(api, count=2, queues=("x",))
+    rest = await take(api, count=10, queues=("x",))
+    assert [j.payload for j in first + rest] == [0, 1, 2, 3, 4]
+    assert [j.payload for j in await take(api)] == [99]  # no queues named: every queue
+
+
+async def test_enqueue_many_is_ordered_and_dedupes_in_batch(api: Any) -> None:
+    items = [
+        SendEmail(to="1"),
+        zizq.Enqueue(SendEmail(to="2"), unique_key="same"),
+        zizq.Enqueue.raw("raw_type", [1], queue="q"),
+        zizq.Enqueue(SendEmail(to="3"), unique_key="same"),
+    ]
+    jobs = await api.enqueue_many(items)
+    assert [j.type for j in jobs] == ["send_email", "send_email", "raw_type", "send_email"]
+    assert jobs[3].duplicate and jobs[3].id == jobs[1].id
+    assert not any(j.duplicate for j in jobs[:3])
+    assert (await api.get_job(jobs[1].id)).payload["to"] == "2"
+
+
+async def test_unique_key_duplicate_returns_existing(api: Any) -> None:
+    first = await api.enqueue(SendEmail(to="a"), unique_key=zizq.UniqueKey.raw("k"))
+    again = await api.enqueue(SendEmail(to="b"), unique_key="k")
+    assert again.duplicate and again.id == first.id and again.status == "ready"
+
+
+async def test_enqueue_many_is_all_or_nothing(api: Any, r: redis.Redis, namespace: str) -> None:
+    with pytest.raises(zizq.ValidationError, match="65536"):
+        await api.enqueue_many([SendEmail(to="ok"), zizq.Enqueue(SendEmail(to="bad"), priority=65536)])
+    assert keys_of(r, namespace) == set()
+
+
+@pytest.mark.parametrize(
+    ("call", "bad"),
+    [
+        (lambda api: api.enqueue(SendEmail(to="x"), priority=-1), "-1"),
+        (lambda api: api.enqueue(SendEmail(to="x"), priority=70000), "70000"),
+        (lambda api: api.enqueue(SendEmail(to="x"), queue="a,b"), "'a,b'"),
+        (lambda api: api.enqueue(SendEmail(to="x"), queue=""), "''"),
+        (lambda api: api.enqueue(SendEmail(to="x"), delay=-5), "-5"),
+        (lambda api: api.enqueue(SendEmail(to="x"), ready_at=datetime(2030, 1, 1)), "naive"),
+        (lambda api: api.enqueue_raw("t{x}", {}), "'t{x}'"),
+        (lambda api: api.enqueue_raw("t", {"x": float("nan")}), "nan"),
+        (lambda api: api.enqueue_raw("t", {"x": object()}), "object"),
+        (lambda api: api.enqueue_raw("t", 2**70), "64-bit"),
+        (lambda api: api.enqueue(SendEmail(to=object())), "object"),  # type: ignore[arg-type]
+    ],
+)
+async def test_bad_input_raises_before_writing(
+    api: Any, r: redis.Redis, namespace: str, call: Any, bad: str
+) -> None:
+    with pytest.raises(zizq.ZizqError) as info:
+        await call(api)
+    assert bad in str(info.value)
+    assert keys_of(r, namespace) == set()
+
+
+async def test_unknown_job_is_not_found(api: Any) -> None:
+    with pytest.raises(zizq.JobNotFound, match="nope"):
+        await api.get_job("nope")
+
+
+async def test_script_errors_become_zizq_exceptions(api: Any, r: redis.Redis, namespace: str) -> None:
+    # Bypass client-side validation: the script's own check names the value.
+    args = [1, "id1", "t", "q", 70000, b"{}", "", "", "", "", "", "", "", ""]
+    with pytest.raises(zizq.ValidationError, match="70000"):
+        await api.run(Call(script("enqueue"), api.core.keys, args, lambda x: x))
+    assert keys_of(r, namespace) == set()
+
+
+async def test_scripts_reload_after_flush(api: Any, r: redis.Redis) -> None:
+    await api.enqueue(Heartbeat())
+    r.script_flush()
+    job = await api.enqueue(Heartbeat())
+    assert (await api.get_job(job.id)).status == "ready"
+
+
+async def test_retried_enqueue_with_same_id_creates_one_job(api: Any, r: redis.Redis, namespace: str) -> None:
+    call = api.core.enqueue([zizq.Enqueue(SendEmail(to="once"))])
+    first = await api.run(call)
+    second = await api.run(call)  # as a client retrying after a timeout would
+    assert first[0].id == second[0].id and not second[0].duplicate
+    assert r.zcard("{" + namespace + "}:ready:emails") == 1
+
+
+def test_namespaces_are_isolated(redis_server: Any) -> None:
+    a = zizq.Client.from_url(redis_server.url, "iso-a")
+    b = zizq.Client.from_url(redis_server.url, "iso-b")
+    job = a.enqueue(Heartbeat())
+    with pytest.raises(zizq.JobNotFound):
+        b.get_job(job.id)
+    with pytest.raises(zizq.InvalidName):
+        zizq.Client.from_url(redis_server.url, "bad{ns}")
+    a.close()
+    b.close()

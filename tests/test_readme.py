@@ -1,0 +1,80 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zizq
+
+from .conftest import ROOT, RedisServer
+
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    start = README.index(f"## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end > 0 else None]
+
+
+def blocks(text: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def test_quick_start(tmp_path: Path, redis_server: RedisServer) -> None:
+    jobs_py, enqueue_py = blocks(section("Quick start"), "python")
+    [command] = blocks(section("Quick start"), "sh")
+    (tmp_path / "jobs.py").write_text(jobs_py)
+    (tmp_path / "enqueue.py").write_text(enqueue_py)
+    env = {**os.environ, "ZIZQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "enqueue.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    job_id, status = out.stdout.split()
+    assert status == "ready"
+
+    argv = shlex.split(command.strip())
+    assert argv[0] == "zizq"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "zizq", *argv[1:]], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        deadline = time.monotonic() + 15
+        line = ""
+        while "sending" not in line:
+            assert time.monotonic() < deadline, "the worker printed nothing"
+            line = worker.stdout.readline()
+        assert line.strip() == "sending 'Welcome' to ada@example.com"
+        with zizq.Client.from_url(redis_server.url) as client:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.get_job(job_id)
+                except zizq.JobNotFound:
+                    break  # done and deleted (completed retention 0)
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=15)
+    assert worker.returncode == 0
+
+
+def test_other_examples_run(tmp_path: Path, redis_server: RedisServer) -> None:
+    (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
+    env = {**os.environ, "ZIZQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(tmp_path)}
+    for title in ("Defining jobs", "Enqueueing", "Workers"):
+        for i, code in enumerate(blocks(section(title), "python")):
+            path = tmp_path / f"example_{i}.py"
+            path.write_text(code)
+            out = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=30)
+            assert out.returncode == 0, f"{title} example {i}:\n{out.stderr}"

@@ -1,0 +1,306 @@
+"""The worker against a real Redis, run in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+import zizq
+
+from .conftest import RedisServer, wait_for
+from .jobs_app import Heartbeat, Report, SendEmail
+
+Start = Callable[..., zizq.Worker]
+
+
+@pytest.fixture
+async def start(client: zizq.Client) -> AsyncIterator[Start]:
+    """Start workers in the background; they are stopped after the test."""
+    running: list[tuple[zizq.Worker, asyncio.Task[None]]] = []
+
+    def make(router: zizq.Router, **options: Any) -> zizq.Worker:
+        worker = zizq.Worker(client, router, **options)
+        running.append((worker, asyncio.create_task(worker.run_async())))
+        return worker
+
+    yield make
+    for worker, task in running:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def errors_of(r: redis.Redis, namespace: str, job_id: str) -> list[dict[str, Any]]:
+    return [orjson.loads(e) for e in r.lrange("{" + namespace + "}:errors:" + job_id, 0, -1)]
+
+
+async def test_runs_sync_and_async_handlers(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
+    seen: list[Any] = []
+    router = zizq.Router()
+
+    @router.handler
+    async def send(job: SendEmail) -> None:
+        seen.append(job)
+
+    @router.handler
+    def report(job: Report, meta: zizq.Job) -> None:
+        assert threading.current_thread() is not threading.main_thread()
+        seen.append((job.number, meta.id, meta.status))
+
+    email = client.enqueue(SendEmail(to="a"))
+    rep = client.enqueue(Report(7))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.completed == 2)
+    assert SendEmail(to="a") in seen and (7, rep.id, "in_flight") in seen
+    # Completed retention is 0 by default: acked jobs are gone, indexes too.
+    await wait_for(lambda: r.exists("{" + namespace + "}:job:" + email.id) == 0)
+    await wait_for(lambda: r.zcard("{" + namespace + "}:inflight") == 0)
+    with pytest.raises(zizq.JobNotFound):
+        client.get_job(rep.id)
+
+
+async def test_failure_is_retried_with_backoff(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    def boom(job: Report) -> None:
+        raise ValueError(f"bad number {job.number}")
+
+    job = client.enqueue(Report(3))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.failed == 1)
+    await wait_for(lambda: client.get_job(job.id).status == "scheduled")
+    failed = client.get_job(job.id)
+    assert failed.attempts == 1 and failed.failed_at is not None
+    # First retry: 1^4 * 1000 + 15000 + U * 30000 * 1 ms after the failure.
+    assert 16_000 <= failed.ready_at - failed.failed_at <= 46_000
+    [error] = errors_of(r, namespace, job.id)
+    assert error["attempt"] == 1 and error["message"] == "bad number 3" and error["error_type"] == "ValueError"
+    assert "ValueError: bad number 3" in error["backtrace"] and error["dequeued_at"] == failed.dequeued_at
+
+
+async def test_kill_and_retry_outcomes(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    async def decide(job: Report, meta: zizq.Job) -> None:
+        if job.number == 1:
+            raise zizq.KillJob("give up")
+        if meta.attempts == 0:
+            raise zizq.RetryJob(delay=0)
+
+    killed = client.enqueue(Report(1))
+    retried = client.enqueue(Report(2), retry_limit=0)  # RetryJob bypasses the limit
+    worker = start(router)
+    await wait_for(lambda: worker.stats.completed == 1)
+    dead = client.get_job(killed.id)
+    assert dead.status == "dead" and dead.attempts == 1 and dead.purge_at is not None
+    assert 604_800_000 - 1000 <= dead.purge_at - (dead.failed_at or 0) <= 604_800_000
+    assert errors_of(r, namespace, killed.id)[0]["error_type"] == "zizq.KillJob"
+    with pytest.raises(zizq.JobNotFound):  # done on its second run, then deleted
+        client.get_job(retried.id)
+
+
+async def test_retry_limit_sends_job_dead(client: zizq.Client, start: Start) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    def boom(job: Report) -> None:
+        raise RuntimeError("always")
+
+    job = client.enqueue(Report(0), retry_limit=0, backoff=zizq.Backoff(0, 0, 0))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.failed == 1)
+    await wait_for(lambda: client.get_job(job.id).status == "dead")
+
+
+async def test_unknown_type_and_bad_payload_fail(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    async def send(job: SendEmail) -> None:
+        pass
+
+    unknown = client.enqueue_raw("nobody_handles_this", {})
+    bad = client.enqueue_raw("send_email", {"unexpected": 1}, queue="emails")
+    worker = start(router)
+    await wait_for(lambda: worker.stats.failed == 2)
+    await wait_for(lambda: len(errors_of(r, namespace, bad.id)) == 1)
+    [e1] = errors_of(r, namespace, unknown.id)
+    [e2] = errors_of(r, namespace, bad.id)
+    assert e1["error_type"] == "zizq.NoRouteError" and "nobody_handles_this" in e1["message"]
+    assert e2["error_type"] == "zizq.PayloadDecodeError" and "SendEmail" in e2["message"]
+
+
+async def test_fallback_handler_gets_unrouted_jobs(client: zizq.Client, start: Start) -> None:
+    router = zizq.Router()
+    got: list[zizq.Job] = []
+
+    @router.fallback
+    async def anything(job: zizq.Job) -> None:
+        got.append(job)
+
+    client.enqueue_raw("mystery", {"a": 1})
+    worker = start(router)
+    await wait_for(lambda: worker.stats.completed == 1)
+    assert got[0].type == "mystery" and got[0].payload == {"a": 1}
+
+
+async def test_idle_worker_wakes_on_enqueue(client: zizq.Client, start: Start) -> None:
+    started: list[float] = []
+    router = zizq.Router()
+
+    @router.handler
+    async def beat(job: Heartbeat) -> None:
+        started.append(time.monotonic())
+
+    # With max_idle at 60 s, only a wake-up from Redis can make this fast.
+    worker = start(router, max_idle=60)
+    await asyncio.sleep(0.2)  # let it go idle: blocked in BLPOP
+    for _ in range(3):
+        t0 = time.monotonic()
+        client.enqueue(Heartbeat())
+        n = len(started)
+        await wait_for(lambda n=n: len(started) > n, timeout=5)  # type: ignore[misc]
+        assert started[-1] - t0 < 0.5
+    assert worker.stats.completed == 3
+
+
+async def test_idle_worker_wakes_for_scheduled_job(client: zizq.Client, start: Start) -> None:
+    started: list[float] = []
+    router = zizq.Router()
+
+    @router.handler
+    async def beat(job: Heartbeat) -> None:
+        started.append(time.monotonic())
+
+    start(router, max_idle=60)
+    await asyncio.sleep(0.2)
+    t0 = time.monotonic()
+    client.enqueue(Heartbeat(), delay=0.5)
+    await wait_for(lambda: bool(started), timeout=5)
+    assert 0.45 <= started[0] - t0 < 1.5
+
+
+async def test_concurrency_limit(client: zizq.Client, start: Start) -> None:
+    active = 0
+    peak = 0
+    router = zizq.Router()
+
+    @router.handler
+    async def report(job: Report) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.02)
+        active -= 1
+
+    client.enqueue_many([Report(i) for i in range(40)])
+    worker = start(router, concurrency=4, prefetch=8)
+    await wait_for(lambda: worker.stats.completed == 40)
+    assert peak == 4
+
+
+async def test_priority_order_with_one_runner(client: zizq.Client, start: Start) -> None:
+    order: list[int] = []
+    router = zizq.Router()
+
+    @router.handler
+    async def report(job: Report) -> None:
+        order.append(job.number)
+
+    client.enqueue_many([zizq.Enqueue(Report(i), priority=p, queue=q)
+                         for i, (p, q) in enumerate([(9, "a"), (1, "b"), (5, "a"), (1, "a"), (5, "b")])])
+    worker = start(router, concurrency=1, queues=["a", "b"])
+    await wait_for(lambda: worker.stats.completed == 5)
+    assert order == [1, 3, 2, 4, 0]
+
+
+async def test_graceful_stop_finishes_running_and_hands_back_the_rest(client: zizq.Client) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    router = zizq.Router()
+
+    @router.handler
+    def report(job: Report) -> None:
+        started.set()
+        release.wait(10)
+
+    jobs = client.enqueue_many([Report(i) for i in range(5)])
+    worker = zizq.Worker(client, router, concurrency=1, prefetch=5)
+    task = asyncio.create_task(worker.run_async())
+    await wait_for(started.is_set)
+    await wait_for(lambda: worker.stats.taken == 5)
+    worker.stop()
+    await asyncio.sleep(0.1)
+    assert not task.done()  # the running handler is given time
+    release.set()
+    await asyncio.wait_for(task, 10)
+    assert worker.stats.completed == 1
+    rest = [client.get_job(j.id) for j in jobs[1:]]
+    assert [(j.status, j.attempts) for j in rest] == [("ready", 0)] * 4
+    with pytest.raises(zizq.JobNotFound):
+        client.get_job(jobs[0].id)
+
+
+async def test_shutdown_timeout_hands_back_a_stuck_job(client: zizq.Client) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    async def report(job: Report) -> None:
+        await asyncio.sleep(60)
+
+    job = client.enqueue(Report(1))
+    worker = zizq.Worker(client, router, shutdown_timeout=0.2)
+    task = asyncio.create_task(worker.run_async())
+    await wait_for(lambda: worker.stats.taken == 1)
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert client.get_job(job.id).status == "ready"
+
+
+async def test_bad_worker_options(client: zizq.Client) -> None:
+    with pytest.raises(zizq.ZizqError, match="prefetch"):
+        zizq.Worker(client, zizq.Router(), concurrency=4, prefetch=2)
+    with pytest.raises(zizq.ZizqError, match="concurrency"):
+        zizq.Worker(client, zizq.Router(), concurrency=0)
+
+
+async def test_two_workers_share_the_work(client: zizq.Client, start: Start) -> None:
+    done: list[int] = []
+    router = zizq.Router()
+
+    @router.handler
+    async def report(job: Report) -> None:
+        done.append(job.number)
+        await asyncio.sleep(0.001)
+
+    a = start(router, concurrency=5)
+    b = start(router, concurrency=5)
+    client.enqueue_many([Report(i) for i in range(300)])
+    await wait_for(lambda: len(done) == 300)
+    assert sorted(done) == list(range(300))
+    assert a.stats.completed > 0 and b.stats.completed > 0
+
+
+async def test_worker_from_async_client(redis_server: RedisServer, namespace: str) -> None:
+    async with zizq.AsyncClient.from_url(redis_server.url, namespace) as ac:
+        router = zizq.Router()
+        got: list[int] = []
+
+        @router.handler
+        async def report(job: Report) -> None:
+            got.append(job.number)
+
+        await ac.enqueue(Report(5))
+        worker = zizq.Worker(ac, router)
+        task = asyncio.create_task(worker.run_async())
+        await wait_for(lambda: got == [5])
+        worker.stop()
+        await asyncio.wait_for(task, 5)
