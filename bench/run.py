@@ -71,8 +71,22 @@ def _die_with_parent() -> None:
             _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-    return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+def _popen(args: list[str], cpus: set[int] | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
+    def setup() -> None:
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return subprocess.Popen(args, start_new_session=True, preexec_fn=setup, **kwargs)
+
+
+def pinning(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """CPUs for (redis-server, benchmark processes): with ``--pin`` and two or
+    more usable CPUs, Redis gets the first and the benchmark the rest."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
 
 
 def _stop_group(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
@@ -102,16 +116,16 @@ def free_port() -> int:
 class RedisServer:
     """A throwaway redis-server: loopback only, no RDB, no AOF."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: set[int] | None = None) -> None:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.dir = tempfile.mkdtemp(prefix="zizq-bench-redis-")
         self.port = free_port()
         self.proc = _popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            cpus=cpus, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
-        self.conn = redis.Redis(port=self.port)
+        self.conn = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -418,8 +432,7 @@ def child_memory(url: str, n: int) -> dict[str, Any]:
     _verify_stored(r, [j.id for j in results], n)
     client.close()
     grown = int(after["used_memory"]) - int(before["used_memory"])
-    clients = int(after.get("mem_clients_normal", 0)) - int(before.get("mem_clients_normal", 0))
-    return {"bytes_per_job": grown / n, "client_buffer_bytes_per_job": clients / n}
+    return {"bytes_per_job": grown / n}
 
 
 LIMIT_SINGLE = "return redis.call('HSET', KEYS[1], 'd', ARGV[1])"
@@ -514,10 +527,27 @@ CHILDREN: dict[str, Callable[[str, int], Any]] = {
 }
 
 
+def ping_rtt_us(url: str, count: int = 500) -> float:
+    """Median PING round trip in µs: how fast this process and Redis happen
+    to talk right now (on small VMs this depends on where the OS scheduler
+    put the two processes, and it moves single-call results a lot)."""
+    r = redis.Redis.from_url(url)
+    r.ping()
+    samples = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        r.ping()
+        samples.append(time.perf_counter() - t0)
+    r.close()
+    return statistics.median(samples) * 1e6
+
+
 def child_main(args: argparse.Namespace) -> int:
+    rtt = ping_rtt_us(args.url) if args.child != "latency_producer" else 0.0
     result = CHILDREN[args.child](args.url, args.jobs)
     if result is None:  # the latency producer prints its own output
         return 0
+    result["rtt_us"] = rtt
     from zizq import _hotpath
 
     result["extension"] = bool(_hotpath.EXTENSION)
@@ -528,14 +558,16 @@ def child_main(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 # Parent side: orchestration, medians, the table.
 
-def run_child(server: RedisServer, workload: str, mode: str | None, jobs: int) -> dict[str, Any]:
+def run_child(
+    server: RedisServer, workload: str, mode: str | None, jobs: int, cpus: set[int] | None
+) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("ZIZQ_NO_EXTENSIONS", None)
     if mode == "pure":
         env["ZIZQ_NO_EXTENSIONS"] = "1"
     server.conn.flushall()
     args = [sys.executable, str(HERE), "--child", workload, "--url", server.url, "--jobs", str(jobs)]
-    proc = _popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _popen(args, cpus=cpus, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     except BaseException:  # a timeout or Ctrl-C: stop the child and its children
@@ -581,7 +613,10 @@ def _summary(workload: str, result: dict[str, Any]) -> str:
     ]
     if workload == "process":
         parts.append(f"{result['jobs_per_take']:.1f} jobs/take, {result['jobs_per_ack']:.1f} jobs/ack")
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    if workload != "micro":
+        text += f" (PING {result['rtt_us']:.0f} µs)"
+    return text
 
 
 def machine() -> list[tuple[str, str]]:
@@ -653,6 +688,19 @@ def notes(results: dict[tuple[str, str | None], list[dict[str, Any]]], workloads
                 f"{statistics.median(r['evalsha_calls'] for r in rs):,.0f} EVALSHA and "
                 f"{statistics.median(r['blpop_calls'] for r in rs):,.0f} BLPOP calls in all (medians)"
             )
+    if "limits" in workloads:
+        limits = results[("limits", None)]
+        for workload, metric, how in (
+            ("enqueue_single", "single_jobs_per_s", "one EVALSHA per job"),
+            ("enqueue_bulk", "batch_jobs_per_s", f"one EVALSHA per {CHUNK:,} jobs"),
+        ):
+            if workload in workloads:
+                floor = statistics.median(r[metric] for r in limits)
+                got = [statistics.median(r["jobs_per_s"] for r in results[(workload, m)]) for m in MODES]
+                out.append(
+                    f"{workload} reaches {got[0] / floor:.0%} (ext) / {got[1] / floor:.0%} (pure) "
+                    f"of plain redis-py with {how}"
+                )
     if "latency" in workloads:
         for mode in MODES:
             rs = results[("latency", mode)]
@@ -669,6 +717,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=None, help="jobs per workload (10000); latency always uses 200")
     p.add_argument("--only", default=None, help="comma-separated workloads: " + ",".join(WORKLOADS))
     p.add_argument("--quick", action="store_true", help="smoke run: 1 run, 2,000 jobs")
+    p.add_argument(
+        "--pin", action="store_true",
+        help="pin redis-server to the first CPU and the benchmark processes to the rest (for machines with 4+ CPUs)",
+    )
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -700,7 +752,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _raise_interrupt)
     started = time.monotonic()
     when = dt.datetime.now(dt.UTC)
-    server = RedisServer()
+    load_before = os.getloadavg()
+    redis_cpus, bench_cpus = pinning(args.pin)
+    server = RedisServer(redis_cpus)
     results: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     try:
         plan: list[tuple[str, str | None, int]] = []
@@ -711,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
                 plan.extend((workload, mode, run) for mode in modes)
         for i, (workload, mode, run) in enumerate(plan, 1):
             jobs = LATENCY_JOBS if workload == "latency" else args.jobs
-            result = run_child(server, workload, mode, jobs)
+            result = run_child(server, workload, mode, jobs, bench_cpus)
             results.setdefault((workload, mode), []).append(result)
             print(
                 f"[{i:>2}/{len(plan)}] {workload:<14} {mode or '-':<4} run {run + 1}: {_summary(workload, result)}",
@@ -724,11 +778,17 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
     elapsed = time.monotonic() - started
+    load_after = os.getloadavg()
     out = [
         f"zizq benchmark, {when:%Y-%m-%d %H:%M} UTC: {args.runs} run(s) per cell, median shown; "
         f"{args.jobs:,} jobs per workload ({LATENCY_JOBS} for latency)",
         "",
         *(f"{k:<13} {v}" for k, v in machine()),
+        f"{'pinning':<13} "
+        + (f"redis-server on CPU {sorted(redis_cpus)}, benchmark on CPUs {sorted(bench_cpus or ())}"
+           if redis_cpus else "none (the OS scheduler places every process)"),
+        f"{'load average':<13} {load_before[0]:.2f} at start, {load_after[0]:.2f} at end "
+        "(1 min; anything else running skews the numbers)",
         "",
         *table(results, args.workloads),
         "",

@@ -106,8 +106,10 @@ async def run(url: str) -> None:
     t0 = time.monotonic()
     enqueued = await client.enqueue_many(jobs)
     scheduled = sum(j.status == "scheduled" for j in enqueued)
-    print(f"enqueued {len(enqueued)} jobs in one atomic call ({scheduled} scheduled for 1-3 s from now) "
-          f"in {1000 * (time.monotonic() - t0):.1f} ms")
+    print(
+        f"enqueued {len(enqueued)} jobs in one atomic call ({scheduled} scheduled for 1-3 s from now) "
+        f"in {1000 * (time.monotonic() - t0):.1f} ms"
+    )
 
     worker = zizq.Worker(client, router, concurrency=20)
     total = len(enqueued)
@@ -117,8 +119,10 @@ async def run(url: str) -> None:
     while True:
         finished = sum(done.values())
         bar = "#" * (40 * finished // total)
-        line = (f"[{bar:<40}] {finished:>3}/{total}  emails {done['send_email']:>3}  "
-                f"images {done['resize_image']:>3}  retried {failures:>2}")
+        line = (
+            f"[{bar:<40}] {finished:>3}/{total}  emails {done['send_email']:>3}  "
+            f"images {done['resize_image']:>3}  retried {failures:>2}"
+        )
         if line != shown:
             print("\r" + line, end="", flush=True)
             shown = line
@@ -134,8 +138,10 @@ async def run(url: str) -> None:
     print("\nsummary")
     print(f"  jobs done          {total} ({EMAILS + DELAYED} emails, {IMAGES} images) in {elapsed:.2f} s")
     print(f"  failed once        {failures} flaky images, retried with backoff and done")
-    print(f"  priority           images (10) started before emails (100): "
-          f"{first_done['resize_image'] <= first_done['send_email']}")
+    print(
+        f"  priority           images (10) started before emails (100): "
+        f"{first_done['resize_image'] <= first_done['send_email']}"
+    )
     print(f"  delayed            {scheduled} emails waited for their time, then ran")
     print(f"  client hot path    {'Cython extension' if _hotpath.EXTENSION else 'pure Python'}")
 

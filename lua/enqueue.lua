@@ -42,6 +42,8 @@ local CONFLICT = {
 local now = now_ms()
 local plan = {}        -- per job: {flag, id}
 local batch_keys = {}  -- unique key -> id of the first job in this batch using it
+local batch_ids = {}   -- ids created by this batch
+local NUMERIC = {{6, 'ready_at'}, {7, 'delay_ms'}, {8, 'retry_limit'}, {10, 'completed_ms'}, {11, 'dead_ms'}}
 
 -- Pass 1: check everything and decide, writing nothing.
 for i = 0, n - 1 do
@@ -50,6 +52,9 @@ for i = 0, n - 1 do
   local ukey, uwhile = ARGV[b + 12], ARGV[b + 13]
   if id == '' or typ == '' or queue == '' then
     return fail_with('INVALID', 'job ' .. i .. ': id, type and queue must be non-empty')
+  end
+  if string.find(typ .. queue, '[,%*%?%[%]{}\\%z]') then
+    return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue .. ' has a forbidden character')
   end
   if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
     return fail_with('INVALID', 'job ' .. i .. ': priority ' .. ARGV[b + 4] .. ' is not an integer in 0..65535')
@@ -60,13 +65,28 @@ for i = 0, n - 1 do
   if uwhile ~= '' and ukey == '' then
     return fail_with('INVALID', 'job ' .. i .. ': unique_while given without unique_key')
   end
+  for _, field in ipairs(NUMERIC) do
+    local v = ARGV[b + field[1]]
+    if v ~= '' and not tonumber(v) then
+      return fail_with('INVALID', 'job ' .. i .. ': ' .. field[2] .. ' ' .. v .. ' is not a number')
+    end
+  end
+  local bo = ARGV[b + 9]
+  if bo ~= '' then
+    local parts = {}
+    for part in string.gmatch(bo, '%S+') do parts[#parts + 1] = tonumber(part) or false end
+    if #parts ~= 3 or not (parts[1] and parts[2] and parts[3]) then
+      return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
+    end
+  end
 
-  if redis.call('EXISTS', P .. 'job:' .. id) == 1 then
+  if batch_ids[id] or redis.call('EXISTS', P .. 'job:' .. id) == 1 then
     plan[i] = {2, id}
   elseif ukey ~= '' and batch_keys[ukey] then
     plan[i] = {1, batch_keys[ukey]}
   else
     plan[i] = {0, id}
+    batch_ids[id] = true
     if ukey ~= '' then
       local holder = redis.call('GET', P .. 'unique:' .. ukey)
       if holder then

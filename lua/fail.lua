@@ -25,6 +25,7 @@ is not in flight for this worker (so a retried call does nothing twice).
 --@include "includes/common.lua"
 
 local P = KEYS[1]
+local MAX_DELAY_MS = 100 * 365 * 86400000  -- a steep curve stops at 100 years
 local worker, id = ARGV[1], ARGV[2]
 local key = P .. 'job:' .. id
 local job = to_map(redis.call('HGETALL', key))
@@ -34,15 +35,20 @@ local now = now_ms()
 local attempts = tonumber(job.a) + 1
 leave_flight(P, id, job)
 redis.call('HSET', key, 'a', attempts, 'fa', now)
-job.a, job.fa = tostring(attempts), tostring(now)
+job.a, job.fa = int(attempts), int(now)
 
 local record = cjson.encode({
   attempt = attempts, message = ARGV[3], error_type = ARGV[4], backtrace = ARGV[5],
   dequeued_at = tonumber(job.da), failed_at = now,
 })
 local errors = P .. 'errors:' .. id
-redis.call('RPUSH', errors, record)
-redis.call('LTRIM', errors, -config(P, 'error_history'), -1)
+local keep = config(P, 'error_history')
+if keep > 0 then
+  redis.call('RPUSH', errors, record)
+  redis.call('LTRIM', errors, -keep, -1)
+else
+  redis.call('DEL', errors)
+end
 
 local retry_at = nil
 if ARGV[6] ~= '' then retry_at = tonumber(ARGV[6])
@@ -64,9 +70,10 @@ else
       jitter = config(P, 'backoff_jitter_ms')
     end
     local u = tonumber(ARGV[9]) or 0
-    retry_at = now + math.floor(attempts ^ exponent * 1000 + base + u * jitter * attempts)
+    local delay = math.floor(attempts ^ exponent * 1000 + base + u * jitter * attempts)
+    retry_at = now + math.min(delay, MAX_DELAY_MS)
   end
-  job.s, job.r = 'scheduled', tostring(retry_at)
+  job.s, job.r = 'scheduled', int(retry_at)
   redis.call('HSET', key, 's', 'scheduled', 'r', retry_at)
   if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
   -- Zizq's rule: a retry is always scheduled, even when already due; the

@@ -41,9 +41,10 @@ if #ARGV > 2 then
 else
   queues = redis.call('SMEMBERS', P .. 'queues')
 end
-local open = {}
+local open, named = {}, {}
 for _, q in ipairs(queues) do
-  if redis.call('SISMEMBER', P .. 'paused', q) == 0 then open[#open + 1] = q end
+  if not named[q] and redis.call('SISMEMBER', P .. 'paused', q) == 0 then open[#open + 1] = q end
+  named[q] = true
 end
 
 -- Choose: the N smallest (priority, id) among the heads of the open queues.
@@ -72,14 +73,17 @@ end
 local out = {now, -1, 0}
 for _, id in ipairs(chosen) do
   local key = P .. 'job:' .. id
-  redis.call('HSET', key, 's', 'in_flight', 'da', now, 'w', worker)
-  redis.call('ZADD', P .. 'inflight', now, id)
-  redis.call('SADD', P .. 'worker:' .. worker, id)
-  local fields = redis.call('HGETALL', key)
-  local job = to_map(fields)
-  if unique_scope(job) == 'queued' then unique_release(P, id, job) end
-  out[#out + 1] = id
-  out[#out + 1] = fields
+  -- An index entry whose job hash has vanished is dropped, not delivered.
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 's', 'in_flight', 'da', now, 'w', worker)
+    redis.call('ZADD', P .. 'inflight', now, id)
+    redis.call('SADD', P .. 'worker:' .. worker, id)
+    local fields = redis.call('HGETALL', key)
+    local job = to_map(fields)
+    if unique_scope(job) == 'queued' then unique_release(P, id, job) end
+    out[#out + 1] = id
+    out[#out + 1] = fields
+  end
 end
 
 local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')

@@ -20,7 +20,11 @@ from .jobs_app import Sleep
 
 def zizq_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "zizq", *args], capture_output=True, text=True, timeout=30, cwd=ROOT,
+        [sys.executable, "-m", "zizq", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
 
@@ -35,11 +39,27 @@ def test_version_and_help() -> None:
 
 
 def test_enqueue(redis_server: RedisServer, namespace: str) -> None:
-    out = zizq_cli("enqueue", "send_email", '{"to": "a@b.c"}', "--queue", "emails", "--priority", "5",
-                   "--namespace", namespace, "--json", env={"ZIZQ_REDIS_URL": redis_server.url})
+    out = zizq_cli(
+        "enqueue",
+        "send_email",
+        '{"to": "a@b.c"}',
+        "--queue",
+        "emails",
+        "--priority",
+        "5",
+        "--namespace",
+        namespace,
+        "--json",
+        env={"ZIZQ_REDIS_URL": redis_server.url},
+    )
     assert out.returncode == 0, out.stderr
     printed = orjson.loads(out.stdout)
-    assert (printed["type"], printed["queue"], printed["priority"], printed["status"]) == ("send_email", "emails", 5, "ready")
+    assert (printed["type"], printed["queue"], printed["priority"], printed["status"]) == (
+        "send_email",
+        "emails",
+        5,
+        "ready",
+    )
     with zizq.Client.from_url(redis_server.url, namespace) as client:
         assert client.get_job(printed["id"]).payload == {"to": "a@b.c"}
 
@@ -55,7 +75,9 @@ def test_enqueue(redis_server: RedisServer, namespace: str) -> None:
         (("worker", "tests.jobs_app:SendEmail"), "not a zizq.Router"),
     ],
 )
-def test_errors_exit_1_with_a_message(redis_server: RedisServer, namespace: str, args: tuple[str, ...], message: str) -> None:
+def test_errors_exit_1_with_a_message(
+    redis_server: RedisServer, namespace: str, args: tuple[str, ...], message: str
+) -> None:
     out = zizq_cli(*args, "--url", redis_server.url, "--namespace", namespace)
     assert out.returncode == 1 and message in out.stderr and out.stderr.startswith("zizq: error:")
 
@@ -69,10 +91,26 @@ def test_worker_runs_jobs_and_stops_gracefully_on_sigterm(
         client.enqueue(Sleep(seconds=0.0, tag="quick"))
         slow = client.enqueue(Sleep(seconds=1.0, tag="slow"), queue="slow")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "zizq", "worker", "tests.jobs_app:router", "-q", "default,slow", "-c", "2",
-             "--url", redis_server.url, "--namespace", namespace],
-            cwd=ROOT, env={**os.environ, "ZIZQ_TEST_LOG": str(log)},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "zizq",
+                "worker",
+                "tests.jobs_app:router",
+                "-q",
+                "default,slow",
+                "-c",
+                "2",
+                "--url",
+                redis_server.url,
+                "--namespace",
+                namespace,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "ZIZQ_TEST_LOG": str(log)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
             deadline = time.monotonic() + 15

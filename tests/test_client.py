@@ -10,14 +10,14 @@ import pytest
 import redis
 
 import zizq
-from zizq._core import Call
+from zizq._core import Call, Value
 from zizq._scripts import script
 
 from .conftest import wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
 
 
-def keys_of(r: redis.Redis, namespace: str) -> set[bytes]:
+def keys_of(r: redis.Redis, namespace: str) -> set[Any]:
     return set(r.keys("{" + namespace + "}:*"))
 
 
@@ -149,9 +149,7 @@ async def test_enqueue_many_is_all_or_nothing(api: Any, r: redis.Redis, namespac
         (lambda api: api.enqueue(SendEmail(to=object())), "object"),  # type: ignore[arg-type]
     ],
 )
-async def test_bad_input_raises_before_writing(
-    api: Any, r: redis.Redis, namespace: str, call: Any, bad: str
-) -> None:
+async def test_bad_input_raises_before_writing(api: Any, r: redis.Redis, namespace: str, call: Any, bad: str) -> None:
     with pytest.raises(zizq.ZizqError) as info:
         await call(api)
     assert bad in str(info.value)
@@ -165,7 +163,7 @@ async def test_unknown_job_is_not_found(api: Any) -> None:
 
 async def test_script_errors_become_zizq_exceptions(api: Any, r: redis.Redis, namespace: str) -> None:
     # Bypass client-side validation: the script's own check names the value.
-    args = [1, "id1", "t", "q", 70000, b"{}", "", "", "", "", "", "", "", ""]
+    args: list[Value] = [1, "id1", "t", "q", 70000, b"{}", "", "", "", "", "", "", "", ""]
     with pytest.raises(zizq.ValidationError, match="70000"):
         await api.run(Call(script("enqueue"), api.core.keys, args, lambda x: x))
     assert keys_of(r, namespace) == set()

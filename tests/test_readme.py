@@ -34,7 +34,9 @@ def test_quick_start(tmp_path: Path, redis_server: RedisServer) -> None:
     (tmp_path / "jobs.py").write_text(jobs_py)
     (tmp_path / "enqueue.py").write_text(enqueue_py)
     env = {**os.environ, "ZIZQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(tmp_path)}
-    out = subprocess.run([sys.executable, "enqueue.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "enqueue.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     job_id, status = out.stdout.split()
     assert status == "ready"
@@ -42,8 +44,12 @@ def test_quick_start(tmp_path: Path, redis_server: RedisServer) -> None:
     argv = shlex.split(command.strip())
     assert argv[0] == "zizq"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "zizq", *argv[1:]], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "zizq", *argv[1:]],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert worker.stdout is not None
@@ -75,6 +81,7 @@ def test_other_examples_run(tmp_path: Path, redis_server: RedisServer) -> None:
         for i, code in enumerate(blocks(section(title), "python")):
             path = tmp_path / f"example_{i}.py"
             path.write_text(code)
-            out = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True,
-                                 text=True, timeout=30)
+            out = subprocess.run(
+                [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+            )
             assert out.returncode == 0, f"{title} example {i}:\n{out.stderr}"

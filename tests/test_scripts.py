@@ -60,8 +60,19 @@ def job(
 ) -> list[Value]:
     """The 13 enqueue values of one job, in the order enqueue.lua's header gives."""
     return [
-        job_id, job_type, queue, priority, payload, ready_at, delay,
-        retry_limit, backoff, completed_ms, dead_ms, unique_key, unique_while,
+        job_id,
+        job_type,
+        queue,
+        priority,
+        payload,
+        ready_at,
+        delay,
+        retry_limit,
+        backoff,
+        completed_ms,
+        dead_ms,
+        unique_key,
+        unique_while,
     ]
 
 
@@ -222,7 +233,13 @@ def test_enqueue_ready_job(lua: Lua) -> None:
     assert fields["s"] == "ready"
     assert before <= int(fields["r"]) <= after
     assert lua.job("j1") == {
-        "t": "t", "q": "q", "p": "7", "s": "ready", "r": fields["r"], "a": "0", "d": '{"n":1}',
+        "t": "t",
+        "q": "q",
+        "p": "7",
+        "s": "ready",
+        "r": fields["r"],
+        "a": "0",
+        "d": '{"n":1}',
     }
     assert lua.zset("ready", "q") == [("j1", 7.0)]
     assert lua.members("scheduled") == []
@@ -231,13 +248,25 @@ def test_enqueue_ready_job(lua: Lua) -> None:
 
 def test_enqueue_stores_optional_fields_only_when_given(lua: Lua) -> None:
     lua.enqueue(
-        job("full", retry_limit=3, backoff="100 2 50", completed_ms=1000, dead_ms=2000,
-            unique_key="k", unique_while="active"),
+        job(
+            "full",
+            retry_limit=3,
+            backoff="100 2 50",
+            completed_ms=1000,
+            dead_ms=2000,
+            unique_key="k",
+            unique_while="active",
+        ),
         job("bare"),
     )
     full = lua.job("full")
     assert {k: full[k] for k in ("rl", "bo", "rc", "rd", "uk", "uw")} == {
-        "rl": "3", "bo": "100 2 50", "rc": "1000", "rd": "2000", "uk": "k", "uw": "active",
+        "rl": "3",
+        "bo": "100 2 50",
+        "rc": "1000",
+        "rd": "2000",
+        "uk": "k",
+        "uw": "active",
     }
     assert set(lua.job("bare")) == {"t", "q", "p", "s", "r", "a", "d"}
     assert lua.unique("k") == "full"
@@ -275,7 +304,9 @@ def test_enqueue_ready_at_wins_over_delay(lua: Lua) -> None:
 def test_enqueue_batch_answers_in_input_order(lua: Lua) -> None:
     result = lua.enqueue(job("c"), job("a", delay=10_000), job("b"))
     assert [(flag, job_id, f["s"]) for flag, job_id, f in result] == [
-        (0, "c", "ready"), (0, "a", "scheduled"), (0, "b", "ready"),
+        (0, "c", "ready"),
+        (0, "a", "scheduled"),
+        (0, "b", "ready"),
     ]
 
 
@@ -316,7 +347,10 @@ def test_unique_duplicate_returns_the_live_job(lua: Lua) -> None:
 
 def test_unique_duplicates_in_one_batch_resolve_to_the_first(lua: Lua) -> None:
     result = lua.enqueue(
-        job("a", unique_key="k"), job("b", unique_key="k"), job("c", unique_key="other"), job("d", unique_key="k"),
+        job("a", unique_key="k"),
+        job("b", unique_key="k"),
+        job("c", unique_key="other"),
+        job("d", unique_key="k"),
     )
     assert [(flag, job_id) for flag, job_id, _ in result] == [(0, "a"), (1, "a"), (0, "c"), (1, "a")]
     # The duplicate's fields are read after the batch wrote its first job.
@@ -431,11 +465,6 @@ def test_enqueue_argument_count_must_match(lua: Lua, count: Value) -> None:
     assert lua.keys() == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: enqueue.lua does not validate ready_at/delay_ms/backoff; a bad ready_at raises a raw Lua "
-    "error after earlier jobs of the batch were written, a bad backoff is stored and later breaks fail.lua",
-)
 @pytest.mark.parametrize(
     "bad", [{"ready_at": "soon"}, {"delay": "later"}, {"backoff": "1000 2"}], ids=["ready_at", "delay", "backoff"]
 )
@@ -446,10 +475,6 @@ def test_enqueue_malformed_numbers_are_invalid(lua: Lua, bad: dict[str, Any]) ->
     assert lua.snapshot() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a repeated id in one batch is created twice (two flag-0 answers, the second overwrites the first)",
-)
 def test_enqueue_same_id_twice_in_one_batch_is_created_once(lua: Lua) -> None:
     result = lua.enqueue(job("a", unique_key="k1"), job("a", unique_key="k2"))
     assert [flag for flag, _, _ in result] == [0, 2]
@@ -511,9 +536,12 @@ def test_take_is_fifo_within_a_priority(lua: Lua, queues: list[str]) -> None:
 
 def test_take_orders_by_priority_then_id_across_queues(lua: Lua) -> None:
     lua.enqueue(
-        job("j01", queue="q1", priority=5), job("j04", queue="q1", priority=1),
-        job("j02", queue="q2", priority=5), job("j05", queue="q2", priority=1),
-        job("j03", queue="q3", priority=0), job("j06", queue="q3", priority=5),
+        job("j01", queue="q1", priority=5),
+        job("j04", queue="q1", priority=1),
+        job("j02", queue="q2", priority=5),
+        job("j05", queue="q2", priority=1),
+        job("j03", queue="q3", priority=0),
+        job("j06", queue="q3", priority=5),
     )
     first = lua.take("w", 4, "q1", "q2", "q3")
     assert first.ids == ["j03", "j04", "j05", "j01"]
@@ -619,7 +647,6 @@ def test_take_skips_paused_queues(lua: Lua) -> None:
     assert lua.take("w", 5).ids == ["a"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a queue named twice makes take.lua deliver the same job twice")
 def test_take_with_a_queue_named_twice_delivers_each_job_once(lua: Lua) -> None:
     lua.enqueue(job("a"), job("b"))
     assert lua.take("w", 2, "q", "q").ids == ["a", "b"]
@@ -716,10 +743,16 @@ def test_fail_records_the_attempt(lua: Lua) -> None:
     assert fields["s"] == "scheduled"
     assert "w" not in fields
     failed_at = int(fields["fa"])
-    assert lua.errors(job_id) == [{
-        "attempt": 1, "message": 'boom "quoted" é', "error_type": "app.Error", "backtrace": "line 1\nline 2",
-        "dequeued_at": int(dequeued_at), "failed_at": failed_at,
-    }]
+    assert lua.errors(job_id) == [
+        {
+            "attempt": 1,
+            "message": 'boom "quoted" é',
+            "error_type": "app.Error",
+            "backtrace": "line 1\nline 2",
+            "dequeued_at": int(dequeued_at),
+            "failed_at": failed_at,
+        }
+    ]
     assert lua.members("inflight") == []
     assert lua.r.exists(lua.key("worker", "w")) == 0
     assert lua.zset("scheduled") == [(job_id, float(fields["r"]))]
@@ -865,10 +898,6 @@ def test_fail_trims_the_error_history(lua: Lua) -> None:
     assert [e["message"] for e in errors] == ["failure 3", "failure 4", "failure 5"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: error_history 0 makes fail.lua run LTRIM with '-0', which Redis rejects, after the job left flight",
-)
 def test_fail_with_no_error_history(lua: Lua) -> None:
     lua.config(error_history=0)
     [job_id] = lua.in_flight(job("j1"))

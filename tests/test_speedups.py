@@ -337,10 +337,6 @@ def test_bad_payload_messages_agree(func: str, value: Any, mention: str) -> None
     assert str(from_pure.value) == str(from_ext.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="encode_payload names orjson's complaint (the type, '64-bit range') but not the offending value",
-)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("value", [2**64, Opaque()], ids=["2**64", "Opaque(7)"])
 def test_bad_payload_message_names_the_value(impl: types.ModuleType, value: Any) -> None:
@@ -420,10 +416,6 @@ def test_golden_ids(impl: types.ModuleType, case: dict[str, Any]) -> None:
 
 
 @needs_ext
-@pytest.mark.xfail(
-    strict=True,
-    reason="out-of-range fields: the extension masks or raises OverflowError, the twin silently wraps modulo 36**25",
-)
 @pytest.mark.parametrize(
     "fields",
     [(2**48, 0, 0, 0), (0, 0, 0, 2**32), (-1, 0, 0, 0)],
@@ -507,14 +499,7 @@ def test_fields_to_dict_examples(impl: types.ModuleType) -> None:
         pytest.param(
             ext,
             id="ext",
-            marks=[
-                needs_ext,
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="unchecked <bytes> cast: a non-bytes key is read as raw memory (garbage key or "
-                    "UnicodeDecodeError) instead of raising",
-                ),
-            ],
+            marks=[needs_ext],
         ),
     ],
 )

@@ -58,7 +58,9 @@ def test_wheel_round_trip(tmp_path: Path, redis_server: RedisServer) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
-        check=True, timeout=300, cwd=tmp_path,
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     [wheel] = dist.glob("zizq-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -73,7 +75,11 @@ def test_wheel_round_trip(tmp_path: Path, redis_server: RedisServer) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
         [venv / "bin" / "python", str(script), redis_server.url],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     word, seen, extension, lua = out.stdout.split(" ", 3)

@@ -65,7 +65,9 @@ async def test_runs_sync_and_async_handlers(client: zizq.Client, start: Start, r
         client.get_job(rep.id)
 
 
-async def test_failure_is_retried_with_backoff(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
+async def test_failure_is_retried_with_backoff(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+) -> None:
     router = zizq.Router()
 
     @router.handler
@@ -120,7 +122,9 @@ async def test_retry_limit_sends_job_dead(client: zizq.Client, start: Start) -> 
     await wait_for(lambda: client.get_job(job.id).status == "dead")
 
 
-async def test_unknown_type_and_bad_payload_fail(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
+async def test_unknown_type_and_bad_payload_fail(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+) -> None:
     router = zizq.Router()
 
     @router.handler
@@ -215,8 +219,12 @@ async def test_priority_order_with_one_runner(client: zizq.Client, start: Start)
     async def report(job: Report) -> None:
         order.append(job.number)
 
-    client.enqueue_many([zizq.Enqueue(Report(i), priority=p, queue=q)
-                         for i, (p, q) in enumerate([(9, "a"), (1, "b"), (5, "a"), (1, "a"), (5, "b")])])
+    client.enqueue_many(
+        [
+            zizq.Enqueue(Report(i), priority=p, queue=q)
+            for i, (p, q) in enumerate([(9, "a"), (1, "b"), (5, "a"), (1, "a"), (5, "b")])
+        ]
+    )
     worker = start(router, concurrency=1, queues=["a", "b"])
     await wait_for(lambda: worker.stats.completed == 5)
     assert order == [1, 3, 2, 4, 0]

@@ -11,6 +11,7 @@ from .errors import (
     InvalidPayload,
     JobKindError,
     JobNotFound,
+    JobStateError,
     KillJob,
     NoRouteError,
     PayloadDecodeError,
@@ -19,7 +20,7 @@ from .errors import (
     ValidationError,
     ZizqError,
 )
-from .job import Backoff, Job, JobKind, JobStatus, Retention, UniqueKey
+from .job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
 from .router import Router
 from .worker import Worker, WorkerStats
 
@@ -30,12 +31,14 @@ __all__ = (
     "Backoff",
     "Client",
     "Enqueue",
+    "ErrorRecord",
     "InvalidName",
     "InvalidPayload",
     "Job",
     "JobKind",
     "JobKindError",
     "JobNotFound",
+    "JobStateError",
     "JobStatus",
     "KillJob",
     "NoRouteError",

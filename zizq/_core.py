@@ -19,6 +19,7 @@ from .job import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     Backoff,
+    ErrorRecord,
     Job,
     JobKind,
     Retention,
@@ -30,6 +31,15 @@ from .job import (
 T = TypeVar("T")
 Value = str | bytes | int | float
 Delay = float | int | timedelta
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""Marks an option that was not given (where None has a meaning of its own)."""
 
 
 def prefix(namespace: str) -> str:
@@ -134,6 +144,8 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         if not isinstance(job, JobKind):
             raise ValidationError(f"{job!r} is not a zizq.JobKind instance; use enqueue_raw for plain payloads")
         kind = type(job)
+        if "NAME" not in vars(kind):
+            raise ValidationError(f"{kind.__qualname__} is an abstract JobKind (no NAME); enqueue a concrete subclass")
         type_name = kind.NAME
         payload = _hotpath.encode_payload(job.to_payload())
         queue: str | None = item.queue if item.queue is not None else kind.QUEUE
@@ -194,7 +206,76 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
     ]
 
 
+def _non_negative(what: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValidationError(f"{what} {value!r} is not a non-negative integer")
+    return value
+
+
+def patch_args(
+    *, queue: Any, priority: Any, ready_at: Any, retry_limit: Any, backoff: Any, retention: Any
+) -> list[Value]:
+    """The (field, value) pairs of lua/patch.lua for the options given
+    (UNSET = leave alone); raises ValidationError naming a bad value."""
+    args: list[Value] = []
+    if queue is not UNSET:
+        args += ["queue", validate_name("queue", queue)]
+    if priority is not UNSET:
+        args += ["priority", validate_priority(priority)]
+    if ready_at is not UNSET:
+        args += ["ready_at", "" if ready_at is None else epoch_ms(ready_at)]
+    if retry_limit is not UNSET:
+        args += ["retry_limit", "" if retry_limit is None else _non_negative("retry_limit", retry_limit)]
+    if backoff is not UNSET:
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
+        args += ["backoff", "" if backoff is None else backoff.encode()]
+    if retention is not UNSET:
+        if retention is None:
+            args += ["completed_ms", "", "dead_ms", ""]
+        elif isinstance(retention, Retention):
+            if retention.completed_ms is not None:
+                args += ["completed_ms", retention.completed_ms]
+            if retention.dead_ms is not None:
+                args += ["dead_ms", retention.dead_ms]
+        else:
+            raise ValidationError(f"retention {retention!r} is not a zizq.Retention or None")
+    return args
+
+
+def defaults_args(*, retry_limit: Any, backoff: Any, retention: Any, error_history: Any) -> list[Value]:
+    """The (name, value) pairs of lua/config.lua; None restores a built-in default."""
+    args: list[Value] = []
+    if retry_limit is not UNSET:
+        args += ["retry_limit", "" if retry_limit is None else _non_negative("retry_limit", retry_limit)]
+    if backoff is not UNSET:
+        if backoff is None:
+            args += ["backoff_base_ms", "", "backoff_exponent", "", "backoff_jitter_ms", ""]
+        elif isinstance(backoff, Backoff):
+            args += [
+                "backoff_base_ms",
+                backoff.base_ms,
+                "backoff_exponent",
+                repr(float(backoff.exponent)),
+                "backoff_jitter_ms",
+                backoff.jitter_ms,
+            ]
+        else:
+            raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
+    if retention is not UNSET:
+        if retention is None:
+            retention = Retention()
+        if not isinstance(retention, Retention):
+            raise ValidationError(f"retention {retention!r} is not a zizq.Retention or None")
+        args += ["completed_ms", _opt(retention.completed_ms), "dead_ms", _opt(retention.dead_ms)]
+    if error_history is not UNSET:
+        args += ["error_history", "" if error_history is None else _non_negative("error_history", error_history)]
+    return args
+
+
 def _merge_retention(call: Retention | None, kind: Retention | None) -> Retention | None:
+    if call is not None and not isinstance(call, Retention):
+        raise ValidationError(f"retention {call!r} is not a zizq.Retention")
     if call is None or kind is None:
         return call if call is not None else kind
     return Retention(
@@ -223,7 +304,9 @@ def job_from_fields(job_id: Any, f: dict[str, Any], *, duplicate: bool = False) 
         retention=Retention(
             completed_ms=int(rc) if rc is not None else None,
             dead_ms=int(rd) if rd is not None else None,
-        ) if rc is not None or rd is not None else None,
+        )
+        if rc is not None or rd is not None
+        else None,
         unique_key=_str(f["uk"]) if f.get("uk") is not None else None,
         unique_while=_str(f["uw"]) if f.get("uw") is not None else None,  # type: ignore[arg-type]
         dequeued_at=int(f["da"]) if f.get("da") is not None else None,
@@ -285,6 +368,37 @@ class Core:
 
         return Call(script("get"), self.keys, list(ids), decode)
 
+    def patch(self, job_id: str, changes: list[Value]) -> Call[Job]:
+        return Call(
+            script("patch"),
+            self.keys,
+            [job_id, *changes],
+            lambda reply: job_from_fields(job_id, _hotpath.fields_to_dict(reply)),
+        )
+
+    def delete(self, ids: Sequence[str]) -> Call[int]:
+        return Call(script("delete"), self.keys, list(ids), int)
+
+    def retry(self, job_id: str) -> Call[Job]:
+        return Call(
+            script("retry"), self.keys, [job_id], lambda reply: job_from_fields(job_id, _hotpath.fields_to_dict(reply))
+        )
+
+    def errors(self, job_id: str) -> Call[list[ErrorRecord]]:
+        return Call(script("errors"), self.keys, [job_id], lambda reply: [ErrorRecord.from_json(e) for e in reply])
+
+    def purge(self, limit: int) -> Call[int]:
+        return Call(script("purge"), self.keys, [limit], int)
+
+    def pause(self, queue: str, paused: bool) -> Call[bool]:
+        return Call(script("pause"), self.keys, ["pause" if paused else "resume", validate_name("queue", queue)], bool)
+
+    def defaults(self, changes: list[Value]) -> Call[dict[str, float]]:
+        def decode(reply: list[Any]) -> dict[str, float]:
+            return {k: float(v) for k, v in _hotpath.fields_to_dict(reply).items()}
+
+        return Call(script("config"), self.keys, changes, decode)
+
     def take(self, worker_id: str, count: int, queues: Sequence[str]) -> Call[TakeResult]:
         return Call(script("take"), self.keys, [worker_id, count, *queues], TakeResult.decode)
 
@@ -305,8 +419,15 @@ class Core:
         jitter: float = 0.0,
     ) -> Call[Job | None]:
         args: list[Value] = [
-            worker_id, job_id, message, error_type, backtrace,
-            _opt(retry_at_ms), _opt(retry_in_ms), "1" if kill else "0", repr(jitter),
+            worker_id,
+            job_id,
+            message,
+            error_type,
+            backtrace,
+            _opt(retry_at_ms),
+            _opt(retry_in_ms),
+            "1" if kill else "0",
+            repr(jitter),
         ]
 
         def decode(reply: Any) -> Job | None:
@@ -337,9 +458,6 @@ class TakeResult:
 
     @classmethod
     def decode(cls, reply: list[Any]) -> TakeResult:
-        jobs = [
-            job_from_fields(reply[i], _hotpath.fields_to_dict(reply[i + 1]))
-            for i in range(3, len(reply), 2)
-        ]
+        jobs = [job_from_fields(reply[i], _hotpath.fields_to_dict(reply[i + 1])) for i in range(3, len(reply), 2)]
         next_due = int(reply[1])
         return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs)

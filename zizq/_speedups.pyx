@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from ._speedups_py import _reject_non_finite
+from ._speedups_py import _culprit, _reject_non_finite
 from .errors import InvalidPayload
 
 ctypedef unsigned long long u64
@@ -28,6 +28,8 @@ cdef str _encode(u64 timestamp, u64 counter_hi, u64 counter_lo, u64 entropy):
     # by 36 twenty-five times.
     cdef u64 limbs[4]
     cdef char out[25]
+    if timestamp >> 48 or counter_hi >> 24 or counter_lo >> 24 or entropy >> 32:
+        raise OverflowError(f"SCRU128 fields out of range: {(timestamp, counter_hi, counter_lo, entropy)!r}")
     cdef u64 rem
     cdef int i, j
     limbs[0] = (timestamp >> 16) & 0xFFFFFFFF
@@ -89,7 +91,7 @@ def encode_payload(value) -> bytes:
     try:
         data = _dumps(value)
     except TypeError as exc:
-        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+        raise InvalidPayload(f"payload is not JSON-serialisable: {_culprit(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data
@@ -100,7 +102,7 @@ def canonical_json(value) -> bytes:
     try:
         data = _dumps(value, option=_SORT_KEYS)
     except TypeError as exc:
-        raise InvalidPayload(f"unique key value is not JSON-serialisable: {exc}") from None
+        raise InvalidPayload(f"unique key value is not JSON-serialisable: {_culprit(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data
@@ -114,5 +116,5 @@ def fields_to_dict(list flat) -> dict:
     cdef Py_ssize_t i, n = len(flat)
     cdef dict out = {}
     for i in range(0, n - 1, 2):
-        out[(<bytes>flat[i]).decode("utf-8")] = flat[i + 1]
+        out[(<bytes?>flat[i]).decode("utf-8")] = flat[i + 1]
     return out

@@ -29,6 +29,8 @@ def encode_id(timestamp: int, counter_hi: int, counter_lo: int, entropy: int) ->
     ``timestamp`` is 48 bits (ms since the epoch), the counters 24 bits each,
     ``entropy`` 32 bits.
     """
+    if timestamp >> 48 or counter_hi >> 24 or counter_lo >> 24 or entropy >> 32:
+        raise OverflowError(f"SCRU128 fields out of range: {(timestamp, counter_hi, counter_lo, entropy)!r}")
     n = (timestamp << 80) | (counter_hi << 56) | (counter_lo << 32) | entropy
     out = []
     for _ in range(25):
@@ -95,6 +97,29 @@ def _reject_non_finite(value: Any) -> None:
             _reject_non_finite(getattr(value, name))
 
 
+def _fails(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return True
+    return False
+
+
+def _culprit(value: Any) -> str:
+    """The repr of the first part of ``value`` that JSON cannot hold, for messages."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or _fails(k):
+                return f"key {k!r:.200}"
+            if _fails(v):
+                return _culprit(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            if _fails(v):
+                return _culprit(v)
+    return f"{value!r:.200}"
+
+
 def encode_payload(value: Any) -> bytes:
     """The JSON bytes of a payload (compact, as orjson writes it).
 
@@ -105,7 +130,7 @@ def encode_payload(value: Any) -> bytes:
     try:
         data = orjson.dumps(value)
     except TypeError as exc:
-        raise InvalidPayload(f"payload is not JSON-serialisable: {exc}") from None
+        raise InvalidPayload(f"payload is not JSON-serialisable: {_culprit(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data
@@ -116,7 +141,7 @@ def canonical_json(value: Any) -> bytes:
     try:
         data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
-        raise InvalidPayload(f"unique key value is not JSON-serialisable: {exc}") from None
+        raise InvalidPayload(f"unique key value is not JSON-serialisable: {_culprit(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data

@@ -66,8 +66,21 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(job.to_dict()).decode())
     else:
-        print(f"{job.id} {job.status} queue={job.queue} priority={job.priority}"
-              + (" (duplicate)" if job.duplicate else ""))
+        print(
+            f"{job.id} {job.status} queue={job.queue} priority={job.priority}"
+            + (" (duplicate)" if job.duplicate else "")
+        )
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    with Client.from_url(args.url, args.namespace) as client:
+        if args.command == "pause":
+            changed = client.pause_queue(args.queue)
+        else:
+            changed = client.resume_queue(args.queue)
+    state = "paused" if args.command == "pause" else "resumed"
+    print(f"queue {args.queue!r} {state}" if changed else f"queue {args.queue!r} was already {state}")
     return 0
 
 
@@ -95,8 +108,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("-q", "--queues", help="comma-separated queues to take from (default: every queue)")
     w.add_argument("-c", "--concurrency", type=int, default=10, help="handlers running at once (default: 10)")
     w.add_argument("--prefetch", type=int, default=None, help="jobs held at once (default: = concurrency)")
-    w.add_argument("--shutdown-timeout", type=float, default=30.0,
-                   help="seconds running jobs get to finish on shutdown (default: 30)")
+    w.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running jobs get to finish on shutdown (default: 30)",
+    )
     w.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     common(w)
     w.set_defaults(func=cmd_worker)
@@ -105,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
         "enqueue",
         help="enqueue one job by type name",
         description="Enqueue one job of type TYPE with the JSON payload PAYLOAD, e.g. "
-        "zizq enqueue send_email '{\"to\": \"a@b.c\"}' --queue emails.",
+        'zizq enqueue send_email \'{"to": "a@b.c"}\' --queue emails.',
     )
     e.add_argument("type", help="job type name (the JobKind's NAME)")
     e.add_argument("payload", help="the payload, as JSON")
@@ -115,6 +132,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the job as JSON")
     common(e)
     e.set_defaults(func=cmd_enqueue)
+
+    for name, what in (
+        ("pause", "Stop workers taking jobs from QUEUE. Its jobs stay ready; enqueueing still works."),
+        ("resume", "Let workers take jobs from QUEUE again."),
+    ):
+        sp = sub.add_parser(name, help=what.split(".")[0].lower(), description=what)
+        sp.add_argument("queue", help="queue name")
+        common(sp)
+        sp.set_defaults(func=cmd_pause)
     return p
 
 

@@ -15,9 +15,9 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError, ResponseError
 
-from ._core import Call, Core, Delay, Enqueue
+from ._core import UNSET, Call, Core, Delay, Enqueue, defaults_args, patch_args
 from .errors import JobNotFound, from_script_error
-from .job import Backoff, Job, JobKind, Retention, UniqueKey
+from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
 
 T = TypeVar("T")
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -94,8 +94,15 @@ class Client:
         the same unique key returns that job with ``duplicate=True``.
         """
         item = Enqueue(
-            job, queue=queue, priority=priority, delay=delay, ready_at=ready_at, retry_limit=retry_limit,
-            backoff=backoff, retention=retention, unique_key=unique_key,
+            job,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            ready_at=ready_at,
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+            unique_key=unique_key,
         )
         return self.run(self.core.enqueue([item]))[0]
 
@@ -119,6 +126,83 @@ class Client:
             raise JobNotFound(f"no job with id {job_id!r}")
         return job
 
+    def patch_job(
+        self,
+        job_id: str,
+        *,
+        queue: str = UNSET,
+        priority: int = UNSET,
+        ready_at: datetime | None = UNSET,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+    ) -> Job:
+        """Change a job that has not finished; only the options given change.
+
+        ``ready_at``: an aware datetime; a ready job given a future time
+        becomes scheduled, a scheduled job given a past time (or None: now)
+        becomes ready. ``retry_limit``/``backoff`` None: back to the namespace
+        default. ``retention`` None clears both sub-fields; a Retention sets
+        the sub-fields it has. Raises JobNotFound, or JobStateError for a
+        completed or dead job.
+        """
+        changes = patch_args(
+            queue=queue,
+            priority=priority,
+            ready_at=ready_at,
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+        )
+        return self.run(self.core.patch(job_id, changes))
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job in any state, in flight included (the worker's later
+        ack is ignored). Raises JobNotFound."""
+        if not self.run(self.core.delete([job_id])):
+            raise JobNotFound(f"no job with id {job_id!r}")
+
+    def retry_job(self, job_id: str) -> Job:
+        """Put a dead job back to ready: attempts reset to 0, error history
+        kept. Raises JobNotFound, or JobStateError if the job is not dead."""
+        return self.run(self.core.retry(job_id))
+
+    def job_errors(self, job_id: str) -> list[ErrorRecord]:
+        """A job's failed attempts, oldest first (the newest 100 are kept,
+        or the namespace's error_history). Raises JobNotFound."""
+        return self.run(self.core.errors(job_id))
+
+    def pause_queue(self, queue: str) -> bool:
+        """Stop workers taking jobs from ``queue``; its jobs stay ready and
+        enqueueing still works. False if it was already paused."""
+        return self.run(self.core.pause(queue, True))
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let workers take from ``queue`` again. False if it was not paused."""
+        return self.run(self.core.pause(queue, False))
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` finished jobs past their purge_at; return how
+        many. Workers do this in the background."""
+        return self.run(self.core.purge(limit))
+
+    def set_defaults(
+        self,
+        *,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+        error_history: int | None = UNSET,
+    ) -> dict[str, float]:
+        """Change the namespace's defaults, used by jobs that have no value of
+        their own when they fail or finish; None restores the built-in one.
+        Returns every setting in force (call with no arguments to read them).
+        """
+        changes = defaults_args(
+            retry_limit=retry_limit, backoff=backoff, retention=retention, error_history=error_history
+        )
+        return self.run(self.core.defaults(changes))
+
     def close(self) -> None:
         self.redis.close()
 
@@ -132,9 +216,7 @@ class Client:
 class AsyncClient:
     """The asyncio twin of :class:`Client`: the same methods, awaited."""
 
-    def __init__(
-        self, redis_client: redis.asyncio.Redis, namespace: str = "zizq", *, url: str | None = None
-    ) -> None:
+    def __init__(self, redis_client: redis.asyncio.Redis, namespace: str = "zizq", *, url: str | None = None) -> None:
         self.core = Core(namespace)
         self.redis = redis_client
         self.url = url
@@ -177,8 +259,15 @@ class AsyncClient:
     ) -> Job:
         """See :meth:`Client.enqueue`."""
         item = Enqueue(
-            job, queue=queue, priority=priority, delay=delay, ready_at=ready_at, retry_limit=retry_limit,
-            backoff=backoff, retention=retention, unique_key=unique_key,
+            job,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            ready_at=ready_at,
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+            unique_key=unique_key,
         )
         return (await self.run(self.core.enqueue([item])))[0]
 
@@ -196,6 +285,67 @@ class AsyncClient:
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         return job
+
+    async def patch_job(
+        self,
+        job_id: str,
+        *,
+        queue: str = UNSET,
+        priority: int = UNSET,
+        ready_at: datetime | None = UNSET,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+    ) -> Job:
+        """See :meth:`Client.patch_job`."""
+        changes = patch_args(
+            queue=queue,
+            priority=priority,
+            ready_at=ready_at,
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+        )
+        return await self.run(self.core.patch(job_id, changes))
+
+    async def delete_job(self, job_id: str) -> None:
+        """See :meth:`Client.delete_job`."""
+        if not await self.run(self.core.delete([job_id])):
+            raise JobNotFound(f"no job with id {job_id!r}")
+
+    async def retry_job(self, job_id: str) -> Job:
+        """See :meth:`Client.retry_job`."""
+        return await self.run(self.core.retry(job_id))
+
+    async def job_errors(self, job_id: str) -> list[ErrorRecord]:
+        """See :meth:`Client.job_errors`."""
+        return await self.run(self.core.errors(job_id))
+
+    async def pause_queue(self, queue: str) -> bool:
+        """See :meth:`Client.pause_queue`."""
+        return await self.run(self.core.pause(queue, True))
+
+    async def resume_queue(self, queue: str) -> bool:
+        """See :meth:`Client.resume_queue`."""
+        return await self.run(self.core.pause(queue, False))
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`Client.purge_expired`."""
+        return await self.run(self.core.purge(limit))
+
+    async def set_defaults(
+        self,
+        *,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+        error_history: int | None = UNSET,
+    ) -> dict[str, float]:
+        """See :meth:`Client.set_defaults`."""
+        changes = defaults_args(
+            retry_limit=retry_limit, backoff=backoff, retention=retention, error_history=error_history
+        )
+        return await self.run(self.core.defaults(changes))
 
     async def close(self) -> None:
         await self.redis.aclose()

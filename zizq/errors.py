@@ -27,6 +27,11 @@ class JobNotFound(ZizqError, LookupError):
     """No job with that id exists (or it is past its purge time)."""
 
 
+class JobStateError(ZizqError):
+    """The job is in a state that does not allow this (patching a finished
+    job, retrying one that is not dead)."""
+
+
 class RedisScriptError(ZizqError):
     """A zizq Lua script refused a call; the message says why."""
 
@@ -44,6 +49,7 @@ class PayloadDecodeError(ZizqError):
 SCRIPT_ERRORS: dict[str, type[ZizqError]] = {
     "INVALID": ValidationError,
     "NOT_FOUND": JobNotFound,
+    "STATE": JobStateError,
 }
 
 

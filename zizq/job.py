@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
@@ -116,9 +119,7 @@ class UniqueKey:
         if not isinstance(self.key, str) or not self.key:
             raise ValidationError(f"unique key {self.key!r} is not a non-empty string")
         if self.unique_while is not None and self.unique_while not in UNIQUE_SCOPES:
-            raise ValidationError(
-                f"unique scope {self.unique_while!r} is not one of queued, active, exists"
-            )
+            raise ValidationError(f"unique scope {self.unique_while!r} is not one of queued, active, exists")
 
     @classmethod
     def raw(cls, key: str) -> UniqueKey:
@@ -126,18 +127,104 @@ class UniqueKey:
         return cls(key)
 
     @classmethod
-    def hash_of(cls, value: Any) -> UniqueKey:
-        """SHA-256 (lowercase hex) of the compact, key-sorted JSON of ``value``."""
-        return cls(_hotpath.hash_of(value))
+    def hash_of(
+        cls, value: Any, *, only: Sequence[str] | None = None, except_: Sequence[str] | None = None
+    ) -> UniqueKey:
+        """SHA-256 (lowercase hex) of the compact, key-sorted JSON of ``value``.
+
+        ``only`` keeps just the parts of the value at the given jq-style paths
+        (``.``, ``.a``, ``.a.b``, ``.a[0]``, ``.["dotted.key"]``), nesting kept;
+        ``except_`` drops them. Paths address the JSON form of the value.
+        """
+        return cls(_hotpath.hash_of(_select(value, only, except_)))
 
     @classmethod
-    def tagged_hash_of(cls, tag: str, value: Any) -> UniqueKey:
+    def tagged_hash_of(
+        cls, tag: str, value: Any, *, only: Sequence[str] | None = None, except_: Sequence[str] | None = None
+    ) -> UniqueKey:
         """``tag + ":" + hash_of(value)``; the tag is usually the job's NAME."""
-        return cls(f"{tag}:{_hotpath.hash_of(value)}")
+        return cls(f"{tag}:{_hotpath.hash_of(_select(value, only, except_))}")
 
     def scope(self, unique_while: UniqueWhile) -> UniqueKey:
         """This key with another scope: "queued", "active" or "exists"."""
         return UniqueKey(self.key, unique_while)
+
+
+_SEGMENT = re.compile(r'\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?([A-Za-z_][A-Za-z0-9_]*)')
+
+
+def parse_path(path: str) -> list[str | int]:
+    """The segments of a jq-style path: ``.a.b[0]["x.y"]`` -> ``["a", "b", 0, "x.y"]``;
+    ``.`` is the whole value (no segments)."""
+    if not isinstance(path, str) or not path.startswith("."):
+        raise ValidationError(f"path {path!r} must start with '.' (e.g. '.to', '.items[0]')")
+    rest = path[1:]
+    segments: list[str | int] = []
+    while rest:
+        m = _SEGMENT.match(rest)
+        if m is None or (m[3] is not None and segments and not rest.startswith(".")):
+            raise ValidationError(f'path {path!r} is not a jq-style path like .a.b[0] or .["key"]')
+        if m[1] is not None:
+            segments.append(int(m[1]))
+        elif m[2] is not None:
+            segments.append(orjson.loads(f'"{m[2]}"'))
+        else:
+            segments.append(m[3])
+        rest = rest[m.end() :]
+    return segments
+
+
+def _select(value: Any, only: Sequence[str] | None, except_: Sequence[str] | None) -> Any:
+    if only is None and except_ is None:
+        return value
+    if only is not None and except_ is not None:
+        raise ValidationError("give only= or except_=, not both")
+    doc = orjson.loads(_hotpath.encode_payload(value.to_payload() if isinstance(value, JobKind) else value))
+    if only is not None:
+        paths = [parse_path(p) for p in only]
+        if [] in paths:
+            return doc
+        out: Any = {}
+        for path in paths:
+            out = _copy_path(doc, out, path)
+        return out
+    assert except_ is not None
+    paths = [parse_path(p) for p in except_]
+    if [] in paths:
+        return None
+    doc = copy.deepcopy(doc)
+    for path in paths:
+        _drop_path(doc, path)
+    return doc
+
+
+def _copy_path(src: Any, dst: Any, path: list[str | int]) -> Any:
+    # Copy the value at `path` from src into dst, building containers like
+    # src's on the way (lists padded with null); a missing path copies nothing.
+    head, rest = path[0], path[1:]
+    try:
+        child = src[head]
+    except (KeyError, IndexError, TypeError):
+        return dst
+    if isinstance(head, int) != isinstance(dst, list):
+        dst = [] if isinstance(head, int) else {}
+    if isinstance(dst, list) and isinstance(head, int):
+        dst.extend([None] * (head + 1 - len(dst)))
+    current = dst[head] if isinstance(dst, list) else dst.get(head)  # type: ignore[index]
+    dst[head] = _copy_path(child, {} if current is None else current, rest) if rest else child
+    return dst
+
+
+def _drop_path(doc: Any, path: list[str | int]) -> None:
+    for segment in path[:-1]:
+        try:
+            doc = doc[segment]
+        except (KeyError, IndexError, TypeError):
+            return
+    try:
+        del doc[path[-1]]
+    except (KeyError, IndexError, TypeError):
+        pass
 
 
 @dataclass_transform()
@@ -227,8 +314,6 @@ class JobKind:
         )
 
 
-
-
 @dataclass(slots=True)
 class Job:
     """A job's metadata as stored in Redis. Timestamps are ms since the epoch.
@@ -287,3 +372,27 @@ class Job:
         if payload and self.payload_json is not None:
             out["payload"] = self.payload
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """One failed attempt of a job. Timestamps are ms since the epoch."""
+
+    attempt: int
+    message: str
+    error_type: str | None
+    backtrace: str | None
+    dequeued_at: int | None
+    failed_at: int
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ErrorRecord:
+        d = orjson.loads(data)
+        return cls(
+            attempt=int(d["attempt"]),
+            message=d["message"],
+            error_type=d.get("error_type") or None,
+            backtrace=d.get("backtrace") or None,
+            dequeued_at=int(d["dequeued_at"]) if d.get("dequeued_at") is not None else None,
+            failed_at=int(d["failed_at"]),
+        )

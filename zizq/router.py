@@ -36,7 +36,8 @@ def _route(kind: type[JobKind] | None, handler: Callable[..., Any]) -> Route:
     if not callable(handler):
         raise JobKindError(f"handler {handler!r} is not callable")
     params = [
-        p for p in inspect.signature(handler).parameters.values()
+        p
+        for p in inspect.signature(handler).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     return Route(kind, handler, inspect.iscoroutinefunction(handler), len(params) >= 2)
@@ -97,5 +98,3 @@ class Router:
     def types(self) -> list[str]:
         """The job type names with a route."""
         return sorted(self._routes)
-
-

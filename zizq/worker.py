@@ -33,6 +33,7 @@ from .router import Router
 
 log = logging.getLogger("zizq.worker")
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+PURGE_BATCH = 1000
 
 
 @dataclass
@@ -70,6 +71,8 @@ class Worker:
         stop is asked for.
     :param max_idle: longest time, in seconds, one blocking wait for work
         lasts before the worker looks again anyway.
+    :param purge_interval: seconds between sweeps that delete finished jobs
+        past their purge_at (in batches of 1,000).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Worker:
         *,
         shutdown_timeout: float = 30.0,
         max_idle: float = 5.0,
+        purge_interval: float = 30.0,
     ) -> None:
         if concurrency < 1:
             raise ZizqError(f"concurrency {concurrency!r} must be at least 1")
@@ -98,6 +102,7 @@ class Worker:
         self.prefetch = prefetch
         self.shutdown_timeout = shutdown_timeout
         self.max_idle = max_idle
+        self.purge_interval = purge_interval
         self.id = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
         self.stats = WorkerStats()
         self._stop: asyncio.Event | None = None
@@ -142,10 +147,13 @@ class Worker:
                 self._loop.add_signal_handler(sig, self.stop)
         log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
         acker = asyncio.create_task(self._ack_loop())
+        purger = asyncio.create_task(self._purge_loop())
         runners = [asyncio.create_task(self._run_jobs()) for _ in range(self.concurrency)]
         try:
             await self._take_loop()
         finally:
+            purger.cancel()
+            await asyncio.gather(purger, return_exceptions=True)
             await self._shutdown(runners, acker)
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -202,7 +210,7 @@ class Worker:
             known = await self._client.redis.smembers(self._core.key("queues"))
             queues = sorted(q.decode() if isinstance(q, bytes) else q for q in known)
         keys = self._core.wake_keys(queues, every_queue=not self.queues)
-        await self._blocker.blpop(keys, timeout=max(timeout, 0.001))  # type: ignore[misc]
+        await self._blocker.blpop(keys, timeout=max(timeout, 0.001))
 
     @staticmethod
     async def _until(aw: Awaitable[Any], event: asyncio.Event) -> None:
@@ -238,6 +246,8 @@ class Worker:
             self._running[job.id] = task
             try:
                 await task
+            except Exception:  # a failure that could not be recorded: log it, keep going
+                log.exception("job %s: could not record its outcome", job.id)
             finally:
                 del self._running[job.id]
                 self._held -= 1
@@ -269,17 +279,31 @@ class Worker:
             else:
                 retry_in = delay_ms(exc.delay)  # type: ignore[arg-type]
         log.info("job %s (%s) failed: %s: %s", job.id, job.type, error_type_of(exc), exc)
-        await self._call(self._core.fail(
-            self.id,
-            job.id,
-            message=str(exc) or repr(exc),
-            error_type=error_type_of(exc),
-            backtrace="".join(traceback.format_exception(exc)),
-            retry_at_ms=retry_at,
-            retry_in_ms=retry_in,
-            kill=isinstance(exc, KillJob),
-            jitter=random.random(),
-        ))
+        await self._call(
+            self._core.fail(
+                self.id,
+                job.id,
+                message=str(exc) or repr(exc),
+                error_type=error_type_of(exc),
+                backtrace="".join(traceback.format_exception(exc)),
+                retry_at_ms=retry_at,
+                retry_in_ms=retry_in,
+                kill=isinstance(exc, KillJob),
+                jitter=random.random(),
+            )
+        )
+
+    # -- housekeeping ----------------------------------------------------
+
+    async def _purge_loop(self) -> None:
+        assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                while await self._client.run(self._core.purge(PURGE_BATCH)) == PURGE_BATCH:
+                    pass
+            except _TRANSIENT as exc:
+                log.warning("purge skipped: redis unavailable (%s)", exc)
+            await self._until(asyncio.sleep(self.purge_interval), self._stop)
 
     # -- acks ------------------------------------------------------------
 
@@ -293,5 +317,3 @@ class Worker:
         while self._acks:
             batch, self._acks = self._acks, []
             await self._call(self._core.ack(self.id, batch))
-
-

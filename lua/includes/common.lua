@@ -12,6 +12,11 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- An integer as Redis stores it ("%d" form; tostring would write 1.5e+14).
+local function int(n)
+  return string.format('%.0f', n)
+end
+
 -- A domain failure, in the one form the Python client maps to exceptions:
 -- "ZIZQ <CODE> <message>".
 local function fail_with(code, message)
@@ -88,9 +93,12 @@ local function unique_restore(P, id, job)
   if job.uk then
     local k = P .. 'unique:' .. job.uk
     local holder = redis.call('GET', k)
-    if (not holder) or holder == id or redis.call('EXISTS', P .. 'job:' .. holder) == 0 then
-      redis.call('SET', k, id)
+    local live = false
+    if holder and holder ~= id then
+      local h = redis.call('HMGET', P .. 'job:' .. holder, 's', 'pa')
+      live = h[1] and not (h[2] and tonumber(h[2]) <= now_ms())
     end
+    if not live then redis.call('SET', k, id) end
   end
 end
 
@@ -126,7 +134,7 @@ local function finish(P, id, job, status, now, retention_ms)
   local key = P .. 'job:' .. id
   local purge_at = now + retention_ms
   job.s = status
-  job.pa = tostring(purge_at)
+  job.pa = int(purge_at)
   redis.call('HSET', key, 's', status, 'pa', purge_at)
   redis.call('ZADD', P .. status, purge_at, id)
   if scope == 'queued' or scope == 'active' then unique_release(P, id, job) end

@@ -1,0 +1,25 @@
+--[[ delete: remove jobs in any state, in flight included.
+
+KEYS[1]  namespace prefix "{<namespace>}:"
+ARGV[1..] job ids
+
+The job hash, its error history and every index entry go, and the unique key
+if it still points at the job. A worker's later ack or failure of a deleted
+in-flight job is refused harmlessly.
+
+Returns the number of jobs deleted (jobs past purge_at count as already gone).
+]]
+--@include "includes/common.lua"
+
+local P = KEYS[1]
+local now = now_ms()
+local deleted = 0
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
+  if job.s then
+    if not expired(job, now) then deleted = deleted + 1 end
+    delete_job(P, id, job)
+  end
+end
+return deleted

@@ -1,0 +1,23 @@
+--[[ pause: pause or resume a queue (beyond Zizq).
+
+KEYS[1]  namespace prefix "{<namespace>}:"
+ARGV[1]  'pause' or 'resume'
+ARGV[2]  queue name
+
+A paused queue's jobs stay ready (and keep their places) but are not taken;
+enqueueing still works. Resuming wakes an idle worker when jobs are waiting.
+
+Returns 1 when the queue's state changed, 0 when it already was so.
+]]
+--@include "includes/common.lua"
+
+local P = KEYS[1]
+local queue = ARGV[2]
+if ARGV[1] == 'pause' then
+  return redis.call('SADD', P .. 'paused', queue)
+end
+local changed = redis.call('SREM', P .. 'paused', queue)
+if changed == 1 and redis.call('ZCARD', P .. 'ready:' .. queue) > 0 then
+  signal(P .. 'wake:' .. queue)
+end
+return changed

@@ -1,0 +1,625 @@
+"""The job model (JobKind, Job, UniqueKey, Backoff, Retention) and the
+validation of enqueue options, all without Redis: zizq._core.enqueue_args
+builds the 13 script arguments of one job or refuses it before anything is
+sent."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+import zizq
+from zizq import _hotpath
+from zizq._core import enqueue_args
+
+ID_RE = re.compile(r"[0-9a-z]{25}")
+FORBIDDEN = [",", "*", "?", "[", "]", "{", "}", "\\", "\x00"]
+BAD_NAMES = [pytest.param("", id="empty")] + [pytest.param(f"a{c}b", id=f"contains {c!r}") for c in FORBIDDEN]
+GOOD_NAMES = ["emails", "billing.payments", "send_email", "with space", "a:b", "émails", "日本", "x" * 200]
+
+
+class SendEmail(zizq.JobKind):
+    NAME = "send_email"
+    QUEUE = "emails"
+    to: str
+    subject: str = "hello"
+
+
+class Ping(zizq.JobKind):
+    """A unit type: no fields, payload null."""
+
+    NAME = "ping"
+
+
+class UserId(zizq.JobKind):
+    """A transparent type: the payload is the bare field value."""
+
+    NAME = "user_id"
+    TRANSPARENT = True
+    value: int
+
+
+class Report(zizq.JobKind):
+    """Every class-level option set, for the precedence tests."""
+
+    NAME = "report"
+    QUEUE = "reports"
+    PRIORITY = 10
+    RETRY_LIMIT = 3
+    BACKOFF = zizq.Backoff(base_ms=1000, exponent=2.0, jitter_ms=500)
+    RETENTION = zizq.Retention(completed_ms=60_000, dead_ms=86_400_000)
+    UNIQUE_WHILE = "active"
+    user: int
+
+    def unique_key(self) -> zizq.UniqueKey | None:
+        return zizq.UniqueKey.tagged_hash_of(self.NAME, {"user": self.user})
+
+
+class Versioned(zizq.JobKind, abstract=True):
+    version: int = 1
+
+
+class Audited(Versioned):
+    NAME = "audited"
+    who: str = "system"
+
+
+def args_of(item: zizq.Enqueue) -> list[Any]:
+    args = enqueue_args(item, _hotpath.IdGenerator())
+    assert len(args) == 13
+    assert isinstance(args[0], str) and ID_RE.fullmatch(args[0])
+    return args
+
+
+# --- JobKind classes -------------------------------------------------------------
+
+
+def test_subclasses_are_dataclasses_built_with_keywords() -> None:
+    job = SendEmail(to="a@b.c", subject="hi")
+    assert (job.to, job.subject) == ("a@b.c", "hi")
+    assert job == SendEmail(to="a@b.c", subject="hi")
+    assert SendEmail(to="a@b.c").subject == "hello"
+    assert [f.name for f in dataclasses.fields(SendEmail)] == ["to", "subject"]
+    assert repr(job) == "SendEmail(to='a@b.c', subject='hi')"
+    kinds: list[type] = [SendEmail, Ping, UserId, Report, Audited]
+    assert all(dataclasses.is_dataclass(kind) for kind in kinds)
+
+
+def test_class_options_are_not_fields() -> None:
+    assert [f.name for f in dataclasses.fields(Report)] == ["user"]
+    with pytest.raises(TypeError):
+        Report(user=1, NAME="other")  # type: ignore[call-arg]
+
+
+def test_class_defaults() -> None:
+    assert SendEmail.QUEUE == "emails"
+    assert Ping.QUEUE == "default"
+    assert Ping.PRIORITY is None and Ping.RETRY_LIMIT is None and Ping.BACKOFF is None
+    assert Ping.RETENTION is None and Ping.UNIQUE_WHILE is None and Ping.TRANSPARENT is False
+
+
+def test_name_is_required() -> None:
+    with pytest.raises(zizq.JobKindError, match="NoName") as info:
+
+        class NoName(zizq.JobKind):
+            x: int
+
+    assert isinstance(info.value, zizq.ZizqError)
+
+
+def test_name_is_not_inherited_from_a_concrete_kind() -> None:
+    with pytest.raises(zizq.JobKindError, match="LouderEmail"):
+
+        class LouderEmail(SendEmail):
+            pass
+
+
+def test_abstract_kinds_need_no_name() -> None:
+    assert "NAME" not in vars(Versioned)
+    assert [f.name for f in dataclasses.fields(Audited)] == ["version", "who"]
+    job = Audited(version=2, who="me")
+    assert job.to_payload() is job
+    assert _hotpath.encode_payload(job.to_payload()) == b'{"version":2,"who":"me"}'
+    assert Audited.from_payload({"version": 3}) == Audited(version=3, who="system")
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_name(name: str) -> None:
+    with pytest.raises(zizq.JobKindError) as info:
+
+        class BadName(zizq.JobKind):
+            NAME = name
+
+    assert "BadName" in str(info.value)
+    assert repr(name) in str(info.value)
+
+
+@pytest.mark.parametrize("name", [5, None, b"bytes"])
+def test_name_must_be_a_string(name: Any) -> None:
+    with pytest.raises(zizq.JobKindError, match="NotStr"):
+
+        class NotStr(zizq.JobKind):
+            NAME = name
+
+
+@pytest.mark.parametrize("queue", BAD_NAMES)
+def test_bad_queue(queue: str) -> None:
+    with pytest.raises(zizq.JobKindError) as info:
+
+        class BadQueue(zizq.JobKind):
+            NAME = "bad_queue"
+            QUEUE = queue
+
+    assert "BadQueue" in str(info.value)
+    assert repr(queue) in str(info.value)
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_good_names(name: str) -> None:
+    class Good(zizq.JobKind):
+        NAME = name
+        QUEUE = name
+
+    assert Good.NAME == Good.QUEUE == name
+
+
+@pytest.mark.parametrize("priority", [-1, 65536, 2**31, True, "5", 1.5])
+def test_bad_class_priority(priority: Any) -> None:
+    with pytest.raises(zizq.JobKindError) as info:
+
+        class BadPriority(zizq.JobKind):
+            NAME = "bad_priority"
+            PRIORITY = priority
+
+    assert "BadPriority" in str(info.value)
+    assert repr(priority) in str(info.value)
+
+
+@pytest.mark.parametrize("priority", [0, 1, 32768, 65535])
+def test_good_class_priority(priority: int) -> None:
+    class GoodPriority(zizq.JobKind):
+        NAME = "good_priority"
+        PRIORITY = priority
+
+    assert GoodPriority.PRIORITY == priority
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("RETRY_LIMIT", -1),
+        ("RETRY_LIMIT", "3"),
+        ("RETRY_LIMIT", True),
+        ("UNIQUE_WHILE", "sometimes"),
+        ("BACKOFF", (1000, 2.0, 0)),
+        ("RETENTION", {"completed_ms": 1}),
+    ],
+)
+def test_bad_class_options(option: str, value: Any) -> None:
+    with pytest.raises(zizq.JobKindError, match="BadOption"):
+        type("BadOption", (zizq.JobKind,), {"NAME": "bad_option", option: value})
+
+
+def test_unit_type() -> None:
+    assert Ping().to_payload() is None
+    assert _hotpath.encode_payload(Ping().to_payload()) == b"null"
+    assert Ping.from_payload(None) == Ping()
+    assert Ping.from_payload({}) == Ping()
+
+
+def test_transparent_type() -> None:
+    assert UserId(value=42).to_payload() == 42
+    assert _hotpath.encode_payload(UserId(value=42).to_payload()) == b"42"
+    assert UserId.from_payload(42) == UserId(value=42)
+
+
+def test_transparent_needs_exactly_one_field() -> None:
+    with pytest.raises(zizq.JobKindError, match=r"Pair.*2 fields"):
+
+        class Pair(zizq.JobKind):
+            NAME = "pair"
+            TRANSPARENT = True
+            a: int
+            b: int
+
+    with pytest.raises(zizq.JobKindError, match=r"Nothing.*0 fields"):
+
+        class Nothing(zizq.JobKind):
+            NAME = "nothing"
+            TRANSPARENT = True
+
+
+def test_object_payloads() -> None:
+    job = SendEmail(to="a@b.c")
+    assert _hotpath.encode_payload(job.to_payload()) == b'{"to":"a@b.c","subject":"hello"}'
+    assert SendEmail.from_payload({"to": "a@b.c"}) == job
+    assert SendEmail.from_payload({"subject": "s", "to": "x"}) == SendEmail(to="x", subject="s")
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        (SendEmail, None),
+        (SendEmail, ["a@b.c"]),
+        (SendEmail, "a@b.c"),
+        (SendEmail, {}),  # missing "to"
+        (SendEmail, {"to": "a", "cc": "b"}),  # unknown field
+        (Ping, [1]),
+        (Ping, 0),
+        (Ping, {"x": 1}),
+        (Audited, {"who": "me", "extra": 1}),
+    ],
+)
+def test_from_payload_wrong_shape(kind: type[zizq.JobKind], payload: Any) -> None:
+    with pytest.raises(zizq.PayloadDecodeError, match=kind.__qualname__) as info:
+        kind.from_payload(payload)
+    assert isinstance(info.value, zizq.ZizqError)
+
+
+def test_unique_key_defaults_to_none() -> None:
+    assert SendEmail(to="x").unique_key() is None
+    assert Ping().unique_key() is None
+    key = Report(user=7).unique_key()
+    assert key is not None and key.key == "report:" + hashlib.sha256(b'{"user":7}').hexdigest()
+
+
+# --- UniqueKey, Backoff, Retention ----------------------------------------------------
+
+
+def test_unique_key_constructors() -> None:
+    assert zizq.UniqueKey.raw("order-17") == zizq.UniqueKey("order-17", None)
+    digest = hashlib.sha256(b'{"a":2,"b":[1,"x"]}').hexdigest()
+    assert zizq.UniqueKey.hash_of({"b": [1, "x"], "a": 2}).key == digest
+    assert zizq.UniqueKey.tagged_hash_of("T", {"b": [1, "x"], "a": 2}).key == f"T:{digest}"
+
+
+def test_unique_key_scope() -> None:
+    key = zizq.UniqueKey.raw("k")
+    for scope in ("queued", "active", "exists"):
+        scoped = key.scope(scope)
+        assert (scoped.key, scoped.unique_while) == ("k", scope)
+    assert key.unique_while is None  # frozen: scope() made a new key
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        key.key = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("make", "bad"),
+    [
+        (lambda: zizq.UniqueKey(""), ""),
+        (lambda: zizq.UniqueKey(5), 5),  # type: ignore[arg-type]
+        (lambda: zizq.UniqueKey.raw("k").scope("always"), "always"),  # type: ignore[arg-type]
+        (lambda: zizq.UniqueKey("k", "forever"), "forever"),  # type: ignore[arg-type]
+    ],
+    ids=["empty key", "int key", "bad scope", "bad scope in constructor"],
+)
+def test_unique_key_validation(make: Any, bad: object) -> None:
+    with pytest.raises(zizq.ValidationError) as info:
+        make()
+    assert repr(bad) in str(info.value)
+
+
+def test_unique_key_of_unserialisable_value() -> None:
+    with pytest.raises(zizq.InvalidPayload):
+        zizq.UniqueKey.hash_of({"x": float("nan")})
+    with pytest.raises(zizq.InvalidPayload):
+        zizq.UniqueKey.tagged_hash_of("T", object())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bad"),
+    [
+        ({"base_ms": -1, "exponent": 2.0, "jitter_ms": 0}, "-1"),
+        ({"base_ms": 1.5, "exponent": 2.0, "jitter_ms": 0}, "1.5"),
+        ({"base_ms": True, "exponent": 2.0, "jitter_ms": 0}, "True"),
+        ({"base_ms": 0, "exponent": 2.0, "jitter_ms": -5}, "-5"),
+        ({"base_ms": 0, "exponent": 2.0, "jitter_ms": "5"}, "'5'"),
+        ({"base_ms": 0, "exponent": float("nan"), "jitter_ms": 0}, "nan"),
+        ({"base_ms": 0, "exponent": float("inf"), "jitter_ms": 0}, "inf"),
+        ({"base_ms": 0, "exponent": -0.5, "jitter_ms": 0}, "-0.5"),
+        ({"base_ms": 0, "exponent": 16.5, "jitter_ms": 0}, "16.5"),
+        ({"base_ms": 0, "exponent": "2", "jitter_ms": 0}, "'2'"),
+        ({"base_ms": 0, "exponent": False, "jitter_ms": 0}, "False"),
+    ],
+)
+def test_backoff_validation(kwargs: dict[str, Any], bad: str) -> None:
+    with pytest.raises(zizq.ValidationError) as info:
+        zizq.Backoff(**kwargs)
+    assert bad in str(info.value)
+    assert isinstance(info.value, zizq.ZizqError)
+
+
+def test_backoff_round_trips_through_its_text_form() -> None:
+    for backoff in (zizq.Backoff(15000, 4.0, 30000), zizq.Backoff(0, 0, 0), zizq.Backoff(1, 1.1, 2)):
+        assert zizq.Backoff.decode(backoff.encode()) == backoff
+    assert zizq.Backoff(1000, 2, 500).encode() == "1000 2.0 500"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bad"),
+    [
+        ({"completed_ms": -1}, "-1"),
+        ({"dead_ms": -86_400_000}, "-86400000"),
+        ({"dead_ms": 1.0}, "1.0"),
+        ({"completed_ms": "60"}, "'60'"),
+        ({"completed_ms": True}, "True"),
+    ],
+)
+def test_retention_validation(kwargs: dict[str, Any], bad: str) -> None:
+    with pytest.raises(zizq.ValidationError) as info:
+        zizq.Retention(**kwargs)
+    assert bad in str(info.value)
+
+
+def test_retention_defaults() -> None:
+    assert zizq.Retention() == zizq.Retention(None, None)
+    assert zizq.Retention(completed_ms=0).dead_ms is None
+
+
+# --- Job.to_dict ------------------------------------------------------------------------
+
+
+def test_job_to_dict_minimal() -> None:
+    job = zizq.Job(id="03g0ej3ybwh5uh1ap10xgufm3", type="t", queue="q", priority=5, status="ready", ready_at=1000)
+    assert job.to_dict() == {
+        "id": "03g0ej3ybwh5uh1ap10xgufm3",
+        "type": "t",
+        "queue": "q",
+        "priority": 5,
+        "status": "ready",
+        "ready_at": 1000,
+        "attempts": 0,
+    }
+    assert job.payload is None
+
+
+def test_job_to_dict_full() -> None:
+    job = zizq.Job(
+        id="03g0ej3ybwh5uh1ap10xgufm3",
+        type="send_email",
+        queue="emails",
+        priority=32768,
+        status="dead",
+        ready_at=1000,
+        attempts=4,
+        retry_limit=3,
+        backoff=zizq.Backoff(base_ms=15000, exponent=4.0, jitter_ms=30000),
+        retention=zizq.Retention(dead_ms=604_800_000),
+        unique_key="send_email:abc",
+        unique_while="active",
+        dequeued_at=2000,
+        failed_at=3000,
+        completed_at=None,
+        purge_at=4000,
+        payload_json=b'{"to":"a@b.c","n":[1,2.5,null]}',
+    )
+    out = job.to_dict()
+    assert list(out) == [
+        "id", "type", "queue", "priority", "status", "ready_at", "attempts", "retry_limit", "backoff",
+        "retention", "unique_key", "unique_while", "dequeued_at", "failed_at", "purge_at", "payload",
+    ]  # fmt: skip
+    assert out["backoff"] == {"base_ms": 15000, "exponent": 4.0, "jitter_ms": 30000}
+    assert out["retention"] == {"dead_ms": 604_800_000}
+    assert out["payload"] == {"to": "a@b.c", "n": [1, 2.5, None]}
+    assert "payload" not in job.to_dict(payload=False)
+    assert "duplicate" not in out and "payload_json" not in out
+
+
+def test_job_to_dict_null_payload_is_kept() -> None:
+    job = zizq.Job(id="x" * 25, type="ping", queue="q", priority=1, status="ready", ready_at=0, payload_json=b"null")
+    assert "payload" in job.to_dict() and job.to_dict()["payload"] is None
+
+
+def test_job_to_dict_retention_with_both_and_completed_only() -> None:
+    def retention_of(retention: zizq.Retention) -> Any:
+        job = zizq.Job(
+            id="x" * 25, type="t", queue="q", priority=1, status="completed", ready_at=0, retention=retention
+        )
+        return job.to_dict()["retention"]
+
+    assert retention_of(zizq.Retention(completed_ms=0, dead_ms=5)) == {"completed_ms": 0, "dead_ms": 5}
+    assert retention_of(zizq.Retention(completed_ms=10)) == {"completed_ms": 10}
+
+
+# --- enqueue_args: good jobs ----------------------------------------------------------------
+
+
+def test_enqueue_args_for_a_plain_kind() -> None:
+    args = args_of(zizq.Enqueue(SendEmail(to="a@b.c")))
+    assert args[1:] == ["send_email", "emails", 32768, b'{"to":"a@b.c","subject":"hello"}'] + [""] * 8
+
+
+def test_enqueue_args_use_the_class_defaults() -> None:
+    key = "report:" + hashlib.sha256(b'{"user":7}').hexdigest()
+    assert args_of(zizq.Enqueue(Report(user=7)))[1:] == [
+        "report", "reports", 10, b'{"user":7}', "", "", 3, "1000 2.0 500", 60_000, 86_400_000, key, "active",
+    ]  # fmt: skip
+
+
+def test_enqueue_args_per_call_options_beat_class_defaults() -> None:
+    item = zizq.Enqueue(
+        Report(user=7),
+        queue="urgent",
+        priority=0,
+        delay=1.5,
+        retry_limit=0,
+        backoff=zizq.Backoff(1, 1.0, 0),
+        retention=zizq.Retention(dead_ms=1000),  # completed_ms still from the class
+        unique_key=zizq.UniqueKey.raw("mine").scope("exists"),
+    )
+    assert args_of(item)[1:] == [
+        "report", "urgent", 0, b'{"user":7}', "", 1500, 0, "1 1.0 0", 60_000, 1000, "mine", "exists",
+    ]  # fmt: skip
+
+
+def test_enqueue_args_retention_merges_per_sub_field() -> None:
+    args = args_of(zizq.Enqueue(Report(user=1), retention=zizq.Retention(completed_ms=5)))
+    assert args[9:11] == [5, 86_400_000]
+    args = args_of(zizq.Enqueue(SendEmail(to="x"), retention=zizq.Retention(completed_ms=5)))
+    assert args[9:11] == [5, ""]
+
+
+def test_enqueue_args_unique_scope() -> None:
+    # An unscoped key takes the class's UNIQUE_WHILE; a string key is raw.
+    assert args_of(zizq.Enqueue(Report(user=1), unique_key="k"))[11:] == ["k", "active"]
+    assert args_of(zizq.Enqueue(SendEmail(to="x"), unique_key="k"))[11:] == ["k", ""]
+    assert args_of(zizq.Enqueue.raw("t", 1, unique_key=zizq.UniqueKey.raw("k").scope("active")))[11:] == [
+        "k",
+        "active",
+    ]
+
+
+def test_enqueue_args_unit_and_transparent_payloads() -> None:
+    assert args_of(zizq.Enqueue(Ping()))[1:5] == ["ping", "default", 32768, b"null"]
+    assert args_of(zizq.Enqueue(UserId(value=9)))[1:5] == ["user_id", "default", 32768, b"9"]
+
+
+def test_enqueue_args_raw() -> None:
+    item = zizq.Enqueue.raw("send_email", {"to": "a@b.c"}, queue="emails", priority=65535, retry_limit=2)
+    assert args_of(item)[1:] == ["send_email", "emails", 65535, b'{"to":"a@b.c"}', "", "", 2] + [""] * 5
+    assert args_of(zizq.Enqueue.raw("t", None))[1:5] == ["t", "default", 32768, b"null"]
+
+
+@pytest.mark.parametrize(
+    ("when", "expected_ms"),
+    [
+        (datetime(2030, 1, 1, tzinfo=UTC), 1_893_456_000_000),
+        (datetime(2030, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))), 1_893_456_000_000),
+        (datetime(2030, 1, 1, 0, 0, 0, 1500, tzinfo=UTC), 1_893_456_000_001),
+        (datetime(1970, 1, 1, tzinfo=UTC), 0),
+    ],
+)
+def test_enqueue_args_ready_at(when: datetime, expected_ms: int) -> None:
+    assert args_of(zizq.Enqueue(Ping(), ready_at=when))[5:7] == [expected_ms, ""]
+
+
+@pytest.mark.parametrize(
+    ("delay", "expected_ms"),
+    [(0, 0), (1, 1000), (0.25, 250), (0.0014, 1), (1.0006, 1001), (timedelta(minutes=1), 60_000), (timedelta(0), 0)],
+)
+def test_enqueue_args_delay(delay: Any, expected_ms: int) -> None:
+    assert args_of(zizq.Enqueue(Ping(), delay=delay))[5:7] == ["", expected_ms]
+
+
+def test_enqueue_args_ids_increase() -> None:
+    ids = _hotpath.IdGenerator()
+    made = [enqueue_args(zizq.Enqueue(Ping()), ids)[0] for _ in range(100)]
+    assert made == sorted(made) and len(set(made)) == 100
+
+
+# --- enqueue_args: bad options ----------------------------------------------------------------
+
+naive = datetime(2030, 1, 1)
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "Opaque(7)"
+
+
+BAD_OPTIONS = [
+    pytest.param("priority", -1, id="priority -1"),
+    pytest.param("priority", 65536, id="priority 65536"),
+    pytest.param("priority", True, id="priority True"),
+    pytest.param("priority", "5", id="priority '5'"),
+    pytest.param("priority", 5.0, id="priority 5.0"),
+    pytest.param("delay", -1, id="delay -1"),
+    pytest.param("delay", -0.001, id="delay -0.001"),
+    pytest.param("delay", float("nan"), id="delay nan"),
+    pytest.param("delay", float("inf"), id="delay inf"),
+    pytest.param("delay", "5", id="delay '5'"),
+    pytest.param("delay", True, id="delay True"),
+    pytest.param("delay", timedelta(seconds=-1), id="delay -1s timedelta"),
+    pytest.param("ready_at", naive, id="naive ready_at"),
+    pytest.param("ready_at", "2030-01-01T00:00:00Z", id="ready_at str"),
+    pytest.param("ready_at", 1_893_456_000_000, id="ready_at int"),
+    pytest.param("retry_limit", -1, id="retry_limit -1"),
+    pytest.param("retry_limit", "3", id="retry_limit '3'"),
+    pytest.param("retry_limit", False, id="retry_limit False"),
+    pytest.param("backoff", (1, 2.0, 3), id="backoff tuple"),
+    pytest.param("retention", {"dead_ms": 1}, id="retention dict"),
+    pytest.param("unique_key", 17, id="unique_key int"),
+    pytest.param("unique_key", "", id="unique_key empty"),
+] + [pytest.param("queue", name.values[0], id=f"queue {name.id}") for name in BAD_NAMES]
+
+
+@pytest.mark.parametrize("kind", [SendEmail, Report, None], ids=["kind", "kind with defaults", "raw"])
+@pytest.mark.parametrize(("option", "bad"), BAD_OPTIONS)
+def test_enqueue_args_bad_option(
+    request: pytest.FixtureRequest, kind: type[SendEmail | Report] | None, option: str, bad: Any
+) -> None:
+    options: dict[str, Any] = {option: bad}
+    if kind is None:
+        item = zizq.Enqueue.raw("t", {"a": 1}, **options)
+    else:
+        item = zizq.Enqueue(SendEmail(to="x") if kind is SendEmail else Report(user=1), **options)
+    with pytest.raises(zizq.ValidationError) as info:
+        enqueue_args(item, _hotpath.IdGenerator())
+    assert repr(bad) in str(info.value), str(info.value)
+
+
+def test_enqueue_args_delay_and_ready_at_together() -> None:
+    item = zizq.Enqueue(Ping(), delay=5, ready_at=datetime(2030, 1, 1, tzinfo=UTC))
+    with pytest.raises(zizq.ValidationError, match=r"delay.*ready_at"):
+        enqueue_args(item, _hotpath.IdGenerator())
+
+
+@pytest.mark.parametrize("type_name", [*BAD_NAMES, pytest.param(None, id="None"), pytest.param(7, id="int")])
+def test_enqueue_args_bad_raw_type_name(type_name: Any) -> None:
+    with pytest.raises(zizq.InvalidName) as info:
+        enqueue_args(zizq.Enqueue.raw(type_name, {}), _hotpath.IdGenerator())
+    assert repr(type_name) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(float("nan"), id="nan"),
+        pytest.param({"x": [float("-inf")]}, id="nested -inf"),
+        pytest.param(
+            "\ud800",
+            id="lone surrogate",
+        ),
+        pytest.param(
+            Opaque(),
+            id="object",
+        ),
+        pytest.param(
+            2**64,
+            id="2**64",
+        ),
+    ],
+)
+def test_enqueue_args_unserialisable_payload(payload: Any) -> None:
+    with pytest.raises(zizq.InvalidPayload) as info:
+        enqueue_args(zizq.Enqueue.raw("t", payload), _hotpath.IdGenerator())
+    bad = payload["x"][0] if isinstance(payload, dict) else payload
+    message = str(info.value)
+    assert repr(bad) in message, message
+
+
+def test_enqueue_args_rejects_a_non_jobkind() -> None:
+    with pytest.raises(zizq.ValidationError, match=re.escape(repr({"to": "x"}))):
+        enqueue_args(zizq.Enqueue({"to": "x"}), _hotpath.IdGenerator())  # type: ignore[arg-type]
+
+
+def test_enqueue_args_rejects_an_abstract_kind() -> None:
+    with pytest.raises(zizq.ZizqError, match="Versioned"):
+        enqueue_args(zizq.Enqueue(Versioned(version=1)), _hotpath.IdGenerator())
+
+
+def test_enqueue_args_unserialisable_unique_value() -> None:
+    class Keyed(zizq.JobKind):
+        NAME = "keyed"
+        x: float
+
+        def unique_key(self) -> zizq.UniqueKey | None:
+            return zizq.UniqueKey.hash_of(self.x)
+
+    with pytest.raises(zizq.InvalidPayload, match="nan"):
+        enqueue_args(zizq.Enqueue(Keyed(x=float("nan"))), _hotpath.IdGenerator())

@@ -1,0 +1,623 @@
+"""A model-based test: random sequences of operations against a real Redis,
+compared after every step with a small pure-Python model of the rules.
+
+The model follows the contracts in the headers of lua/*.lua (and
+zizq-behaviour.md sections 1.2, 3.1, 4.2 and 5): statuses and transitions,
+attempts and the retry limit, kill, retry_at/retry_in, retention 0 (deleted at
+once) or kept, the unique index lifecycle, dispatch order (priority, id) over
+the open queues asked for, pause/resume, patch, delete, retry of dead jobs.
+
+Redis's clock cannot be faked, so time is real: a job may be due 100 ms after
+it was written. The model keeps, for every scheduled job, the window of
+monotonic time in which Redis makes it due, and before a take it sleeps past
+any window that the take could fall into, so whether a take promotes a job is
+never a guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+
+import zizq
+from zizq import Enqueue, Job, JobNotFound, Retention, UniqueKey
+from zizq.errors import JobStateError
+
+from .conftest import RedisServer
+
+QUEUES = ("a", "b", "c")
+PRIORITIES = (0, 7, 32768)
+UNIQUE_KEYS = ("k1", "k2", "k3")
+SCOPES: tuple[str | None, ...] = (None, "queued", "active", "exists")
+WORKERS = ("w1", "w2")
+RETRY_LIMITS: tuple[int | None, ...] = (None, 0, 1, 2)
+
+SHORT_S = 0.1  # a short delay: due while the example still runs
+FAR_S = 3600.0  # a long one: never due within an example
+MARGIN_S = 0.05  # slack between the model's clock and Redis's
+CALL_S = 0.1  # the longest a take call may take for the due-or-not decision
+ADVANCE_S = 0.25
+KEEP_MS = 3_600_000  # a retention long enough to outlive the example
+
+DEFAULT_RETRY_LIMIT = 25
+DEFAULT_DEAD_MS = 604_800_000
+DEFAULT_COMPLETED_MS = 0
+BACKOFF_BASE_MS = 15_000
+BACKOFF_EXPONENT = 4
+
+CONFLICT: dict[str, frozenset[str]] = {
+    "queued": frozenset({"scheduled", "ready"}),
+    "active": frozenset({"scheduled", "ready", "in_flight"}),
+    "exists": frozenset({"scheduled", "ready", "in_flight", "completed", "dead"}),
+}
+
+NEVER = (math.inf, math.inf)  # not scheduled, or never due in this example
+AT_ONCE = (-math.inf, -math.inf)  # due at the next take, whenever it comes
+
+
+@dataclass
+class ModelJob:
+    """What the model knows of one live job (its hash exists in Redis)."""
+
+    id: str
+    queue: str
+    priority: int
+    status: str
+    retry_limit: int | None
+    completed_ms: int | None
+    dead_ms: int | None
+    unique_key: str | None
+    unique_while: str | None
+    attempts: int = 0
+    errors: int = 0
+    worker: str | None = None
+    # Monotonic window in which Redis makes a scheduled job due: before lo it
+    # is certainly not due, after hi certainly due.
+    due: tuple[float, float] = NEVER
+
+    @property
+    def scope(self) -> str | None:
+        """The scope the job's unique key holds in (queued when not given)."""
+        if self.unique_key is None:
+            return None
+        return self.unique_while or "queued"
+
+
+@dataclass(frozen=True)
+class EnqueueSpec:
+    """One job to enqueue, as the rules draw it."""
+
+    queue: str
+    priority: int
+    delay: str  # "now", "short" or "far"
+    unique_key: str | None
+    unique_while: str | None
+    retry_limit: int | None
+    completed_ms: int | None
+    dead_ms: int | None
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"queue": self.queue, "priority": self.priority}
+        if self.delay == "short":
+            opts["delay"] = SHORT_S
+        elif self.delay == "far":
+            opts["delay"] = FAR_S
+        if self.retry_limit is not None:
+            opts["retry_limit"] = self.retry_limit
+        if self.completed_ms is not None or self.dead_ms is not None:
+            opts["retention"] = Retention(completed_ms=self.completed_ms, dead_ms=self.dead_ms)
+        if self.unique_key is not None:
+            opts["unique_key"] = UniqueKey(self.unique_key, self.unique_while)  # type: ignore[arg-type]
+        return opts
+
+
+enqueue_specs = st.builds(
+    EnqueueSpec,
+    queue=st.sampled_from(QUEUES),
+    priority=st.sampled_from(PRIORITIES),
+    delay=st.sampled_from(("now", "now", "far", "short")),
+    unique_key=st.one_of(st.none(), st.sampled_from(UNIQUE_KEYS)),
+    unique_while=st.sampled_from(SCOPES),
+    retry_limit=st.sampled_from(RETRY_LIMITS),
+    completed_ms=st.sampled_from((None, 0, KEEP_MS)),
+    dead_ms=st.sampled_from((None, 0)),
+)
+
+
+def window(t0: float, t1: float, delay_s: float) -> tuple[float, float]:
+    """The due window of a job written by a call made between t0 and t1."""
+    if delay_s <= 0:
+        return AT_ONCE
+    return (t0 + delay_s, t1 + delay_s)
+
+
+def backoff_s(attempts: int) -> float:
+    """The default backoff delay with jitter 0, in seconds (fail.lua)."""
+    return (attempts**BACKOFF_EXPONENT * 1000 + BACKOFF_BASE_MS) / 1000
+
+
+class ZizqModel(RuleBasedStateMachine):
+    def __init__(self, server: RedisServer) -> None:
+        super().__init__()
+        self.namespace = f"model-{uuid.uuid4().hex[:12]}"
+        self.client = zizq.Client.from_url(server.url, self.namespace)
+        self.r = redis.Redis(port=server.port)
+        self.prefix = self.client.core.prefix
+        self.jobs: dict[str, ModelJob] = {}
+        self.ids: list[str] = []  # every id ever created, oldest first
+        self.gone: set[str] = set()
+        self.unique: dict[str, str] = {}  # the model of "unique:<key>"
+        self.paused: set[str] = set()
+        self.taken: dict[str, list[str]] = {w: [] for w in WORKERS}  # ids each worker ever took
+        self.payloads = 0
+
+    def teardown(self) -> None:
+        keys = list(self.r.scan_iter(match=self.prefix + "*"))
+        if keys:
+            self.r.delete(*keys)
+        self.client.close()
+        self.r.close()
+
+    # ---- model helpers -------------------------------------------------
+
+    def _unique_release(self, job: ModelJob) -> None:
+        if job.unique_key is not None and self.unique.get(job.unique_key) == job.id:
+            del self.unique[job.unique_key]
+
+    def _unique_restore(self, job: ModelJob) -> None:
+        if job.unique_key is None:
+            return
+        holder = self.unique.get(job.unique_key)
+        if holder is None or holder == job.id or holder not in self.jobs:
+            self.unique[job.unique_key] = job.id
+        else:
+            event(f"unique: restore blocked by a {self.jobs[holder].status} job")
+
+    def _delete(self, job: ModelJob) -> None:
+        del self.jobs[job.id]
+        self.gone.add(job.id)
+        self._unique_release(job)
+
+    def _finish(self, job: ModelJob, status: str, retention_ms: int) -> None:
+        job.worker = None
+        job.due = NEVER
+        if retention_ms <= 0:
+            self._delete(job)
+            return
+        job.status = status
+        if job.scope in ("queued", "active"):
+            self._unique_release(job)
+
+    def _holds(self, job_id: str, worker: str) -> bool:
+        job = self.jobs.get(job_id)
+        return job is not None and job.status == "in_flight" and job.worker == worker
+
+    def _apply_enqueue(self, spec: EnqueueSpec, got: Job, t0: float, t1: float) -> None:
+        if spec.unique_key is not None:
+            holder = self.unique.get(spec.unique_key)
+            held = self.jobs.get(holder) if holder is not None else None
+            if held is not None and held.status in CONFLICT[spec.unique_while or "queued"]:
+                assert got.duplicate, f"expected a duplicate of {held.id}, got a new job {got.id}"
+                assert got.id == held.id
+                assert got.status == held.status
+                event(f"enqueue: duplicate of a {held.status} job")
+                return
+        assert not got.duplicate, f"unexpected duplicate of {got.id} ({self.jobs.get(got.id)})"
+        if spec.unique_key is not None and spec.unique_key in self.unique:
+            event(f"enqueue: key taken over from a {self.jobs[self.unique[spec.unique_key]].status} job")
+        assert got.id not in self.jobs and got.id not in self.gone
+        status = "ready" if spec.delay == "now" else "scheduled"
+        assert got.status == status
+        job = ModelJob(
+            id=got.id,
+            queue=spec.queue,
+            priority=spec.priority,
+            status=status,
+            retry_limit=spec.retry_limit,
+            completed_ms=spec.completed_ms,
+            dead_ms=spec.dead_ms,
+            unique_key=spec.unique_key,
+            unique_while=spec.unique_while if spec.unique_key is not None else None,
+        )
+        if spec.delay == "short":
+            job.due = window(t0, t1, SHORT_S)
+        elif spec.delay == "far":
+            job.due = window(t0, t1, FAR_S)
+        self.jobs[job.id] = job
+        self.ids.append(job.id)
+        if spec.unique_key is not None:
+            self.unique[spec.unique_key] = job.id
+
+    def _pick(self, data: st.DataObject, pools: list[list[str]]) -> str:
+        """An id from one of the non-empty pools (drawn, so it shrinks and replays)."""
+        pool = data.draw(st.sampled_from([p for p in pools if p]))
+        return data.draw(st.sampled_from(pool))
+
+    def _live(self, *statuses: str) -> list[str]:
+        return [i for i in self.ids if i in self.jobs and (not statuses or self.jobs[i].status in statuses)]
+
+    def _uncertain(self, now: float) -> list[ModelJob]:
+        """Scheduled jobs a take starting now might or might not promote."""
+        return [
+            j
+            for j in self.jobs.values()
+            if j.status == "scheduled" and j.due[0] - MARGIN_S <= now + CALL_S and now <= j.due[1] + MARGIN_S
+        ]
+
+    # ---- rules: producers ----------------------------------------------
+
+    def _payload(self) -> dict[str, int]:
+        self.payloads += 1
+        return {"n": self.payloads}
+
+    @rule(spec=enqueue_specs)
+    def enqueue(self, spec: EnqueueSpec) -> None:
+        t0 = time.monotonic()
+        got = self.client.enqueue_raw("model", self._payload(), **spec.options())
+        t1 = time.monotonic()
+        self._apply_enqueue(spec, got, t0, t1)
+
+    @rule(specs=st.lists(enqueue_specs, min_size=2, max_size=4), same_key=st.sampled_from(UNIQUE_KEYS[:2]))
+    def enqueue_many(self, specs: list[EnqueueSpec], same_key: str) -> None:
+        # Force intra-batch duplicates: every keyed item shares one key.
+        specs = [dataclasses.replace(s, unique_key=same_key) if s.unique_key is not None else s for s in specs]
+        items = [Enqueue.raw("model", self._payload(), **s.options()) for s in specs]
+        t0 = time.monotonic()
+        got = self.client.enqueue_many(items)
+        t1 = time.monotonic()
+        assert len(got) == len(specs)
+        # The script judges each item against the index as the batch left it
+        # so far, which is what applying them in order does.
+        for spec, job in zip(specs, got, strict=True):
+            self._apply_enqueue(spec, job, t0, t1)
+
+    # ---- rules: the worker's calls --------------------------------------
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        n=st.integers(1, 5),
+        queues=st.one_of(st.none(), st.lists(st.sampled_from(QUEUES), min_size=1, max_size=3, unique=True)),
+    )
+    def take(self, worker: str, n: int, queues: list[str] | None) -> None:
+        # Never take while a short delay might be just running out.
+        while True:
+            now = time.monotonic()
+            uncertain = self._uncertain(now)
+            if not uncertain:
+                break
+            time.sleep(max(j.due[1] for j in uncertain) + MARGIN_S - now + 0.001)
+        now = time.monotonic()
+        promoted: set[str] = set()
+        for j in self.jobs.values():
+            if j.status == "scheduled" and j.due[1] + MARGIN_S < now:
+                j.status = "ready"
+                promoted.add(j.id)
+                j.due = NEVER
+        asked = set(QUEUES if queues is None else queues)
+        open_queues = asked - self.paused
+        ready = sorted(
+            (j for j in self.jobs.values() if j.status == "ready" and j.queue in open_queues),
+            key=lambda j: (j.priority, j.id),
+        )
+        expected = [j.id for j in ready[:n]]
+
+        got = self.client.run(self.client.core.take(worker, n, queues or []))
+        assert time.monotonic() - now < CALL_S, "take was too slow for the due-time margins"
+
+        assert [j.id for j in got.jobs] == expected
+        event(f"take: {len(expected)} jobs" + (" (paused skipped)" if asked & self.paused else ""))
+        assert got.more == (len(ready) > n)
+        for taken in got.jobs:
+            job = self.jobs[taken.id]
+            assert taken.status == "in_flight"
+            assert taken.attempts == job.attempts
+            assert taken.queue == job.queue and taken.priority == job.priority
+            job.status = "in_flight"
+            job.worker = worker
+            if job.scope == "queued":
+                self._unique_release(job)
+            event("take: promoted short delay" if taken.id in promoted else "take: job")
+            if taken.id not in self.taken[worker]:
+                self.taken[worker].append(taken.id)
+
+    def _any_in_flight(self) -> bool:
+        return any(j.status == "in_flight" for j in self.jobs.values())
+
+    def _draw_worker(self, data: st.DataObject) -> tuple[str, list[str]]:
+        """A worker holding jobs, and the ids it holds."""
+        workers = [w for w in WORKERS if any(self._holds(i, w) for i in self.taken[w])]
+        worker = data.draw(st.sampled_from(workers), label="worker")
+        return worker, [i for i in self.taken[worker] if self._holds(i, worker)]
+
+    def _draw_ids(self, data: st.DataObject) -> tuple[str, list[str]]:
+        """A worker and some ids it holds, now and then with one it does not
+        (another worker's, finished, or deleted while in flight)."""
+        worker, held = self._draw_worker(data)
+        ids = data.draw(st.lists(st.sampled_from(held), min_size=1, max_size=3), label="held")
+        ids += data.draw(st.lists(st.sampled_from(self.taken[worker] + self.ids), max_size=1), label="stale")
+        return worker, data.draw(st.permutations(ids), label="ids")
+
+    @precondition(_any_in_flight)
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        worker, ids = self._draw_ids(data)
+        expected_missed = []
+        for job_id in ids:
+            if not self._holds(job_id, worker):
+                expected_missed.append(job_id)
+                continue
+            job = self.jobs[job_id]
+            self._finish(job, "completed", DEFAULT_COMPLETED_MS if job.completed_ms is None else job.completed_ms)
+            event(f"ack: completed ({'kept' if job_id in self.jobs else 'deleted'})")
+        missed = self.client.run(self.client.core.ack(worker, ids))
+        assert missed == expected_missed
+        if missed:
+            event("ack: some missed")
+
+    @precondition(_any_in_flight)
+    @rule(
+        mode=st.sampled_from(("plain", "kill", "retry_in_0", "retry_in_short", "retry_at_far")),
+        stale=st.integers(0, 4),
+        data=st.data(),
+    )
+    def fail(self, mode: str, stale: int, data: st.DataObject) -> None:
+        worker, held = self._draw_worker(data)
+        job_id = data.draw(st.sampled_from(self.taken[worker] + self.ids if stale == 4 else held), label="job")
+        kwargs: dict[str, Any] = {"message": f"boom {mode}", "kill": mode == "kill", "jitter": 0.0}
+        if mode == "retry_in_0":
+            kwargs["retry_in_ms"] = 0
+        elif mode == "retry_in_short":
+            kwargs["retry_in_ms"] = round(SHORT_S * 1000)
+        elif mode == "retry_at_far":
+            kwargs["retry_at_ms"] = math.floor((time.time() + FAR_S) * 1000)
+        t0 = time.monotonic()
+        got = self.client.run(self.client.core.fail(worker, job_id, **kwargs))
+        t1 = time.monotonic()
+        if not self._holds(job_id, worker):
+            assert got is None
+            event("fail: not held")
+            return
+        assert got is not None
+        job = self.jobs[job_id]
+        job.attempts += 1
+        job.errors += 1
+        job.worker = None
+        limit = DEFAULT_RETRY_LIMIT if job.retry_limit is None else job.retry_limit
+        if mode == "kill" or (mode == "plain" and job.attempts > limit):
+            self._finish(job, "dead", DEFAULT_DEAD_MS if job.dead_ms is None else job.dead_ms)
+            assert got.status == "dead"
+            event(f"fail: dead ({mode}, {'kept' if job.id in self.jobs else 'deleted'})")
+        else:
+            job.status = "scheduled"
+            job.due = {
+                "plain": window(t0, t1, backoff_s(job.attempts)),
+                "retry_in_0": AT_ONCE,
+                "retry_in_short": window(t0, t1, SHORT_S),
+                "retry_at_far": window(t0, t1, FAR_S),
+            }[mode]
+            if job.scope == "queued":
+                self._unique_restore(job)
+            assert got.status == "scheduled"
+            event(f"fail: retry ({mode})")
+        assert got.attempts == job.attempts
+
+    @precondition(_any_in_flight)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        worker, ids = self._draw_ids(data)
+        released = 0
+        for job_id in ids:
+            if self._holds(job_id, worker):
+                job = self.jobs[job_id]
+                job.status = "ready"
+                job.worker = None
+                if job.scope == "queued":
+                    self._unique_restore(job)
+                released += 1
+        assert self.client.run(self.client.core.release(worker, ids)) == released
+        event(f"release: {released}")
+
+    # ---- rules: management -----------------------------------------------
+
+    @precondition(lambda self: bool(self.ids))
+    @rule(
+        data=st.data(),
+        priority=st.one_of(st.none(), st.sampled_from(PRIORITIES)),
+        queue=st.one_of(st.none(), st.sampled_from(QUEUES)),
+        ready_at=st.sampled_from(("unset", "none", "far", "past")),
+        retry_limit=st.sampled_from(("unset", *RETRY_LIMITS)),
+    )
+    def patch(
+        self,
+        data: st.DataObject,
+        priority: int | None,
+        queue: str | None,
+        ready_at: str,
+        retry_limit: str | int | None,
+    ) -> None:
+        job_id = self._pick(data, [self._live("ready", "scheduled", "in_flight"), self.ids])
+        changes: dict[str, Any] = {}
+        if priority is not None:
+            changes["priority"] = priority
+        if queue is not None:
+            changes["queue"] = queue
+        if ready_at == "none":
+            changes["ready_at"] = None
+        elif ready_at == "far":
+            changes["ready_at"] = datetime.now(UTC) + timedelta(seconds=FAR_S)
+        elif ready_at == "past":
+            changes["ready_at"] = datetime.now(UTC) - timedelta(seconds=FAR_S)
+        if retry_limit != "unset":
+            changes["retry_limit"] = retry_limit
+        job = self.jobs.get(job_id)
+        if job is None:
+            with pytest.raises(JobNotFound):
+                self.client.patch_job(job_id, **changes)
+            return
+        if job.status in ("completed", "dead"):
+            with pytest.raises(JobStateError):
+                self.client.patch_job(job_id, **changes)
+            return
+        got = self.client.patch_job(job_id, **changes)
+        if priority is not None:
+            job.priority = priority
+        if queue is not None:
+            job.queue = queue
+        if ready_at in ("none", "past") and job.status == "scheduled":
+            job.status = "ready"
+            job.due = NEVER
+        elif ready_at == "far" and job.status in ("ready", "scheduled"):
+            job.status = "scheduled"
+            job.due = (time.monotonic() + FAR_S - 1, time.monotonic() + FAR_S + 1)
+        if retry_limit != "unset":
+            job.retry_limit = retry_limit  # type: ignore[assignment]
+        assert (got.status, got.queue, got.priority, got.retry_limit) == (
+            job.status,
+            job.queue,
+            job.priority,
+            job.retry_limit,
+        )
+
+    @precondition(lambda self: bool(self.ids))
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        job_id = self._pick(data, [self._live("in_flight"), self._live(), self.ids])
+        job = self.jobs.get(job_id)
+        if job is None:
+            with pytest.raises(JobNotFound):
+                self.client.delete_job(job_id)
+            return
+        self.client.delete_job(job_id)
+        event(f"delete: {job.status}")
+        self._delete(job)
+        with pytest.raises(JobNotFound):
+            self.client.get_job(job_id)
+
+    @precondition(lambda self: bool(self.ids))
+    @rule(data=st.data())
+    def retry_job(self, data: st.DataObject) -> None:
+        job_id = self._pick(data, [self._live("dead"), self._live("dead"), self.ids])
+        job = self.jobs.get(job_id)
+        if job is None:
+            with pytest.raises(JobNotFound):
+                self.client.retry_job(job_id)
+            return
+        if job.status != "dead":
+            with pytest.raises(JobStateError):
+                self.client.retry_job(job_id)
+            return
+        got = self.client.retry_job(job_id)
+        event("retry_job: dead job")
+        job.status = "ready"
+        job.attempts = 0
+        # retry.lua restores the key whatever the scope.
+        self._unique_restore(job)
+        assert got.status == "ready" and got.attempts == 0 and got.purge_at is None
+
+    @rule(queue=st.sampled_from(QUEUES))
+    def pause(self, queue: str) -> None:
+        assert self.client.pause_queue(queue) == (queue not in self.paused)
+        self.paused.add(queue)
+
+    @rule(queue=st.sampled_from(QUEUES))
+    def resume(self, queue: str) -> None:
+        assert self.client.resume_queue(queue) == (queue in self.paused)
+        self.paused.discard(queue)
+
+    def _short_pending(self) -> bool:
+        now = time.monotonic()
+        return any(
+            j.status == "scheduled" and j.due[0] < now + ADVANCE_S and now <= j.due[1] + MARGIN_S
+            for j in self.jobs.values()
+        )
+
+    @precondition(_short_pending)
+    @rule()
+    def advance(self) -> None:
+        """Let short delays run out (nothing changes in Redis until a take)."""
+        time.sleep(ADVANCE_S)
+
+    # ---- invariants -------------------------------------------------------
+
+    @invariant()
+    def jobs_match(self) -> None:
+        for job_id in self.ids:
+            job = self.jobs.get(job_id)
+            if job is None:
+                with pytest.raises(JobNotFound):
+                    self.client.get_job(job_id)
+                continue
+            got = self.client.get_job(job_id)
+            assert (got.status, got.attempts, got.queue, got.priority, got.retry_limit) == (
+                job.status,
+                job.attempts,
+                job.queue,
+                job.priority,
+                job.retry_limit,
+            ), f"job {job_id}"
+            assert (got.purge_at is not None) == (job.status in ("completed", "dead"))
+            errors = self.client.job_errors(job_id)
+            assert len(errors) == job.errors, f"job {job_id}: {len(errors)} error records, model has {job.errors}"
+            if job.attempts:
+                assert errors[-1].attempt == job.attempts
+
+    @invariant()
+    def indexes_match(self) -> None:
+        p = self.prefix
+        pipe = self.r.pipeline(transaction=False)
+        for q in QUEUES:
+            pipe.zrange(p + "ready:" + q, 0, -1, withscores=True)
+        for name in ("scheduled", "inflight", "completed", "dead"):
+            pipe.zrange(p + name, 0, -1)
+        for w in WORKERS:
+            pipe.smembers(p + "worker:" + w)
+        pipe.smembers(p + "paused")
+        for k in UNIQUE_KEYS:
+            pipe.get(p + "unique:" + k)
+        replies: list[Any] = pipe.execute()
+
+        def ids_where(status: str, worker: str | None = None) -> set[str]:
+            return {j.id for j in self.jobs.values() if j.status == status and (worker is None or j.worker == worker)}
+
+        for q in QUEUES:
+            got = {m.decode(): int(s) for m, s in replies.pop(0)}
+            want = {j.id: j.priority for j in self.jobs.values() if j.status == "ready" and j.queue == q}
+            assert got == want, f"ready:{q}"
+        for name, status in (
+            ("scheduled", "scheduled"),
+            ("inflight", "in_flight"),
+            ("completed", "completed"),
+            ("dead", "dead"),
+        ):
+            got_ids = {m.decode() for m in replies.pop(0)}
+            assert got_ids == ids_where(status), name
+        for w in WORKERS:
+            got_ids = {m.decode() for m in replies.pop(0)}
+            assert got_ids == ids_where("in_flight", w), f"worker:{w}"
+        assert {m.decode() for m in replies.pop(0)} == self.paused
+        for k in UNIQUE_KEYS:
+            raw = replies.pop(0)
+            assert (raw.decode() if raw is not None else None) == self.unique.get(k), f"unique:{k}"
+
+
+def test_model(redis_server: RedisServer) -> None:
+    run_state_machine_as_test(
+        lambda: ZizqModel(redis_server),
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
