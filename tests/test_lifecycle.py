@@ -38,7 +38,7 @@ async def ack(api: Any, *ids: str, worker: str = W) -> list[str]:
 def ns_keys(r: redis.Redis, namespace: str) -> set[str]:
     """The namespace's keys (short names), leaving out wake-up tokens."""
     prefix = "{" + namespace + "}:"
-    names = {bytes(k).decode()[len(prefix) :] for k in r.keys(prefix + "*")}
+    names = {k.decode()[len(prefix) :] for k in r.keys(prefix + "*") if isinstance(k, bytes)}
     return {name for name in names if not name.startswith("wake")}
 
 
