@@ -269,22 +269,21 @@ def child_process(url: str, n: int) -> dict[str, Any]:
     _check(int(r.zcard(_key("ready", "default"))) == n, f"{n} jobs ready before the worker starts")
     _preload_scripts(r, "take", "ack", "release")
 
-    # Diagnostics only: count take and ack calls (a few hundred ns each).
-    counts = {"take": 0, "taken_asked": 0, "ack": 0, "acked": 0}
-    take, ack = Core.take, Core.ack
+    # Diagnostics only: count the take and ack calls the worker builds (a
+    # few hundred ns each; the wrappers pass every argument through).
+    counts = {"take": 0, "ack": 0}
 
-    def counting_take(self: Any, worker_id: str, count: int, queues: Any) -> Any:
-        counts["take"] += 1
-        counts["taken_asked"] += count
-        return take(self, worker_id, count, queues)
+    def counting(name: str) -> Any:
+        original = getattr(Core, name)
 
-    def counting_ack(self: Any, worker_id: str, ids: Any) -> Any:
-        counts["ack"] += 1
-        counts["acked"] += len(ids)
-        return ack(self, worker_id, ids)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return original(self, *args, **kwargs)
 
-    Core.take = counting_take  # type: ignore[method-assign]
-    Core.ack = counting_ack  # type: ignore[method-assign]
+        return wrapper
+
+    Core.take = counting("take")  # type: ignore[method-assign]
+    Core.ack = counting("ack")  # type: ignore[method-assign]
 
     router = zizq.Router()
 
@@ -331,7 +330,7 @@ def child_process(url: str, n: int) -> dict[str, Any]:
         "take_calls": counts["take"],
         "ack_calls": counts["ack"],
         "jobs_per_take": n / max(counts["take"], 1),
-        "jobs_per_ack": counts["acked"] / max(counts["ack"], 1),
+        "jobs_per_ack": n / max(counts["ack"], 1),
         "evalsha_calls": evalsha,
         "blpop_calls": blpop,
     }
@@ -493,13 +492,19 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
     item = Enqueue(job)
     encode_payload = _hotpath.encode_payload
 
-    # A realistic take reply: what take.lua returns for 10 jobs (the default
-    # prefetch), read by redis-py/hiredis from the benchmark's Redis.
+    # A realistic take reply for 10 jobs (the default prefetch), in the shape
+    # take.lua returns ({now, next_due, more, id1, fields1, ...}): the fields
+    # are the real job hashes of 10 enqueued jobs, read through redis-py and
+    # hiredis, with what a take writes (s, da, w) applied. Built by hand so the
+    # micro-benchmark does not depend on the worker protocol (leases etc.).
     client = zizq.Client.from_url(url, NAMESPACE)
-    client.enqueue_many([bench_job(n=i, s=TEXT) for i in range(CONCURRENCY)])
-    call = client.core.take("bench-micro:1:00000000", CONCURRENCY, [])
-    client.redis.script_load(call.script.source)
-    reply = client.redis.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    enqueued = client.enqueue_many([bench_job(n=i, s=TEXT) for i in range(CONCURRENCY)])
+    now = int(time.time() * 1000)
+    reply: list[Any] = [now, -1, 0]
+    for queued in enqueued:
+        flat = client.redis.hgetall(_key("job", queued.id))
+        fields = {**flat, b"s": b"in_flight", b"da": str(now).encode(), b"w": b"bench-micro:1:00000000"}
+        reply += [queued.id.encode(), [x for kv in fields.items() for x in kv]]
     client.close()
     decoded = TakeResult.decode(reply)
     _check(len(decoded.jobs) == CONCURRENCY, f"take reply holds {CONCURRENCY} jobs")
@@ -548,6 +553,9 @@ def child_main(args: argparse.Namespace) -> int:
     if result is None:  # the latency producer prints its own output
         return 0
     result["rtt_us"] = rtt
+    import zizq
+
+    result["zizq"] = f"{zizq.__version__} from {Path(zizq.__file__).parent}"
     from zizq import _hotpath
 
     result["extension"] = bool(_hotpath.EXTENSION)
@@ -649,7 +657,7 @@ def machine() -> list[tuple[str, str]]:
         ("python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("redis-server", redis_version),
         ("kernel", f"{platform.system()} {platform.release()} {platform.machine()}"),
-        ("libraries", f"zizq {ver('zizq')}, redis-py {ver('redis')}, hiredis {ver('hiredis')}, orjson {ver('orjson')}"),
+        ("libraries", f"redis-py {ver('redis')}, hiredis {ver('hiredis')}, orjson {ver('orjson')}"),
     ]
 
 
@@ -761,8 +769,10 @@ def main(argv: list[str] | None = None) -> int:
         for workload in args.workloads:
             modes: tuple[str | None, ...] = (None,) if workload in MODELESS else MODES
             for run in range(args.runs):
-                # ext and pure alternate, so drift on the machine hits both alike.
-                plan.extend((workload, mode, run) for mode in modes)
+                # ext and pure alternate, in ABBA order, so neither always
+                # goes first and drift on the machine hits both alike.
+                ordered = modes if run % 2 == 0 else modes[::-1]
+                plan.extend((workload, mode, run) for mode in ordered)
         for i, (workload, mode, run) in enumerate(plan, 1):
             jobs = LATENCY_JOBS if workload == "latency" else args.jobs
             result = run_child(server, workload, mode, jobs, bench_cpus)
@@ -784,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.jobs:,} jobs per workload ({LATENCY_JOBS} for latency)",
         "",
         *(f"{k:<13} {v}" for k, v in machine()),
+        f"{'zizq':<13} " + "; ".join(sorted({r["zizq"] for rs in results.values() for r in rs})),
         f"{'pinning':<13} "
         + (f"redis-server on CPU {sorted(redis_cpus)}, benchmark on CPUs {sorted(bench_cpus or ())}"
            if redis_cpus else "none (the OS scheduler places every process)"),

@@ -1,7 +1,7 @@
 --[[ enqueue: create one or many jobs, atomically (all or nothing).
 
 KEYS[1]  namespace prefix "{<namespace>}:" (every other key derives from it)
-ARGV[1]  N, the number of jobs; then 13 values per job, in this order:
+ARGV[1]  N, the number of jobs; then 14 values per job, in this order:
   id            SCRU128 id made by the client (a retried call reuses it)
   type          job type name
   queue         queue name
@@ -15,6 +15,7 @@ ARGV[1]  N, the number of jobs; then 13 values per job, in this order:
   dead_ms       dead retention in ms, or ''
   unique_key    string, or '' for none
   unique_while  'queued' | 'active' | 'exists', or '' (queued when a key is given)
+  timeout_ms    the most a handler may run, in ms, or '' for no limit
 
 Returns one entry per job, in input order: {flag, id, fields}
   flag 0  created; fields = {'s', status, 'r', ready_at}
@@ -28,7 +29,7 @@ Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
 
 local P = KEYS[1]
 local n = tonumber(ARGV[1])
-local WIDTH = 13
+local WIDTH = 14
 if not n or #ARGV ~= 1 + n * WIDTH then
   return fail_with('INVALID', 'argument count ' .. #ARGV .. ' does not match ' .. tostring(ARGV[1]) .. ' jobs')
 end
@@ -43,7 +44,9 @@ local now = now_ms()
 local plan = {}        -- per job: {flag, id}
 local batch_keys = {}  -- unique key -> id of the first job in this batch using it
 local batch_ids = {}   -- ids created by this batch
-local NUMERIC = {{6, 'ready_at'}, {7, 'delay_ms'}, {8, 'retry_limit'}, {10, 'completed_ms'}, {11, 'dead_ms'}}
+local NUMERIC = {
+  {6, 'ready_at'}, {7, 'delay_ms'}, {8, 'retry_limit'}, {10, 'completed_ms'}, {11, 'dead_ms'}, {14, 'timeout_ms'},
+}
 
 -- Pass 1: check everything and decide, writing nothing.
 for i = 0, n - 1 do
@@ -117,7 +120,7 @@ for i = 0, n - 1 do
     local status = 'ready'
     if ready_at > now then status = 'scheduled' end
     local fields = {'t', typ, 'q', queue, 'p', prio, 's', status, 'r', ready_at, 'a', 0, 'd', payload}
-    local optional = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw'}
+    local optional = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw', 'to'}
     for j, name in ipairs(optional) do
       local v = ARGV[b + 7 + j]
       if v ~= '' then

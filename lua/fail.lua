@@ -23,63 +23,21 @@ Returns the job's fields (HGETALL form) after the change, or nil when the job
 is not in flight for this worker (so a retried call does nothing twice).
 ]]
 --@include "includes/common.lua"
+--@include "includes/failure.lua"
 
 local P = KEYS[1]
-local MAX_DELAY_MS = 100 * 365 * 86400000  -- a steep curve stops at 100 years
 local worker, id = ARGV[1], ARGV[2]
-local key = P .. 'job:' .. id
-local job = to_map(redis.call('HGETALL', key))
+local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
 if job.s ~= 'in_flight' or job.w ~= worker then return nil end
 
 local now = now_ms()
-local attempts = tonumber(job.a) + 1
-leave_flight(P, id, job)
-redis.call('HSET', key, 'a', attempts, 'fa', now)
-job.a, job.fa = int(attempts), int(now)
-
-local record = cjson.encode({
-  attempt = attempts, message = ARGV[3], error_type = ARGV[4], backtrace = ARGV[5],
-  dequeued_at = tonumber(job.da), failed_at = now,
-})
-local errors = P .. 'errors:' .. id
-local keep = config(P, 'error_history')
-if keep > 0 then
-  redis.call('RPUSH', errors, record)
-  redis.call('LTRIM', errors, -keep, -1)
-else
-  redis.call('DEL', errors)
-end
-
 local retry_at = nil
 if ARGV[6] ~= '' then retry_at = tonumber(ARGV[6])
 elseif ARGV[7] ~= '' then retry_at = now + tonumber(ARGV[7]) end
-local limit = tonumber(job.rl) or config(P, 'retry_limit')
-
-if ARGV[8] == '1' or (not retry_at and attempts > limit) then
-  finish(P, id, job, 'dead', now, tonumber(job.rd) or config(P, 'dead_ms'))
-else
-  if not retry_at then
-    local base, exponent, jitter
-    if job.bo then
-      local parts = {}
-      for part in string.gmatch(job.bo, '%S+') do parts[#parts + 1] = tonumber(part) end
-      base, exponent, jitter = parts[1], parts[2], parts[3]
-    else
-      base = config(P, 'backoff_base_ms')
-      exponent = config(P, 'backoff_exponent')
-      jitter = config(P, 'backoff_jitter_ms')
-    end
-    local u = tonumber(ARGV[9]) or 0
-    local delay = math.floor(attempts ^ exponent * 1000 + base + u * jitter * attempts)
-    retry_at = now + math.min(delay, MAX_DELAY_MS)
-  end
-  job.s, job.r = 'scheduled', int(retry_at)
-  redis.call('HSET', key, 's', 'scheduled', 'r', retry_at)
-  if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
-  -- Zizq's rule: a retry is always scheduled, even when already due; the
-  -- next take promotes it.
-  schedule(P, id, job.q, retry_at)
-end
+record_failure(P, id, job, now, {
+  message = ARGV[3], error_type = ARGV[4], backtrace = ARGV[5],
+  retry_at = retry_at, kill = ARGV[8] == '1', u = tonumber(ARGV[9]) or 0,
+})
 
 local fields = {}
 for k, v in pairs(job) do

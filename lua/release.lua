@@ -17,13 +17,9 @@ local worker = ARGV[1]
 local released = 0
 for i = 2, #ARGV do
   local id = ARGV[i]
-  local key = P .. 'job:' .. id
-  local job = to_map(redis.call('HGETALL', key))
+  local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
   if job.s == 'in_flight' and job.w == worker then
-    leave_flight(P, id, job)
-    redis.call('HSET', key, 's', 'ready')
-    make_ready(P, id, job.q, tonumber(job.p))
-    if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
+    requeue(P, id, job)
     released = released + 1
   end
 end

@@ -1,7 +1,8 @@
 --[[ take: promote due scheduled jobs, then move up to N ready jobs in flight.
 
 KEYS[1]  namespace prefix "{<namespace>}:"
-ARGV[1]  worker id (owner of the jobs taken)
+ARGV[1]  worker id (owner of the jobs taken); it must hold a lease (see
+         heartbeat.lua), so a worker declared lost cannot take more jobs
 ARGV[2]  N, the most jobs to take (0 only promotes and reports)
 ARGV[3..] queue names to take from; none means every known queue
 
@@ -9,6 +10,10 @@ Jobs are taken in (priority, id) order across all the queues named: lowest
 priority number first, oldest id first within a priority. Paused queues are
 skipped. At most 1000 due scheduled jobs are promoted per call (of every queue,
 not only the ones named).
+
+Errors: "ZIZQ LOST" when the worker holds no lease (it never joined, or was
+declared lost and its jobs recovered): it must join again under a new id.
+Nothing is taken then.
 
 Returns {now, next_due, more, id1, fields1, id2, fields2, ...}
   now       Redis time in ms
@@ -22,6 +27,9 @@ local P = KEYS[1]
 local worker = ARGV[1]
 local want = tonumber(ARGV[2])
 local now = now_ms()
+if not redis.call('ZSCORE', P .. 'workers', worker) then
+  return fail_with('LOST', 'worker ' .. worker .. ' holds no lease; join again under a new id')
+end
 
 -- Promote due scheduled jobs.
 local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)

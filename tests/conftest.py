@@ -165,6 +165,14 @@ async def api(request: pytest.FixtureRequest, redis_server: RedisServer, namespa
         await ac.close()
 
 
+async def take(api: Any, count: int = 100, queues: tuple[str, ...] = (), worker: str = "w1") -> list[zizq.Job]:
+    """Take jobs as worker ``worker`` would (joining first: a take needs a
+    lease), through the Client or AsyncClient ``api``."""
+    await api.run(api.core.heartbeat(worker, "join", 60_000))
+    result = await api.run(api.core.take(worker, count, list(queues)))
+    return list(result.jobs)
+
+
 async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
     """Wait until ``predicate()`` is true, failing after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -13,17 +13,12 @@ import zizq
 from zizq._core import Call, Value
 from zizq._scripts import script
 
-from .conftest import wait_for
+from .conftest import take, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
 
 
 def keys_of(r: redis.Redis, namespace: str) -> set[Any]:
     return set(r.keys("{" + namespace + "}:*"))
-
-
-async def take(api: Any, count: int = 100, queues: tuple[str, ...] = (), worker: str = "w1") -> list[zizq.Job]:
-    result = await api.run(api.core.take(worker, count, list(queues)))
-    return list(result.jobs)
 
 
 async def test_enqueue_returns_metadata(api: Any) -> None:
@@ -163,7 +158,7 @@ async def test_unknown_job_is_not_found(api: Any) -> None:
 
 async def test_script_errors_become_zizq_exceptions(api: Any, r: redis.Redis, namespace: str) -> None:
     # Bypass client-side validation: the script's own check names the value.
-    args: list[Value] = [1, "id1", "t", "q", 70000, b"{}", "", "", "", "", "", "", "", ""]
+    args: list[Value] = [1, "id1", "t", "q", 70000, b"{}", "", "", "", "", "", "", "", "", ""]
     with pytest.raises(zizq.ValidationError, match="70000"):
         await api.run(Call(script("enqueue"), api.core.keys, args, lambda x: x))
     assert keys_of(r, namespace) == set()

@@ -16,14 +16,10 @@ import redis
 
 import zizq
 
-from .conftest import ROOT, RedisServer, wait_for
+from .conftest import ROOT, RedisServer, take, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
 
-W = "worker-1"
-
-
-async def take(api: Any, n: int = 100, queues: tuple[str, ...] = (), worker: str = W) -> list[zizq.Job]:
-    return list((await api.run(api.core.take(worker, n, list(queues)))).jobs)
+W = "w1"
 
 
 async def fail(api: Any, job_id: str, worker: str = W, **options: Any) -> zizq.Job | None:
@@ -36,10 +32,11 @@ async def ack(api: Any, *ids: str, worker: str = W) -> list[str]:
 
 
 def ns_keys(r: redis.Redis, namespace: str) -> set[str]:
-    """The namespace's keys (short names), leaving out wake-up tokens."""
+    """The namespace's keys (short names), leaving out wake-up tokens and
+    the workers' leases."""
     prefix = "{" + namespace + "}:"
     names = {k.decode()[len(prefix) :] for k in r.keys(prefix + "*") if isinstance(k, bytes)}
-    return {name for name in names if not name.startswith("wake")}
+    return {name for name in names if not name.startswith("wake") and name != "workers"}
 
 
 # -- unique jobs -------------------------------------------------------------

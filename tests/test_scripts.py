@@ -23,7 +23,7 @@ from zizq._scripts import script
 Value = str | int | float
 
 DEAD_MS_DEFAULT = 604_800_000
-NAMES = ("enqueue", "take", "ack", "fail", "release", "get")
+NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat")
 
 
 def text(v: Any) -> Any:
@@ -57,8 +57,9 @@ def job(
     dead_ms: Value = "",
     unique_key: str = "",
     unique_while: str = "",
+    timeout_ms: Value = "",
 ) -> list[Value]:
-    """The 13 enqueue values of one job, in the order enqueue.lua's header gives."""
+    """The 14 enqueue values of one job, in the order enqueue.lua's header gives."""
     return [
         job_id,
         job_type,
@@ -73,6 +74,7 @@ def job(
         dead_ms,
         unique_key,
         unique_while,
+        timeout_ms,
     ]
 
 
@@ -110,6 +112,7 @@ class Lua:
         return [(flag, job_id, as_map(fields)) for flag, job_id, fields in self.run("enqueue", *args)]
 
     def take(self, worker: str, n: int, *queues: str) -> Taken:
+        self.run("heartbeat", worker, "join", 60_000, 0, 0)  # take needs a lease
         reply = self.run("take", worker, n, *queues)
         pairs = reply[3:]
         jobs = [(pairs[i], as_map(pairs[i + 1])) for i in range(0, len(pairs), 2)]
@@ -215,7 +218,7 @@ def lua(r: redis.Redis, namespace: str) -> Iterator[Lua]:
 
 
 # Keys a namespace keeps once every job is gone: settings, the queue registry, wake lists.
-BOOKKEEPING = {"config", "paused", "queues", "wake"}
+BOOKKEEPING = {"config", "paused", "queues", "wake", "workers"}
 
 
 def leftover(lua: Lua) -> set[str]:

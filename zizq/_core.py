@@ -7,10 +7,13 @@ replies into :class:`zizq.Job` objects. The front doors only send the calls.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
+
+import redis.exceptions
 
 from . import _hotpath
 from ._scripts import Script, script
@@ -24,11 +27,32 @@ from .job import (
     JobKind,
     Retention,
     UniqueKey,
+    timeout_ms,
     validate_name,
     validate_priority,
 )
 
 T = TypeVar("T")
+
+# Errors after which a call is tried again: Redis unreachable, loading its
+# data after a restart, or read-only during a failover.
+TRANSIENT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError is one
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    OSError,
+)
+
+
+def retry_delays() -> Iterator[float]:
+    """Seconds to wait before each retry: 0.5, 1, 2, ... up to 30."""
+    pause = 0.5
+    while True:
+        yield pause
+        pause = min(pause * 2, 30.0)
+
+
 Value = str | bytes | int | float
 Delay = float | int | timedelta
 
@@ -75,6 +99,7 @@ class Enqueue:
         "ready_at",
         "retention",
         "retry_limit",
+        "timeout",
         "type",
         "unique_key",
     )
@@ -91,6 +116,7 @@ class Enqueue:
         backoff: Backoff | None = None,
         retention: Retention | None = None,
         unique_key: UniqueKey | str | None = None,
+        timeout: Delay | None = None,
     ) -> None:
         self.job = job
         self.type: str | None = None
@@ -103,6 +129,7 @@ class Enqueue:
         self.backoff = backoff
         self.retention = retention
         self.unique_key = unique_key
+        self.timeout = timeout
 
     @classmethod
     def raw(cls, type_name: str, payload: Any, *, queue: str = DEFAULT_QUEUE, **options: Any) -> Enqueue:
@@ -137,7 +164,7 @@ def _opt(value: Any) -> Value:
 
 
 def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
-    """The 13 script arguments for one job (see lua/enqueue.lua); raises
+    """The 14 script arguments for one job (see lua/enqueue.lua); raises
     a ValidationError naming the bad value before anything is sent."""
     job = item.job
     if job is not None:
@@ -155,6 +182,7 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         retention = _merge_retention(item.retention, kind.RETENTION)
         unique = item.unique_key if item.unique_key is not None else job.unique_key()
         unique_while = kind.UNIQUE_WHILE
+        timeout = item.timeout if item.timeout is not None else kind.TIMEOUT
     else:
         type_name = validate_name("job type", item.type)
         queue = item.queue
@@ -165,6 +193,7 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         retention = item.retention
         unique = item.unique_key
         unique_while = None
+        timeout = item.timeout
     queue = validate_name("queue", queue)
     priority = DEFAULT_PRIORITY if priority is None else validate_priority(priority)
     if retry_limit is not None and (
@@ -203,6 +232,7 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         "" if retention is None else _opt(retention.dead_ms),
         "" if unique is None else unique.key,
         (unique_while or "") if unique is not None else "",
+        "" if timeout is None else timeout_ms(timeout),
     ]
 
 
@@ -313,12 +343,15 @@ def job_from_fields(job_id: Any, f: dict[str, Any], *, duplicate: bool = False) 
         failed_at=int(f["fa"]) if f.get("fa") is not None else None,
         completed_at=int(f["ca"]) if f.get("ca") is not None else None,
         purge_at=int(f["pa"]) if f.get("pa") is not None else None,
+        timeout_ms=int(f["to"]) if f.get("to") is not None else None,
+        recoveries=int(f.get("rv", 0)),
         duplicate=duplicate,
         payload_json=f.get("d"),
     )
 
 
-_OPTIONAL_FIELDS = ("rl", "bo", "rc", "rd", "uk", "uw")
+_OPTIONAL_FIELDS = ("rl", "bo", "rc", "rd", "uk", "uw", "to")
+WIDTH = 14  # enqueue arguments per job
 
 
 class Core:
@@ -348,9 +381,9 @@ class Core:
         for i, (flag, job_id, flat) in enumerate(reply):
             fields: dict[str, Any] = _hotpath.fields_to_dict(flat)
             if flag == 0:
-                b = 1 + i * 13
+                b = 1 + i * WIDTH
                 fields.update(t=args[b + 1], q=args[b + 2], p=args[b + 3], a=0)
-                for name, value in zip(_OPTIONAL_FIELDS, args[b + 7 : b + 13], strict=True):
+                for name, value in zip(_OPTIONAL_FIELDS, args[b + 7 : b + WIDTH], strict=True):
                     if value != "":
                         fields[name] = value
                 fields.pop("d", None)
@@ -438,6 +471,14 @@ class Core:
     def release(self, worker_id: str, ids: Sequence[str]) -> Call[int]:
         return Call(script("release"), self.keys, [worker_id, *ids], int)
 
+    def heartbeat(self, worker_id: str, mode: str, lease_ms: int, recover: int = 10) -> Call[Heartbeat]:
+        return Call(
+            script("heartbeat"),
+            self.keys,
+            [worker_id, mode, lease_ms, recover, repr(random.random())],
+            Heartbeat.decode,
+        )
+
     def wake_keys(self, queues: Sequence[str], every_queue: bool) -> list[str]:
         """The lists an idle worker blocks on: one per queue, plus the
         namespace's "new queue" list when it serves every queue."""
@@ -445,6 +486,20 @@ class Core:
         if every_queue:
             keys.append(self.key("wake"))
         return keys
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    """What a heartbeat did: whether this worker still holds its lease, and
+    how many jobs of lost workers it handed back or failed as poison pills."""
+
+    lost: bool
+    recovered: int
+    failed: int
+
+    @classmethod
+    def decode(cls, reply: list[Any]) -> Heartbeat:
+        return cls(_str(reply[0]) == "lost", int(reply[1]), int(reply[2]))
 
 
 @dataclass(slots=True)

@@ -6,17 +6,21 @@ Both have the same methods with the same arguments; all logic lives in
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
+from redis.retry import Retry
 
-from ._core import UNSET, Call, Core, Delay, Enqueue, defaults_args, patch_args
-from .errors import JobNotFound, from_script_error
+from ._core import TRANSIENT, UNSET, Call, Core, Delay, Enqueue, defaults_args, patch_args, retry_delays
+from .errors import JobNotFound, RedisUnavailable, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
 
 T = TypeVar("T")
@@ -37,6 +41,19 @@ def _script_error(exc: ResponseError) -> Exception:
     return from_script_error(str(exc)) or exc
 
 
+def _connection_options(options: dict[str, Any]) -> dict[str, Any]:
+    # Every blocking call gets a client-side deadline. zizq retries by itself
+    # (see run), knowing which calls are safe to repeat, so redis-py does not.
+    options.setdefault("socket_timeout", 30.0)
+    options.setdefault("socket_connect_timeout", 10.0)
+    options.setdefault("retry", Retry(NoBackoff(), 0))
+    return options
+
+
+def _unavailable(url: str | None, seconds: float, exc: Exception) -> RedisUnavailable:
+    return RedisUnavailable(f"redis at {url or '?'} unavailable for {seconds:g}s: {exc}")
+
+
 class Client:
     """A blocking zizq client for one namespace.
 
@@ -44,33 +61,67 @@ class Client:
     "zizq") is the key prefix ``{zizq}:``, one Redis hash slot.
     """
 
-    def __init__(self, redis_client: redis.Redis, namespace: str = "zizq", *, url: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        namespace: str = "zizq",
+        *,
+        url: str | None = None,
+        retry_for: float = 30.0,
+    ) -> None:
         self.core = Core(namespace)
         self.redis = redis_client
         self.url = url
+        self.retry_for = retry_for
 
     @classmethod
-    def from_url(cls, url: str | None = None, namespace: str = "zizq", **redis_options: Any) -> Client:
-        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost)."""
+    def from_url(
+        cls, url: str | None = None, namespace: str = "zizq", *, retry_for: float = 30.0, **redis_options: Any
+    ) -> Client:
+        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost).
+
+        While Redis cannot be reached (or is loading, or read-only in a
+        failover) a call is retried with backoff (0.5 s doubling to 30 s) for
+        up to ``retry_for`` seconds, then raises :class:`zizq.RedisUnavailable`.
+        Other keyword arguments go to ``redis.Redis.from_url``.
+        """
         url = url or default_url()
-        return cls(redis.Redis.from_url(url, **redis_options), namespace, url=url)
+        return cls(
+            redis.Redis.from_url(url, **_connection_options(redis_options)), namespace, url=url, retry_for=retry_for
+        )
 
     @property
     def namespace(self) -> str:
         return self.core.namespace
 
-    def run(self, call: Call[T]) -> T:
-        """Send one script call, loading the script if Redis lacks it."""
+    def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
+        """Send one script call, loading the script if Redis lacks it, and
+        retrying while Redis is unavailable for up to ``retry_for`` seconds
+        (default: the client's)."""
+        window = self.retry_for if retry_for is None else retry_for
+        deadline = time.monotonic() + window
+        delays = retry_delays()
+        while True:
+            try:
+                return call.decode(self._send(call))
+            except TRANSIENT as exc:
+                pause = next(delays)
+                if time.monotonic() + pause > deadline:
+                    raise _unavailable(self.url, window, exc) from exc
+                time.sleep(pause)
+
+    def _send(self, call: Call[Any]) -> Any:
         s = call.script
         try:
             try:
-                reply = self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+                return self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
                 self.redis.script_load(s.source)
-                reply = self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+                return self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
+            if isinstance(exc, TRANSIENT):
+                raise
             raise _script_error(exc) from None
-        return call.decode(reply)
 
     def enqueue(
         self,
@@ -216,33 +267,62 @@ class Client:
 class AsyncClient:
     """The asyncio twin of :class:`Client`: the same methods, awaited."""
 
-    def __init__(self, redis_client: redis.asyncio.Redis, namespace: str = "zizq", *, url: str | None = None) -> None:
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis,
+        namespace: str = "zizq",
+        *,
+        url: str | None = None,
+        retry_for: float = 30.0,
+    ) -> None:
         self.core = Core(namespace)
         self.redis = redis_client
         self.url = url
+        self.retry_for = retry_for
 
     @classmethod
-    def from_url(cls, url: str | None = None, namespace: str = "zizq", **redis_options: Any) -> AsyncClient:
-        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost)."""
+    def from_url(
+        cls, url: str | None = None, namespace: str = "zizq", *, retry_for: float = 30.0, **redis_options: Any
+    ) -> AsyncClient:
+        """See :meth:`Client.from_url`."""
         url = url or default_url()
-        return cls(redis.asyncio.Redis.from_url(url, **redis_options), namespace, url=url)
+        return cls(
+            redis.asyncio.Redis.from_url(url, **_connection_options(redis_options)),
+            namespace,
+            url=url,
+            retry_for=retry_for,
+        )
 
     @property
     def namespace(self) -> str:
         return self.core.namespace
 
-    async def run(self, call: Call[T]) -> T:
-        """Send one script call, loading the script if Redis lacks it."""
+    async def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
+        """See :meth:`Client.run`."""
+        window = self.retry_for if retry_for is None else retry_for
+        deadline = time.monotonic() + window
+        delays = retry_delays()
+        while True:
+            try:
+                return call.decode(await self._send(call))
+            except TRANSIENT as exc:
+                pause = next(delays)
+                if time.monotonic() + pause > deadline:
+                    raise _unavailable(self.url, window, exc) from exc
+                await asyncio.sleep(pause)
+
+    async def _send(self, call: Call[Any]) -> Any:
         s = call.script
         try:
             try:
-                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+                return await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
                 await self.redis.script_load(s.source)
-                reply = await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+                return await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
+            if isinstance(exc, TRANSIENT):
+                raise
             raise _script_error(exc) from None
-        return call.decode(reply)
 
     async def enqueue(
         self,

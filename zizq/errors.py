@@ -32,6 +32,24 @@ class JobStateError(ZizqError):
     job, retrying one that is not dead)."""
 
 
+class LeaseLost(ZizqError):
+    """The worker holds no lease (it was declared lost); it must join again."""
+
+
+class RedisUnavailable(ZizqError, ConnectionError):
+    """Redis could not be reached (or was loading, or read-only) for longer
+    than the client's retry window."""
+
+
+class WorkerLost(ZizqError):
+    """Recorded on a job whose worker died under it more often than the
+    namespace's max_recoveries allows (a poison pill)."""
+
+
+class JobTimeout(ZizqError):
+    """Recorded on a job whose handler ran past its timeout."""
+
+
 class RedisScriptError(ZizqError):
     """A zizq Lua script refused a call; the message says why."""
 
@@ -50,6 +68,7 @@ SCRIPT_ERRORS: dict[str, type[ZizqError]] = {
     "INVALID": ValidationError,
     "NOT_FOUND": JobNotFound,
     "STATE": JobStateError,
+    "LOST": LeaseLost,
 }
 
 

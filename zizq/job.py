@@ -7,6 +7,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 import orjson
@@ -43,6 +44,14 @@ def _name_error(what: str, value: object, why: str) -> ValidationError:
     from .errors import InvalidName
 
     return InvalidName(f"{what} name {value!r} {why} (forbidden: , * ? [ ] {{ }} \\ and NUL)")
+
+
+def timeout_ms(value: object) -> int:
+    """A handler timeout (seconds, or a timedelta) in whole ms; positive."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 10**9:
+        raise ValidationError(f"timeout {value!r} is not a positive number of seconds")
+    return max(1, round(seconds * 1000))
 
 
 def validate_priority(value: object) -> int:
@@ -252,6 +261,7 @@ class JobKind:
     BACKOFF: ClassVar[Backoff | None] = None
     RETENTION: ClassVar[Retention | None] = None
     UNIQUE_WHILE: ClassVar[UniqueWhile | None] = None
+    TIMEOUT: ClassVar[float | None] = None
     TRANSPARENT: ClassVar[bool] = False
 
     _zizq_fields: ClassVar[tuple[str, ...]] = ()
@@ -271,6 +281,8 @@ class JobKind:
                 validate_priority(cls.PRIORITY)
             if cls.RETRY_LIMIT is not None:
                 _non_negative_int("retry limit", cls.RETRY_LIMIT)
+            if cls.TIMEOUT is not None:
+                timeout_ms(cls.TIMEOUT)
             if cls.UNIQUE_WHILE is not None and cls.UNIQUE_WHILE not in UNIQUE_SCOPES:
                 raise ValidationError(f"UNIQUE_WHILE {cls.UNIQUE_WHILE!r} is not queued, active or exists")
         except ValidationError as exc:
@@ -321,7 +333,9 @@ class Job:
     ``payload`` is the decoded JSON payload (None when the call that returned
     this job does not carry payloads, as enqueue results do not).
     ``duplicate`` is True on an enqueue result that is an existing job with
-    the same unique key.
+    the same unique key. Beyond Zizq's fields: ``timeout_ms``, the most its
+    handler may run, and ``recoveries``, how often a lost worker's death
+    handed it back.
     """
 
     id: str
@@ -340,6 +354,8 @@ class Job:
     failed_at: int | None = None
     completed_at: int | None = None
     purge_at: int | None = None
+    timeout_ms: int | None = None
+    recoveries: int = 0
     duplicate: bool = False
     payload_json: bytes | None = dataclasses.field(default=None, repr=False)
 
@@ -365,10 +381,20 @@ class Job:
             out["backoff"] = dataclasses.asdict(self.backoff)
         if self.retention is not None:
             out["retention"] = {k: v for k, v in dataclasses.asdict(self.retention).items() if v is not None}
-        for name in ("unique_key", "unique_while", "dequeued_at", "failed_at", "completed_at", "purge_at"):
+        for name in (
+            "unique_key",
+            "unique_while",
+            "dequeued_at",
+            "failed_at",
+            "completed_at",
+            "purge_at",
+            "timeout_ms",
+        ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.recoveries:
+            out["recoveries"] = self.recoveries
         if payload and self.payload_json is not None:
             out["payload"] = self.payload
         return out

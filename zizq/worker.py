@@ -5,6 +5,11 @@ The worker is asyncio inside. One loop takes jobs in batches (up to
 handlers in a thread pool), and one task sends acks in batches. When nothing
 is ready, the worker blocks in Redis (BLPOP on its queues' wake lists) until a
 job arrives or the next scheduled job falls due.
+
+A thread of its own keeps the worker's lease in Redis (a heartbeat every
+``heartbeat_interval`` seconds), so a busy event loop or a CPU-bound handler
+cannot make the worker look dead. Each heartbeat also recovers the jobs of
+workers whose lease lapsed.
 """
 
 from __future__ import annotations
@@ -15,25 +20,26 @@ import os
 import random
 import signal
 import socket
+import threading
 import traceback
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import redis.asyncio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
-from ._core import delay_ms, epoch_ms
+from ._core import TRANSIENT, Call, delay_ms, epoch_ms, retry_delays
 from .client import AsyncClient, Client
-from .errors import KillJob, RetryJob, ZizqError
+from .errors import JobTimeout, KillJob, LeaseLost, RetryJob, ZizqError
 from .job import Job
 from .router import Router
 
 log = logging.getLogger("zizq.worker")
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 PURGE_BATCH = 1000
+_BEAT_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ZizqError)
 
 
 @dataclass
@@ -43,6 +49,11 @@ class WorkerStats:
     taken: int = 0
     completed: int = 0
     failed: int = 0
+    timed_out: int = 0
+    refused_acks: int = 0  # acks Redis refused: the job was deleted, or recovered after a lost lease
+    recovered: int = 0  # jobs of lost workers this worker's heartbeats handed back
+    poisoned: int = 0  # jobs of lost workers failed as poison pills (zizq.WorkerLost)
+    leases_lost: int = 0
 
 
 def error_type_of(exc: BaseException) -> str:
@@ -57,11 +68,15 @@ def error_type_of(exc: BaseException) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
 class Worker:
     """Runs the handlers of ``router`` for jobs from ``queues``.
 
     :param client: a Client or AsyncClient made with ``from_url`` (the worker
-        opens its own asyncio connections to the same Redis and namespace).
+        opens its own connections to the same Redis and namespace).
     :param queues: queue names to take from, in no particular order (dispatch
         is by priority, then age, across all of them); None means every queue.
     :param concurrency: handlers running at once.
@@ -69,6 +84,9 @@ class Worker:
         to ``concurrency``.
     :param shutdown_timeout: seconds running handlers get to finish after a
         stop is asked for.
+    :param heartbeat_interval: seconds between heartbeats.
+    :param lease: seconds without a heartbeat after which this worker counts
+        as lost and any other worker hands its jobs back to their queues.
     :param max_idle: longest time, in seconds, one blocking wait for work
         lasts before the worker looks again anyway.
     :param purge_interval: seconds between sweeps that delete finished jobs
@@ -84,6 +102,8 @@ class Worker:
         prefetch: int | None = None,
         *,
         shutdown_timeout: float = 30.0,
+        heartbeat_interval: float = 1.0,
+        lease: float = 5.0,
         max_idle: float = 5.0,
         purge_interval: float = 30.0,
     ) -> None:
@@ -92,6 +112,8 @@ class Worker:
         prefetch = concurrency if prefetch is None else prefetch
         if prefetch < concurrency:
             raise ZizqError(f"prefetch {prefetch!r} must be at least concurrency ({concurrency})")
+        if not 0 < heartbeat_interval < lease:
+            raise ZizqError(f"lease {lease!r}s must be longer than heartbeat_interval {heartbeat_interval!r}s")
         if client.url is None:
             raise ZizqError("give the worker a client made with from_url(), so it can open its own connections")
         self._url = client.url
@@ -101,10 +123,14 @@ class Worker:
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.shutdown_timeout = shutdown_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.lease = lease
         self.max_idle = max_idle
         self.purge_interval = purge_interval
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+        self.id = new_worker_id()
         self.stats = WorkerStats()
+        self.forced = False  # a second stop abandoned running handlers
+        self._id_lock = threading.Lock()
         self._stop: asyncio.Event | None = None
         self._forced: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,7 +145,7 @@ class Worker:
     def stop(self) -> None:
         """Ask the worker to stop: it takes nothing more, hands back jobs it
         has not started, and lets running handlers finish. A second call stops
-        at once, abandoning running handlers (their jobs are handed back)."""
+        at once, handing back the jobs of running handlers too."""
         if self._loop is None or self._stop is None or self._forced is None:
             return
         event = self._forced if self._stop.is_set() else self._stop
@@ -131,20 +157,24 @@ class Worker:
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()
         self._client = AsyncClient.from_url(self._url, self.namespace)
+        self._core = self._client.core
         # Blocking waits get a connection of their own, so a wait that is cut
         # short never leaves a pooled connection in an unknown state.
         self._blocker = redis.asyncio.Redis.from_url(self._url, single_connection_client=True)
-        self._core = self._client.core
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
-        self._waiting: asyncio.Queue[Job] = asyncio.Queue()
+        self._waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
         self._held = 0
         self._room = asyncio.Event()
-        self._acks: list[str] = []
+        self._acks: list[tuple[str, str]] = []
         self._ack_wanted = asyncio.Event()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, tuple[str, asyncio.Task[None]]] = {}
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self.stop)
+        await self._warn_on_eviction()
+        await self._call(self._core.heartbeat(self.id, "join", self._lease_ms))
+        heart = _Heartbeat(self)
+        heart.start()
         log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
         acker = asyncio.create_task(self._ack_loop())
         purger = asyncio.create_task(self._purge_loop())
@@ -155,32 +185,72 @@ class Worker:
             purger.cancel()
             await asyncio.gather(purger, return_exceptions=True)
             await self._shutdown(runners, acker)
+            heart.stop()
+            await self._call(self._core.heartbeat(self.id, "leave", self._lease_ms))
+            await self._client.close()
+            await self._blocker.aclose()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     self._loop.remove_signal_handler(sig)
 
+    @property
+    def _lease_ms(self) -> int:
+        return round(self.lease * 1000)
+
+    async def _warn_on_eviction(self) -> None:
+        try:
+            policy = (await self._client.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except ResponseError:  # CONFIG may be forbidden (ACLs, managed Redis)
+            return
+        if policy not in (None, "noeviction", b"noeviction"):
+            log.warning(
+                "redis maxmemory-policy is %r: under memory pressure Redis may evict jobs. Set it to noeviction.",
+                policy.decode() if isinstance(policy, bytes) else policy,
+            )
+
     async def _shutdown(self, runners: list[asyncio.Task[None]], acker: asyncio.Task[None]) -> None:
         assert self._forced is not None
-        unstarted = []
+        back: list[tuple[str, str]] = []
         while not self._waiting.empty():
-            unstarted.append(self._waiting.get_nowait().id)
-        busy = set(self._running.values())
+            owner, job = self._waiting.get_nowait()
+            back.append((owner, job.id))
+        busy = {task for _, task in self._running.values()}
         if busy:
             log.info("waiting up to %.0fs for %d running jobs", self.shutdown_timeout, len(busy))
             await self._until(asyncio.wait(busy, timeout=self.shutdown_timeout), self._forced)
-        abandoned = [job_id for job_id, task in self._running.items() if not task.done()]
+        self.forced = self._forced.is_set()
+        back += [(owner, job_id) for job_id, (owner, task) in self._running.items() if not task.done()]
         for task in runners:
             task.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
-        if unstarted or abandoned:
-            await self._call(self._core.release(self.id, unstarted + abandoned))
-            log.info("handed back %d jobs", len(unstarted) + len(abandoned))
+        for owner, ids in _by_owner(back).items():
+            await self._call(self._core.release(owner, ids))
+        if back:
+            log.info("handed back %d jobs", len(back))
         acker.cancel()
         await asyncio.gather(acker, return_exceptions=True)
         await self._flush_acks()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        await self._client.close()
-        await self._blocker.aclose()
+
+    # -- leases ----------------------------------------------------------
+
+    def _rejoin(self, lost_id: str, client: Client) -> None:
+        """After the lease of ``lost_id`` was lost: join again under a new id
+        (once, however many parts of the worker noticed)."""
+        with self._id_lock:
+            if self.id != lost_id:
+                return
+            new_id = new_worker_id()
+            client.run(self._core.heartbeat(new_id, "join", self._lease_ms))
+            self.id = new_id
+            self.stats.leases_lost += 1
+        log.warning(
+            "worker %s was declared lost (no heartbeat within %.1fs); its jobs were handed to other workers "
+            "and its acks of them will be refused. Continuing as %s.",
+            lost_id,
+            self.lease,
+            new_id,
+        )
 
     # -- taking ----------------------------------------------------------
 
@@ -192,10 +262,17 @@ class Worker:
                 self._room.clear()
                 await self._until(self._room.wait(), self._stop)
                 continue
-            result = await self._call(self._core.take(self.id, room, self.queues))
+            owner = self.id
+            try:
+                result = await self._call(self._core.take(owner, room, self.queues))
+            except LeaseLost:
+                client = Client.from_url(self._url, self.namespace)
+                await asyncio.to_thread(self._rejoin, owner, client)
+                client.close()
+                continue
             for job in result.jobs:
                 self._held += 1
-                self._waiting.put_nowait(job)
+                self._waiting.put_nowait((owner, job))
             self.stats.taken += len(result.jobs)
             if len(result.jobs) == room or result.more:
                 continue
@@ -223,27 +300,28 @@ class Worker:
             t.cancel()
         await asyncio.gather(task, stopped, return_exceptions=True)
 
-    async def _call(self, call: Any) -> Any:
+    async def _call(self, call: Call[Any]) -> Any:
         """Run a script call, retrying with backoff (0.5 s doubling to 30 s)
-        while Redis cannot be reached. Every zizq script is safe to repeat."""
-        pause = 0.5
+        for as long as Redis cannot be reached. Retrying is safe: see
+        docs/redis-layout.md."""
+        delays = retry_delays()
         while True:
             try:
-                return await self._client.run(call)
-            except _TRANSIENT as exc:
+                return await self._client.run(call, retry_for=0)
+            except TRANSIENT as exc:
+                pause = next(delays)
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, pause)
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 30.0)
 
     # -- running ---------------------------------------------------------
 
     async def _run_jobs(self) -> None:
         while True:
-            job = await self._waiting.get()
+            owner, job = await self._waiting.get()
             # The job runs as its own task so shutdown can wait for it alone;
             # cancelling this runner cancels it too.
-            task = asyncio.create_task(self._run_one(job))
-            self._running[job.id] = task
+            task = asyncio.create_task(self._run_one(owner, job))
+            self._running[job.id] = (owner, task)
             try:
                 await task
             except Exception:  # a failure that could not be recorded: log it, keep going
@@ -253,24 +331,41 @@ class Worker:
                 self._held -= 1
                 self._room.set()
 
-    async def _run_one(self, job: Job) -> None:
+    async def _run_one(self, owner: str, job: Job) -> None:
+        timeout = job.timeout_ms / 1000 if job.timeout_ms else None
+        deadline = asyncio.timeout(timeout)
+        pool, sync = self._pool, False
         try:
             route = self.router.lookup(job.type)
             args = route.arguments(job)
-            if route.is_async:
-                await route.handler(*args)
-            else:
-                await asyncio.get_running_loop().run_in_executor(self._pool, route.handler, *args)
+            sync = not route.is_async
+            async with deadline:
+                if route.is_async:
+                    await route.handler(*args)
+                else:
+                    await asyncio.get_running_loop().run_in_executor(pool, route.handler, *args)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every handler failure is recorded on the job
-            await self._fail(job, exc)
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                self.stats.timed_out += 1
+                if sync:
+                    self._abandon(pool)
+                exc = JobTimeout(f"the handler ran longer than its timeout of {timeout:g}s")
+            await self._fail(owner, job, exc)
         else:
             self.stats.completed += 1
-            self._acks.append(job.id)
+            self._acks.append((owner, job.id))
             self._ack_wanted.set()
 
-    async def _fail(self, job: Job, exc: Exception) -> None:
+    def _abandon(self, pool: ThreadPoolExecutor) -> None:
+        # A sync handler cannot be stopped: its thread runs on, holding a
+        # slot of the pool. New jobs get a fresh pool of full size.
+        if pool is self._pool:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
+            pool.shutdown(wait=False)
+
+    async def _fail(self, owner: str, job: Job, exc: Exception) -> None:
         self.stats.failed += 1
         retry_at = retry_in = None
         if isinstance(exc, RetryJob):
@@ -279,9 +374,9 @@ class Worker:
             else:
                 retry_in = delay_ms(exc.delay)  # type: ignore[arg-type]
         log.info("job %s (%s) failed: %s: %s", job.id, job.type, error_type_of(exc), exc)
-        await self._call(
+        result = await self._call(
             self._core.fail(
-                self.id,
+                owner,
                 job.id,
                 message=str(exc) or repr(exc),
                 error_type=error_type_of(exc),
@@ -292,6 +387,9 @@ class Worker:
                 jitter=random.random(),
             )
         )
+        if result is None:
+            self.stats.refused_acks += 1
+            log.warning("job %s: failure not recorded: the job is no longer this worker's", job.id)
 
     # -- housekeeping ----------------------------------------------------
 
@@ -299,9 +397,9 @@ class Worker:
         assert self._stop is not None
         while not self._stop.is_set():
             try:
-                while await self._client.run(self._core.purge(PURGE_BATCH)) == PURGE_BATCH:
+                while await self._client.run(self._core.purge(PURGE_BATCH), retry_for=0) == PURGE_BATCH:
                     pass
-            except _TRANSIENT as exc:
+            except TRANSIENT as exc:
                 log.warning("purge skipped: redis unavailable (%s)", exc)
             await self._until(asyncio.sleep(self.purge_interval), self._stop)
 
@@ -316,4 +414,55 @@ class Worker:
     async def _flush_acks(self) -> None:
         while self._acks:
             batch, self._acks = self._acks, []
-            await self._call(self._core.ack(self.id, batch))
+            for owner, ids in _by_owner(batch).items():
+                refused = await self._call(self._core.ack(owner, ids))
+                if refused:
+                    self.stats.refused_acks += len(refused)
+                    log.warning(
+                        "%d acks refused (jobs deleted, or recovered after this worker's lease was lost): %s",
+                        len(refused),
+                        ", ".join(refused[:5]),
+                    )
+
+
+def _by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for owner, job_id in pairs:
+        out.setdefault(owner, []).append(job_id)
+    return out
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the worker's lease from a thread of its own, with its own
+    connection, and recovers lost workers' jobs on the way."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="zizq-heartbeat", daemon=True)
+        self.worker = worker
+        self.client = Client.from_url(worker._url, worker.namespace, socket_timeout=worker.lease)
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(self.worker.lease + 1)
+        self.client.close()
+
+    def run(self) -> None:
+        w = self.worker
+        while not self.stopping.wait(w.heartbeat_interval):
+            me = w.id
+            try:
+                beat = self.client.run(w._core.heartbeat(me, "beat", w._lease_ms), retry_for=0)
+                if beat.lost:
+                    w._rejoin(me, self.client)
+            except _BEAT_ERRORS as exc:  # keep beating whatever happens
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            if beat.recovered or beat.failed:
+                w.stats.recovered += beat.recovered
+                w.stats.poisoned += beat.failed
+                log.warning(
+                    "recovered the jobs of lost workers: %d handed back to their queues, %d failed as poison pills",
+                    beat.recovered,
+                    beat.failed,
+                )

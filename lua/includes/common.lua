@@ -32,6 +32,7 @@ local DEFAULTS = {
   completed_ms = 0,
   dead_ms = 604800000,
   error_history = 100,
+  max_recoveries = 3,
 }
 
 local function config(P, name)
@@ -120,6 +121,17 @@ local function leave_flight(P, id, job)
   redis.call('SREM', P .. 'worker:' .. job.w, id)
   redis.call('HDEL', P .. 'job:' .. id, 'w')
   job.w = nil
+end
+
+-- Give an in-flight job back to its queue untouched: attempts unchanged, no
+-- error record, same id and so the same place in line; a queued-scope unique
+-- key points at it again unless a live job holds the key.
+local function requeue(P, id, job)
+  leave_flight(P, id, job)
+  redis.call('HSET', P .. 'job:' .. id, 's', 'ready')
+  job.s = 'ready'
+  make_ready(P, id, job.q, tonumber(job.p))
+  if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
 end
 
 -- Move a job to a terminal state: completed or dead. With a retention of 0
