@@ -1,6 +1,6 @@
 """The job model (JobKind, Job, UniqueKey, Backoff, Retention) and the
 validation of enqueue options, all without Redis: zizq._core.enqueue_args
-builds the 13 script arguments of one job or refuses it before anything is
+builds the 14 script arguments of one job or refuses it before anything is
 sent."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Audited(Versioned):
 
 def args_of(item: zizq.Enqueue) -> list[Any]:
     args = enqueue_args(item, _hotpath.IdGenerator())
-    assert len(args) == 13
+    assert len(args) == 14
     assert isinstance(args[0], str) and ID_RE.fullmatch(args[0])
     return args
 
@@ -431,13 +431,13 @@ def test_job_to_dict_retention_with_both_and_completed_only() -> None:
 
 def test_enqueue_args_for_a_plain_kind() -> None:
     args = args_of(zizq.Enqueue(SendEmail(to="a@b.c")))
-    assert args[1:] == ["send_email", "emails", 32768, b'{"to":"a@b.c","subject":"hello"}'] + [""] * 8
+    assert args[1:] == ["send_email", "emails", 32768, b'{"to":"a@b.c","subject":"hello"}'] + [""] * 9
 
 
 def test_enqueue_args_use_the_class_defaults() -> None:
     key = "report:" + hashlib.sha256(b'{"user":7}').hexdigest()
     assert args_of(zizq.Enqueue(Report(user=7)))[1:] == [
-        "report", "reports", 10, b'{"user":7}', "", "", 3, "1000 2.0 500", 60_000, 86_400_000, key, "active",
+        "report", "reports", 10, b'{"user":7}', "", "", 3, "1000 2.0 500", 60_000, 86_400_000, key, "active", "",
     ]  # fmt: skip
 
 
@@ -451,9 +451,10 @@ def test_enqueue_args_per_call_options_beat_class_defaults() -> None:
         backoff=zizq.Backoff(1, 1.0, 0),
         retention=zizq.Retention(dead_ms=1000),  # completed_ms still from the class
         unique_key=zizq.UniqueKey.raw("mine").scope("exists"),
+        timeout=2.5,
     )
     assert args_of(item)[1:] == [
-        "report", "urgent", 0, b'{"user":7}', "", 1500, 0, "1 1.0 0", 60_000, 1000, "mine", "exists",
+        "report", "urgent", 0, b'{"user":7}', "", 1500, 0, "1 1.0 0", 60_000, 1000, "mine", "exists", 2500,
     ]  # fmt: skip
 
 
@@ -466,9 +467,9 @@ def test_enqueue_args_retention_merges_per_sub_field() -> None:
 
 def test_enqueue_args_unique_scope() -> None:
     # An unscoped key takes the class's UNIQUE_WHILE; a string key is raw.
-    assert args_of(zizq.Enqueue(Report(user=1), unique_key="k"))[11:] == ["k", "active"]
-    assert args_of(zizq.Enqueue(SendEmail(to="x"), unique_key="k"))[11:] == ["k", ""]
-    assert args_of(zizq.Enqueue.raw("t", 1, unique_key=zizq.UniqueKey.raw("k").scope("active")))[11:] == [
+    assert args_of(zizq.Enqueue(Report(user=1), unique_key="k"))[11:13] == ["k", "active"]
+    assert args_of(zizq.Enqueue(SendEmail(to="x"), unique_key="k"))[11:13] == ["k", ""]
+    assert args_of(zizq.Enqueue.raw("t", 1, unique_key=zizq.UniqueKey.raw("k").scope("active")))[11:13] == [
         "k",
         "active",
     ]
@@ -481,7 +482,7 @@ def test_enqueue_args_unit_and_transparent_payloads() -> None:
 
 def test_enqueue_args_raw() -> None:
     item = zizq.Enqueue.raw("send_email", {"to": "a@b.c"}, queue="emails", priority=65535, retry_limit=2)
-    assert args_of(item)[1:] == ["send_email", "emails", 65535, b'{"to":"a@b.c"}', "", "", 2] + [""] * 5
+    assert args_of(item)[1:] == ["send_email", "emails", 65535, b'{"to":"a@b.c"}', "", "", 2] + [""] * 6
     assert args_of(zizq.Enqueue.raw("t", None))[1:5] == ["t", "default", 32768, b"null"]
 
 

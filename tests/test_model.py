@@ -32,8 +32,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import zizq
 from zizq import Enqueue, Job, JobNotFound, Retention, UniqueKey
-from zizq._core import Call
-from zizq._scripts import lua_dir, script
 from zizq.errors import JobStateError
 
 from .conftest import RedisServer
@@ -169,12 +167,9 @@ class ZizqModel(RuleBasedStateMachine):
             self._join(worker)
 
     def _join(self, worker: str) -> None:
-        """Give a worker a lease that outlives the example (take refuses a
-        worker without one); lua/heartbeat.lua's 'join'."""
-        if not (lua_dir() / "heartbeat.lua").is_file():
-            return  # a tree from before worker leases
-        call: Call[Any] = Call(script("heartbeat"), self.client.core.keys, [worker, "join", LEASE_MS, 10, 0.0], list)
-        assert self.client.run(call)[0] == b"ok"
+        """Give a worker a lease that outlives the example: take refuses a
+        worker without one."""
+        assert not self.client.run(self.client.core.heartbeat(worker, "join", LEASE_MS)).lost
 
     def teardown(self) -> None:
         keys = list(self.r.scan_iter(match=self.prefix + "*"))

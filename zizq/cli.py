@@ -7,6 +7,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 import orjson
@@ -51,9 +52,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         prefetch=args.prefetch,
         shutdown_timeout=args.shutdown_timeout,
+        heartbeat_interval=args.heartbeat_interval,
+        lease=args.lease,
     )
     worker.run()
-    return 0
+    code = 1 if worker.forced else 0
+    if any(t.name.startswith("zizq-handler") and t.is_alive() for t in threading.enumerate()):
+        # Sync handlers abandoned (a second signal, or a timeout) cannot be
+        # stopped, and would keep the process alive: leave without them.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -102,7 +112,8 @@ def parser() -> argparse.ArgumentParser:
         help="run a worker process",
         description="Take jobs from Redis and run them with the handlers of a zizq.Router. "
         "Stops gracefully on SIGINT/SIGTERM: no new jobs, unstarted ones handed back, "
-        "running ones given --shutdown-timeout seconds to finish.",
+        "running ones given --shutdown-timeout seconds to finish, then exit 0. A second signal "
+        "stops at once (the running jobs are handed back) and exits 1.",
     )
     w.add_argument("router", help="where the Router is, as module:attribute (e.g. app.jobs:router)")
     w.add_argument("-q", "--queues", help="comma-separated queues to take from (default: every queue)")
@@ -113,6 +124,16 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds running jobs get to finish on shutdown (default: 30)",
+    )
+    w.add_argument(
+        "--heartbeat-interval", type=float, default=1.0, help="seconds between the worker's heartbeats (default: 1)"
+    )
+    w.add_argument(
+        "--lease",
+        type=float,
+        default=5.0,
+        help="seconds without a heartbeat after which the worker counts as lost and other workers "
+        "hand its jobs back to their queues (default: 5)",
     )
     w.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     common(w)

@@ -135,12 +135,15 @@ class Client:
         backoff: Backoff | None = None,
         retention: Retention | None = None,
         unique_key: UniqueKey | str | None = None,
+        timeout: Delay | None = None,
     ) -> Job:
         """Enqueue one job; return its metadata.
 
         Options given here win over the JobKind's class defaults, which win
         over the namespace's. ``delay`` is seconds (float) or a timedelta;
-        ``ready_at`` an aware datetime (give one or neither). ``priority``
+        ``ready_at`` an aware datetime (give one or neither). ``timeout``
+        (seconds or a timedelta) is the most the handler may run; past it the
+        job fails with ``zizq.JobTimeout``. ``priority``
         0..65535, lower first (default 32768). A duplicate of a live job with
         the same unique key returns that job with ``duplicate=True``.
         """
@@ -154,6 +157,7 @@ class Client:
             backoff=backoff,
             retention=retention,
             unique_key=unique_key,
+            timeout=timeout,
         )
         return self.run(self.core.enqueue([item]))[0]
 
@@ -336,6 +340,7 @@ class AsyncClient:
         backoff: Backoff | None = None,
         retention: Retention | None = None,
         unique_key: UniqueKey | str | None = None,
+        timeout: Delay | None = None,
     ) -> Job:
         """See :meth:`Client.enqueue`."""
         item = Enqueue(
@@ -348,6 +353,7 @@ class AsyncClient:
             backoff=backoff,
             retention=retention,
             unique_key=unique_key,
+            timeout=timeout,
         )
         return (await self.run(self.core.enqueue([item])))[0]
 

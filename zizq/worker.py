@@ -163,7 +163,7 @@ class Worker:
         self._blocker = redis.asyncio.Redis.from_url(self._url, single_connection_client=True)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
         self._waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
-        self._held = 0
+        self._held: set[str] = set()  # ids of jobs taken and not yet finished
         self._room = asyncio.Event()
         self._acks: list[tuple[str, str]] = []
         self._ack_wanted = asyncio.Event()
@@ -257,21 +257,26 @@ class Worker:
     async def _take_loop(self) -> None:
         assert self._stop is not None
         while not self._stop.is_set():
-            room = self.prefetch - self._held
+            room = self.prefetch - len(self._held)
             if room <= 0:
                 self._room.clear()
                 await self._until(self._room.wait(), self._stop)
                 continue
             owner = self.id
             try:
-                result = await self._call(self._core.take(owner, room, self.queues))
+                result = await self._client.run(self._core.take(owner, room, self.queues), retry_for=0)
             except LeaseLost:
                 client = Client.from_url(self._url, self.namespace)
                 await asyncio.to_thread(self._rejoin, owner, client)
                 client.close()
                 continue
+            except TRANSIENT as exc:
+                log.warning("take failed: redis unavailable (%s)", exc)
+                await self._until(asyncio.sleep(1.0), self._stop)
+                await self._reconcile(owner)
+                continue
             for job in result.jobs:
-                self._held += 1
+                self._held.add(job.id)
                 self._waiting.put_nowait((owner, job))
             self.stats.taken += len(result.jobs)
             if len(result.jobs) == room or result.more:
@@ -280,6 +285,23 @@ class Worker:
             if result.next_due is not None:
                 timeout = min(timeout, (result.next_due - result.now) / 1000 + 0.001)
             await self._until(self._wait_for_work(timeout), self._stop)
+
+    async def _reconcile(self, owner: str) -> None:
+        """After a take that failed in transit: it may have run in Redis with
+        its reply lost. Jobs Redis holds for this worker that the worker does
+        not know of go back to their queues."""
+        delays = retry_delays()
+        while True:
+            try:
+                held = await self._client.redis.smembers(self._core.key("worker", owner))
+                break
+            except TRANSIENT:
+                await asyncio.sleep(next(delays))
+        ids = (i.decode() if isinstance(i, bytes) else i for i in held)
+        unknown = [i for i in ids if i not in self._held]
+        if unknown:
+            await self._call(self._core.release(owner, unknown))
+            log.warning("handed back %d jobs taken by a take whose reply was lost", len(unknown))
 
     async def _wait_for_work(self, timeout: float) -> None:
         queues = self.queues
@@ -328,7 +350,7 @@ class Worker:
                 log.exception("job %s: could not record its outcome", job.id)
             finally:
                 del self._running[job.id]
-                self._held -= 1
+                self._held.discard(job.id)
                 self._room.set()
 
     async def _run_one(self, owner: str, job: Job) -> None:
