@@ -23,6 +23,9 @@ Returns one entry per job, in input order: {flag, id, fields}
           (an earlier job in this batch included); fields = its HGETALL
   flag 2  a job with this id exists already (the call was retried);
           fields = its HGETALL
+  flag 3  a job with this id was done and deleted within the last minute
+          (the call was retried after its reply was lost); nothing is written;
+          fields = {'s', 'completed', 'r', the id's timestamp}
 Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
 ]]
 --@include "includes/common.lua"
@@ -85,6 +88,8 @@ for i = 0, n - 1 do
 
   if batch_ids[id] or redis.call('EXISTS', P .. 'job:' .. id) == 1 then
     plan[i] = {2, id}
+  elseif was_done(P, id, now) then
+    plan[i] = {3, id}
   elseif ukey ~= '' and batch_keys[ukey] then
     plan[i] = {1, batch_keys[ukey]}
   else
@@ -141,6 +146,8 @@ for i = 0, n - 1 do
       redis.call('SET', P .. 'unique:' .. ARGV[b + 12], id)
     end
     out[i + 1] = {0, id, {'s', status, 'r', ready_at}}
+  elseif flag == 3 then
+    out[i + 1] = {3, id, {'s', 'completed', 'r', id_time(id)}}
   else
     out[i + 1] = {flag, id, false}
   end

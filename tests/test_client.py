@@ -3,6 +3,7 @@ AsyncClient (the `api` fixture)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -189,3 +190,15 @@ def test_namespaces_are_isolated(redis_server: Any) -> None:
         zizq.Client.from_url(redis_server.url, "bad{ns}")
     a.close()
     b.close()
+
+
+async def test_retried_enqueue_after_the_job_was_done_creates_nothing(api: Any, r: redis.Redis, namespace: str) -> None:
+    call = api.core.enqueue([zizq.Enqueue(SendEmail(to="once"))])
+    [first] = await api.run(call)
+    [taken] = await take(api)
+    assert await api.run(api.core.ack("w1", [taken.id])) == []  # done, and deleted (retention 0)
+    await asyncio.sleep(0.25)  # a retry comes at least this late
+    [again] = await api.run(call)  # the reply of the first call was lost; the client retries
+    assert (again.id, again.status) == (first.id, "completed")
+    assert not r.exists("{" + namespace + "}:job:" + first.id)
+    assert r.zcard("{" + namespace + "}:ready:emails") == 0

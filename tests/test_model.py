@@ -656,6 +656,10 @@ class ZizqModel(RuleBasedStateMachine):
             assert n_errors == (job.errors if job is not None else 0), f"errors:{job_id}"
 
 
+# A passing run takes 5-20 s (most of it the real sleeps). The longer limit
+# is for a failing one: shrinking replays sequences with their sleeps, and a
+# timeout mid-shrink would lose the minimal failing sequence.
+@pytest.mark.timeout(300)
 def test_model(redis_server: RedisServer) -> None:
     class OnSessionServer(ZizqModel):
         def __init__(self) -> None:
@@ -665,7 +669,7 @@ def test_model(redis_server: RedisServer) -> None:
         OnSessionServer,
         settings=settings(
             max_examples=40,
-            stateful_step_count=30,
+            stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),

@@ -222,7 +222,7 @@ BOOKKEEPING = {"config", "paused", "queues", "wake", "workers"}
 
 
 def leftover(lua: Lua) -> set[str]:
-    return {k for k in lua.keys() if k not in BOOKKEEPING and not k.startswith("wake:")}
+    return {k for k in lua.keys() if k not in BOOKKEEPING and not k.startswith(("wake:", "done:"))}
 
 
 # ---------------------------------------------------------------- enqueue

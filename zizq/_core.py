@@ -273,7 +273,9 @@ def patch_args(
     return args
 
 
-def defaults_args(*, retry_limit: Any, backoff: Any, retention: Any, error_history: Any) -> list[Value]:
+def defaults_args(
+    *, retry_limit: Any, backoff: Any, retention: Any, error_history: Any, max_recoveries: Any = UNSET
+) -> list[Value]:
     """The (name, value) pairs of lua/config.lua; None restores a built-in default."""
     args: list[Value] = []
     if retry_limit is not UNSET:
@@ -300,6 +302,9 @@ def defaults_args(*, retry_limit: Any, backoff: Any, retention: Any, error_histo
         args += ["completed_ms", _opt(retention.completed_ms), "dead_ms", _opt(retention.dead_ms)]
     if error_history is not UNSET:
         args += ["error_history", "" if error_history is None else _non_negative("error_history", error_history)]
+    if max_recoveries is not UNSET:
+        value = "" if max_recoveries is None else _non_negative("max_recoveries", max_recoveries)
+        args += ["max_recoveries", value]
     return args
 
 
@@ -380,15 +385,13 @@ class Core:
         jobs = []
         for i, (flag, job_id, flat) in enumerate(reply):
             fields: dict[str, Any] = _hotpath.fields_to_dict(flat)
-            if flag == 0:
+            if flag in (0, 3):  # created now, or created and done before a retry
                 b = 1 + i * WIDTH
                 fields.update(t=args[b + 1], q=args[b + 2], p=args[b + 3], a=0)
                 for name, value in zip(_OPTIONAL_FIELDS, args[b + 7 : b + WIDTH], strict=True):
                     if value != "":
                         fields[name] = value
-                fields.pop("d", None)
-            else:
-                fields.pop("d", None)  # enqueue results carry metadata only
+            fields.pop("d", None)  # enqueue results carry metadata only
             jobs.append(job_from_fields(job_id, fields, duplicate=flag == 1))
         return jobs
 

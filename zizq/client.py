@@ -248,13 +248,20 @@ class Client:
         backoff: Backoff | None = UNSET,
         retention: Retention | None = UNSET,
         error_history: int | None = UNSET,
+        max_recoveries: int | None = UNSET,
     ) -> dict[str, float]:
         """Change the namespace's defaults, used by jobs that have no value of
         their own when they fail or finish; None restores the built-in one.
+        ``max_recoveries`` (3) is how often a job may be handed back after its
+        worker was lost before it fails as a poison pill (``zizq.WorkerLost``).
         Returns every setting in force (call with no arguments to read them).
         """
         changes = defaults_args(
-            retry_limit=retry_limit, backoff=backoff, retention=retention, error_history=error_history
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+            error_history=error_history,
+            max_recoveries=max_recoveries,
         )
         return self.run(self.core.defaults(changes))
 
@@ -426,10 +433,15 @@ class AsyncClient:
         backoff: Backoff | None = UNSET,
         retention: Retention | None = UNSET,
         error_history: int | None = UNSET,
+        max_recoveries: int | None = UNSET,
     ) -> dict[str, float]:
         """See :meth:`Client.set_defaults`."""
         changes = defaults_args(
-            retry_limit=retry_limit, backoff=backoff, retention=retention, error_history=error_history
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+            error_history=error_history,
+            max_recoveries=max_recoveries,
         )
         return await self.run(self.core.defaults(changes))
 

@@ -103,6 +103,41 @@ local function unique_restore(P, id, job)
   end
 end
 
+-- Finished jobs deleted at once leave their id behind for a minute, in
+-- 10-second buckets ("done:<n>", sets that expire), so that an enqueue
+-- retried after its reply was lost does not create the job a second time.
+local DONE_WINDOW_MS = 60000
+local DONE_BUCKET_MS = 10000
+local ID_SCALE = 36 ^ 15 / 2 ^ 80  -- the first 10 base-36 digits, scaled to the top 48 bits
+
+-- The ms timestamp inside a SCRU128 id (to within 1 ms), or nil.
+local function id_time(id)
+  local head = tonumber(string.sub(id, 1, 10), 36)
+  if not head or #id ~= 25 then return nil end
+  return math.floor(head * ID_SCALE)
+end
+
+local function remember_done(P, id, now)
+  local t = id_time(id)
+  if t and now - t < DONE_WINDOW_MS then
+    local bucket = math.floor(now / DONE_BUCKET_MS)
+    local key = P .. 'done:' .. bucket
+    redis.call('SADD', key, id)
+    redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
+  end
+end
+
+-- Whether a job with this id was finished and deleted within the window.
+local function was_done(P, id, now)
+  local t = id_time(id)
+  if not t or now - t < 200 then return false end  -- a first attempt is this fresh
+  local first = math.floor(math.max(t, now - DONE_WINDOW_MS) / DONE_BUCKET_MS)
+  for bucket = first, math.floor(now / DONE_BUCKET_MS) do
+    if redis.call('SISMEMBER', P .. 'done:' .. bucket, id) == 1 then return true end
+  end
+  return false
+end
+
 -- Remove a job and every index entry that names it.
 local function delete_job(P, id, job)
   redis.call('DEL', P .. 'job:' .. id, P .. 'errors:' .. id)
@@ -140,6 +175,7 @@ local function finish(P, id, job, status, now, retention_ms)
   local scope = unique_scope(job)
   if retention_ms <= 0 then
     delete_job(P, id, job)
+    remember_done(P, id, now)
     job.s = status
     return
   end

@@ -1,0 +1,112 @@
+"""Shared parts of the fault-injection tests: a job kind whose handler records
+each run in a separate "recorder" Redis (one that the faults never touch),
+worker processes started through the real CLI, and the invariant every
+scenario checks.
+
+The handler is loaded by `zizq worker tests.fault_harness:router`; it reads
+ZIZQ_FAULT_RECORDER (the recorder's URL) from its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio
+
+import zizq
+
+from .conftest import ROOT
+
+RETENTION = zizq.Retention(completed_ms=3_600_000)  # keep completed jobs visible to the checks
+
+
+class Work(zizq.JobKind):
+    """Sleeps ``sleep`` seconds, then records the run. With ``die`` set, the
+    handler kills its own process with SIGKILL first (a poison pill)."""
+
+    NAME = "work"
+    RETENTION = RETENTION
+    n: int
+    sleep: float = 0.0
+    die: bool = False
+
+
+router = zizq.Router()
+_recorder: redis.asyncio.Redis | None = None
+
+
+@router.handler
+async def work(job: Work, meta: zizq.Job) -> None:
+    global _recorder
+    if job.die:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _recorder is None:
+        _recorder = redis.asyncio.Redis.from_url(os.environ["ZIZQ_FAULT_RECORDER"])
+    await _recorder.rpush("started:" + meta.id, os.getpid())
+    await asyncio.sleep(job.sleep)
+    await _recorder.rpush("finished:" + meta.id, os.getpid())
+
+
+def start_worker(url: str, namespace: str, recorder_url: str, *options: str) -> subprocess.Popen[bytes]:
+    """A `zizq worker` process for this module's router; options are CLI flags
+    (e.g. "-c", "50", "--lease", "1")."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "zizq", "worker", "tests.fault_harness:router", "--url", url,
+         "--namespace", namespace, "--log-level", "WARNING", *options],
+        cwd=ROOT,
+        env={**os.environ, "ZIZQ_FAULT_RECORDER": recorder_url},
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, then wait for a graceful exit; kill it if it does not come."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@dataclass
+class Outcome:
+    """Where every enqueued job ended, and how often its handler finished."""
+
+    statuses: Counter[str]
+    missing: list[str]
+    finished: dict[str, int]  # job id -> handler runs that finished
+    doubles: list[str]  # completed jobs whose handler finished more than once with no recovery recorded
+
+    @property
+    def done(self) -> bool:
+        return self.statuses["completed"] + self.statuses["dead"] == sum(self.statuses.values())
+
+
+def outcome(client: zizq.Client, recorder: redis.Redis, ids: Sequence[str]) -> Outcome:
+    """Check each id: it must still exist (completed, dead or pending);
+    a job completed with more than one finished run must have a recovery
+    (a lost lease) recorded."""
+    statuses: Counter[str] = Counter()
+    missing, doubles = [], []
+    finished: dict[str, int] = {}
+    for job_id in ids:
+        try:
+            job = client.get_job(job_id)
+        except zizq.JobNotFound:
+            missing.append(job_id)
+            continue
+        statuses[job.status] += 1
+        finished[job_id] = int(recorder.llen("finished:" + job_id))
+        if job.status == "completed" and finished[job_id] > 1 and job.recoveries == 0:
+            doubles.append(job_id)
+    return Outcome(statuses, missing, finished, doubles)

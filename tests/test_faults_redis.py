@@ -1,0 +1,451 @@
+"""Faults in Redis and in the network to it, injected while a producer
+enqueues and two worker processes run: a Redis restart (AOF on), a proxy that
+stalls and cuts the workers' connections, and SCRIPT FLUSH.
+
+Real redis-server and worker processes throughout; the job kind, the recorder
+and the invariant are in fault_harness.py. Waits poll a condition with a
+deadline; the only sleeps are the faults' own durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis
+
+import zizq
+
+from .conftest import ROOT, RedisServer
+from .fault_harness import Outcome, Work, outcome, stop_worker
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+
+T = TypeVar("T")
+MakeRedis = Callable[..., RedisServer]
+WORKER_OPTIONS = ("-c", "4")
+JOB_SLEEP = 0.02  # seconds each handler run takes
+PRODUCER_PACE = 0.005  # seconds between two enqueues
+
+
+def wait_until(what: str, predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s")
+        time.sleep(interval)
+
+
+def statuses(client: zizq.Client, ids: Sequence[str]) -> list[str | None]:
+    """Each job's status (None: no such job), in one round trip."""
+    if not ids:
+        return []
+    return [None if job is None else job.status for job in client.run(client.core.get(ids))]
+
+
+class Producer(threading.Thread):
+    """Enqueues Work jobs one at a time, straight to Redis, until stopped.
+    ``ids`` holds every id whose enqueue returned, in order; ``errors`` every
+    exception an enqueue raised."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        super().__init__(name="fault-producer", daemon=True)
+        self.client = zizq.Client.from_url(url, namespace)
+        self.ids: list[str] = []
+        self.errors: list[Exception] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    job = self.client.enqueue(Work(n=n, sleep=JOB_SLEEP))
+                except Exception as exc:  # every error is evidence: record it, keep producing
+                    self.errors.append(exc)
+                else:
+                    self.ids.append(job.id)
+                n += 1
+                self.stopping.wait(PRODUCER_PACE)
+        finally:
+            self.client.close()
+
+    def snapshot(self) -> list[str]:
+        return list(self.ids)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        # An enqueue in progress retries for up to retry_for (30 s) while Redis is away.
+        self.join(40)
+        assert not self.is_alive(), "the producer did not stop"
+
+
+class WorkerProcess:
+    """A `zizq worker` process, started as fault_harness.start_worker starts
+    one but with stderr kept in a file, so a test can look for tracebacks."""
+
+    def __init__(self, url: str, namespace: str, recorder_url: str, log: Path, *options: str) -> None:
+        self.log = log
+        with log.open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "zizq", "worker", "tests.fault_harness:router", "--url", url,
+                 "--namespace", namespace, "--log-level", "WARNING", *options],
+                cwd=ROOT,
+                env={**os.environ, "ZIZQ_FAULT_RECORDER": recorder_url},
+                stderr=stderr,
+            )  # fmt: skip
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def describe(self) -> str:
+        rc = self.proc.poll()
+        state = "running" if rc is None else f"exited with {rc}"
+        tail = "\n    ".join(self.stderr().splitlines()[-15:])
+        return f"worker pid {self.proc.pid} {state}; stderr ends:\n    {tail}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stop_worker(self.proc, timeout=10)
+
+
+class Scene:
+    """One run: a recorder Redis, a producer, worker processes. Everything
+    started through it is stopped at teardown, last started first."""
+
+    def __init__(self, tmp_path: Path, make_redis: MakeRedis, namespace: str, stack: contextlib.ExitStack) -> None:
+        self.tmp_path = tmp_path
+        self.namespace = namespace
+        self.stack = stack
+        self.recorder_server = make_redis()
+        self.recorder = redis.Redis(port=self.recorder_server.port)
+        stack.callback(self.recorder.close)
+        self.workers: list[WorkerProcess] = []
+
+    def client(self, url: str) -> zizq.Client:
+        client = zizq.Client.from_url(url, self.namespace)
+        self.stack.callback(client.close)
+        return client
+
+    def start_producer(self, url: str) -> Producer:
+        producer = Producer(url, self.namespace)
+        producer.start()
+        self.stack.callback(producer.stop)
+        return producer
+
+    def start_worker(self, url: str, *options: str) -> WorkerProcess:
+        log = self.tmp_path / f"worker-{len(self.workers)}.stderr"
+        worker = WorkerProcess(url, self.namespace, self.recorder_server.url, log, *options)
+        self.workers.append(worker)
+        self.stack.callback(worker.kill)
+        return worker
+
+    def progress(self, check: zizq.Client, producer: Producer, jobs: int, what: str, timeout: float = 10.0) -> None:
+        """Wait until ``jobs`` more of the producer's jobs have completed
+        (the producer and the workers are both moving)."""
+        start = statuses(check, producer.snapshot()).count("completed")
+
+        def moved() -> bool:
+            return statuses(check, producer.snapshot()).count("completed") >= start + jobs
+
+        try:
+            wait_until(what, moved, timeout, interval=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.report(check, producer.snapshot())}") from None
+
+    def report(self, check: zizq.Client, ids: Sequence[str]) -> str:
+        counts: dict[str | None, int] = {}
+        for status in statuses(check, ids):
+            counts[status] = counts.get(status, 0) + 1
+        return "\n".join([f"{len(ids)} jobs acknowledged, by status: {counts}", *(w.describe() for w in self.workers)])
+
+    def finish(self, check: zizq.Client, producer: Producer, *, drain: float = 15.0) -> Outcome:
+        """Stop the producer, wait for the workers to finish every job, stop
+        them gracefully, and check everything that must hold whatever the
+        fault was; returns the outcome for the scenario's own checks."""
+        producer.stop()
+        ids = producer.snapshot()
+        assert ids, "the producer enqueued nothing"
+        problems: list[str] = []
+        if producer.errors:
+            kinds = sorted({f"{type(e).__module__}.{type(e).__qualname__}: {e}" for e in producer.errors})
+            problems.append(f"{len(producer.errors)} of {len(ids) + len(producer.errors)} enqueues raised: {kinds}")
+
+        def done() -> bool:
+            return all(s in ("completed", "dead") for s in statuses(check, ids))
+
+        try:
+            wait_until("every acknowledged job completed or dead", done, drain, interval=0.1)
+        except AssertionError as exc:
+            problems.append(str(exc))
+        for w in self.workers:
+            if w.proc.poll() is not None:
+                problems.append(f"a worker died during the run: {w.describe()}")
+            else:
+                try:
+                    rc = stop_worker(w.proc, timeout=15)
+                except subprocess.TimeoutExpired:
+                    problems.append(f"a worker did not stop within 15s of SIGTERM: {w.describe()}")
+                else:
+                    if rc != 0:
+                        problems.append(f"a worker stopped with exit code {rc}: {w.describe()}")
+            if "Traceback" in w.stderr():
+                problems.append(f"a traceback on a worker's stderr: {w.describe()}")
+        result = outcome(check, self.recorder, ids)
+        if result.missing:
+            problems.append(f"{len(result.missing)} acknowledged jobs are missing, e.g. {result.missing[:5]}")
+        if result.doubles:
+            problems.append(f"{len(result.doubles)} jobs completed twice with no recovery, e.g. {result.doubles[:5]}")
+        if problems:
+            problems.append(self.report(check, ids))
+        assert not problems, "\n".join(problems)
+        return result
+
+
+@pytest.fixture
+def scene(tmp_path: Path, redis_factory: MakeRedis, namespace: str) -> Iterator[Scene]:
+    with contextlib.ExitStack() as stack:
+        yield Scene(tmp_path, redis_factory, namespace, stack)
+
+
+# -- 3. Redis restarts --------------------------------------------------------
+
+
+def test_redis_restart_with_aof(scene: Scene, redis_factory: MakeRedis) -> None:
+    """Redis stops gracefully (writing its AOF) and comes back on the same port
+    and dir a second later: no acknowledged enqueue is lost, and the producer
+    and the workers carry on by themselves."""
+    target = redis_factory("--appendonly", "yes", "--appendfsync", "everysec")
+    check = scene.client(target.url)
+    producer = scene.start_producer(target.url)
+    # A lease well past the outage: no worker is declared lost because Redis was away.
+    for _ in range(2):
+        scene.start_worker(target.url, *WORKER_OPTIONS, "--lease", "10")
+    scene.progress(check, producer, 30, "workers busy before the restart")
+
+    port, data_dir = target.port, target.dir
+    before = producer.snapshot()
+    target.stop()
+    assert target.proc is not None and target.proc.returncode == 0, "redis-server did not shut down cleanly"
+    time.sleep(1.0)  # the outage
+    target.start()
+    assert (target.port, target.dir) == (port, data_dir)
+    assert (Path(data_dir) / "appendonlydir").is_dir(), "redis-server wrote no AOF"
+
+    # Everything acknowledged before the shutdown came back from the AOF.
+    lost = [i for i, s in zip(before, statuses(check, before), strict=True) if s is None]
+    assert not lost, f"{len(lost)} of {len(before)} jobs acknowledged before the restart are gone, e.g. {lost[:5]}"
+    wait_until("the producer enqueues again", lambda: len(producer.ids) >= len(before) + 50, 15)
+    scene.progress(check, producer, 50, "workers complete jobs again after the restart")
+
+    result = scene.finish(check, producer)
+    assert result.statuses["completed"] == sum(result.statuses.values()), result.statuses
+
+
+# -- 4. A flaky network between the workers and Redis -------------------------
+
+
+class FlakyProxy:
+    """A TCP proxy on loopback, run by an event loop in a thread of its own,
+    forwarding to a Redis port.
+
+    ``stall()`` stops forwarding in both directions (bytes read are held, as a
+    congested link holds them) until ``resume()``; ``cut()`` aborts both sides
+    of every open connection, dropping whatever was held.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.accepted = 0
+        self._links: dict[asyncio.Task[None], tuple[asyncio.StreamWriter, ...]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="flaky-proxy", daemon=True)
+        self._thread.start()
+        self._flowing = self._in_loop(asyncio.Event)
+        self._in_loop(self._flowing.set)
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop
+        ).result(10)
+        self.port: int = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _in_loop(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the proxy's loop and return its result."""
+
+        async def call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(10)
+
+    def stall(self) -> None:
+        self._in_loop(self._flowing.clear)
+
+    def resume(self) -> None:
+        self._in_loop(self._flowing.set)
+
+    def cut(self) -> int:
+        """Abort every open connection, both sides; return how many."""
+
+        def abort_all() -> int:
+            for writers in self._links.values():
+                for w in writers:
+                    w.transport.abort()
+            return len(self._links)
+
+        return self._in_loop(abort_all)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            self._server.close()
+            self._flowing.set()
+            for writers in self._links.values():
+                for w in writers:
+                    w.transport.abort()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                writer.transport.abort()
+                return
+            self._links[task] = (writer, up_writer)  # type: ignore[index]
+            try:
+                await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            finally:
+                self._links.pop(task, None)  # type: ignore[call-overload]
+                writer.transport.abort()
+                up_writer.transport.abort()
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                if writer.transport.is_closing():
+                    break
+                writer.write(data)
+                await writer.drain()
+        except OSError:  # the other side went away: the connection ends
+            pass
+        finally:
+            # One direction ended: end the other too, as a lost connection would.
+            writer.transport.abort()
+
+
+def test_workers_survive_stalls_and_cuts(scene: Scene, redis_factory: MakeRedis) -> None:
+    """The workers reach Redis through a proxy that stalls for 2 s and cuts
+    every connection, a few times over; the producer reaches Redis directly.
+    The workers recover by themselves and finish every job."""
+    target = redis_factory()
+    proxy = FlakyProxy(target.port)
+    scene.stack.callback(proxy.close)  # after the workers have stopped (last in, first out)
+    check = scene.client(target.url)
+    producer = scene.start_producer(target.url)
+    for _ in range(2):
+        scene.start_worker(proxy.url, *WORKER_OPTIONS)
+    scene.progress(check, producer, 30, "workers busy before the first fault")
+
+    cut = proxy.cut()
+    assert cut >= 2, f"the first cut found only {cut} connections"
+    scene.progress(check, producer, 30, "workers recover from a cut")
+
+    proxy.stall()
+    time.sleep(2.0)  # the stall
+    proxy.resume()
+    scene.progress(check, producer, 30, "workers recover from a stall")
+
+    # A stall that ends in a cut: requests and replies held in the proxy are lost.
+    proxy.stall()
+    time.sleep(2.0)
+    assert proxy.cut() >= 2
+    proxy.resume()
+    scene.progress(check, producer, 30, "workers recover from a stall ending in a cut")
+
+    accepted = proxy.accepted
+    assert proxy.cut() >= 2
+    time.sleep(0.3)
+    assert proxy.cut() >= 1, "the workers did not reconnect within 0.3s of a cut"
+    scene.progress(check, producer, 30, "workers recover from two cuts in a row")
+    assert proxy.accepted > accepted
+
+    result = scene.finish(check, producer)
+    assert result.statuses["completed"] + result.statuses["dead"] == sum(result.statuses.values())
+
+
+# -- 5. SCRIPT FLUSH ----------------------------------------------------------
+
+
+def _flush_scripts(url: str, stop: threading.Event, count: list[int]) -> None:
+    """Run SCRIPT FLUSH back to back until ``stop`` is set."""
+    conn = redis.Redis.from_url(url)
+    try:
+        while not stop.is_set():
+            conn.script_flush()
+            count[0] += 1
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("flushes", ["once", "burst"])
+def test_script_flush(scene: Scene, redis_factory: MakeRedis, flushes: str) -> None:
+    """SCRIPT FLUSH while the producer and the workers are busy: every call
+    reloads its script and goes on. "once" is one flush; "burst" flushes back
+    to back for a second, so that some flush lands between a client's SCRIPT
+    LOAD and its EVALSHA. No error reaches the producer, the workers finish
+    everything, and no traceback appears on their stderr."""
+    target = redis_factory()
+    check = scene.client(target.url)
+    producer = scene.start_producer(target.url)
+    for _ in range(2):
+        scene.start_worker(target.url, *WORKER_OPTIONS)
+    scene.progress(check, producer, 30, "workers busy before the flush")
+
+    admin = redis.Redis(port=target.port)
+    scene.stack.callback(admin.close)
+    if flushes == "once":
+        assert admin.script_flush()
+    else:
+        stop, count = threading.Event(), [0]
+        flusher = threading.Thread(target=_flush_scripts, args=(target.url, stop, count), name="script-flusher")
+        flusher.start()
+        scene.stack.callback(flusher.join, 10)
+        scene.stack.callback(stop.set)
+        time.sleep(1.0)  # the burst
+        stop.set()
+        flusher.join(10)
+        assert count[0] > 100, f"only {count[0]} flushes in the burst"
+    scene.progress(check, producer, 50, "workers complete jobs after the flush")
+
+    result = scene.finish(check, producer)
+    assert result.statuses["completed"] == sum(result.statuses.values()), result.statuses
+    for w in scene.workers:
+        assert "NoScript" not in w.stderr() and "No matching script" not in w.stderr(), w.describe()

@@ -1,0 +1,270 @@
+"""Fault injection on worker processes: a worker killed with SIGKILL among
+several, a worker frozen with SIGSTOP past its lease and then resumed, and a
+poison pill that kills every worker that takes it.
+
+Everything is real: `zizq worker` processes started through the CLI, a
+redis-server of the test's own for the queue and another for the recorder
+(see fault_harness.py). Workers run with a 1 s lease and a 0.2 s heartbeat so
+that a lost worker is noticed fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+
+import zizq
+
+from .conftest import RedisServer
+from .fault_harness import Work, outcome, start_worker, stop_worker
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+
+LEASE = 1.0
+HEARTBEAT = 0.2
+LEASE_OPTIONS = ("--heartbeat-interval", str(HEARTBEAT), "--lease", str(LEASE))
+
+
+def poll(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait until ``predicate()`` is true; return the seconds it took. Fails
+    with ``what`` after ``timeout`` seconds."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def pid_of(worker_id: str) -> int:
+    """Worker ids are host:pid:random."""
+    return int(worker_id.rsplit(":", 2)[1])
+
+
+@dataclass
+class Rig:
+    """A queue Redis, a recorder Redis, and the worker processes started on
+    them (all killed after the test)."""
+
+    url: str
+    namespace: str
+    recorder_url: str
+    client: zizq.Client
+    r: redis.Redis  # raw connection to the queue's Redis
+    recorder: redis.Redis
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *options: str) -> subprocess.Popen[bytes]:
+        proc = start_worker(self.url, self.namespace, self.recorder_url, *LEASE_OPTIONS, *options)
+        self.procs.append(proc)
+        return proc
+
+    def key(self, *parts: str) -> str:
+        return self.client.core.key(*parts)
+
+    def workers(self) -> dict[str, int]:
+        """The ids of the workers holding a lease, with their pids."""
+        return {i.decode(): pid_of(i.decode()) for i in self.r.zrange(self.key("workers"), 0, -1)}
+
+    def held(self, worker_id: str) -> set[str]:
+        """The jobs Redis has in flight for ``worker_id``."""
+        return {i.decode() for i in self.r.smembers(self.key("worker", worker_id))}
+
+    def held_by(self, worker_id: str, ids: Sequence[str]) -> list[str]:
+        """Those of ``ids`` that are in flight for ``worker_id`` in their job hash."""
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.key("job", job_id), "s", "w")
+        return [
+            job_id
+            for job_id, (s, w) in zip(ids, pipe.execute(), strict=True)
+            if s == b"in_flight" and w == worker_id.encode()
+        ]
+
+    def jobs(self, ids: Sequence[str]) -> dict[str, zizq.Job]:
+        found = self.client.run(self.client.core.get(list(ids)))
+        return {job.id: job for job in found if job is not None}
+
+    def all_finished(self, ids: Sequence[str]) -> bool:
+        jobs = self.jobs(ids)
+        return len(jobs) == len(ids) and all(j.status in ("completed", "dead") for j in jobs.values())
+
+    def pids(self, kind: str, job_id: str) -> list[int]:
+        """The pids that recorded ``kind`` ("started" or "finished") for the job."""
+        return [int(p) for p in self.recorder.lrange(f"{kind}:{job_id}", 0, -1)]
+
+
+@pytest.fixture
+def rig(redis_factory: Callable[..., RedisServer], namespace: str) -> Iterator[Rig]:
+    queue, rec = redis_factory(), redis_factory()
+    rig = Rig(
+        url=queue.url,
+        namespace=namespace,
+        recorder_url=rec.url,
+        client=zizq.Client.from_url(queue.url, namespace),
+        r=redis.Redis(port=queue.port),
+        recorder=redis.Redis(port=rec.port),
+    )
+    try:
+        yield rig
+    finally:
+        for proc in rig.procs:
+            if proc.poll() is None:
+                proc.kill()  # SIGKILL ends a stopped process too
+            proc.wait(10)
+        rig.client.close()
+        rig.r.close()
+        rig.recorder.close()
+
+
+def test_kill_9_one_worker_of_three(rig: Rig) -> None:
+    """1,200 jobs in flight across three workers; one is SIGKILLed. Its jobs,
+    running and prefetched, go back to ready within the lease (plus a
+    heartbeat) and the other two complete them all."""
+    procs = [rig.start("-c", "250", "--prefetch", "400") for _ in range(3)]
+    poll(lambda: len(rig.workers()) == 3, 15, "three workers joined")
+    ids = [job.id for job in rig.client.enqueue_many([Work(n=i, sleep=1.0) for i in range(1500)])]
+
+    def loaded() -> bool:
+        held = [len(rig.held(w)) for w in rig.workers()]
+        return int(rig.r.zcard(rig.key("inflight"))) >= 1000 and max(held) >= 300
+
+    poll(loaded, 10, "~1,000 jobs in flight, many of them on one worker")
+    workers = rig.workers()
+    victim_id = max(workers, key=lambda w: len(rig.held(w)))
+    victim = next(p for p in procs if p.pid == workers[victim_id])
+    victim.kill()
+    killed_at = time.monotonic()
+    assert victim.wait(10) == -signal.SIGKILL
+    lost = sorted(rig.held(victim_id))  # frozen now: nobody takes for a dead worker
+    assert len(lost) >= 300
+
+    def recovered() -> bool:
+        gone = not rig.r.exists(rig.key("worker", victim_id)) and victim_id not in rig.workers()
+        return gone and not rig.held_by(victim_id, lost)
+
+    poll(recovered, LEASE + 5, "the killed worker's jobs recovered")
+    took = time.monotonic() - killed_at
+    assert took < LEASE + 2, f"recovery took {took:.2f}s with a {LEASE}s lease"
+
+    poll(lambda: rig.all_finished(ids), 30, "every job finished")
+    out = outcome(rig.client, rig.recorder, ids)
+    assert out.missing == []
+    assert out.doubles == []
+    assert out.statuses == Counter(completed=len(ids))
+    jobs = rig.jobs(ids)
+    lost_set = set(lost)
+    assert {i for i, job in jobs.items() if job.recoveries} == lost_set
+    assert all(jobs[i].recoveries == 1 for i in lost)
+    for job_id in ids:
+        finished = rig.pids("finished", job_id)
+        # Run to the end once by a survivor; a lost job may also have finished
+        # on the victim before the kill, with its ack unsent.
+        assert len([p for p in finished if p != victim.pid]) == 1, job_id
+        if victim.pid in finished:
+            assert job_id in lost_set
+    for proc in procs:
+        if proc is not victim:
+            assert stop_worker(proc) == 0
+
+
+def test_sigstop_past_lease_then_sigcont(rig: Rig, capfd: pytest.CaptureFixture[str]) -> None:
+    """A worker frozen past its lease loses its jobs to the others, which
+    complete them. Resumed, its handlers run to the end, its acks are refused
+    (the jobs stay as the others completed them), and it carries on under a
+    new id."""
+    procs = [rig.start("-c", "50") for _ in range(3)]
+    poll(lambda: len(rig.workers()) == 3, 15, "three workers joined")
+    ids = [job.id for job in rig.client.enqueue_many([Work(n=i, sleep=1.0) for i in range(300)])]
+    poll(lambda: max(len(rig.held(w)) for w in rig.workers()) >= 40, 10, "a worker holding 40 jobs")
+    workers = rig.workers()
+    victim_id = max(workers, key=lambda w: len(rig.held(w)))
+    victim = next(p for p in procs if p.pid == workers[victim_id])
+    others = [p for p in procs if p is not victim]
+    victim.send_signal(signal.SIGSTOP)
+    lost = sorted(rig.held(victim_id))
+    assert len(lost) >= 40
+
+    def recovered() -> bool:
+        gone = not rig.r.exists(rig.key("worker", victim_id)) and victim_id not in rig.workers()
+        return gone and not rig.held_by(victim_id, lost)
+
+    took = poll(recovered, LEASE + 5, "the stopped worker's jobs recovered")
+    assert took < LEASE + 2
+    poll(lambda: rig.all_finished(lost), 15, "the others completed the stopped worker's jobs")
+    before = rig.jobs(lost)
+    assert all(job.status == "completed" and job.recoveries == 1 for job in before.values())
+    assert all(victim.pid not in rig.pids("finished", i) for i in lost)
+    capfd.readouterr()  # only what the workers log from here on
+
+    victim.send_signal(signal.SIGCONT)
+    logged = ""
+
+    def resumed() -> bool:
+        nonlocal logged
+        logged += capfd.readouterr().err
+        rejoined = any(pid == victim.pid and wid != victim_id for wid, pid in rig.workers().items())
+        ran = all(victim.pid in rig.pids("finished", i) for i in lost)
+        return rejoined and ran and f"worker {victim_id} was declared lost" in logged and "acks refused" in logged
+
+    poll(resumed, 10, "the resumed worker rejoined, finished its old handlers and had their acks refused")
+    assert rig.jobs(lost) == before  # the late acks changed nothing
+    for job_id in lost:
+        assert sorted(rig.pids("finished", job_id)).count(victim.pid) == 1
+        assert len(rig.pids("finished", job_id)) == 2
+
+    poll(lambda: rig.all_finished(ids), 30, "every job finished")
+    for proc in others:
+        assert stop_worker(proc) == 0
+    # Alone now, the resumed worker must run new jobs under its new id.
+    more = [job.id for job in rig.client.enqueue_many([Work(n=1000 + i) for i in range(20)])]
+    poll(lambda: rig.all_finished(more), 10, "the resumed worker ran new jobs")
+    assert all(rig.pids("finished", i) == [victim.pid] for i in more)
+    assert stop_worker(victim) == 0
+
+    out = outcome(rig.client, rig.recorder, ids + more)
+    assert out.missing == []
+    assert out.doubles == []
+    assert out.statuses == Counter(completed=len(ids) + len(more))
+    lost_set = set(lost)
+    for job_id, finished in out.finished.items():
+        assert finished == (2 if job_id in lost_set else 1), job_id
+
+
+def test_poison_pill_is_failed_after_max_recoveries(rig: Rig) -> None:
+    """A job whose handler kills its worker: a supervisor restarts the worker
+    each time it dies; after max_recoveries + 1 deaths the job is dead with
+    zizq.WorkerLost, and the last worker started lives on."""
+    max_recoveries = 2
+    # client.set_defaults has no max_recoveries yet; config.lua accepts it.
+    rig.r.hset(rig.key("config"), "max_recoveries", max_recoveries)
+    job = rig.client.enqueue(Work(n=0, die=True), retry_limit=0)
+    deaths = 0
+    proc = rig.start("-c", "1")
+    deadline = time.monotonic() + 40
+    while rig.client.get_job(job.id).status != "dead":
+        assert time.monotonic() < deadline, f"the poison pill is not dead after {deaths} worker deaths"
+        if proc.poll() is not None:
+            assert proc.returncode == -signal.SIGKILL
+            deaths += 1
+            assert deaths <= max_recoveries + 1, "more workers died than max_recoveries allows"
+            proc = rig.start("-c", "1")
+        time.sleep(0.01)
+    assert deaths == max_recoveries + 1
+
+    dead = rig.client.get_job(job.id)
+    assert dead.recoveries == max_recoveries + 1
+    errors = rig.client.job_errors(job.id)
+    assert [e.error_type for e in errors] == ["zizq.WorkerLost"]
+    assert f"lost {max_recoveries + 1} times" in errors[0].message
+    assert rig.pids("started", job.id) == []  # it died before recording anything, every time
+    assert proc.poll() is None, "the worker that recovered the last death must still be running"
+    assert stop_worker(proc) == 0
