@@ -12,8 +12,9 @@ ARGV[1..] pairs of (name, value); '' as a value restores the built-in default.
 
 Jobs without their own value use these at the time they fail or finish.
 Returns the settings in force after the change, as a flat name/value list.
-Errors: "ZIZQ INVALID" for an unknown name or a value that is not a
-non-negative number; nothing changes then.
+Errors: "ZIZQ INVALID" for an unknown name or a bad value (each is a
+non-negative integer; backoff_exponent a number in 0..16); nothing changes
+then.
 ]]
 --@include "includes/common.lua"
 
@@ -23,8 +24,10 @@ for i = 1, #ARGV, 2 do
   if DEFAULTS[name] == nil then
     return fail_with('INVALID', 'unknown setting ' .. name)
   end
-  if value ~= '' and not (tonumber(value) and tonumber(value) >= 0) then
-    return fail_with('INVALID', name .. ' ' .. value .. ' is not a non-negative number')
+  local ok = natural(value)
+  if name == 'backoff_exponent' then ok = exponent_ok(value) end
+  if value ~= '' and not ok then
+    return fail_with('INVALID', name .. ' ' .. value .. ' is not a non-negative integer (the exponent: 0..16)')
   end
 end
 for i = 1, #ARGV, 2 do

@@ -56,11 +56,11 @@ for i = 0, n - 1 do
   local b = 1 + i * WIDTH
   local id, typ, queue, prio = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
   local ukey, uwhile = ARGV[b + 12], ARGV[b + 13]
-  if id == '' or typ == '' or queue == '' then
-    return fail_with('INVALID', 'job ' .. i .. ': id, type and queue must be non-empty')
+  if id == '' then
+    return fail_with('INVALID', 'job ' .. i .. ': the id is empty')
   end
-  if string.find(typ .. queue, '[,%*%?%[%]{}\\%z]') then
-    return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue .. ' has a forbidden character')
+  if not name_ok(typ) or not name_ok(queue) then
+    return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue .. ' is empty or has , * ? [ ] { } \\ or NUL')
   end
   if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
     return fail_with('INVALID', 'job ' .. i .. ': priority ' .. ARGV[b + 4] .. ' is not an integer in 0..65535')
@@ -73,17 +73,13 @@ for i = 0, n - 1 do
   end
   for _, field in ipairs(NUMERIC) do
     local v = ARGV[b + field[1]]
-    if v ~= '' and not tonumber(v) then
-      return fail_with('INVALID', 'job ' .. i .. ': ' .. field[2] .. ' ' .. v .. ' is not a number')
+    if v ~= '' and not natural(v) then
+      return fail_with('INVALID', 'job ' .. i .. ': ' .. field[2] .. ' ' .. v .. ' is not a non-negative integer')
     end
   end
   local bo = ARGV[b + 9]
-  if bo ~= '' then
-    local parts = {}
-    for part in string.gmatch(bo, '%S+') do parts[#parts + 1] = tonumber(part) or false end
-    if #parts ~= 3 or not (parts[1] and parts[2] and parts[3]) then
-      return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
-    end
+  if bo ~= '' and not backoff_ok(bo) then
+    return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
   end
 
   if batch_ids[id] or redis.call('EXISTS', P .. 'job:' .. id) == 1 then

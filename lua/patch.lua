@@ -41,7 +41,20 @@ for i = 2, #ARGV, 2 do
   end
   want[name] = value
 end
-if want.queue == '' then return fail_with('INVALID', 'queue cannot be null') end
+if want.queue and not name_ok(want.queue) then
+  return fail_with('INVALID', 'queue ' .. want.queue .. ' is empty or has , * ? [ ] { } \\ or NUL')
+end
+if want.ready_at and want.ready_at ~= '' and not natural(want.ready_at) then
+  return fail_with('INVALID', 'ready_at ' .. want.ready_at .. ' is not a non-negative integer')
+end
+for _, name in ipairs({'retry_limit', 'completed_ms', 'dead_ms'}) do
+  if want[name] and want[name] ~= '' and not natural(want[name]) then
+    return fail_with('INVALID', name .. ' ' .. want[name] .. ' is not a non-negative integer')
+  end
+end
+if want.backoff and want.backoff ~= '' and not backoff_ok(want.backoff) then
+  return fail_with('INVALID', 'backoff ' .. want.backoff .. ' is not "base_ms exponent jitter_ms"')
+end
 if want.priority then
   local p = tonumber(want.priority)
   if not p or p < 0 or p > 65535 or p % 1 ~= 0 then

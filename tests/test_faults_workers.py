@@ -126,10 +126,11 @@ def rig(redis_factory: Callable[..., RedisServer], namespace: str) -> Iterator[R
 
 
 def test_kill_9_one_worker_of_three(rig: Rig) -> None:
-    """1,200 jobs in flight across three workers; one is SIGKILLed. Its jobs,
-    running and prefetched, go back to ready within the lease (plus a
+    """1,200 jobs in flight across three workers (300 running, the rest
+    prefetched); one is SIGKILLed. Its jobs, running and prefetched, go back to ready within the lease (plus a
     heartbeat) and the other two complete them all."""
-    procs = [rig.start("-c", "250", "--prefetch", "400") for _ in range(3)]
+    # 100 handlers a worker at most: the recorder's connection pool holds 100.
+    procs = [rig.start("-c", "100", "--prefetch", "400") for _ in range(3)]
     poll(lambda: len(rig.workers()) == 3, 15, "three workers joined")
     ids = [job.id for job in rig.client.enqueue_many([Work(n=i, sleep=1.0) for i in range(1500)])]
 
@@ -166,11 +167,13 @@ def test_kill_9_one_worker_of_three(rig: Rig) -> None:
     assert all(jobs[i].recoveries == 1 for i in lost)
     for job_id in ids:
         finished = rig.pids("finished", job_id)
-        # Run to the end once by a survivor; a lost job may also have finished
-        # on the victim before the kill, with its ack unsent.
-        assert len([p for p in finished if p != victim.pid]) == 1, job_id
-        if victim.pid in finished:
-            assert job_id in lost_set
+        if job_id in lost_set:
+            # Run to the end once by a survivor; it may also have finished on
+            # the victim before the kill, with its ack unsent.
+            assert len([p for p in finished if p != victim.pid]) == 1, (job_id, finished)
+            assert len(finished) <= 2, (job_id, finished)
+        else:
+            assert len(finished) == 1, (job_id, finished)
     for proc in procs:
         if proc is not victim:
             assert stop_worker(proc) == 0
@@ -181,7 +184,7 @@ def test_sigstop_past_lease_then_sigcont(rig: Rig, capfd: pytest.CaptureFixture[
     complete them. Resumed, its handlers run to the end, its acks are refused
     (the jobs stay as the others completed them), and it carries on under a
     new id."""
-    procs = [rig.start("-c", "50") for _ in range(3)]
+    procs = [rig.start("-c", "50", "--log-level", "INFO") for _ in range(3)]
     poll(lambda: len(rig.workers()) == 3, 15, "three workers joined")
     ids = [job.id for job in rig.client.enqueue_many([Work(n=i, sleep=1.0) for i in range(300)])]
     poll(lambda: max(len(rig.held(w)) for w in rig.workers()) >= 40, 10, "a worker holding 40 jobs")
@@ -207,15 +210,22 @@ def test_sigstop_past_lease_then_sigcont(rig: Rig, capfd: pytest.CaptureFixture[
 
     victim.send_signal(signal.SIGCONT)
     logged = ""
+    state: dict[str, object] = {}
 
     def resumed() -> bool:
         nonlocal logged
         logged += capfd.readouterr().err
-        rejoined = any(pid == victim.pid and wid != victim_id for wid, pid in rig.workers().items())
-        ran = all(victim.pid in rig.pids("finished", i) for i in lost)
-        return rejoined and ran and f"worker {victim_id} was declared lost" in logged and "acks refused" in logged
+        state["rejoined"] = [wid for wid, pid in rig.workers().items() if pid == victim.pid and wid != victim_id]
+        state["not run by the victim"] = [i for i in lost if victim.pid not in rig.pids("finished", i)]
+        state["declared lost logged"] = f"worker {victim_id} was declared lost" in logged
+        state["acks refused logged"] = "acks refused" in logged
+        return bool(state["rejoined"]) and not state["not run by the victim"] and "acks refused" in logged
 
-    poll(resumed, 10, "the resumed worker rejoined, finished its old handlers and had their acks refused")
+    try:
+        poll(resumed, 10, "the resumed worker rejoined, finished its old handlers and had their acks refused")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{state}\nworker logs:\n{logged}") from None
+    assert state["declared lost logged"], logged
     assert rig.jobs(lost) == before  # the late acks changed nothing
     for job_id in lost:
         assert sorted(rig.pids("finished", job_id)).count(victim.pid) == 1
@@ -244,8 +254,7 @@ def test_poison_pill_is_failed_after_max_recoveries(rig: Rig) -> None:
     each time it dies; after max_recoveries + 1 deaths the job is dead with
     zizq.WorkerLost, and the last worker started lives on."""
     max_recoveries = 2
-    # client.set_defaults has no max_recoveries yet; config.lua accepts it.
-    rig.r.hset(rig.key("config"), "max_recoveries", max_recoveries)
+    rig.client.set_defaults(max_recoveries=max_recoveries)
     job = rig.client.enqueue(Work(n=0, die=True), retry_limit=0)
     deaths = 0
     proc = rig.start("-c", "1")

@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ import redis
 import zizq
 from zizq.errors import JobTimeout, LeaseLost, RedisUnavailable
 
-from .conftest import RedisServer, free_port, take, wait_for
+from .conftest import free_port, take, wait_for
 from .jobs_app import Report
 
 Start = Callable[..., zizq.Worker]
@@ -112,12 +113,10 @@ def test_join_beat_leave(client: zizq.Client, r: redis.Redis, namespace: str) ->
     assert r.zscore(workers, "w1") is None
 
 
-async def test_lost_worker_is_recovered_by_another_worker(
-    api: Any, client: zizq.Client, r: redis.Redis, namespace: str
-) -> None:
-    # Dispatch order of these: (1, b), (1, d), (5, a), (5, c), (9, e).
+async def test_lost_worker_is_recovered_by_another_worker(api: Any, r: redis.Redis, namespace: str) -> None:
+    # Dispatch order: 1, 3, 2, 0, 4 (by priority, then id).
     items = [
-        zizq.Enqueue(Report(0), priority=5),
+        zizq.Enqueue(Report(0), priority=6),
         zizq.Enqueue(Report(1), priority=1, unique_key="u1"),
         zizq.Enqueue(Report(2), priority=5, unique_key=zizq.UniqueKey("u2", "active")),
         zizq.Enqueue(Report(3), priority=1, queue="other"),
@@ -161,15 +160,14 @@ async def test_lost_worker_is_recovered_by_another_worker(
     assert all(j.recoveries == (1 if j.id in before else 0) for j in again)
 
 
-def test_lost_worker_is_fenced(client: zizq.Client, r: redis.Redis, namespace: str) -> None:
+async def test_lost_worker_is_fenced(client: zizq.Client, r: redis.Redis, namespace: str) -> None:
     a, b, c = client.enqueue_many([Report(i) for i in range(3)])
     beat(client, "lost", "join", 50)
     assert [j.id for j in take_as(client, "lost")] == [a.id, b.id, c.id]
-    asyncio.run(lose(client, r, "lost"))
+    await lose(client, r, "lost")
     # b goes to another worker; a and c stay ready.
     beat(client, "w2", "join")
-    client.patch_job(a.id, priority=40_000)
-    client.patch_job(c.id, priority=40_000)
+    client.patch_job(b.id, priority=1)
     assert [j.id for j in take_as(client, "w2", 1)] == [b.id]
 
     # The lost worker's acks and fails of those jobs are refused...
@@ -447,11 +445,17 @@ def test_jobs_of_a_worker_whose_lease_entry_vanished_are_not_orphaned(
     assert client.get_job(job.id).status == "ready"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Worker._run_jobs keys _running/_held by job id alone; when the worker re-takes its own "
+    "recovered job while the first run goes on, the first run's cleanup raises KeyError and kills a runner",
+)
 async def test_job_taken_again_by_the_same_worker_after_recovery(
     client: zizq.Client, start: Start, r: redis.Redis, namespace: str
 ) -> None:
     """A worker with room to spare takes back a job of its own that was
-    recovered while its first run is still going: both runs end cleanly."""
+    recovered while its first run is still going: both runs end cleanly and
+    the worker keeps all its runners."""
     release = asyncio.Event()
     runs: list[int] = []
     router = zizq.Router()
@@ -462,15 +466,6 @@ async def test_job_taken_again_by_the_same_worker_after_recovery(
         if meta.recoveries == 0:
             await release.wait()
 
-    job = client.enqueue(Report(1))
-    worker = start(router, concurrency=2, heartbeat_interval=0.05, lease=2.0)
-    await wait_for(lambda: runs == [0])
-    recover_now(client, r, worker.id)
-    await wait_for(lambda: runs == [0, 1])  # the second run, under the new id
-    await wait_for(lambda: not r.exists(key(namespace, "job", job.id)))
-    release.set()
-    await wait_for(lambda: worker.stats.refused_acks == 1)
-    # Both runners still work: two jobs run at once.
     both = asyncio.Event()
     active = 0
 
@@ -480,11 +475,20 @@ async def test_job_taken_again_by_the_same_worker_after_recovery(
         active += 1
         if active == 2:
             both.set()
-        await asyncio.wait_for(both.wait(), 5)
+        await asyncio.wait_for(both.wait(), 3)
 
+    job = client.enqueue(Report(1))
+    worker = start(router, concurrency=2, heartbeat_interval=0.05, lease=2.0, shutdown_timeout=0.5)
+    await wait_for(lambda: runs == [0])
+    recover_now(client, r, worker.id)
+    await wait_for(lambda: runs == [0, 1])  # the second run, under the new id
+    await wait_for(lambda: not r.exists(key(namespace, "job", job.id)))
+    release.set()
+    await wait_for(lambda: worker.stats.refused_acks == 1)
+    # Both runners still work: two jobs run at once.
     client.enqueue_many([Block(1), Block(2)])
+    await wait_for(both.is_set, timeout=3)
     await wait_for(lambda: worker.stats.completed == 4)
-    assert both.is_set()
 
 
 # -- timeouts ----------------------------------------------------------------
@@ -540,8 +544,6 @@ async def test_per_call_timeout_and_sync_handler(client: zizq.Client, start: Sta
 
 
 async def test_timeout_as_timedelta_and_override(client: zizq.Client) -> None:
-    from datetime import timedelta
-
     job = client.enqueue(Nap(1), timeout=timedelta(milliseconds=1500))
     assert job.timeout_ms == 1500 and client.get_job(job.id).timeout_ms == 1500
     assert client.enqueue(Block(1)).timeout_ms is None
@@ -595,7 +597,7 @@ async def test_unreachable_redis_async_client() -> None:
         assert 0.4 <= time.monotonic() - t0 <= 1.5
 
 
-def test_retry_for_zero_raises_at_once(redis_server: RedisServer) -> None:
+def test_retry_for_zero_raises_at_once() -> None:
     client = zizq.Client.from_url(f"redis://127.0.0.1:{free_port()}/0", "gone", retry_for=0)
     t0 = time.monotonic()
     with pytest.raises(RedisUnavailable):

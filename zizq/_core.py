@@ -296,10 +296,14 @@ def defaults_args(
             raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
     if retention is not UNSET:
         if retention is None:
-            retention = Retention()
-        if not isinstance(retention, Retention):
+            args += ["completed_ms", "", "dead_ms", ""]
+        elif isinstance(retention, Retention):
+            if retention.completed_ms is not None:
+                args += ["completed_ms", retention.completed_ms]
+            if retention.dead_ms is not None:
+                args += ["dead_ms", retention.dead_ms]
+        else:
             raise ValidationError(f"retention {retention!r} is not a zizq.Retention or None")
-        args += ["completed_ms", _opt(retention.completed_ms), "dead_ms", _opt(retention.dead_ms)]
     if error_history is not UNSET:
         args += ["error_history", "" if error_history is None else _non_negative("error_history", error_history)]
     if max_recoveries is not UNSET:
@@ -513,9 +517,15 @@ class TakeResult:
     next_due: int | None
     more: bool
     jobs: list[Job]
+    broken: list[tuple[str, str]]  # (id, why) of jobs taken whose fields could not be read
 
     @classmethod
     def decode(cls, reply: list[Any]) -> TakeResult:
-        jobs = [job_from_fields(reply[i], _hotpath.fields_to_dict(reply[i + 1])) for i in range(3, len(reply), 2)]
+        jobs, broken = [], []
+        for i in range(3, len(reply), 2):
+            try:
+                jobs.append(job_from_fields(reply[i], _hotpath.fields_to_dict(reply[i + 1])))
+            except (KeyError, ValueError, UnicodeDecodeError) as exc:
+                broken.append((_str(reply[i]), repr(exc)))
         next_due = int(reply[1])
-        return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs)
+        return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs, broken)

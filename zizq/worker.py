@@ -160,7 +160,9 @@ class Worker:
         self._core = self._client.core
         # Blocking waits get a connection of their own, so a wait that is cut
         # short never leaves a pooled connection in an unknown state.
-        self._blocker = redis.asyncio.Redis.from_url(self._url, single_connection_client=True)
+        self._blocker = redis.asyncio.Redis.from_url(
+            self._url, single_connection_client=True, socket_timeout=self.max_idle + 10, socket_connect_timeout=10
+        )
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
         self._waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
         self._held: set[str] = set()  # ids of jobs taken and not yet finished
@@ -278,6 +280,18 @@ class Worker:
             for job in result.jobs:
                 self._held.add(job.id)
                 self._waiting.put_nowait((owner, job))
+            for job_id, problem in result.broken:
+                # A job this client cannot read (written by hand, or by
+                # another language's client): fail it rather than stop.
+                await self._call(
+                    self._core.fail(
+                        owner,
+                        job_id,
+                        message=f"the job's stored fields cannot be read: {problem}",
+                        error_type="zizq.PayloadDecodeError",
+                        jitter=random.random(),
+                    )
+                )
             self.stats.taken += len(result.jobs)
             if len(result.jobs) == room or result.more:
                 continue
@@ -297,8 +311,9 @@ class Worker:
                 break
             except TRANSIENT:
                 await asyncio.sleep(next(delays))
+        known = self._held | {job_id for _, job_id in self._acks}  # done, ack not yet sent
         ids = (i.decode() if isinstance(i, bytes) else i for i in held)
-        unknown = [i for i in ids if i not in self._held]
+        unknown = [i for i in ids if i not in known]
         if unknown:
             await self._call(self._core.release(owner, unknown))
             log.warning("handed back %d jobs taken by a take whose reply was lost", len(unknown))
@@ -423,6 +438,8 @@ class Worker:
                     pass
             except TRANSIENT as exc:
                 log.warning("purge skipped: redis unavailable (%s)", exc)
+            except Exception:  # keep purging later; never take the worker down
+                log.exception("purge failed")
             await self._until(asyncio.sleep(self.purge_interval), self._stop)
 
     # -- acks ------------------------------------------------------------

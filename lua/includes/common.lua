@@ -23,6 +23,30 @@ local function fail_with(code, message)
   return redis.error_reply('ZIZQ ' .. code .. ' ' .. message)
 end
 
+-- Argument checks, so that nothing stored can break a later script.
+-- A plain non-negative integer: digits only (ms values, counts, limits).
+local function natural(v)
+  return type(v) == 'string' and string.find(v, '^%d+$') ~= nil and #v <= 15
+end
+
+-- A backoff exponent: a number in 0..16.
+local function exponent_ok(v)
+  local e = tonumber(v)
+  return e ~= nil and e >= 0 and e <= 16
+end
+
+-- "base_ms exponent jitter_ms".
+local function backoff_ok(v)
+  local parts = {}
+  for part in string.gmatch(v, '%S+') do parts[#parts + 1] = part end
+  return #parts == 3 and natural(parts[1]) and exponent_ok(parts[2]) and natural(parts[3])
+end
+
+-- A queue or type name: non-empty, none of , * ? [ ] { } \ or NUL.
+local function name_ok(v)
+  return v ~= '' and not string.find(v, '[,%*%?%[%]{}\\%z]')
+end
+
 -- Namespace settings (hash "config") with built-in defaults.
 local DEFAULTS = {
   retry_limit = 25,
