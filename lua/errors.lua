@@ -12,8 +12,5 @@ Errors: "ZIZQ NOT_FOUND" (no such job, or past purge_at).
 
 local P = KEYS[1]
 local id = ARGV[1]
-local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
-if not job.s or expired(job, now_ms()) then
-  return fail_with('NOT_FOUND', 'no job with id ' .. id)
-end
+if not visible_job(P, id, now_ms()) then return fail_with('NOT_FOUND', 'no job with id ' .. id) end
 return redis.call('LRANGE', P .. 'errors:' .. id, 0, -1)

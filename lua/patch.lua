@@ -24,10 +24,8 @@ local P = KEYS[1]
 local id = ARGV[1]
 local key = P .. 'job:' .. id
 local now = now_ms()
-local job = to_map(redis.call('HGETALL', key))
-if not job.s or expired(job, now) then
-  return fail_with('NOT_FOUND', 'no job with id ' .. id)
-end
+local job = visible_job(P, id, now)
+if not job then return fail_with('NOT_FOUND', 'no job with id ' .. id) end
 if job.s == 'completed' or job.s == 'dead' then
   return fail_with('STATE', 'job ' .. id .. ' is ' .. job.s .. '; finished jobs cannot be patched')
 end

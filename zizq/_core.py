@@ -242,6 +242,20 @@ def _non_negative(what: str, value: Any) -> int:
     return value
 
 
+def _retention_args(retention: Any) -> list[Value]:
+    # None clears both sub-fields; a Retention sets the sub-fields it has.
+    if retention is None:
+        return ["completed_ms", "", "dead_ms", ""]
+    if not isinstance(retention, Retention):
+        raise ValidationError(f"retention {retention!r} is not a zizq.Retention or None")
+    args: list[Value] = []
+    if retention.completed_ms is not None:
+        args += ["completed_ms", retention.completed_ms]
+    if retention.dead_ms is not None:
+        args += ["dead_ms", retention.dead_ms]
+    return args
+
+
 def patch_args(
     *, queue: Any, priority: Any, ready_at: Any, retry_limit: Any, backoff: Any, retention: Any
 ) -> list[Value]:
@@ -261,15 +275,7 @@ def patch_args(
             raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
         args += ["backoff", "" if backoff is None else backoff.encode()]
     if retention is not UNSET:
-        if retention is None:
-            args += ["completed_ms", "", "dead_ms", ""]
-        elif isinstance(retention, Retention):
-            if retention.completed_ms is not None:
-                args += ["completed_ms", retention.completed_ms]
-            if retention.dead_ms is not None:
-                args += ["dead_ms", retention.dead_ms]
-        else:
-            raise ValidationError(f"retention {retention!r} is not a zizq.Retention or None")
+        args += _retention_args(retention)
     return args
 
 
@@ -295,15 +301,7 @@ def defaults_args(
         else:
             raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
     if retention is not UNSET:
-        if retention is None:
-            args += ["completed_ms", "", "dead_ms", ""]
-        elif isinstance(retention, Retention):
-            if retention.completed_ms is not None:
-                args += ["completed_ms", retention.completed_ms]
-            if retention.dead_ms is not None:
-                args += ["dead_ms", retention.dead_ms]
-        else:
-            raise ValidationError(f"retention {retention!r} is not a zizq.Retention or None")
+        args += _retention_args(retention)
     if error_history is not UNSET:
         args += ["error_history", "" if error_history is None else _non_negative("error_history", error_history)]
     if max_recoveries is not UNSET:

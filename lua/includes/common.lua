@@ -216,3 +216,10 @@ end
 local function expired(job, now)
   return job.pa ~= nil and tonumber(job.pa) <= now
 end
+
+-- The job as a map, or nil when it does not exist or is past its purge time.
+local function visible_job(P, id, now)
+  local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
+  if not job.s or expired(job, now) then return nil end
+  return job
+end
