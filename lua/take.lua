@@ -101,7 +101,12 @@ for _, q in ipairs(open) do
   if redis.call('ZCARD', key) > 0 then
     out[3] = 1
     -- Pass the wake-up on: another idle worker can help with the rest.
-    if #chosen > 0 then signal(P .. 'wake:' .. q) end
+    if #chosen > 0 then
+      signal(P .. 'wake:' .. q)
+      -- Workers serving every queue that blocked before this queue existed
+      -- listen only on the new-queue list: wake one of them too.
+      signal(P .. 'wake')
+    end
     break
   end
 end

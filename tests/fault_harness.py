@@ -49,7 +49,8 @@ async def work(job: Work, meta: zizq.Job) -> None:
     if job.die:
         os.kill(os.getpid(), signal.SIGKILL)
     if _recorder is None:
-        _recorder = redis.asyncio.Redis.from_url(os.environ["ZIZQ_FAULT_RECORDER"])
+        # redis-py pools hold 100 connections by default; a worker may run more handlers than that.
+        _recorder = redis.asyncio.Redis.from_url(os.environ["ZIZQ_FAULT_RECORDER"], max_connections=10_000)
     await _recorder.rpush("started:" + meta.id, os.getpid())
     await asyncio.sleep(job.sleep)
     await _recorder.rpush("finished:" + meta.id, os.getpid())

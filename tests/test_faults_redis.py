@@ -321,16 +321,20 @@ class FlakyProxy:
         self._in_loop(self._flowing.set)
 
     def open_links(self) -> int:
+        """Connections made since the last cut and still open."""
         return self._in_loop(lambda: len(self._links))
 
     def cut(self) -> int:
         """Abort every open connection, both sides; return how many."""
 
         def abort_all() -> int:
-            for writers in self._links.values():
+            # Forget the links now, not when their tasks end: from here on,
+            # open_links() counts only connections made after this cut.
+            links, self._links = self._links, {}
+            for writers in links.values():
                 for w in writers:
                     w.transport.abort()
-            return len(self._links)
+            return len(links)
 
         return self._in_loop(abort_all)
 

@@ -35,7 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import zizq
 from zizq import Enqueue, Job, JobNotFound, Retention, UniqueKey
-from zizq.errors import JobStateError
+from zizq.errors import JobStateError, LeaseLost
 
 from .conftest import RedisServer
 
@@ -459,6 +459,25 @@ class ZizqModel(RuleBasedStateMachine):
         assert self.client.run(self.client.core.release(worker, ids)) == released
         event(f"release: {released}")
 
+    @precondition(_any_in_flight)
+    @rule(data=st.data())
+    def leave_and_rejoin(self, data: st.DataObject) -> None:
+        """A stopping worker leaves (its jobs go back untouched, as released)
+        and cannot take until it joins again."""
+        worker, held = self._draw_worker(data)
+        for job_id in held:
+            job = self.jobs[job_id]
+            job.status = "ready"
+            job.worker = None
+            if job.scope == "queued":
+                self._unique_restore(job)
+        beat = self.client.run(self.client.core.heartbeat(worker, "leave", LEASE_MS))
+        assert (beat.lost, beat.recovered, beat.failed) == (False, 0, 0)
+        with pytest.raises(LeaseLost):
+            self.client.run(self.client.core.take(worker, 1, []))
+        self._join(worker)
+        event(f"leave: {len(held)} handed back")
+
     # ---- rules: management -----------------------------------------------
 
     @precondition(lambda self: bool(self.ids))
@@ -568,8 +587,10 @@ class ZizqModel(RuleBasedStateMachine):
     @precondition(lambda self: any(j.status == "scheduled" and j.short for j in self.jobs.values()))
     @rule()
     def advance(self) -> None:
-        """Let short delays run out (nothing changes in Redis until a take)."""
-        time.sleep(ADVANCE_S)
+        """Let short delays run out (nothing changes in Redis until a take):
+        sleep until every one has certainly passed, at most ADVANCE_S."""
+        pending = [j.due[1] for j in self.jobs.values() if j.short]
+        time.sleep(min(ADVANCE_S, max(0.0, max(pending) + MARGIN_S - time.monotonic() + 0.001)))
         now = time.monotonic()
         for j in self.jobs.values():
             if j.short:

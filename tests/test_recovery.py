@@ -90,7 +90,7 @@ async def lose(client: zizq.Client, r: redis.Redis, worker: str, *, rescuer: str
 
 
 def held_by(r: redis.Redis, namespace: str, worker: str) -> set[str]:
-    return {m.decode() for m in r.smembers(key(namespace, "worker", worker))}
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in r.smembers(key(namespace, "worker", worker))}
 
 
 # -- the heartbeat script ----------------------------------------------------
@@ -256,7 +256,7 @@ async def test_job_recovered_too_often_is_failed_as_a_poison_pill(
     job = client.enqueue(Report(1), retry_limit=retry_limit, unique_key="poison")
 
     beat(client, "first", "join", 50)
-    [first] = take_as(client, "first")
+    assert len(take_as(client, "first")) == 1
     once = await lose(client, r, "first", rescuer="r1")
     assert (once.recovered, once.failed) == (1, 0)
     assert client.get_job(job.id).recoveries == 1
@@ -397,8 +397,10 @@ async def test_worker_whose_lease_was_recovered_rejoins(
 async def test_worker_whose_lease_entry_vanished_rejoins(
     client: zizq.Client, start: Start, r: redis.Redis, namespace: str
 ) -> None:
-    """The lease entry removed behind the worker's back (ZREM) and nobody
-    recovered its job: it joins again under a new id and keeps working."""
+    """The lease entry removed behind the worker's back (ZREM), with a handler
+    in flight: the worker joins again under a new id, the job is done in the
+    end (the old run's ack goes through, or the job is handed back and run
+    again), and new work goes on."""
     release = asyncio.Event()
     runs: list[int] = []
     router = zizq.Router()
@@ -406,7 +408,7 @@ async def test_worker_whose_lease_entry_vanished_rejoins(
     @router.handler
     async def report(job: Report) -> None:
         runs.append(job.number)
-        if job.number == 1:
+        if runs == [1]:
             await release.wait()
 
     job = client.enqueue(Report(1))
@@ -418,12 +420,11 @@ async def test_worker_whose_lease_entry_vanished_rejoins(
     assert worker.stats.leases_lost == 1
     assert r.zscore(key(namespace, "workers"), worker.id) is not None
     release.set()
-    client.enqueue(Report(2))
-    await wait_for(lambda: runs == [1, 2])
-    await wait_for(lambda: worker.stats.completed == 2)
-    # The old job was never handed to anyone, so its ack is not refused: done once.
     await wait_for(lambda: not r.exists(key(namespace, "job", job.id)))
+    client.enqueue(Report(2))
+    await wait_for(lambda: 2 in runs)
     assert not r.exists(key(namespace, "worker", old))
+    assert r.zscore(key(namespace, "workers"), old) is None
 
 
 @pytest.mark.xfail(
@@ -475,7 +476,7 @@ async def test_job_taken_again_by_the_same_worker_after_recovery(
         active += 1
         if active == 2:
             both.set()
-        await asyncio.wait_for(both.wait(), 3)
+        await asyncio.wait_for(both.wait(), 5)
 
     job = client.enqueue(Report(1))
     worker = start(router, concurrency=2, heartbeat_interval=0.05, lease=2.0, shutdown_timeout=0.5)
@@ -487,7 +488,7 @@ async def test_job_taken_again_by_the_same_worker_after_recovery(
     await wait_for(lambda: worker.stats.refused_acks == 1)
     # Both runners still work: two jobs run at once.
     client.enqueue_many([Block(1), Block(2)])
-    await wait_for(both.is_set, timeout=3)
+    await wait_for(both.is_set, timeout=2)
     await wait_for(lambda: worker.stats.completed == 4)
 
 
@@ -604,3 +605,27 @@ def test_retry_for_zero_raises_at_once() -> None:
         client.get_job("x" * 25)
     assert time.monotonic() - t0 < 0.4
     client.close()
+
+
+# -- failures that cannot be recorded ------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a handler exception whose message has a lone surrogate (surrogateescape text from "
+    "filenames, environ, subprocess output) makes the fail call raise UnicodeEncodeError; the failure is "
+    "never recorded and the job stays in flight for as long as the worker lives",
+)
+async def test_failure_with_a_surrogate_in_its_message_is_recorded(client: zizq.Client, start: Start) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    async def raises(job: Raises) -> None:
+        raise ValueError("cannot open " + b"/tmp/\xff".decode("utf-8", "surrogateescape"))
+
+    job = client.enqueue(Raises())
+    worker = start(router)
+    await wait_for(lambda: worker.stats.failed == 1)
+    await wait_for(lambda: client.get_job(job.id).status == "scheduled", timeout=3)
+    [error] = client.job_errors(job.id)
+    assert error.error_type == "ValueError" and error.message.startswith("cannot open /tmp/")

@@ -156,7 +156,9 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()
-        self._client = AsyncClient.from_url(self._url, self.namespace)
+        # A connection for each runner (failures are recorded per job) and a
+        # few for take, acks and purge: redis-py's pools hold 100 by default.
+        self._client = AsyncClient.from_url(self._url, self.namespace, max_connections=self.concurrency + 8)
         self._core = self._client.core
         # Blocking waits get a connection of their own, so a wait that is cut
         # short never leaves a pooled connection in an unknown state.
@@ -168,6 +170,7 @@ class Worker:
         self._held: set[str] = set()  # ids of jobs taken and not yet finished
         self._room = asyncio.Event()
         self._acks: list[tuple[str, str]] = []
+        self._acking: set[str] = set()  # ids of the batch of acks being sent
         self._ack_wanted = asyncio.Event()
         self._running: dict[str, tuple[str, asyncio.Task[None]]] = {}
         if handle_signals:
@@ -311,7 +314,7 @@ class Worker:
                 break
             except TRANSIENT:
                 await asyncio.sleep(next(delays))
-        known = self._held | {job_id for _, job_id in self._acks}  # done, ack not yet sent
+        known = self._held | self._acking | {job_id for _, job_id in self._acks}  # done, ack not yet sent
         ids = (i.decode() if isinstance(i, bytes) else i for i in held)
         unknown = [i for i in ids if i not in known]
         if unknown:
@@ -453,15 +456,19 @@ class Worker:
     async def _flush_acks(self) -> None:
         while self._acks:
             batch, self._acks = self._acks, []
-            for owner, ids in _by_owner(batch).items():
-                refused = await self._call(self._core.ack(owner, ids))
-                if refused:
-                    self.stats.refused_acks += len(refused)
-                    log.warning(
-                        "%d acks refused (jobs deleted, or recovered after this worker's lease was lost): %s",
-                        len(refused),
-                        ", ".join(refused[:5]),
-                    )
+            self._acking.update(job_id for _, job_id in batch)
+            try:
+                for owner, ids in _by_owner(batch).items():
+                    refused = await self._call(self._core.ack(owner, ids))
+                    if refused:
+                        self.stats.refused_acks += len(refused)
+                        log.warning(
+                            "%d acks refused (jobs deleted, or recovered after this worker's lease was lost): %s",
+                            len(refused),
+                            ", ".join(refused[:5]),
+                        )
+            finally:
+                self._acking.difference_update(job_id for _, job_id in batch)
 
 
 def _by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
