@@ -33,9 +33,10 @@ local worker, mode, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local workers = P .. 'workers'
 local state = 'ok'
+local recovered, failed = 0, 0
 
 local function hand_back(wid, poison)
-  local recovered, failed = 0, 0
+  local back, poisoned = 0, 0
   local held = P .. 'worker:' .. wid
   for _, id in ipairs(redis.call('SMEMBERS', held)) do
     local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
@@ -51,16 +52,16 @@ local function hand_back(wid, poison)
           message = 'the worker running this job was lost ' .. rv .. ' times (worker ' .. wid .. ')',
           error_type = 'zizq.WorkerLost', backtrace = '', kill = false, u = tonumber(ARGV[5]) or 0,
         })
-        failed = failed + 1
+        poisoned = poisoned + 1
       else
         requeue(P, id, job)
-        recovered = recovered + 1
+        back = back + 1
       end
     end
   end
   redis.call('DEL', held)
   redis.call('ZREM', workers, wid)
-  return recovered, failed
+  return back, poisoned
 end
 
 if mode == 'join' then
@@ -71,12 +72,15 @@ elseif mode == 'beat' then
   if redis.call('ZADD', workers, 'XX', 'CH', now + lease, worker) == 0
       and not redis.call('ZSCORE', workers, worker) then
     state = 'lost'
+    -- Jobs still held under this id were never recovered (the lease entry
+    -- went without a recovery: removed by hand, evicted): hand them back
+    -- now, or no heartbeat ever will.
+    recovered, failed = hand_back(worker, true)
   end
 elseif mode == 'leave' then
   hand_back(worker, false)
 end
 
-local recovered, failed = 0, 0
 local lost = redis.call('ZRANGEBYSCORE', workers, '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, wid in ipairs(lost) do
   local r, f = hand_back(wid, true)

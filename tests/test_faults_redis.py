@@ -115,8 +115,14 @@ class WorkerProcess:
     def describe(self) -> str:
         rc = self.proc.poll()
         state = "running" if rc is None else f"exited with {rc}"
-        tail = "\n    ".join(self.stderr().splitlines()[-15:])
-        return f"worker pid {self.proc.pid} {state}; stderr ends:\n    {tail}"
+        lines = self.stderr().splitlines()
+        if "Traceback (most recent call last):" in lines:  # the first traceback, where a crash began
+            start = lines.index("Traceback (most recent call last):")
+            shown, where = lines[start : start + 40], "first traceback"
+        else:
+            shown, where = lines[-15:], "stderr ends"
+        text = "\n    ".join(shown)
+        return f"worker pid {self.proc.pid} {state}; {where}:\n    {text}"
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -140,6 +140,15 @@ enqueue_specs = st.builds(
     retry_limit=st.sampled_from(RETRY_LIMITS),
     completed_ms=st.sampled_from((None, 0, KEEP_MS)),
     dead_ms=st.sampled_from((None, 0)),
+).map(lambda s: s if s.unique_key is not None else dataclasses.replace(s, unique_while=None))
+
+# Batches whose keyed items all share one key, for duplicates inside a batch.
+batches = st.sampled_from(UNIQUE_KEYS[:2]).flatmap(
+    lambda key: st.lists(
+        enqueue_specs.map(lambda s: dataclasses.replace(s, unique_key=key) if s.unique_key is not None else s),
+        min_size=2,
+        max_size=4,
+    )
 )
 
 
@@ -284,10 +293,8 @@ class ZizqModel(RuleBasedStateMachine):
         t1 = time.monotonic()
         self._apply_enqueue(spec, got, t0, t1)
 
-    @rule(specs=st.lists(enqueue_specs, min_size=2, max_size=4), same_key=st.sampled_from(UNIQUE_KEYS[:2]))
-    def enqueue_many(self, specs: list[EnqueueSpec], same_key: str) -> None:
-        # Force intra-batch duplicates: every keyed item shares one key.
-        specs = [dataclasses.replace(s, unique_key=same_key) if s.unique_key is not None else s for s in specs]
+    @rule(specs=batches)
+    def enqueue_many(self, specs: list[EnqueueSpec]) -> None:
         items = [Enqueue.raw("model", self._payload(), **s.options()) for s in specs]
         t0 = time.monotonic()
         got = self.client.enqueue_many(items)
@@ -300,12 +307,23 @@ class ZizqModel(RuleBasedStateMachine):
 
     # ---- rules: the worker's calls --------------------------------------
 
+    # Two rules, so that taking is drawn about as often as the calls that
+    # need jobs in flight.
+    @rule(worker=st.sampled_from(WORKERS), n=st.integers(1, 5))
+    def take_any(self, worker: str, n: int) -> None:
+        """Take from every queue."""
+        self._take(worker, n, None)
+
     @rule(
         worker=st.sampled_from(WORKERS),
         n=st.integers(1, 5),
-        queues=st.one_of(st.none(), st.lists(st.sampled_from(QUEUES), min_size=1, max_size=3, unique=True)),
+        queues=st.lists(st.sampled_from(QUEUES), min_size=1, max_size=3, unique=True),
     )
-    def take(self, worker: str, n: int, queues: list[str] | None) -> None:
+    def take(self, worker: str, n: int, queues: list[str]) -> None:
+        """Take from the queues named."""
+        self._take(worker, n, queues)
+
+    def _take(self, worker: str, n: int, queues: list[str] | None) -> None:
         # Never take while a short delay might be just running out.
         while True:
             now = time.monotonic()
@@ -360,8 +378,16 @@ class ZizqModel(RuleBasedStateMachine):
         (another worker's, finished, or deleted while in flight)."""
         worker, held = self._draw_worker(data)
         ids = data.draw(st.lists(st.sampled_from(held), min_size=1, max_size=3), label="held")
-        ids += data.draw(st.lists(st.sampled_from(self.taken[worker] + self.ids), max_size=1), label="stale")
+        if data.draw(st.booleans(), label="add a stale id"):
+            ids.append(self._stale(data, worker))
         return worker, data.draw(st.permutations(ids), label="ids")
+
+    def _stale(self, data: st.DataObject, worker: str) -> str:
+        """An id the worker does not hold now: another worker's, or one it
+        held once (since finished, failed, released or deleted), or any."""
+        others = [i for w in WORKERS if w != worker for i in self.taken[w] if self._holds(i, w)]
+        gone_by = [i for i in self.taken[worker] if not self._holds(i, worker)]
+        return self._pick(data, [others, gone_by, self.ids])
 
     @precondition(_any_in_flight)
     @rule(data=st.data())
@@ -403,7 +429,7 @@ class ZizqModel(RuleBasedStateMachine):
 
     def _fail(self, mode: str, stale: int, data: st.DataObject) -> None:
         worker, held = self._draw_worker(data)
-        job_id = data.draw(st.sampled_from(self.taken[worker] + self.ids if stale == 4 else held), label="job")
+        job_id = self._stale(data, worker) if stale == 4 else data.draw(st.sampled_from(held), label="job")
         kwargs: dict[str, Any] = {"message": f"boom {mode}", "kill": mode == "kill", "jitter": 0.0}
         if mode == "retry_in_0":
             kwargs["retry_in_ms"] = 0
@@ -682,10 +708,11 @@ class ZizqModel(RuleBasedStateMachine):
             assert n_errors == (job.errors if job is not None else 0), f"errors:{job_id}"
 
 
-# A passing run takes 5-20 s (most of it the real sleeps). The longer limit
-# is for a failing one: shrinking replays sequences with their sleeps, and a
-# timeout mid-shrink would lose the minimal failing sequence.
-@pytest.mark.timeout(300)
+# A passing run takes 5-20 s (a third of it real sleeps). The longer limit is
+# for a failing one: Hypothesis may shrink for up to 300 s (replaying
+# sequences, sleeps and all), and a timeout mid-shrink would lose the minimal
+# failing sequence it prints at the end.
+@pytest.mark.timeout(420)
 def test_model(redis_server: RedisServer) -> None:
     class OnSessionServer(ZizqModel):
         def __init__(self) -> None:

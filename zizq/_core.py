@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import redis.exceptions
@@ -150,13 +150,16 @@ def delay_ms(delay: Delay) -> int:
     return round(seconds * 1000)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_ms(at: datetime) -> int:
     """An aware datetime as ms since the epoch."""
     if not isinstance(at, datetime):
         raise ValidationError(f"ready_at {at!r} is not a datetime")
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValidationError(f"ready_at {at!r} is naive; give a timezone-aware datetime")
-    return math.floor(at.timestamp() * 1000)
+    return (at - _EPOCH) // timedelta(milliseconds=1)  # exact; at.timestamp() * 1000 can be 1 ms off
 
 
 def _opt(value: Any) -> Value:
@@ -196,10 +199,8 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         timeout = item.timeout
     queue = validate_name("queue", queue)
     priority = DEFAULT_PRIORITY if priority is None else validate_priority(priority)
-    if retry_limit is not None and (
-        not isinstance(retry_limit, int) or isinstance(retry_limit, bool) or retry_limit < 0
-    ):
-        raise ValidationError(f"retry_limit {retry_limit!r} is not a non-negative integer")
+    if retry_limit is not None:
+        retry_limit = _non_negative("retry_limit", retry_limit)
     if backoff is not None and not isinstance(backoff, Backoff):
         raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff")
     if retention is not None and not isinstance(retention, Retention):
@@ -239,7 +240,7 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
 def _non_negative(what: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValidationError(f"{what} {value!r} is not a non-negative integer")
-    return value
+    return int(value)  # a plain int: redis-py refuses int subclasses such as IntEnum
 
 
 def _retention_args(retention: Any) -> list[Value]:
@@ -319,6 +320,12 @@ def _merge_retention(call: Retention | None, kind: Retention | None) -> Retentio
         completed_ms=call.completed_ms if call.completed_ms is not None else kind.completed_ms,
         dead_ms=call.dead_ms if call.dead_ms is not None else kind.dead_ms,
     )
+
+
+def _text(s: str) -> str:
+    """Text Redis can take: lone surrogates (surrogateescape'd bytes in
+    exception messages) written as backslash escapes."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _str(v: Any) -> str:
@@ -459,9 +466,9 @@ class Core:
         args: list[Value] = [
             worker_id,
             job_id,
-            message,
-            error_type,
-            backtrace,
+            _text(message),
+            _text(error_type),
+            _text(backtrace),
             _opt(retry_at_ms),
             _opt(retry_in_ms),
             "1" if kill else "0",

@@ -86,12 +86,21 @@ cdef class IdGenerator:
         return _encode(self._timestamp, self._counter_hi, self._counter_lo, _getrandbits(32))
 
 
+def _where(value):
+    # The culprit for a message; a value nested past Python's recursion
+    # limit (orjson stops at 255 levels) cannot even be repr()'d.
+    try:
+        return _culprit(value)
+    except RecursionError:
+        return "a value nested too deeply"
+
+
 def encode_payload(value) -> bytes:
     cdef bytes data
     try:
         data = _dumps(value)
     except TypeError as exc:
-        raise InvalidPayload(f"payload is not JSON-serialisable: {_culprit(value)}: {exc}") from None
+        raise InvalidPayload(f"payload is not JSON-serialisable: {_where(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data
@@ -102,7 +111,7 @@ def canonical_json(value) -> bytes:
     try:
         data = _dumps(value, option=_SORT_KEYS)
     except TypeError as exc:
-        raise InvalidPayload(f"unique key value is not JSON-serialisable: {_culprit(value)}: {exc}") from None
+        raise InvalidPayload(f"unique key value is not JSON-serialisable: {_where(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data

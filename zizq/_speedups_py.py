@@ -120,6 +120,15 @@ def _culprit(value: Any) -> str:
     return f"{value!r:.200}"
 
 
+def _where(value: Any) -> str:
+    # The culprit for a message; a value nested past Python's recursion
+    # limit (orjson stops at 255 levels) cannot even be repr()'d.
+    try:
+        return _culprit(value)
+    except RecursionError:
+        return "a value nested too deeply"
+
+
 def encode_payload(value: Any) -> bytes:
     """The JSON bytes of a payload (compact, as orjson writes it).
 
@@ -130,7 +139,7 @@ def encode_payload(value: Any) -> bytes:
     try:
         data = orjson.dumps(value)
     except TypeError as exc:
-        raise InvalidPayload(f"payload is not JSON-serialisable: {_culprit(value)}: {exc}") from None
+        raise InvalidPayload(f"payload is not JSON-serialisable: {_where(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data
@@ -141,7 +150,7 @@ def canonical_json(value: Any) -> bytes:
     try:
         data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
-        raise InvalidPayload(f"unique key value is not JSON-serialisable: {_culprit(value)}: {exc}") from None
+        raise InvalidPayload(f"unique key value is not JSON-serialisable: {_where(value)}: {exc}") from None
     if b"null" in data:
         _reject_non_finite(value)
     return data

@@ -116,8 +116,9 @@ class Client:
             try:
                 return self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
-                self.redis.script_load(s.source)
-                return self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+                # Redis restarted or flushed its scripts: EVAL sends the source,
+                # which also caches it for the next EVALSHA.
+                return self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
             if isinstance(exc, TRANSIENT):
                 raise
@@ -328,8 +329,7 @@ class AsyncClient:
             try:
                 return await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
-                await self.redis.script_load(s.source)
-                return await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+                return await self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
             if isinstance(exc, TRANSIENT):
                 raise

@@ -37,7 +37,17 @@ def validate_name(what: str, value: object) -> str:
     bad = _FORBIDDEN.intersection(value)
     if bad:
         raise _name_error(what, value, f"must not contain {''.join(sorted(bad))!r}")
+    if not _is_utf8(value):
+        raise _name_error(what, value, "must be valid Unicode (it has a lone surrogate)")
     return value
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _name_error(what: str, value: object, why: str) -> ValidationError:
@@ -58,13 +68,13 @@ def validate_priority(value: object) -> int:
     """Check a priority: an int in 0..65535, lower runs sooner."""
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
         raise ValidationError(f"priority {value!r} is not an integer in 0..65535")
-    return value
+    return int(value)  # a plain int: redis-py refuses int subclasses such as IntEnum
 
 
 def _non_negative_int(what: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValidationError(f"{what} {value!r} is not a non-negative integer")
-    return value
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -81,8 +91,8 @@ class Backoff:
     jitter_ms: int
 
     def __post_init__(self) -> None:
-        _non_negative_int("backoff base_ms", self.base_ms)
-        _non_negative_int("backoff jitter_ms", self.jitter_ms)
+        object.__setattr__(self, "base_ms", _non_negative_int("backoff base_ms", self.base_ms))
+        object.__setattr__(self, "jitter_ms", _non_negative_int("backoff jitter_ms", self.jitter_ms))
         e = self.exponent
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 16:
             raise ValidationError(f"backoff exponent {e!r} is not a number in 0..16")
@@ -106,9 +116,9 @@ class Retention:
 
     def __post_init__(self) -> None:
         if self.completed_ms is not None:
-            _non_negative_int("retention completed_ms", self.completed_ms)
+            object.__setattr__(self, "completed_ms", _non_negative_int("retention completed_ms", self.completed_ms))
         if self.dead_ms is not None:
-            _non_negative_int("retention dead_ms", self.dead_ms)
+            object.__setattr__(self, "dead_ms", _non_negative_int("retention dead_ms", self.dead_ms))
 
 
 @dataclass(frozen=True)
@@ -125,8 +135,8 @@ class UniqueKey:
     unique_while: UniqueWhile | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.key, str) or not self.key:
-            raise ValidationError(f"unique key {self.key!r} is not a non-empty string")
+        if not isinstance(self.key, str) or not self.key or not _is_utf8(self.key):
+            raise ValidationError(f"unique key {self.key!r} is not a non-empty string of valid Unicode")
         if self.unique_while is not None and self.unique_while not in UNIQUE_SCOPES:
             raise ValidationError(f"unique scope {self.unique_while!r} is not one of queued, active, exists")
 

@@ -15,6 +15,7 @@ workers whose lease lapsed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -40,6 +41,7 @@ from .router import Router
 log = logging.getLogger("zizq.worker")
 PURGE_BATCH = 1000
 _BEAT_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ZizqError)
+_CONFIG_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ResponseError)
 
 
 @dataclass
@@ -134,6 +136,7 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._forced: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poking: asyncio.Future[Any] | None = None
 
     # -- control ---------------------------------------------------------
 
@@ -150,29 +153,40 @@ class Worker:
             return
         event = self._forced if self._stop.is_set() else self._stop
         self._loop.call_soon_threadsafe(event.set)
+        self._loop.call_soon_threadsafe(self._poke)
+
+    def _poke(self) -> None:
+        # Ends a blocking wait for work at once: a token on the list only
+        # this worker waits on. (Cancelling a blocked BLPOP can leave it
+        # stuck in redis-py until its timeout.)
+        self._poking = asyncio.ensure_future(self._client.redis.rpush(self._stop_key, 1))
+        self._poking.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def run_async(self, *, handle_signals: bool = False) -> None:
         """Run in the current event loop until :meth:`stop` is called."""
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self._forced = asyncio.Event()
         # A connection for each runner (failures are recorded per job) and a
         # few for take, acks and purge: redis-py's pools hold 100 by default.
         self._client = AsyncClient.from_url(self._url, self.namespace, max_connections=self.concurrency + 8)
         self._core = self._client.core
-        # Blocking waits get a connection of their own, so a wait that is cut
-        # short never leaves a pooled connection in an unknown state.
+        self._stop_key = self._core.key("stop", new_worker_id())
+        # Blocking waits get a connection of their own.
         self._blocker = redis.asyncio.Redis.from_url(
             self._url, single_connection_client=True, socket_timeout=self.max_idle + 10, socket_connect_timeout=10
         )
+        self._stop = asyncio.Event()
+        self._forced = asyncio.Event()
+        self._loop = asyncio.get_running_loop()  # last: stop() works from here on
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
         self._waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
-        self._held: set[str] = set()  # ids of jobs taken and not yet finished
+        # (owner, id) of jobs taken and not yet finished. The owner is part of
+        # the key: after a lost lease this worker may take one of its own
+        # recovered jobs again, under its new id, while the first run goes on.
+        self._held: set[tuple[str, str]] = set()
         self._room = asyncio.Event()
         self._acks: list[tuple[str, str]] = []
-        self._acking: set[str] = set()  # ids of the batch of acks being sent
+        self._acking: set[tuple[str, str]] = set()  # the batch of acks being sent
         self._ack_wanted = asyncio.Event()
-        self._running: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self.stop)
@@ -192,6 +206,8 @@ class Worker:
             await self._shutdown(runners, acker)
             heart.stop()
             await self._call(self._core.heartbeat(self.id, "leave", self._lease_ms))
+            with contextlib.suppress(*TRANSIENT):
+                await self._client.redis.delete(self._stop_key)
             await self._client.close()
             await self._blocker.aclose()
             if handle_signals:
@@ -205,7 +221,7 @@ class Worker:
     async def _warn_on_eviction(self) -> None:
         try:
             policy = (await self._client.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except ResponseError:  # CONFIG may be forbidden (ACLs, managed Redis)
+        except _CONFIG_ERRORS:  # CONFIG may be forbidden (ACLs, managed Redis); Redis may be down
             return
         if policy not in (None, "noeviction", b"noeviction"):
             log.warning(
@@ -219,12 +235,12 @@ class Worker:
         while not self._waiting.empty():
             owner, job = self._waiting.get_nowait()
             back.append((owner, job.id))
-        busy = {task for _, task in self._running.values()}
+        busy = set(self._running.values())
         if busy:
             log.info("waiting up to %.0fs for %d running jobs", self.shutdown_timeout, len(busy))
             await self._until(asyncio.wait(busy, timeout=self.shutdown_timeout), self._forced)
         self.forced = self._forced.is_set()
-        back += [(owner, job_id) for job_id, (owner, task) in self._running.items() if not task.done()]
+        back += [pair for pair, task in self._running.items() if not task.done()]
         for task in runners:
             task.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -281,7 +297,7 @@ class Worker:
                 await self._reconcile(owner)
                 continue
             for job in result.jobs:
-                self._held.add(job.id)
+                self._held.add((owner, job.id))
                 self._waiting.put_nowait((owner, job))
             for job_id, problem in result.broken:
                 # A job this client cannot read (written by hand, or by
@@ -301,7 +317,10 @@ class Worker:
             timeout = self.max_idle
             if result.next_due is not None:
                 timeout = min(timeout, (result.next_due - result.now) / 1000 + 0.001)
-            await self._until(self._wait_for_work(timeout), self._stop)
+            try:
+                await self._wait_for_work(timeout)
+            except TRANSIENT as exc:
+                log.warning("waiting for work failed: redis unavailable (%s)", exc)
 
     async def _reconcile(self, owner: str) -> None:
         """After a take that failed in transit: it may have run in Redis with
@@ -314,7 +333,8 @@ class Worker:
                 break
             except TRANSIENT:
                 await asyncio.sleep(next(delays))
-        known = self._held | self._acking | {job_id for _, job_id in self._acks}  # done, ack not yet sent
+        # Known: held, or done with the ack not yet sent (or being sent).
+        known = {i for o, i in (*self._held, *self._acking, *self._acks) if o == owner}
         ids = (i.decode() if isinstance(i, bytes) else i for i in held)
         unknown = [i for i in ids if i not in known]
         if unknown:
@@ -326,7 +346,7 @@ class Worker:
         if not queues:
             known = await self._client.redis.smembers(self._core.key("queues"))
             queues = sorted(q.decode() if isinstance(q, bytes) else q for q in known)
-        keys = self._core.wake_keys(queues, every_queue=not self.queues)
+        keys = [*self._core.wake_keys(queues, every_queue=not self.queues), self._stop_key]
         await self._blocker.blpop(keys, timeout=max(timeout, 0.001))
 
     @staticmethod
@@ -361,14 +381,14 @@ class Worker:
             # The job runs as its own task so shutdown can wait for it alone;
             # cancelling this runner cancels it too.
             task = asyncio.create_task(self._run_one(owner, job))
-            self._running[job.id] = (owner, task)
+            self._running[owner, job.id] = task
             try:
                 await task
             except Exception:  # a failure that could not be recorded: log it, keep going
                 log.exception("job %s: could not record its outcome", job.id)
             finally:
-                del self._running[job.id]
-                self._held.discard(job.id)
+                del self._running[owner, job.id]
+                self._held.discard((owner, job.id))
                 self._room.set()
 
     async def _run_one(self, owner: str, job: Job) -> None:
@@ -456,7 +476,7 @@ class Worker:
     async def _flush_acks(self) -> None:
         while self._acks:
             batch, self._acks = self._acks, []
-            self._acking.update(job_id for _, job_id in batch)
+            self._acking.update(batch)
             try:
                 for owner, ids in _by_owner(batch).items():
                     refused = await self._call(self._core.ack(owner, ids))
@@ -468,7 +488,7 @@ class Worker:
                             ", ".join(refused[:5]),
                         )
             finally:
-                self._acking.difference_update(job_id for _, job_id in batch)
+                self._acking.difference_update(batch)
 
 
 def _by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
