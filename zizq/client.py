@@ -37,8 +37,6 @@ def _as_items(jobs: Items) -> list[Enqueue]:
     return [j if isinstance(j, Enqueue) else Enqueue(j) for j in jobs]
 
 
-def _script_error(exc: ResponseError) -> Exception:
-    return from_script_error(str(exc)) or exc
 
 
 def _connection_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +118,10 @@ class Client:
                 # which also caches it for the next EVALSHA.
                 return self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            if isinstance(exc, TRANSIENT):
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc))
+            if error is None:
                 raise
-            raise _script_error(exc) from None
+            raise error from None
 
     def enqueue(
         self,
@@ -331,9 +330,10 @@ class AsyncClient:
             except NoScriptError:
                 return await self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            if isinstance(exc, TRANSIENT):
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc))
+            if error is None:
                 raise
-            raise _script_error(exc) from None
+            raise error from None
 
     async def enqueue(
         self,

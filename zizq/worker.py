@@ -186,6 +186,7 @@ class Worker:
         self._acks: list[tuple[str, str]] = []
         self._acking: set[tuple[str, str]] = set()  # the batch of acks being sent
         self._ack_wanted = asyncio.Event()
+        self._closing = False
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -201,8 +202,8 @@ class Worker:
         try:
             await self._take_loop()
         finally:
-            purger.cancel()
-            await asyncio.gather(purger, return_exceptions=True)
+            self._stop.set()  # also when the take loop failed
+            await purger  # it ends by itself once a stop is asked for
             await self._shutdown(runners, acker)
             heart.stop()
             await self._call(self._core.heartbeat(self.id, "leave", self._lease_ms))
@@ -248,8 +249,11 @@ class Worker:
             await self._call(self._core.release(owner, ids))
         if back:
             log.info("handed back %d jobs", len(back))
-        acker.cancel()
-        await asyncio.gather(acker, return_exceptions=True)
+        # The acker finishes its flush and ends by itself: cancelling a Redis
+        # call in flight can leave redis-py stuck until the socket times out.
+        self._closing = True
+        self._ack_wanted.set()
+        await acker
         await self._flush_acks()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -468,7 +472,7 @@ class Worker:
     # -- acks ------------------------------------------------------------
 
     async def _ack_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
             await self._flush_acks()
@@ -487,6 +491,12 @@ class Worker:
                             len(refused),
                             ", ".join(refused[:5]),
                         )
+            except Exception:
+                # Not a lost connection (that is retried): keep the acks for
+                # the next flush rather than leave the jobs in flight.
+                log.exception("acks failed; they will be sent again")
+                self._acks = batch + self._acks
+                return
             finally:
                 self._acking.difference_update(batch)
 
@@ -515,14 +525,21 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         w = self.worker
-        while not self.stopping.wait(w.heartbeat_interval):
+        wait = w.heartbeat_interval
+        while not self.stopping.wait(wait):
+            wait = w.heartbeat_interval
             me = w.id
             try:
                 beat = self.client.run(w._core.heartbeat(me, "beat", w._lease_ms), retry_for=0)
                 if beat.lost:
                     w._rejoin(me, self.client)
-            except _BEAT_ERRORS as exc:  # keep beating whatever happens
+            except _BEAT_ERRORS as exc:
+                # Often a stale connection after Redis came back: try again soon.
                 log.warning("heartbeat failed: %s", exc)
+                wait = min(0.2, wait)
+                continue
+            except Exception:  # never let the heartbeat die while the worker runs
+                log.exception("heartbeat failed")
                 continue
             if beat.recovered or beat.failed:
                 w.stats.recovered += beat.recovered
