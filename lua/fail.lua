@@ -27,6 +27,11 @@ is not in flight for this worker (so a retried call does nothing twice).
 
 local P = KEYS[1]
 local worker, id = ARGV[1], ARGV[2]
+for i = 6, 7 do
+  if ARGV[i] ~= '' and not natural(ARGV[i]) then
+    return fail_with('INVALID', 'retry time ' .. ARGV[i] .. ' is not a non-negative integer')
+  end
+end
 local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
 if job.s ~= 'in_flight' or job.w ~= worker then return nil end
 

@@ -8,11 +8,15 @@ A paused queue's jobs stay ready (and keep their places) but are not taken;
 enqueueing still works. Resuming wakes an idle worker when jobs are waiting.
 
 Returns 1 when the queue's state changed, 0 when it already was so.
+Errors: "ZIZQ INVALID" for a bad queue name.
 ]]
 --@include "includes/common.lua"
 
 local P = KEYS[1]
 local queue = ARGV[2]
+if not name_ok(queue) then
+  return fail_with('INVALID', 'queue ' .. queue .. ' is empty or has , * ? [ ] { } \\ or NUL')
+end
 if ARGV[1] == 'pause' then
   return redis.call('SADD', P .. 'paused', queue)
 end

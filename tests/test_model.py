@@ -139,7 +139,7 @@ enqueue_specs = st.builds(
     EnqueueSpec,
     queue=st.sampled_from(QUEUES),
     priority=st.sampled_from(PRIORITIES),
-    delay=st.integers(0, 9).map(lambda i: "now" if i < 6 else "far" if i < 9 else "short"),
+    delay=st.integers(0, 9).map(lambda i: "now" if i < 8 else "far" if i < 9 else "short"),
     unique_key=st.one_of(st.none(), st.sampled_from(UNIQUE_KEYS)),
     unique_while=st.sampled_from(SCOPES),
     retry_limit=st.sampled_from(RETRY_LIMITS),
@@ -311,6 +311,20 @@ class ZizqModel(RuleBasedStateMachine):
         # so far, which is what applying them in order does.
         for spec, job in zip(specs, got, strict=True):
             self._apply_enqueue(spec, job, t0, t1)
+
+    @precondition(lambda self: bool(self.unique))
+    @rule(spec=enqueue_specs, data=st.data())
+    def enqueue_again(self, spec: EnqueueSpec, data: st.DataObject) -> None:
+        """Enqueue with a key that is held, by a job in flight or finished
+        when there is one: the conflict rule (the new request's scope against
+        the holder's status) where plain enqueues seldom reach it, since most
+        holders are waiting in line."""
+
+        def held_by(*statuses: str) -> list[str]:
+            return [k for k, i in sorted(self.unique.items()) if i in self.jobs and self.jobs[i].status in statuses]
+
+        key = self._pick(data, [held_by("in_flight"), held_by("completed", "dead"), sorted(self.unique)])
+        self.enqueue(dataclasses.replace(spec, unique_key=key))
 
     # ---- rules: the worker's calls --------------------------------------
 
@@ -727,7 +741,7 @@ def test_model(redis_server: RedisServer) -> None:
     run_state_machine_as_test(
         OnSessionServer,
         settings=settings(
-            max_examples=40,
+            max_examples=50,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -140,13 +140,16 @@ class Enqueue:
         return item
 
 
+MAX_SECONDS = 1e11  # about 3,000 years: every stored time stays an exact integer
+
+
 def delay_ms(delay: Delay) -> int:
     """A delay (seconds, or a timedelta) in whole ms; never negative."""
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise ValidationError(f"delay {delay!r} is not a number of seconds or a timedelta")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValidationError(f"delay {delay!r} must be a finite, non-negative number of seconds")
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
+        raise ValidationError(f"delay {delay!r} must be a number of seconds in 0..{MAX_SECONDS:.0e}")
     return round(seconds * 1000)
 
 
@@ -159,7 +162,10 @@ def epoch_ms(at: datetime) -> int:
         raise ValidationError(f"ready_at {at!r} is not a datetime")
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValidationError(f"ready_at {at!r} is naive; give a timezone-aware datetime")
-    return (at - _EPOCH) // timedelta(milliseconds=1)  # exact; at.timestamp() * 1000 can be 1 ms off
+    ms = (at - _EPOCH) // timedelta(milliseconds=1)  # exact; at.timestamp() * 1000 can be 1 ms off
+    if ms < 0:
+        raise ValidationError(f"ready_at {at!r} is before 1970")
+    return ms
 
 
 def _opt(value: Any) -> Value:

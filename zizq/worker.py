@@ -433,10 +433,13 @@ class Worker:
         self.stats.failed += 1
         retry_at = retry_in = None
         if isinstance(exc, RetryJob):
-            if exc.at is not None:
-                retry_at = epoch_ms(exc.at)  # type: ignore[arg-type]
-            else:
-                retry_in = delay_ms(exc.delay)  # type: ignore[arg-type]
+            try:
+                if exc.at is not None:
+                    retry_at = epoch_ms(exc.at)  # type: ignore[arg-type]
+                else:
+                    retry_in = delay_ms(exc.delay)  # type: ignore[arg-type]
+            except ZizqError as bad:  # recorded as a plain failure, retried with backoff
+                exc = bad
         log.info("job %s (%s) failed: %s: %s", job.id, job.type, error_type_of(exc), exc)
         result = await self._call(
             self._core.fail(
