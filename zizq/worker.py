@@ -34,8 +34,8 @@ from redis.exceptions import ResponseError
 
 from ._core import TRANSIENT, Call, delay_ms, epoch_ms, retry_delays
 from .client import AsyncClient, Client
-from .errors import JobTimeout, KillJob, LeaseLost, RetryJob, ZizqError
-from .job import Job
+from .errors import JobTimeout, KillJob, LeaseLost, RetryJob, ValidationError, ZizqError
+from .job import Job, validate_name
 from .router import Router
 
 log = logging.getLogger("zizq.worker")
@@ -110,18 +110,18 @@ class Worker:
         purge_interval: float = 30.0,
     ) -> None:
         if concurrency < 1:
-            raise ZizqError(f"concurrency {concurrency!r} must be at least 1")
+            raise ValidationError(f"concurrency {concurrency!r} must be at least 1")
         prefetch = concurrency if prefetch is None else prefetch
         if prefetch < concurrency:
-            raise ZizqError(f"prefetch {prefetch!r} must be at least concurrency ({concurrency})")
+            raise ValidationError(f"prefetch {prefetch!r} must be at least concurrency ({concurrency})")
         if not 0 < heartbeat_interval < lease:
-            raise ZizqError(f"lease {lease!r}s must be longer than heartbeat_interval {heartbeat_interval!r}s")
+            raise ValidationError(f"lease {lease!r}s must be longer than heartbeat_interval {heartbeat_interval!r}s")
         if client.url is None:
             raise ZizqError("give the worker a client made with from_url(), so it can open its own connections")
         self._url = client.url
         self.namespace = client.namespace
         self.router = router
-        self.queues = list(queues) if queues else []
+        self.queues = [validate_name("queue", q) for q in queues] if queues else []
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.shutdown_timeout = shutdown_timeout
