@@ -20,7 +20,7 @@ import redis
 import zizq
 from zizq.errors import JobTimeout, LeaseLost, RedisUnavailable
 
-from .conftest import free_port, take, wait_for
+from .conftest import RedisServer, free_port, take, wait_for
 from .jobs_app import Report
 
 Start = Callable[..., zizq.Worker]
@@ -617,3 +617,35 @@ async def test_failure_with_a_surrogate_in_its_message_is_recorded(client: zizq.
     await wait_for(lambda: client.get_job(job.id).status == "scheduled", timeout=3)
     [error] = client.job_errors(job.id)
     assert error.error_type == "ValueError" and error.message.startswith("cannot open /tmp/")
+
+
+def test_producer_rides_out_a_failover(redis_factory: Callable[..., RedisServer]) -> None:
+    """Writes to a read-only replica fail with READONLY; the client retries
+    them until the replica is promoted (as in a failover), then succeeds."""
+    primary = redis_factory()
+    replica = redis_factory("--replicaof", "127.0.0.1", str(primary.port))
+    replica_conn = redis.Redis(port=replica.port)
+    client = zizq.Client.from_url(replica.url, "failover", retry_for=10)
+    promote = threading.Timer(1.0, replica_conn.execute_command, ("REPLICAOF", "NO", "ONE"))
+    promote.start()
+    try:
+        t0 = time.monotonic()
+        job = client.enqueue(Report(1))
+        assert time.monotonic() - t0 >= 0.9  # it waited for the promotion
+        assert client.get_job(job.id).status == "ready"
+    finally:
+        promote.cancel()
+        client.close()
+        replica_conn.close()
+
+
+async def test_worker_warns_when_redis_may_evict_jobs(
+    redis_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_factory("--maxmemory-policy", "allkeys-lru")
+    worker = zizq.Worker(zizq.Client.from_url(server.url, "evict"), zizq.Router())
+    task = asyncio.create_task(worker.run_async())
+    await wait_for(lambda: "maxmemory-policy is 'allkeys-lru'" in caplog.text)
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    assert "noeviction" in caplog.text
