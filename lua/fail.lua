@@ -41,7 +41,7 @@ if ARGV[6] ~= '' then retry_at = tonumber(ARGV[6])
 elseif ARGV[7] ~= '' then retry_at = now + tonumber(ARGV[7]) end
 record_failure(P, id, job, now, {
   message = ARGV[3], error_type = ARGV[4], backtrace = ARGV[5],
-  retry_at = retry_at, kill = ARGV[8] == '1', u = tonumber(ARGV[9]) or 0,
+  retry_at = retry_at, kill = ARGV[8] == '1', u = unit_sample(ARGV[9]),
 })
 
 local fields = {}

@@ -33,6 +33,9 @@ local worker, mode, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local workers = P .. 'workers'
 local state = 'ok'
+if not natural(ARGV[3]) or not natural(ARGV[4]) then
+  return fail_with('INVALID', 'lease ' .. ARGV[3] .. ' and count ' .. ARGV[4] .. ' must be non-negative integers')
+end
 local recovered, failed = 0, 0
 
 local function hand_back(wid, poison)
@@ -50,7 +53,7 @@ local function hand_back(wid, poison)
       if rv > config(P, 'max_recoveries') then
         record_failure(P, id, job, now, {
           message = 'the worker running this job was lost ' .. rv .. ' times (worker ' .. wid .. ')',
-          error_type = 'zizq.WorkerLost', backtrace = '', kill = false, u = tonumber(ARGV[5]) or 0,
+          error_type = 'zizq.WorkerLost', backtrace = '', kill = false, u = unit_sample(ARGV[5]),
         })
         poisoned = poisoned + 1
       else

@@ -25,6 +25,9 @@ Returns {now, next_due, more, id1, fields1, id2, fields2, ...}
 
 local P = KEYS[1]
 local worker = ARGV[1]
+if not natural(ARGV[2]) then
+  return fail_with('INVALID', 'the count ' .. ARGV[2] .. ' is not a non-negative integer')
+end
 local want = tonumber(ARGV[2])
 local now = now_ms()
 if not redis.call('ZSCORE', P .. 'workers', worker) then

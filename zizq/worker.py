@@ -265,6 +265,9 @@ class Worker:
         with self._id_lock:
             if self.id != lost_id:
                 return
+            # A beat under the lost id hands back whatever Redis still holds
+            # for it (when its lease entry vanished without a recovery).
+            client.run(self._core.heartbeat(lost_id, "beat", self._lease_ms))
             new_id = new_worker_id()
             client.run(self._core.heartbeat(new_id, "join", self._lease_ms))
             self.id = new_id
@@ -306,15 +309,17 @@ class Worker:
             for job_id, problem in result.broken:
                 # A job this client cannot read (written by hand, or by
                 # another language's client): fail it rather than stop.
-                await self._call(
-                    self._core.fail(
-                        owner,
-                        job_id,
-                        message=f"the job's stored fields cannot be read: {problem}",
-                        error_type="zizq.PayloadDecodeError",
-                        jitter=random.random(),
-                    )
+                failure = self._core.fail(
+                    owner,
+                    job_id,
+                    message=f"the job's stored fields cannot be read: {problem}",
+                    error_type="zizq.PayloadDecodeError",
+                    jitter=random.random(),
                 )
+                try:
+                    await self._call(failure)
+                except Exception:  # recorded in Redis; only its reply could not be read
+                    log.exception("job %s cannot be read", job_id)
             self.stats.taken += len(result.jobs)
             if len(result.jobs) == room or result.more:
                 continue

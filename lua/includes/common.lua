@@ -29,10 +29,18 @@ local function natural(v)
   return type(v) == 'string' and string.find(v, '^%d+$') ~= nil and #v <= 15
 end
 
--- A backoff exponent: a number in 0..16.
+-- A backoff exponent: a decimal number in 0..16 ("4", "4.5", "1e-05").
 local function exponent_ok(v)
+  if not (string.find(v, '^%d+%.?%d*$') or string.find(v, '^%d+%.?%d*e[-+]?%d+$')) then return false end
   local e = tonumber(v)
   return e ~= nil and e >= 0 and e <= 16
+end
+
+-- A jitter sample in [0, 1); anything else counts as 0.
+local function unit_sample(v)
+  local u = tonumber(v)
+  if not u or u ~= u or u < 0 or u >= 1 then return 0 end
+  return u
 end
 
 -- "base_ms exponent jitter_ms".
