@@ -60,8 +60,20 @@ def start_worker(url: str, namespace: str, recorder_url: str, *options: str) -> 
     """A `zizq worker` process for this module's router; options are CLI flags
     (e.g. "-c", "50", "--lease", "1")."""
     return subprocess.Popen(
-        [sys.executable, "-m", "zizq", "worker", "tests.fault_harness:router", "--url", url,
-         "--namespace", namespace, "--log-level", "WARNING", *options],
+        [
+            sys.executable,
+            "-m",
+            "zizq",
+            "worker",
+            "tests.fault_harness:router",
+            "--url",
+            url,
+            "--namespace",
+            namespace,
+            "--log-level",
+            "WARNING",
+            *options,
+        ],
         cwd=ROOT,
         env={**os.environ, "ZIZQ_FAULT_RECORDER": recorder_url},
     )

@@ -37,8 +37,6 @@ def _as_items(jobs: Items) -> list[Enqueue]:
     return [j if isinstance(j, Enqueue) else Enqueue(j) for j in jobs]
 
 
-
-
 def _connection_options(options: dict[str, Any]) -> dict[str, Any]:
     # Every blocking call gets a client-side deadline. zizq retries by itself
     # (see run), knowing which calls are safe to repeat, so redis-py does not.
