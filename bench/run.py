@@ -564,7 +564,105 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Parent side: orchestration, medians, the table.
+# The peers: their own virtual environment, one adapter each (bench/peers/).
+
+BENCH = HERE.parent
+PEERS_VENV = BENCH / ".venv-peers"
+PEERS_REQUIREMENTS = BENCH / "requirements-peers.txt"
+PEERS_REQUIREMENTS_NODEPS = BENCH / "requirements-peers-nodeps.txt"
+PEER_LIBS = ("arq", "saq", "rq", "rq-fork", "dramatiq", "celery", "huey", "taskiq", "bullmq")
+LIBS = ("zizq", *PEER_LIBS)
+# rq-fork enqueues exactly as rq does (same Queue API), so those cells are
+# measured once, in the rq row.
+SAME_AS = {("rq-fork", "enqueue_single"): "rq", ("rq-fork", "enqueue_bulk"): "rq", ("rq-fork", "memory"): "rq"}
+PEER_WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory")
+RQ_FORK_PROCESS_DIVISOR = 10  # a fork per job: ~75 jobs/s here; 10,000 jobs would take over 2 min a run
+
+
+def _requirements_stamp() -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in (PEERS_REQUIREMENTS, PEERS_REQUIREMENTS_NODEPS):
+        h.update(path.read_bytes())
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def ensure_peers_venv() -> Path:
+    """bench/.venv-peers with the pinned peers, made once (and again when the
+    requirement files change). Never the project's .venv: the peers' own
+    dependencies (arq pins redis<6, Celery pulls kombu, ...) stay out of it."""
+    py = PEERS_VENV / "bin" / "python"
+    stamp = PEERS_VENV / ".bench-requirements"
+    want = _requirements_stamp()
+    if py.exists() and stamp.exists() and stamp.read_text() == want:
+        return py
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    print(f"setting up {PEERS_VENV} (the peers' own virtual environment) ...", file=sys.stderr, flush=True)
+    if PEERS_VENV.exists():
+        shutil.rmtree(PEERS_VENV)
+    subprocess.run([base, "-m", "venv", str(PEERS_VENV)], check=True)
+    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-r", str(PEERS_REQUIREMENTS)], check=True)
+    # arq 0.28.0 declares redis<6, which no other peer can share (bullmq 3.4
+    # wants >=6.2, taskiq-redis 1.2 >=8); it runs on the redis-py 8.1 above.
+    subprocess.run([*pip, "--no-deps", "-r", str(PEERS_REQUIREMENTS_NODEPS)], check=True)
+    stamp.write_text(want)
+    return py
+
+
+def _peer_args(py: Path, lib: str, workload: str, url: str, jobs: int, *extra: str) -> list[str]:
+    return [str(py), "-m", "peers.driver", "--lib", lib, "--workload", workload, "--url", url, "--jobs", str(jobs),
+            *extra]
+
+
+def _peer_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("PYTHONPATH", "ZIZQ_NO_EXTENSIONS", "VIRTUAL_ENV"):
+        env.pop(var, None)
+    return env
+
+
+def peer_info(py: Path, lib: str) -> dict[str, Any]:
+    """Import the adapter (and so the library) once: version, batch API,
+    worker set-up. Raises if it cannot be imported."""
+    proc = subprocess.run(
+        _peer_args(py, lib, "info", "redis://127.0.0.1:1/0", 0, "--versions"),
+        cwd=BENCH, env=_peer_env(), capture_output=True, text=True, timeout=120,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
+    info: dict[str, Any] = json.loads(lines[-1][len(RESULT_MARK) :])
+    return info
+
+
+class ChildFailed(Exception):
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def _communicate(proc: subprocess.Popen[Any], what: str) -> tuple[str, str]:
+    try:
+        out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop_group(proc)
+        raise ChildFailed(f"{what}: no result in {CHILD_TIMEOUT_S:.0f} s (stopped)", timed_out=True) from None
+    except BaseException:  # Ctrl-C: stop the child and its children
+        _stop_group(proc)
+        raise
+    return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _last_error(err: str) -> str:
+    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no error output"
+
+
+# ---------------------------------------------------------------------------
+# Parent side: orchestration, medians, the tables.
 
 def run_child(
     server: RedisServer, workload: str, mode: str | None, jobs: int, cpus: set[int] | None
@@ -576,25 +674,35 @@ def run_child(
     server.conn.flushall()
     args = [sys.executable, str(HERE), "--child", workload, "--url", server.url, "--jobs", str(jobs)]
     proc = _popen(args, cpus=cpus, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
-    except BaseException:  # a timeout or Ctrl-C: stop the child and its children
-        _stop_group(proc)
-        raise
-    lines = [ln for ln in out.decode().splitlines() if ln.startswith(RESULT_MARK)]
+    out, err = _communicate(proc, f"zizq {workload} ({mode or 'no zizq'})")
+    lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_MARK)]
     if proc.returncode != 0 or not lines:
-        sys.stderr.write(err.decode())
-        raise RuntimeError(f"{workload} ({mode or 'no zizq'}) failed with exit code {proc.returncode}")
+        sys.stderr.write(err)
+        raise ChildFailed(f"exit code {proc.returncode}: {_last_error(err)}")
     result: dict[str, Any] = json.loads(lines[-1][len(RESULT_MARK) :])
     if mode is not None and result["extension"] != (mode == "ext"):
-        raise RuntimeError(
+        raise ChildFailed(
             f"{workload}: asked for the {mode} path but zizq loaded "
             f"{'the extension' if result['extension'] else 'the pure-Python twin'}"
         )
     return result
 
 
-# Table rows: label, workload, metric, unit, format. Ratio is always ext/pure.
+def run_peer_child(
+    server: RedisServer, py: Path, lib: str, workload: str, jobs: int, cpus: set[int] | None
+) -> dict[str, Any]:
+    server.conn.flushall()
+    proc = _popen(_peer_args(py, lib, workload, server.url, jobs), cpus=cpus, cwd=BENCH, env=_peer_env(),
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = _communicate(proc, f"{lib} {workload}")
+    lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_MARK)]
+    if proc.returncode != 0 or not lines:
+        raise ChildFailed(f"exit code {proc.returncode}: {_last_error(err)}")
+    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_MARK) :])
+    return result
+
+
+# zizq-only table rows: label, workload, metric, unit, format. Ratio is ext/pure.
 ROWS: list[tuple[str, str, str, str, str]] = [
     ("enqueue_single", "enqueue_single", "jobs_per_s", "jobs/s", "{:,.0f}"),
     ("enqueue_bulk (1,000/call)", "enqueue_bulk", "jobs_per_s", "jobs/s", "{:,.0f}"),
@@ -612,6 +720,18 @@ ROWS: list[tuple[str, str, str, str, str]] = [
 ]
 MODELESS = {"limits"}  # plain redis-py: no zizq code, so no ext/pure split
 
+# Comparison table columns: header, unit, workload, metric, format, higher is better.
+COLUMNS: list[tuple[str, str, str, str, str, bool]] = [
+    ("enqueue_single", "jobs/s", "enqueue_single", "jobs_per_s", "{:,.0f}", True),
+    ("enqueue_bulk", "jobs/s", "enqueue_bulk", "jobs_per_s", "{:,.0f}", True),
+    ("process c=10", "jobs/s", "process", "jobs_per_s", "{:,.0f}", True),
+    ("latency p50", "ms", "latency", "p50_ms", "{:,.2f}", False),
+    ("latency p99", "ms", "latency", "p99_ms", "{:,.2f}", False),
+    ("memory", "bytes/job", "memory", "bytes_per_job", "{:,.0f}", False),
+]
+
+Key = tuple[str, str | None, str]  # (library, zizq hot path or None, workload)
+
 
 def _summary(workload: str, result: dict[str, Any]) -> str:
     parts = [
@@ -619,11 +739,13 @@ def _summary(workload: str, result: dict[str, Any]) -> str:
         for _, w, metric, unit, fmt in ROWS
         if w == workload and metric in result
     ]
-    if workload == "process":
+    if workload == "process" and "jobs_per_take" in result:
         parts.append(f"{result['jobs_per_take']:.1f} jobs/take, {result['jobs_per_ack']:.1f} jobs/ack")
     text = ", ".join(parts)
     if workload != "micro":
         text += f" (PING {result['rtt_us']:.0f} µs)"
+    for warning in result.get("warnings") or ():
+        text += f" [warning: {warning}]"
     return text
 
 
@@ -657,73 +779,178 @@ def machine() -> list[tuple[str, str]]:
         ("python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("redis-server", redis_version),
         ("kernel", f"{platform.system()} {platform.release()} {platform.machine()}"),
-        ("libraries", f"redis-py {ver('redis')}, hiredis {ver('hiredis')}, orjson {ver('orjson')}"),
+        ("libraries", f"redis-py {ver('redis')}, hiredis {ver('hiredis')}, orjson {ver('orjson')} (zizq's .venv)"),
     ]
 
 
-def table(results: dict[tuple[str, str | None], list[dict[str, Any]]], workloads: list[str]) -> list[str]:
-    rows = [("workload", "extension", "pure", "ext/pure", "unit")]
+def _median(results: dict[Key, list[dict[str, Any]]], key: Key, metric: str) -> float | None:
+    rs = results.get(key)
+    return statistics.median(r[metric] for r in rs) if rs else None
+
+
+def _render(rows: list[tuple[str, ...]], right_from: int = 1, header_rows: int = 1) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for i, r in enumerate(rows):
+        cells = [f"{c:<{widths[j]}}" if j < right_from else f"{c:>{widths[j]}}" for j, c in enumerate(r)]
+        lines.append("  ".join(cells).rstrip())
+        if i == header_rows - 1:
+            lines.append("-" * max(len(line) for line in lines))
+    return lines
+
+
+def zizq_table(
+    results: dict[Key, list[dict[str, Any]]], failed: dict[Key, list[str]], workloads: list[str]
+) -> list[str]:
+    def cell(key: Key, metric: str, fmt: str) -> tuple[float | None, str]:
+        value = _median(results, key, metric)
+        text = fmt.format(value) if value is not None else "FAILED"
+        if key in failed and value is not None:
+            text += f" ({len(failed[key])} FAILED)"
+        return value, text
+
+    rows: list[tuple[str, ...]] = [("workload", "extension", "pure", "ext/pure", "unit")]
     for label, workload, metric, unit, fmt in ROWS:
         if workload not in workloads:
             continue
         if workload in MODELESS:
-            value = fmt.format(statistics.median(r[metric] for r in results[(workload, None)]))
-            rows.append((label, value, value, "-", unit))
+            _, text = cell(("zizq", None, workload), metric, fmt)
+            rows.append((label, text, text, "-", unit))
             continue
-        ext = statistics.median(r[metric] for r in results[(workload, "ext")])
-        pure = statistics.median(r[metric] for r in results[(workload, "pure")])
-        ratio = f"{ext / pure:.2f}" if pure else "-"
-        rows.append((label, fmt.format(ext), fmt.format(pure), ratio, unit))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = []
-    for i, r in enumerate(rows):
-        lines.append(
-            f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip()
-        )
-        if i == 0:
-            lines.append("-" * len(lines[0]))
-    return lines
+        ext, ext_text = cell(("zizq", "ext", workload), metric, fmt)
+        pure, pure_text = cell(("zizq", "pure", workload), metric, fmt)
+        ratio = f"{ext / pure:.2f}" if ext is not None and pure else "-"
+        rows.append((label, ext_text, pure_text, ratio, unit))
+    return _render(rows)
 
 
-def notes(results: dict[tuple[str, str | None], list[dict[str, Any]]], workloads: list[str]) -> list[str]:
-    out = []
-    if "process" in workloads:
-        for mode in MODES:
-            rs = results[("process", mode)]
-            out.append(
-                f"process ({mode}): {statistics.median(r['jobs_per_take'] for r in rs):.1f} jobs per take call, "
-                f"{statistics.median(r['jobs_per_ack'] for r in rs):.1f} jobs per ack call, "
-                f"{statistics.median(r['evalsha_calls'] for r in rs):,.0f} EVALSHA and "
-                f"{statistics.median(r['blpop_calls'] for r in rs):,.0f} BLPOP calls in all (medians)"
-            )
+def _lib_label(lib: str, mode: str | None) -> str:
+    if lib == "zizq":
+        return {"ext": "zizq (Cython)", "pure": "zizq (pure)"}[mode or "ext"]
+    return {"rq": "rq SimpleWorker", "rq-fork": "rq Worker (fork)"}.get(lib, lib)
+
+
+def compare_rows(
+    libs: list[str], workloads: list[str], results: dict[Key, list[dict[str, Any]]],
+    failed: dict[Key, list[str]], info: dict[str, dict[str, Any]], process_jobs: dict[str, int], jobs: int,
+) -> list[tuple[str, ...]]:
+    cols = [c for c in COLUMNS if c[2] in workloads]
+    rows: list[tuple[str, ...]] = [("library", "version", *(c[0] for c in cols)), ("", "", *(c[1] for c in cols))]
+    entries: list[tuple[str, str | None]] = []
+    for lib in libs:
+        entries.extend([("zizq", "ext"), ("zizq", "pure")] if lib == "zizq" else [(lib, None)])
+    for lib, mode in entries:
+        version = info.get(lib, {}).get("version", "?")
+        cells = []
+        for _, _, workload, metric, fmt, _ in cols:
+            key: Key = (lib, mode, workload)
+            if (lib, workload) in SAME_AS:
+                cells.append(f"= {SAME_AS[(lib, workload)]}")
+            elif workload == "enqueue_bulk" and lib != "zizq" and not info.get(lib, {}).get("bulk"):
+                cells.append("none")
+            else:
+                value = _median(results, key, metric)
+                text = fmt.format(value) if value is not None else "-"
+                cut = workload == "process" and process_jobs.get(lib, jobs) != jobs
+                if cut and value is not None:
+                    text += f" ({process_jobs[lib]:,} jobs)"
+                if key in failed:  # a run failed a check: the cell says so, with the passing runs' median
+                    runs = len(failed[key]) + len(results.get(key, ()))
+                    text = "FAILED" if value is None else f"{text} ({len(failed[key])}/{runs} FAILED)"
+                cells.append(text)
+        rows.append((_lib_label(lib, mode), version, *cells))
+    if "limits" in workloads and {"enqueue_single", "enqueue_bulk"} & {c[2] for c in cols}:
+        single = _median(results, ("zizq", None, "limits"), "single_jobs_per_s")
+        batch = _median(results, ("zizq", None, "limits"), "batch_jobs_per_s")
+        cells = []
+        for _, _, workload, _, fmt, _ in cols:
+            value = single if workload == "enqueue_single" else batch if workload == "enqueue_bulk" else None
+            cells.append(fmt.format(value) if value is not None else "")
+        rows.append(("limit: redis-py", "EVALSHA", *cells))
+    return rows
+
+
+def ratio_lines(
+    libs: list[str], workloads: list[str], results: dict[Key, list[dict[str, Any]]], failed: dict[Key, list[str]]
+) -> list[str]:
+    """zizq (Cython) against the best peer of this same run, column by column
+    (a peer whose cell had a failed run still counts, marked with *)."""
+    peers = [lib for lib in libs if lib != "zizq"]
+    if "zizq" not in libs or not peers:
+        return []
+    rows: list[tuple[str, ...]] = [("workload", "zizq (Cython)", "best peer", "", "zizq vs best peer")]
+    for header, unit, workload, metric, fmt, higher in COLUMNS:
+        if workload not in workloads:
+            continue
+        mine = _median(results, ("zizq", "ext", workload), metric)
+        scored = [(v, lib) for lib in peers if (v := _median(results, (lib, None, workload), metric)) is not None]
+        if mine is None or not scored:
+            continue
+        best, who = max(scored) if higher else min(scored)
+        factor = mine / best if higher else best / mine
+        mark = "*" if (who, None, workload) in failed else ""
+        rows.append((f"{header} ({unit})", fmt.format(mine), fmt.format(best), _lib_label(who, None) + mark,
+                     f"{factor:.2f}x {'faster' if higher else 'lower'}" if factor >= 1
+                     else f"{1 / factor:.2f}x {'slower' if higher else 'higher'}"))
     if "limits" in workloads:
-        limits = results[("limits", None)]
-        for workload, metric, how in (
-            ("enqueue_single", "single_jobs_per_s", "one EVALSHA per job"),
-            ("enqueue_bulk", "batch_jobs_per_s", f"one EVALSHA per {CHUNK:,} jobs"),
-        ):
-            if workload in workloads:
-                floor = statistics.median(r[metric] for r in limits)
-                got = [statistics.median(r["jobs_per_s"] for r in results[(workload, m)]) for m in MODES]
+        for workload, metric in (("enqueue_single", "single_jobs_per_s"), ("enqueue_bulk", "batch_jobs_per_s")):
+            mine = _median(results, ("zizq", "ext", workload), metric="jobs_per_s")
+            floor = _median(results, ("zizq", None, "limits"), metric)
+            if mine is not None and floor:
+                rows.append((f"{workload} vs redis-py limit", f"{mine:,.0f}", f"{floor:,.0f}", "EVALSHA",
+                             f"{mine / floor:.2f}x of the limit"))
+    return _render(rows, right_from=1) if len(rows) > 1 else []
+
+
+def notes(
+    results: dict[Key, list[dict[str, Any]]], failed: dict[Key, list[str]], workloads: list[str], libs: list[str],
+    info: dict[str, dict[str, Any]], process_jobs: dict[str, int], jobs: int, runs: int,
+) -> list[str]:
+    out = []
+    if "zizq" in libs and "process" in workloads:
+        for mode in MODES:
+            rs = results.get(("zizq", mode, "process"))
+            if rs:
                 out.append(
-                    f"{workload} reaches {got[0] / floor:.0%} (ext) / {got[1] / floor:.0%} (pure) "
-                    f"of plain redis-py with {how}"
+                    f"zizq process ({mode}): {statistics.median(r['jobs_per_take'] for r in rs):.1f} jobs per take "
+                    f"call, {statistics.median(r['jobs_per_ack'] for r in rs):.1f} jobs per ack call, "
+                    f"{statistics.median(r['evalsha_calls'] for r in rs):,.0f} EVALSHA and "
+                    f"{statistics.median(r['blpop_calls'] for r in rs):,.0f} BLPOP calls in all (medians)"
                 )
     if "latency" in workloads:
-        for mode in MODES:
-            rs = results[("latency", mode)]
-            out.append(
-                f"latency ({mode}): min {statistics.median(r['min_ms'] for r in rs):.2f} ms, "
-                f"max {statistics.median(r['max_ms'] for r in rs):.2f} ms (medians over runs)"
-            )
+        for lib in libs:
+            for mode in ("ext", "pure") if lib == "zizq" else (None,):
+                rs = results.get((lib, mode, "latency"))
+                if rs:
+                    out.append(
+                        f"latency {_lib_label(lib, mode)}: min {statistics.median(r['min_ms'] for r in rs):.2f} ms, "
+                        f"max {statistics.median(r['max_ms'] for r in rs):.2f} ms (medians over runs)"
+                    )
+    for lib in libs:
+        if lib != "zizq" and lib in info:
+            bulk = info[lib].get("bulk") or "none"
+            out.append(f"{_lib_label(lib, None)}: worker = {info[lib]['worker']}; batch API = {bulk}")
+        if lib != "zizq" and process_jobs.get(lib, jobs) != jobs and "process" in workloads:
+            out.append(f"{_lib_label(lib, None)}: process ran {process_jobs[lib]:,} jobs, not {jobs:,} "
+                       "(a fork per job; the full count would not fit the time budget)")
+    for key, rs in sorted(results.items(), key=lambda kv: str(kv[0])):
+        for r in rs:
+            for warning in r.get("warnings") or ():
+                out.append(f"warning, {_lib_label(key[0], key[1])} {key[2]}: {warning}")
+    for (lib, mode, workload), whys in sorted(failed.items(), key=lambda kv: str(kv[0])):
+        passed = len(results.get((lib, mode, workload), ()))
+        for why in sorted(set(whys)):
+            out.append(f"FAILED {_lib_label(lib, mode)} {workload} ({whys.count(why)} of {len(whys) + passed} runs): "
+                       f"{why}")
     return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=None, help="runs per workload and hot path; the median is reported (3)")
+    p.add_argument("--runs", type=int, default=None, help="runs per cell; the median is reported (3)")
     p.add_argument("--jobs", type=int, default=None, help="jobs per workload (10000); latency always uses 200")
     p.add_argument("--only", default=None, help="comma-separated workloads: " + ",".join(WORKLOADS))
+    p.add_argument("--libs", default=None, help="comma-separated libraries (all): " + ",".join(LIBS))
     p.add_argument("--quick", action="store_true", help="smoke run: 1 run, 2,000 jobs")
     p.add_argument(
         "--pin", action="store_true",
@@ -745,11 +972,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if unknown:
             p.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
         args.workloads = [w for w in WORKLOADS if w in wanted]
+    args.libs_wanted = []
+    if args.libs:
+        args.libs_wanted = [x.strip() for x in args.libs.split(",") if x.strip()]
+        unknown = sorted(set(args.libs_wanted) - set(LIBS))
+        if unknown:
+            p.error(f"unknown librar(y/ies) {', '.join(unknown)}; choose from {', '.join(LIBS)}")
     return args
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def build_plan(
+    args: argparse.Namespace, libs: list[str], info: dict[str, dict[str, Any]]
+) -> list[tuple[int, str, str, str | None]]:
+    """(run, workload, library, zizq hot path) in the order they run: run by
+    run, so drift on the machine spreads over every library; within a run
+    and workload the library order alternates (and zizq's ext/pure order
+    too), so no one always goes first."""
+    plan = []
+    for run in range(args.runs):
+        for workload in args.workloads:
+            cells: list[tuple[str, str | None]] = []
+            for lib in libs:
+                if lib == "zizq":
+                    if workload in MODELESS:
+                        cells.append(("zizq", None))
+                    else:
+                        cells.extend(("zizq", m) for m in (MODES if run % 2 == 0 else MODES[::-1]))
+                elif workload in PEER_WORKLOADS and (lib, workload) not in SAME_AS:
+                    if workload == "enqueue_bulk" and not info.get(lib, {}).get("bulk"):
+                        continue  # no batch API: the table says "none"
+                    cells.append((lib, None))
+            if run % 2:
+                cells.reverse()
+            plan.extend((run, workload, lib, mode) for lib, mode in cells)
+    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -760,25 +1020,56 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _raise_interrupt)
     started = time.monotonic()
     when = dt.datetime.now(dt.UTC)
+    libs = list(LIBS)
+    if args.libs_wanted:
+        libs = [lib for lib in LIBS if lib in args.libs_wanted]
+    failed: dict[Key, list[str]] = {}
+    info: dict[str, dict[str, Any]] = {}
+    py: Path | None = None
+    if any(lib != "zizq" for lib in libs):
+        py = ensure_peers_venv()
+        for lib in [lib for lib in libs if lib != "zizq"]:
+            try:
+                info[lib] = peer_info(py, lib)
+            except (RuntimeError, subprocess.SubprocessError) as exc:
+                print(f"{lib}: cannot be imported in {PEERS_VENV}: {exc}", file=sys.stderr, flush=True)
+                for workload in args.workloads:
+                    if workload in PEER_WORKLOADS:
+                        failed[(lib, None, workload)] = [f"cannot be imported: {exc}"]
+    if "zizq" in libs:
+        info["zizq"] = {"version": _zizq_version()}
+    process_jobs = {"rq-fork": max(1, args.jobs // RQ_FORK_PROCESS_DIVISOR)}
     load_before = os.getloadavg()
     redis_cpus, bench_cpus = pinning(args.pin)
     server = RedisServer(redis_cpus)
-    results: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    results: dict[Key, list[dict[str, Any]]] = {}
+    skip = set(failed)  # the libraries that could not even be imported
     try:
-        plan: list[tuple[str, str | None, int]] = []
-        for workload in args.workloads:
-            modes: tuple[str | None, ...] = (None,) if workload in MODELESS else MODES
-            for run in range(args.runs):
-                # ext and pure alternate, in ABBA order, so neither always
-                # goes first and drift on the machine hits both alike.
-                ordered = modes if run % 2 == 0 else modes[::-1]
-                plan.extend((workload, mode, run) for mode in ordered)
-        for i, (workload, mode, run) in enumerate(plan, 1):
+        plan = build_plan(args, libs, info)
+        for i, (run, workload, lib, mode) in enumerate(plan, 1):
+            key: Key = (lib, mode, workload)
+            if key in skip:
+                continue  # timed out or cannot run: do not spend the time again
             jobs = LATENCY_JOBS if workload == "latency" else args.jobs
-            result = run_child(server, workload, mode, jobs, bench_cpus)
-            results.setdefault((workload, mode), []).append(result)
+            if workload == "process":
+                jobs = process_jobs.get(lib, jobs)
+            try:
+                if lib == "zizq":
+                    result = run_child(server, workload, mode, jobs, bench_cpus)
+                else:
+                    assert py is not None
+                    result = run_peer_child(server, py, lib, workload, jobs, bench_cpus)
+            except ChildFailed as exc:
+                failed.setdefault(key, []).append(str(exc))
+                if exc.timed_out:
+                    skip.add(key)
+                print(f"[{i:>3}/{len(plan)}] {workload:<14} {_lib_label(lib, mode):<17} run {run + 1}: FAILED {exc}",
+                      file=sys.stderr, flush=True)
+                continue
+            results.setdefault(key, []).append(result)
             print(
-                f"[{i:>2}/{len(plan)}] {workload:<14} {mode or '-':<4} run {run + 1}: {_summary(workload, result)}",
+                f"[{i:>3}/{len(plan)}] {workload:<14} {_lib_label(lib, mode):<17} run {run + 1}: "
+                f"{_summary(workload, result)}",
                 file=sys.stderr, flush=True,
             )
     except KeyboardInterrupt:
@@ -789,26 +1080,72 @@ def main(argv: list[str] | None = None) -> int:
 
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()
+    peer_versions = "; ".join(
+        f"{lib} {info[lib]['version']}" for lib in libs if lib != "zizq" and lib in info and lib != "rq-fork"
+    )
+    peer_env = next((i for lib, i in info.items() if lib != "zizq"), None)
     out = [
-        f"zizq benchmark, {when:%Y-%m-%d %H:%M} UTC: {args.runs} run(s) per cell, median shown; "
+        f"zizq and its peers, {when:%Y-%m-%d %H:%M} UTC: {args.runs} run(s) per cell, median shown; "
         f"{args.jobs:,} jobs per workload ({LATENCY_JOBS} for latency)",
         "",
         *(f"{k:<13} {v}" for k, v in machine()),
-        f"{'zizq':<13} " + "; ".join(sorted({r["zizq"] for rs in results.values() for r in rs})),
+        f"{'zizq':<13} " + "; ".join(sorted({r["zizq"] for (lib, _, _), rs in results.items() if lib == "zizq"
+                                              for r in rs})),
+        *([f"{'peers':<13} {peer_versions}",
+           f"{'peers env':<13} {PEERS_VENV.relative_to(BENCH.parent)}: CPython {peer_env['python']}, "
+           f"redis-py {peer_env['redis']}, hiredis {peer_env['hiredis']}"] if peer_env else []),
         f"{'pinning':<13} "
         + (f"redis-server on CPU {sorted(redis_cpus)}, benchmark on CPUs {sorted(bench_cpus or ())}"
            if redis_cpus else "none (the OS scheduler places every process)"),
         f"{'load average':<13} {load_before[0]:.2f} at start, {load_after[0]:.2f} at end "
         "(1 min; anything else running skews the numbers)",
         "",
-        *table(results, args.workloads),
+    ]
+    compared = [w for w in args.workloads if w in PEER_WORKLOADS or w == "limits"]
+    if any(w in PEER_WORKLOADS for w in compared):
+        out += [
+            *_render(compare_rows(libs, compared, results, failed, info, process_jobs, args.jobs), right_from=2,
+                     header_rows=2),
+            "",
+            "none = no batch enqueue API; '= rq' = the same enqueue code as the rq row; "
+            "process = one worker process at concurrency 10 (see the notes for each library's set-up);",
+            "(k/n FAILED) = k of n runs failed a check (reason in the notes), the value is the median of the others.",
+            "",
+            *ratio_lines(libs, compared, results, failed),
+            "",
+        ]
+    if "zizq" in libs:
+        out += [
+            "zizq alone: Cython extension against the pure-Python twin",
+            "",
+            *zizq_table(results, failed, args.workloads),
+            "",
+            "ratio = extension / pure: above 1 is better for jobs/s, below 1 is better for ms, µs and bytes.",
+        ]
+        if "limits" in args.workloads:
+            for workload, metric, how in (
+                ("enqueue_single", "single_jobs_per_s", "one EVALSHA per job"),
+                ("enqueue_bulk", "batch_jobs_per_s", f"one EVALSHA per {CHUNK:,} jobs"),
+            ):
+                floor = _median(results, ("zizq", None, "limits"), metric)
+                got = [_median(results, ("zizq", m, workload), "jobs_per_s") for m in MODES]
+                if floor and None not in got and workload in args.workloads:
+                    out.append(f"{workload} reaches {got[0] / floor:.0%} (ext) / {got[1] / floor:.0%} (pure) "  # type: ignore[operator]
+                               f"of plain redis-py with {how}")
+    out += [
         "",
-        "ratio = extension / pure: above 1 is better for jobs/s, below 1 is better for ms, µs and bytes.",
-        *notes(results, args.workloads),
+        *notes(results, failed, args.workloads, libs, info, process_jobs, args.jobs, args.runs),
         f"total time {elapsed:.0f} s",
     ]
     print("\n".join(out))
-    return 0
+    return 1 if failed else 0
+
+
+def _zizq_version() -> str:
+    try:
+        return metadata.version("zizq")
+    except metadata.PackageNotFoundError:
+        return "?"
 
 
 if __name__ == "__main__":

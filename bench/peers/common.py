@@ -99,6 +99,7 @@ class Tracker:
 
 
 TRACKER = Tracker()
+WARNINGS: list[str] = []  # what went wrong without failing the run; shown under the table
 
 
 def check(cond: bool, what: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from peers.common import CHUNK, TEXT, TRACKER, check, items
+from peers.common import TEXT, TRACKER, WARNINGS, check, items
 
 RESULT_MARK = "ZIZQ-BENCH-RESULT "
 LATENCY_GAP_S = 0.005
@@ -253,6 +253,7 @@ def main() -> int:
         with contextlib.suppress(Exception):
             adapter.close()
     result["rtt_us"] = rtt
+    result["warnings"] = WARNINGS
     result["version"] = version(adapter.DIST)
     print(RESULT_MARK + json.dumps(result), flush=True)
     return 0
