@@ -165,6 +165,26 @@ async def api(request: pytest.FixtureRequest, redis_server: RedisServer, namespa
         await ac.close()
 
 
+Start = Callable[..., zizq.Worker]
+
+
+@pytest.fixture
+async def start(client: zizq.Client) -> AsyncIterator[Start]:
+    """Start workers on ``client`` in the background (``start(router,
+    **options)``); they are stopped after the test."""
+    running: list[tuple[zizq.Worker, asyncio.Task[None]]] = []
+
+    def make(router: zizq.Router, **options: Any) -> zizq.Worker:
+        worker = zizq.Worker(client, router, **options)
+        running.append((worker, asyncio.create_task(worker.run_async())))
+        return worker
+
+    yield make
+    for worker, task in running:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
 async def take(api: Any, count: int = 100, queues: tuple[str, ...] = (), worker: str = "w1") -> list[zizq.Job]:
     """Take jobs as worker ``worker`` would (joining first: a take needs a
     lease), through the Client or AsyncClient ``api``."""

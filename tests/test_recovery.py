@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,10 +20,9 @@ import redis
 import zizq
 from zizq.errors import JobTimeout, LeaseLost, RedisUnavailable
 
-from .conftest import RedisServer, free_port, take, wait_for
+from .conftest import RedisServer, Start, free_port, take, wait_for
 from .jobs_app import Report
 
-Start = Callable[..., zizq.Worker]
 LONG_LEASE_MS = 60_000
 
 
@@ -297,26 +296,6 @@ async def test_recoveries_up_to_the_limit_hand_back(client: zizq.Client, r: redi
 
 
 # -- the Worker --------------------------------------------------------------
-
-
-@pytest.fixture
-async def start(client: zizq.Client) -> AsyncIterator[Start]:
-    """Start workers in the background; they are stopped after the test."""
-    running: list[tuple[zizq.Worker, asyncio.Task[None]]] = []
-
-    def make(router: zizq.Router, **options: Any) -> zizq.Worker:
-        # Worker.stop sometimes waits out a blocking wait for work (up to
-        # max_idle; redis-py does not always abort a cancelled BLPOP), so
-        # keep it short for a quick teardown.
-        options.setdefault("max_idle", 1.0)
-        worker = zizq.Worker(client, router, **options)
-        running.append((worker, asyncio.create_task(worker.run_async())))
-        return worker
-
-    yield make
-    for worker, task in running:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -14,26 +13,8 @@ import redis
 
 import zizq
 
-from .conftest import RedisServer, wait_for
+from .conftest import RedisServer, Start, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
-
-Start = Callable[..., zizq.Worker]
-
-
-@pytest.fixture
-async def start(client: zizq.Client) -> AsyncIterator[Start]:
-    """Start workers in the background; they are stopped after the test."""
-    running: list[tuple[zizq.Worker, asyncio.Task[None]]] = []
-
-    def make(router: zizq.Router, **options: Any) -> zizq.Worker:
-        worker = zizq.Worker(client, router, **options)
-        running.append((worker, asyncio.create_task(worker.run_async())))
-        return worker
-
-    yield make
-    for worker, task in running:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def errors_of(r: redis.Redis, namespace: str, job_id: str) -> list[dict[str, Any]]:
