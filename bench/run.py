@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from peers.common import ping_rtt_us
 
 HERE = Path(__file__).resolve()
 RESULT_MARK = "ZIZQ-BENCH-RESULT "
@@ -121,9 +122,24 @@ class RedisServer:
         self.dir = tempfile.mkdtemp(prefix="zizq-bench-redis-")
         self.port = free_port()
         self.proc = _popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-            cpus=cpus, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            cpus=cpus,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         self.conn = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + 10
@@ -156,6 +172,7 @@ class RedisServer:
 
 # ---------------------------------------------------------------------------
 # Child side: one workload, one hot path, one run. Prints one result line.
+
 
 def _kinds() -> tuple[type, type, type]:
     import zizq
@@ -532,21 +549,6 @@ CHILDREN: dict[str, Callable[[str, int], Any]] = {
 }
 
 
-def ping_rtt_us(url: str, count: int = 500) -> float:
-    """Median PING round trip in µs: how fast this process and Redis happen
-    to talk right now (on small VMs this depends on where the OS scheduler
-    put the two processes, and it moves single-call results a lot)."""
-    r = redis.Redis.from_url(url)
-    r.ping()
-    samples = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        r.ping()
-        samples.append(time.perf_counter() - t0)
-    r.close()
-    return statistics.median(samples) * 1e6
-
-
 def child_main(args: argparse.Namespace) -> int:
     rtt = ping_rtt_us(args.url) if args.child != "latency_producer" else 0.0
     result = CHILDREN[args.child](args.url, args.jobs)
@@ -613,8 +615,20 @@ def ensure_peers_venv() -> Path:
 
 
 def _peer_args(py: Path, lib: str, workload: str, url: str, jobs: int, *extra: str) -> list[str]:
-    return [str(py), "-m", "peers.driver", "--lib", lib, "--workload", workload, "--url", url, "--jobs", str(jobs),
-            *extra]
+    return [
+        str(py),
+        "-m",
+        "peers.driver",
+        "--lib",
+        lib,
+        "--workload",
+        workload,
+        "--url",
+        url,
+        "--jobs",
+        str(jobs),
+        *extra,
+    ]
 
 
 def _peer_env() -> dict[str, str]:
@@ -629,7 +643,11 @@ def peer_info(py: Path, lib: str) -> dict[str, Any]:
     worker set-up. Raises if it cannot be imported."""
     proc = subprocess.run(
         _peer_args(py, lib, "info", "redis://127.0.0.1:1/0", 0, "--versions"),
-        cwd=BENCH, env=_peer_env(), capture_output=True, text=True, timeout=120,
+        cwd=BENCH,
+        env=_peer_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
     if proc.returncode != 0 or not lines:
@@ -664,9 +682,8 @@ def _last_error(err: str) -> str:
 # ---------------------------------------------------------------------------
 # Parent side: orchestration, medians, the tables.
 
-def run_child(
-    server: RedisServer, workload: str, mode: str | None, jobs: int, cpus: set[int] | None
-) -> dict[str, Any]:
+
+def run_child(server: RedisServer, workload: str, mode: str | None, jobs: int, cpus: set[int] | None) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("ZIZQ_NO_EXTENSIONS", None)
     if mode == "pure":
@@ -692,8 +709,14 @@ def run_peer_child(
     server: RedisServer, py: Path, lib: str, workload: str, jobs: int, cpus: set[int] | None
 ) -> dict[str, Any]:
     server.conn.flushall()
-    proc = _popen(_peer_args(py, lib, workload, server.url, jobs), cpus=cpus, cwd=BENCH, env=_peer_env(),
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _popen(
+        _peer_args(py, lib, workload, server.url, jobs),
+        cpus=cpus,
+        cwd=BENCH,
+        env=_peer_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = _communicate(proc, f"{lib} {workload}")
     lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_MARK)]
     if proc.returncode != 0 or not lines:
@@ -831,8 +854,13 @@ def _lib_label(lib: str, mode: str | None) -> str:
 
 
 def compare_rows(
-    libs: list[str], workloads: list[str], results: dict[Key, list[dict[str, Any]]],
-    failed: dict[Key, list[str]], info: dict[str, dict[str, Any]], process_jobs: dict[str, int], jobs: int,
+    libs: list[str],
+    workloads: list[str],
+    results: dict[Key, list[dict[str, Any]]],
+    failed: dict[Key, list[str]],
+    info: dict[str, dict[str, Any]],
+    process_jobs: dict[str, int],
+    jobs: int,
 ) -> list[tuple[str, ...]]:
     cols = [c for c in COLUMNS if c[2] in workloads]
     rows: list[tuple[str, ...]] = [("library", "version", *(c[0] for c in cols)), ("", "", *(c[1] for c in cols))]
@@ -889,22 +917,43 @@ def ratio_lines(
         best, who = max(scored) if higher else min(scored)
         factor = mine / best if higher else best / mine
         mark = "*" if (who, None, workload) in failed else ""
-        rows.append((f"{header} ({unit})", fmt.format(mine), fmt.format(best), _lib_label(who, None) + mark,
-                     f"{factor:.2f}x {'faster' if higher else 'lower'}" if factor >= 1
-                     else f"{1 / factor:.2f}x {'slower' if higher else 'higher'}"))
+        rows.append(
+            (
+                f"{header} ({unit})",
+                fmt.format(mine),
+                fmt.format(best),
+                _lib_label(who, None) + mark,
+                f"{factor:.2f}x {'faster' if higher else 'lower'}"
+                if factor >= 1
+                else f"{1 / factor:.2f}x {'slower' if higher else 'higher'}",
+            )
+        )
     if "limits" in workloads:
         for workload, metric in (("enqueue_single", "single_jobs_per_s"), ("enqueue_bulk", "batch_jobs_per_s")):
             mine = _median(results, ("zizq", "ext", workload), metric="jobs_per_s")
             floor = _median(results, ("zizq", None, "limits"), metric)
             if mine is not None and floor:
-                rows.append((f"{workload} vs redis-py limit", f"{mine:,.0f}", f"{floor:,.0f}", "EVALSHA",
-                             f"{mine / floor:.2f}x of the limit"))
+                rows.append(
+                    (
+                        f"{workload} vs redis-py limit",
+                        f"{mine:,.0f}",
+                        f"{floor:,.0f}",
+                        "EVALSHA",
+                        f"{mine / floor:.2f}x of the limit",
+                    )
+                )
     return _render(rows, right_from=1) if len(rows) > 1 else []
 
 
 def notes(
-    results: dict[Key, list[dict[str, Any]]], failed: dict[Key, list[str]], workloads: list[str], libs: list[str],
-    info: dict[str, dict[str, Any]], process_jobs: dict[str, int], jobs: int, runs: int,
+    results: dict[Key, list[dict[str, Any]]],
+    failed: dict[Key, list[str]],
+    workloads: list[str],
+    libs: list[str],
+    info: dict[str, dict[str, Any]],
+    process_jobs: dict[str, int],
+    jobs: int,
+    runs: int,
 ) -> list[str]:
     out = []
     if "zizq" in libs and "process" in workloads:
@@ -931,8 +980,10 @@ def notes(
             bulk = info[lib].get("bulk") or "none"
             out.append(f"{_lib_label(lib, None)}: worker = {info[lib]['worker']}; batch API = {bulk}")
         if lib != "zizq" and process_jobs.get(lib, jobs) != jobs and "process" in workloads:
-            out.append(f"{_lib_label(lib, None)}: process ran {process_jobs[lib]:,} jobs, not {jobs:,} "
-                       "(a fork per job; the full count would not fit the time budget)")
+            out.append(
+                f"{_lib_label(lib, None)}: process ran {process_jobs[lib]:,} jobs, not {jobs:,} "
+                "(a fork per job; the full count would not fit the time budget)"
+            )
     for key, rs in sorted(results.items(), key=lambda kv: str(kv[0])):
         for r in rs:
             for warning in r.get("warnings") or ():
@@ -940,8 +991,9 @@ def notes(
     for (lib, mode, workload), whys in sorted(failed.items(), key=lambda kv: str(kv[0])):
         passed = len(results.get((lib, mode, workload), ()))
         for why in sorted(set(whys)):
-            out.append(f"FAILED {_lib_label(lib, mode)} {workload} ({whys.count(why)} of {len(whys) + passed} runs): "
-                       f"{why}")
+            out.append(
+                f"FAILED {_lib_label(lib, mode)} {workload} ({whys.count(why)} of {len(whys) + passed} runs): {why}"
+            )
     return out
 
 
@@ -953,7 +1005,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--libs", default=None, help="comma-separated libraries (all): " + ",".join(LIBS))
     p.add_argument("--quick", action="store_true", help="smoke run: 1 run, 2,000 jobs")
     p.add_argument(
-        "--pin", action="store_true",
+        "--pin",
+        action="store_true",
         help="pin redis-server to the first CPU and the benchmark processes to the rest (for machines with 4+ CPUs)",
     )
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -1063,14 +1116,18 @@ def main(argv: list[str] | None = None) -> int:
                 failed.setdefault(key, []).append(str(exc))
                 if exc.timed_out:
                     skip.add(key)
-                print(f"[{i:>3}/{len(plan)}] {workload:<14} {_lib_label(lib, mode):<17} run {run + 1}: FAILED {exc}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{i:>3}/{len(plan)}] {workload:<14} {_lib_label(lib, mode):<17} run {run + 1}: FAILED {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 continue
             results.setdefault(key, []).append(result)
             print(
                 f"[{i:>3}/{len(plan)}] {workload:<14} {_lib_label(lib, mode):<17} run {run + 1}: "
                 f"{_summary(workload, result)}",
-                file=sys.stderr, flush=True,
+                file=sys.stderr,
+                flush=True,
             )
     except KeyboardInterrupt:
         print("\ninterrupted; stopping redis-server and every child", file=sys.stderr)
@@ -1089,14 +1146,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.jobs:,} jobs per workload ({LATENCY_JOBS} for latency)",
         "",
         *(f"{k:<13} {v}" for k, v in machine()),
-        f"{'zizq':<13} " + "; ".join(sorted({r["zizq"] for (lib, _, _), rs in results.items() if lib == "zizq"
-                                              for r in rs})),
-        *([f"{'peers':<13} {peer_versions}",
-           f"{'peers env':<13} {PEERS_VENV.relative_to(BENCH.parent)}: CPython {peer_env['python']}, "
-           f"redis-py {peer_env['redis']}, hiredis {peer_env['hiredis']}"] if peer_env else []),
+        f"{'zizq':<13} "
+        + "; ".join(sorted({r["zizq"] for (lib, _, _), rs in results.items() if lib == "zizq" for r in rs})),
+        *(
+            [
+                f"{'peers':<13} {peer_versions}",
+                f"{'peers env':<13} {PEERS_VENV.relative_to(BENCH.parent)}: CPython {peer_env['python']}, "
+                f"redis-py {peer_env['redis']}, hiredis {peer_env['hiredis']}",
+            ]
+            if peer_env
+            else []
+        ),
         f"{'pinning':<13} "
-        + (f"redis-server on CPU {sorted(redis_cpus)}, benchmark on CPUs {sorted(bench_cpus or ())}"
-           if redis_cpus else "none (the OS scheduler places every process)"),
+        + (
+            f"redis-server on CPU {sorted(redis_cpus)}, benchmark on CPUs {sorted(bench_cpus or ())}"
+            if redis_cpus
+            else "none (the OS scheduler places every process)"
+        ),
         f"{'load average':<13} {load_before[0]:.2f} at start, {load_after[0]:.2f} at end "
         "(1 min; anything else running skews the numbers)",
         "",
@@ -1104,8 +1170,11 @@ def main(argv: list[str] | None = None) -> int:
     compared = [w for w in args.workloads if w in PEER_WORKLOADS or w == "limits"]
     if any(w in PEER_WORKLOADS for w in compared):
         out += [
-            *_render(compare_rows(libs, compared, results, failed, info, process_jobs, args.jobs), right_from=2,
-                     header_rows=2),
+            *_render(
+                compare_rows(libs, compared, results, failed, info, process_jobs, args.jobs),
+                right_from=2,
+                header_rows=2,
+            ),
             "",
             "none = no batch enqueue API; '= rq' = the same enqueue code as the rq row; "
             "process = one worker process at concurrency 10 (see the notes for each library's set-up);",
@@ -1130,8 +1199,10 @@ def main(argv: list[str] | None = None) -> int:
                 floor = _median(results, ("zizq", None, "limits"), metric)
                 got = [_median(results, ("zizq", m, workload), "jobs_per_s") for m in MODES]
                 if floor and None not in got and workload in args.workloads:
-                    out.append(f"{workload} reaches {got[0] / floor:.0%} (ext) / {got[1] / floor:.0%} (pure) "  # type: ignore[operator]
-                               f"of plain redis-py with {how}")
+                    out.append(
+                        f"{workload} reaches {got[0] / floor:.0%} (ext) / {got[1] / floor:.0%} (pure) "  # type: ignore[operator]
+                        f"of plain redis-py with {how}"
+                    )
     out += [
         "",
         *notes(results, failed, args.workloads, libs, info, process_jobs, args.jobs, args.runs),

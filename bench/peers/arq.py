@@ -54,8 +54,11 @@ def prepare_worker() -> None:
     global _worker
     # The worker gets its own pool (as a separate worker process would).
     _worker = Worker(
-        functions=[noop], redis_settings=RedisSettings.from_dsn(_url), max_jobs=CONCURRENCY,
-        handle_signals=False, log_results=False,
+        functions=[noop],
+        redis_settings=RedisSettings.from_dsn(_url),
+        max_jobs=CONCURRENCY,
+        handle_signals=False,
+        log_results=False,
     )
 
 

@@ -63,8 +63,13 @@ def waiting() -> int:
 def prepare_worker() -> None:
     global _worker
     _worker = _app.WorkController(
-        pool_cls="threads", concurrency=CONCURRENCY, loglevel="WARNING",
-        without_mingle=True, without_gossip=True, without_heartbeat=True, queues=["bench"],
+        pool_cls="threads",
+        concurrency=CONCURRENCY,
+        loglevel="WARNING",
+        without_mingle=True,
+        without_gossip=True,
+        without_heartbeat=True,
+        queues=["bench"],
     )
 
 

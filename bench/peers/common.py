@@ -22,9 +22,12 @@ only statement (``TRACKER.hit_redis`` where it runs in a forked child).
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from typing import Any
+
+import redis
 
 TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string, as in bench/run.py
 CHUNK = 1000  # items per batch-API call
@@ -131,3 +134,18 @@ async def async_wait_until(done: threading.Event, task: Any = None, timeout: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"only {len(TRACKER.seen)} of {TRACKER.target} jobs done in {timeout:.0f} s")
         await asyncio.sleep(0.005)
+
+
+def ping_rtt_us(url: str, count: int = 500) -> float:
+    """Median PING round trip in µs: how fast this process and Redis happen
+    to talk right now (on small VMs this depends on where the OS scheduler
+    put the two processes, and it moves single-call results a lot)."""
+    r = redis.Redis.from_url(url)
+    r.ping()
+    samples = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        r.ping()
+        samples.append(time.perf_counter() - t0)
+    r.close()
+    return statistics.median(samples) * 1e6

@@ -14,7 +14,6 @@ import contextlib
 import importlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 
 import redis
 
-from peers.common import TEXT, TRACKER, WARNINGS, check, items
+from peers.common import TEXT, TRACKER, WARNINGS, check, items, ping_rtt_us
 
 RESULT_MARK = "ZIZQ-BENCH-RESULT "
 LATENCY_GAP_S = 0.005
@@ -146,8 +145,19 @@ def w_latency(adapter: Any, url: str, n: int, lib: str) -> dict[str, Any]:
                 problems.append("the worker ran jobs before any was enqueued")
                 return
             proc = subprocess.Popen(
-                [sys.executable, "-m", "peers.driver", "--lib", lib, "--workload", "latency_producer",
-                 "--url", url, "--jobs", str(n)],
+                [
+                    sys.executable,
+                    "-m",
+                    "peers.driver",
+                    "--lib",
+                    lib,
+                    "--workload",
+                    "latency_producer",
+                    "--url",
+                    url,
+                    "--jobs",
+                    str(n),
+                ],
                 stdout=subprocess.PIPE,
             )
             producer.append(proc)
@@ -195,18 +205,6 @@ def w_latency_producer(adapter: Any, url: str, n: int) -> None:
     print(count)
 
 
-def ping_rtt_us(url: str, count: int = 500) -> float:
-    r = redis.Redis.from_url(url)
-    r.ping()
-    samples = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        r.ping()
-        samples.append(time.perf_counter() - t0)
-    r.close()
-    return statistics.median(samples) * 1e6
-
-
 def worker_note(adapter: Any, variant: str | None) -> str:
     note = adapter.WORKER
     return note[variant] if isinstance(note, dict) else note
@@ -229,10 +227,20 @@ def main() -> int:
     args = p.parse_args()
     adapter = load(args.lib)
     if args.versions:
-        print(RESULT_MARK + json.dumps({
-            "version": version(adapter.DIST), "redis": version("redis"), "hiredis": version("hiredis"),
-            "python": sys.version.split()[0], "bulk": adapter.BULK, "worker": worker_note(adapter, LIBS[args.lib][1]),
-        }), flush=True)
+        print(
+            RESULT_MARK
+            + json.dumps(
+                {
+                    "version": version(adapter.DIST),
+                    "redis": version("redis"),
+                    "hiredis": version("hiredis"),
+                    "python": sys.version.split()[0],
+                    "bulk": adapter.BULK,
+                    "worker": worker_note(adapter, LIBS[args.lib][1]),
+                }
+            ),
+            flush=True,
+        )
         return 0
     rtt = ping_rtt_us(args.url) if args.workload != "latency_producer" else 0.0
     adapter.setup(args.url, LIBS[args.lib][1])

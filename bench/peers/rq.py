@@ -76,8 +76,7 @@ def run_worker(done: threading.Event) -> None:
     finishes the current job, or leaves its blocking dequeue at once."""
     stop_poll = threading.Event()
     if _variant == "fork":
-        poller = threading.Thread(target=TRACKER.poll_redis, args=(redis.Redis.from_url(_url), stop_poll),
-                                  daemon=True)
+        poller = threading.Thread(target=TRACKER.poll_redis, args=(redis.Redis.from_url(_url), stop_poll), daemon=True)
         poller.start()
     problems: list[BaseException] = []
     exited = threading.Event()
