@@ -46,7 +46,9 @@ _CONFIG_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ResponseError)
 
 @dataclass
 class WorkerStats:
-    """Counts since the worker started."""
+    """Counts since the worker started. ``completed`` and ``failed`` count
+    outcomes Redis has recorded (the ack or fail script returned), so when
+    ``completed`` reaches n, n jobs are done in Redis too."""
 
     taken: int = 0
     completed: int = 0
@@ -423,7 +425,6 @@ class Worker:
                 exc = JobTimeout(f"the handler ran longer than its timeout of {timeout:g}s")
             await self._fail(owner, job, exc)
         else:
-            self.stats.completed += 1
             self._acks.append((owner, job.id))
             self._ack_wanted.set()
 
@@ -435,7 +436,6 @@ class Worker:
             pool.shutdown(wait=False)
 
     async def _fail(self, owner: str, job: Job, exc: Exception) -> None:
-        self.stats.failed += 1
         retry_at = retry_in = None
         if isinstance(exc, RetryJob):
             try:
@@ -462,6 +462,8 @@ class Worker:
         if result is None:
             self.stats.refused_acks += 1
             log.warning("job %s: failure not recorded: the job is no longer this worker's", job.id)
+        else:
+            self.stats.failed += 1
 
     # -- housekeeping ----------------------------------------------------
 
@@ -492,6 +494,7 @@ class Worker:
             try:
                 for owner, ids in _by_owner(batch).items():
                     refused = await self._call(self._core.ack(owner, ids))
+                    self.stats.completed += len(ids) - len(refused)
                     if refused:
                         self.stats.refused_acks += len(refused)
                         log.warning(
