@@ -18,17 +18,26 @@ local P = KEYS[1]
 local worker = ARGV[1]
 local now = now_ms()
 local default_ms = config(P, 'completed_ms')
-local missed = {}
+local missed, acked, jobs, seen = {}, {}, {}, {}
 for i = 2, #ARGV do
   local id = ARGV[i]
-  local key = P .. 'job:' .. id
-  local job = to_map(redis.call('HGETALL', key))
-  if job.s ~= 'in_flight' or job.w ~= worker then
+  local job = load_job(P, id)
+  if seen[id] or not job or job.s ~= 'in_flight' or job.w ~= worker then  -- named twice: the second misses
     missed[#missed + 1] = id
   else
-    leave_flight(P, id, job)
-    redis.call('HSET', key, 'ca', now)
-    finish(P, id, job, 'completed', now, tonumber(job.rc) or default_ms)
+    seen[id] = true
+    acked[#acked + 1] = id
+    jobs[#acked] = job
   end
+end
+-- Out of flight, all at once (leave_flight, batched).
+if #acked > 0 then
+  call_in_slices('ZREM', P .. 'inflight', acked, 1)
+  call_in_slices('SREM', P .. 'worker:' .. worker, acked, 1)
+end
+for i, id in ipairs(acked) do
+  local job = jobs[i]
+  job.w, job.ca = nil, now
+  finish(P, id, job, 'completed', now, job.rc or default_ms)
 end
 return missed

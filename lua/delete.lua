@@ -3,7 +3,7 @@
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1..] job ids
 
-The job hash, its error history and every index entry go, and the unique key
+The job record, its error history and every index entry go, and the unique key
 if it still points at the job. A worker's later ack or failure of a deleted
 in-flight job is refused harmlessly.
 
@@ -16,8 +16,8 @@ local now = now_ms()
 local deleted = 0
 for i = 1, #ARGV do
   local id = ARGV[i]
-  local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
-  if job.s then
+  local job = load_job(P, id)
+  if job then
     if not expired(job, now) then deleted = deleted + 1 end
     delete_job(P, id, job)
   end

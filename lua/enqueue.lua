@@ -20,9 +20,9 @@ ARGV[1]  N, the number of jobs; then 14 values per job, in this order:
 Returns one entry per job, in input order: {flag, id, fields}
   flag 0  created; fields = {'s', status, 'r', ready_at}
   flag 1  duplicate of the live job `id` holding the same unique key
-          (an earlier job in this batch included); fields = its HGETALL
+          (an earlier job in this batch included); fields = its record (see get.lua)
   flag 2  a job with this id exists already (the call was retried);
-          fields = its HGETALL
+          fields = its record (see get.lua)
   flag 3  a job with this id was done and deleted within the last minute
           (the call was retried after its reply was lost); nothing is written;
           fields = {'s', 'completed', 'r', the id's timestamp}
@@ -82,7 +82,7 @@ for i = 0, n - 1 do
     return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
   end
 
-  if batch_ids[id] or redis.call('EXISTS', P .. 'job:' .. id) == 1 then
+  if batch_ids[id] or redis.call('HEXISTS', P .. 'jobs', id) == 1 then
     plan[i] = {2, id}
   elseif was_done(P, id, now) then
     plan[i] = {3, id}
@@ -94,9 +94,9 @@ for i = 0, n - 1 do
     if ukey ~= '' then
       local holder = redis.call('GET', P .. 'unique:' .. ukey)
       if holder then
-        local h = redis.call('HMGET', P .. 'job:' .. holder, 's', 'pa')
+        local other = load_job(P, holder)
         local scope = CONFLICT[uwhile ~= '' and uwhile or 'queued']
-        if h[1] and scope[h[1]] and not (h[2] and tonumber(h[2]) <= now) then
+        if other and scope[other.s] and not expired(other, now) then
           plan[i] = {1, holder}
         end
       end
@@ -105,54 +105,79 @@ for i = 0, n - 1 do
   end
 end
 
--- Pass 2: write the new jobs.
+-- Pass 2: write the new jobs. Index writes are gathered per key and made
+-- once per batch.
+local OPTIONAL = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw', 'to'}
+local NUMBER = {rl = true, rc = true, rd = true, to = true}
 local out = {}
+local ready = {}          -- queue -> {priority, id, priority, id, ...}
+local scheduled = {}      -- {ready_at, id, ...}
+local queue_of = {}       -- id -> queue, for the jobs scheduled here
+local queues, seen = {}, {}  -- the distinct queues of this batch
 for i = 0, n - 1 do
   local b = 1 + i * WIDTH
   local flag, id = plan[i][1], plan[i][2]
   if flag == 0 then
-    local typ, queue, prio, payload = ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
+    local queue, prio = ARGV[b + 3], tonumber(ARGV[b + 4])
     local ready_at = now
     if ARGV[b + 6] ~= '' then
       ready_at = tonumber(ARGV[b + 6])
     elseif ARGV[b + 7] ~= '' then
       ready_at = now + tonumber(ARGV[b + 7])
     end
-    local status = 'ready'
-    if ready_at > now then status = 'scheduled' end
-    local fields = {'t', typ, 'q', queue, 'p', prio, 's', status, 'r', ready_at, 'a', 0, 'd', payload}
-    local optional = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw', 'to'}
-    for j, name in ipairs(optional) do
+    local job = {t = ARGV[b + 2], q = queue, p = prio, s = 'ready', r = ready_at, a = 0, d = ARGV[b + 5]}
+    for j, name in ipairs(OPTIONAL) do
       local v = ARGV[b + 7 + j]
       if v ~= '' then
-        fields[#fields + 1] = name
-        fields[#fields + 1] = v
+        if NUMBER[name] then v = tonumber(v) end
+        job[name] = v
       end
     end
-    redis.call('HSET', P .. 'job:' .. id, unpack(fields))
-    if redis.call('SADD', P .. 'queues', queue) == 1 then
-      signal(P .. 'wake')
+    if ready_at > now then job.s = 'scheduled' end
+    save_job(P, id, job)
+    if not seen[queue] then
+      seen[queue] = true
+      queues[#queues + 1] = queue
     end
-    if status == 'ready' then
-      make_ready(P, id, queue, prio)
+    if job.s == 'ready' then
+      local list = ready[queue] or {}
+      list[#list + 1] = prio
+      list[#list + 1] = id
+      ready[queue] = list
     else
-      schedule(P, id, queue, ready_at)
+      scheduled[#scheduled + 1] = ready_at
+      scheduled[#scheduled + 1] = id
+      queue_of[id] = queue
     end
-    if ARGV[b + 12] ~= '' then
-      redis.call('SET', P .. 'unique:' .. ARGV[b + 12], id)
+    if job.uk then
+      redis.call('SET', P .. 'unique:' .. job.uk, id)
     end
-    out[i + 1] = {0, id, {'s', status, 'r', ready_at}}
+    out[i + 1] = {0, id, {'s', job.s, 'r', int(ready_at)}}
   elseif flag == 3 then
     out[i + 1] = {3, id, {'s', 'completed', 'r', id_time(id)}}
   else
     out[i + 1] = {flag, id, false}
   end
 end
+if call_in_slices('SADD', P .. 'queues', queues, 1) > 0 then
+  signal(P .. 'wake')
+end
+for queue, list in pairs(ready) do
+  call_in_slices('ZADD', P .. 'ready:' .. queue, list, 2)
+  signal(P .. 'wake:' .. queue)
+end
+if #scheduled > 0 then
+  call_in_slices('ZADD', P .. 'scheduled', scheduled, 2)
+  -- When one of these became the earliest scheduled job, idle workers are
+  -- blocked with a timeout set for a later due time: wake one of them.
+  local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0)[1]
+  if queue_of[head] then signal(P .. 'wake:' .. queue_of[head]) end
+end
 -- Duplicates are read after the writes, so one that names an earlier job
 -- of this same batch sees it.
 for i = 0, n - 1 do
   if not out[i + 1][3] then
-    out[i + 1][3] = redis.call('HGETALL', P .. 'job:' .. out[i + 1][2])
+    out[i + 1][3] = fields_of(load_job(P, out[i + 1][2]))
   end
 end
 return out

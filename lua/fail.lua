@@ -19,7 +19,7 @@ Decision, with a = attempts after this failure:
 Always: attempts = a, failed_at = now, one error record appended to
 "errors:<id>" (the oldest dropped past the namespace's error_history, 100).
 
-Returns the job's fields (HGETALL form) after the change, or nil when the job
+Returns the job's record (see get.lua) after the change, or nil when the job
 is not in flight for this worker (so a retried call does nothing twice).
 ]]
 --@include "includes/common.lua"
@@ -32,8 +32,8 @@ for i = 6, 7 do
     return fail_with('INVALID', 'retry time ' .. ARGV[i] .. ' is not a non-negative integer')
   end
 end
-local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
-if job.s ~= 'in_flight' or job.w ~= worker then return nil end
+local job = load_job(P, id)
+if not job or job.s ~= 'in_flight' or job.w ~= worker then return nil end
 
 local now = now_ms()
 local retry_at = nil
@@ -44,9 +44,4 @@ record_failure(P, id, job, now, {
   retry_at = retry_at, kill = ARGV[8] == '1', u = unit_sample(ARGV[9]),
 })
 
-local fields = {}
-for k, v in pairs(job) do
-  fields[#fields + 1] = k
-  fields[#fields + 1] = v
-end
-return fields
+return fields_of(job)

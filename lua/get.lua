@@ -3,7 +3,9 @@
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1..] job ids
 
-Returns one entry per id, in order: the job's HGETALL, or an empty array when
+Returns one entry per id, in order: the job's fields as a flat list
+[field, value, ...] (the keys of its record, docs/redis-layout.md, with the
+left-out defaults filled in; numbers as decimal text), or an empty array when
 the job does not exist or is past its purge_at (expired jobs are invisible to
 every read even before they are purged).
 ]]
@@ -13,8 +15,7 @@ local P = KEYS[1]
 local now = now_ms()
 local out = {}
 for i = 1, #ARGV do
-  local fields = redis.call('HGETALL', P .. 'job:' .. ARGV[i])
-  if expired(to_map(fields), now) then fields = {} end
-  out[i] = fields
+  local job = visible_job(P, ARGV[i], now)
+  out[i] = job and fields_of(job) or {}
 end
 return out

@@ -42,13 +42,12 @@ local function hand_back(wid, poison)
   local back, poisoned = 0, 0
   local held = P .. 'worker:' .. wid
   for _, id in ipairs(redis.call('SMEMBERS', held)) do
-    local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
-    if job.s == 'in_flight' and job.w == wid then
+    local job = load_job(P, id)
+    if job and job.s == 'in_flight' and job.w == wid then
       local rv = 0
       if poison then
-        rv = (tonumber(job.rv) or 0) + 1
-        redis.call('HSET', P .. 'job:' .. id, 'rv', rv)
-        job.rv = int(rv)
+        rv = (job.rv or 0) + 1
+        job.rv = rv
       end
       if rv > config(P, 'max_recoveries') then
         record_failure(P, id, job, now, {

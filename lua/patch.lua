@@ -14,7 +14,7 @@ ARGV[2..] pairs of (field, value); '' as a value means null:
   completed_ms  completed retention in ms; null = the namespace default
   dead_ms       dead retention in ms; null = the namespace default
 
-Returns the job's HGETALL after the change.
+Returns the job's record (see get.lua) after the change.
 Errors: "ZIZQ NOT_FOUND" (no such job, or past purge_at), "ZIZQ STATE" (the
 job is completed or dead: finished jobs cannot change), "ZIZQ INVALID".
 ]]
@@ -22,7 +22,6 @@ job is completed or dead: finished jobs cannot change), "ZIZQ INVALID".
 
 local P = KEYS[1]
 local id = ARGV[1]
-local key = P .. 'job:' .. id
 local now = now_ms()
 local job = visible_job(P, id, now)
 if not job then return fail_with('NOT_FOUND', 'no job with id ' .. id) end
@@ -63,12 +62,11 @@ end
 -- Queue and priority first: a job made ready below lands in the right place.
 if want.queue or want.priority then
   local queue = want.queue or job.q
-  local prio = tonumber(want.priority or job.p)
+  local prio = tonumber(want.priority) or job.p
   if job.s == 'ready' then
     redis.call('ZREM', P .. 'ready:' .. job.q, id)
   end
-  job.q, job.p = queue, tostring(prio)
-  redis.call('HSET', key, 'q', queue, 'p', prio)
+  job.q, job.p = queue, prio
   if redis.call('SADD', P .. 'queues', queue) == 1 then signal(P .. 'wake') end
   if job.s == 'ready' then make_ready(P, id, queue, prio) end
 end
@@ -77,32 +75,34 @@ if want.ready_at then
   local at = tonumber(want.ready_at)
   if job.s == 'scheduled' then
     at = at or now
+    job.r = at
     if at <= now then
       redis.call('ZREM', P .. 'scheduled', id)
-      redis.call('HSET', key, 's', 'ready', 'r', at)
-      make_ready(P, id, job.q, tonumber(job.p))
+      job.s = 'ready'
+      make_ready(P, id, job.q, job.p)
     else
-      redis.call('HSET', key, 'r', at)
       schedule(P, id, job.q, at)
     end
   elseif job.s == 'ready' and at then
-    redis.call('HSET', key, 'r', at)
+    job.r = at
     if at > now then
       redis.call('ZREM', P .. 'ready:' .. job.q, id)
-      redis.call('HSET', key, 's', 'scheduled')
+      job.s = 'scheduled'
       schedule(P, id, job.q, at)
     end
   elseif job.s == 'in_flight' and at then
-    redis.call('HSET', key, 'r', at)
+    job.r = at
   end
 end
 
 for name, field in pairs(STORED) do
   local value = want[name]
   if value == '' then
-    redis.call('HDEL', key, field)
+    job[field] = nil
   elseif value then
-    redis.call('HSET', key, field, value)
+    if field ~= 'bo' then value = tonumber(value) end
+    job[field] = value
   end
 end
-return redis.call('HGETALL', key)
+save_job(P, id, job)
+return fields_of(job)

@@ -17,7 +17,12 @@ for _, status in ipairs({'completed', 'dead'}) do
   if purged < limit then
     local ids = redis.call('ZRANGEBYSCORE', P .. status, '-inf', now, 'LIMIT', 0, limit - purged)
     for _, id in ipairs(ids) do
-      delete_job(P, id, to_map(redis.call('HGETALL', P .. 'job:' .. id)))
+      local job = load_job(P, id)
+      if job then
+        delete_job(P, id, job)
+      else  -- an index entry without a record: drop it
+        redis.call('ZREM', P .. status, id)
+      end
       purged = purged + 1
     end
   end

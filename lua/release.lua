@@ -17,8 +17,8 @@ local worker = ARGV[1]
 local released = 0
 for i = 2, #ARGV do
   local id = ARGV[i]
-  local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
-  if job.s == 'in_flight' and job.w == worker then
+  local job = load_job(P, id)
+  if job and job.s == 'in_flight' and job.w == worker then
     requeue(P, id, job)
     released = released + 1
   end

@@ -7,7 +7,7 @@ The job keeps its id (and so its place in line); attempts go back to 0,
 purge_at is cleared, ready_at is now, and its error history is kept. Its
 unique key points at it again unless a live job holds the key.
 
-Returns the job's HGETALL after the change.
+Returns the job's record (see get.lua) after the change.
 Errors: "ZIZQ NOT_FOUND" (no such job, or past purge_at), "ZIZQ STATE" (the
 job is not dead).
 ]]
@@ -15,7 +15,6 @@ job is not dead).
 
 local P = KEYS[1]
 local id = ARGV[1]
-local key = P .. 'job:' .. id
 local now = now_ms()
 local job = visible_job(P, id, now)
 if not job then return fail_with('NOT_FOUND', 'no job with id ' .. id) end
@@ -23,8 +22,8 @@ if job.s ~= 'dead' then
   return fail_with('STATE', 'job ' .. id .. ' is ' .. job.s .. '; only dead jobs can be retried')
 end
 redis.call('ZREM', P .. 'dead', id)
-redis.call('HDEL', key, 'pa')
-redis.call('HSET', key, 's', 'ready', 'a', 0, 'r', now)
-make_ready(P, id, job.q, tonumber(job.p))
+job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
+save_job(P, id, job)
+make_ready(P, id, job.q, job.p)
 unique_restore(P, id, job)
-return redis.call('HGETALL', key)
+return fields_of(job)

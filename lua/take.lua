@@ -19,7 +19,7 @@ Returns {now, next_due, more, id1, fields1, id2, fields2, ...}
   now       Redis time in ms
   next_due  ready_at of the earliest scheduled job, or -1 when there is none
   more      1 when ready jobs remain in the named queues after this take
-  idK, fieldsK  each job taken, fieldsK being its HGETALL after the take
+  idK, fieldsK  each job taken, fieldsK being its record after the take (see get.lua)
 ]]
 --@include "includes/common.lua"
 
@@ -36,13 +36,15 @@ end
 
 -- Promote due scheduled jobs.
 local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(due) do
-  local key = P .. 'job:' .. id
-  local h = redis.call('HMGET', key, 'q', 'p')
-  redis.call('ZREM', P .. 'scheduled', id)
-  if h[1] then
-    redis.call('HSET', key, 's', 'ready')
-    make_ready(P, id, h[1], tonumber(h[2]))
+if #due > 0 then
+  redis.call('ZREM', P .. 'scheduled', unpack(due))
+  for _, id in ipairs(due) do
+    local job = load_job(P, id)
+    if job then
+      job.s = 'ready'
+      save_job(P, id, job)
+      make_ready(P, id, job.q, job.p)
+    end
   end
 end
 
@@ -82,19 +84,24 @@ elseif want > 0 then
 end
 
 local out = {now, -1, 0}
+local flight, taken = {}, {}
 for _, id in ipairs(chosen) do
-  local key = P .. 'job:' .. id
-  -- An index entry whose job hash has vanished is dropped, not delivered.
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 's', 'in_flight', 'da', now, 'w', worker)
-    redis.call('ZADD', P .. 'inflight', now, id)
-    redis.call('SADD', P .. 'worker:' .. worker, id)
-    local fields = redis.call('HGETALL', key)
-    local job = to_map(fields)
+  local job = load_job(P, id)
+  -- An index entry whose job record has vanished is dropped, not delivered.
+  if job then
+    job.s, job.da, job.w = 'in_flight', now, worker
+    save_job(P, id, job)
     if unique_scope(job) == 'queued' then unique_release(P, id, job) end
+    flight[#flight + 1] = now
+    flight[#flight + 1] = id
+    taken[#taken + 1] = id
     out[#out + 1] = id
-    out[#out + 1] = fields
+    out[#out + 1] = fields_of(job)
   end
+end
+if #taken > 0 then
+  call_in_slices('ZADD', P .. 'inflight', flight, 2)
+  call_in_slices('SADD', P .. 'worker:' .. worker, taken, 1)
 end
 
 local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')

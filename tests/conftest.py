@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import redis
 
@@ -118,6 +119,18 @@ def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
     conn = redis.Redis(port=redis_server.port)
     yield conn
     conn.close()
+
+
+def stored(r: redis.Redis, namespace: str, job_id: str) -> dict[str, Any] | None:
+    """A job's record exactly as stored (a MessagePack map in the namespace's
+    "jobs" hash; docs/redis-layout.md), or None when there is none."""
+    blob = r.hget("{" + namespace + "}:jobs", job_id)
+    return None if blob is None else msgpack.unpackb(blob)  # type: ignore[no-any-return]
+
+
+def stored_count(r: redis.Redis, namespace: str) -> int:
+    """How many job records the namespace holds, in any state."""
+    return int(r.hlen("{" + namespace + "}:jobs"))
 
 
 @pytest.fixture

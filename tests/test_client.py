@@ -14,7 +14,7 @@ import zizq
 from zizq._core import Call, Value
 from zizq._scripts import script
 
-from .conftest import take, wait_for
+from .conftest import stored, take, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
 
 
@@ -200,5 +200,5 @@ async def test_retried_enqueue_after_the_job_was_done_creates_nothing(api: Any, 
     await asyncio.sleep(0.25)  # a retry comes at least this late
     [again] = await api.run(call)  # the reply of the first call was lost; the client retries
     assert (again.id, again.status) == (first.id, "completed")
-    assert not r.exists("{" + namespace + "}:job:" + first.id)
+    assert stored(r, namespace, first.id) is None
     assert r.zcard("{" + namespace + "}:ready:emails") == 0

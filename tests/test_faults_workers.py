@@ -23,10 +23,11 @@ import redis
 
 import zizq
 
-from .conftest import RedisServer
+from .conftest import RedisServer, stored
 from .fault_harness import Work, outcome, start_worker, stop_worker
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+IN_FLIGHT = 3  # the status code of in_flight in a stored job record (docs/redis-layout.md)
 
 LEASE = 1.0
 HEARTBEAT = 0.2
@@ -86,14 +87,12 @@ class Rig:
         return {text(i) for i in self.r.smembers(self.key("worker", worker_id))}
 
     def held_by(self, worker_id: str, ids: Sequence[str]) -> list[str]:
-        """Those of ``ids`` that are in flight for ``worker_id`` in their job hash."""
-        pipe = self.r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hmget(self.key("job", job_id), "s", "w")
+        """Those of ``ids`` that are in flight for ``worker_id`` in their job record."""
+        records = [stored(self.r, self.namespace, job_id) for job_id in ids]
         return [
             job_id
-            for job_id, (s, w) in zip(ids, pipe.execute(), strict=True)
-            if s == b"in_flight" and w == worker_id.encode()
+            for job_id, record in zip(ids, records, strict=True)
+            if record is not None and record["s"] == IN_FLIGHT and record.get("w") == worker_id
         ]
 
     def jobs(self, ids: Sequence[str]) -> dict[str, zizq.Job]:

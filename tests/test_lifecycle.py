@@ -16,7 +16,7 @@ import redis
 
 import zizq
 
-from .conftest import ROOT, RedisServer, take, wait_for
+from .conftest import ROOT, RedisServer, stored, stored_count, take, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
 
 W = "w1"
@@ -143,7 +143,7 @@ def test_unique_keys_are_race_free_across_processes(redis_server: RedisServer, n
     for p in procs:
         assert p.wait(100) == 0
     assert r.zcard("{" + namespace + "}:ready:default") == 100
-    assert len(r.keys("{" + namespace + "}:job:*")) == 100
+    assert stored_count(r, namespace) == 100
     assert len(r.keys("{" + namespace + "}:unique:*")) == 100
 
 
@@ -266,9 +266,9 @@ async def test_completed_retention_keeps_then_hides_and_purges(api: Any, r: redi
         return False
 
     await wait_for(hidden, timeout=5)
-    assert r.exists("{" + namespace + "}:job:" + short.id)  # invisible, not yet purged
+    assert stored(r, namespace, short.id) is not None  # invisible, not yet purged
     assert await api.purge_expired() == 1
-    assert not r.exists("{" + namespace + "}:job:" + short.id)
+    assert stored(r, namespace, short.id) is None
     assert (await api.get_job(kept.id)).status == "completed"
 
 
@@ -303,7 +303,7 @@ async def test_memory_returns_after_purge(client: zizq.Client, r: redis.Redis, n
         worker = zizq.Worker(client, router, concurrency=20, purge_interval=0.2)
         task = asyncio.create_task(worker.run_async())
         await wait_for(lambda: worker.stats.completed + worker.stats.failed == 2000, timeout=30)
-        await wait_for(lambda: not r.keys("{" + namespace + "}:job:*"), timeout=10)
+        await wait_for(lambda: stored_count(r, namespace) == 0, timeout=10)
         worker.stop()
         await asyncio.wait_for(task, 10)
         return peak, used_memory(r)
@@ -387,7 +387,7 @@ async def test_delete_in_flight_then_ack_is_harmless(api: Any, r: redis.Redis, n
     await api.delete_job(job.id)
     assert await ack(api, job.id) == [job.id]  # refused: the job is gone
     assert await fail(api, job.id) is None
-    assert not r.keys("{" + namespace + "}:job:*") and not r.zcard("{" + namespace + "}:inflight")
+    assert stored_count(r, namespace) == 0 and not r.zcard("{" + namespace + "}:inflight")
     with pytest.raises(zizq.JobNotFound):
         await api.delete_job(job.id)
 

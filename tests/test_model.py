@@ -666,7 +666,7 @@ class ZizqModel(RuleBasedStateMachine):
         for k in UNIQUE_KEYS:
             pipe.get(p + "unique:" + k)
         for job_id in self.ids:
-            pipe.exists(p + "job:" + job_id)
+            pipe.hexists(p + "jobs", job_id)
             pipe.llen(p + "errors:" + job_id)
         replies: list[Any] = pipe.execute()
 

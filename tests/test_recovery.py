@@ -20,7 +20,7 @@ import redis
 import zizq
 from zizq.errors import JobTimeout, LeaseLost, RedisUnavailable
 
-from .conftest import RedisServer, Start, free_port, take, wait_for
+from .conftest import RedisServer, Start, free_port, stored, take, wait_for
 from .jobs_app import Report
 
 LONG_LEASE_MS = 60_000
@@ -370,7 +370,7 @@ async def test_worker_whose_lease_was_recovered_rejoins(
     await wait_for(lambda: worker.stats.refused_acks >= 1)
     # The job was handed back, so it runs again, under the new id, and is done.
     await wait_for(lambda: runs[1:2] == [(1, 1)])
-    await wait_for(lambda: not r.exists(key(namespace, "job", job.id)))
+    await wait_for(lambda: stored(r, namespace, job.id) is None)
     # And the worker goes on with new work.
     client.enqueue(Report(2))
     await wait_for(lambda: (2, 0) in runs)
@@ -403,7 +403,7 @@ async def test_worker_whose_lease_entry_vanished_rejoins(
     assert worker.stats.leases_lost == 1
     assert r.zscore(key(namespace, "workers"), worker.id) is not None
     release.set()
-    await wait_for(lambda: not r.exists(key(namespace, "job", job.id)))
+    await wait_for(lambda: stored(r, namespace, job.id) is None)
     client.enqueue(Report(2))
     await wait_for(lambda: 2 in runs)
     assert not r.exists(key(namespace, "worker", old))
@@ -456,7 +456,7 @@ async def test_job_taken_again_by_the_same_worker_after_recovery(
     await wait_for(lambda: runs == [0])
     recover_now(client, r, worker.id)
     await wait_for(lambda: runs == [0, 1])  # the second run, under the new id
-    await wait_for(lambda: not r.exists(key(namespace, "job", job.id)))
+    await wait_for(lambda: stored(r, namespace, job.id) is None)
     release.set()
     await wait_for(lambda: worker.stats.refused_acks == 1)
     # Both runners still work: two jobs run at once.

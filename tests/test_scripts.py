@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import pytest
 import redis
 
@@ -40,6 +41,10 @@ def text(v: Any) -> Any:
 def as_map(flat: list[Any]) -> dict[str, str]:
     """A flat field/value reply as a dict; a number (enqueue's ready_at) as its text."""
     return {str(k): str(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+
+STATUS_NAMES = {1: "ready", 2: "scheduled", 3: "in_flight", 4: "completed", 5: "dead"}
+LEFT_OUT = {"q": "default", "p": 32768, "a": 0}  # stored only when different
 
 
 def job(
@@ -158,9 +163,29 @@ class Lua:
 
     # Reading state directly.
 
+    def record(self, job_id: str) -> dict[str, Any] | None:
+        """The job's record exactly as stored, or None."""
+        blob = self.r.hget(self.key("jobs"), job_id)
+        return None if blob is None else msgpack.unpackb(blob)  # type: ignore[no-any-return]
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.r.hexists(self.key("jobs"), job_id))
+
     def job(self, job_id: str) -> dict[str, str]:
-        fields: dict[str, str] = text(self.r.hgetall(self.key("job", job_id)))
-        return fields
+        """The job as docs/redis-layout.md says to read a record: the status
+        by name, the left-out defaults filled in; every value as text (the
+        form the scripts reply with). {} when there is none."""
+        record = self.record(job_id)
+        if record is None:
+            return {}
+        fields = {**LEFT_OUT, **record, "s": STATUS_NAMES[record["s"]]}
+        return {k: str(v) for k, v in fields.items()}
+
+    def set_fields(self, job_id: str, **changes: Any) -> None:
+        """Change a stored record by hand (to set up a state)."""
+        record = self.record(job_id)
+        assert record is not None
+        self.r.hset(self.key("jobs"), job_id, msgpack.packb({**record, **changes}))
 
     def zset(self, *parts: str) -> list[tuple[str, float]]:
         entries: list[tuple[str, float]] = text(self.r.zrange(self.key(*parts), 0, -1, withscores=True))
@@ -247,6 +272,15 @@ def test_enqueue_ready_job(lua: Lua) -> None:
     assert lua.zset("ready", "q") == [("j1", 7.0)]
     assert lua.members("scheduled") == []
     assert lua.r.smembers(lua.key("queues")) == {b"q"}
+    # Stored compact: the status as a number, 0 attempts left out.
+    assert lua.record("j1") == {"t": "t", "q": "q", "p": 7, "s": 1, "r": int(fields["r"]), "d": '{"n":1}'}
+
+
+def test_enqueue_leaves_default_queue_priority_and_attempts_out_of_the_record(lua: Lua) -> None:
+    lua.enqueue(job("j1", queue="default", priority=32768))
+    record = lua.record("j1")
+    assert record is not None and set(record) == {"t", "s", "r", "d"}
+    assert lua.get("j1")[0] == {**lua.job("j1"), "q": "default", "p": "32768", "a": "0"}
 
 
 def test_enqueue_stores_optional_fields_only_when_given(lua: Lua) -> None:
@@ -343,9 +377,9 @@ def test_unique_duplicate_returns_the_live_job(lua: Lua) -> None:
     before = lua.snapshot()
     [(flag, job_id, fields)] = lua.enqueue(job("second", unique_key="k"))
     assert (flag, job_id) == (1, "first")
-    assert fields == lua.job("first")  # the whole hash, payload included
+    assert fields == lua.job("first")  # the whole job, payload included
     assert lua.snapshot() == before
-    assert lua.r.exists(lua.key("job", "second")) == 0
+    assert not lua.exists("second")
 
 
 def test_unique_duplicates_in_one_batch_resolve_to_the_first(lua: Lua) -> None:
@@ -371,7 +405,7 @@ def test_unique_stale_entry_does_not_block(lua: Lua) -> None:
 
 def test_unique_expired_holder_does_not_block(lua: Lua) -> None:
     lua.enqueue(job("old", unique_key="k"))
-    lua.r.hset(lua.key("job", "old"), "pa", lua.now() - 1)
+    lua.set_fields("old", pa=lua.now() - 1)
     [(flag, job_id, _)] = lua.enqueue(job("new", unique_key="k"))
     assert (flag, job_id) == (0, "new")
     assert lua.unique("k") == "new"
@@ -413,7 +447,7 @@ def test_unique_scopes(lua: Lua, state: str, holder_scope: str, new_scope: str) 
     if duplicate:
         assert (flag, job_id) == (1, "holder")
         assert lua.unique("k") == "holder"
-        assert lua.r.exists(lua.key("job", "new")) == 0
+        assert not lua.exists("new")
     else:
         assert (flag, job_id) == (0, "new")
         assert lua.unique("k") == "new"
@@ -706,7 +740,7 @@ def test_ack_uses_the_namespace_retention(lua: Lua) -> None:
     fields = lua.job("kept")
     assert int(fields["pa"]) == int(fields["ca"]) + 30_000
     # The job's own retention of 0 wins over the namespace's.
-    assert lua.r.exists(lua.key("job", "dropped")) == 0
+    assert not lua.exists("dropped")
     assert lua.members("completed") == ["kept"]
 
 
@@ -764,7 +798,7 @@ def test_fail_records_the_attempt(lua: Lua) -> None:
 @pytest.mark.parametrize("attempts_before", [0, 1, 2, 5])
 def test_fail_default_backoff(lua: Lua, attempts_before: int) -> None:
     [job_id] = lua.in_flight(job("j1"))
-    lua.r.hset(lua.key("job", job_id), "a", attempts_before)
+    lua.set_fields(job_id, a=attempts_before)
     fields = lua.fail("w", job_id)
     assert fields is not None
     a = attempts_before + 1
@@ -789,7 +823,7 @@ def test_fail_backoff_formula(
     if config:
         lua.config(**config)
     [job_id] = lua.in_flight(job("j1", backoff=backoff))
-    lua.r.hset(lua.key("job", job_id), "a", attempts_before)
+    lua.set_fields(job_id, a=attempts_before)
     fields = lua.fail("w", job_id, jitter=jitter)
     assert fields is not None
     assert int(fields["r"]) - int(fields["fa"]) == delay
@@ -931,7 +965,7 @@ def test_fail_twice_changes_nothing_the_second_time(lua: Lua) -> None:
 def test_release_puts_jobs_back_in_their_place(lua: Lua) -> None:
     lua.enqueue(job("j1"), job("j2"), job("j3"))
     [job_id] = lua.take("w", 1, "q").ids
-    lua.r.hset(lua.key("job", job_id), "a", 2)
+    lua.set_fields(job_id, a=2)
     lua.r.delete(lua.key("wake", "q"))
     assert lua.release("w", job_id) == 1
     fields = lua.job(job_id)
@@ -986,5 +1020,5 @@ def test_get_answers_in_order(lua: Lua) -> None:
 def test_get_hides_expired_jobs(lua: Lua) -> None:
     [job_id, other] = lua.in_flight(job("j1", completed_ms=60_000), job("j2", completed_ms=60_000))
     lua.ack("w", job_id, other)
-    lua.r.hset(lua.key("job", job_id), "pa", lua.now() - 1)
+    lua.set_fields(job_id, pa=lua.now() - 1)
     assert lua.get(job_id, other) == [{}, lua.job(other)]

@@ -13,7 +13,7 @@ import redis
 
 import zizq
 
-from .conftest import RedisServer, Start, wait_for
+from .conftest import RedisServer, Start, stored, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
 
 
@@ -40,7 +40,7 @@ async def test_runs_sync_and_async_handlers(client: zizq.Client, start: Start, r
     await wait_for(lambda: worker.stats.completed == 2)
     assert SendEmail(to="a") in seen and (7, rep.id, "in_flight") in seen
     # Completed retention is 0 by default: acked jobs are gone, indexes too.
-    await wait_for(lambda: r.exists("{" + namespace + "}:job:" + email.id) == 0)
+    await wait_for(lambda: stored(r, namespace, email.id) is None)
     await wait_for(lambda: r.zcard("{" + namespace + "}:inflight") == 0)
     with pytest.raises(zizq.JobNotFound):
         client.get_job(rep.id)

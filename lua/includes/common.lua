@@ -100,11 +100,60 @@ local function schedule(P, id, queue, ready_at)
   end
 end
 
--- Turn HGETALL's flat reply into a table.
-local function to_map(flat)
-  local m = {}
-  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
-  return m
+-- Job records. Every job is one MessagePack map in the hash "jobs" (field:
+-- the job id), with one- or two-letter keys (see docs/redis-layout.md). The
+-- record is stored compact: the status is a small number, and a queue of
+-- "default", a priority of 32768 and 0 attempts are left out. load_job puts
+-- them back, so scripts always work with the whole job: numbers as numbers,
+-- the status by name.
+local STATUS_CODE = {ready = 1, scheduled = 2, in_flight = 3, completed = 4, dead = 5}
+local STATUS_NAME = {'ready', 'scheduled', 'in_flight', 'completed', 'dead'}
+local LEFT_OUT = {q = 'default', p = 32768, a = 0}
+
+-- The job as a table, or nil when there is none.
+local function load_job(P, id)
+  local blob = redis.call('HGET', P .. 'jobs', id)
+  if not blob then return nil end
+  local job = cmsgpack.unpack(blob)
+  job.s = STATUS_NAME[job.s]
+  for k, v in pairs(LEFT_OUT) do
+    if job[k] == nil then job[k] = v end
+  end
+  return job
+end
+
+-- Store the job table (as load_job returns it) as the job's record.
+local function save_job(P, id, job)
+  local record = {}
+  for k, v in pairs(job) do
+    if LEFT_OUT[k] ~= v then record[k] = v end
+  end
+  record.s = STATUS_CODE[job.s]
+  redis.call('HSET', P .. 'jobs', id, cmsgpack.pack(record))
+end
+
+-- The job as the flat field/value list clients read (numbers as "%d" text).
+local function fields_of(job)
+  local out = {}
+  for k, v in pairs(job) do
+    out[#out + 1] = k
+    if type(v) == 'number' then v = int(v) end
+    out[#out + 1] = v
+  end
+  return out
+end
+
+-- Run a variadic command over a long list in slices, so no call unpacks
+-- more values than Lua's stack holds: call_in_slices('ZADD', key, {s1, m1,
+-- s2, m2, ...}, 2) keeps score/member pairs together. Returns the sum of
+-- the replies.
+local SLICE = 1000
+local function call_in_slices(command, key, values, width)
+  local step, total = SLICE * width, 0
+  for first = 1, #values, step do
+    total = total + redis.call(command, key, unpack(values, first, math.min(first + step - 1, #values)))
+  end
+  return total
 end
 
 -- The scope a job's unique key holds in; a key given without scope is queued.
@@ -128,8 +177,8 @@ local function unique_restore(P, id, job)
     local holder = redis.call('GET', k)
     local live = false
     if holder and holder ~= id then
-      local h = redis.call('HMGET', P .. 'job:' .. holder, 's', 'pa')
-      live = h[1] and not (h[2] and tonumber(h[2]) <= now_ms())
+      local other = load_job(P, holder)
+      live = other ~= nil and not (other.pa and other.pa <= now_ms())
     end
     if not live then redis.call('SET', k, id) end
   end
@@ -170,23 +219,30 @@ local function was_done(P, id, now)
   return false
 end
 
+-- Remove a job's record, its error history and its unique key (if it
+-- still points at the job); the caller has taken it out of every index.
+local function forget_job(P, id, job)
+  redis.call('HDEL', P .. 'jobs', id)
+  redis.call('DEL', P .. 'errors:' .. id)
+  unique_release(P, id, job)
+end
+
 -- Remove a job and every index entry that names it.
 local function delete_job(P, id, job)
-  redis.call('DEL', P .. 'job:' .. id, P .. 'errors:' .. id)
-  if job.q then redis.call('ZREM', P .. 'ready:' .. job.q, id) end
+  redis.call('ZREM', P .. 'ready:' .. job.q, id)
   redis.call('ZREM', P .. 'scheduled', id)
   redis.call('ZREM', P .. 'inflight', id)
   redis.call('ZREM', P .. 'completed', id)
   redis.call('ZREM', P .. 'dead', id)
   if job.w then redis.call('SREM', P .. 'worker:' .. job.w, id) end
-  unique_release(P, id, job)
+  forget_job(P, id, job)
 end
 
--- Take a job out of flight (the caller decides where it goes next).
+-- Take a job out of flight (the caller decides where it goes next, and
+-- saves the job).
 local function leave_flight(P, id, job)
   redis.call('ZREM', P .. 'inflight', id)
   redis.call('SREM', P .. 'worker:' .. job.w, id)
-  redis.call('HDEL', P .. 'job:' .. id, 'w')
   job.w = nil
 end
 
@@ -195,39 +251,39 @@ end
 -- key points at it again unless a live job holds the key.
 local function requeue(P, id, job)
   leave_flight(P, id, job)
-  redis.call('HSET', P .. 'job:' .. id, 's', 'ready')
   job.s = 'ready'
-  make_ready(P, id, job.q, tonumber(job.p))
+  save_job(P, id, job)
+  make_ready(P, id, job.q, job.p)
   if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
 end
 
--- Move a job to a terminal state: completed or dead. With a retention of 0
--- the job is deleted now; otherwise it is kept until purge_at.
+-- Move a job that has left flight to a terminal state: completed or dead,
+-- and save it. With a retention of 0 the job is deleted now; otherwise it is
+-- kept until purge_at.
 local function finish(P, id, job, status, now, retention_ms)
   local scope = unique_scope(job)
   if retention_ms <= 0 then
-    delete_job(P, id, job)
+    forget_job(P, id, job)
     remember_done(P, id, now)
     job.s = status
     return
   end
-  local key = P .. 'job:' .. id
   local purge_at = now + retention_ms
   job.s = status
-  job.pa = int(purge_at)
-  redis.call('HSET', key, 's', status, 'pa', purge_at)
+  job.pa = purge_at
+  save_job(P, id, job)
   redis.call('ZADD', P .. status, purge_at, id)
   if scope == 'queued' or scope == 'active' then unique_release(P, id, job) end
 end
 
 -- Whether a job is past its purge time and so invisible to every read.
 local function expired(job, now)
-  return job.pa ~= nil and tonumber(job.pa) <= now
+  return job.pa ~= nil and job.pa <= now
 end
 
--- The job as a map, or nil when it does not exist or is past its purge time.
+-- The job, or nil when it does not exist or is past its purge time.
 local function visible_job(P, id, now)
-  local job = to_map(redis.call('HGETALL', P .. 'job:' .. id))
-  if not job.s or expired(job, now) then return nil end
+  local job = load_job(P, id)
+  if not job or expired(job, now) then return nil end
   return job
 end

@@ -4,26 +4,24 @@
 
 local MAX_DELAY_MS = 100 * 365 * 86400000  -- a steep backoff curve stops at 100 years
 
--- The job (a map from HGETALL, in flight) fails once. f holds: message,
+-- The job (as load_job returns it, in flight) fails once. f holds: message,
 -- error_type, backtrace, retry_at (absolute ms or nil), kill (boolean) and u
 -- (the jitter sample in [0, 1)). With a = attempts after this failure:
 --   kill -> dead; retry_at -> scheduled then (whatever the retry limit);
 --   a > retry_limit -> dead; else scheduled at now + backoff(a).
 -- Always: attempts = a, failed_at = now, one error record kept (the newest
--- error_history of them). Updates the map to match what is stored.
+-- error_history of them). Saves the job; the table matches what is stored.
 local function record_failure(P, id, job, now, f)
-  local key = P .. 'job:' .. id
-  local attempts = tonumber(job.a) + 1
+  local attempts = job.a + 1
   leave_flight(P, id, job)
-  redis.call('HSET', key, 'a', attempts, 'fa', now)
-  job.a, job.fa = int(attempts), int(now)
+  job.a, job.fa = attempts, now
 
   local errors = P .. 'errors:' .. id
   local keep = config(P, 'error_history')
   if keep > 0 then
     redis.call('RPUSH', errors, cjson.encode({
       attempt = attempts, message = f.message, error_type = f.error_type, backtrace = f.backtrace,
-      dequeued_at = tonumber(job.da), failed_at = now,
+      dequeued_at = job.da, failed_at = now,
     }))
     redis.call('LTRIM', errors, -keep, -1)
   else
@@ -31,9 +29,9 @@ local function record_failure(P, id, job, now, f)
   end
 
   local retry_at = f.retry_at
-  local limit = tonumber(job.rl) or config(P, 'retry_limit')
+  local limit = job.rl or config(P, 'retry_limit')
   if f.kill or (not retry_at and attempts > limit) then
-    finish(P, id, job, 'dead', now, tonumber(job.rd) or config(P, 'dead_ms'))
+    finish(P, id, job, 'dead', now, job.rd or config(P, 'dead_ms'))
     return
   end
   if not retry_at then
@@ -50,8 +48,8 @@ local function record_failure(P, id, job, now, f)
     local delay = math.floor(attempts ^ exponent * 1000 + base + f.u * jitter * attempts)
     retry_at = now + math.min(delay, MAX_DELAY_MS)
   end
-  job.s, job.r = 'scheduled', int(retry_at)
-  redis.call('HSET', key, 's', 'scheduled', 'r', retry_at)
+  job.s, job.r = 'scheduled', retry_at
+  save_job(P, id, job)
   if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
   -- Zizq's rule: a retry is always scheduled, even when already due; the
   -- next take promotes it.
