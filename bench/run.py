@@ -38,6 +38,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import redis
 from peers.common import ping_rtt_us
 
@@ -225,12 +226,13 @@ def _verify_stored(r: redis.Redis, ids: list[str], n: int) -> None:
     """Every id distinct, every job hash present and ready, payloads intact."""
     _check(len(ids) == n, f"{len(ids)} results for {n} jobs")
     _check(len(set(ids)) == n, "job ids are distinct")
-    present = sum(int(r.exists(*[_key("job", i) for i in chunk])) for chunk in _chunks(ids, CHUNK))
-    _check(present == n, f"{present} of {n} job hashes exist")
+    records = [x for chunk in _chunks(ids, CHUNK) for x in r.hmget(_key("jobs"), chunk)]
+    present = sum(x is not None for x in records)
+    _check(present == n, f"{present} of {n} job records exist")
     ready = int(r.zcard(_key("ready", "default")))
     _check(ready == n, f"{ready} of {n} jobs in the ready set")
     for pos in (0, n // 2, n - 1):
-        raw = r.hget(_key("job", ids[pos]), "d")
+        raw = msgpack.unpackb(records[pos]).get("d")
         _check(raw is not None and json.loads(raw) == {"n": pos, "s": TEXT}, f"payload of job #{pos}")
 
 
@@ -501,6 +503,7 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
     import zizq
     from zizq import _hotpath
     from zizq._core import Enqueue, TakeResult, enqueue_args
+    from zizq._scripts import script
 
     bench_job, unique_job, _ = _kinds()
     ids = _hotpath.IdGenerator()
@@ -511,15 +514,18 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
 
     # A realistic take reply for 10 jobs (the default prefetch), in the shape
     # take.lua returns ({now, next_due, more, id1, fields1, ...}): the fields
-    # are the real job hashes of 10 enqueued jobs, read through redis-py and
-    # hiredis, with what a take writes (s, da, w) applied. Built by hand so the
-    # micro-benchmark does not depend on the worker protocol (leases etc.).
+    # are those of 10 enqueued jobs as the get script returns them, read
+    # through redis-py and hiredis, with what a take writes (s, da, w)
+    # applied. Built by hand so the micro-benchmark does not depend on the
+    # worker protocol (leases etc.).
     client = zizq.Client.from_url(url, NAMESPACE)
     enqueued = client.enqueue_many([bench_job(n=i, s=TEXT) for i in range(CONCURRENCY)])
+    client.get_job(enqueued[0].id)  # loads the get script
     now = int(time.time() * 1000)
     reply: list[Any] = [now, -1, 0]
     for queued in enqueued:
-        flat = client.redis.hgetall(_key("job", queued.id))
+        [got] = client.redis.evalsha(script("get").sha, 1, client.core.prefix, queued.id)
+        flat = dict(zip(got[::2], got[1::2], strict=True))
         fields = {**flat, b"s": b"in_flight", b"da": str(now).encode(), b"w": b"bench-micro:1:00000000"}
         reply += [queued.id.encode(), [x for kv in fields.items() for x in kv]]
     client.close()

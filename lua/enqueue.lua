@@ -17,15 +17,18 @@ ARGV[1]  N, the number of jobs; then 14 values per job, in this order:
   unique_while  'queued' | 'active' | 'exists', or '' (queued when a key is given)
   timeout_ms    the most a handler may run, in ms, or '' for no limit
 
-Returns one entry per job, in input order: {flag, id, fields}
-  flag 0  created; fields = {'s', status, 'r', ready_at}
-  flag 1  duplicate of the live job `id` holding the same unique key
-          (an earlier job in this batch included); fields = its record (see get.lua)
-  flag 2  a job with this id exists already (the call was retried);
-          fields = its record (see get.lua)
+Returns {now, flag1, id1, x1, flag2, id2, x2, ...}: Redis time in ms, then
+three values per job, in input order:
+  flag 0  created; x = its ready_at (it is scheduled when ready_at > now,
+          else ready)
+  flag 1  duplicate of the live job `id` holding the same unique key (an
+          earlier job in this batch included); x = that job's fields, as
+          get.lua returns them
+  flag 2  a job with this id exists already (the call was retried); x = its
+          fields
   flag 3  a job with this id was done and deleted within the last minute
-          (the call was retried after its reply was lost); nothing is written;
-          fields = {'s', 'completed', 'r', the id's timestamp}
+          (the call was retried after its reply was lost); nothing is
+          written; x = the id's timestamp
 Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
 ]]
 --@include "includes/common.lua"
@@ -47,6 +50,7 @@ local now = now_ms()
 local plan = {}        -- per job: {flag, id}
 local batch_keys = {}  -- unique key -> id of the first job in this batch using it
 local batch_ids = {}   -- ids created by this batch
+local good_names = {}  -- type and queue names already checked in this call
 local NUMERIC = {
   {6, 'ready_at'}, {7, 'delay_ms'}, {8, 'retry_limit'}, {10, 'completed_ms'}, {11, 'dead_ms'}, {14, 'timeout_ms'},
 }
@@ -59,8 +63,11 @@ for i = 0, n - 1 do
   if id == '' then
     return fail_with('INVALID', 'job ' .. i .. ': the id is empty')
   end
-  if not name_ok(typ) or not name_ok(queue) then
-    return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue .. ' is empty or has , * ? [ ] { } \\ or NUL')
+  if not (good_names[typ] and good_names[queue]) then
+    if not name_ok(typ) or not name_ok(queue) then
+      return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue .. ' is empty or has , * ? [ ] { } \\ or NUL')
+    end
+    good_names[typ], good_names[queue] = true, true
   end
   if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
     return fail_with('INVALID', 'job ' .. i .. ': priority ' .. ARGV[b + 4] .. ' is not an integer in 0..65535')
@@ -109,7 +116,8 @@ end
 -- once per batch.
 local OPTIONAL = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw', 'to'}
 local NUMBER = {rl = true, rc = true, rd = true, to = true}
-local out = {}
+local out = {now}
+local duplicates = {}     -- positions in out of the fields of duplicates
 local ready = {}          -- queue -> {priority, id, priority, id, ...}
 local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here
@@ -117,6 +125,7 @@ local queues, seen = {}, {}  -- the distinct queues of this batch
 for i = 0, n - 1 do
   local b = 1 + i * WIDTH
   local flag, id = plan[i][1], plan[i][2]
+  local x = false
   if flag == 0 then
     local queue, prio = ARGV[b + 3], tonumber(ARGV[b + 4])
     local ready_at = now
@@ -152,12 +161,15 @@ for i = 0, n - 1 do
     if job.uk then
       redis.call('SET', P .. 'unique:' .. job.uk, id)
     end
-    out[i + 1] = {0, id, {'s', job.s, 'r', int(ready_at)}}
+    x = ready_at
   elseif flag == 3 then
-    out[i + 1] = {3, id, {'s', 'completed', 'r', id_time(id)}}
+    x = id_time(id)
   else
-    out[i + 1] = {flag, id, false}
+    duplicates[#duplicates + 1] = #out + 3
   end
+  out[#out + 1] = flag
+  out[#out + 1] = id
+  out[#out + 1] = x
 end
 if call_in_slices('SADD', P .. 'queues', queues, 1) > 0 then
   signal(P .. 'wake')
@@ -175,9 +187,7 @@ if #scheduled > 0 then
 end
 -- Duplicates are read after the writes, so one that names an earlier job
 -- of this same batch sees it.
-for i = 0, n - 1 do
-  if not out[i + 1][3] then
-    out[i + 1][3] = fields_of(load_job(P, out[i + 1][2]))
-  end
+for _, at in ipairs(duplicates) do
+  out[at] = fields_of(load_job(P, out[at - 1]))
 end
 return out

@@ -125,7 +125,7 @@ def stored(r: redis.Redis, namespace: str, job_id: str) -> dict[str, Any] | None
     """A job's record exactly as stored (a MessagePack map in the namespace's
     "jobs" hash; docs/redis-layout.md), or None when there is none."""
     blob = r.hget("{" + namespace + "}:jobs", job_id)
-    return None if blob is None else msgpack.unpackb(blob)  # type: ignore[no-any-return]
+    return None if blob is None else msgpack.unpackb(blob)
 
 
 def stored_count(r: redis.Redis, namespace: str) -> int:

@@ -114,7 +114,15 @@ class Lua:
         args: list[Value] = [len(jobs)]
         for j in jobs:
             args.extend(j)
-        return [(flag, job_id, as_map(fields)) for flag, job_id, fields in self.run("enqueue", *args)]
+        now, *flat = self.run("enqueue", *args)
+        out = []
+        for flag, job_id, x in zip(flat[0::3], flat[1::3], flat[2::3], strict=True):
+            if flag in (0, 3):  # x is ready_at: give created jobs the fields a client reads
+                status = "completed" if flag == 3 else "scheduled" if x > now else "ready"
+                out.append((flag, job_id, {"s": status, "r": str(x)}))
+            else:
+                out.append((flag, job_id, as_map(x)))
+        return out
 
     def take(self, worker: str, n: int, *queues: str) -> Taken:
         self.run("heartbeat", worker, "join", 60_000, 0, 0)  # take needs a lease
@@ -166,7 +174,7 @@ class Lua:
     def record(self, job_id: str) -> dict[str, Any] | None:
         """The job's record exactly as stored, or None."""
         blob = self.r.hget(self.key("jobs"), job_id)
-        return None if blob is None else msgpack.unpackb(blob)  # type: ignore[no-any-return]
+        return None if blob is None else msgpack.unpackb(blob)
 
     def exists(self, job_id: str) -> bool:
         return bool(self.r.hexists(self.key("jobs"), job_id))
@@ -274,6 +282,18 @@ def test_enqueue_ready_job(lua: Lua) -> None:
     assert lua.r.smembers(lua.key("queues")) == {b"q"}
     # Stored compact: the status as a number, 0 attempts left out.
     assert lua.record("j1") == {"t": "t", "q": "q", "p": 7, "s": 1, "r": int(fields["r"]), "d": '{"n":1}'}
+
+
+def test_enqueue_reply_is_now_then_flag_id_and_value_per_job(lua: Lua) -> None:
+    lua.enqueue(job("old"))
+    before = lua.now()
+    reply = lua.run("enqueue", 3, *job("new"), *job("later", delay=60_000), *job("old"))
+    after = lua.now()
+    now, *flat = reply
+    assert before <= now <= after
+    assert flat[0:2] == [0, "new"] and flat[2] == now
+    assert flat[3:5] == [0, "later"] and flat[5] == now + 60_000
+    assert flat[6:8] == [2, "old"] and as_map(flat[8]) == lua.job("old")
 
 
 def test_enqueue_leaves_default_queue_priority_and_attempts_out_of_the_record(lua: Lua) -> None:

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import redis.exceptions
 
@@ -27,6 +27,7 @@ from .job import (
     JobKind,
     Retention,
     UniqueKey,
+    UniqueWhile,
     timeout_ms,
     validate_name,
     validate_priority,
@@ -172,16 +173,144 @@ def _opt(value: Any) -> Value:
     return "" if value is None else value
 
 
-def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
+class Template(NamedTuple):
+    """What an enqueued job will be, apart from its id, status and ready_at:
+    the Job fields an enqueue result takes from the request."""
+
+    type: str
+    queue: str
+    priority: int
+    retry_limit: int | None
+    backoff: Backoff | None
+    retention: Retention | None
+    unique_key: str | None
+    unique_while: UniqueWhile | None
+    timeout_ms: int | None
+
+
+def enqueue_item(
+    job: JobKind,
+    queue: str | None,
+    priority: int | None,
+    delay: Delay | None,
+    ready_at: datetime | None,
+    retry_limit: int | None,
+    backoff: Backoff | None,
+    retention: Retention | None,
+    unique_key: UniqueKey | str | None,
+    timeout: Delay | None,
+) -> Enqueue | JobKind:
+    """What ``enqueue`` sends: the job itself when no option is given (the
+    fast path of plan_enqueue), else an Enqueue with the options."""
+    if (
+        queue is None
+        and priority is None
+        and delay is None
+        and ready_at is None
+        and retry_limit is None
+        and backoff is None
+        and retention is None
+        and unique_key is None
+        and timeout is None
+    ):
+        return job
+    return Enqueue(
+        job,
+        queue=queue,
+        priority=priority,
+        delay=delay,
+        ready_at=ready_at,
+        retry_limit=retry_limit,
+        backoff=backoff,
+        retention=retention,
+        unique_key=unique_key,
+        timeout=timeout,
+    )
+
+
+def enqueue_args(item: Enqueue | JobKind, ids: Any) -> list[Value]:
     """The 14 script arguments for one job (see lua/enqueue.lua); raises
     a ValidationError naming the bad value before anything is sent."""
+    return plan_enqueue(item, ids)[0]
+
+
+def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[list[Value], Template]:
+    """The 14 script arguments for one job, and the template of its result.
+
+    A bare JobKind instance (no per-call options) takes a fast path: its
+    class's defaults were checked when the class was made, and are turned
+    into arguments once per class.
+    """
+    if isinstance(item, JobKind):
+        unique = item.unique_key()
+        if unique is None:
+            kind = type(item)
+            known = _KINDS.get(kind)
+            if known is None:
+                known = _KINDS[kind] = _kind_args(kind)
+            head, tail, template = known
+            payload = _hotpath.encode_payload(item.to_payload())
+            return [ids.generate(), *head, payload, *tail], template
+        item = Enqueue(item, unique_key=unique)
+    elif not isinstance(item, Enqueue):
+        item = Enqueue(item)  # refused below, naming the value
+    return _plan_item(item, ids)
+
+
+def _args(job_id: str, t: Template, payload: Value, ready_at: Value, delay: Value) -> list[Value]:
+    # The order of lua/enqueue.lua's header.
+    return [
+        job_id,
+        t.type,
+        t.queue,
+        t.priority,
+        payload,
+        ready_at,
+        delay,
+        _opt(t.retry_limit),
+        "" if t.backoff is None else t.backoff.encode(),
+        "" if t.retention is None else _opt(t.retention.completed_ms),
+        "" if t.retention is None else _opt(t.retention.dead_ms),
+        _opt(t.unique_key),
+        _opt(t.unique_while),
+        _opt(t.timeout_ms),
+    ]
+
+
+# Per JobKind class: the arguments before and after the payload, and the
+# result template, of a job with no per-call options and no unique key.
+_KINDS: dict[type[JobKind], tuple[tuple[Value, ...], tuple[Value, ...], Template]] = {}
+
+
+def _kind_args(kind: type[JobKind]) -> tuple[tuple[Value, ...], tuple[Value, ...], Template]:
+    _concrete(kind)
+    template = Template(
+        type=kind.NAME,
+        queue=kind.QUEUE,
+        priority=DEFAULT_PRIORITY if kind.PRIORITY is None else int(kind.PRIORITY),
+        retry_limit=None if kind.RETRY_LIMIT is None else int(kind.RETRY_LIMIT),
+        backoff=kind.BACKOFF,
+        retention=None if kind.RETENTION == Retention() else kind.RETENTION,
+        unique_key=None,
+        unique_while=None,
+        timeout_ms=None if kind.TIMEOUT is None else timeout_ms(kind.TIMEOUT),
+    )
+    args = _args("", template, "", "", "")
+    return tuple(args[1:4]), tuple(args[5:]), template
+
+
+def _concrete(kind: type[JobKind]) -> None:
+    if "NAME" not in vars(kind):
+        raise ValidationError(f"{kind.__qualname__} is an abstract JobKind (no NAME); enqueue a concrete subclass")
+
+
+def _plan_item(item: Enqueue, ids: Any) -> tuple[list[Value], Template]:
     job = item.job
     if job is not None:
         if not isinstance(job, JobKind):
             raise ValidationError(f"{job!r} is not a zizq.JobKind instance; use enqueue_raw for plain payloads")
         kind = type(job)
-        if "NAME" not in vars(kind):
-            raise ValidationError(f"{kind.__qualname__} is an abstract JobKind (no NAME); enqueue a concrete subclass")
+        _concrete(kind)
         type_name = kind.NAME
         payload = _hotpath.encode_payload(job.to_payload())
         queue: str | None = item.queue if item.queue is not None else kind.QUEUE
@@ -211,6 +340,8 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff")
     if retention is not None and not isinstance(retention, Retention):
         raise ValidationError(f"retention {retention!r} is not a zizq.Retention")
+    if retention == Retention():  # nothing set: nothing stored
+        retention = None
     if isinstance(unique, str):
         unique = UniqueKey.raw(unique)
     elif unique is not None and not isinstance(unique, UniqueKey):
@@ -225,22 +356,18 @@ def enqueue_args(item: Enqueue, ids: Any) -> list[Value]:
         ready_at = epoch_ms(item.ready_at)
     elif item.delay is not None:
         delay = delay_ms(item.delay)
-    return [
-        ids.generate(),
-        type_name,
-        queue,
-        priority,
-        payload,
-        ready_at,
-        delay,
-        _opt(retry_limit),
-        "" if backoff is None else backoff.encode(),
-        "" if retention is None else _opt(retention.completed_ms),
-        "" if retention is None else _opt(retention.dead_ms),
-        "" if unique is None else unique.key,
-        (unique_while or "") if unique is not None else "",
-        "" if timeout is None else timeout_ms(timeout),
-    ]
+    template = Template(
+        type=type_name,
+        queue=queue,
+        priority=priority,
+        retry_limit=retry_limit,
+        backoff=backoff,
+        retention=retention,
+        unique_key=None if unique is None else unique.key,
+        unique_while=unique_while if unique is not None else None,
+        timeout_ms=None if timeout is None else timeout_ms(timeout),
+    )
+    return _args(ids.generate(), template, payload, ready_at, delay), template
 
 
 def _non_negative(what: str, value: Any) -> int:
@@ -370,8 +497,36 @@ def job_from_fields(job_id: Any, f: dict[str, Any], *, duplicate: bool = False) 
     )
 
 
-_OPTIONAL_FIELDS = ("rl", "bo", "rc", "rd", "uk", "uw", "to")
-WIDTH = 14  # enqueue arguments per job
+def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
+    """The jobs of an enqueue reply (see lua/enqueue.lua): made from their
+    templates when created, read from their fields when they existed."""
+    now = reply[0]
+    jobs = []
+    for i, template in enumerate(templates):
+        flag, job_id, x = reply[1 + 3 * i : 4 + 3 * i]
+        if flag == 0 or flag == 3:  # created now, or created and done before a retry
+            status = "completed" if flag == 3 else "scheduled" if x > now else "ready"
+            t = template
+            job = Job(
+                _str(job_id),
+                t.type,
+                t.queue,
+                t.priority,
+                status,  # type: ignore[arg-type]
+                x,
+                retry_limit=t.retry_limit,
+                backoff=t.backoff,
+                retention=t.retention,
+                unique_key=t.unique_key,
+                unique_while=t.unique_while,
+                timeout_ms=t.timeout_ms,
+            )
+        else:
+            fields = _hotpath.fields_to_dict(x)
+            fields.pop("d", None)  # enqueue results carry metadata only
+            job = job_from_fields(job_id, fields, duplicate=flag == 1)
+        jobs.append(job)
+    return jobs
 
 
 class Core:
@@ -387,28 +542,16 @@ class Core:
         """A key of this namespace, e.g. ``key("ready", "emails")``."""
         return self.prefix + ":".join(parts)
 
-    def enqueue(self, items: Sequence[Enqueue]) -> Call[list[Job]]:
+    def enqueue(self, items: Sequence[Enqueue | JobKind]) -> Call[list[Job]]:
         if not items:
             raise ValidationError("enqueue_many needs at least one job")
         args: list[Value] = [len(items)]
+        templates = []
         for item in items:
-            args.extend(enqueue_args(item, self.ids))
-        return Call(script("enqueue"), self.keys, args, lambda reply: self._enqueued(args, reply))
-
-    @staticmethod
-    def _enqueued(args: list[Value], reply: list[Any]) -> list[Job]:
-        jobs = []
-        for i, (flag, job_id, flat) in enumerate(reply):
-            fields: dict[str, Any] = _hotpath.fields_to_dict(flat)
-            if flag in (0, 3):  # created now, or created and done before a retry
-                b = 1 + i * WIDTH
-                fields.update(t=args[b + 1], q=args[b + 2], p=args[b + 3], a=0)
-                for name, value in zip(_OPTIONAL_FIELDS, args[b + 7 : b + WIDTH], strict=True):
-                    if value != "":
-                        fields[name] = value
-            fields.pop("d", None)  # enqueue results carry metadata only
-            jobs.append(job_from_fields(job_id, fields, duplicate=flag == 1))
-        return jobs
+            job_args, template = plan_enqueue(item, self.ids)
+            args += job_args
+            templates.append(template)
+        return Call(script("enqueue"), self.keys, args, lambda reply: _enqueued(templates, reply))
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
         def decode(reply: list[Any]) -> list[Job | None]:

@@ -19,7 +19,18 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
-from ._core import TRANSIENT, UNSET, Call, Core, Delay, Enqueue, defaults_args, patch_args, retry_delays
+from ._core import (
+    TRANSIENT,
+    UNSET,
+    Call,
+    Core,
+    Delay,
+    Enqueue,
+    defaults_args,
+    enqueue_item,
+    patch_args,
+    retry_delays,
+)
 from .errors import JobNotFound, RedisUnavailable, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
 
@@ -31,10 +42,6 @@ Items = Sequence[JobKind | Enqueue]
 def default_url() -> str:
     """``ZIZQ_REDIS_URL`` if set, else ``redis://localhost:6379/0``."""
     return os.environ.get("ZIZQ_REDIS_URL") or DEFAULT_URL
-
-
-def _as_items(jobs: Items) -> list[Enqueue]:
-    return [j if isinstance(j, Enqueue) else Enqueue(j) for j in jobs]
 
 
 def _connection_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -145,18 +152,7 @@ class Client:
         0..65535, lower first (default 32768). A duplicate of a live job with
         the same unique key returns that job with ``duplicate=True``.
         """
-        item = Enqueue(
-            job,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            ready_at=ready_at,
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-            unique_key=unique_key,
-            timeout=timeout,
-        )
+        item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
         return self.run(self.core.enqueue([item]))[0]
 
     def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
@@ -169,7 +165,7 @@ class Client:
         instances or :class:`zizq.Enqueue` (a job with options). Results come
         in input order; a unique key repeated in the batch resolves to its
         first job."""
-        return self.run(self.core.enqueue(_as_items(jobs)))
+        return self.run(self.core.enqueue(jobs))
 
     def get_job(self, job_id: str) -> Job:
         """The job with its payload; raises JobNotFound when it does not
@@ -348,18 +344,7 @@ class AsyncClient:
         timeout: Delay | None = None,
     ) -> Job:
         """See :meth:`Client.enqueue`."""
-        item = Enqueue(
-            job,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            ready_at=ready_at,
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-            unique_key=unique_key,
-            timeout=timeout,
-        )
+        item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
         return (await self.run(self.core.enqueue([item])))[0]
 
     async def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
@@ -368,7 +353,7 @@ class AsyncClient:
 
     async def enqueue_many(self, jobs: Items) -> list[Job]:
         """See :meth:`Client.enqueue_many`."""
-        return await self.run(self.core.enqueue(_as_items(jobs)))
+        return await self.run(self.core.enqueue(jobs))
 
     async def get_job(self, job_id: str) -> Job:
         """See :meth:`Client.get_job`."""

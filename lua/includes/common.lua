@@ -108,7 +108,6 @@ end
 -- the status by name.
 local STATUS_CODE = {ready = 1, scheduled = 2, in_flight = 3, completed = 4, dead = 5}
 local STATUS_NAME = {'ready', 'scheduled', 'in_flight', 'completed', 'dead'}
-local LEFT_OUT = {q = 'default', p = 32768, a = 0}
 
 -- The job as a table, or nil when there is none.
 local function load_job(P, id)
@@ -116,20 +115,21 @@ local function load_job(P, id)
   if not blob then return nil end
   local job = cmsgpack.unpack(blob)
   job.s = STATUS_NAME[job.s]
-  for k, v in pairs(LEFT_OUT) do
-    if job[k] == nil then job[k] = v end
-  end
+  job.q = job.q or 'default'
+  job.p = job.p or 32768
+  job.a = job.a or 0
   return job
 end
 
 -- Store the job table (as load_job returns it) as the job's record.
 local function save_job(P, id, job)
-  local record = {}
-  for k, v in pairs(job) do
-    if LEFT_OUT[k] ~= v then record[k] = v end
-  end
-  record.s = STATUS_CODE[job.s]
-  redis.call('HSET', P .. 'jobs', id, cmsgpack.pack(record))
+  local s, q, p, a = job.s, job.q, job.p, job.a
+  job.s = STATUS_CODE[s]
+  if q == 'default' then job.q = nil end
+  if p == 32768 then job.p = nil end
+  if a == 0 then job.a = nil end
+  redis.call('HSET', P .. 'jobs', id, cmsgpack.pack(job))
+  job.s, job.q, job.p, job.a = s, q, p, a
 end
 
 -- The job as the flat field/value list clients read (numbers as "%d" text).
