@@ -19,7 +19,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
+from . import events, middleware
 from ._core import TRANSIENT, UNSET, Call, Core, Delay, Enqueue, defaults_args, patch_args, retry_delays
+from .cron import AsyncCronMethods, CronMethods
 from .errors import JobNotFound, RedisUnavailable, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
 
@@ -50,7 +52,7 @@ def _unavailable(url: str | None, seconds: float, exc: Exception) -> RedisUnavai
     return RedisUnavailable(f"redis at {url or '?'} unavailable for {seconds:g}s: {exc}")
 
 
-class Client:
+class Client(CronMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
@@ -69,6 +71,7 @@ class Client:
         self.redis = redis_client
         self.url = url
         self.retry_for = retry_for
+        self.enqueue_middleware: list[Any] = []
 
     @classmethod
     def from_url(
@@ -157,19 +160,31 @@ class Client:
             unique_key=unique_key,
             timeout=timeout,
         )
-        return self.run(self.core.enqueue([item]))[0]
+        return self._enqueue([item])[0]
 
     def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
         """Enqueue a job by type name with a plain JSON payload (for job types
         defined elsewhere). Takes the options of :meth:`enqueue`."""
-        return self.run(self.core.enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)]))[0]
+        return self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])[0]
 
     def enqueue_many(self, jobs: Items) -> list[Job]:
         """Enqueue many jobs atomically: all or none. Items are JobKind
         instances or :class:`zizq.Enqueue` (a job with options). Results come
         in input order; a unique key repeated in the batch resolves to its
         first job."""
-        return self.run(self.core.enqueue(_as_items(jobs)))
+        return self._enqueue(_as_items(jobs))
+
+    def use(self, fn: middleware.EnqueueMiddleware) -> middleware.EnqueueMiddleware:
+        """Add enqueue middleware ``fn(items, call_next) -> jobs`` (see
+        :mod:`zizq.middleware`); the first added runs outermost. Returns
+        ``fn``, so it works as a decorator."""
+        self.enqueue_middleware.append(fn)
+        return fn
+
+    def _enqueue(self, items: list[Enqueue]) -> list[Job]:
+        if self.enqueue_middleware or events.enqueue:
+            return middleware.enqueue_sync(self, items)
+        return self.run(self.core.enqueue(items))
 
     def get_job(self, job_id: str) -> Job:
         """The job with its payload; raises JobNotFound when it does not
@@ -273,7 +288,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(AsyncCronMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited."""
 
     def __init__(
@@ -288,6 +303,7 @@ class AsyncClient:
         self.redis = redis_client
         self.url = url
         self.retry_for = retry_for
+        self.enqueue_middleware: list[Any] = []
 
     @classmethod
     def from_url(
@@ -360,15 +376,25 @@ class AsyncClient:
             unique_key=unique_key,
             timeout=timeout,
         )
-        return (await self.run(self.core.enqueue([item])))[0]
+        return (await self._enqueue([item]))[0]
 
     async def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
         """See :meth:`Client.enqueue_raw`."""
-        return (await self.run(self.core.enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])))[0]
+        return (await self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)]))[0]
 
     async def enqueue_many(self, jobs: Items) -> list[Job]:
         """See :meth:`Client.enqueue_many`."""
-        return await self.run(self.core.enqueue(_as_items(jobs)))
+        return await self._enqueue(_as_items(jobs))
+
+    def use(self, fn: middleware.AsyncEnqueueMiddleware) -> middleware.AsyncEnqueueMiddleware:
+        """See :meth:`Client.use`; ``fn`` and ``call_next`` are coroutines."""
+        self.enqueue_middleware.append(fn)
+        return fn
+
+    async def _enqueue(self, items: list[Enqueue]) -> list[Job]:
+        if self.enqueue_middleware or events.enqueue:
+            return await middleware.enqueue_async(self, items)
+        return await self.run(self.core.enqueue(items))
 
     async def get_job(self, job_id: str) -> Job:
         """See :meth:`Client.get_job`."""
