@@ -77,7 +77,7 @@ def test_quick_start(tmp_path: Path, redis_server: RedisServer) -> None:
 def test_other_examples_run(tmp_path: Path, redis_server: RedisServer) -> None:
     (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
     env = {**os.environ, "ZIZQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(tmp_path)}
-    for title in ("Defining jobs", "Enqueueing", "Workers", "Job lifecycle"):
+    for title in ("Defining jobs", "Enqueueing", "Workers", "Job lifecycle", "Operating zizq"):
         for i, code in enumerate(blocks(section(title), "python")):
             path = tmp_path / f"example_{i}.py"
             path.write_text(code)

@@ -6,7 +6,10 @@ state change is one atomic Lua script in Redis.
 
 from ._core import Enqueue
 from .client import AsyncClient, Client
+from .cron import CronEntry, CronEntryState, CronGroup
 from .errors import (
+    CronEntryExists,
+    CronNotFound,
     InvalidName,
     InvalidPayload,
     JobKindError,
@@ -23,6 +26,7 @@ from .errors import (
     WorkerLost,
     ZizqError,
 )
+from .events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
 from .job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
 from .router import Router
 from .worker import Worker, WorkerStats
@@ -33,11 +37,18 @@ __all__ = (
     "AsyncClient",
     "Backoff",
     "Client",
+    "CronEntry",
+    "CronEntryExists",
+    "CronEntryState",
+    "CronGroup",
+    "CronNotFound",
     "Enqueue",
+    "EnqueueEvent",
     "ErrorRecord",
     "InvalidName",
     "InvalidPayload",
     "Job",
+    "JobEvent",
     "JobKind",
     "JobKindError",
     "JobNotFound",
@@ -59,4 +70,7 @@ __all__ = (
     "WorkerStats",
     "ZizqError",
     "__version__",
+    "on",
+    "subscribe",
+    "unsubscribe",
 )

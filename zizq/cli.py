@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import orjson
 
 from . import __version__
 from .client import Client, default_url
-from .errors import ZizqError
+from .errors import CronNotFound, ZizqError
 from .router import Router
 from .worker import Worker
 
@@ -54,7 +56,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         heartbeat_interval=args.heartbeat_interval,
         lease=args.lease,
+        cron=args.cron,
     )
+    if args.metrics_port is not None:
+        from .metrics import serve_metrics
+
+        serve_metrics(args.metrics_port, client, [worker], addr=args.metrics_addr)
     worker.run()
     code = 1 if worker.forced else 0
     if any(t.name.startswith("zizq-handler") and t.is_alive() for t in threading.enumerate()):
@@ -91,6 +98,50 @@ def cmd_pause(args: argparse.Namespace) -> int:
             changed = client.resume_queue(args.queue)
     state = "paused" if args.command == "pause" else "resumed"
     print(f"queue {args.queue!r} {state}" if changed else f"queue {args.queue!r} was already {state}")
+    return 0
+
+
+def _when(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def cmd_cron(args: argparse.Namespace) -> int:
+    with Client.from_url(args.url, args.namespace) as client:
+        if args.action == "list":
+            groups = [client.get_cron(args.group)] if args.group else client.list_crons()
+            if args.json:
+                print(orjson.dumps([dataclasses.asdict(g) for g in groups]).decode())
+                return 0
+            for g in groups:
+                flags = " (paused)" if g.paused else ""
+                print(f"{g.name}{flags} timezone={g.timezone or 'UTC'}")
+                for e in g.entries:
+                    state = " (paused)" if e.paused else ""
+                    print(
+                        f"  {e.name}{state}  {e.expression!r} {e.timezone}  type={e.job['type']} queue={e.job['queue']}"
+                        f"  next={_when(e.next_enqueue_at)} last={_when(e.last_enqueue_at)}"
+                    )
+            if not groups:
+                print("no cron groups")
+            return 0
+        what = f"cron entry {args.entry!r} of group {args.group!r}" if args.entry else f"cron group {args.group!r}"
+        if args.action == "delete":
+            gone = client.delete_cron_entry(args.group, args.entry) if args.entry else client.delete_cron(args.group)
+            if not gone:
+                raise CronNotFound(f"no {what}")
+            print(f"{what} deleted")
+            return 0
+        pause = args.action == "pause"
+        if args.entry:
+            changed = (
+                client.pause_cron_entry(args.group, args.entry)
+                if pause
+                else client.resume_cron_entry(args.group, args.entry)
+            )
+        else:
+            changed = client.pause_cron(args.group) if pause else client.resume_cron(args.group)
+        state = "paused" if pause else "resumed"
+        print(f"{what} {state}" if changed else f"{what} was already {state}")
     return 0
 
 
@@ -135,6 +186,20 @@ def parser() -> argparse.ArgumentParser:
         help="seconds without a heartbeat after which the worker counts as lost and other workers "
         "hand its jobs back to their queues (default: 5)",
     )
+    w.add_argument(
+        "--no-cron",
+        dest="cron",
+        action="store_false",
+        help="do not run the cron tick (by default every worker does; each due run is enqueued once)",
+    )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics over HTTP on PORT (path /metrics); off by default",
+    )
+    w.add_argument("--metrics-addr", default="0.0.0.0", help="address the metrics server listens on (default: 0.0.0.0)")
     w.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     common(w)
     w.set_defaults(func=cmd_worker)
@@ -162,6 +227,28 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("queue", help="queue name")
         common(sp)
         sp.set_defaults(func=cmd_pause)
+    c = sub.add_parser(
+        "cron",
+        help="list, pause, resume or delete cron groups and entries",
+        description="Manage the cron groups registered with Client.replace_cron. A paused group or entry "
+        "lets its due times pass without enqueueing (no catch-up on resume).",
+    )
+    csub = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cl = csub.add_parser("list", help="show groups and entries with their next and last runs (UTC)")
+    cl.add_argument("group", nargs="?", help="only this group")
+    cl.add_argument("--json", action="store_true", help="print the groups as JSON (times in ms)")
+    common(cl)
+    cl.set_defaults(func=cmd_cron)
+    for name, what in (
+        ("pause", "pause a group, or one entry of it"),
+        ("resume", "resume a group, or one entry of it"),
+        ("delete", "delete a group with its entries, or one entry"),
+    ):
+        sp = csub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        sp.add_argument("group", help="cron group name")
+        sp.add_argument("entry", nargs="?", help="entry name (default: the whole group)")
+        common(sp)
+        sp.set_defaults(func=cmd_cron)
     return p
 
 

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
+from . import events, middleware
 from ._core import (
     TRANSIENT,
     UNSET,
@@ -31,6 +32,7 @@ from ._core import (
     patch_args,
     retry_delays,
 )
+from .cron import AsyncCronMethods, CronMethods
 from .errors import JobNotFound, RedisUnavailable, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
 
@@ -42,6 +44,11 @@ Items = Sequence[JobKind | Enqueue]
 def default_url() -> str:
     """``ZIZQ_REDIS_URL`` if set, else ``redis://localhost:6379/0``."""
     return os.environ.get("ZIZQ_REDIS_URL") or DEFAULT_URL
+
+
+def _as_items(jobs: Items) -> list[Enqueue]:
+    # Middleware sees (and may change) every request as an Enqueue.
+    return [j if isinstance(j, Enqueue) else Enqueue(j) for j in jobs]
 
 
 def _connection_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +64,7 @@ def _unavailable(url: str | None, seconds: float, exc: Exception) -> RedisUnavai
     return RedisUnavailable(f"redis at {url or '?'} unavailable for {seconds:g}s: {exc}")
 
 
-class Client:
+class Client(CronMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
@@ -76,6 +83,7 @@ class Client:
         self.redis = redis_client
         self.url = url
         self.retry_for = retry_for
+        self.enqueue_middleware: list[Any] = []
 
     @classmethod
     def from_url(
@@ -153,19 +161,31 @@ class Client:
         the same unique key returns that job with ``duplicate=True``.
         """
         item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
-        return self.run(self.core.enqueue([item]))[0]
+        return self._enqueue([item])[0]
 
     def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
         """Enqueue a job by type name with a plain JSON payload (for job types
         defined elsewhere). Takes the options of :meth:`enqueue`."""
-        return self.run(self.core.enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)]))[0]
+        return self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])[0]
 
     def enqueue_many(self, jobs: Items) -> list[Job]:
         """Enqueue many jobs atomically: all or none. Items are JobKind
         instances or :class:`zizq.Enqueue` (a job with options). Results come
         in input order; a unique key repeated in the batch resolves to its
         first job."""
-        return self.run(self.core.enqueue(jobs))
+        return self._enqueue(jobs)
+
+    def use(self, fn: middleware.EnqueueMiddleware) -> middleware.EnqueueMiddleware:
+        """Add enqueue middleware ``fn(items, call_next) -> jobs`` (see
+        :mod:`zizq.middleware`); the first added runs outermost. Returns
+        ``fn``, so it works as a decorator."""
+        self.enqueue_middleware.append(fn)
+        return fn
+
+    def _enqueue(self, items: Items) -> list[Job]:
+        if self.enqueue_middleware or events.enqueue:
+            return middleware.enqueue_sync(self, _as_items(items))
+        return self.run(self.core.enqueue(items))
 
     def get_job(self, job_id: str) -> Job:
         """The job with its payload; raises JobNotFound when it does not
@@ -269,7 +289,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(AsyncCronMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited."""
 
     def __init__(
@@ -284,6 +304,7 @@ class AsyncClient:
         self.redis = redis_client
         self.url = url
         self.retry_for = retry_for
+        self.enqueue_middleware: list[Any] = []
 
     @classmethod
     def from_url(
@@ -345,15 +366,25 @@ class AsyncClient:
     ) -> Job:
         """See :meth:`Client.enqueue`."""
         item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
-        return (await self.run(self.core.enqueue([item])))[0]
+        return (await self._enqueue([item]))[0]
 
     async def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
         """See :meth:`Client.enqueue_raw`."""
-        return (await self.run(self.core.enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])))[0]
+        return (await self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)]))[0]
 
     async def enqueue_many(self, jobs: Items) -> list[Job]:
         """See :meth:`Client.enqueue_many`."""
-        return await self.run(self.core.enqueue(jobs))
+        return await self._enqueue(jobs)
+
+    def use(self, fn: middleware.AsyncEnqueueMiddleware) -> middleware.AsyncEnqueueMiddleware:
+        """See :meth:`Client.use`; ``fn`` and ``call_next`` are coroutines."""
+        self.enqueue_middleware.append(fn)
+        return fn
+
+    async def _enqueue(self, items: Items) -> list[Job]:
+        if self.enqueue_middleware or events.enqueue:
+            return await middleware.enqueue_async(self, _as_items(items))
+        return await self.run(self.core.enqueue(items))
 
     async def get_job(self, job_id: str) -> Job:
         """See :meth:`Client.get_job`."""

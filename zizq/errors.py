@@ -54,6 +54,14 @@ class RedisScriptError(ZizqError):
     """A zizq Lua script refused a call; the message says why."""
 
 
+class CronNotFound(ZizqError, LookupError):
+    """No cron group (or entry in the group) with that name exists."""
+
+
+class CronEntryExists(ZizqError):
+    """``add_cron_entry`` named an entry that its group already has."""
+
+
 class NoRouteError(ZizqError):
     """A worker received a job whose type no handler is registered for."""
 
@@ -69,6 +77,8 @@ SCRIPT_ERRORS: dict[str, type[ZizqError]] = {
     "NOT_FOUND": JobNotFound,
     "STATE": JobStateError,
     "LOST": LeaseLost,
+    "CRON_NOT_FOUND": CronNotFound,
+    "EXISTS": CronEntryExists,
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import JobKindError, NoRouteError
+from .errors import JobKindError, NoRouteError, ValidationError
 from .job import Job, JobKind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,6 +65,16 @@ class Router:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
         self._fallback: Route | None = None
+        self.middleware: list[Callable[..., Any]] = []
+
+    def use(self, fn: F) -> F:
+        """Add dequeue middleware ``async def fn(job, call_next)`` wrapping
+        every handler call (see :mod:`zizq.middleware`); the first added runs
+        outermost. Returns ``fn``, so it works as a decorator."""
+        if not inspect.iscoroutinefunction(fn):
+            raise ValidationError(f"dequeue middleware {fn!r} must be an async function: async def fn(job, call_next)")
+        self.middleware.append(fn)
+        return fn
 
     def route(self, kind: type[JobKind], handler: Callable[..., Any]) -> None:
         """Send jobs of ``kind`` (by its NAME) to ``handler``."""

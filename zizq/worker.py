@@ -22,6 +22,7 @@ import random
 import signal
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +33,14 @@ import redis
 import redis.asyncio
 from redis.exceptions import ResponseError
 
+from . import events
 from ._core import TRANSIENT, Call, delay_ms, epoch_ms, retry_delays
 from .client import AsyncClient, Client
+from .cron import CronStats, cron_loop
 from .errors import JobTimeout, KillJob, LeaseLost, RetryJob, ValidationError, ZizqError
 from .job import Job, validate_name
-from .router import Router
+from .middleware import run_chain
+from .router import Route, Router
 
 log = logging.getLogger("zizq.worker")
 PURGE_BATCH = 1000
@@ -95,6 +99,8 @@ class Worker:
         lasts before the worker looks again anyway.
     :param purge_interval: seconds between sweeps that delete finished jobs
         past their purge_at (in batches of 1,000).
+    :param cron: run the cron tick (enqueue due cron entries; any number of
+        workers may, each due run is enqueued once). False turns it off.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class Worker:
         lease: float = 5.0,
         max_idle: float = 5.0,
         purge_interval: float = 30.0,
+        cron: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValidationError(f"concurrency {concurrency!r} must be at least 1")
@@ -131,6 +138,8 @@ class Worker:
         self.lease = lease
         self.max_idle = max_idle
         self.purge_interval = purge_interval
+        self.cron = cron
+        self.cron_stats = CronStats()
         self.id = new_worker_id()
         self.stats = WorkerStats()
         self.forced = False  # a second stop abandoned running handlers
@@ -200,12 +209,16 @@ class Worker:
         log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
         acker = asyncio.create_task(self._ack_loop())
         purger = asyncio.create_task(self._purge_loop())
+        crons = []
+        if self.cron:
+            crons.append(asyncio.create_task(cron_loop(self._client, self._stop, self.max_idle, self.cron_stats)))
         runners = [asyncio.create_task(self._run_jobs()) for _ in range(self.concurrency)]
         try:
             await self._take_loop()
         finally:
             self._stop.set()  # also when the take loop failed
             await purger  # it ends by itself once a stop is asked for
+            await asyncio.gather(*crons)  # so does the cron tick
             await self._shutdown(runners, acker)
             heart.stop()
             await self._call(self._core.heartbeat(self.id, "leave", self._lease_ms))
@@ -406,12 +419,20 @@ class Worker:
         timeout = job.timeout_ms / 1000 if job.timeout_ms else None
         deadline = asyncio.timeout(timeout)
         pool, sync = self._pool, False
+        # Hooks cost nothing per job unless some are registered.
+        observed = bool(events.job_start or events.job_end or events.job_exception)
+        if observed:
+            started = time.perf_counter()
+            if events.job_start:
+                events.emit(events.job_start, events.JobEvent("job_start", job, self.namespace, owner))
         try:
             route = self.router.lookup(job.type)
             args = route.arguments(job)
             sync = not route.is_async
             async with deadline:
-                if route.is_async:
+                if self.router.middleware:
+                    await run_chain(self.router.middleware, job, lambda: self._call_handler(route, args, pool))
+                elif route.is_async:
                     await route.handler(*args)
                 else:
                     await asyncio.get_running_loop().run_in_executor(pool, route.handler, *args)
@@ -423,10 +444,33 @@ class Worker:
                 if sync:
                     self._abandon(pool)
                 exc = JobTimeout(f"the handler ran longer than its timeout of {timeout:g}s")
-            await self._fail(owner, job, exc)
+            if observed:
+                duration = time.perf_counter() - started
+                if events.job_exception:
+                    event = events.JobEvent("job_exception", job, self.namespace, owner, duration, error=exc)
+                    events.emit(events.job_exception, event)
+            result = await self._fail(owner, job, exc)
+            if observed and events.job_end:
+                outcome: events.Outcome = "refused" if result is None else "failed"
+                if result is not None and result.status == "dead":
+                    outcome = "dead"
+                event = events.JobEvent("job_end", job, self.namespace, owner, duration, outcome, exc)
+                events.emit(events.job_end, event)
         else:
             self._acks.append((owner, job.id))
             self._ack_wanted.set()
+            if observed and events.job_end:
+                duration = time.perf_counter() - started
+                event = events.JobEvent("job_end", job, self.namespace, owner, duration, "completed")
+                events.emit(events.job_end, event)
+
+    @staticmethod
+    async def _call_handler(route: Route, args: tuple[Any, ...], pool: ThreadPoolExecutor) -> None:
+        # The innermost step of the dequeue middleware chain.
+        if route.is_async:
+            await route.handler(*args)
+        else:
+            await asyncio.get_running_loop().run_in_executor(pool, route.handler, *args)
 
     def _abandon(self, pool: ThreadPoolExecutor) -> None:
         # A sync handler cannot be stopped: its thread runs on, holding a
@@ -435,7 +479,7 @@ class Worker:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
             pool.shutdown(wait=False)
 
-    async def _fail(self, owner: str, job: Job, exc: Exception) -> None:
+    async def _fail(self, owner: str, job: Job, exc: Exception) -> Job | None:
         retry_at = retry_in = None
         if isinstance(exc, RetryJob):
             try:
@@ -464,6 +508,7 @@ class Worker:
             log.warning("job %s: failure not recorded: the job is no longer this worker's", job.id)
         else:
             self.stats.failed += 1
+        return result  # type: ignore[no-any-return]
 
     # -- housekeeping ----------------------------------------------------
 

@@ -1,0 +1,246 @@
+"""Cron: groups and entries, the workers' tick, exactly one enqueue per due run."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, cast
+
+import pytest
+import redis
+
+import zizq
+from zizq.cron import CronCore, cron_tick, next_after
+
+from .conftest import RedisServer
+
+
+class Report(zizq.JobKind):
+    NAME = "report"
+    QUEUE = "reports"
+    PRIORITY = 7
+    day: str
+
+
+def ms(text: str) -> int:
+    return round(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_next_after_reads_5_and_6_fields_in_a_time_zone() -> None:
+    now = ms("2024-03-30T12:00:00+00:00")
+    # 02:30 Berlin does not exist on 2024-03-31 (clocks jump 02:00 -> 03:00).
+    assert next_after("30 2 * * *", "Europe/Berlin", now) == ms("2024-03-31T03:00:00+02:00")
+    assert next_after("30 2 * * *", "UTC", now) == ms("2024-03-31T02:30:00+00:00")
+    assert next_after("*/15 * * * * *", "UTC", now) == now + 15_000  # strictly after
+    assert next_after("@daily", "America/New_York", now) == ms("2024-03-31T00:00:00-04:00")
+    assert next_after("0 0 30 2 *", "UTC", now) is None  # 30 February never comes
+
+
+async def test_bad_input_is_refused_before_anything_is_written(api: Any, r: redis.Redis, namespace: str) -> None:
+    good = zizq.CronEntry("e", "* * * * *", Report(day="x"))
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"entries": [zizq.CronEntry("e", "61 * * * *", Report(day="x"))]}, "61 \\* \\* \\* \\*"),
+        ({"entries": [zizq.CronEntry("e", "* * * *", Report(day="x"))]}, "is not valid"),
+        ({"entries": [zizq.CronEntry("e", "* * * * *", Report(day="x"), timezone="Mars/Base")]}, "Mars/Base"),
+        ({"entries": [good], "timezone": "Nowhere"}, "Nowhere"),
+        ({"entries": [zizq.CronEntry("bad,name", "* * * * *", Report(day="x"))]}, "bad,name"),
+        ({"entries": [zizq.CronEntry("e", "* * * * *", zizq.Enqueue(Report(day="x"), delay=5))]}, "ready_at or delay"),
+        ({"entries": [zizq.CronEntry("e", "* * * * *", zizq.Enqueue(Report(day="x"), priority=70000))]}, "70000"),
+        ({"entries": [good, good]}, "given twice"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(zizq.ValidationError, match=match):
+            await api.replace_cron("g", **kwargs)
+    with pytest.raises(zizq.ValidationError, match="bad group"):
+        await api.replace_cron("bad group}", [good])
+    assert r.keys(f"{{{namespace}}}:*") == []
+    with pytest.raises(zizq.CronNotFound):
+        await api.get_cron("g")
+    with pytest.raises(zizq.CronNotFound):
+        await api.pause_cron("g")
+
+
+async def test_replace_is_idempotent_and_keeps_unchanged_entries(api: Any) -> None:
+    entries = [
+        zizq.CronEntry("nightly", "0 3 * * *", Report(day="today"), timezone="Europe/Berlin"),
+        zizq.CronEntry("often", "*/5 * * * *", zizq.Enqueue.raw("ping", {"n": 1}, queue="q", unique_key="ping")),
+    ]
+    group = await api.replace_cron("billing", entries, timezone="America/New_York")
+    assert group.name == "billing" and group.timezone == "America/New_York" and not group.paused
+    nightly, often = group.entries
+    assert (nightly.name, nightly.timezone, often.timezone) == ("nightly", "Europe/Berlin", "America/New_York")
+    assert nightly.job["type"] == "report" and nightly.job["queue"] == "reports" and nightly.job["priority"] == 7
+    assert often.job["unique_key"] == "ping" and often.job["payload"] == '{"n":1}'
+    assert nightly.next_enqueue_at is not None and often.next_enqueue_at is not None
+    assert nightly.last_enqueue_at is None
+
+    assert await api.pause_cron_entry("billing", "nightly") is True
+    assert await api.pause_cron_entry("billing", "nightly") is False
+    again = await api.replace_cron("billing", entries, timezone="America/New_York")
+    assert again.entries[0].paused and again.entries[0].paused_at is not None  # state kept
+    assert again.entries == [*group.entries[:0], again.entries[0], group.entries[1]]
+
+    # Changing an entry replaces it (fresh state); a missing entry is deleted.
+    changed = [zizq.CronEntry("nightly", "0 4 * * *", Report(day="today"), timezone="Europe/Berlin")]
+    third = await api.replace_cron("billing", changed, timezone="America/New_York")
+    assert [e.name for e in third.entries] == ["nightly"]
+    assert third.entries[0].expression == "0 4 * * *" and not third.entries[0].paused
+
+    with pytest.raises(zizq.CronEntryExists):
+        await api.add_cron_entry("billing", changed[0])
+    added = await api.add_cron_entry("billing", zizq.CronEntry("second", "@hourly", Report(day="h")))
+    assert added.timezone == "America/New_York"  # inherited from the group
+    put = await api.put_cron_entry("other", zizq.CronEntry("x", "@daily", Report(day="d")))
+    assert put.group == "other" and put.timezone == "UTC"
+    assert [g.name for g in await api.list_crons()] == ["billing", "other"]
+    assert (await api.get_cron_entry("billing", "second")).expression == "@hourly"
+
+    assert await api.pause_cron("billing") is True
+    assert (await api.get_cron("billing")).paused
+    assert await api.resume_cron("billing") is True
+    group = await api.get_cron("billing")
+    assert not group.paused and group.resumed_at is not None
+    assert await api.delete_cron_entry("billing", "second") is True
+    assert await api.delete_cron_entry("billing", "second") is False
+    assert await api.delete_cron("other") is True
+    assert await api.delete_all_crons() == 1
+    assert await api.list_crons() == []
+
+
+async def _set_next(r: redis.Redis, namespace: str, group: str, entry: str, at_ms: int) -> None:
+    r.zadd(f"{{{namespace}}}:cron:next", {f"{group},{entry}": at_ms})
+
+
+async def test_tick_enqueues_the_template_and_collapses_missed_runs(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    entry = zizq.CronEntry("daily", "0 0 * * *", zizq.Enqueue(Report(day="d"), priority=3, retry_limit=2))
+    await aclient.replace_cron("g", [entry])
+    # The workers were down for three days: the run that was due three days ago is due now.
+    three_days_ago = ms("2024-01-01T00:00:00+00:00")
+    await _set_next(r, namespace, "g", "daily", three_days_ago)
+    assert await cron_tick(aclient) == 0.0
+    jobs = cast(list[bytes], r.zrange(f"{{{namespace}}}:ready:reports", 0, -1))
+    assert len(jobs) == 1
+    job = await aclient.get_job(jobs[0].decode())
+    assert (job.type, job.queue, job.priority, job.retry_limit) == ("report", "reports", 3, 2)
+    assert job.payload == {"day": "d"}
+    state = (await aclient.get_cron("g")).entries[0]
+    assert state.last_enqueue_at is not None and state.next_enqueue_at is not None
+    assert state.next_enqueue_at > state.last_enqueue_at  # the next midnight, not a missed one
+    wait = await cron_tick(aclient)  # nothing more is due: one enqueue for all the missed runs
+    assert wait is not None and wait > 0
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 1
+    assert r.hlen(f"{{{namespace}}}:cron:sent") == 0  # confirmed
+
+
+async def test_paused_entries_advance_without_enqueueing(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", Report(day="d"))])
+    await aclient.pause_cron("g")
+    await _set_next(r, namespace, "g", "e", 1000)
+    await cron_tick(aclient)
+    state = (await aclient.get_cron("g")).entries[0]
+    assert state.next_enqueue_at is not None and state.next_enqueue_at > 1000 and state.last_enqueue_at is None
+    await aclient.resume_cron("g")
+    await cron_tick(aclient)  # no catch-up on resume
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 0
+
+
+async def test_unique_key_templates_follow_unique_rules(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    entry = zizq.CronEntry("e", "0 0 * * *", zizq.Enqueue(Report(day="d"), unique_key="report-daily"))
+    await aclient.replace_cron("g", [entry])
+    for _ in range(2):
+        await _set_next(r, namespace, "g", "e", 1000)
+        await cron_tick(aclient)
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 1  # the second run was a duplicate
+
+
+async def test_a_claim_whose_worker_died_is_sent_again_once(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", Report(day="d"))])
+    cc = CronCore(aclient.core)
+    await _set_next(r, namespace, "g", "e", 1000)
+    job_id = aclient.core.ids.generate()
+    # A worker claims the run and dies before enqueueing it.
+    [(outcome, _)] = await aclient.run(cc.fire([("g,e", 1000, None, job_id)]))
+    assert outcome == 1
+    # Another claim of the same due time loses the compare-and-set.
+    [(outcome, _)] = await aclient.run(cc.fire([("g,e", 1000, None, aclient.core.ids.generate())]))
+    assert outcome == 0
+    await cron_tick(aclient)
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 0  # not stale yet
+    r.zadd(f"{{{namespace}}}:cron:pending", {job_id: 1})  # make the claim look old
+    await cron_tick(aclient)
+    assert r.zrange(f"{{{namespace}}}:ready:reports", 0, -1) == [job_id.encode()]
+    assert r.zcard(f"{{{namespace}}}:cron:pending") == 0 and r.hlen(f"{{{namespace}}}:cron:sent") == 0
+    # Sent once more (say the first worker had enqueued before dying): the id is recognised.
+    template = (await aclient.get_cron("g")).entries[0].job
+    assert await aclient.run(cc.enqueue(job_id, template)) == 2
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 1
+
+
+@pytest.mark.slow
+async def test_four_workers_enqueue_each_due_run_exactly_once(
+    client: zizq.Client, r: redis.Redis, namespace: str
+) -> None:
+    client.replace_cron(
+        "fast",
+        [
+            zizq.CronEntry("every_second", "* * * * * *", zizq.Enqueue.raw("tick", 1, queue="cron1")),
+            zizq.CronEntry("every_2s", "*/2 * * * * *", zizq.Enqueue.raw("tick", 2, queue="cron2")),
+        ],
+    )
+    before = {e.name: e.next_enqueue_at for e in client.get_cron("fast").entries}
+    # The workers serve another queue: the cron jobs stay ready, to be counted.
+    workers = [zizq.Worker(client, zizq.Router(), queues=["other"], max_idle=0.5) for _ in range(4)]
+    tasks = [asyncio.create_task(w.run_async()) for w in workers]
+    await asyncio.sleep(6)
+    for w in workers:
+        w.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    after = {e.name: e.next_enqueue_at for e in client.get_cron("fast").entries}
+    for name, queue, period in (("every_second", "cron1", 1000), ("every_2s", "cron2", 2000)):
+        start, end = before[name], after[name]
+        assert start is not None and end is not None
+        runs = (end - start) // period  # due times that passed while the workers ran
+        enqueued = r.zcard(f"{{{namespace}}}:ready:{queue}")
+        assert runs >= 2
+        # Never twice; once each unless a tick came more than a period late (runs collapse).
+        assert runs - 1 <= enqueued <= runs, (name, runs, enqueued)
+    assert sum(w.cron_stats.enqueued for w in workers) == r.zcard(f"{{{namespace}}}:ready:cron1") + r.zcard(
+        f"{{{namespace}}}:ready:cron2"
+    )
+
+
+def test_cli_cron_list_pause_resume_delete(client: zizq.Client, redis_server: RedisServer, namespace: str) -> None:
+    from .test_cli import zizq_cli
+
+    client.replace_cron("nightly", [zizq.CronEntry("report", "0 3 * * *", Report(day="d"))], timezone="Europe/Paris")
+    env = {"ZIZQ_REDIS_URL": redis_server.url}
+
+    def cli(*args: str) -> str:
+        out = zizq_cli("cron", *args, "--namespace", namespace, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    listing = cli("list")
+    assert "nightly timezone=Europe/Paris" in listing and "report  '0 3 * * *' Europe/Paris" in listing
+    assert "type=report queue=reports" in listing and "last=-" in listing
+    assert cli("pause", "nightly", "report") == "cron entry 'report' of group 'nightly' paused\n"
+    assert client.get_cron_entry("nightly", "report").paused
+    assert cli("pause", "nightly") == "cron group 'nightly' paused\n"
+    assert "nightly (paused)" in cli("list", "nightly") and "report (paused)" in cli("list")
+    assert cli("resume", "nightly") == "cron group 'nightly' resumed\n"
+    assert cli("resume", "nightly") == "cron group 'nightly' was already resumed\n"
+    assert cli("list", "--json").startswith('[{"name":"nightly"')
+    assert cli("delete", "nightly") == "cron group 'nightly' deleted\n"
+    missing = zizq_cli("cron", "delete", "nightly", "--namespace", namespace, env=env)
+    assert missing.returncode == 1 and "no cron group 'nightly'" in missing.stderr
+    assert cli("list") == "no cron groups\n"
+    helps = zizq_cli("worker", "--help").stdout
+    assert "--no-cron" in helps and "--metrics-port" in helps

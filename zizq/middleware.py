@@ -1,0 +1,95 @@
+"""Middleware: code that wraps enqueueing and running jobs.
+
+Enqueue middleware is registered on a client (``client.use(fn)``) and sees
+every ``enqueue``, ``enqueue_raw`` and ``enqueue_many`` call: ``fn(items,
+call_next)`` gets the list of :class:`zizq.Enqueue` requests, may change them
+(or pass others on) and returns what ``call_next(items)`` returns, the list
+of :class:`zizq.Job`. On an AsyncClient both are coroutines.
+
+Dequeue middleware is registered on a router (``router.use(fn)``) and wraps
+every handler call in the workers: ``async def fn(job, call_next)`` runs the
+handler by awaiting ``call_next()``; raising fails the job as the handler
+would. The job's timeout covers the middleware too.
+
+The first registered runs outermost. With none registered, neither costs
+anything per job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import events
+from ._core import Enqueue
+from .job import Job
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client
+
+EnqueueMiddleware = Callable[[list[Enqueue], Callable[[list[Enqueue]], list[Job]]], list[Job]]
+AsyncEnqueueMiddleware = Callable[
+    [list[Enqueue], Callable[[list[Enqueue]], Awaitable[list[Job]]]], Awaitable[list[Job]]
+]
+DequeueMiddleware = Callable[[Job, Callable[[], Awaitable[None]]], Awaitable[None]]
+
+
+def enqueue_sync(client: Client, items: list[Enqueue]) -> list[Job]:
+    """Send ``items`` through the client's middleware, emitting an enqueue event."""
+    chain: Sequence[Any] = client.enqueue_middleware
+
+    def step(i: int, its: list[Enqueue]) -> list[Job]:
+        if i == len(chain):
+            return client.run(client.core.enqueue(its))
+        result: list[Job] = chain[i](its, lambda nxt: step(i + 1, nxt))
+        return result
+
+    started = time.perf_counter()
+    try:
+        jobs = step(0, items)
+    except BaseException as exc:
+        if events.enqueue:
+            events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), [], _since(started), exc))
+        raise
+    if events.enqueue:
+        events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), jobs, _since(started)))
+    return jobs
+
+
+async def enqueue_async(client: AsyncClient, items: list[Enqueue]) -> list[Job]:
+    """The AsyncClient's :func:`enqueue_sync`."""
+    chain: Sequence[Any] = client.enqueue_middleware
+
+    async def step(i: int, its: list[Enqueue]) -> list[Job]:
+        if i == len(chain):
+            return await client.run(client.core.enqueue(its))
+        result: list[Job] = await chain[i](its, lambda nxt: step(i + 1, nxt))
+        return result
+
+    started = time.perf_counter()
+    try:
+        jobs = await step(0, items)
+    except BaseException as exc:
+        if events.enqueue:
+            events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), [], _since(started), exc))
+        raise
+    if events.enqueue:
+        events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), jobs, _since(started)))
+    return jobs
+
+
+async def run_chain(chain: Sequence[DequeueMiddleware], job: Job, handler: Callable[[], Awaitable[None]]) -> None:
+    """Run ``handler`` inside the dequeue middleware ``chain``."""
+
+    async def step(i: int) -> None:
+        if i == len(chain):
+            await handler()
+        else:
+            await chain[i](job, lambda: step(i + 1))
+
+    await step(0)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
