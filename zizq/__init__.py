@@ -23,6 +23,7 @@ from .errors import (
     WorkerLost,
     ZizqError,
 )
+from .group import WorkerGroup
 from .job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
 from .router import Router
 from .worker import Worker, WorkerStats
@@ -55,6 +56,7 @@ __all__ = (
     "UniqueKey",
     "ValidationError",
     "Worker",
+    "WorkerGroup",
     "WorkerLost",
     "WorkerStats",
     "ZizqError",

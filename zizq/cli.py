@@ -14,11 +14,17 @@ import orjson
 
 from . import __version__
 from .client import Client, default_url
-from .errors import ZizqError
+from .errors import ValidationError, ZizqError
+from .group import WorkerGroup
 from .router import Router
+from .supervisor import ENV as SUPERVISOR_ENV
+from .supervisor import Supervisor, child_command, watch_supervisor
 from .worker import Worker
 
-URL_HELP = "Redis URL (default: $ZIZQ_REDIS_URL, else redis://localhost:6379/0)"
+URL_HELP = (
+    "Redis URL (default: $ZIZQ_REDIS_URL, else redis://localhost:6379/0): redis://, rediss:// (TLS), "
+    "redis+cluster://HOST:PORT[,HOST:PORT...], redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE"
+)
 
 
 def load_router(spec: str) -> Router:
@@ -42,19 +48,36 @@ def _queues(text: str | None) -> list[str] | None:
     return [q.strip() for q in text.split(",") if q.strip()] if text else None
 
 
+def _supervised() -> bool:
+    return os.environ.get(SUPERVISOR_ENV) == str(os.getppid())
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     router = load_router(args.router)
-    client = Client.from_url(args.url, args.namespace)
-    worker = Worker(
-        client,
-        router,
-        queues=_queues(args.queues),
-        concurrency=args.concurrency,
-        prefetch=args.prefetch,
-        shutdown_timeout=args.shutdown_timeout,
-        heartbeat_interval=args.heartbeat_interval,
-        lease=args.lease,
-    )
+    namespaces = [ns.strip() for ns in args.namespace.split(",") if ns.strip()]
+    if not namespaces:
+        raise ValidationError(f"--namespace {args.namespace!r} names no namespace")
+    # Built (and so checked) before any process starts, so a bad option
+    # fails once instead of in a restart loop.
+    workers = [
+        Worker(
+            Client.from_url(args.url, ns),
+            router,
+            queues=_queues(args.queues),
+            concurrency=args.concurrency,
+            prefetch=args.prefetch,
+            shutdown_timeout=args.shutdown_timeout,
+            heartbeat_interval=args.heartbeat_interval,
+            lease=args.lease,
+        )
+        for ns in namespaces
+    ]
+    if args.processes < 1:
+        raise ValidationError(f"--processes {args.processes!r} must be at least 1")
+    if args.processes > 1 and not _supervised():
+        return Supervisor(child_command(args.argv), args.processes, grace=args.shutdown_timeout + 30).run()
+    worker: Worker | WorkerGroup = workers[0] if len(workers) == 1 else WorkerGroup(workers)
+    watch_supervisor(worker.stop)
     worker.run()
     code = 1 if worker.forced else 0
     if any(t.name.startswith("zizq-handler") and t.is_alive() for t in threading.enumerate()):
@@ -135,8 +158,22 @@ def parser() -> argparse.ArgumentParser:
         help="seconds without a heartbeat after which the worker counts as lost and other workers "
         "hand its jobs back to their queues (default: 5)",
     )
+    w.add_argument(
+        "-p",
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes to run, each with -c handlers, under a supervisor that restarts any that "
+        "dies and passes SIGINT/SIGTERM on to all (default: 1, no supervisor)",
+    )
     w.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
-    common(w)
+    w.add_argument("--url", default=None, help=URL_HELP)
+    w.add_argument(
+        "--namespace",
+        default="zizq",
+        help="namespace (key prefix {NS}:), or several separated by commas: one worker per namespace in each "
+        "process, each on the Redis Cluster shard that holds it (default: zizq)",
+    )
     w.set_defaults(func=cmd_worker)
 
     e = sub.add_parser(
@@ -166,7 +203,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(
         level=getattr(args, "log_level", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
