@@ -133,19 +133,19 @@ class Cluster:
 
 class SentinelSet:
     """A master, one replica, and three sentinels watching them as
-    ``service`` (quorum 2)."""
+    ``service`` (quorum 2). The Redis servers require ``password``, the
+    sentinels ``sentinel_password``."""
 
-    def __init__(self, service: str = "zizq-test", *, password: str | None = None) -> None:
+    def __init__(self, service: str, password: str, sentinel_password: str) -> None:
         self.service = service
         self.password = password
-        auth = ("--requirepass", password, "--masterauth", password) if password else ()
-        self.master = RedisServer(*auth)
-        self.replica: RedisServer | None = None
+        self.sentinel_password = sentinel_password
+        self.servers: list[RedisServer] = []
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.sentinel_ports: list[int] = []
-        self.dirs: list[str] = []
         try:
-            self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.master.port), *auth)
+            self.master = self._server(RedisServer())
+            self.replica = self._server(RedisServer("--replicaof", "127.0.0.1", str(self.master.port)))
             for _ in range(3):
                 self._start_sentinel()
             wait_until("the sentinels see the master, its replica and each other", self.ready, 30)
@@ -153,54 +153,81 @@ class SentinelSet:
             self.close()
             raise
 
+    def _server(self, server: RedisServer) -> RedisServer:
+        if server not in self.servers:
+            self.servers.append(server)
+        # Set after the start (RedisServer's readiness check has no password).
+        with redis.Redis(port=server.port) as r:
+            r.config_set("masterauth", self.password)
+            r.config_set("requirepass", self.password)
+        return server
+
+    def restart(self, server: RedisServer) -> None:
+        """Start a stopped server again (empty: no persistence); the
+        sentinels make it a replica of whichever server is master."""
+        server.start()
+        self._server(server)
+
     def _start_sentinel(self) -> None:
         port = free_port()
         folder = Path(self.master.dir) / f"sentinel-{port}"
         folder.mkdir()
         conf = folder / "sentinel.conf"
-        lines = [
-            f"port {port}",
-            "bind 127.0.0.1",
-            f"dir {folder}",
-            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2",
-            f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
-            f"sentinel failover-timeout {self.service} 10000",
-        ]
-        if self.password:
-            lines.append(f"sentinel auth-pass {self.service} {self.password}")
-        conf.write_text("\n".join(lines) + "\n")
+        conf.write_text(
+            "\n".join(
+                [
+                    f"port {port}",
+                    "bind 127.0.0.1",
+                    f"dir {folder}",
+                    f'requirepass "{self.sentinel_password}"',
+                    f'sentinel sentinel-pass "{self.sentinel_password}"',  # to talk to each other
+                    f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2",
+                    f'sentinel auth-pass {self.service} "{self.password}"',
+                    f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
+                    f"sentinel failover-timeout {self.service} 10000",
+                    "",
+                ]
+            )
+        )
         proc = subprocess.Popen(
             [REDIS_SERVER, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         self.sentinels.append(proc)
         self.sentinel_ports.append(port)
 
-    def url(self, scheme: str = "redis+sentinel") -> str:
-        auth = f":{self.password}@" if self.password else ""
+    @property
+    def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"{scheme}://{auth}{hosts}/{self.service}"
+        return f"redis+sentinel://:{self.password}@{hosts}/{self.service}?sentinel_password={self.sentinel_password}"
+
+    def _sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.sentinel_password)
 
     def ready(self) -> bool:
         for port in self.sentinel_ports:
-            with redis.Redis(port=port) as s:
+            with self._sentinel(port) as s:
                 state = s.sentinel_master(self.service)
                 if state["num-slaves"] < 1 or state["num-other-sentinels"] < 2:
                     return False
         return True
 
     def master_port(self) -> int:
-        with redis.Redis(port=self.sentinel_ports[0]) as s:
+        with self._sentinel(self.sentinel_ports[0]) as s:
             _host, port = s.sentinel_get_master_addr_by_name(self.service)
             return int(port)
+
+    def replica_in_sync(self) -> bool:
+        with redis.Redis(port=self.master_port(), password=self.password) as r:
+            info = r.info("replication")
+            return bool(info["role"] == "master" and info.get("connected_slaves", 0) >= 1)
 
     def close(self) -> None:
         for proc in self.sentinels:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
-        for server in (self.replica, self.master):
-            if server is not None:
-                server.close()
+        for server in self.servers:
+            server.close()
 
 
 def make_tls_files(folder: Path) -> dict[str, Path]:

@@ -269,6 +269,7 @@ def sync_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any:
         return redis.RedisCluster(startup_nodes=nodes, **opts)
     if target.kind == "sentinel":
         assert target.service is not None
+        opts.pop("single_connection_client", None)  # only the worker's async blocker asks for one
         sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call]
         master = sentinel.master_for(target.service, redis_class=_SentinelRedis)  # type: ignore[no-untyped-call]
         master.zizq_sentinel = sentinel
@@ -291,9 +292,11 @@ def async_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any
         return redis.asyncio.RedisCluster(startup_nodes=nodes, **opts)
     if target.kind == "sentinel":
         assert target.service is not None
+        single = opts.pop("single_connection_client", False)
         sentinel = redis.asyncio.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call]
         master = sentinel.master_for(target.service, redis_class=_AsyncSentinelRedis)
         master.zizq_sentinel = sentinel
+        master.single_connection_client = single  # redis-py takes the connection at the first call
         return master
     if target.unix_path is not None:
         opts.pop("ssl", None)
