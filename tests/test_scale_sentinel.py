@@ -40,7 +40,7 @@ async def test_both_clients_reach_the_master_through_the_sentinels(sentinels: Se
         await aclient.enqueue(Work(n=2))
     with redis.Redis(port=sentinels.master.port, password=sentinels.password) as r:
         assert len(r.keys("{" + namespace + "}:*")) > 0  # the writes went to the master
-    with pytest.raises(zizq.RedisUnavailable, match="invalid password|WRONGPASS|AuthenticationError|auth"):
+    with pytest.raises(zizq.RedisUnavailable, match=r"No master found for .zizq-test."):
         wrong = sentinels.url.replace("s3ntinel", "wrong")
         with zizq.Client.from_url(wrong, namespace, retry_for=0) as client:
             client.get_job(job.id)

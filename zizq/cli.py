@@ -48,10 +48,6 @@ def _queues(text: str | None) -> list[str] | None:
     return [q.strip() for q in text.split(",") if q.strip()] if text else None
 
 
-def _supervised() -> bool:
-    return os.environ.get(SUPERVISOR_ENV) == str(os.getppid())
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     router = load_router(args.router)
     namespaces = [ns.strip() for ns in args.namespace.split(",") if ns.strip()]
@@ -74,10 +70,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.processes < 1:
         raise ValidationError(f"--processes {args.processes!r} must be at least 1")
-    if args.processes > 1 and not _supervised():
+    # Set in the worker processes a supervisor starts (and not passed on to
+    # processes they start in turn).
+    supervisor = os.environ.pop(SUPERVISOR_ENV, None)
+    if args.processes > 1 and supervisor is None:
         return Supervisor(child_command(args.argv), args.processes, grace=args.shutdown_timeout + 30).run()
     worker: Worker | WorkerGroup = workers[0] if len(workers) == 1 else WorkerGroup(workers)
-    watch_supervisor(worker.stop)
+    if supervisor is not None and not watch_supervisor(int(supervisor), worker.stop):
+        return 0
     worker.run()
     code = 1 if worker.forced else 0
     if any(t.name.startswith("zizq-handler") and t.is_alive() for t in threading.enumerate()):

@@ -128,21 +128,28 @@ class Supervisor:
         return 0 if all(s.code == 0 for s in self.slots) else 1
 
 
-def watch_supervisor(on_lost: Callable[[], None], interval: float = 1.0) -> None:
-    """In a worker process started by a Supervisor: call ``on_lost`` (once)
-    when the supervisor is gone, checking every ``interval`` seconds from a
-    daemon thread. Does nothing in a process that has no supervisor."""
-    supervisor = os.environ.get(ENV)
-    if not supervisor:
-        return
+def watch_supervisor(supervisor: int, on_lost: Callable[[], None], interval: float = 1.0) -> bool:
+    """In a worker process started by the Supervisor of pid ``supervisor``:
+    call ``on_lost`` (once) when the supervisor is gone, checking every
+    ``interval`` seconds from a daemon thread. False, and no thread, if it
+    is gone already."""
+
+    def lost() -> bool:
+        if os.getppid() == supervisor:
+            return False
+        log.warning("the supervisor (pid %d) is gone; stopping", supervisor)
+        return True
+
+    if lost():
+        return False
 
     def watch() -> None:
-        while os.getppid() == int(supervisor):
+        while not lost():
             time.sleep(interval)
-        log.warning("the supervisor (pid %s) is gone; stopping", supervisor)
         on_lost()
 
     threading.Thread(target=watch, name="zizq-supervisor-watch", daemon=True).start()
+    return True
 
 
 def child_command(argv: Sequence[str]) -> list[str]:
