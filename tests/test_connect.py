@@ -3,6 +3,10 @@ the bad part of one it does not."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import zizq
@@ -101,3 +105,16 @@ def test_wait_replicas_without_replicas_gives_up(redis_server: RedisServer, name
             c.enqueue_raw("t", 1)
     with zizq.Client.from_url(redis_server.url, namespace, wait_replicas=0) as c:
         assert c.enqueue_raw("t", 1).status == "ready"
+
+
+def test_readme_scaling_out_matches_the_code(tmp_path: Path) -> None:
+    from .test_readme import blocks, section
+
+    text = section("Scaling out")
+    for role in ("producer", "worker"):
+        assert f"ACL SETUSER app-{role} on >PASSWORD {rules('app', role)}\n" in text, f"README's {role} ACL is stale"
+    [example] = blocks(text, "python")
+    path = tmp_path / "example.py"
+    path.write_text(example + "durable.close()\nassert durable.wait_replicas == 1\n")
+    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
