@@ -18,24 +18,28 @@ $(VENV)/.installed: pyproject.toml setup.py zizq/_speedups.pyx
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# redis-server (which also runs Sentinel, with --sentinel) and redis-cli (which
+# joins the test cluster: redis-cli --cluster create) come from Debian's
+# redis-server and redis-tools packages.
 redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server from Debian's packages"; \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
+		echo "installing redis-server and redis-tools from Debian's packages"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server redis-tools >/dev/null; }
 
 demo: setup
 	$(PY) examples/demo.py
 
 # The suite runs twice: with the Cython extension (and fails if it did not
-# load), then on the pure-Python twin. The fault-injection scenarios do not
-# depend on the code path, so they run once.
+# load), then on the pure-Python twin. The fault-injection and scale-out
+# scenarios (Cluster, Sentinel, TLS/ACL, multi-process) do not depend on the
+# code path, so they run once.
 test: test-ext test-pure
 
 test-ext: setup
 	ZIZQ_EXPECT_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-pure: setup
-	ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults"
+	ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults and not scale"
 
 lint: setup
 	$(VENV)/bin/ruff check zizq tests bench examples

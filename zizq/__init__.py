@@ -27,6 +27,7 @@ from .errors import (
     ZizqError,
 )
 from .events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
+from .group import WorkerGroup
 from .job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
 from .router import Router
 from .worker import Worker, WorkerStats
@@ -66,6 +67,7 @@ __all__ = (
     "UniqueKey",
     "ValidationError",
     "Worker",
+    "WorkerGroup",
     "WorkerLost",
     "WorkerStats",
     "ZizqError",

@@ -36,12 +36,17 @@ from .job import (
 T = TypeVar("T")
 
 # Errors after which a call is tried again: Redis unreachable, loading its
-# data after a restart, or read-only during a failover.
+# data after a restart, or read-only during a failover; a cluster failing
+# over (CLUSTERDOWN, MASTERDOWN, a slot with no master yet, redirections
+# redis-py gave up following).
 TRANSIENT: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,  # BusyLoadingError is one
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError, "TTL exhausted"
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.AskError,  # MovedError is one
     OSError,
 )
 

@@ -16,11 +16,17 @@ import orjson
 
 from . import __version__
 from .client import Client, default_url
-from .errors import CronNotFound, ZizqError
+from .errors import CronNotFound, ValidationError, ZizqError
+from .group import WorkerGroup
 from .router import Router
+from .supervisor import ENV as SUPERVISOR_ENV
+from .supervisor import Supervisor, child_command, watch_supervisor
 from .worker import Worker
 
-URL_HELP = "Redis URL (default: $ZIZQ_REDIS_URL, else redis://localhost:6379/0)"
+URL_HELP = (
+    "Redis URL (default: $ZIZQ_REDIS_URL, else redis://localhost:6379/0): redis://, rediss:// (TLS), "
+    "redis+cluster://HOST:PORT[,HOST:PORT...], redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE"
+)
 
 
 def load_router(spec: str) -> Router:
@@ -46,22 +52,42 @@ def _queues(text: str | None) -> list[str] | None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     router = load_router(args.router)
-    client = Client.from_url(args.url, args.namespace)
-    worker = Worker(
-        client,
-        router,
-        queues=_queues(args.queues),
-        concurrency=args.concurrency,
-        prefetch=args.prefetch,
-        shutdown_timeout=args.shutdown_timeout,
-        heartbeat_interval=args.heartbeat_interval,
-        lease=args.lease,
-        cron=args.cron,
-    )
+    namespaces = [ns.strip() for ns in args.namespace.split(",") if ns.strip()]
+    if not namespaces:
+        raise ValidationError(f"--namespace {args.namespace!r} names no namespace")
+    if args.processes < 1:
+        raise ValidationError(f"--processes {args.processes!r} must be at least 1")
+    if args.processes > 1 and args.metrics_port is not None:
+        raise ValidationError("--metrics-port serves one process's metrics: use it with -p 1 (one port per process)")
+    # Built (and so checked) before any process starts, so a bad option
+    # fails once instead of in a restart loop.
+    workers = [
+        Worker(
+            Client.from_url(args.url, ns),
+            router,
+            queues=_queues(args.queues),
+            concurrency=args.concurrency,
+            prefetch=args.prefetch,
+            shutdown_timeout=args.shutdown_timeout,
+            heartbeat_interval=args.heartbeat_interval,
+            lease=args.lease,
+            cron=args.cron,
+        )
+        for ns in namespaces
+    ]
+    # Set in the worker processes a supervisor starts (and not passed on to
+    # processes they start in turn).
+    supervisor = os.environ.pop(SUPERVISOR_ENV, None)
+    if args.processes > 1 and supervisor is None:
+        return Supervisor(child_command(args.argv), args.processes, grace=args.shutdown_timeout + 30).run()
+    worker: Worker | WorkerGroup = workers[0] if len(workers) == 1 else WorkerGroup(workers)
+    if supervisor is not None and not watch_supervisor(int(supervisor), worker.stop):
+        return 0
     if args.metrics_port is not None:
         from .metrics import serve_metrics
 
-        serve_metrics(args.metrics_port, client, [worker], addr=args.metrics_addr)
+        # Job counts cover every namespace; queue gauges the first one's.
+        serve_metrics(args.metrics_port, Client.from_url(args.url, namespaces[0]), workers, addr=args.metrics_addr)
     worker.run()
     code = 1 if worker.forced else 0
     if any(t.name.startswith("zizq-handler") and t.is_alive() for t in threading.enumerate()):
@@ -200,8 +226,22 @@ def parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics over HTTP on PORT (path /metrics); off by default",
     )
     w.add_argument("--metrics-addr", default="0.0.0.0", help="address the metrics server listens on (default: 0.0.0.0)")
+    w.add_argument(
+        "-p",
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes to run, each with -c handlers, under a supervisor that restarts any that "
+        "dies and passes SIGINT/SIGTERM on to all (default: 1, no supervisor)",
+    )
     w.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
-    common(w)
+    w.add_argument("--url", default=None, help=URL_HELP)
+    w.add_argument(
+        "--namespace",
+        default="zizq",
+        help="namespace (key prefix {NS}:), or several separated by commas: one worker per namespace in each "
+        "process, each on the Redis Cluster shard that holds it (default: zizq)",
+    )
     w.set_defaults(func=cmd_worker)
 
     e = sub.add_parser(
@@ -253,7 +293,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(
         level=getattr(args, "log_level", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

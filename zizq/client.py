@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
-from . import events, middleware
+from . import connect, events, middleware
 from ._core import (
     TRANSIENT,
     UNSET,
@@ -33,7 +33,7 @@ from ._core import (
     retry_delays,
 )
 from .cron import AsyncCronMethods, CronMethods
-from .errors import JobNotFound, RedisUnavailable, from_script_error
+from .errors import JobNotFound, RedisUnavailable, ValidationError, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
 
 T = TypeVar("T")
@@ -61,7 +61,15 @@ def _connection_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unavailable(url: str | None, seconds: float, exc: Exception) -> RedisUnavailable:
-    return RedisUnavailable(f"redis at {url or '?'} unavailable for {seconds:g}s: {exc}")
+    return RedisUnavailable(f"redis at {connect.redact(url) if url else '?'} unavailable for {seconds:g}s: {exc}")
+
+
+def _durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:
+    if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
+        raise ValidationError(f"wait_replicas {wait_replicas!r} must be a whole number of replicas, 0 or more")
+    if not wait_timeout > 0:
+        raise ValidationError(f"wait_timeout {wait_timeout!r} must be a number of seconds above 0")
+    return wait_replicas, max(1, round(wait_timeout * 1000))
 
 
 class Client(CronMethods):
@@ -78,27 +86,61 @@ class Client(CronMethods):
         *,
         url: str | None = None,
         retry_for: float = 30.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        connect_options: dict[str, Any] | None = None,
     ) -> None:
         self.core = Core(namespace)
         self.redis = redis_client
         self.url = url
         self.retry_for = retry_for
         self.enqueue_middleware: list[Any] = []
+        self.wait_replicas, self._wait_ms = _durability(wait_replicas, wait_timeout)
+        # What from_url was given besides the URL, so a worker can open
+        # connections of its own to the same place.
+        self.connect_options = connect_options or {}
 
     @classmethod
     def from_url(
-        cls, url: str | None = None, namespace: str = "zizq", *, retry_for: float = 30.0, **redis_options: Any
+        cls,
+        url: str | None = None,
+        namespace: str = "zizq",
+        *,
+        retry_for: float = 30.0,
+        cluster: bool | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        **redis_options: Any,
     ) -> Client:
         """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost).
 
-        While Redis cannot be reached (or is loading, or read-only in a
-        failover) a call is retried with backoff (0.5 s doubling to 30 s) for
-        up to ``retry_for`` seconds, then raises :class:`zizq.RedisUnavailable`.
-        Other keyword arguments go to ``redis.Redis.from_url``.
+        ``url`` is ``redis://``, ``rediss://`` (TLS), ``unix://``,
+        ``redis+cluster://host:port[,host:port…]`` (or ``cluster=True``) or
+        ``redis+sentinel://host:port[,host:port…]/SERVICE``; see
+        :mod:`zizq.connect` for every form and query option. A malformed URL
+        or an unknown option raises :class:`zizq.ValidationError`.
+
+        While Redis cannot be reached (or is loading, or read-only, or the
+        cluster is failing over) a call is retried with backoff (0.5 s
+        doubling to 30 s) for up to ``retry_for`` seconds, then raises
+        :class:`zizq.RedisUnavailable`.
+
+        ``wait_replicas`` (0: off) makes every enqueue wait, with ``WAIT``,
+        until that many replicas have the new jobs, for up to
+        ``wait_timeout`` seconds; if fewer confirm in time the enqueue is sent
+        again (safely: same ids), so a returned enqueue survives a failover.
+        Other keyword arguments go to redis-py's client.
         """
         url = url or default_url()
+        options = {"cluster": cluster, **redis_options}
         return cls(
-            redis.Redis.from_url(url, **_connection_options(redis_options)), namespace, url=url, retry_for=retry_for
+            connect.sync_redis(url, **_connection_options(dict(options))),
+            namespace,
+            url=url,
+            retry_for=retry_for,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            connect_options=options,
         )
 
     @property
@@ -124,6 +166,8 @@ class Client(CronMethods):
     def _send(self, call: Call[Any]) -> Any:
         s = call.script
         try:
+            if self.wait_replicas and s.name == "enqueue":
+                return self._send_waiting(call)
             try:
                 return self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
@@ -135,6 +179,17 @@ class Client(CronMethods):
             if error is None:
                 raise
             raise error from None
+
+    def _send_waiting(self, call: Call[Any]) -> Any:
+        s, n = call.script, len(call.keys)
+        try:
+            return connect.send_waiting(
+                self.redis, "EVALSHA", call.keys, [s.sha, n, *call.keys, *call.args], self.wait_replicas, self._wait_ms
+            )
+        except NoScriptError:
+            return connect.send_waiting(
+                self.redis, "EVAL", call.keys, [s.source, n, *call.keys, *call.args], self.wait_replicas, self._wait_ms
+            )
 
     def enqueue(
         self,
@@ -299,24 +354,43 @@ class AsyncClient(AsyncCronMethods):
         *,
         url: str | None = None,
         retry_for: float = 30.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        connect_options: dict[str, Any] | None = None,
     ) -> None:
         self.core = Core(namespace)
         self.redis = redis_client
         self.url = url
         self.retry_for = retry_for
         self.enqueue_middleware: list[Any] = []
+        self.wait_replicas, self._wait_ms = _durability(wait_replicas, wait_timeout)
+        # What from_url was given besides the URL, so a worker can open
+        # connections of its own to the same place.
+        self.connect_options = connect_options or {}
 
     @classmethod
     def from_url(
-        cls, url: str | None = None, namespace: str = "zizq", *, retry_for: float = 30.0, **redis_options: Any
+        cls,
+        url: str | None = None,
+        namespace: str = "zizq",
+        *,
+        retry_for: float = 30.0,
+        cluster: bool | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        **redis_options: Any,
     ) -> AsyncClient:
         """See :meth:`Client.from_url`."""
         url = url or default_url()
+        options = {"cluster": cluster, **redis_options}
         return cls(
-            redis.asyncio.Redis.from_url(url, **_connection_options(redis_options)),
+            connect.async_redis(url, **_connection_options(dict(options))),
             namespace,
             url=url,
             retry_for=retry_for,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            connect_options=options,
         )
 
     @property
@@ -340,6 +414,8 @@ class AsyncClient(AsyncCronMethods):
     async def _send(self, call: Call[Any]) -> Any:
         s = call.script
         try:
+            if self.wait_replicas and s.name == "enqueue":
+                return await self._send_waiting(call)
             try:
                 return await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
             except NoScriptError:
@@ -349,6 +425,17 @@ class AsyncClient(AsyncCronMethods):
             if error is None:
                 raise
             raise error from None
+
+    async def _send_waiting(self, call: Call[Any]) -> Any:
+        s, n, wait = call.script, len(call.keys), (self.wait_replicas, self._wait_ms)
+        try:
+            return await connect.send_waiting_async(
+                self.redis, "EVALSHA", call.keys, [s.sha, n, *call.keys, *call.args], *wait
+            )
+        except NoScriptError:
+            return await connect.send_waiting_async(
+                self.redis, "EVAL", call.keys, [s.source, n, *call.keys, *call.args], *wait
+            )
 
     async def enqueue(
         self,

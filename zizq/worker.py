@@ -29,11 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.asyncio
 from redis.exceptions import ResponseError
 
-from . import events
+from . import connect, events
 from ._core import TRANSIENT, Call, delay_ms, epoch_ms, retry_delays
 from .client import AsyncClient, Client
 from .cron import CronStats, cron_loop
@@ -128,6 +126,7 @@ class Worker:
         if client.url is None:
             raise ZizqError("give the worker a client made with from_url(), so it can open its own connections")
         self._url = client.url
+        self._connect = dict(client.connect_options)  # cluster=…, TLS files…: for the worker's own connections
         self.namespace = client.namespace
         self.router = router
         self.queues = [validate_name("queue", q) for q in queues] if queues else []
@@ -148,6 +147,9 @@ class Worker:
         self._forced: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poking: asyncio.Future[Any] | None = None
+        # Set when a call failed in transit (a failover, say): Redis may have
+        # lost the last writes, acks included, so the take loop reconciles.
+        self._suspect = False
 
     # -- control ---------------------------------------------------------
 
@@ -177,12 +179,20 @@ class Worker:
         """Run in the current event loop until :meth:`stop` is called."""
         # A connection for each runner (failures are recorded per job) and a
         # few for take, acks and purge: redis-py's pools hold 100 by default.
-        self._client = AsyncClient.from_url(self._url, self.namespace, max_connections=self.concurrency + 8)
+        self._client = AsyncClient.from_url(
+            self._url, self.namespace, **{**self._connect, "max_connections": self.concurrency + 8}
+        )
         self._core = self._client.core
         self._stop_key = self._core.key("stop", new_worker_id())
         # Blocking waits get a connection of their own.
-        self._blocker = redis.asyncio.Redis.from_url(
-            self._url, single_connection_client=True, socket_timeout=self.max_idle + 10, socket_connect_timeout=10
+        self._blocker = connect.async_redis(
+            self._url,
+            **{
+                **self._connect,
+                "single_connection_client": True,
+                "socket_timeout": self.max_idle + 10,
+                "socket_connect_timeout": 10,
+            },
         )
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()
@@ -306,10 +316,15 @@ class Worker:
                 await self._until(self._room.wait(), self._stop)
                 continue
             owner = self.id
+            if self._suspect:
+                # After a failover the new master may lack acks and fails this
+                # worker sent: its jobs would sit in flight under a live lease.
+                self._suspect = False
+                await self._reconcile(owner)
             try:
                 result = await self._client.run(self._core.take(owner, room, self.queues), retry_for=0)
             except LeaseLost:
-                client = Client.from_url(self._url, self.namespace)
+                client = Client.from_url(self._url, self.namespace, **self._connect)
                 await asyncio.to_thread(self._rejoin, owner, client)
                 client.close()
                 continue
@@ -344,6 +359,7 @@ class Worker:
             try:
                 await self._wait_for_work(timeout)
             except TRANSIENT as exc:
+                self._suspect = True
                 log.warning("waiting for work failed: redis unavailable (%s)", exc)
 
     async def _reconcile(self, owner: str) -> None:
@@ -393,6 +409,7 @@ class Worker:
             try:
                 return await self._client.run(call, retry_for=0)
             except TRANSIENT as exc:
+                self._suspect = True
                 pause = next(delays)
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, pause)
                 await asyncio.sleep(pause)
@@ -571,7 +588,9 @@ class _Heartbeat(threading.Thread):
     def __init__(self, worker: Worker) -> None:
         super().__init__(name="zizq-heartbeat", daemon=True)
         self.worker = worker
-        self.client = Client.from_url(worker._url, worker.namespace, socket_timeout=worker.lease)
+        self.client = Client.from_url(
+            worker._url, worker.namespace, **{**worker._connect, "socket_timeout": worker.lease}
+        )
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -591,6 +610,7 @@ class _Heartbeat(threading.Thread):
                     w._rejoin(me, self.client)
             except _BEAT_ERRORS as exc:
                 # Often a stale connection after Redis came back: try again soon.
+                w._suspect = w._suspect or isinstance(exc, TRANSIENT)
                 log.warning("heartbeat failed: %s", exc)
                 wait = min(0.2, wait)
                 continue

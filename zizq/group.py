@@ -1,0 +1,65 @@
+"""Several workers in one process: one per namespace, typically.
+
+Leases, takes and acks are per namespace (each namespace is one hash slot,
+on one Redis Cluster shard), so a process that serves queues of several
+namespaces runs one :class:`zizq.Worker` for each, side by side in one event
+loop, and stops them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+from .errors import ValidationError
+from .worker import Worker
+
+
+class WorkerGroup:
+    """Runs ``workers`` (each with its own namespace, client and options)
+    together until SIGINT or SIGTERM (or :meth:`stop`); a stop reaches every
+    one of them. If one worker fails, the others are stopped gracefully and
+    the error is raised."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        if not workers:
+            raise ValidationError("a WorkerGroup needs at least one worker")
+        self.workers = list(workers)
+
+    @property
+    def forced(self) -> bool:
+        """A second stop abandoned running handlers in some worker."""
+        return any(w.forced for w in self.workers)
+
+    def run(self) -> None:
+        """Run until SIGINT or SIGTERM, then shut every worker down
+        gracefully. Blocks."""
+        asyncio.run(self.run_async(handle_signals=True))
+
+    def stop(self) -> None:
+        """Ask every worker to stop (a second call stops them at once); see
+        :meth:`zizq.Worker.stop`."""
+        for worker in self.workers:
+            worker.stop()
+
+    async def run_async(self, *, handle_signals: bool = False) -> None:
+        """Run in the current event loop until :meth:`stop` is called."""
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(w.run_async()) for w in self.workers]
+        await asyncio.sleep(0)  # each worker is set up far enough for stop() to reach it
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+            if failed:
+                self.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
