@@ -503,7 +503,6 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
     import zizq
     from zizq import _hotpath
     from zizq._core import Enqueue, TakeResult, enqueue_args
-    from zizq._scripts import script
 
     bench_job, unique_job, _ = _kinds()
     ids = _hotpath.IdGenerator()
@@ -513,21 +512,18 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
     encode_payload = _hotpath.encode_payload
 
     # A realistic take reply for 10 jobs (the default prefetch), in the shape
-    # take.lua returns ({now, next_due, more, id1, fields1, ...}): the fields
-    # are those of 10 enqueued jobs as the get script returns them, read
-    # through redis-py and hiredis, with what a take writes (s, da, w)
-    # applied. Built by hand so the micro-benchmark does not depend on the
-    # worker protocol (leases etc.).
+    # take.lua returns ({now, next_due, more, id1, record1, ...}): the
+    # records of 10 enqueued jobs, read through redis-py and hiredis, with
+    # what a take writes (s, da, w) applied. Built by hand so the
+    # micro-benchmark does not depend on the worker protocol (leases etc.).
     client = zizq.Client.from_url(url, NAMESPACE)
     enqueued = client.enqueue_many([bench_job(n=i, s=TEXT) for i in range(CONCURRENCY)])
-    client.get_job(enqueued[0].id)  # loads the get script
     now = int(time.time() * 1000)
     reply: list[Any] = [now, -1, 0]
     for queued in enqueued:
-        [got] = client.redis.evalsha(script("get").sha, 1, client.core.prefix, queued.id)
-        flat = dict(zip(got[::2], got[1::2], strict=True))
-        fields = {**flat, b"s": b"in_flight", b"da": str(now).encode(), b"w": b"bench-micro:1:00000000"}
-        reply += [queued.id.encode(), [x for kv in fields.items() for x in kv]]
+        record = msgpack.unpackb(client.redis.hget(_key("jobs"), queued.id))
+        record.update(s=3, da=now, w="bench-micro:1:00000000")  # 3: in_flight
+        reply += [queued.id.encode(), msgpack.packb(record)]
     client.close()
     decoded = TakeResult.decode(reply)
     _check(len(decoded.jobs) == CONCURRENCY, f"take reply holds {CONCURRENCY} jobs")

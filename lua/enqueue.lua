@@ -22,10 +22,10 @@ three values per job, in input order:
   flag 0  created; x = its ready_at (it is scheduled when ready_at > now,
           else ready)
   flag 1  duplicate of the live job `id` holding the same unique key (an
-          earlier job in this batch included); x = that job's fields, as
-          get.lua returns them
+          earlier job in this batch included); x = that job's record (see
+          get.lua)
   flag 2  a job with this id exists already (the call was retried); x = its
-          fields
+          record
   flag 3  a job with this id was done and deleted within the last minute
           (the call was retried after its reply was lost); nothing is
           written; x = the id's timestamp
@@ -188,6 +188,6 @@ end
 -- Duplicates are read after the writes, so one that names an earlier job
 -- of this same batch sees it.
 for _, at in ipairs(duplicates) do
-  out[at] = fields_of(load_job(P, out[at - 1]))
+  out[at] = redis.call('HGET', P .. 'jobs', out[at - 1])
 end
 return out

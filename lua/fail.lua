@@ -19,7 +19,8 @@ Decision, with a = attempts after this failure:
 Always: attempts = a, failed_at = now, one error record appended to
 "errors:<id>" (the oldest dropped past the namespace's error_history, 100).
 
-Returns the job's record (see get.lua) after the change, or nil when the job
+Returns the job's record (see get.lua) after the change, even when it was
+deleted at once (a dead retention of 0), or nil when the job
 is not in flight for this worker (so a retried call does nothing twice).
 ]]
 --@include "includes/common.lua"
@@ -44,4 +45,4 @@ record_failure(P, id, job, now, {
   retry_at = retry_at, kill = ARGV[8] == '1', u = unit_sample(ARGV[9]),
 })
 
-return fields_of(job)
+return pack_job(job)

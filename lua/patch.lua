@@ -104,5 +104,4 @@ for name, field in pairs(STORED) do
     job[field] = value
   end
 end
-save_job(P, id, job)
-return fields_of(job)
+return save_job(P, id, job)

@@ -23,7 +23,7 @@ if job.s ~= 'dead' then
 end
 redis.call('ZREM', P .. 'dead', id)
 job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
-save_job(P, id, job)
+local record = save_job(P, id, job)
 make_ready(P, id, job.q, job.p)
 unique_restore(P, id, job)
-return fields_of(job)
+return record

@@ -15,7 +15,7 @@ Errors: "ZIZQ LOST" when the worker holds no lease (it never joined, or was
 declared lost and its jobs recovered): it must join again under a new id.
 Nothing is taken then.
 
-Returns {now, next_due, more, id1, fields1, id2, fields2, ...}
+Returns {now, next_due, more, id1, record1, id2, record2, ...}
   now       Redis time in ms
   next_due  ready_at of the earliest scheduled job, or -1 when there is none
   more      1 when ready jobs remain in the named queues after this take
@@ -90,13 +90,13 @@ for _, id in ipairs(chosen) do
   -- An index entry whose job record has vanished is dropped, not delivered.
   if job then
     job.s, job.da, job.w = 'in_flight', now, worker
-    save_job(P, id, job)
+    local record = save_job(P, id, job)
     if unique_scope(job) == 'queued' then unique_release(P, id, job) end
     flight[#flight + 1] = now
     flight[#flight + 1] = id
     taken[#taken + 1] = id
     out[#out + 1] = id
-    out[#out + 1] = fields_of(job)
+    out[#out + 1] = record
   end
 end
 if #taken > 0 then

@@ -307,7 +307,7 @@ def test_idle_workers_serving_every_queue_all_wake_for_a_new_queue(rig: Rig) -> 
     """Three idle workers, then 30 jobs in a queue none of them has seen:
     each takes its share at once, not after its blocking wait times out."""
     for _ in range(3):
-        rig.start("-c", "10")
+        rig.start("-c", "10", "--prefetch", "10")
     poll(lambda: len(rig.workers()) == 3 and blocked_clients(rig.r) == 3, 15, "three workers blocked waiting for work")
     rig.client.enqueue_many([Work(n=i, sleep=2.0) for i in range(30)])
     poll(lambda: sorted(len(rig.held(w)) for w in rig.workers()) == [10, 10, 10], 2, "every worker took 10 jobs")

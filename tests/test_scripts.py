@@ -38,13 +38,17 @@ def text(v: Any) -> Any:
     return v
 
 
-def as_map(flat: list[Any]) -> dict[str, str]:
-    """A flat field/value reply as a dict; a number (enqueue's ready_at) as its text."""
-    return {str(k): str(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-
-
 STATUS_NAMES = {1: "ready", 2: "scheduled", 3: "in_flight", 4: "completed", 5: "dead"}
 LEFT_OUT = {"q": "default", "p": 32768, "a": 0}  # stored only when different
+
+
+def as_map(record: bytes) -> dict[str, str]:
+    """A job record (as stored, and as scripts reply with it) the way
+    docs/redis-layout.md says to read it: the status by name, the left-out
+    defaults filled in; every value as text, for easy comparison."""
+    stored = msgpack.unpackb(record)
+    fields = {**LEFT_OUT, **stored, "s": STATUS_NAMES[stored["s"]]}
+    return {k: str(v) for k, v in fields.items()}
 
 
 def job(
@@ -102,8 +106,12 @@ class Lua:
         self.r = r
         self.prefix = "{" + namespace + "}:"
 
+    def raw(self, name: str, *args: Value) -> Any:
+        return self.r.evalsha(script(name).sha, 1, self.prefix, *args)
+
     def run(self, name: str, *args: Value) -> Any:
-        return text(self.r.evalsha(script(name).sha, 1, self.prefix, *args))
+        """The reply with its text decoded (for scripts that return no job record)."""
+        return text(self.raw(name, *args))
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -114,21 +122,21 @@ class Lua:
         args: list[Value] = [len(jobs)]
         for j in jobs:
             args.extend(j)
-        now, *flat = self.run("enqueue", *args)
+        now, *flat = self.raw("enqueue", *args)
         out = []
         for flag, job_id, x in zip(flat[0::3], flat[1::3], flat[2::3], strict=True):
             if flag in (0, 3):  # x is ready_at: give created jobs the fields a client reads
                 status = "completed" if flag == 3 else "scheduled" if x > now else "ready"
-                out.append((flag, job_id, {"s": status, "r": str(x)}))
+                out.append((flag, job_id.decode(), {"s": status, "r": str(x)}))
             else:
-                out.append((flag, job_id, as_map(x)))
+                out.append((flag, job_id.decode(), as_map(x)))
         return out
 
     def take(self, worker: str, n: int, *queues: str) -> Taken:
         self.run("heartbeat", worker, "join", 60_000, 0, 0)  # take needs a lease
-        reply = self.run("take", worker, n, *queues)
+        reply = self.raw("take", worker, n, *queues)
         pairs = reply[3:]
-        jobs = [(pairs[i], as_map(pairs[i + 1])) for i in range(0, len(pairs), 2)]
+        jobs = [(pairs[i].decode(), as_map(pairs[i + 1])) for i in range(0, len(pairs), 2)]
         return Taken(reply[0], reply[1], reply[2], jobs)
 
     def take_until(self, worker: str, n: int, *queues: str, timeout: float = 5.0) -> Taken:
@@ -158,7 +166,7 @@ class Lua:
         kill: bool = False,
         jitter: float = 0.0,
     ) -> dict[str, str] | None:
-        reply = self.run(
+        reply = self.raw(
             "fail", worker, job_id, message, error_type, backtrace, retry_at, retry_in, "1" if kill else "0", jitter
         )
         return None if reply is None else as_map(reply)
@@ -167,7 +175,7 @@ class Lua:
         return int(self.run("release", worker, *ids))
 
     def get(self, *ids: str) -> list[dict[str, str]]:
-        return [as_map(f) for f in self.run("get", *ids)]
+        return [as_map(f) if f else {} for f in self.raw("get", *ids)]
 
     # Reading state directly.
 
@@ -183,11 +191,8 @@ class Lua:
         """The job as docs/redis-layout.md says to read a record: the status
         by name, the left-out defaults filled in; every value as text (the
         form the scripts reply with). {} when there is none."""
-        record = self.record(job_id)
-        if record is None:
-            return {}
-        fields = {**LEFT_OUT, **record, "s": STATUS_NAMES[record["s"]]}
-        return {k: str(v) for k, v in fields.items()}
+        blob = self.r.hget(self.key("jobs"), job_id)
+        return {} if blob is None else as_map(blob)
 
     def set_fields(self, job_id: str, **changes: Any) -> None:
         """Change a stored record by hand (to set up a state)."""
@@ -287,13 +292,12 @@ def test_enqueue_ready_job(lua: Lua) -> None:
 def test_enqueue_reply_is_now_then_flag_id_and_value_per_job(lua: Lua) -> None:
     lua.enqueue(job("old"))
     before = lua.now()
-    reply = lua.run("enqueue", 3, *job("new"), *job("later", delay=60_000), *job("old"))
+    now, *flat = lua.raw("enqueue", 3, *job("new"), *job("later", delay=60_000), *job("old"))
     after = lua.now()
-    now, *flat = reply
     assert before <= now <= after
-    assert flat[0:2] == [0, "new"] and flat[2] == now
-    assert flat[3:5] == [0, "later"] and flat[5] == now + 60_000
-    assert flat[6:8] == [2, "old"] and as_map(flat[8]) == lua.job("old")
+    assert flat[0:3] == [0, b"new", now]
+    assert flat[3:6] == [0, b"later", now + 60_000]
+    assert flat[6:9] == [2, b"old", lua.r.hget(lua.key("jobs"), "old")]  # its record
 
 
 def test_enqueue_leaves_default_queue_priority_and_attempts_out_of_the_record(lua: Lua) -> None:

@@ -108,12 +108,6 @@ id_fields = st.tuples(
     st.integers(0, 2**48 - 1), st.integers(0, 2**24 - 1), st.integers(0, 2**24 - 1), st.integers(0, 2**32 - 1)
 )
 
-# An HGETALL reply: keys are UTF-8 field names, values arbitrary bytes; an odd
-# trailing element (no value) is dropped by both.
-flat_replies = st.lists(st.tuples(texts.map(str.encode), st.binary(max_size=8)), max_size=8).map(
-    lambda pairs: [x for pair in pairs for x in pair]
-) | st.lists(st.binary(max_size=8), max_size=9)
-
 EXAMPLES = settings(max_examples=200, deadline=None)
 
 
@@ -458,53 +452,3 @@ def test_pure_id_generator_survives_a_clock_step_back(monkeypatch: pytest.Monkey
     clock[0] -= 20_000  # beyond it: restart from the clock
     third = gen.generate()
     assert int(third, 36) >> 80 == 1_700_000_000_000 - 25_000
-
-
-# --- HGETALL replies -------------------------------------------------------------
-
-
-@needs_ext
-@EXAMPLES
-@given(flat_replies)
-def test_fields_to_dict_agrees(flat: list[bytes]) -> None:
-    assert ext is not None
-    assert _outcome(ext.fields_to_dict, list(flat)) == _outcome(pure.fields_to_dict, list(flat))
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-@EXAMPLES
-@given(flat=flat_replies)
-def test_fields_to_dict(impl: types.ModuleType, flat: list[bytes]) -> None:
-    try:
-        expected = {flat[i].decode("utf-8"): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-    except UnicodeDecodeError:
-        with pytest.raises(UnicodeDecodeError):
-            impl.fields_to_dict(flat)
-        return
-    assert impl.fields_to_dict(flat) == expected
-
-
-@pytest.mark.parametrize("impl", IMPLS)
-def test_fields_to_dict_examples(impl: types.ModuleType) -> None:
-    assert impl.fields_to_dict([]) == {}
-    assert impl.fields_to_dict([b"t", b"send", b"p", b"5", b"dangling"]) == {"t": b"send", "p": b"5"}
-    assert impl.fields_to_dict(["caf\u00e9".encode(), b"\xff"]) == {"caf\u00e9": b"\xff"}
-    assert impl.fields_to_dict([b"n", 7, b"x", None]) == {"n": 7, "x": None}
-
-
-@pytest.mark.parametrize(
-    "impl",
-    [
-        pytest.param(pure, id="pure"),
-        pytest.param(
-            ext,
-            id="ext",
-            marks=[needs_ext],
-        ),
-    ],
-)
-@pytest.mark.parametrize("key", [1, "t"], ids=["int key", "str key"])
-def test_fields_to_dict_refuses_non_bytes_keys(impl: types.ModuleType, key: object) -> None:
-    # A redis client made with decode_responses=True returns str field names.
-    with pytest.raises((AttributeError, TypeError)):
-        impl.fields_to_dict([key, b"v"])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar
 
+import msgpack
 import redis.exceptions
 
 from . import _hotpath
@@ -25,6 +26,7 @@ from .job import (
     ErrorRecord,
     Job,
     JobKind,
+    JobStatus,
     Retention,
     UniqueKey,
     UniqueWhile,
@@ -470,36 +472,46 @@ def _str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def job_from_fields(job_id: Any, f: dict[str, Any], *, duplicate: bool = False) -> Job:
-    """A Job from a job hash's fields (see docs/redis-layout.md)."""
+STATUS_NAMES: dict[int, JobStatus] = {1: "ready", 2: "scheduled", 3: "in_flight", 4: "completed", 5: "dead"}
+
+
+def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> Job:
+    """A Job from its stored record: a MessagePack map with short keys, the
+    status as a number, and queue "default", priority 32768 and 0 attempts
+    left out (see docs/redis-layout.md). Raises KeyError, ValueError or
+    TypeError for a record that does not fit."""
+    f = _unpack(record)
     rc, rd = f.get("rc"), f.get("rd")
+    bo, d = f.get("bo"), f.get("d")
     return Job(
         id=_str(job_id),
-        type=_str(f["t"]),
-        queue=_str(f["q"]),
-        priority=int(f["p"]),
-        status=_str(f["s"]),  # type: ignore[arg-type]
-        ready_at=int(f["r"]),
-        attempts=int(f.get("a", 0)),
-        retry_limit=int(f["rl"]) if f.get("rl") is not None else None,
-        backoff=Backoff.decode(_str(f["bo"])) if f.get("bo") is not None else None,
-        retention=Retention(
-            completed_ms=int(rc) if rc is not None else None,
-            dead_ms=int(rd) if rd is not None else None,
-        )
-        if rc is not None or rd is not None
-        else None,
-        unique_key=_str(f["uk"]) if f.get("uk") is not None else None,
-        unique_while=_str(f["uw"]) if f.get("uw") is not None else None,  # type: ignore[arg-type]
-        dequeued_at=int(f["da"]) if f.get("da") is not None else None,
-        failed_at=int(f["fa"]) if f.get("fa") is not None else None,
-        completed_at=int(f["ca"]) if f.get("ca") is not None else None,
-        purge_at=int(f["pa"]) if f.get("pa") is not None else None,
-        timeout_ms=int(f["to"]) if f.get("to") is not None else None,
-        recoveries=int(f.get("rv", 0)),
+        type=f["t"],
+        queue=f.get("q", DEFAULT_QUEUE),
+        priority=f.get("p", DEFAULT_PRIORITY),
+        status=STATUS_NAMES[f["s"]],
+        ready_at=f["r"],
+        attempts=f.get("a", 0),
+        retry_limit=f.get("rl"),
+        backoff=None if bo is None else Backoff.decode(bo),
+        retention=None if rc is None and rd is None else Retention(completed_ms=rc, dead_ms=rd),
+        unique_key=f.get("uk"),
+        unique_while=f.get("uw"),
+        dequeued_at=f.get("da"),
+        failed_at=f.get("fa"),
+        completed_at=f.get("ca"),
+        purge_at=f.get("pa"),
+        timeout_ms=f.get("to"),
+        recoveries=f.get("rv", 0),
         duplicate=duplicate,
-        payload_json=f.get("d"),
+        payload_json=None if d is None else d.encode(),
     )
+
+
+def _unpack(record: bytes) -> dict[str, Any]:
+    f = msgpack.unpackb(record)
+    if not isinstance(f, dict):
+        raise ValueError(f"a job record is a MessagePack map, not {type(f).__name__}")
+    return f
 
 
 def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
@@ -527,9 +539,8 @@ def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
                 timeout_ms=t.timeout_ms,
             )
         else:
-            fields = _hotpath.fields_to_dict(x)
-            fields.pop("d", None)  # enqueue results carry metadata only
-            job = job_from_fields(job_id, fields, duplicate=flag == 1)
+            job = job_from_record(job_id, x, duplicate=flag == 1)
+            job.payload_json = None  # enqueue results carry metadata only
         jobs.append(job)
     return jobs
 
@@ -560,10 +571,7 @@ class Core:
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
         def decode(reply: list[Any]) -> list[Job | None]:
-            return [
-                job_from_fields(i, _hotpath.fields_to_dict(flat)) if flat else None
-                for i, flat in zip(ids, reply, strict=True)
-            ]
+            return [job_from_record(i, record) if record else None for i, record in zip(ids, reply, strict=True)]
 
         return Call(script("get"), self.keys, list(ids), decode)
 
@@ -572,16 +580,14 @@ class Core:
             script("patch"),
             self.keys,
             [job_id, *changes],
-            lambda reply: job_from_fields(job_id, _hotpath.fields_to_dict(reply)),
+            lambda reply: job_from_record(job_id, reply),
         )
 
     def delete(self, ids: Sequence[str]) -> Call[int]:
         return Call(script("delete"), self.keys, list(ids), int)
 
     def retry(self, job_id: str) -> Call[Job]:
-        return Call(
-            script("retry"), self.keys, [job_id], lambda reply: job_from_fields(job_id, _hotpath.fields_to_dict(reply))
-        )
+        return Call(script("retry"), self.keys, [job_id], lambda reply: job_from_record(job_id, reply))
 
     def errors(self, job_id: str) -> Call[list[ErrorRecord]]:
         return Call(script("errors"), self.keys, [job_id], lambda reply: [ErrorRecord.from_json(e) for e in reply])
@@ -594,7 +600,7 @@ class Core:
 
     def defaults(self, changes: list[Value]) -> Call[dict[str, float]]:
         def decode(reply: list[Any]) -> dict[str, float]:
-            return {k: float(v) for k, v in _hotpath.fields_to_dict(reply).items()}
+            return {_str(k): float(v) for k, v in zip(reply[0::2], reply[1::2], strict=True)}
 
         return Call(script("config"), self.keys, changes, decode)
 
@@ -630,7 +636,7 @@ class Core:
         ]
 
         def decode(reply: Any) -> Job | None:
-            return None if reply is None else job_from_fields(job_id, _hotpath.fields_to_dict(reply))
+            return None if reply is None else job_from_record(job_id, reply)
 
         return Call(script("fail"), self.keys, args, decode)
 
@@ -683,8 +689,8 @@ class TakeResult:
         jobs, broken = [], []
         for i in range(3, len(reply), 2):
             try:
-                jobs.append(job_from_fields(reply[i], _hotpath.fields_to_dict(reply[i + 1])))
-            except (KeyError, ValueError, UnicodeDecodeError) as exc:
+                jobs.append(job_from_record(reply[i], reply[i + 1]))
+            except (KeyError, ValueError, TypeError) as exc:
                 broken.append((_str(reply[i]), repr(exc)))
         next_due = int(reply[1])
         return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs, broken)

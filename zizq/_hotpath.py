@@ -24,7 +24,6 @@ IdGenerator = _impl.IdGenerator
 canonical_json = _impl.canonical_json
 encode_id = _impl.encode_id
 encode_payload = _impl.encode_payload
-fields_to_dict = _impl.fields_to_dict
 hash_of = _impl.hash_of
 
 __all__ = [
@@ -33,6 +32,5 @@ __all__ = [
     "canonical_json",
     "encode_id",
     "encode_payload",
-    "fields_to_dict",
     "hash_of",
 ]

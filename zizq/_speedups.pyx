@@ -119,11 +119,3 @@ def canonical_json(value) -> bytes:
 
 def hash_of(value) -> str:
     return _sha256(canonical_json(value)).hexdigest()
-
-
-def fields_to_dict(list flat) -> dict:
-    cdef Py_ssize_t i, n = len(flat)
-    cdef dict out = {}
-    for i in range(0, n - 1, 2):
-        out[(<bytes?>flat[i]).decode("utf-8")] = flat[i + 1]
-    return out

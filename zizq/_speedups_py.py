@@ -159,9 +159,3 @@ def canonical_json(value: Any) -> bytes:
 def hash_of(value: Any) -> str:
     """Lowercase hex SHA-256 of :func:`canonical_json` of ``value`` (64 chars)."""
     return hashlib.sha256(canonical_json(value)).hexdigest()
-
-
-def fields_to_dict(flat: list[bytes]) -> dict[str, bytes]:
-    """A Redis HGETALL reply ``[k1, v1, k2, v2, ...]`` as a dict of str keys."""
-    it = iter(flat)
-    return {k.decode(): v for k, v in zip(it, it, strict=False)}

@@ -195,7 +195,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("router", help="where the Router is, as module:attribute (e.g. app.jobs:router)")
     w.add_argument("-q", "--queues", help="comma-separated queues to take from (default: every queue)")
     w.add_argument("-c", "--concurrency", type=int, default=10, help="handlers running at once (default: 10)")
-    w.add_argument("--prefetch", type=int, default=None, help="jobs held at once (default: = concurrency)")
+    w.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="jobs held at once, running or taken and waiting to run (default: 2 x concurrency)",
+    )
     w.add_argument(
         "--shutdown-timeout",
         type=float,

@@ -86,8 +86,11 @@ class Worker:
     :param queues: queue names to take from, in no particular order (dispatch
         is by priority, then age, across all of them); None means every queue.
     :param concurrency: handlers running at once.
-    :param prefetch: jobs held at once, running or waiting to run; defaults
-        to ``concurrency``.
+    :param prefetch: jobs held at once, running or taken and waiting to run;
+        defaults to ``2 * concurrency``, so the next batch is at hand while
+        one runs (a job waiting here is leased to this worker: if it dies,
+        the job goes back to its queue). Set it to ``concurrency`` to lease
+        only what runs, which spreads slow jobs more evenly over workers.
     :param shutdown_timeout: seconds running handlers get to finish after a
         stop is asked for.
     :param heartbeat_interval: seconds between heartbeats.
@@ -118,7 +121,7 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValidationError(f"concurrency {concurrency!r} must be at least 1")
-        prefetch = concurrency if prefetch is None else prefetch
+        prefetch = 2 * concurrency if prefetch is None else prefetch
         if prefetch < concurrency:
             raise ValidationError(f"prefetch {prefetch!r} must be at least concurrency ({concurrency})")
         if not 0 < heartbeat_interval < lease:

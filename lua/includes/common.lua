@@ -12,11 +12,6 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- An integer as Redis stores it ("%d" form; tostring would write 1.5e+14).
-local function int(n)
-  return string.format('%.0f', n)
-end
-
 -- A domain failure, in the one form the Python client maps to exceptions:
 -- "ZIZQ <CODE> <message>".
 local function fail_with(code, message)
@@ -109,7 +104,7 @@ end
 local STATUS_CODE = {ready = 1, scheduled = 2, in_flight = 3, completed = 4, dead = 5}
 local STATUS_NAME = {'ready', 'scheduled', 'in_flight', 'completed', 'dead'}
 
--- The job as a table, or nil when there is none.
+-- The job as a table, or nil when there is none; and its record as stored.
 local function load_job(P, id)
   local blob = redis.call('HGET', P .. 'jobs', id)
   if not blob then return nil end
@@ -118,29 +113,27 @@ local function load_job(P, id)
   job.q = job.q or 'default'
   job.p = job.p or 32768
   job.a = job.a or 0
-  return job
+  return job, blob
 end
 
--- Store the job table (as load_job returns it) as the job's record.
-local function save_job(P, id, job)
+-- The job table (as load_job returns it) in its stored form. Scripts reply
+-- with this record wherever they return a job.
+local function pack_job(job)
   local s, q, p, a = job.s, job.q, job.p, job.a
   job.s = STATUS_CODE[s]
   if q == 'default' then job.q = nil end
   if p == 32768 then job.p = nil end
   if a == 0 then job.a = nil end
-  redis.call('HSET', P .. 'jobs', id, cmsgpack.pack(job))
+  local blob = cmsgpack.pack(job)
   job.s, job.q, job.p, job.a = s, q, p, a
+  return blob
 end
 
--- The job as the flat field/value list clients read (numbers as "%d" text).
-local function fields_of(job)
-  local out = {}
-  for k, v in pairs(job) do
-    out[#out + 1] = k
-    if type(v) == 'number' then v = int(v) end
-    out[#out + 1] = v
-  end
-  return out
+-- Store the job table as the job's record; returns the record.
+local function save_job(P, id, job)
+  local blob = pack_job(job)
+  redis.call('HSET', P .. 'jobs', id, blob)
+  return blob
 end
 
 -- Run a variadic command over a long list in slices, so no call unpacks
