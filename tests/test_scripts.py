@@ -188,11 +188,9 @@ class Lua:
         return bool(self.r.hexists(self.key("jobs"), job_id))
 
     def job(self, job_id: str) -> dict[str, str]:
-        """The job as docs/redis-layout.md says to read a record: the status
-        by name, the left-out defaults filled in; every value as text (the
-        form the scripts reply with). {} when there is none."""
+        """The job's record read as as_map reads it; {} when there is none."""
         blob = self.r.hget(self.key("jobs"), job_id)
-        return {} if blob is None else as_map(blob)
+        return {} if blob is None else as_map(bytes(blob))
 
     def set_fields(self, job_id: str, **changes: Any) -> None:
         """Change a stored record by hand (to set up a state)."""
