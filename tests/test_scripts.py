@@ -190,7 +190,8 @@ class Lua:
     def job(self, job_id: str) -> dict[str, str]:
         """The job's record read as as_map reads it; {} when there is none."""
         blob = self.r.hget(self.key("jobs"), job_id)
-        return {} if blob is None else as_map(bytes(blob))
+        assert not isinstance(blob, str)  # a client without decode_responses
+        return {} if blob is None else as_map(blob)
 
     def set_fields(self, job_id: str, **changes: Any) -> None:
         """Change a stored record by hand (to set up a state)."""
