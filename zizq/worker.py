@@ -169,6 +169,7 @@ class Worker:
             return
         event = self._forced if self._stop.is_set() else self._stop
         self._loop.call_soon_threadsafe(event.set)
+        self._loop.call_soon_threadsafe(self._room.set)  # a take loop waiting for room looks again
         self._loop.call_soon_threadsafe(self._poke)
 
     def _poke(self) -> None:
@@ -199,6 +200,7 @@ class Worker:
         )
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()
+        self._room = asyncio.Event()  # set when a job ends (or a stop is asked for)
         self._loop = asyncio.get_running_loop()  # last: stop() works from here on
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
         self._waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
@@ -206,12 +208,12 @@ class Worker:
         # the key: after a lost lease this worker may take one of its own
         # recovered jobs again, under its new id, while the first run goes on.
         self._held: set[tuple[str, str]] = set()
-        self._room = asyncio.Event()
         self._acks: list[tuple[str, str]] = []
         self._acking: set[tuple[str, str]] = set()  # the batch of acks being sent
         self._ack_wanted = asyncio.Event()
         self._closing = False
-        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._running: set[tuple[str, str]] = set()  # (owner, id) of jobs whose handler runs
+        self._idle = asyncio.Event()  # set while no handler runs
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self.stop)
@@ -264,12 +266,11 @@ class Worker:
         while not self._waiting.empty():
             owner, job = self._waiting.get_nowait()
             back.append((owner, job.id))
-        busy = set(self._running.values())
-        if busy:
-            log.info("waiting up to %.0fs for %d running jobs", self.shutdown_timeout, len(busy))
-            await self._until(asyncio.wait(busy, timeout=self.shutdown_timeout), self._forced)
+        if self._running:
+            log.info("waiting up to %.0fs for %d running jobs", self.shutdown_timeout, len(self._running))
+            await self._until(asyncio.wait_for(self._idle.wait(), self.shutdown_timeout), self._forced)
         self.forced = self._forced.is_set()
-        back += [pair for pair, task in self._running.items() if not task.done()]
+        back += self._running
         for task in runners:
             task.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -316,7 +317,7 @@ class Worker:
             room = self.prefetch - len(self._held)
             if room <= 0:
                 self._room.clear()
-                await self._until(self._room.wait(), self._stop)
+                await self._room.wait()
                 continue
             owner = self.id
             if self._suspect:
@@ -420,24 +421,28 @@ class Worker:
     # -- running ---------------------------------------------------------
 
     async def _run_jobs(self) -> None:
+        # A runner runs its jobs one after another, in its own task: shutdown
+        # waits until no handler runs, then cancels the runners, and so any
+        # handler still running.
         while True:
             owner, job = await self._waiting.get()
-            # The job runs as its own task so shutdown can wait for it alone;
-            # cancelling this runner cancels it too.
-            task = asyncio.create_task(self._run_one(owner, job))
-            self._running[owner, job.id] = task
+            pair = (owner, job.id)
+            self._running.add(pair)
+            self._idle.clear()
             try:
-                await task
+                await self._run_one(owner, job)
             except Exception:  # a failure that could not be recorded: log it, keep going
                 log.exception("job %s: could not record its outcome", job.id)
             finally:
-                del self._running[owner, job.id]
-                self._held.discard((owner, job.id))
+                self._running.discard(pair)
+                if not self._running:
+                    self._idle.set()
+                self._held.discard(pair)
                 self._room.set()
 
     async def _run_one(self, owner: str, job: Job) -> None:
         timeout = job.timeout_ms / 1000 if job.timeout_ms else None
-        deadline = asyncio.timeout(timeout)
+        deadline = asyncio.timeout(timeout) if timeout else None
         pool, sync = self._pool, False
         # Hooks cost nothing per job unless some are registered.
         observed = bool(events.job_start or events.job_end or events.job_exception)
@@ -449,17 +454,19 @@ class Worker:
             route = self.router.lookup(job.type)
             args = route.arguments(job)
             sync = not route.is_async
-            async with deadline:
-                if self.router.middleware:
-                    await run_chain(self.router.middleware, job, lambda: self._call_handler(route, args, pool))
-                elif route.is_async:
-                    await route.handler(*args)
-                else:
-                    await asyncio.get_running_loop().run_in_executor(pool, route.handler, *args)
+            if self.router.middleware:
+                handling = run_chain(self.router.middleware, job, lambda: self._call_handler(route, args, pool))
+            else:
+                handling = self._call_handler(route, args, pool)
+            if deadline is None:
+                await handling
+            else:
+                async with deadline:
+                    await handling
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every handler failure is recorded on the job
-            if isinstance(exc, TimeoutError) and deadline.expired():
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
                 self.stats.timed_out += 1
                 if sync:
                     self._abandon(pool)
@@ -486,7 +493,7 @@ class Worker:
 
     @staticmethod
     async def _call_handler(route: Route, args: tuple[Any, ...], pool: ThreadPoolExecutor) -> None:
-        # The innermost step of the dequeue middleware chain.
+        # The handler itself: the innermost step of any dequeue middleware.
         if route.is_async:
             await route.handler(*args)
         else:
