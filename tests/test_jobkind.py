@@ -624,3 +624,49 @@ def test_enqueue_args_unserialisable_unique_value() -> None:
 
     with pytest.raises(zizq.InvalidPayload, match="nan"):
         enqueue_args(zizq.Enqueue(Keyed(x=float("nan"))), _hotpath.IdGenerator())
+
+
+class Configured(zizq.JobKind):
+    """Every class default set, and a unique key of its own."""
+
+    NAME = "configured"
+    QUEUE = "reports"
+    PRIORITY = 7
+    RETRY_LIMIT = 3
+    BACKOFF = zizq.Backoff(base_ms=100, exponent=2, jitter_ms=10)
+    RETENTION = zizq.Retention(completed_ms=1000)
+    UNIQUE_WHILE = "active"
+    TIMEOUT = 2.5
+    n: int
+
+    def unique_key(self) -> zizq.UniqueKey | None:
+        return None if self.n < 0 else zizq.UniqueKey.hash_of({"n": self.n})
+
+
+class ScopedKey(zizq.JobKind):
+    NAME = "scoped"
+    n: int
+
+    def unique_key(self) -> zizq.UniqueKey:
+        return zizq.UniqueKey.raw(f"n{self.n}").scope("exists")
+
+
+class Fixed:
+    """An id source that always gives the same id."""
+
+    def generate(self) -> str:
+        return "0" * 25
+
+
+@pytest.mark.parametrize(
+    "job",
+    [SendEmail(to="a@b.c"), Ping(), UserId(5), Configured(n=1), Configured(n=-1), ScopedKey(n=2)],
+    ids=["plain", "unit", "transparent", "every default and a key", "every default, no key", "scoped key"],
+)
+def test_the_fast_path_for_a_bare_job_gives_what_the_general_one_gives(job: zizq.JobKind) -> None:
+    # A bare JobKind (no per-call options) skips the general path: same
+    # arguments, same result template, for every kind of class default.
+    from zizq._core import Enqueue, _plan_item, plan_enqueue
+
+    for _ in range(2):  # the second time from the per-class cache
+        assert plan_enqueue(job, Fixed()) == _plan_item(Enqueue(job), Fixed())

@@ -246,18 +246,23 @@ def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[list[Value], Templa
 
     A bare JobKind instance (no per-call options) takes a fast path: its
     class's defaults were checked when the class was made, and are turned
-    into arguments once per class.
+    into arguments once per class; only the id, the payload and the unique
+    key are made per job.
     """
     if isinstance(item, JobKind):
         unique = item.unique_key()
-        if unique is None:
+        if unique is None or isinstance(unique, UniqueKey):
             kind = type(item)
             known = _KINDS.get(kind)
             if known is None:
                 known = _KINDS[kind] = _kind_args(kind)
             head, tail, template = known
-            payload = _hotpath.encode_payload(item.to_payload())
-            return [ids.generate(), *head, payload, *tail], template
+            args = [ids.generate(), *head, _hotpath.encode_payload(item.to_payload()), *tail]
+            if unique is not None:
+                scope = unique.unique_while or kind.UNIQUE_WHILE
+                args[11], args[12] = unique.key, scope or ""
+                template = Template(*template[:6], unique.key, scope, template.timeout_ms)
+            return args, template
         item = Enqueue(item, unique_key=unique)
     elif not isinstance(item, Enqueue):
         item = Enqueue(item)  # refused below, naming the value
