@@ -1,7 +1,11 @@
 --[[ enqueue: create one or many jobs, atomically (all or nothing).
 
 KEYS[1]  namespace prefix "{<namespace>}:" (every other key derives from it)
-ARGV[1]  N, the number of jobs; then 14 values per job, in this order:
+ARGV[1]  N, the number of jobs
+ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
+         no bin: Redis's cmsgpack cannot read bin), each of these 14 strings
+         in this order (one argument for the whole batch is much cheaper
+         for clients to send than 14 per job):
   id            SCRU128 id made by the client (a retried call reuses it)
   type          job type name
   queue         queue name
@@ -36,8 +40,20 @@ Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
 local P = KEYS[1]
 local n = tonumber(ARGV[1])
 local WIDTH = 14
-if not n or #ARGV ~= 1 + n * WIDTH then
-  return fail_with('INVALID', 'argument count ' .. #ARGV .. ' does not match ' .. tostring(ARGV[1]) .. ' jobs')
+local ok, jobs = pcall(cmsgpack.unpack, ARGV[2] or '')
+if not ok or type(jobs) ~= 'table' or not n or #jobs ~= n or #ARGV ~= 2 then
+  return fail_with('INVALID', 'the arguments are not N and a MessagePack array of N jobs')
+end
+for i = 1, n do
+  local J = jobs[i]
+  if type(J) ~= 'table' or #J ~= WIDTH then
+    return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ' values')
+  end
+  for k = 1, WIDTH do
+    if type(J[k]) ~= 'string' then
+      return fail_with('INVALID', 'job ' .. (i - 1) .. ': value ' .. k .. ' is not a string')
+    end
+  end
 end
 
 local CONFLICT = {
@@ -57,9 +73,9 @@ local NUMERIC = {
 
 -- Pass 1: check everything and decide, writing nothing.
 for i = 0, n - 1 do
-  local b = 1 + i * WIDTH
-  local id, typ, queue, prio = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4])
-  local ukey, uwhile = ARGV[b + 12], ARGV[b + 13]
+  local J = jobs[i + 1]
+  local id, typ, queue, prio = J[1], J[2], J[3], tonumber(J[4])
+  local ukey, uwhile = J[12], J[13]
   if id == '' then
     return fail_with('INVALID', 'job ' .. i .. ': the id is empty')
   end
@@ -70,7 +86,7 @@ for i = 0, n - 1 do
     good_names[typ], good_names[queue] = true, true
   end
   if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
-    return fail_with('INVALID', 'job ' .. i .. ': priority ' .. ARGV[b + 4] .. ' is not an integer in 0..65535')
+    return fail_with('INVALID', 'job ' .. i .. ': priority ' .. J[4] .. ' is not an integer in 0..65535')
   end
   if uwhile ~= '' and not CONFLICT[uwhile] then
     return fail_with('INVALID', 'job ' .. i .. ': unique_while ' .. uwhile .. ' is not queued, active or exists')
@@ -79,12 +95,12 @@ for i = 0, n - 1 do
     return fail_with('INVALID', 'job ' .. i .. ': unique_while given without unique_key')
   end
   for _, field in ipairs(NUMERIC) do
-    local v = ARGV[b + field[1]]
+    local v = J[field[1]]
     if v ~= '' and not natural(v) then
       return fail_with('INVALID', 'job ' .. i .. ': ' .. field[2] .. ' ' .. v .. ' is not a non-negative integer')
     end
   end
-  local bo = ARGV[b + 9]
+  local bo = J[9]
   if bo ~= '' and not backoff_ok(bo) then
     return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
   end
@@ -123,20 +139,20 @@ local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here
 local queues, seen = {}, {}  -- the distinct queues of this batch
 for i = 0, n - 1 do
-  local b = 1 + i * WIDTH
+  local J = jobs[i + 1]
   local flag, id = plan[i][1], plan[i][2]
   local x = false
   if flag == 0 then
-    local queue, prio = ARGV[b + 3], tonumber(ARGV[b + 4])
+    local queue, prio = J[3], tonumber(J[4])
     local ready_at = now
-    if ARGV[b + 6] ~= '' then
-      ready_at = tonumber(ARGV[b + 6])
-    elseif ARGV[b + 7] ~= '' then
-      ready_at = now + tonumber(ARGV[b + 7])
+    if J[6] ~= '' then
+      ready_at = tonumber(J[6])
+    elseif J[7] ~= '' then
+      ready_at = now + tonumber(J[7])
     end
-    local job = {t = ARGV[b + 2], q = queue, p = prio, s = 'ready', r = ready_at, a = 0, d = ARGV[b + 5]}
+    local job = {t = J[2], q = queue, p = prio, s = 'ready', r = ready_at, a = 0, d = J[5]}
     for j, name in ipairs(OPTIONAL) do
-      local v = ARGV[b + 7 + j]
+      local v = J[7 + j]
       if v ~= '' then
         if NUMBER[name] then v = tonumber(v) end
         job[name] = v

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 import zizq
-from zizq._core import Call, Value
+from zizq._core import Call, enqueue_call_args
 from zizq._scripts import script
 
 from .conftest import stored, take, wait_for
@@ -159,7 +159,7 @@ async def test_unknown_job_is_not_found(api: Any) -> None:
 
 async def test_script_errors_become_zizq_exceptions(api: Any, r: redis.Redis, namespace: str) -> None:
     # Bypass client-side validation: the script's own check names the value.
-    args: list[Value] = [1, "id1", "t", "q", 70000, b"{}", "", "", "", "", "", "", "", "", ""]
+    args = enqueue_call_args([["id1", "t", "q", "70000", b"{}", "", "", "", "", "", "", "", "", ""]])
     with pytest.raises(zizq.ValidationError, match="70000"):
         await api.run(Call(script("enqueue"), api.core.keys, args, lambda x: x))
     assert keys_of(r, namespace) == set()

@@ -431,13 +431,13 @@ def test_job_to_dict_retention_with_both_and_completed_only() -> None:
 
 def test_enqueue_args_for_a_plain_kind() -> None:
     args = args_of(zizq.Enqueue(SendEmail(to="a@b.c")))
-    assert args[1:] == ["send_email", "emails", 32768, b'{"to":"a@b.c","subject":"hello"}'] + [""] * 9
+    assert args[1:] == ["send_email", "emails", "32768", b'{"to":"a@b.c","subject":"hello"}'] + [""] * 9
 
 
 def test_enqueue_args_use_the_class_defaults() -> None:
     key = "report:" + hashlib.sha256(b'{"user":7}').hexdigest()
     assert args_of(zizq.Enqueue(Report(user=7)))[1:] == [
-        "report", "reports", 10, b'{"user":7}', "", "", 3, "1000 2.0 500", 60_000, 86_400_000, key, "active", "",
+        "report", "reports", "10", b'{"user":7}', "", "", "3", "1000 2.0 500", "60000", "86400000", key, "active", "",
     ]  # fmt: skip
 
 
@@ -454,15 +454,15 @@ def test_enqueue_args_per_call_options_beat_class_defaults() -> None:
         timeout=2.5,
     )
     assert args_of(item)[1:] == [
-        "report", "urgent", 0, b'{"user":7}', "", 1500, 0, "1 1.0 0", 60_000, 1000, "mine", "exists", 2500,
+        "report", "urgent", "0", b'{"user":7}', "", "1500", "0", "1 1.0 0", "60000", "1000", "mine", "exists", "2500",
     ]  # fmt: skip
 
 
 def test_enqueue_args_retention_merges_per_sub_field() -> None:
     args = args_of(zizq.Enqueue(Report(user=1), retention=zizq.Retention(completed_ms=5)))
-    assert args[9:11] == [5, 86_400_000]
+    assert args[9:11] == ["5", "86400000"]
     args = args_of(zizq.Enqueue(SendEmail(to="x"), retention=zizq.Retention(completed_ms=5)))
-    assert args[9:11] == [5, ""]
+    assert args[9:11] == ["5", ""]
 
 
 def test_enqueue_args_unique_scope() -> None:
@@ -476,14 +476,14 @@ def test_enqueue_args_unique_scope() -> None:
 
 
 def test_enqueue_args_unit_and_transparent_payloads() -> None:
-    assert args_of(zizq.Enqueue(Ping()))[1:5] == ["ping", "default", 32768, b"null"]
-    assert args_of(zizq.Enqueue(UserId(value=9)))[1:5] == ["user_id", "default", 32768, b"9"]
+    assert args_of(zizq.Enqueue(Ping()))[1:5] == ["ping", "default", "32768", b"null"]
+    assert args_of(zizq.Enqueue(UserId(value=9)))[1:5] == ["user_id", "default", "32768", b"9"]
 
 
 def test_enqueue_args_raw() -> None:
     item = zizq.Enqueue.raw("send_email", {"to": "a@b.c"}, queue="emails", priority=65535, retry_limit=2)
-    assert args_of(item)[1:] == ["send_email", "emails", 65535, b'{"to":"a@b.c"}', "", "", 2] + [""] * 6
-    assert args_of(zizq.Enqueue.raw("t", None))[1:5] == ["t", "default", 32768, b"null"]
+    assert args_of(item)[1:] == ["send_email", "emails", "65535", b'{"to":"a@b.c"}', "", "", "2"] + [""] * 6
+    assert args_of(zizq.Enqueue.raw("t", None))[1:5] == ["t", "default", "32768", b"null"]
 
 
 @pytest.mark.parametrize(
@@ -496,7 +496,7 @@ def test_enqueue_args_raw() -> None:
     ],
 )
 def test_enqueue_args_ready_at(when: datetime, expected_ms: int) -> None:
-    assert args_of(zizq.Enqueue(Ping(), ready_at=when))[5:7] == [expected_ms, ""]
+    assert args_of(zizq.Enqueue(Ping(), ready_at=when))[5:7] == [str(expected_ms), ""]
 
 
 @pytest.mark.parametrize(
@@ -504,7 +504,7 @@ def test_enqueue_args_ready_at(when: datetime, expected_ms: int) -> None:
     [(0, 0), (1, 1000), (0.25, 250), (0.0014, 1), (1.0006, 1001), (timedelta(minutes=1), 60_000), (timedelta(0), 0)],
 )
 def test_enqueue_args_delay(delay: Any, expected_ms: int) -> None:
-    assert args_of(zizq.Enqueue(Ping(), delay=delay))[5:7] == ["", expected_ms]
+    assert args_of(zizq.Enqueue(Ping(), delay=delay))[5:7] == ["", str(expected_ms)]
 
 
 def test_enqueue_args_ids_increase() -> None:

@@ -51,6 +51,17 @@ def as_map(record: bytes) -> dict[str, str]:
     return {k: str(v) for k, v in fields.items()}
 
 
+def text_row(values: list[Value]) -> list[Value]:
+    return [str(v) if isinstance(v, int) else v for v in values]
+
+
+def packed(*jobs: list[Value]) -> list[Value]:
+    """The enqueue script's arguments for these jobs: the count, and the jobs
+    as one MessagePack array of string arrays (numbers written as text)."""
+    rows = [text_row(j) for j in jobs]
+    return [len(rows), msgpack.packb(rows, use_bin_type=False)]
+
+
 def job(
     job_id: str,
     *,
@@ -119,10 +130,7 @@ class Lua:
     # The scripts, with their replies decoded.
 
     def enqueue(self, *jobs: list[Value]) -> list[tuple[int, str, dict[str, str]]]:
-        args: list[Value] = [len(jobs)]
-        for j in jobs:
-            args.extend(j)
-        now, *flat = self.raw("enqueue", *args)
+        now, *flat = self.raw("enqueue", *packed(*jobs))
         out = []
         for flag, job_id, x in zip(flat[0::3], flat[1::3], flat[2::3], strict=True):
             if flag in (0, 3):  # x is ready_at: give created jobs the fields a client reads
@@ -291,7 +299,7 @@ def test_enqueue_ready_job(lua: Lua) -> None:
 def test_enqueue_reply_is_now_then_flag_id_and_value_per_job(lua: Lua) -> None:
     lua.enqueue(job("old"))
     before = lua.now()
-    now, *flat = lua.raw("enqueue", 3, *job("new"), *job("later", delay=60_000), *job("old"))
+    now, *flat = lua.raw("enqueue", *packed(job("new"), job("later", delay=60_000), job("old")))
     after = lua.now()
     assert before <= now <= after
     assert flat[0:3] == [0, b"new", now]
@@ -518,10 +526,38 @@ def test_enqueue_invalid_job_writes_nothing(lua: Lua, bad: dict[str, Any], posit
     assert lua.snapshot() == before
 
 
-@pytest.mark.parametrize("count", [2, 0, "x"])
-def test_enqueue_argument_count_must_match(lua: Lua, count: Value) -> None:
-    with pytest.raises(redis.ResponseError, match=r"^ZIZQ INVALID argument count"):
-        lua.run("enqueue", count, *job("j1"))
+@pytest.mark.parametrize(
+    "args",
+    [
+        [2, msgpack.packb([job("j1")], use_bin_type=False)],
+        [0, msgpack.packb([job("j1")], use_bin_type=False)],
+        ["x", msgpack.packb([job("j1")], use_bin_type=False)],
+        [1, b"\xc1 not msgpack"],
+        [1, msgpack.packb({"a": 1})],
+        [1],
+        [1, *job("j1")],
+    ],
+    ids=["count too high", "count too low", "count not a number", "not msgpack", "a map", "no jobs", "flat values"],
+)
+def test_enqueue_arguments_must_be_a_count_and_a_batch(lua: Lua, args: list[Value]) -> None:
+    with pytest.raises(redis.ResponseError, match=r"^ZIZQ INVALID the arguments are not N and a MessagePack array"):
+        lua.run("enqueue", *args)
+    assert lua.keys() == set()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        text_row(job("j1"))[:13],
+        [*text_row(job("j1")), ""],
+        [*text_row(job("j1"))[:3], 7, *text_row(job("j1"))[4:]],
+        "j1",
+    ],
+    ids=["13 values", "15 values", "a number", "not an array"],
+)
+def test_enqueue_job_must_be_14_strings(lua: Lua, row: Any) -> None:
+    with pytest.raises(redis.ResponseError, match=r"^ZIZQ INVALID job 0"):
+        lua.run("enqueue", 1, msgpack.packb([row], use_bin_type=False))
     assert lua.keys() == set()
 
 

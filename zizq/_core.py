@@ -235,14 +235,24 @@ def enqueue_item(
     )
 
 
-def enqueue_args(item: Enqueue | JobKind, ids: Any) -> list[Value]:
-    """The 14 script arguments for one job (see lua/enqueue.lua); raises
-    a ValidationError naming the bad value before anything is sent."""
+Row = list[str | bytes]  # one job's 14 enqueue values, all strings
+
+
+def enqueue_call_args(rows: Sequence[Row]) -> list[Value]:
+    """The enqueue script's arguments for these jobs: their count, and the
+    jobs as one MessagePack array (bytes as MessagePack raw strings: Redis's
+    cmsgpack cannot read bin)."""
+    return [len(rows), msgpack.packb(rows, use_bin_type=False)]
+
+
+def enqueue_args(item: Enqueue | JobKind, ids: Any) -> Row:
+    """The 14 enqueue values of one job (see lua/enqueue.lua); raises a
+    ValidationError naming the bad value before anything is sent."""
     return plan_enqueue(item, ids)[0]
 
 
-def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[list[Value], Template]:
-    """The 14 script arguments for one job, and the template of its result.
+def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[Row, Template]:
+    """The 14 enqueue values of one job, and the template of its result.
 
     A bare JobKind instance (no per-call options) takes a fast path: its
     class's defaults were checked when the class was made, and are turned
@@ -269,32 +279,36 @@ def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[list[Value], Templa
     return _plan_item(item, ids)
 
 
-def _args(job_id: str, t: Template, payload: Value, ready_at: Value, delay: Value) -> list[Value]:
-    # The order of lua/enqueue.lua's header.
+def _args(job_id: str, t: Template, payload: bytes, ready_at: int | None, delay: int | None) -> list[str | bytes]:
+    # The order of lua/enqueue.lua's header: every value a string.
     return [
         job_id,
         t.type,
         t.queue,
-        t.priority,
+        str(t.priority),
         payload,
-        ready_at,
-        delay,
-        _opt(t.retry_limit),
+        _text_opt(ready_at),
+        _text_opt(delay),
+        _text_opt(t.retry_limit),
         "" if t.backoff is None else t.backoff.encode(),
-        "" if t.retention is None else _opt(t.retention.completed_ms),
-        "" if t.retention is None else _opt(t.retention.dead_ms),
-        _opt(t.unique_key),
-        _opt(t.unique_while),
-        _opt(t.timeout_ms),
+        "" if t.retention is None else _text_opt(t.retention.completed_ms),
+        "" if t.retention is None else _text_opt(t.retention.dead_ms),
+        _text_opt(t.unique_key),
+        _text_opt(t.unique_while),
+        _text_opt(t.timeout_ms),
     ]
+
+
+def _text_opt(value: int | str | None) -> str:
+    return "" if value is None else str(value)
 
 
 # Per JobKind class: the arguments before and after the payload, and the
 # result template, of a job with no per-call options and no unique key.
-_KINDS: dict[type[JobKind], tuple[tuple[Value, ...], tuple[Value, ...], Template]] = {}
+_KINDS: dict[type[JobKind], tuple[tuple[str | bytes, ...], tuple[str | bytes, ...], Template]] = {}
 
 
-def _kind_args(kind: type[JobKind]) -> tuple[tuple[Value, ...], tuple[Value, ...], Template]:
+def _kind_args(kind: type[JobKind]) -> tuple[tuple[str | bytes, ...], tuple[str | bytes, ...], Template]:
     _concrete(kind)
     template = Template(
         type=kind.NAME,
@@ -307,7 +321,7 @@ def _kind_args(kind: type[JobKind]) -> tuple[tuple[Value, ...], tuple[Value, ...
         unique_while=None,
         timeout_ms=None if kind.TIMEOUT is None else timeout_ms(kind.TIMEOUT),
     )
-    args = _args("", template, "", "", "")
+    args = _args("", template, b"", None, None)
     return tuple(args[1:4]), tuple(args[5:]), template
 
 
@@ -316,7 +330,7 @@ def _concrete(kind: type[JobKind]) -> None:
         raise ValidationError(f"{kind.__qualname__} is an abstract JobKind (no NAME); enqueue a concrete subclass")
 
 
-def _plan_item(item: Enqueue, ids: Any) -> tuple[list[Value], Template]:
+def _plan_item(item: Enqueue, ids: Any) -> tuple[Row, Template]:
     job = item.job
     if job is not None:
         if not isinstance(job, JobKind):
@@ -360,8 +374,7 @@ def _plan_item(item: Enqueue, ids: Any) -> tuple[list[Value], Template]:
         raise ValidationError(f"unique_key {unique!r} is not a zizq.UniqueKey or a string")
     if unique is not None and unique.unique_while is not None:
         unique_while = unique.unique_while
-    ready_at: Value = ""
-    delay: Value = ""
+    ready_at = delay = None
     if item.ready_at is not None and item.delay is not None:
         raise ValidationError("give delay or ready_at, not both")
     if item.ready_at is not None:
@@ -566,13 +579,12 @@ class Core:
     def enqueue(self, items: Sequence[Enqueue | JobKind]) -> Call[list[Job]]:
         if not items:
             raise ValidationError("enqueue_many needs at least one job")
-        args: list[Value] = [len(items)]
-        templates = []
+        rows, templates = [], []
         for item in items:
-            job_args, template = plan_enqueue(item, self.ids)
-            args += job_args
+            row, template = plan_enqueue(item, self.ids)
+            rows.append(row)
             templates.append(template)
-        return Call(script("enqueue"), self.keys, args, lambda reply: _enqueued(templates, reply))
+        return Call(script("enqueue"), self.keys, enqueue_call_args(rows), lambda reply: _enqueued(templates, reply))
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
         def decode(reply: list[Any]) -> list[Job | None]:

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from croniter import CroniterBadDateError, croniter
 
-from ._core import TRANSIENT, Call, Core, Enqueue, Value, _str, enqueue_args
+from ._core import TRANSIENT, Call, Core, Enqueue, Row, Value, _str, enqueue_args, enqueue_call_args
 from ._scripts import script
 from .errors import CronNotFound, ValidationError, ZizqError
 from .job import JobKind, validate_name
@@ -55,8 +55,8 @@ PENDING_GRACE_MS = 10_000
 worker's tick (its worker is taken to have died)."""
 DUE_BATCH = 100  # due entries handled per tick call
 
-# The enqueue script's arguments after the id (docs/redis-layout.md §4.1);
-# a template is these, with ready_at and delay_ms always ''.
+# The enqueue script's values of a job after the id (docs/redis-layout.md
+# §4.1); a template is these, with ready_at and delay_ms always ''.
 TEMPLATE_FIELDS = (
     "type",
     "queue",
@@ -192,9 +192,12 @@ def template_of(job: JobKind | Enqueue) -> dict[str, Any]:
     if item.ready_at is not None or item.delay is not None:
         raise ValidationError("a cron job template cannot have ready_at or delay: the schedule says when")
     args = enqueue_args(item, _NoId())
-    template = dict(zip(TEMPLATE_FIELDS, args[1:], strict=True))
+    template: dict[str, Any] = dict(zip(TEMPLATE_FIELDS, args[1:], strict=True))
     payload = template["payload"]
     template["payload"] = payload.decode() if isinstance(payload, bytes) else payload
+    for name in ("priority", "retry_limit", "completed_ms", "dead_ms", "timeout_ms"):
+        if template[name] != "":
+            template[name] = int(template[name])  # numbers as numbers (the script takes their text)
     return template
 
 
@@ -342,11 +345,10 @@ class CronCore:
         """Enqueue one run of a template with the id chosen at its claim;
         the reply is the enqueue script's flag (0 created, 1 duplicate by
         unique key, 2 or 3 this id was enqueued before)."""
-        args: list[Value] = [1, job_id]
-        for name in TEMPLATE_FIELDS:
-            value = template.get(name, "")
-            args.append("" if value is None else value)
-        return Call(script("enqueue"), self.core.keys, args, lambda r: int(r[1]))  # {now, flag, id, x}
+        row: Row = [job_id]
+        row += ["" if template.get(name) is None else str(template[name]) for name in TEMPLATE_FIELDS]
+        # The reply is {now, flag, id, x}.
+        return Call(script("enqueue"), self.core.keys, enqueue_call_args([row]), lambda r: int(r[1]))
 
 
 def _group_of(groups: list[CronGroup], name: str) -> CronGroup:
