@@ -12,6 +12,7 @@ Errors: "ZIZQ NOT_FOUND" (no such job, or past purge_at), "ZIZQ STATE" (the
 job is not dead).
 ]]
 --@include "includes/common.lua"
+--@include "includes/manage.lua"
 
 local P = KEYS[1]
 local id = ARGV[1]
@@ -21,9 +22,4 @@ if not job then return fail_with('NOT_FOUND', 'no job with id ' .. id) end
 if job.s ~= 'dead' then
   return fail_with('STATE', 'job ' .. id .. ' is ' .. job.s .. '; only dead jobs can be retried')
 end
-redis.call('ZREM', P .. 'dead', id)
-job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
-local record = save_job(P, id, job)
-make_ready(P, id, job.q, job.p)
-unique_restore(P, id, job)
-return record
+return retry_dead(P, id, job, now)

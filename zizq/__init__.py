@@ -24,11 +24,14 @@ from .errors import (
     RetryJob,
     ValidationError,
     WorkerLost,
+    WorkersActive,
     ZizqError,
 )
 from .events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
+from .filters import Filter, Range
 from .group import WorkerGroup
 from .job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
+from .query import JobPage, QueueInfo, Stats
 from .router import Router
 from .worker import Worker, WorkerStats
 
@@ -46,6 +49,7 @@ __all__ = (
     "Enqueue",
     "EnqueueEvent",
     "ErrorRecord",
+    "Filter",
     "InvalidName",
     "InvalidPayload",
     "Job",
@@ -53,23 +57,28 @@ __all__ = (
     "JobKind",
     "JobKindError",
     "JobNotFound",
+    "JobPage",
     "JobStateError",
     "JobStatus",
     "JobTimeout",
     "KillJob",
     "NoRouteError",
     "PayloadDecodeError",
+    "QueueInfo",
+    "Range",
     "RedisScriptError",
     "RedisUnavailable",
     "Retention",
     "RetryJob",
     "Router",
+    "Stats",
     "UniqueKey",
     "ValidationError",
     "Worker",
     "WorkerGroup",
     "WorkerLost",
     "WorkerStats",
+    "WorkersActive",
     "ZizqError",
     "__version__",
     "on",

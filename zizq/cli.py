@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 import orjson
 
 from . import __version__
+from .cli_jobs import register as register_jobs
 from .client import Client, default_url
 from .errors import CronNotFound, ValidationError, ZizqError
 from .group import WorkerGroup
 from .router import Router
 from .supervisor import ENV as SUPERVISOR_ENV
 from .supervisor import Supervisor, child_command, watch_supervisor
+from .top import register as register_top
 from .worker import Worker
 
 URL_HELP = (
@@ -294,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("entry", nargs="?", help="entry name (default: the whole group)")
         common(sp)
         sp.set_defaults(func=cmd_cron)
+    register_jobs(sub, common)
+    register_top(sub, common)
     return p
 
 

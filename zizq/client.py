@@ -35,6 +35,7 @@ from ._core import (
 from .cron import AsyncCronMethods, CronMethods
 from .errors import JobNotFound, RedisUnavailable, ValidationError, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
+from .manage import AsyncQueryMethods, QueryMethods
 
 T = TypeVar("T")
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -72,7 +73,7 @@ def _durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:
     return wait_replicas, max(1, round(wait_timeout * 1000))
 
 
-class Client(CronMethods):
+class Client(CronMethods, QueryMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
@@ -344,7 +345,7 @@ class Client(CronMethods):
         self.close()
 
 
-class AsyncClient(AsyncCronMethods):
+class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited."""
 
     def __init__(

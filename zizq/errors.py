@@ -54,6 +54,11 @@ class RedisScriptError(ZizqError):
     """A zizq Lua script refused a call; the message says why."""
 
 
+class WorkersActive(ZizqError):
+    """A namespace reset was refused: workers hold leases in it (stop them,
+    or reset with ``force=True``)."""
+
+
 class CronNotFound(ZizqError, LookupError):
     """No cron group (or entry in the group) with that name exists."""
 

@@ -1,0 +1,67 @@
+--[[ bulk: delete, patch or retry a batch of jobs that match a filter.
+
+KEYS[1]  namespace prefix "{<namespace>}:"
+ARGV[1]  action: 'delete', 'patch' (jobs that have not finished; finished
+         ones are skipped) or 'retry' (dead jobs; others are skipped)
+ARGV[2]  filter JSON (see includes/filter.lua), checked again here on each
+         job, so a job that changed since the client read it is left alone
+ARGV[3]  index key the client is walking ('' for none): the reply says how
+         many of the batch's jobs are no longer in it, so the walk can go on
+         from the right rank
+ARGV[4]  n: how many job ids follow (at most 10000)
+ARGV[5 .. 4+n]   job ids
+ARGV[5+n ..]     patch only: pairs of (field, value) as in patch.lua
+
+The batch is atomic; a filter that spans several batches is not.
+
+Returns {changed, left}: jobs deleted, patched or retried, and how many of
+the given ids are not in the index ARGV[3] after the call.
+Errors: "ZIZQ INVALID" (a bad action, filter, count or patch value; nothing
+is changed).
+]]
+--@include "includes/common.lua"
+--@include "includes/filter.lua"
+--@include "includes/manage.lua"
+
+local P = KEYS[1]
+local action, index = ARGV[1], ARGV[3]
+local f, err = parse_filter(ARGV[2])
+if not f then return err end
+if action ~= 'delete' and action ~= 'patch' and action ~= 'retry' then
+  return fail_with('INVALID', 'action ' .. tostring(action) .. ' is not delete, patch or retry')
+end
+if not natural(ARGV[4]) or tonumber(ARGV[4]) > 10000 then
+  return fail_with('INVALID', 'id count ' .. tostring(ARGV[4]) .. ' is not in 0..10000')
+end
+local n = tonumber(ARGV[4])
+local want = nil
+if action == 'patch' then
+  want, err = patch_wanted(5 + n)
+  if not want then return err end
+end
+
+local now = now_ms()
+local changed = 0
+for i = 5, 4 + n do
+  local id = ARGV[i]
+  local job = visible_job(P, id, now)
+  if job and job_matches(job, f) then
+    if action == 'delete' then
+      delete_job(P, id, job)
+      changed = changed + 1
+    elseif action == 'patch' and job.s ~= 'completed' and job.s ~= 'dead' then
+      patch_apply(P, id, job, want, now)
+      changed = changed + 1
+    elseif action == 'retry' and job.s == 'dead' then
+      retry_dead(P, id, job, now)
+      changed = changed + 1
+    end
+  end
+end
+local left = 0
+if index ~= '' then
+  for i = 5, 4 + n do
+    if not redis.call('ZSCORE', P .. index, ARGV[i]) then left = left + 1 end
+  end
+end
+return {changed, left}

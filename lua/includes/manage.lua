@@ -1,0 +1,103 @@
+-- Changes made by an operator to one job: patch and retry. patch.lua and
+-- retry.lua apply them to one job, bulk.lua to a batch of jobs matched by a
+-- filter; the logic lives here once. Needs includes/common.lua.
+
+local PATCH_STORED = {retry_limit = 'rl', backoff = 'bo', completed_ms = 'rc', dead_ms = 'rd'}
+
+-- The patch pairs ARGV[first..] as a table {name = value}, or nil and the
+-- error reply naming the bad field or value. '' as a value means null.
+local function patch_wanted(first)
+  local want = {}
+  for i = first, #ARGV, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    if name ~= 'queue' and name ~= 'priority' and name ~= 'ready_at' and not PATCH_STORED[name] then
+      return nil, fail_with('INVALID', 'unknown patch field ' .. tostring(name))
+    end
+    if value == nil then return nil, fail_with('INVALID', 'patch field ' .. name .. ' has no value') end
+    want[name] = value
+  end
+  if want.queue and not name_ok(want.queue) then
+    return nil, fail_with('INVALID', 'queue ' .. want.queue .. ' is empty or has , * ? [ ] { } \\ or NUL')
+  end
+  if want.ready_at and want.ready_at ~= '' and not natural(want.ready_at) then
+    return nil, fail_with('INVALID', 'ready_at ' .. want.ready_at .. ' is not a non-negative integer')
+  end
+  for _, name in ipairs({'retry_limit', 'completed_ms', 'dead_ms'}) do
+    if want[name] and want[name] ~= '' and not natural(want[name]) then
+      return nil, fail_with('INVALID', name .. ' ' .. want[name] .. ' is not a non-negative integer')
+    end
+  end
+  if want.backoff and want.backoff ~= '' and not backoff_ok(want.backoff) then
+    return nil, fail_with('INVALID', 'backoff ' .. want.backoff .. ' is not "base_ms exponent jitter_ms"')
+  end
+  if want.priority then
+    local p = tonumber(want.priority)
+    if not p or p < 0 or p > 65535 or p % 1 ~= 0 then
+      return nil, fail_with('INVALID', 'priority ' .. want.priority .. ' is not an integer in 0..65535')
+    end
+  end
+  return want
+end
+
+-- Apply checked patch values to a job that has not finished, and save it;
+-- returns its record.
+local function patch_apply(P, id, job, want, now)
+  -- Queue and priority first: a job made ready below lands in the right place.
+  if want.queue or want.priority then
+    local queue = want.queue or job.q
+    local prio = tonumber(want.priority) or job.p
+    if job.s == 'ready' then
+      redis.call('ZREM', P .. 'ready:' .. job.q, id)
+    end
+    job.q, job.p = queue, prio
+    if redis.call('SADD', P .. 'queues', queue) == 1 then signal(P .. 'wake') end
+    if job.s == 'ready' then make_ready(P, id, queue, prio) end
+  end
+
+  if want.ready_at then
+    local at = tonumber(want.ready_at)
+    if job.s == 'scheduled' then
+      at = at or now
+      job.r = at
+      if at <= now then
+        redis.call('ZREM', P .. 'scheduled', id)
+        job.s = 'ready'
+        make_ready(P, id, job.q, job.p)
+      else
+        schedule(P, id, job.q, at)
+      end
+    elseif job.s == 'ready' and at then
+      job.r = at
+      if at > now then
+        redis.call('ZREM', P .. 'ready:' .. job.q, id)
+        job.s = 'scheduled'
+        schedule(P, id, job.q, at)
+      end
+    elseif job.s == 'in_flight' and at then
+      job.r = at
+    end
+  end
+
+  for name, field in pairs(PATCH_STORED) do
+    local value = want[name]
+    if value == '' then
+      job[field] = nil
+    elseif value then
+      if field ~= 'bo' then value = tonumber(value) end
+      job[field] = value
+    end
+  end
+  return save_job(P, id, job)
+end
+
+-- Put a dead job back to ready: attempts 0, purge_at cleared, ready now;
+-- same id (so the same place in line), error history kept. Returns its
+-- record.
+local function retry_dead(P, id, job, now)
+  redis.call('ZREM', P .. 'dead', id)
+  job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
+  local record = save_job(P, id, job)
+  make_ready(P, id, job.q, job.p)
+  unique_restore(P, id, job)
+  return record
+end

@@ -1,0 +1,377 @@
+"""The ``zizq jobs``, ``zizq queues`` and ``zizq reset`` commands.
+
+Exit codes: 0 done; 1 an error (bad value, Redis unavailable, reset refused
+while workers hold leases); 2 a usage error; 3 no job with that id; 4 the
+confirmation was declined (or could not be asked: no terminal and no --yes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .client import Client
+from .errors import JobNotFound, ValidationError
+from .filters import Filter
+from .job import Job
+
+EXIT_NOT_FOUND = 3
+EXIT_DECLINED = 4
+
+FILTER_HELP = (
+    "Filters (all given ones must match; commas separate alternatives): --status ready,scheduled,in_flight,"
+    "completed,dead; --queue; --type; --id; ranges --priority/--attempts/--ready-at as N, A..B, ..B or A.. "
+    "(ready-at in ms since the epoch); --jq EXPR on the payload (a job matches when it yields anything but "
+    "false/null). status, and queue for ready jobs, use indexes; the others read each job of the states walked."
+)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _console() -> Any:
+    try:
+        from rich.console import Console
+    except ImportError:
+        raise ValidationError("human output needs rich: pip install 'zizq[ops]' (or use --json)") from None
+    # Piped output is not cut to 80 columns: ids must stay whole.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
+
+
+def ago(ms: int | None, now_ms: int) -> str:
+    """A time as a short offset from now: '3s ago', 'in 2m', '-'."""
+    if ms is None:
+        return "-"
+    delta = (ms - now_ms) / 1000
+    span = abs(delta)
+    text = (
+        f"{span:.0f}s"
+        if span < 120
+        else f"{span / 60:.0f}m"
+        if span < 7200
+        else f"{span / 3600:.0f}h"
+        if span < 172800
+        else f"{span / 86400:.0f}d"
+    )
+    return f"in {text}" if delta > 0 else f"{text} ago"
+
+
+def when(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _filter(args: argparse.Namespace) -> Filter:
+    ids = list(args.ids) if getattr(args, "ids", None) else []
+    if args.id:
+        ids.append(args.id)
+    return Filter(
+        id=",".join(ids) if ids else None,
+        queue=args.queue,
+        type=args.type,
+        status=args.status,
+        priority=args.priority,
+        ready_at=args.ready_at,
+        attempts=args.attempts,
+        jq=args.jq,
+    )
+
+
+def _no_filter(args: argparse.Namespace) -> bool:
+    return not any(
+        getattr(args, name, None)
+        for name in ("ids", "id", "queue", "type", "status", "priority", "ready_at", "attempts", "jq")
+    )
+
+
+def confirm(question: str, yes: bool) -> bool:
+    """True with --yes, else the answer to a y/N question on the terminal."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        print(f"zizq: {question} Refused: no terminal to ask on; pass --yes", file=sys.stderr)
+        return False
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _job_table(jobs: list[Job], now: int) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "STATUS", "QUEUE", "TYPE", "PRIORITY", "ATTEMPTS", "READY"):
+        table.add_column(column, no_wrap=True)
+    for j in jobs:
+        table.add_row(j.id, j.status, j.queue, j.type, str(j.priority), str(j.attempts), ago(j.ready_at, now))
+    return table
+
+
+def _now(client: Client) -> int:
+    return client.stats().now
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    page = client.list_jobs(_filter(args), order=args.order, limit=args.limit, after=args.after)
+    if args.json:
+        _print_json({"jobs": [j.to_dict() for j in page.jobs], "next": page.next})
+        return 0
+    console = _console()
+    if page.jobs:
+        console.print(_job_table(page.jobs, _now(client)))
+    else:
+        console.print("no jobs match")
+    if page.next:
+        console.print(f"more: --after {page.next}")
+    return 0
+
+
+def cmd_count(client: Client, args: argparse.Namespace) -> int:
+    n = client.count_jobs(_filter(args))
+    if args.json:
+        _print_json({"count": n})
+    else:
+        print(n)
+    return 0
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    job = client.get_job(args.id)
+    if args.json:
+        _print_json(job.to_dict())
+        return 0
+    console = _console()
+    from rich.pretty import Pretty
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in job.to_dict(payload=False).items():
+        shown = f"{when(value)} ({value})" if key.endswith("_at") and isinstance(value, int) else str(value)
+        table.add_row(key, shown)
+    console.print(table)
+    console.print("[bold]payload[/bold]")
+    console.print(Pretty(job.payload, expand_all=True))
+    return 0
+
+
+def cmd_errors(client: Client, args: argparse.Namespace) -> int:
+    errors = client.job_errors(args.id)
+    if args.json:
+        _print_json([dataclasses.asdict(e) for e in errors])
+        return 0
+    console = _console()
+    if not errors:
+        console.print("no errors recorded")
+    for e in errors:
+        console.print(f"[bold]attempt {e.attempt}[/bold]  {when(e.failed_at)}  {e.error_type or ''}: {e.message}")
+        if e.backtrace:
+            console.print(e.backtrace.rstrip(), markup=False)
+    return 0
+
+
+def _patch_changes(sets: list[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for item in sets:
+        name, eq, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq:
+            raise ValidationError(f"--set {item!r} is not FIELD=VALUE")
+        if name == "queue":
+            changes["queue"] = value
+        elif name in ("priority", "retry_limit"):
+            if name == "retry_limit" and value in ("", "default", "null"):
+                changes[name] = None
+            elif value.isdigit():
+                changes[name] = int(value)
+            else:
+                raise ValidationError(f"--set {item!r}: {value!r} is not a whole number")
+        elif name == "ready_at":
+            if value in ("", "now", "null"):
+                changes["ready_at"] = None
+            elif value.isdigit():
+                changes["ready_at"] = datetime.fromtimestamp(int(value) / 1000, UTC)
+            else:
+                raise ValidationError(f"--set {item!r}: ready_at is ms since the epoch, or 'now'")
+        else:
+            raise ValidationError(f"--set {item!r}: field {name!r} is not queue, priority, ready_at or retry_limit")
+    if not changes:
+        raise ValidationError("give at least one --set FIELD=VALUE")
+    return changes
+
+
+def _report(args: argparse.Namespace, key: str, n: int) -> int:
+    if args.json:
+        _print_json({key: n})
+    else:
+        print(f"{n} job{'s' if n != 1 else ''} {key}")
+    return 0
+
+
+def cmd_patch(client: Client, args: argparse.Namespace) -> int:
+    changes = _patch_changes(args.set or [])
+    if args.id and _no_filter(argparse.Namespace(**{**vars(args), "id": None})):
+        job = client.patch_job(args.id, **changes)
+        if args.json:
+            _print_json(job.to_dict(payload=False))
+        else:
+            print(f"{job.id} {job.status} queue={job.queue} priority={job.priority}")
+        return 0
+    f = _filter(args)
+    if _no_filter(args) and not confirm("Patch every job that has not finished?", args.yes):
+        return EXIT_DECLINED
+    return _report(args, "patched", client.patch_jobs(f, **changes))
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    if args.id and _no_filter(argparse.Namespace(**{**vars(args), "id": None})):
+        client.delete_job(args.id)
+        return _report(args, "deleted", 1)
+    if _no_filter(args) and not confirm(f"Delete every job of namespace {client.namespace!r}?", args.yes):
+        return EXIT_DECLINED
+    return _report(args, "deleted", client.delete_jobs(_filter(args)))
+
+
+def cmd_retry(client: Client, args: argparse.Namespace) -> int:
+    if args.id and _no_filter(argparse.Namespace(**{**vars(args), "id": None})):
+        job = client.retry_job(args.id)
+        if args.json:
+            _print_json(job.to_dict(payload=False))
+        else:
+            print(f"{job.id} {job.status}")
+        return 0
+    return _report(args, "retried", client.retry_jobs(_filter(args)))
+
+
+def cmd_queues(client: Client, args: argparse.Namespace) -> int:
+    queues = client.list_queues(counts=not args.fast)
+    if args.json:
+        _print_json([dataclasses.asdict(q) for q in queues])
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("QUEUE", "PAUSED", "READY", "SCHEDULED", "IN FLIGHT", "COMPLETED", "DEAD"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "QUEUE" else "right")
+    for q in queues:
+        counts = [q.ready, q.scheduled, q.in_flight, q.completed, q.dead]
+        table.add_row(q.name, "yes" if q.paused else "", *("-" if c is None else str(c) for c in counts))
+    console = _console()
+    console.print(table if queues else "no queues")
+    return 0
+
+
+def cmd_reset(client: Client, args: argparse.Namespace) -> int:
+    question = f"Delete every key of namespace {client.namespace!r} (jobs, queues, cron groups, settings)?"
+    if not confirm(question, args.yes):
+        return EXIT_DECLINED
+    n = client.reset(force=args.force)
+    print(f"namespace {client.namespace!r} reset: {n} keys deleted")
+    return 0
+
+
+def run(command: Callable[[Client, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def call(args: argparse.Namespace) -> int:
+        with Client.from_url(args.url, args.namespace) as client:
+            try:
+                return command(client, args)
+            except JobNotFound as exc:
+                print(f"zizq: error: {exc}", file=sys.stderr)
+                return EXIT_NOT_FOUND
+
+    return call
+
+
+def _filters(sp: argparse.ArgumentParser) -> None:
+    g = sp.add_argument_group("filters", FILTER_HELP)
+    g.add_argument("--status", help="states, e.g. ready,scheduled")
+    g.add_argument("--queue", help="queue names, e.g. emails,default")
+    g.add_argument("--type", help="job type names")
+    g.add_argument("--id", dest="ids", action="append", help="job ids (repeat or separate with commas)")
+    g.add_argument("--priority", help="priority range, e.g. 0..100")
+    g.add_argument("--attempts", help="attempts range, e.g. 3..")
+    g.add_argument("--ready-at", dest="ready_at", help="ready_at range in ms since the epoch")
+    g.add_argument("--jq", help="jq expression on the payload, e.g. '.to | endswith(\"@example.com\")'")
+
+
+def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the jobs, queues and reset commands to the ``zizq`` parser."""
+    j = sub.add_parser(
+        "jobs",
+        help="list, count, show, patch, delete or retry jobs",
+        description="Query and manage jobs. Exit codes: 0 done, 1 error, 2 usage, 3 no such job, "
+        "4 confirmation declined.",
+    )
+    jsub = j.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, what: str, func: Callable[[Client, argparse.Namespace], int], one: str = "") -> Any:
+        sp = jsub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+        if one:
+            sp.add_argument("id", nargs="?" if one == "optional" else None, help="job id")
+        sp.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+        common(sp)
+        sp.set_defaults(func=run(func))
+        return sp
+
+    sp = action("list", "list jobs matching filters, in id (creation) order, with payloads in --json", cmd_list)
+    _filters(sp)
+    sp.add_argument("--order", choices=("asc", "desc"), default="asc", help="by id (default: asc, oldest first)")
+    sp.add_argument("--limit", type=int, default=50, help="jobs per page, 1..2000 (default: 50)")
+    sp.add_argument("--after", help="cursor: the id printed as 'more: --after ID' by the previous page")
+    sp.set_defaults(id=None)
+    sp = action("count", "count jobs matching filters", cmd_count)
+    _filters(sp)
+    sp.set_defaults(id=None)
+    action("get", "show one job with its payload", cmd_get, one="required")
+    action("errors", "show a job's error history, oldest first", cmd_errors, one="required")
+    sp = action(
+        "patch",
+        "change one job (ID) or every unfinished job matching filters (finished jobs are skipped)",
+        cmd_patch,
+        one="optional",
+    )
+    sp.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="a change: queue=NAME, priority=N, ready_at=MS|now, retry_limit=N|default (repeatable)",
+    )
+    sp.add_argument("--yes", action="store_true", help="do not ask before patching every job (no filter)")
+    _filters(sp)
+    sp = action(
+        "delete", "delete one job (ID) or every job matching filters (no filter: every job)", cmd_delete, "optional"
+    )
+    sp.add_argument("--yes", action="store_true", help="do not ask before deleting every job (no filter)")
+    _filters(sp)
+    sp = action(
+        "retry", "put one dead job (ID), or every dead job matching filters, back to ready", cmd_retry, "optional"
+    )
+    _filters(sp)
+
+    q = sub.add_parser(
+        "queues",
+        help="list queues with job counts per state",
+        description="List every queue ever used with its counts. Ready counts come from the queue's index; "
+        "the other states are counted by reading each job not ready (use --fast to skip that).",
+    )
+    q.add_argument("--fast", action="store_true", help="ready counts and paused flags only (no walk)")
+    q.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    common(q)
+    q.set_defaults(func=run(cmd_queues))
+
+    r = sub.add_parser(
+        "reset",
+        help="delete every key of a namespace",
+        description="Delete every key of the namespace: jobs, queues, cron groups and settings. Asks for "
+        "confirmation unless --yes; refuses while workers hold leases unless --force. Exit 4 when declined.",
+    )
+    r.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    r.add_argument("--force", action="store_true", help="reset even while workers hold leases")
+    common(r)
+    r.set_defaults(func=run(cmd_reset))
