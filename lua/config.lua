@@ -9,6 +9,7 @@ ARGV[1..] pairs of (name, value); '' as a value restores the built-in default.
   completed_ms       0          (completed jobs deleted at once)
   dead_ms            604800000  (7 days)
   error_history      100        (error records kept per job)
+  max_recoveries     3          (lost-worker recoveries before a job fails)
 
 Jobs without their own value use these at the time they fail or finish.
 Returns the settings in force after the change, as a flat name/value list.

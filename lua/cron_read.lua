@@ -5,8 +5,8 @@ ARGV[1]  group name, or '' for every group
 
 Returns {now, group...}; now is Redis's time in ms. Each group is
   {name, fields, entries} where fields is the group hash in HGETALL form
-  (tz, paused, paused_at, resumed_at) and entries is a flat list of
-  {name, definition, state, next}: state is the entry's hash in HGETALL form
+  (tz, paused, paused_at, resumed_at) and entries is a list of entries,
+  each {name, definition, state, next}: state is the entry's hash in HGETALL form
   (paused, paused_at, resumed_at, last), next the next run in ms or ''.
 A group that does not exist is left out.
 ]]

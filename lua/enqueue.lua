@@ -113,7 +113,6 @@ for i = 0, n - 1 do
     plan[i] = {1, batch_keys[ukey]}
   else
     plan[i] = {0, id}
-    batch_ids[id] = true
     if ukey ~= '' then
       local holder = redis.call('GET', P .. 'unique:' .. ukey)
       if holder then
@@ -125,6 +124,8 @@ for i = 0, n - 1 do
       end
       if plan[i][1] == 0 then batch_keys[ukey] = id end
     end
+    -- Only a job this batch creates makes a later job with its id a repeat.
+    if plan[i][1] == 0 then batch_ids[id] = true end
   end
 end
 

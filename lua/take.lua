@@ -19,7 +19,7 @@ Returns {now, next_due, more, id1, record1, id2, record2, ...}
   now       Redis time in ms
   next_due  ready_at of the earliest scheduled job, or -1 when there is none
   more      1 when ready jobs remain in the named queues after this take
-  idK, fieldsK  each job taken, fieldsK being its record after the take (see get.lua)
+  idK, recordK  each job taken, with its record after the take (see get.lua)
 ]]
 --@include "includes/common.lua"
 

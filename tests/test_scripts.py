@@ -413,6 +413,17 @@ def test_unique_duplicate_returns_the_live_job(lua: Lua) -> None:
     assert not lua.exists("second")
 
 
+def test_an_id_repeated_after_a_unique_duplicate_is_not_taken_for_a_created_job(lua: Lua) -> None:
+    # The first "x" is a duplicate of "holder", so nothing was made under
+    # the id "x": its repeat is judged on its own (a duplicate again here),
+    # never reported as an existing job without a record.
+    lua.enqueue(job("holder", unique_key="k"))
+    result = lua.enqueue(job("x", unique_key="k"), job("x", unique_key="k"), job("y"))
+    assert [(flag, job_id) for flag, job_id, _ in result] == [(1, "holder"), (1, "holder"), (0, "y")]
+    assert all(fields for _, _, fields in result)
+    assert not lua.exists("x")
+
+
 def test_unique_duplicates_in_one_batch_resolve_to_the_first(lua: Lua) -> None:
     result = lua.enqueue(
         job("a", unique_key="k"),

@@ -124,9 +124,7 @@ class Window:
     @classmethod
     def decode(cls, reply: list[Any]) -> Window:
         jobs = [
-            job_from_record(reply[i], reply[i + 1])
-            if reply[i + 1]
-            else Job(_str(reply[i]), "", "", 0, "ready", 0)
+            job_from_record(reply[i], reply[i + 1]) if reply[i + 1] else Job(_str(reply[i]), "", "", 0, "ready", 0)
             for i in range(2, len(reply), 2)
         ]
         return cls(int(reply[0]), int(reply[1]), jobs)

@@ -346,7 +346,7 @@ class Worker:
                 failure = self._core.fail(
                     owner,
                     job_id,
-                    message=f"the job's stored fields cannot be read: {problem}",
+                    message=f"the job's stored record cannot be read: {problem}",
                     error_type="zizq.PayloadDecodeError",
                     jitter=random.random(),
                 )
