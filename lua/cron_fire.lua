@@ -28,14 +28,17 @@ local n = tonumber(ARGV[1])
 if not n or #ARGV ~= 1 + 4 * n then
   return fail_with('INVALID', 'argument count ' .. #ARGV .. ' does not match ' .. tostring(ARGV[1]) .. ' entries')
 end
+for i = 0, n - 1 do  -- every argument checked before anything is written
+  local next_run = ARGV[4 + 4 * i]
+  if next_run ~= '' and not natural(next_run) then
+    return fail_with('INVALID', 'next run ' .. next_run .. ' is not an integer')
+  end
+end
 local now = now_ms()
 local out = {}
 for i = 0, n - 1 do
   local b = 2 + 4 * i
   local member, expected, next_run, job_id = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  if next_run ~= '' and not natural(next_run) then
-    return fail_with('INVALID', 'next run ' .. next_run .. ' is not an integer')
-  end
   local outcome, def = 0, ''
   local score = redis.call('ZSCORE', P .. 'cron:next', member)
   local comma = string.find(member, ',', 1, true)

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 import zizq
+from zizq._scripts import script
 from zizq.cron import CronCore, cron_tick, next_after
 
 from .conftest import RedisServer
@@ -244,3 +245,33 @@ def test_cli_cron_list_pause_resume_delete(client: zizq.Client, redis_server: Re
     assert cli("list") == "no cron groups\n"
     helps = zizq_cli("worker", "--help").stdout
     assert "--no-cron" in helps and "--metrics-port" in helps
+
+
+async def test_an_unreadable_definition_stops_only_its_own_entry(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    await aclient.replace_cron("g", [zizq.CronEntry("good", "0 0 * * *", Report(day="d"))])
+    # A definition written by hand (another client, an old version) that
+    # this worker cannot read, due now like the good one.
+    r.hset(f"{{{namespace}}}:cron:entries:g", "bad", "not json")
+    await _set_next(r, namespace, "g", "bad", 1000)
+    await _set_next(r, namespace, "g", "good", 1000)
+    await cron_tick(aclient)
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 1  # the good entry ran
+    assert r.zscore(f"{{{namespace}}}:cron:next", "g,bad") is None  # off the schedule: not due again and again
+    assert r.hlen(f"{{{namespace}}}:cron:sent") == 0
+    wait = await cron_tick(aclient)
+    assert wait is not None and wait > 0
+
+
+async def test_fire_checks_every_next_run_before_claiming_any(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", Report(day="d"))])
+    await _set_next(r, namespace, "g", "e", 1000)
+    before = r.zscore(f"{{{namespace}}}:cron:next", "g,e")
+    args = [2, "g,e", 1000, 5000, "id1", "g,other", 1000, "soon", "id2"]
+    with pytest.raises(redis.ResponseError, match="next run soon"):
+        r.eval(script("cron_fire").source, 1, "{" + namespace + "}:", *args)
+    assert r.zscore(f"{{{namespace}}}:cron:next", "g,e") == before  # nothing claimed
+    assert r.zcard(f"{{{namespace}}}:cron:pending") == 0

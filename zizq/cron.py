@@ -256,18 +256,15 @@ class Due:
 
     now: int
     earliest: int | None
-    due: list[tuple[str, int, dict[str, Any]]]  # (member, next run, definition)
-    stale: list[tuple[str, int, dict[str, Any]]]  # (job id, claimed at, record)
+    due: list[tuple[str, int, bytes]]  # (member, next run, definition as stored)
+    stale: list[tuple[str, int, bytes]]  # (job id, claimed at, pending record as stored)
 
     @classmethod
     def decode(cls, reply: list[Any]) -> Due:
-        due = [
-            (_str(reply[2][i]), int(reply[2][i + 1]), orjson.loads(reply[2][i + 2])) for i in range(0, len(reply[2]), 3)
-        ]
-        stale = []
-        for i in range(0, len(reply[3]), 3):
-            record = orjson.loads(reply[3][i + 2]) if reply[3][i + 2] else {}
-            stale.append((_str(reply[3][i]), int(reply[3][i + 1]), record))
+        # Definitions are parsed one by one by the tick, so that one that
+        # cannot be read stops only its own entry.
+        due = [(_str(reply[2][i]), int(reply[2][i + 1]), reply[2][i + 2]) for i in range(0, len(reply[2]), 3)]
+        stale = [(_str(reply[3][i]), int(reply[3][i + 1]), reply[3][i + 2]) for i in range(0, len(reply[3]), 3)]
         earliest = int(reply[1])
         return cls(int(reply[0]), None if earliest < 0 else earliest, due, stale)
 
@@ -534,13 +531,26 @@ class CronStats:
     resent: int = 0  # stale claims of other workers this worker sent again
 
 
-async def _send(client: AsyncClient, cc: CronCore, job_id: str, definition: dict[str, Any]) -> None:
-    """Enqueue one claimed run. A template the enqueue script refuses is
-    logged and its claim dropped (retrying cannot help); a lost connection
-    propagates, and the claim is sent again later."""
+# What reading a stored definition (JSON of a dict, its expression, its
+# time zone) raises when it was not written by zizq or is out of date.
+_UNREADABLE = (ValueError, KeyError, TypeError)
+
+
+def _stored_definition(raw: bytes | str) -> dict[str, Any]:
+    d = orjson.loads(raw)
+    if not isinstance(d, dict) or not isinstance(d.get("job"), dict):
+        raise ValueError("not a JSON object with a job template")
+    return d
+
+
+async def _send(client: AsyncClient, cc: CronCore, job_id: str, raw: bytes | str) -> None:
+    """Enqueue one claimed run of a stored definition. A definition that
+    cannot be read, or a template the enqueue script refuses, is logged and
+    its claim dropped (retrying cannot help); a lost connection propagates,
+    and the claim is sent again later."""
     try:
-        await client.run(cc.enqueue(job_id, definition["job"]), retry_for=0)
-    except ZizqError as exc:
+        await client.run(cc.enqueue(job_id, _stored_definition(raw)["job"]), retry_for=0)
+    except (ZizqError, *_UNREADABLE) as exc:
         log.error("cron job %s could not be enqueued and is dropped: %s", job_id, exc)
 
 
@@ -556,13 +566,20 @@ async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> floa
     sent: list[str] = []
     if due.due:
         items = []
-        for member, expected, d in due.due:
-            nxt = next_after(d["expression"], d["timezone"], due.now)
+        for member, expected, raw in due.due:
+            try:
+                d = _stored_definition(raw)
+                nxt = next_after(d["expression"], d["timezone"], due.now)
+            except _UNREADABLE as exc:
+                # Taken off the schedule (no next run), so it is not due
+                # again and again; replacing the entry puts it back.
+                log.error("cron entry %s cannot be read and is taken off the schedule until replaced: %s", member, exc)
+                nxt = None
             items.append((member, expected, nxt, client.core.ids.generate()))
         outcomes = await client.run(cc.fire(items), retry_for=0)
         for (_, _, _, job_id), (outcome, definition) in zip(items, outcomes, strict=True):
             if outcome == 1:
-                await _send(client, cc, job_id, orjson.loads(definition))
+                await _send(client, cc, job_id, definition)
                 sent.append(job_id)
                 stats.enqueued += 1
             elif outcome == 2:
@@ -570,12 +587,18 @@ async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> floa
     if due.stale:
         claimed: list[str] = await client.run(cc.claim([(i, at) for i, at, _ in due.stale]), retry_for=0)
         taken = set(claimed)
-        for job_id, _, record in due.stale:
+        for job_id, _, raw in due.stale:
             if job_id in taken:
-                if record:
-                    await _send(client, cc, job_id, orjson.loads(record["definition"]))
-                    stats.resent += 1
-                    log.warning("cron job %s (%s) was claimed but not confirmed: sent again", job_id, record["member"])
+                if raw:
+                    try:
+                        record = orjson.loads(raw)
+                        definition, member = record["definition"], record["member"]
+                    except _UNREADABLE as exc:
+                        log.error("cron job %s: its pending record cannot be read and is dropped: %s", job_id, exc)
+                    else:
+                        await _send(client, cc, job_id, definition)
+                        stats.resent += 1
+                        log.warning("cron job %s (%s) was claimed but not confirmed: sent again", job_id, member)
                 sent.append(job_id)
     if sent:
         await client.run(cc.done(sent), retry_for=0)
