@@ -270,7 +270,7 @@ async def test_fire_checks_every_next_run_before_claiming_any(
     await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", Report(day="d"))])
     await _set_next(r, namespace, "g", "e", 1000)
     before = r.zscore(f"{{{namespace}}}:cron:next", "g,e")
-    args = [2, "g,e", 1000, 5000, "id1", "g,other", 1000, "soon", "id2"]
+    args: list[str | int] = [2, "g,e", 1000, 5000, "id1", "g,other", 1000, "soon", "id2"]
     with pytest.raises(redis.ResponseError, match="next run soon"):
         r.eval(script("cron_fire").source, 1, "{" + namespace + "}:", *args)
     assert r.zscore(f"{{{namespace}}}:cron:next", "g,e") == before  # nothing claimed
