@@ -52,7 +52,8 @@ LATENCY_GAP_S = 0.005
 TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string field
 CHILD_TIMEOUT_S = 300.0
 
-WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro")
+WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro", "processes")
+PROCESSES = (1, 2)  # zizq worker -p N in the "processes" workload
 MODES = ("ext", "pure")
 
 
@@ -540,6 +541,47 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
     }
 
 
+def child_processes(url: str, n: int) -> dict[str, Any]:
+    """`zizq worker -p N` (the CLI, N worker processes under its supervisor,
+    concurrency 10 each): jobs/s from the moment a paused queue of n jobs is
+    resumed until every job is done. The workers start, join and go idle
+    first, so process start-up is not counted."""
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    r = client.redis
+    out: dict[str, Any] = {}
+    for processes in PROCESSES:
+        r.flushall()
+        client.pause_queue("default")
+        for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
+            client.enqueue_many(chunk)
+        command = [sys.executable, "-m", "zizq", "worker", "zizq_app:router", "-p", str(processes), "-c", "10"]
+        command += ["--url", url, "--namespace", NAMESPACE, "--no-cron", "--log-level", "WARNING"]
+        proc = _popen(command, cwd=BENCH)
+        try:
+            deadline = time.monotonic() + 60
+            while int(r.zcard(_key("workers"))) < processes or int(r.info("clients")["blocked_clients"]) < processes:
+                _check(proc.poll() is None, f"zizq worker -p {processes} exited with {proc.returncode}")
+                _check(time.monotonic() < deadline, f"zizq worker -p {processes} not idle within 60 s")
+                time.sleep(0.01)
+            t0 = time.perf_counter()
+            client.resume_queue("default")
+            while int(r.hlen(_key("jobs"))) > 0:
+                _check(time.perf_counter() - t0 < CHILD_TIMEOUT_S - 60, f"-p {processes}: jobs left after the deadline")
+                time.sleep(0.002)
+            out[f"p{processes}_jobs_per_s"] = n / (time.perf_counter() - t0)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        _check(proc.returncode == 0, f"zizq worker -p {processes} exited with {proc.returncode} after SIGTERM")
+        _check(int(r.zcard(_key("inflight"))) == 0, "nothing left in flight")
+    client.close()
+    return out
+
+
 CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "enqueue_single": child_enqueue_single,
     "enqueue_bulk": child_enqueue_bulk,
@@ -549,6 +591,7 @@ CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "memory": child_memory,
     "limits": child_limits,
     "micro": child_micro,
+    "processes": child_processes,
 }
 
 
@@ -744,6 +787,7 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("micro: enqueue_args", "micro", "enqueue_args_us", "µs/job", "{:.3f}"),
     ("micro: enqueue_args, unique", "micro", "enqueue_args_unique_us", "µs/job", "{:.3f}"),
     ("micro: TakeResult.decode", "micro", "take_decode_us", "µs/job", "{:.3f}"),
+    *[(f"process: zizq worker -p {p} (c=10)", "processes", f"p{p}_jobs_per_s", "jobs/s", "{:,.0f}") for p in PROCESSES],
 ]
 MODELESS = {"limits"}  # plain redis-py: no zizq code, so no ext/pure split
 

@@ -16,8 +16,8 @@ The batch is atomic; a filter that spans several batches is not.
 
 Returns {changed, left}: jobs deleted, patched or retried, and how many of
 the given ids are not in the index ARGV[3] after the call.
-Errors: "ZIZQ INVALID" (a bad action, filter, count or patch value; nothing
-is changed).
+Errors: "ZIZQ INVALID" (a bad action, filter, count, index or patch value;
+nothing is changed).
 ]]
 --@include "includes/common.lua"
 --@include "includes/filter.lua"
@@ -34,10 +34,19 @@ if not natural(ARGV[4]) or tonumber(ARGV[4]) > 10000 then
   return fail_with('INVALID', 'id count ' .. tostring(ARGV[4]) .. ' is not in 0..10000')
 end
 local n = tonumber(ARGV[4])
+if #ARGV < 4 + n then
+  return fail_with('INVALID', 'id count ' .. n .. ' is more than the ' .. (#ARGV - 4) .. ' ids given')
+end
+local INDEXES = {[''] = true, scheduled = true, inflight = true, completed = true, dead = true}
+if not INDEXES[index] and string.sub(index, 1, 6) ~= 'ready:' then
+  return fail_with('INVALID', 'index ' .. tostring(index) .. ' is not ready:<queue>, scheduled, inflight, completed or dead')
+end
 local want = nil
 if action == 'patch' then
   want, err = patch_wanted(5 + n)
   if not want then return err end
+elseif #ARGV ~= 4 + n then
+  return fail_with('INVALID', (#ARGV - 4) .. ' ids given for an id count of ' .. n)
 end
 
 local now = now_ms()

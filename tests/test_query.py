@@ -12,6 +12,8 @@ import redis
 
 import zizq
 from zizq import filters, query
+from zizq._core import Call
+from zizq._scripts import script
 
 from .conftest import RedisServer, take
 
@@ -281,3 +283,27 @@ def test_bulk_script_checks_the_filter_again(client: zizq.Client) -> None:
     assert client.get_job(b.id).priority == 5
     with pytest.raises(zizq.ValidationError, match="unknown patch field"):
         client.run(q.bulk("patch", zizq.Filter(), None, "", [b.id], ["colour", "red"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["delete", '{"s":"dead"}', "", "1", "ID"], "filter s is not an array of strings"),
+        (["delete", '{"p":[5,1]}', "", "1", "ID"], "filter p is not an array of two numbers"),
+        (["delete", '{"p":["a","b"]}', "", "1", "ID"], "filter p is not an array of two numbers"),
+        (["delete", '{"x":1}', "", "1", "ID"], "filter key x"),
+        (["delete", "{}", "", "2", "ID"], "id count 2 is more than the 1 ids given"),
+        (["delete", "{}", "", "1", "ID", "extra"], "2 ids given for an id count of 1"),
+        (["delete", "{}", "jobs", "1", "ID"], "index jobs is not"),
+    ],
+    ids=["set as text", "range reversed", "range of text", "unknown key", "too few ids", "too many ids", "bad index"],
+)
+def test_bulk_script_refuses_bad_arguments_before_changing_anything(
+    client: zizq.Client, args: list[str], message: str
+) -> None:
+    # For clients in other languages: the Python client never sends these.
+    job = client.enqueue_raw("t", 1)
+    call = Call(script("bulk"), client.core.keys, [a.replace("ID", job.id) for a in args], lambda x: x)
+    with pytest.raises(zizq.ValidationError, match=message):
+        client.run(call)
+    assert client.get_job(job.id).status == "ready"

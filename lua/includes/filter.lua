@@ -6,28 +6,51 @@
 -- Ranges are inclusive at both ends. The jq filter on payloads is not here:
 -- clients apply it to the records these scripts return.
 
-local function set_of(list)
-  if type(list) ~= 'table' then return nil end
+-- A set: a JSON array of strings (absent: no condition). Anything else is
+-- refused, so a filter a client got wrong never matches every job.
+local function set_of(key, list)
+  if list == nil then return true, nil end
+  if type(list) ~= 'table' then return false end
   local set = {}
-  for _, v in ipairs(list) do set[v] = true end
-  return set
+  for i, v in pairs(list) do
+    if type(i) ~= 'number' or type(v) ~= 'string' then return false end
+    set[v] = true
+  end
+  return true, set
 end
 
-local function range_of(pair)
-  if type(pair) ~= 'table' then return nil end
-  return {tonumber(pair[1]), tonumber(pair[2])}
+-- A range: a JSON array of two numbers, lo <= hi (absent: no condition).
+local function range_of(key, pair)
+  if pair == nil then return true, nil end
+  if type(pair) ~= 'table' or #pair ~= 2 or type(pair[1]) ~= 'number' or type(pair[2]) ~= 'number'
+      or pair[1] > pair[2] then
+    return false
+  end
+  return true, {pair[1], pair[2]}
 end
 
--- The filter as a table, or nil and an error reply.
+local FILTER_KEYS = {s = set_of, q = set_of, t = set_of, p = range_of, r = range_of, a = range_of}
+
+-- The filter as a table, or nil and an error reply naming the bad part.
 local function parse_filter(text)
   local ok, raw = pcall(cjson.decode, text)
   if not ok or type(raw) ~= 'table' then
-    return nil, fail_with('INVALID', 'filter ' .. text .. ' is not a JSON object')
+    return nil, fail_with('INVALID', 'filter ' .. tostring(text) .. ' is not a JSON object')
   end
-  return {
-    s = set_of(raw.s), q = set_of(raw.q), t = set_of(raw.t),
-    p = range_of(raw.p), r = range_of(raw.r), a = range_of(raw.a),
-  }
+  local f = {}
+  for key, value in pairs(raw) do
+    local read = FILTER_KEYS[key]
+    if not read then
+      return nil, fail_with('INVALID', 'filter key ' .. tostring(key) .. ' is not one of s q t p r a')
+    end
+    local good, parsed = read(key, value)
+    if not good then
+      local want = read == set_of and 'an array of strings' or 'an array of two numbers, low first'
+      return nil, fail_with('INVALID', 'filter ' .. key .. ' is not ' .. want)
+    end
+    f[key] = parsed
+  end
+  return f
 end
 
 local function in_range(v, range)
@@ -49,11 +72,4 @@ local function id_between(id, order, after, before)
     return (after == '' or id < after) and (before == '' or id > before)
   end
   return (after == '' or id > after) and (before == '' or id < before)
-end
-
--- The index keys a job's status puts it in ('ready:<queue>' for ready).
-local function index_of(job)
-  if job.s == 'ready' then return 'ready:' .. job.q end
-  if job.s == 'in_flight' then return 'inflight' end
-  return job.s
 end
