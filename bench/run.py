@@ -40,7 +40,7 @@ from typing import Any
 
 import msgpack
 import redis
-from peers.common import ping_rtt_us
+from peers.common import ping_rtt_us, stored_memory
 
 HERE = Path(__file__).resolve()
 RESULT_MARK = "ZIZQ-BENCH-RESULT "
@@ -450,8 +450,7 @@ def child_memory(url: str, n: int) -> dict[str, Any]:
     after = r.info("memory")
     _verify_stored(r, [j.id for j in results], n)
     client.close()
-    grown = int(after["used_memory"]) - int(before["used_memory"])
-    return {"bytes_per_job": grown / n}
+    return {"bytes_per_job": (stored_memory(after) - stored_memory(before)) / n}
 
 
 LIMIT_SINGLE = "return redis.call('HSET', KEYS[1], 'd', ARGV[1])"

@@ -149,3 +149,10 @@ def ping_rtt_us(url: str, count: int = 500) -> float:
         samples.append(time.perf_counter() - t0)
     r.close()
     return statistics.median(samples) * 1e6
+
+
+def stored_memory(info: dict[str, Any]) -> int:
+    """Redis's used_memory (from INFO memory) without the clients' connection
+    buffers (mem_clients_normal): what the data takes, not what a producer's
+    last big command left in its query buffer."""
+    return int(info["used_memory"]) - int(info["mem_clients_normal"])

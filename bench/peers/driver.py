@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from peers.common import TEXT, TRACKER, WARNINGS, check, items, ping_rtt_us
+from peers.common import TEXT, TRACKER, WARNINGS, check, items, ping_rtt_us, stored_memory
 
 RESULT_MARK = "ZIZQ-BENCH-RESULT "
 LATENCY_GAP_S = 0.005
@@ -87,12 +87,12 @@ def w_memory(adapter: Any, url: str, n: int) -> dict[str, Any]:
     warm = _warm(adapter)
     r = redis.Redis.from_url(url)
     payloads = items(n)
-    before = int(r.info("memory")["used_memory"])
+    before = stored_memory(r.info("memory"))
     if adapter.BULK:
         adapter.enqueue_bulk(payloads)
     else:
         adapter.enqueue_single(payloads)
-    after = int(r.info("memory")["used_memory"])
+    after = stored_memory(r.info("memory"))
     got = adapter.waiting()
     check(got == n + warm, f"{got - warm} of {n} jobs waiting")
     r.close()
