@@ -17,8 +17,10 @@ A worker process watches its supervisor too: if the supervisor dies
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -62,7 +64,11 @@ class Supervisor:
         self.grace = grace
         self.signals = 0
         self._stop_deadline: float | None = None
-        self._wake = threading.Event()
+        # Signals caught and not yet passed on. A signal handler only
+        # appends here: it runs between any two bytecodes of the main
+        # thread, so it must take no lock (an Event's would deadlock when a
+        # signal lands while the main thread holds it).
+        self._pending: list[int] = []
 
     def _start(self, slot: _Slot) -> None:
         env = {**os.environ, ENV: str(os.getpid())}
@@ -71,14 +77,16 @@ class Supervisor:
         slot.restart_at = None
         log.info("started worker process %d", slot.proc.pid)
 
-    def _signal(self, signum: int, frame: object) -> None:
+    def _caught(self, signum: int, frame: object) -> None:
+        self._pending.append(signum)
+
+    def _forward(self, signum: int) -> None:
         self.signals += 1
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + self.grace
         for slot in self.slots:
             if slot.proc is not None and slot.proc.poll() is None:
                 slot.proc.send_signal(signum)
-        self._wake.set()
 
     def _reap(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
@@ -98,13 +106,21 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until every worker process has exited after a signal;
         returns the exit code (0: all exited 0)."""
-        handlers = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        previous_chld = signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
+        # Every caught signal (SIGCHLD too) also writes a byte to this pipe,
+        # which ends the wait below at once.
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        previous_fd = signal.set_wakeup_fd(wake_w)
+        handlers = {sig: signal.signal(sig, self._caught) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)}
         try:
             for slot in self.slots:
                 self._start(slot)
             while True:
-                self._wake.clear()
+                while self._pending:
+                    signum = self._pending.pop(0)
+                    if signum != signal.SIGCHLD:
+                        self._forward(signum)
                 now = time.monotonic()
                 for slot in self.slots:
                     if slot.proc is not None:
@@ -120,11 +136,16 @@ class Supervisor:
                         proc.kill()
                     self._stop_deadline = None
                 waits = [s.restart_at - now for s in self.slots if s.restart_at is not None and not self.signals]
-                self._wake.wait(min([1.0, *waits]))
+                if not self._pending and select.select([wake_r], [], [], max(0.0, min([1.0, *waits])))[0]:
+                    with contextlib.suppress(BlockingIOError):  # drained: the pending list says what came
+                        while os.read(wake_r, 512):
+                            pass
         finally:
-            signal.signal(signal.SIGCHLD, previous_chld)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            os.close(wake_r)
+            os.close(wake_w)
         return 0 if all(s.code == 0 for s in self.slots) else 1
 
 
