@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ._core import MAX_SECONDS
 from .client import Client
 from .errors import JobNotFound, ValidationError
 from .filters import Filter
@@ -188,14 +189,14 @@ def _patch_changes(sets: list[str]) -> dict[str, Any]:
         elif name in ("priority", "retry_limit"):
             if name == "retry_limit" and value in ("", "default", "null"):
                 changes[name] = None
-            elif value.isdigit():
+            elif value.isascii() and value.isdigit():
                 changes[name] = int(value)
             else:
                 raise ValidationError(f"--set {item!r}: {value!r} is not a whole number")
         elif name == "ready_at":
             if value in ("", "now", "null"):
                 changes["ready_at"] = None
-            elif value.isdigit():
+            elif value.isascii() and value.isdigit() and int(value) <= MAX_SECONDS * 1000:
                 changes["ready_at"] = datetime.fromtimestamp(int(value) / 1000, UTC)
             else:
                 raise ValidationError(f"--set {item!r}: ready_at is ms since the epoch, or 'now'")
@@ -254,6 +255,7 @@ def cmd_queues(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([dataclasses.asdict(q) for q in queues])
         return 0
+    console = _console()  # first: without rich it says how to install it
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -262,7 +264,6 @@ def cmd_queues(client: Client, args: argparse.Namespace) -> int:
     for q in queues:
         counts = [q.ready, q.scheduled, q.in_flight, q.completed, q.dead]
         table.add_row(q.name, "yes" if q.paused else "", *("-" if c is None else str(c) for c in counts))
-    console = _console()
     console.print(table if queues else "no queues")
     return 0
 

@@ -41,7 +41,7 @@ from croniter import CroniterBadDateError, croniter
 
 from ._core import TRANSIENT, Call, Core, Enqueue, Row, Value, _str, enqueue_args, enqueue_call_args
 from ._scripts import script
-from .errors import CronNotFound, ValidationError, ZizqError
+from .errors import CronNotFound, RedisUnavailable, ValidationError, ZizqError
 from .job import JobKind, validate_name
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ def template_of(job: JobKind | Enqueue) -> dict[str, Any]:
     """The job template of an entry: the enqueue arguments, per-type
     defaults resolved and validated. Raises ValidationError."""
     item = job if isinstance(job, Enqueue) else Enqueue(job)
-    if not isinstance(item, Enqueue) or (item.job is None and item.type is None):
+    if item.job is None and item.type is None:
         raise ValidationError(f"cron job {job!r} is not a zizq.JobKind or zizq.Enqueue")
     if item.ready_at is not None or item.delay is not None:
         raise ValidationError("a cron job template cannot have ready_at or delay: the schedule says when")
@@ -543,15 +543,20 @@ def _stored_definition(raw: bytes | str) -> dict[str, Any]:
     return d
 
 
-async def _send(client: AsyncClient, cc: CronCore, job_id: str, raw: bytes | str) -> None:
-    """Enqueue one claimed run of a stored definition. A definition that
-    cannot be read, or a template the enqueue script refuses, is logged and
-    its claim dropped (retrying cannot help); a lost connection propagates,
-    and the claim is sent again later."""
+async def _send(client: AsyncClient, cc: CronCore, job_id: str, raw: bytes | str) -> bool:
+    """Enqueue one claimed run of a stored definition; True when it was. A
+    definition that cannot be read, or a template the enqueue script
+    refuses, is logged and its claim dropped (retrying cannot help); a lost
+    connection (RedisUnavailable) propagates, and the claim is sent again
+    later."""
     try:
         await client.run(cc.enqueue(job_id, _stored_definition(raw)["job"]), retry_for=0)
+    except RedisUnavailable:
+        raise
     except (ZizqError, *_UNREADABLE) as exc:
         log.error("cron job %s could not be enqueued and is dropped: %s", job_id, exc)
+        return False
+    return True
 
 
 async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> float | None:
@@ -579,9 +584,9 @@ async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> floa
         outcomes = await client.run(cc.fire(items), retry_for=0)
         for (_, _, _, job_id), (outcome, definition) in zip(items, outcomes, strict=True):
             if outcome == 1:
-                await _send(client, cc, job_id, definition)
+                if await _send(client, cc, job_id, definition):
+                    stats.enqueued += 1
                 sent.append(job_id)
-                stats.enqueued += 1
             elif outcome == 2:
                 stats.skipped += 1
     if due.stale:
@@ -596,9 +601,9 @@ async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> floa
                     except _UNREADABLE as exc:
                         log.error("cron job %s: its pending record cannot be read and is dropped: %s", job_id, exc)
                     else:
-                        await _send(client, cc, job_id, definition)
-                        stats.resent += 1
-                        log.warning("cron job %s (%s) was claimed but not confirmed: sent again", job_id, member)
+                        if await _send(client, cc, job_id, definition):
+                            stats.resent += 1
+                            log.warning("cron job %s (%s) was claimed but not confirmed: sent again", job_id, member)
                 sent.append(job_id)
     if sent:
         await client.run(cc.done(sent), retry_for=0)

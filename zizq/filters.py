@@ -43,11 +43,11 @@ def _bound(what: str, text: str, value: Any) -> int | None:
         return epoch_ms(value)
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise ValidationError(f"{what} range {text!r}: {value!r} is not a whole number")
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{what} range {text!r}: {value!r} is not a whole number 0 or more")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _TOP:
+        raise ValidationError(f"{what} range {text!r}: {value!r} is not a whole number in 0..2**53")
     return int(value)
 
 
@@ -101,7 +101,8 @@ def _status(name: str) -> str:
 
 
 def _id(value: str) -> str:
-    if len(value) != 25 or not value.isalnum() or (not value.islower() and not value.isdigit()):
+    base36 = isinstance(value, str) and value.isascii() and value.isalnum() and value == value.lower()
+    if not base36 or len(value) != 25:
         raise ValidationError(f"job id {value!r} is not a zizq id (25 lowercase base-36 characters)")
     return value
 

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import events
+from . import connect, events
 from .errors import JobTimeout, ValidationError, ZizqError
 
 if TYPE_CHECKING:
@@ -87,10 +87,13 @@ class _JobCounters:
 class _RedisCollector(Collector):
     """Reads the queue gauges from Redis at scrape time."""
 
-    def __init__(self, url: str, namespace: str, workers: Sequence[Worker]) -> None:
-        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self.namespace = namespace
-        self.prefix = "{" + namespace + "}:"
+    def __init__(self, client: Client | AsyncClient, workers: Sequence[Worker]) -> None:
+        assert client.url is not None
+        # The client's own way to Redis (Cluster, Sentinel, TLS, ACL user).
+        options = {**client.connect_options, "socket_timeout": 5, "socket_connect_timeout": 5}
+        self.redis = connect.sync_redis(client.url, **options)
+        self.namespace = client.namespace
+        self.prefix = client.core.prefix
         self.workers = workers
 
     def collect(self) -> Iterator[Metric]:
@@ -123,8 +126,8 @@ class _RedisCollector(Collector):
         pipe.smembers(p + "queues")
         pipe.zcard(p + "scheduled")
         pipe.zcard(p + "inflight")
-        pipe.time()
-        queues_raw, scheduled, inflight, (sec, usec) = pipe.execute()
+        queues_raw, scheduled, inflight = pipe.execute()
+        sec, usec = self.redis.time()  # apart: a key-less command in a Cluster pipeline has no slot
         now_ms = int(sec) * 1000 + int(usec) // 1000
         queues = sorted(q.decode() for q in queues_raw)
         pipe = self.redis.pipeline(transaction=False)
@@ -194,7 +197,7 @@ def serve_metrics(
         raise ValidationError(f"metrics port {port!r} is not an integer in 0..65535")
     registry = CollectorRegistry()
     counters = _JobCounters(registry)
-    collector = _RedisCollector(client.url, client.namespace, workers)
+    collector = _RedisCollector(client, workers)
     registry.register(collector)
     server, thread = start_http_server(port, addr, registry=registry)
     unsubscribe = events.subscribe("job_end", counters.on_end)

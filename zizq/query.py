@@ -29,16 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ._core import Call, Core, Value, _str, job_from_record
 from ._scripts import script
 from .errors import ValidationError
 from .filters import STATUSES, Filter, _id
 from .job import Job
-
-if TYPE_CHECKING:
-    pass
 
 T = TypeVar("T")
 Plan = Generator[Call[Any], Any, T]

@@ -109,10 +109,10 @@ class Top:
             self.stats = self.client.stats()
             if not self.state.paused:
                 self._read_page()
+            self._read_detail()
             self.error = ""
-        except ZizqError as exc:
+        except ZizqError as exc:  # Redis away for a moment: say so, keep going
             self.error = str(exc)
-        self._read_detail()
 
     def _read_page(self) -> None:
         s = self.state
@@ -237,7 +237,7 @@ class Top:
 
     # Rendering.
 
-    def render(self, width: int = 120) -> Any:
+    def render(self) -> Any:
         from rich.console import Group
         from rich.panel import Panel
         from rich.table import Table
@@ -399,7 +399,7 @@ def run_top(client: Client, interval: float = 1.0) -> int:
                 if time.monotonic() >= next_refresh:
                     top.refresh()
                     next_refresh = time.monotonic() + interval
-                live.update(top.render(console.size.width), refresh=True)
+                live.update(top.render(), refresh=True)
     except KeyboardInterrupt:
         return 0
     finally:
