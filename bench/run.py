@@ -224,7 +224,7 @@ def _warm_up(client: Any, kind: type) -> None:
 
 
 def _verify_stored(r: redis.Redis, ids: list[str], n: int) -> None:
-    """Every id distinct, every job hash present and ready, payloads intact."""
+    """Every id distinct, every job record present and ready, payloads intact."""
     _check(len(ids) == n, f"{len(ids)} results for {n} jobs")
     _check(len(set(ids)) == n, "job ids are distinct")
     records = [x for chunk in _chunks(ids, CHUNK) for x in r.hmget(_key("jobs"), chunk)]
@@ -335,7 +335,7 @@ def child_process(url: str, n: int) -> dict[str, Any]:
 
     elapsed = asyncio.run(main())
     # After a graceful stop every ack is flushed: with the default completed
-    # retention of 0, every job hash is gone and nothing is left in flight.
+    # retention of 0, every job record is gone and nothing is left in flight.
     left = int(r.hlen(_key("jobs")))
     _check(left == 0, f"{left} job records left after all jobs completed")
     _check(int(r.zcard(_key("ready", "default"))) == 0, "ready set empty")
@@ -511,7 +511,7 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
     payload = job.to_payload()
     encode_payload = _hotpath.encode_payload
 
-    # A realistic take reply for 10 jobs (the default prefetch), in the shape
+    # A realistic take reply for 10 jobs (a take of 10), in the shape
     # take.lua returns ({now, next_due, more, id1, record1, ...}): the
     # records of 10 enqueued jobs, read through redis-py and hiredis, with
     # what a take writes (s, da, w) applied. Built by hand so the

@@ -16,10 +16,14 @@ local now = now_ms()
 local deleted = 0
 for i = 1, #ARGV do
   local id = ARGV[i]
-  local job = load_job(P, id)
+  local job, record = load_job(P, id)
   if job then
     if not expired(job, now) then deleted = deleted + 1 end
     delete_job(P, id, job)
+  elseif record then  -- a record no script can read: it goes too
+    redis.call('HDEL', P .. 'jobs', id)
+    redis.call('DEL', P .. 'errors:' .. id)
+    deleted = deleted + 1
   end
 end
 return deleted

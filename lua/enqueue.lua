@@ -134,7 +134,7 @@ end
 local OPTIONAL = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw', 'to'}
 local NUMBER = {rl = true, rc = true, rd = true, to = true}
 local out = {now}
-local duplicates = {}     -- positions in out of the fields of duplicates
+local duplicates = {}     -- positions in out of the records of duplicates
 local ready = {}          -- queue -> {priority, id, priority, id, ...}
 local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here

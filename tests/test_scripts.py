@@ -24,7 +24,7 @@ from zizq._scripts import script
 Value = str | int | float
 
 DEAD_MS_DEFAULT = 604_800_000
-NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat")
+NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat", "delete")
 
 
 def text(v: Any) -> Any:
@@ -1092,3 +1092,17 @@ def test_get_hides_expired_jobs(lua: Lua) -> None:
     lua.ack("w", job_id, other)
     lua.set_fields(job_id, pa=lua.now() - 1)
     assert lua.get(job_id, other) == [{}, lua.job(other)]
+
+
+def test_a_record_no_script_can_read_is_skipped_not_a_failure_halfway(lua: Lua) -> None:
+    # Written by hand or by a broken client: take moves the jobs it can
+    # read and drops the index entry of the other; get hides it; delete
+    # removes it. No script stops halfway on it.
+    lua.enqueue(job("a", priority=1), job("bad", priority=2), job("c", priority=3))
+    lua.r.hset(lua.key("jobs"), "bad", b"\xc1 not msgpack")
+    taken = lua.take("w", 3, "q")
+    assert taken.ids == ["a", "c"]
+    assert lua.members("ready", "q") == [] and lua.members("inflight") == ["a", "c"]
+    assert lua.get("bad") == [{}]
+    assert lua.run("delete", "bad") == 1
+    assert not lua.exists("bad")

@@ -293,3 +293,42 @@ async def test_worker_from_async_client(redis_server: RedisServer, namespace: st
         await wait_for(lambda: got == [5])
         worker.stop()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_handler_raising_cancelled_error_fails_its_job_and_the_worker_goes_on(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+) -> None:
+    router = zizq.Router()
+    ran: list[int] = []
+
+    @router.handler
+    async def report(job: Report) -> None:
+        if job.number == 0:
+            raise asyncio.CancelledError  # the handler's own, not a stop
+        ran.append(job.number)
+
+    broken = client.enqueue(Report(0), retry_limit=0)
+    worker = start(router, concurrency=1)
+    await wait_for(lambda: client.get_job(broken.id).status == "dead")
+    assert errors_of(r, namespace, broken.id)[0]["error_type"] == "RuntimeError"
+    client.enqueue_many([Report(n) for n in range(1, 4)])  # the one runner still runs jobs
+    await wait_for(lambda: sorted(ran) == [1, 2, 3])
+    assert worker.stats.failed == 1
+
+
+async def test_each_job_has_its_own_context_variables(client: zizq.Client, start: Start) -> None:
+    import contextvars
+
+    tenant: contextvars.ContextVar[int | None] = contextvars.ContextVar("tenant", default=None)
+    seen: list[int | None] = []
+    router = zizq.Router()
+
+    @router.handler
+    async def report(job: Report) -> None:
+        seen.append(tenant.get())
+        tenant.set(job.number)  # must not leak into the next job on this runner
+
+    client.enqueue_many([Report(n) for n in range(5)])
+    start(router, concurrency=1)
+    await wait_for(lambda: len(seen) == 5)
+    assert seen == [None] * 5

@@ -496,8 +496,8 @@ STATUS_NAMES: dict[int, JobStatus] = {1: "ready", 2: "scheduled", 3: "in_flight"
 def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> Job:
     """A Job from its stored record: a MessagePack map with short keys, the
     status as a number, and queue "default", priority 32768 and 0 attempts
-    left out (see docs/redis-layout.md). Raises KeyError, ValueError or
-    TypeError for a record that does not fit."""
+    left out (see docs/redis-layout.md). Raises KeyError, ValueError,
+    TypeError or AttributeError for a record that does not fit."""
     f = _unpack(record)
     rc, rd = f.get("rc"), f.get("rd")
     bo, d = f.get("bo"), f.get("d")
@@ -534,7 +534,7 @@ def _unpack(record: bytes) -> dict[str, Any]:
 
 def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
     """The jobs of an enqueue reply (see lua/enqueue.lua): made from their
-    templates when created, read from their fields when they existed."""
+    templates when created, read from their records when they existed."""
     now = reply[0]
     jobs = []
     for i, template in enumerate(templates):
@@ -699,7 +699,7 @@ class TakeResult:
     next_due: int | None
     more: bool
     jobs: list[Job]
-    broken: list[tuple[str, str]]  # (id, why) of jobs taken whose fields could not be read
+    broken: list[tuple[str, str]]  # (id, why) of jobs taken whose records could not be read
 
     @classmethod
     def decode(cls, reply: list[Any]) -> TakeResult:
@@ -707,7 +707,7 @@ class TakeResult:
         for i in range(3, len(reply), 2):
             try:
                 jobs.append(job_from_record(reply[i], reply[i + 1]))
-            except (KeyError, ValueError, TypeError) as exc:
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 broken.append((_str(reply[i]), repr(exc)))
         next_due = int(reply[1])
         return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs, broken)

@@ -39,12 +39,17 @@ def rules(namespace: str, role: str) -> str:
     password) for a ``role`` ("producer" or "worker") of ``namespace``.
 
     A worker without ``+config|get`` skips its start-up check of
-    ``maxmemory-policy``; add it to get the warning.
+    ``maxmemory-policy``; add it to get the warning. A producer may send
+    ``WAIT`` (``wait_replicas``), so it has ``+wait``. On Redis Cluster
+    add ``+cluster|slots +cluster|shards``: redis-py reads the slot map
+    with them.
     """
     validate_name("namespace", namespace)
     if role not in ROLES:
         raise ValidationError(f"ACL role {role!r} is unknown: use 'producer' or 'worker'")
     commands = {"evalsha", "eval", "ping", *script_commands()}
+    if role == "producer":
+        commands.add("wait")
     if role == "worker":
         commands.update(WORKER_COMMANDS)
     allowed = " ".join(f"+{c}" for c in sorted(commands))

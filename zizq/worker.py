@@ -367,9 +367,9 @@ class Worker:
                 log.warning("waiting for work failed: redis unavailable (%s)", exc)
 
     async def _reconcile(self, owner: str) -> None:
-        """After a take that failed in transit: it may have run in Redis with
-        its reply lost. Jobs Redis holds for this worker that the worker does
-        not know of go back to their queues."""
+        """After a call that failed in transit (a take whose reply was lost,
+        or an ack or fail a failover undid): jobs Redis holds for this worker
+        that the worker does not know of go back to their queues."""
         delays = retry_delays()
         while True:
             try:
@@ -421,16 +421,17 @@ class Worker:
     # -- running ---------------------------------------------------------
 
     async def _run_jobs(self) -> None:
-        # A runner runs its jobs one after another, in its own task: shutdown
-        # waits until no handler runs, then cancels the runners, and so any
-        # handler still running.
+        # A runner runs its jobs one after another, each in a task of its own
+        # (so each gets its own copy of the context variables): shutdown
+        # waits until no handler runs, then cancels the runners, and with
+        # them any handler still running.
         while True:
             owner, job = await self._waiting.get()
             pair = (owner, job.id)
             self._running.add(pair)
             self._idle.clear()
             try:
-                await self._run_one(owner, job)
+                await asyncio.create_task(self._run_one(owner, job))
             except Exception:  # a failure that could not be recorded: log it, keep going
                 log.exception("job %s: could not record its outcome", job.id)
             finally:
@@ -458,11 +459,18 @@ class Worker:
                 handling = run_chain(self.router.middleware, job, lambda: self._call_handler(route, args, pool))
             else:
                 handling = self._call_handler(route, args, pool)
-            if deadline is None:
-                await handling
-            else:
-                async with deadline:
+            try:
+                if deadline is None:
                     await handling
+                else:
+                    async with deadline:
+                        await handling
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # a stop: the job goes back to its queue
+                    raise
+                # Raised by the handler itself: a failure like any other.
+                raise RuntimeError("the handler raised asyncio.CancelledError without being cancelled") from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every handler failure is recorded on the job

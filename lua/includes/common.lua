@@ -105,10 +105,18 @@ local STATUS_CODE = {ready = 1, scheduled = 2, in_flight = 3, completed = 4, dea
 local STATUS_NAME = {'ready', 'scheduled', 'in_flight', 'completed', 'dead'}
 
 -- The job as a table, or nil when there is none; and its record as stored.
+-- A record that is not a MessagePack map with a known status (written by
+-- hand, or by a broken client) counts as no job: it is logged in Redis's
+-- log and left in "jobs" for an operator, and no script fails on it, so a
+-- batch that meets it does not stop halfway.
 local function load_job(P, id)
   local blob = redis.call('HGET', P .. 'jobs', id)
   if not blob then return nil end
-  local job = cmsgpack.unpack(blob)
+  local ok, job = pcall(cmsgpack.unpack, blob)
+  if not ok or type(job) ~= 'table' or not STATUS_NAME[job.s] then
+    redis.log(redis.LOG_WARNING, 'zizq: the record of job ' .. id .. ' in ' .. P .. 'jobs cannot be read; skipped')
+    return nil, blob
+  end
   job.s = STATUS_NAME[job.s]
   job.q = job.q or 'default'
   job.p = job.p or 32768
