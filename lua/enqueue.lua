@@ -42,7 +42,9 @@ local n = tonumber(ARGV[1])
 local WIDTH = 14
 local ok, jobs = pcall(cmsgpack.unpack, ARGV[2] or '')
 if not ok or type(jobs) ~= 'table' or not n or #jobs ~= n or #ARGV ~= 2 then
-  return fail_with('INVALID', 'the arguments are not N and a MessagePack array of N jobs')
+  local got = not ok and 'not MessagePack' or type(jobs) ~= 'table' and ('a ' .. type(jobs)) or ('an array of ' .. #jobs)
+  return fail_with('INVALID', 'the arguments are not N and a MessagePack array of N jobs: N ' .. tostring(ARGV[1])
+    .. ', ' .. (#ARGV - 1) .. ' argument(s) after it, the first ' .. got)
 end
 for i = 1, n do
   local J = jobs[i]

@@ -61,6 +61,7 @@ def test_sentinel_urls() -> None:
         ("redis+cluster://a:1/3", "only database 0, not 3"),
         ("redis+sentinel://s1:26379", "names no Sentinel service"),
         ("redis+sentinel://s1/m?cluster=true", "cannot be used with Sentinel"),
+        ("unix:///tmp/r.sock?cluster=true", "not a socket"),
         ("redis://localhost?sentinel_password=x", "needs a redis+sentinel:// URL"),
         ("redis://", "names no host"),
         ("rediss://:secret@localhost?nope=1", "rediss://:***@localhost"),  # the password is not shown

@@ -332,3 +332,12 @@ async def test_each_job_has_its_own_context_variables(client: zizq.Client, start
     start(router, concurrency=1)
     await wait_for(lambda: len(seen) == 5)
     assert seen == [None] * 5
+
+
+async def test_a_stop_asked_for_before_the_worker_runs_is_kept(client: zizq.Client) -> None:
+    # A supervisor that dies while its worker process is still starting asks
+    # for a stop before the event loop runs: the worker must not run on.
+    worker = zizq.Worker(client, zizq.Router())
+    worker.stop()
+    assert worker.stopping
+    await asyncio.wait_for(worker.run_async(), timeout=10)

@@ -68,7 +68,7 @@ def _unavailable(url: str | None, seconds: float, exc: Exception) -> RedisUnavai
 def _durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:
     if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
         raise ValidationError(f"wait_replicas {wait_replicas!r} must be a whole number of replicas, 0 or more")
-    if not wait_timeout > 0:
+    if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, (int, float)) or not wait_timeout > 0:
         raise ValidationError(f"wait_timeout {wait_timeout!r} must be a number of seconds above 0")
     return wait_replicas, max(1, round(wait_timeout * 1000))
 

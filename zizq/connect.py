@@ -167,6 +167,8 @@ def parse_url(url: str, *, cluster: bool | None = None, **options: Any) -> Targe
     if query.pop("cluster", False):
         if kind == "sentinel":
             raise ValidationError(f"Redis URL {redact(url)!r}: cluster=true cannot be used with Sentinel")
+        if scheme == "unix":
+            raise ValidationError(f"Redis URL {redact(url)!r}: cluster=true needs host:port nodes, not a socket")
         kind = "cluster"
 
     target = Target(kind, tls)

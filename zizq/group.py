@@ -55,7 +55,9 @@ class WorkerGroup:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             failed = [t for t in done if not t.cancelled() and t.exception() is not None]
             if failed:
-                self.stop()
+                for worker in self.workers:
+                    if not worker.stopping:  # graceful: a stop asked for already is not made a forced one
+                        worker.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]

@@ -150,6 +150,8 @@ class Worker:
         self._forced: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poking: asyncio.Future[Any] | None = None
+        self._stop_early = False  # a stop asked for before run_async set up its loop
+        self._stop_lock = threading.Lock()
         # Set when a call failed in transit (a failover, say): Redis may have
         # lost the last writes, acks included, so the take loop reconciles.
         self._suspect = False
@@ -165,12 +167,19 @@ class Worker:
         """Ask the worker to stop: it takes nothing more, hands back jobs it
         has not started, and lets running handlers finish. A second call stops
         at once, handing back the jobs of running handlers too."""
-        if self._loop is None or self._stop is None or self._forced is None:
-            return
+        with self._stop_lock:
+            if self._loop is None or self._stop is None or self._forced is None:
+                self._stop_early = True  # run_async stops at once when it starts
+                return
         event = self._forced if self._stop.is_set() else self._stop
         self._loop.call_soon_threadsafe(event.set)
         self._loop.call_soon_threadsafe(self._room.set)  # a take loop waiting for room looks again
         self._loop.call_soon_threadsafe(self._poke)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._stop_early or (self._stop is not None and self._stop.is_set())
 
     def _poke(self) -> None:
         # Ends a blocking wait for work at once: a token on the list only
@@ -201,7 +210,10 @@ class Worker:
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()
         self._room = asyncio.Event()  # set when a job ends (or a stop is asked for)
-        self._loop = asyncio.get_running_loop()  # last: stop() works from here on
+        with self._stop_lock:
+            self._loop = asyncio.get_running_loop()  # last: stop() works from here on
+            if self._stop_early:
+                self._stop.set()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
         self._waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
         # (owner, id) of jobs taken and not yet finished. The owner is part of
