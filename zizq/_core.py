@@ -176,10 +176,6 @@ def epoch_ms(at: datetime) -> int:
     return ms
 
 
-def _opt(value: Any) -> Value:
-    return "" if value is None else value
-
-
 class Template(NamedTuple):
     """What an enqueued job will be, apart from its id, status and ready_at:
     the Job fields an enqueue result takes from the request."""
@@ -646,8 +642,8 @@ class Core:
             _text(message),
             _text(error_type),
             _text(backtrace),
-            _opt(retry_at_ms),
-            _opt(retry_in_ms),
+            _text_opt(retry_at_ms),
+            _text_opt(retry_in_ms),
             "1" if kill else "0",
             repr(jitter),
         ]

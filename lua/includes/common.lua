@@ -157,6 +157,11 @@ local function call_in_slices(command, key, values, width)
   return total
 end
 
+-- Whether a job is past its purge time and so invisible to every read.
+local function expired(job, now)
+  return job.pa ~= nil and job.pa <= now
+end
+
 -- The scope a job's unique key holds in; a key given without scope is queued.
 local function unique_scope(job)
   if not job.uk then return nil end
@@ -179,7 +184,7 @@ local function unique_restore(P, id, job)
     local live = false
     if holder and holder ~= id then
       local other = load_job(P, holder)
-      live = other ~= nil and not (other.pa and other.pa <= now_ms())
+      live = other ~= nil and not expired(other, now_ms())
     end
     if not live then redis.call('SET', k, id) end
   end
@@ -275,11 +280,6 @@ local function finish(P, id, job, status, now, retention_ms)
   save_job(P, id, job)
   redis.call('ZADD', P .. status, purge_at, id)
   if scope == 'queued' or scope == 'active' then unique_release(P, id, job) end
-end
-
--- Whether a job is past its purge time and so invisible to every read.
-local function expired(job, now)
-  return job.pa ~= nil and job.pa <= now
 end
 
 -- The job, or nil when it does not exist or is past its purge time.
