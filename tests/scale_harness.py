@@ -15,7 +15,6 @@ import datetime
 import ipaddress
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -331,17 +330,6 @@ def start_workers(
             env={**os.environ, "ZIZQ_FAULT_RECORDER": recorder_url},
             stderr=stderr,
         )  # fmt: skip
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
 
 
 def all_done(url: str, producer: Producer, recorder: redis.Redis, timeout: float, **options: Any) -> None:

@@ -18,8 +18,8 @@ import redis
 import zizq
 
 from .conftest import RedisServer
-from .fault_harness import Work
-from .scale_harness import Producer, SentinelSet, all_done, start_workers, stop_process, wait_until
+from .fault_harness import Work, stop_worker
+from .scale_harness import Producer, SentinelSet, all_done, start_workers, wait_until
 
 pytestmark = [pytest.mark.scale, pytest.mark.timeout(180)]
 
@@ -78,6 +78,6 @@ def test_workers_and_producers_follow_the_new_master(
         print(f"failover took {failover:.1f}s; {producer.count()} jobs acknowledged and completed")
     finally:
         producer.stopping.set()
-        codes = [stop_process(w) for w in workers]
+        codes = [stop_worker(w) for w in workers]
         recorder.close()
     assert codes == [0, 0], log.read_text()[-3000:]
