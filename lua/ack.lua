@@ -12,7 +12,7 @@ the job is no longer in flight for this worker.
 Returns the ids that were not acknowledged (unknown, deleted, not in flight,
 or held by another worker).
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local worker = ARGV[1]

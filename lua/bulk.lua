@@ -19,7 +19,7 @@ the given ids are not in the index ARGV[3] after the call.
 Errors: "ZIZQ INVALID" (a bad action, filter, count, index or patch value;
 nothing is changed).
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 --@include "includes/filter.lua"
 --@include "includes/manage.lua"
 

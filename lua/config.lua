@@ -17,7 +17,7 @@ Errors: "ZIZQ INVALID" for an unknown name or a bad value (each is a
 non-negative integer; backoff_exponent a number in 0..16); nothing changes
 then.
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 for i = 1, #ARGV, 2 do

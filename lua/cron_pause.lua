@@ -12,7 +12,7 @@ Pausing records paused_at, resuming resumed_at (ms, Redis time).
 Returns 1 when the state changed, 0 when it already was so.
 Errors: "ZIZQ CRON_NOT_FOUND <what>" for an unknown group or entry.
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local op, group, entry = ARGV[1], ARGV[2], ARGV[3]

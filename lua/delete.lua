@@ -9,7 +9,7 @@ in-flight job is refused harmlessly.
 
 Returns the number of jobs deleted (jobs past purge_at count as already gone).
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local now = now_ms()

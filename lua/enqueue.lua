@@ -40,6 +40,9 @@ Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
 local P = KEYS[1]
 local n = tonumber(ARGV[1])
 local WIDTH = 14
+-- The values that must be '' or a non-negative integer, by position.
+local NUMERIC = {[6] = 'ready_at', [7] = 'delay_ms', [8] = 'retry_limit', [10] = 'completed_ms', [11] = 'dead_ms',
+  [14] = 'timeout_ms'}
 local ok, jobs = pcall(cmsgpack.unpack, ARGV[2] or '')
 if not ok or type(jobs) ~= 'table' or not n or #jobs ~= n or #ARGV ~= 2 then
   local got = not ok and 'not MessagePack' or type(jobs) ~= 'table' and ('a ' .. type(jobs)) or ('an array of ' .. #jobs)
@@ -52,8 +55,12 @@ for i = 1, n do
     return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ' values')
   end
   for k = 1, WIDTH do
-    if type(J[k]) ~= 'string' then
+    local v = J[k]
+    if type(v) ~= 'string' then
       return fail_with('INVALID', 'job ' .. (i - 1) .. ': value ' .. k .. ' is not a string')
+    end
+    if v ~= '' and NUMERIC[k] and not natural(v) then
+      return fail_with('INVALID', 'job ' .. (i - 1) .. ': ' .. NUMERIC[k] .. ' ' .. v .. ' is not a non-negative integer')
     end
   end
 end
@@ -65,13 +72,18 @@ local CONFLICT = {
 }
 
 local now = now_ms()
-local plan = {}        -- per job: {flag, id}
+-- Which ids exist already (the call was retried): one HMGET for the batch.
+local ids = {}
+for i = 1, n do ids[i] = jobs[i][1] end
+local exists = {}
+for first = 1, n, 1000 do
+  local found = redis.call('HMGET', P .. 'jobs', unpack(ids, first, math.min(first + 999, n)))
+  for k = 1, #found do exists[first + k - 1] = found[k] end
+end
+local flags, targets = {}, {}  -- per job: its flag and id (see the header)
 local batch_keys = {}  -- unique key -> id of the first job in this batch using it
 local batch_ids = {}   -- ids created by this batch
 local good_names = {}  -- type and queue names already checked in this call
-local NUMERIC = {
-  {6, 'ready_at'}, {7, 'delay_ms'}, {8, 'retry_limit'}, {10, 'completed_ms'}, {11, 'dead_ms'}, {14, 'timeout_ms'},
-}
 
 -- Pass 1: check everything and decide, writing nothing.
 for i = 0, n - 1 do
@@ -96,54 +108,46 @@ for i = 0, n - 1 do
   if uwhile ~= '' and ukey == '' then
     return fail_with('INVALID', 'job ' .. i .. ': unique_while given without unique_key')
   end
-  for _, field in ipairs(NUMERIC) do
-    local v = J[field[1]]
-    if v ~= '' and not natural(v) then
-      return fail_with('INVALID', 'job ' .. i .. ': ' .. field[2] .. ' ' .. v .. ' is not a non-negative integer')
-    end
-  end
   local bo = J[9]
   if bo ~= '' and not backoff_ok(bo) then
     return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
   end
 
-  if batch_ids[id] or redis.call('HEXISTS', P .. 'jobs', id) == 1 then
-    plan[i] = {2, id}
+  local flag, target = 0, id
+  if batch_ids[id] or exists[i + 1] then
+    flag = 2
   elseif was_done(P, id, now) then
-    plan[i] = {3, id}
+    flag = 3
   elseif ukey ~= '' and batch_keys[ukey] then
-    plan[i] = {1, batch_keys[ukey]}
-  else
-    plan[i] = {0, id}
-    if ukey ~= '' then
-      local holder = redis.call('GET', P .. 'unique:' .. ukey)
-      if holder then
-        local other = load_job(P, holder)
-        local scope = CONFLICT[uwhile ~= '' and uwhile or 'queued']
-        if other and scope[other.s] and not expired(other, now) then
-          plan[i] = {1, holder}
-        end
+    flag, target = 1, batch_keys[ukey]
+  elseif ukey ~= '' then
+    local holder = redis.call('GET', P .. 'unique:' .. ukey)
+    if holder then
+      local other = load_job(P, holder)
+      local scope = CONFLICT[uwhile ~= '' and uwhile or 'queued']
+      if other and scope[other.s] and not expired(other, now) then
+        flag, target = 1, holder
       end
-      if plan[i][1] == 0 then batch_keys[ukey] = id end
     end
-    -- Only a job this batch creates makes a later job with its id a repeat.
-    if plan[i][1] == 0 then batch_ids[id] = true end
+    if flag == 0 then batch_keys[ukey] = id end
   end
+  -- Only a job this batch creates makes a later job with its id a repeat.
+  if flag == 0 then batch_ids[id] = true end
+  flags[i], targets[i] = flag, target
 end
 
 -- Pass 2: write the new jobs. Index writes are gathered per key and made
 -- once per batch.
-local OPTIONAL = {'rl', 'bo', 'rc', 'rd', 'uk', 'uw', 'to'}
-local NUMBER = {rl = true, rc = true, rd = true, to = true}
 local out = {now}
 local duplicates = {}     -- positions in out of the records of duplicates
 local ready = {}          -- queue -> {priority, id, priority, id, ...}
 local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here
 local queues, seen = {}, {}  -- the distinct queues of this batch
+local records = {}        -- {id, record, id, record, ...}
 for i = 0, n - 1 do
   local J = jobs[i + 1]
-  local flag, id = plan[i][1], plan[i][2]
+  local flag, id = flags[i], targets[i]
   local x = false
   if flag == 0 then
     local queue, prio = J[3], tonumber(J[4])
@@ -153,21 +157,25 @@ for i = 0, n - 1 do
     elseif J[7] ~= '' then
       ready_at = now + tonumber(J[7])
     end
-    local job = {t = J[2], q = queue, p = prio, s = 'ready', r = ready_at, a = 0, d = J[5]}
-    for j, name in ipairs(OPTIONAL) do
-      local v = J[7 + j]
-      if v ~= '' then
-        if NUMBER[name] then v = tonumber(v) end
-        job[name] = v
-      end
-    end
-    if ready_at > now then job.s = 'scheduled' end
-    save_job(P, id, job)
+    local is_ready = ready_at <= now
+    -- The stored form (see load_job): status as a number, defaults left out.
+    local job = {t = J[2], s = is_ready and 1 or 2, r = ready_at, d = J[5]}
+    if queue ~= 'default' then job.q = queue end
+    if prio ~= 32768 then job.p = prio end
+    if J[8] ~= '' then job.rl = tonumber(J[8]) end
+    if J[9] ~= '' then job.bo = J[9] end
+    if J[10] ~= '' then job.rc = tonumber(J[10]) end
+    if J[11] ~= '' then job.rd = tonumber(J[11]) end
+    if J[12] ~= '' then job.uk = J[12] end
+    if J[13] ~= '' then job.uw = J[13] end
+    if J[14] ~= '' then job.to = tonumber(J[14]) end
+    records[#records + 1] = id
+    records[#records + 1] = cmsgpack.pack(job)
     if not seen[queue] then
       seen[queue] = true
       queues[#queues + 1] = queue
     end
-    if job.s == 'ready' then
+    if is_ready then
       local list = ready[queue] or {}
       list[#list + 1] = prio
       list[#list + 1] = id
@@ -190,6 +198,7 @@ for i = 0, n - 1 do
   out[#out + 1] = id
   out[#out + 1] = x
 end
+call_in_slices('HSET', P .. 'jobs', records, 2)
 if call_in_slices('SADD', P .. 'queues', queues, 1) > 0 then
   signal(P .. 'wake')
 end

@@ -8,7 +8,7 @@ backtrace, dequeued_at, failed_at); at most the namespace's error_history
 (100) newest are kept.
 Errors: "ZIZQ NOT_FOUND" (no such job, or past purge_at).
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local id = ARGV[1]

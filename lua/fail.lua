@@ -23,7 +23,7 @@ Returns the job's record (see get.lua) after the change, even when it was
 deleted at once (a dead retention of 0), or nil when the job
 is not in flight for this worker (so a retried call does nothing twice).
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 --@include "includes/failure.lua"
 
 local P = KEYS[1]

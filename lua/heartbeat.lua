@@ -25,7 +25,7 @@ Returns {state, recovered, failed}
   recovered  jobs handed back to their queues by this call
   failed     jobs failed as poison pills by this call
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 --@include "includes/failure.lua"
 
 local P = KEYS[1]

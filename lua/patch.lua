@@ -18,7 +18,7 @@ Returns the job's record (see get.lua) after the change.
 Errors: "ZIZQ NOT_FOUND" (no such job, or past purge_at), "ZIZQ STATE" (the
 job is completed or dead: finished jobs cannot change), "ZIZQ INVALID".
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 --@include "includes/manage.lua"
 
 local P = KEYS[1]

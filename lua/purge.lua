@@ -7,7 +7,7 @@ Workers call this in the background, again while a batch comes back full.
 
 Returns the number of jobs deleted.
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local limit = tonumber(ARGV[1])

@@ -33,7 +33,7 @@ then the matches in id order, each with its record as get.lua returns it
 mode).
 Errors: "ZIZQ INVALID" (a bad mode, filter, order, number or index).
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 --@include "includes/filter.lua"
 
 local P = KEYS[1]

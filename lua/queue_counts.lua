@@ -13,7 +13,7 @@ Returns {next, queue1, count1, queue2, count2, ...}: next is the rank to
 look at next (-1 when the index ends). Jobs past purge_at are not counted.
 Errors: "ZIZQ INVALID" (a bad index or window).
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local index, first, size = ARGV[1], ARGV[2], ARGV[3]

@@ -10,7 +10,7 @@ ARGV[2..] job ids
 
 Returns the number of jobs released.
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local worker = ARGV[1]

@@ -21,7 +21,7 @@ Returns {now, next_due, more, id1, record1, id2, record2, ...}
   more      1 when ready jobs remain in the named queues after this take
   idK, recordK  each job taken, with its record after the take (see get.lua)
 ]]
---@include "includes/common.lua"
+--@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
 local worker = ARGV[1]

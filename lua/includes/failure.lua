@@ -1,6 +1,6 @@
 -- Recording a failed attempt, shared by fail (a handler failed) and
 -- heartbeat (the worker running the job was lost too often). Needs
--- includes/common.lua.
+-- includes/lifecycle.lua.
 
 local MAX_DELAY_MS = 100 * 365 * 86400000  -- a steep backoff curve stops at 100 years
 

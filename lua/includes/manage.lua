@@ -1,6 +1,6 @@
 -- Changes made by an operator to one job: patch and retry. patch.lua and
 -- retry.lua apply them to one job, bulk.lua to a batch of jobs matched by a
--- filter; the logic lives here once. Needs includes/common.lua.
+-- filter; the logic lives here once. Needs includes/lifecycle.lua.
 
 local PATCH_STORED = {retry_limit = 'rl', backoff = 'bo', completed_ms = 'rc', dead_ms = 'rd'}
 
