@@ -20,6 +20,11 @@ ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
   unique_key    string, or '' for none
   unique_while  'queued' | 'active' | 'exists', or '' (queued when a key is given)
   timeout_ms    the most a handler may run, in ms, or '' for no limit
+ARGV[3]  optional: '1' when this call repeats one that may have been applied
+         (its reply was lost). Only then are the ids looked up among the jobs
+         recently finished and deleted (done:<n>), so that a job that has
+         already run is not created again. A first call needs no look-up:
+         its ids are new.
 
 Returns {now, flag1, id1, x1, flag2, id2, x2, ...}: Redis time in ms, then
 three values per job, in input order:
@@ -30,9 +35,9 @@ three values per job, in input order:
           get.lua)
   flag 2  a job with this id exists already (the call was retried); x = its
           record
-  flag 3  a job with this id was done and deleted within the last minute
-          (the call was retried after its reply was lost); nothing is
-          written; x = the id's timestamp
+  flag 3  (only in a repeated call) a job with this id finished and was
+          deleted within the last minute; nothing is written; x = the id's
+          timestamp (now, for an id that is not SCRU128)
 Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
 ]]
 --@include "includes/common.lua"
@@ -44,10 +49,11 @@ local WIDTH = 14
 local NUMERIC = {[6] = 'ready_at', [7] = 'delay_ms', [8] = 'retry_limit', [10] = 'completed_ms', [11] = 'dead_ms',
   [14] = 'timeout_ms'}
 local ok, jobs = pcall(cmsgpack.unpack, ARGV[2] or '')
-if not ok or type(jobs) ~= 'table' or not n or #jobs ~= n or #ARGV ~= 2 then
+local repeated = ARGV[3] == '1'
+if not ok or type(jobs) ~= 'table' or not n or #jobs ~= n or not (#ARGV == 2 or repeated and #ARGV == 3) then
   local got = not ok and 'not MessagePack' or type(jobs) ~= 'table' and ('a ' .. type(jobs)) or ('an array of ' .. #jobs)
   return fail_with('INVALID', 'the arguments are not N and a MessagePack array of N jobs: N ' .. tostring(ARGV[1])
-    .. ', ' .. (#ARGV - 1) .. ' argument(s) after it, the first ' .. got)
+    .. ', ' .. (#ARGV - 1) .. ' argument(s) after it (a third may only be 1), the first ' .. got)
 end
 for i = 1, n do
   local J = jobs[i]
@@ -116,7 +122,7 @@ for i = 0, n - 1 do
   local flag, target = 0, id
   if batch_ids[id] or exists[i + 1] then
     flag = 2
-  elseif was_done(P, id, now) then
+  elseif repeated and was_done(P, id, now) then
     flag = 3
   elseif ukey ~= '' and batch_keys[ukey] then
     flag, target = 1, batch_keys[ukey]
@@ -190,7 +196,7 @@ for i = 0, n - 1 do
     end
     x = ready_at
   elseif flag == 3 then
-    x = id_time(id)
+    x = id_time(id) or now
   else
     duplicates[#duplicates + 1] = #out + 3
   end

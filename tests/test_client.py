@@ -3,7 +3,8 @@ AsyncClient (the `api` fixture)."""
 
 from __future__ import annotations
 
-import asyncio
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -192,13 +193,41 @@ def test_namespaces_are_isolated(redis_server: Any) -> None:
     b.close()
 
 
+def test_enqueue_resent_after_a_lost_connection_finds_its_job_done(redis_factory: Any) -> None:
+    """Client.run sends an enqueue again after a connection error as a
+    repeat: when the first send had created the job, and it has run and been
+    deleted since, the repeat finds it done instead of creating it again."""
+    server = redis_factory("--appendonly", "yes")  # done:<n> survives the restart
+    client = zizq.Client.from_url(server.url, "repeat")
+    call = client.core.enqueue([zizq.Enqueue(SendEmail(to="once"))])
+    [first] = client.run(call)  # this reply is the one "lost"
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    [taken] = client.run(client.core.take("w1", 1, [])).jobs
+    assert client.run(client.core.ack("w1", [taken.id])) == []  # done, and deleted (retention 0)
+    server.stop()
+    result: list[zizq.Job] = []
+
+    def send() -> None:
+        jobs = client.run(call)
+        result.extend(jobs)
+
+    sender = threading.Thread(target=send)
+    sender.start()  # the first send fails: Redis is down
+    time.sleep(0.2)
+    server.start()
+    sender.join(30)
+    assert [(j.id, j.status) for j in result] == [(first.id, "completed")]
+    assert stored(client.redis, "repeat", first.id) is None
+    assert client.redis.zcard("{repeat}:ready:emails") == 0
+    client.close()
+
+
 async def test_retried_enqueue_after_the_job_was_done_creates_nothing(api: Any, r: redis.Redis, namespace: str) -> None:
     call = api.core.enqueue([zizq.Enqueue(SendEmail(to="once"))])
     [first] = await api.run(call)
     [taken] = await take(api)
     assert await api.run(api.core.ack("w1", [taken.id])) == []  # done, and deleted (retention 0)
-    await asyncio.sleep(0.25)  # a retry comes at least this late
-    [again] = await api.run(call)  # the reply of the first call was lost; the client retries
+    [again] = await api.run(call.repeated())  # the reply of the first call was lost; the client retries
     assert (again.id, again.status) == (first.id, "completed")
     assert stored(r, namespace, first.id) is None
     assert r.zcard("{" + namespace + "}:ready:emails") == 0

@@ -19,6 +19,7 @@ import msgpack
 import pytest
 import redis
 
+from zizq._hotpath import encode_id
 from zizq._scripts import script
 
 Value = str | int | float
@@ -393,6 +394,39 @@ def test_enqueue_retried_batch_creates_only_what_is_new(lua: Lua) -> None:
     result = lua.enqueue(job("a"), job("b"))
     assert [(flag, job_id) for flag, job_id, _ in result] == [(2, "a"), (0, "b")]
     assert lua.members("ready", "q") == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "skew_ms", [0, 2_000, -90_000, None], ids=["same clock", "2 s ahead", "90 s behind", "no time in id"]
+)
+def test_enqueue_repeated_after_the_job_was_done_creates_nothing(lua: Lua, skew_ms: int | None) -> None:
+    """The done record goes by Redis's clock, so a producer's skewed clock
+    (the time inside its ids) cannot make a repeat create the job again."""
+    job_id = "plain-id" if skew_ms is None else encode_id(lua.now() + skew_ms, 1, 2, 3)
+    row = job(job_id, completed_ms=0)
+    lua.enqueue(row)
+    assert lua.take("w", 1).ids == [job_id]
+    assert lua.ack("w", job_id) == []  # done, and deleted (retention 0)
+    before = lua.snapshot()
+    now, flag, got, x = lua.raw("enqueue", *packed(row), 1)  # the reply of the first call was lost
+    assert (flag, got.decode()) == (3, job_id)
+    assert abs(x - (now if skew_ms is None else now + skew_ms)) < 1_000  # the time in the id
+    assert lua.snapshot() == before
+
+
+def test_enqueue_first_call_does_not_look_for_done_jobs(lua: Lua) -> None:
+    """Only a repeated call looks at done:<n>: a first call's ids are new."""
+    lua.enqueue(job("j1", completed_ms=0))
+    lua.take("w", 1)
+    lua.ack("w", "j1")
+    [(flag, _, _)] = lua.enqueue(job("j1"))
+    assert flag == 0
+
+
+def test_enqueue_third_argument_may_only_mark_a_repeat(lua: Lua) -> None:
+    with pytest.raises(redis.ResponseError, match=r"a third may only be 1"):
+        lua.run("enqueue", *packed(job("j1")), "yes")
+    assert lua.keys() == set()
 
 
 def test_enqueue_zero_jobs(lua: Lua) -> None:

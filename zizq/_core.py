@@ -81,12 +81,24 @@ def prefix(namespace: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
-    """One script call: what to send, and how to read the reply."""
+    """One script call: what to send, and how to read the reply.
+
+    ``repeat_args``, when given, are sent instead of ``args`` when the call is
+    sent again after an error that may have hidden its success (enqueue then
+    asks the script to look for jobs that have already run).
+    """
 
     script: Script
     keys: tuple[str, ...]
     args: list[Value]
     decode: Callable[[Any], T]
+    repeat_args: list[Value] | None = None
+
+    def repeated(self) -> Call[T]:
+        """This call as it is sent again after an error."""
+        if self.repeat_args is None:
+            return self
+        return Call(self.script, self.keys, self.repeat_args, self.decode)
 
 
 class Enqueue:
@@ -580,7 +592,8 @@ class Core:
             row, template = plan_enqueue(item, self.ids)
             rows.append(row)
             templates.append(template)
-        return Call(script("enqueue"), self.keys, enqueue_call_args(rows), lambda reply: _enqueued(templates, reply))
+        args = enqueue_call_args(rows)
+        return Call(script("enqueue"), self.keys, args, lambda reply: _enqueued(templates, reply), [*args, 1])
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
         def decode(reply: list[Any]) -> list[Job | None]:

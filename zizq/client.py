@@ -159,6 +159,7 @@ class Client(CronMethods, QueryMethods):
             try:
                 return call.decode(self._send(call))
             except TRANSIENT as exc:
+                call = call.repeated()
                 pause = next(delays)
                 if time.monotonic() + pause > deadline:
                     raise _unavailable(self.url, window, exc) from exc
@@ -407,6 +408,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
             try:
                 return call.decode(await self._send(call))
             except TRANSIENT as exc:
+                call = call.repeated()
                 pause = next(delays)
                 if time.monotonic() + pause > deadline:
                     raise _unavailable(self.url, window, exc) from exc

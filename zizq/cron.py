@@ -344,8 +344,10 @@ class CronCore:
         unique key, 2 or 3 this id was enqueued before)."""
         row: Row = [job_id]
         row += ["" if template.get(name) is None else str(template[name]) for name in TEMPLATE_FIELDS]
+        # Sent as a repeat (a claim may be sent again after a lost reply), so
+        # a run that has already been done and deleted is not created again.
         # The reply is {now, flag, id, x}.
-        return Call(script("enqueue"), self.core.keys, enqueue_call_args([row]), lambda r: int(r[1]))
+        return Call(script("enqueue"), self.core.keys, [*enqueue_call_args([row]), 1], lambda r: int(r[1]))
 
 
 def _group_of(groups: list[CronGroup], name: str) -> CronGroup:

@@ -120,8 +120,9 @@ local function expired(job, now)
 end
 
 -- Finished jobs deleted at once leave their id behind for a minute, in
--- 10-second buckets ("done:<n>", sets that expire), so that an enqueue
--- retried after its reply was lost does not create the job a second time.
+-- 10-second buckets of Redis time ("done:<n>", sets that expire), so that an
+-- enqueue repeated after its reply was lost does not create the job a
+-- second time.
 local DONE_WINDOW_MS = 60000
 local DONE_BUCKET_MS = 10000
 local ID_SCALE = 36 ^ 15 / 2 ^ 80  -- the first 10 base-36 digits, scaled to the top 48 bits
@@ -133,14 +134,11 @@ local function id_time(id)
   return math.floor(head * ID_SCALE)
 end
 
--- Whether a job with this id was finished and deleted within the window.
+-- Whether a job with this id finished and was deleted within the window
+-- (by Redis's clock: the producer's, in the id, plays no part).
 local function was_done(P, id, now)
-  local t = id_time(id)
-  if not t or now - t < 200 then return false end  -- a first attempt is this fresh
-  local first = math.floor(math.max(t, now - DONE_WINDOW_MS) / DONE_BUCKET_MS)
-  for bucket = first, math.floor(now / DONE_BUCKET_MS) do
+  for bucket = math.floor((now - DONE_WINDOW_MS) / DONE_BUCKET_MS), math.floor(now / DONE_BUCKET_MS) do
     if redis.call('SISMEMBER', P .. 'done:' .. bucket, id) == 1 then return true end
   end
   return false
 end
-

@@ -74,16 +74,14 @@ local function unique_restore(P, id, job)
   end
 end
 
--- Leave the id of a job deleted as it finished in its "done" bucket (see
--- DONE_WINDOW_MS in common.lua).
+-- Leave the id of a job deleted as it finished in the "done" bucket of
+-- now (see DONE_WINDOW_MS in common.lua); the bucket expires a window after
+-- its end.
 local function remember_done(P, id, now)
-  local t = id_time(id)
-  if t and now - t < DONE_WINDOW_MS then
-    local bucket = math.floor(now / DONE_BUCKET_MS)
-    local key = P .. 'done:' .. bucket
-    redis.call('SADD', key, id)
-    redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
-  end
+  local bucket = math.floor(now / DONE_BUCKET_MS)
+  local key = P .. 'done:' .. bucket
+  redis.call('SADD', key, id)
+  redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
 end
 
 -- Remove a job's record, its error history and its unique key (if it
