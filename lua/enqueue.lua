@@ -78,20 +78,28 @@ local CONFLICT = {
 }
 
 local now = now_ms()
--- Which ids exist already (the call was retried): one HMGET for the batch.
+-- Which ids exist already (the call was sent before): one HMGET per 1000.
 local ids = {}
 for i = 1, n do ids[i] = jobs[i][1] end
 local exists = {}
-for first = 1, n, 1000 do
-  local found = redis.call('HMGET', P .. 'jobs', unpack(ids, first, math.min(first + 999, n)))
+for first = 1, n, SLICE do
+  local found = redis.call('HMGET', P .. 'jobs', unpack(ids, first, math.min(first + SLICE - 1, n)))
   for k = 1, #found do exists[first + k - 1] = found[k] end
 end
-local flags, targets = {}, {}  -- per job: its flag and id (see the header)
+
+-- One pass over the jobs: check each, decide its flag and make its record.
+-- Nothing is written until every job has passed its checks.
 local batch_keys = {}  -- unique key -> id of the first job in this batch using it
 local batch_ids = {}   -- ids created by this batch
 local good_names = {}  -- type and queue names already checked in this call
-
--- Pass 1: check everything and decide, writing nothing.
+local out = {now}
+local duplicates = {}     -- positions in out of the records of duplicates
+local records = {}        -- {id, record, id, record, ...}
+local uniques = {}        -- {unique key, id, ...}
+local ready = {}          -- queue -> {priority, id, priority, id, ...}
+local scheduled = {}      -- {ready_at, id, ...}
+local queue_of = {}       -- id -> queue, for the jobs scheduled here
+local queues, seen = {}, {}  -- the distinct queues of this batch
 for i = 0, n - 1 do
   local J = jobs[i + 1]
   local id, typ, queue, prio = J[1], J[2], J[3], tonumber(J[4])
@@ -119,11 +127,11 @@ for i = 0, n - 1 do
     return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
   end
 
-  local flag, target = 0, id
+  local flag, target, x = 0, id, false
   if batch_ids[id] or exists[i + 1] then
     flag = 2
   elseif repeated and was_done(P, id, now) then
-    flag = 3
+    flag, x = 3, id_time(id) or now
   elseif ukey ~= '' and batch_keys[ukey] then
     flag, target = 1, batch_keys[ukey]
   elseif ukey ~= '' then
@@ -135,28 +143,11 @@ for i = 0, n - 1 do
         flag, target = 1, holder
       end
     end
-    if flag == 0 then batch_keys[ukey] = id end
   end
-  -- Only a job this batch creates makes a later job with its id a repeat.
-  if flag == 0 then batch_ids[id] = true end
-  flags[i], targets[i] = flag, target
-end
 
--- Pass 2: write the new jobs. Index writes are gathered per key and made
--- once per batch.
-local out = {now}
-local duplicates = {}     -- positions in out of the records of duplicates
-local ready = {}          -- queue -> {priority, id, priority, id, ...}
-local scheduled = {}      -- {ready_at, id, ...}
-local queue_of = {}       -- id -> queue, for the jobs scheduled here
-local queues, seen = {}, {}  -- the distinct queues of this batch
-local records = {}        -- {id, record, id, record, ...}
-for i = 0, n - 1 do
-  local J = jobs[i + 1]
-  local flag, id = flags[i], targets[i]
-  local x = false
   if flag == 0 then
-    local queue, prio = J[3], tonumber(J[4])
+    -- Only a job this batch creates makes a later job with its id a repeat.
+    batch_ids[id] = true
     local ready_at = now
     if J[6] ~= '' then
       ready_at = tonumber(J[6])
@@ -165,15 +156,20 @@ for i = 0, n - 1 do
     end
     local is_ready = ready_at <= now
     -- The stored form (see load_job): status as a number, defaults left out.
-    local job = {t = J[2], s = is_ready and 1 or 2, r = ready_at, d = J[5]}
+    local job = {t = typ, s = is_ready and 1 or 2, r = ready_at, d = J[5]}
     if queue ~= 'default' then job.q = queue end
     if prio ~= 32768 then job.p = prio end
     if J[8] ~= '' then job.rl = tonumber(J[8]) end
-    if J[9] ~= '' then job.bo = J[9] end
+    if bo ~= '' then job.bo = bo end
     if J[10] ~= '' then job.rc = tonumber(J[10]) end
     if J[11] ~= '' then job.rd = tonumber(J[11]) end
-    if J[12] ~= '' then job.uk = J[12] end
-    if J[13] ~= '' then job.uw = J[13] end
+    if ukey ~= '' then
+      job.uk = ukey
+      batch_keys[ukey] = id
+      uniques[#uniques + 1] = ukey
+      uniques[#uniques + 1] = id
+    end
+    if uwhile ~= '' then job.uw = uwhile end
     if J[14] ~= '' then job.to = tonumber(J[14]) end
     records[#records + 1] = id
     records[#records + 1] = cmsgpack.pack(job)
@@ -191,20 +187,21 @@ for i = 0, n - 1 do
       scheduled[#scheduled + 1] = id
       queue_of[id] = queue
     end
-    if job.uk then
-      redis.call('SET', P .. 'unique:' .. job.uk, id)
-    end
     x = ready_at
-  elseif flag == 3 then
-    x = id_time(id) or now
-  else
+  elseif flag ~= 3 then
     duplicates[#duplicates + 1] = #out + 3
   end
   out[#out + 1] = flag
-  out[#out + 1] = id
+  out[#out + 1] = target
   out[#out + 1] = x
 end
+
+-- The writes: records and indexes, each once per call (one command per
+-- 1000 members).
 call_in_slices('HSET', P .. 'jobs', records, 2)
+for k = 1, #uniques, 2 do
+  redis.call('SET', P .. 'unique:' .. uniques[k], uniques[k + 1])
+end
 if call_in_slices('SADD', P .. 'queues', queues, 1) > 0 then
   signal(P .. 'wake')
 end
