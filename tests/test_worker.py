@@ -341,3 +341,20 @@ async def test_a_stop_asked_for_before_the_worker_runs_is_kept(client: zizq.Clie
     worker.stop()
     assert worker.stopping
     await asyncio.wait_for(worker.run_async(), timeout=10)
+
+
+def test_handler_whose_annotation_cannot_be_resolved_is_refused_clearly() -> None:
+    # With `from __future__ import annotations` (as here) the annotation is the
+    # string "Local", which get_type_hints looks up in the module's globals.
+    class Local(zizq.JobKind):
+        NAME = "local"
+
+    router = zizq.Router()
+
+    def on_local(job: Local) -> None:
+        pass
+
+    with pytest.raises(zizq.JobKindError, match=r"on_local.*'Local' is not defined.*router\.route\(Kind, on_local\)"):
+        router.handler(on_local)
+    router.route(Local, on_local)  # the way the message points to works
+    assert router.types == ["local"]
