@@ -15,6 +15,7 @@ import pytest
 import redis
 
 import zizq
+from zizq.cli import parser
 from zizq.client import default_url
 
 from .conftest import ROOT, RedisServer
@@ -122,6 +123,13 @@ def test_errors_exit_1_with_a_message(
 ) -> None:
     out = zizq_cli(*args, "--url", redis_server.url, "--namespace", namespace)
     assert out.returncode == 1 and message in out.stderr and out.stderr.startswith("zizq: error:")
+
+
+def test_worker_refuses_an_unknown_log_level() -> None:
+    out = zizq_cli("worker", "tests.jobs_app:router", "--log-level", "bogus")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--log-level: invalid choice: 'BOGUS'" in out.stderr and "DEBUG" in out.stderr
+    assert parser().parse_args(["worker", "tests.jobs_app:router", "--log-level", "debug"]).log_level == "DEBUG"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
