@@ -7,12 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+import redis
 
 import zizq
+from zizq.cli import parser
+from zizq.client import default_url
 
 from .conftest import ROOT, RedisServer
 from .jobs_app import Sleep
@@ -64,6 +68,45 @@ def test_enqueue(redis_server: RedisServer, namespace: str) -> None:
         assert client.get_job(printed["id"]).payload == {"to": "a@b.c"}
 
 
+def test_enqueue_with_a_delay_schedules_the_job(redis_server: RedisServer, namespace: str, r: redis.Redis) -> None:
+    def redis_ms() -> int:
+        seconds, micros = r.time()
+        return seconds * 1000 + micros // 1000
+
+    before = redis_ms()
+    out = zizq_cli("enqueue", "t", "{}", "--delay", "2", "--url", redis_server.url, "--namespace", namespace, "--json")
+    after = redis_ms()
+    assert out.returncode == 0, out.stderr
+    printed = orjson.loads(out.stdout)
+    assert printed["status"] == "scheduled"
+    assert before + 2000 <= printed["ready_at"] <= after + 2000  # ms, from Redis's clock
+    with zizq.Client.from_url(redis_server.url, namespace) as client:
+        job = client.get_job(printed["id"])
+    assert (job.status, job.ready_at) == ("scheduled", printed["ready_at"])
+
+
+def test_url_comes_from_the_option_then_the_environment_then_the_default(
+    redis_server: RedisServer, redis_factory: Callable[[], RedisServer], namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = redis_factory()
+    env = {"ZIZQ_REDIS_URL": other.url}
+    given = zizq_cli("enqueue", "t", "{}", "--url", redis_server.url, "--namespace", namespace, "--json", env=env)
+    from_env = zizq_cli("enqueue", "t", "{}", "--namespace", namespace, "--json", env=env)
+    assert given.returncode == 0 and from_env.returncode == 0, given.stderr + from_env.stderr
+    with (
+        zizq.Client.from_url(redis_server.url, namespace) as on_given,
+        zizq.Client.from_url(other.url, namespace) as on_env,
+    ):
+        given_id, env_id = orjson.loads(given.stdout)["id"], orjson.loads(from_env.stdout)["id"]
+        assert on_given.get_job(given_id).status == on_env.get_job(env_id).status == "ready"
+        with pytest.raises(zizq.JobNotFound):
+            on_env.get_job(given_id)
+        with pytest.raises(zizq.JobNotFound):
+            on_given.get_job(env_id)
+    monkeypatch.delenv("ZIZQ_REDIS_URL", raising=False)
+    assert default_url() == "redis://localhost:6379/0"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -82,8 +125,16 @@ def test_errors_exit_1_with_a_message(
     assert out.returncode == 1 and message in out.stderr and out.stderr.startswith("zizq: error:")
 
 
-def test_worker_runs_jobs_and_stops_gracefully_on_sigterm(
-    redis_server: RedisServer, namespace: str, tmp_path: Path
+def test_worker_refuses_an_unknown_log_level() -> None:
+    out = zizq_cli("worker", "tests.jobs_app:router", "--log-level", "bogus")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--log-level: invalid choice: 'BOGUS'" in out.stderr and "DEBUG" in out.stderr
+    assert parser().parse_args(["worker", "tests.jobs_app:router", "--log-level", "debug"]).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_worker_runs_jobs_and_stops_gracefully_on_a_signal(
+    redis_server: RedisServer, namespace: str, tmp_path: Path, signum: signal.Signals
 ) -> None:
     log = tmp_path / "done.log"
     log.touch()
@@ -121,7 +172,7 @@ def test_worker_runs_jobs_and_stops_gracefully_on_sigterm(
             while client.get_job(slow.id).status != "in_flight":
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
-            proc.send_signal(signal.SIGTERM)  # the slow job is running: it must be let finish
+            proc.send_signal(signum)  # the slow job is running: it must be let finish
             output, _ = proc.communicate(timeout=15)
         finally:
             if proc.poll() is None:

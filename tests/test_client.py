@@ -181,9 +181,9 @@ async def test_retried_enqueue_with_same_id_creates_one_job(api: Any, r: redis.R
     assert r.zcard("{" + namespace + "}:ready:emails") == 1
 
 
-def test_namespaces_are_isolated(redis_server: Any) -> None:
-    a = zizq.Client.from_url(redis_server.url, "iso-a")
-    b = zizq.Client.from_url(redis_server.url, "iso-b")
+def test_namespaces_are_isolated(redis_server: Any, namespace: str) -> None:
+    a = zizq.Client.from_url(redis_server.url, namespace + "-a")
+    b = zizq.Client.from_url(redis_server.url, namespace + "-b")
     job = a.enqueue(Heartbeat())
     with pytest.raises(zizq.JobNotFound):
         b.get_job(job.id)

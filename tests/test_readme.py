@@ -1,4 +1,5 @@
-"""The README's examples run as written."""
+"""The README's examples run as written. They use the namespaces they name
+(the default one, mostly), so each test gets a Redis server of its own."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import zizq
@@ -28,12 +30,13 @@ def blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
 
 
-def test_quick_start(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_quick_start(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
     jobs_py, enqueue_py = blocks(section("Quick start"), "python")
     [command] = blocks(section("Quick start"), "sh")
     (tmp_path / "jobs.py").write_text(jobs_py)
     (tmp_path / "enqueue.py").write_text(enqueue_py)
-    env = {**os.environ, "ZIZQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "ZIZQ_REDIS_URL": server.url, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "enqueue.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
     )
@@ -59,7 +62,7 @@ def test_quick_start(tmp_path: Path, redis_server: RedisServer) -> None:
             assert time.monotonic() < deadline, "the worker printed nothing"
             line = worker.stdout.readline()
         assert line.strip() == "sending 'Welcome' to ada@example.com"
-        with zizq.Client.from_url(redis_server.url) as client:
+        with zizq.Client.from_url(server.url) as client:
             deadline = time.monotonic() + 10
             while True:
                 try:
@@ -74,9 +77,10 @@ def test_quick_start(tmp_path: Path, redis_server: RedisServer) -> None:
     assert worker.returncode == 0
 
 
-def test_other_examples_run(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_other_examples_run(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
     (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
-    env = {**os.environ, "ZIZQ_REDIS_URL": redis_server.url, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "ZIZQ_REDIS_URL": server.url, "PYTHONPATH": str(tmp_path)}
     for title in ("Defining jobs", "Enqueueing", "Workers", "Job lifecycle", "Operating zizq"):
         for i, code in enumerate(blocks(section(title), "python")):
             path = tmp_path / f"example_{i}.py"

@@ -117,5 +117,5 @@ def test_a_bad_option_fails_once_before_any_process_starts(tmp_path: Path, redis
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 1
-    assert "concurrency 0 must be at least 1" in out.stderr
+    assert "concurrency 0 must be an integer of at least 1" in out.stderr
     assert "started worker process" not in out.stderr

@@ -1,12 +1,15 @@
-"""The built wheel ships the Lua scripts and (unless ZIZQ_NO_EXTENSIONS=1)
-the compiled extension: build it, install it into a fresh virtual
-environment, and do one enqueue -> work -> done round trip with it."""
+"""The sdist builds a wheel that ships the Lua scripts and (unless
+ZIZQ_NO_EXTENSIONS=1) the compiled extension: build the sdist, the wheel from
+it, install that into a fresh virtual environment, and do one enqueue -> work
+-> done round trip with it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -29,7 +32,7 @@ async def ping(job: Ping) -> None:
     seen.append(job.n)
 
 async def main() -> None:
-    client = zizq.AsyncClient.from_url(sys.argv[1], "wheel")
+    client = zizq.AsyncClient.from_url(sys.argv[1], sys.argv[2])
     job = await client.enqueue(Ping(n=41))
     worker = zizq.Worker(client, router)
     task = asyncio.create_task(worker.run_async())
@@ -50,14 +53,28 @@ async def main() -> None:
 asyncio.run(main())
 """
 
+# The PEP 517 hook a build frontend calls, run without an isolated
+# environment (as `pip wheel --no-build-isolation` below): nothing to download.
+BUILD_SDIST = "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])"
+LEFTOVERS = (".git", ".venv", "build", "dist", "*.egg-info", "*_cache", ".hypothesis", "__pycache__", "*.so", "*.c")
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_wheel_round_trip(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_wheel_from_sdist_round_trip(tmp_path: Path, redis_server: RedisServer, namespace: str) -> None:
     pure = os.environ.get("ZIZQ_NO_EXTENSIONS", "") not in ("", "0")
     dist = tmp_path / "dist"
+    # From a copy without build leftovers, as a fresh clone: setuptools also
+    # packs whatever an earlier build's zizq.egg-info/SOURCES.txt lists.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*LEFTOVERS))
+    subprocess.run([sys.executable, "-c", BUILD_SDIST, str(dist)], check=True, timeout=120, cwd=source)
+    [sdist] = dist.glob("zizq-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        sdist_names = {name.split("/", 1)[-1] for name in tar.getnames()}
+    assert {"lua/enqueue.lua", "lua/includes/common.lua", "zizq/_speedups.pyx"} <= sdist_names
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(dist), str(sdist)],
         check=True,
         timeout=300,
         cwd=tmp_path,
@@ -74,7 +91,7 @@ def test_wheel_round_trip(tmp_path: Path, redis_server: RedisServer) -> None:
     script.write_text(ROUND_TRIP)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
-        [venv / "bin" / "python", str(script), redis_server.url],
+        [venv / "bin" / "python", str(script), redis_server.url, namespace],
         capture_output=True,
         text=True,
         timeout=60,

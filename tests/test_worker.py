@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from typing import Any
@@ -259,6 +260,23 @@ async def test_bad_worker_options(client: zizq.Client) -> None:
         zizq.Worker(client, zizq.Router(), concurrency=4, prefetch=2)
     with pytest.raises(zizq.ZizqError, match="concurrency"):
         zizq.Worker(client, zizq.Router(), concurrency=0)
+    bad: list[tuple[str, Any, str]] = [
+        ("concurrency", "3", "concurrency '3' must be an integer"),
+        ("concurrency", 2.5, "concurrency 2.5 must be an integer"),
+        ("prefetch", "8", "prefetch '8' must be an integer"),
+        ("shutdown_timeout", "30", "shutdown_timeout '30' must be a number of seconds"),
+        ("shutdown_timeout", -1, "shutdown_timeout -1 must be a number of seconds 0 or above"),
+        ("heartbeat_interval", 0, "heartbeat_interval 0 must be a number of seconds above 0"),
+        ("lease", "5", "lease '5' must be a number of seconds"),
+        ("max_idle", 0, "max_idle 0 must be a number of seconds above 0"),
+        ("purge_interval", None, "purge_interval None must be a number of seconds"),
+    ]
+    for option, value, message in bad:
+        with pytest.raises(zizq.ValidationError, match=re.escape(message)):
+            zizq.Worker(client, zizq.Router(), **{option: value})
+    with pytest.raises(zizq.ValidationError, match=r"lease 1\.0s must be longer than heartbeat_interval 2\.0s"):
+        zizq.Worker(client, zizq.Router(), heartbeat_interval=2, lease=1)
+    assert zizq.Worker(client, zizq.Router(), shutdown_timeout=0).shutdown_timeout == 0
 
 
 async def test_two_workers_share_the_work(client: zizq.Client, start: Start) -> None:
@@ -341,3 +359,20 @@ async def test_a_stop_asked_for_before_the_worker_runs_is_kept(client: zizq.Clie
     worker.stop()
     assert worker.stopping
     await asyncio.wait_for(worker.run_async(), timeout=10)
+
+
+def test_handler_whose_annotation_cannot_be_resolved_is_refused_clearly() -> None:
+    # With `from __future__ import annotations` (as here) the annotation is the
+    # string "Local", which get_type_hints looks up in the module's globals.
+    class Local(zizq.JobKind):
+        NAME = "local"
+
+    router = zizq.Router()
+
+    def on_local(job: Local) -> None:
+        pass
+
+    with pytest.raises(zizq.JobKindError, match=r"on_local.*'Local' is not defined.*router\.route\(Kind, on_local\)"):
+        router.handler(on_local)
+    router.route(Local, on_local)  # the way the message points to works
+    assert router.types == ["local"]

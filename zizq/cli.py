@@ -241,7 +241,13 @@ def parser() -> argparse.ArgumentParser:
         help="worker processes to run, each with -c handlers, under a supervisor that restarts any that "
         "dies and passes SIGINT/SIGTERM on to all (default: 1, no supervisor)",
     )
-    w.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    w.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        default="INFO",
+        help="logging level, in upper or lower case (default: INFO)",
+    )
     w.add_argument("--url", default=None, help=URL_HELP)
     w.add_argument(
         "--namespace",
@@ -306,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING").upper(),
+        level=getattr(args, "log_level", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     args.url = args.url or default_url()

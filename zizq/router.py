@@ -84,7 +84,16 @@ class Router:
 
     def handler(self, fn: F) -> F:
         """Decorator: route the JobKind named by the first parameter's annotation."""
-        hints = typing.get_type_hints(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+        except (NameError, TypeError) as exc:
+            # A string annotation (``from __future__ import annotations``)
+            # resolves in the handler's module globals only: a JobKind defined
+            # inside a function is not there. (TypeError: not a function at all.)
+            raise JobKindError(
+                f"handler {getattr(fn, '__qualname__', fn)}: cannot resolve its annotations ({exc}); "
+                f"register it with router.route(Kind, {getattr(fn, '__name__', 'handler')}) instead"
+            ) from exc
         params = list(inspect.signature(fn).parameters)
         kind = hints.get(params[0]) if params else None
         if kind is None:

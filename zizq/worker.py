@@ -74,6 +74,19 @@ def error_type_of(exc: BaseException) -> str:
     return f"{module}.{cls.__qualname__}"
 
 
+def _count(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{what} {value!r} must be an integer of at least 1")
+    return int(value)
+
+
+def _seconds(what: str, value: object, *, zero: bool = False) -> float:
+    """A duration in seconds: a number above 0 (or 0 too, with ``zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if zero else value > 0):
+        raise ValidationError(f"{what} {value!r} must be a number of seconds {'0 or above' if zero else 'above 0'}")
+    return float(value)
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
@@ -119,12 +132,16 @@ class Worker:
         purge_interval: float = 30.0,
         cron: bool = True,
     ) -> None:
-        if concurrency < 1:
-            raise ValidationError(f"concurrency {concurrency!r} must be at least 1")
-        prefetch = 2 * concurrency if prefetch is None else prefetch
+        concurrency = _count("concurrency", concurrency)
+        prefetch = 2 * concurrency if prefetch is None else _count("prefetch", prefetch)
         if prefetch < concurrency:
             raise ValidationError(f"prefetch {prefetch!r} must be at least concurrency ({concurrency})")
-        if not 0 < heartbeat_interval < lease:
+        shutdown_timeout = _seconds("shutdown_timeout", shutdown_timeout, zero=True)
+        heartbeat_interval = _seconds("heartbeat_interval", heartbeat_interval)
+        lease = _seconds("lease", lease)
+        max_idle = _seconds("max_idle", max_idle)
+        purge_interval = _seconds("purge_interval", purge_interval)
+        if heartbeat_interval >= lease:
             raise ValidationError(f"lease {lease!r}s must be longer than heartbeat_interval {heartbeat_interval!r}s")
         if client.url is None:
             raise ZizqError("give the worker a client made with from_url(), so it can open its own connections")
