@@ -2,7 +2,9 @@
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  action: 'delete', 'patch' (jobs that have not finished; finished
-         ones are skipped) or 'retry' (dead jobs; others are skipped)
+         ones are skipped) or 'retry' (dead jobs; others are skipped, and
+         so is a dead job whose unique key a conflicting job holds, as
+         retry.lua would refuse it: it stays dead)
 ARGV[2]  filter JSON (see includes/filter.lua), checked again here on each
          job, so a job that changed since the client read it is left alone
 ARGV[3]  index key the client is walking ('' for none): the reply says how
@@ -14,8 +16,9 @@ ARGV[5+n ..]     patch only: pairs of (field, value) as in patch.lua
 
 The batch is atomic; a filter that spans several batches is not.
 
-Returns {changed, left}: jobs deleted, patched or retried, and how many of
-the given ids are not in the index ARGV[3] after the call.
+Returns {changed, left}: jobs deleted, patched or retried (a skipped job
+is not counted), and how many of the given ids are not in the index ARGV[3]
+after the call.
 Errors: "ZIZQ INVALID" (a bad action, filter, count, index or patch value;
 nothing is changed).
 ]]
@@ -62,8 +65,7 @@ for i = 5, 4 + n do
       patch_apply(P, id, job, want, now)
       changed = changed + 1
     elseif action == 'retry' and job.s == 'dead' then
-      retry_dead(P, id, job, now)
-      changed = changed + 1
+      if retry_dead(P, id, job, now) then changed = changed + 1 end
     end
   end
 end

@@ -247,6 +247,25 @@ async def test_dead_job_kept_seven_days_then_retry(api: Any) -> None:
     assert taken.id == job.id
 
 
+async def test_retry_refused_while_a_conflicting_job_holds_the_key(api: Any, r: redis.Redis, namespace: str) -> None:
+    dead = await api.enqueue(SendEmail(to="a"), unique_key="k", retry_limit=0)
+    await take(api)
+    await fail(api, dead.id)  # dead: its queued key is released
+    live = await api.enqueue(SendEmail(to="a"), unique_key="k")  # so a new job takes it
+    with pytest.raises(zizq.UniqueKeyHeld, match=rf"job {dead.id} .* held by job {live.id} \(ready\)") as info:
+        await api.retry_job(dead.id)
+    assert isinstance(info.value, zizq.JobStateError)
+    assert (await api.get_job(dead.id)).status == "dead"  # nothing written
+    assert r.get("{" + namespace + "}:unique:k") == live.id.encode()
+    # Bulk retry skips it (it stays dead) and does not count it.
+    assert await api.retry_jobs() == 0
+    assert (await api.get_job(dead.id)).status == "dead"
+    # Once the holder is taken, the queued key no longer conflicts.
+    await take(api)
+    assert await api.retry_jobs() == 1
+    assert r.get("{" + namespace + "}:unique:k") == dead.id.encode()
+
+
 # -- retention ---------------------------------------------------------------
 
 

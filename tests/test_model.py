@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 import zizq
-from zizq import Enqueue, Job, JobNotFound, Retention, UniqueKey
+from zizq import Enqueue, Job, JobNotFound, Retention, UniqueKey, UniqueKeyHeld
 from zizq.errors import JobStateError, LeaseLost
 
 from .conftest import RedisServer
@@ -585,11 +585,18 @@ class ZizqModel(RuleBasedStateMachine):
             with pytest.raises(JobStateError):
                 self.client.retry_job(job_id)
             return
+        if job.unique_key is not None:
+            # Judged as an enqueue of the job would be: refused while another
+            # job holds the key in a status the job's scope conflicts with.
+            held = self.jobs.get(self.unique.get(job.unique_key, ""))
+            if held is not None and held.id != job_id and held.status in CONFLICT[job.scope or "queued"]:
+                with pytest.raises(UniqueKeyHeld, match=f"held by job {held.id} "):
+                    self.client.retry_job(job_id)
+                return
+            self.unique[job.unique_key] = job.id
         got = self.client.retry_job(job_id)
         job.status = "ready"
         job.attempts = 0
-        # retry.lua restores the key whatever the scope.
-        self._unique_restore(job)
         assert got.status == "ready" and got.attempts == 0 and got.purge_at is None
 
     # Queue "a" is never paused, so that some work always flows.

@@ -25,7 +25,7 @@ from zizq._scripts import script
 Value = str | int | float
 
 DEAD_MS_DEFAULT = 604_800_000
-NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat", "delete")
+NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat", "delete", "retry", "bulk")
 
 
 def text(v: Any) -> Any:
@@ -1126,6 +1126,62 @@ def test_get_hides_expired_jobs(lua: Lua) -> None:
     lua.ack("w", job_id, other)
     lua.set_fields(job_id, pa=lua.now() - 1)
     assert lua.get(job_id, other) == [{}, lua.job(other)]
+
+
+# ---------------------------------------------------------------- retry
+
+
+def make_dead(lua: Lua, job_id: str, **options: Any) -> None:
+    """Enqueue a job (kept 60 s when dead) and kill it."""
+    lua.in_flight(job(job_id, dead_ms=60_000, **options))
+    killed = lua.fail("w", job_id, kill=True)
+    assert killed is not None and killed["s"] == "dead"
+
+
+@pytest.mark.parametrize("state", ["scheduled", "ready", "in_flight", "completed", "dead"])
+@pytest.mark.parametrize("holder_scope", ["queued", "active", "exists"])
+@pytest.mark.parametrize("scope", ["queued", "active", "exists"])
+def test_retry_judges_the_unique_key_as_enqueue_does(lua: Lua, state: str, holder_scope: str, scope: str) -> None:
+    make_dead(lua, "d", unique_key="k", unique_while=scope)
+    lua.r.delete(lua.key("unique", "k"))  # so that the holder is created whatever the scopes
+    put_holder_in(lua, state, holder_scope)
+    refused = state in INDEXED[holder_scope] and state in CONFLICT[scope]
+    before = lua.snapshot()
+    if refused:
+        with pytest.raises(redis.ResponseError) as info:
+            lua.raw("retry", "d")
+        message = str(info.value)
+        assert message.startswith("ZIZQ UNIQUE_HELD job d cannot be retried")
+        assert f"held by job holder ({state})" in message and f"scope {scope}" in message
+        assert lua.snapshot() == before  # nothing written
+    else:
+        assert as_map(lua.raw("retry", "d"))["s"] == "ready"
+        assert lua.members("ready", "q")[-1:] == ["d"]
+        assert lua.unique("k") == "d"  # as a new job's enqueue would point it
+
+
+def test_retry_is_not_blocked_by_an_expired_or_missing_holder(lua: Lua) -> None:
+    make_dead(lua, "d", unique_key="k")
+    make_dead(lua, "e", unique_key="k2", unique_while="exists")
+    put_holder_in(lua, "completed", "exists")
+    lua.set_fields("holder", pa=lua.now() - 1)
+    assert as_map(lua.raw("retry", "d"))["s"] == "ready"
+    assert lua.unique("k") == "d"
+    lua.r.set(lua.key("unique", "k2"), "ghost")
+    assert as_map(lua.raw("retry", "e"))["s"] == "ready"
+    assert lua.unique("k2") == "e"
+
+
+def test_bulk_retry_skips_a_job_whose_key_is_held_and_does_not_count_it(lua: Lua) -> None:
+    # Two dead jobs with one key: the first retried takes the key, so the
+    # second now conflicts with it and stays dead; a third, unkeyed, goes.
+    for job_id in ("d1", "d2"):
+        make_dead(lua, job_id, unique_key="k")
+    make_dead(lua, "d3")
+    changed, left = lua.run("bulk", "retry", "{}", "dead", 3, "d1", "d2", "d3")
+    assert (changed, left) == (2, 2)  # d2 is still in "dead": the walk goes on past it
+    assert [lua.job(i)["s"] for i in ("d1", "d2", "d3")] == ["ready", "dead", "ready"]
+    assert lua.unique("k") == "d1"
 
 
 def test_a_record_no_script_can_read_is_skipped_not_a_failure_halfway(lua: Lua) -> None:

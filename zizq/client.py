@@ -290,7 +290,11 @@ class Client(CronMethods, QueryMethods):
 
     def retry_job(self, job_id: str) -> Job:
         """Put a dead job back to ready: attempts reset to 0, error history
-        kept. Raises JobNotFound, or JobStateError if the job is not dead."""
+        kept (so attempt numbers there start again at 1). Its unique key is
+        judged as an enqueue's: if another job holds the key in a status
+        this job's scope conflicts with, nothing changes and
+        UniqueKeyHeld is raised, naming that job. Raises JobNotFound, or
+        JobStateError if the job is not dead."""
         return self.run(self.core.retry(job_id))
 
     def job_errors(self, job_id: str) -> list[ErrorRecord]:

@@ -32,6 +32,11 @@ class JobStateError(ZizqError):
     job, retrying one that is not dead)."""
 
 
+class UniqueKeyHeld(JobStateError):
+    """A dead job cannot be retried: another job holds its unique key in a
+    status the dead job's scope conflicts with (the message names both)."""
+
+
 class LeaseLost(ZizqError):
     """The worker holds no lease (it was declared lost); it must join again."""
 
@@ -81,6 +86,7 @@ SCRIPT_ERRORS: dict[str, type[ZizqError]] = {
     "INVALID": ValidationError,
     "NOT_FOUND": JobNotFound,
     "STATE": JobStateError,
+    "UNIQUE_HELD": UniqueKeyHeld,
     "LOST": LeaseLost,
     "CRON_NOT_FOUND": CronNotFound,
     "EXISTS": CronEntryExists,

@@ -97,7 +97,9 @@ class QueryMethods:
 
     def retry_jobs(self, where: Filter | None = None, **filters: Any) -> int:
         """Put every dead job that matches back to ready (see :meth:`retry_job`);
-        return how many."""
+        return how many. A dead job whose unique key another job holds in a
+        conflicting status (where retry_job raises UniqueKeyHeld) is skipped:
+        it stays dead and is not counted."""
         return self._plan(bulk_plan("retry", as_filter(where, filters), []))
 
     def patch_jobs(

@@ -90,14 +90,34 @@ local function patch_apply(P, id, job, want, now)
   return save_job(P, id, job)
 end
 
+-- The statuses of a unique key's holder that conflict with a job that
+-- wants the key in each scope: the rule enqueue judges a new job by (the
+-- same table as enqueue.lua's CONFLICT; the two must stay alike).
+local UNIQUE_CONFLICT = {
+  queued = {scheduled = true, ready = true},
+  active = {scheduled = true, ready = true, in_flight = true},
+  exists = {scheduled = true, ready = true, in_flight = true, completed = true, dead = true},
+}
+
 -- Put a dead job back to ready: attempts 0, purge_at cleared, ready now;
--- same id (so the same place in line), error history kept. Returns its
--- record.
+-- same id (so the same place in line), error history kept. Its unique key
+-- is judged as enqueue judges a new job's: when another visible job holds
+-- the key in a status the job's own scope conflicts with, nothing is
+-- written and the reply is nil, the holder's id and its status; otherwise
+-- the key points at this job again. Returns the job's record.
 local function retry_dead(P, id, job, now)
+  local scope = unique_scope(job)
+  if scope then
+    local holder = redis.call('GET', P .. 'unique:' .. job.uk)
+    if holder and holder ~= id then
+      local other = visible_job(P, holder, now)
+      if other and UNIQUE_CONFLICT[scope][other.s] then return nil, holder, other.s end
+    end
+  end
   redis.call('ZREM', P .. 'dead', id)
   job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
   local record = save_job(P, id, job)
   make_ready(P, id, job.q, job.p)
-  unique_restore(P, id, job)
+  if scope then redis.call('SET', P .. 'unique:' .. job.uk, id) end
   return record
 end
