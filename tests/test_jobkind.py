@@ -278,6 +278,34 @@ def test_unique_key_constructors() -> None:
     assert zizq.UniqueKey.tagged_hash_of("T", {"b": [1, "x"], "a": 2}).key == f"T:{digest}"
 
 
+@pytest.mark.parametrize(
+    ("job", "payload"),
+    [
+        (UserId(5), 5),  # transparent: the bare value
+        (Ping(), None),  # no fields: null
+        (SendEmail(to="a", subject="b"), {"subject": "b", "to": "a"}),  # fields hashed with keys sorted
+    ],
+    ids=["transparent", "unit", "fields"],
+)
+def test_a_job_kind_hashes_as_its_stored_payload(job: zizq.JobKind, payload: Any) -> None:
+    key = zizq.UniqueKey.hash_of(job)
+    assert key == zizq.UniqueKey.hash_of(payload) == zizq.UniqueKey.hash_of(job, only=["."])
+    assert key.key == hashlib.sha256(_hotpath.canonical_json(payload)).hexdigest()
+    assert zizq.UniqueKey.tagged_hash_of("t", job).key == "t:" + key.key
+    assert zizq.UniqueKey.hash_of(job, except_=[".nothing"]) == key
+
+
+@pytest.mark.parametrize("path", [".to[0]", ".to.first", ".to[0].x"])
+def test_a_path_into_a_string_is_refused(path: str) -> None:
+    # Python would index "abc"[0]; jq refuses to, and so does a path.
+    value = {"to": "abc"}
+    for option in ("only", "except_"):
+        with pytest.raises(zizq.ValidationError, match=re.escape(f"path {path!r} indexes into the string 'abc'")):
+            zizq.UniqueKey.hash_of(value, **{option: [path]})
+    with pytest.raises(zizq.ValidationError, match="indexes into the string 's'"):
+        zizq.UniqueKey.tagged_hash_of("t", "s", only=[".a"])
+
+
 def test_unique_key_scope() -> None:
     key = zizq.UniqueKey.raw("k")
     for scope in ("queued", "active", "exists"):

@@ -151,9 +151,15 @@ class UniqueKey:
     ) -> UniqueKey:
         """SHA-256 (lowercase hex) of the compact, key-sorted JSON of ``value``.
 
+        A :class:`JobKind` is hashed as its stored payload (``to_payload()``):
+        a TRANSPARENT job's one value, a field-less one's null, otherwise the
+        object of its fields.
+
         ``only`` keeps just the parts of the value at the given jq-style paths
         (``.``, ``.a``, ``.a.b``, ``.a[0]``, ``.["dotted.key"]``), nesting kept;
-        ``except_`` drops them. Paths address the JSON form of the value.
+        ``except_`` drops them. Paths address the JSON form of the value; a
+        path missing from it is skipped, and one that indexes into a string
+        is refused (ValidationError), as jq refuses it.
         """
         return cls(_hotpath.hash_of(_select(value, only, except_)))
 
@@ -194,33 +200,47 @@ def parse_path(path: str) -> list[str | int]:
 
 
 def _select(value: Any, only: Sequence[str] | None, except_: Sequence[str] | None) -> Any:
+    if isinstance(value, JobKind):
+        # Its payload as stored: the JSON form, whose object keys are sorted
+        # when hashed (a dataclass's fields would be hashed in their order).
+        value = orjson.loads(_hotpath.encode_payload(value.to_payload()))
     if only is None and except_ is None:
         return value
     if only is not None and except_ is not None:
         raise ValidationError("give only= or except_=, not both")
-    doc = orjson.loads(_hotpath.encode_payload(value.to_payload() if isinstance(value, JobKind) else value))
+    doc = orjson.loads(_hotpath.encode_payload(value))
     if only is not None:
         paths = [parse_path(p) for p in only]
         if [] in paths:
             return doc
         out: Any = {}
-        for path in paths:
-            out = _copy_path(doc, out, path)
+        for text, path in zip(only, paths, strict=True):
+            out = _copy_path(doc, out, path, text)
         return out
     assert except_ is not None
     paths = [parse_path(p) for p in except_]
     if [] in paths:
         return None
     doc = copy.deepcopy(doc)
-    for path in paths:
-        _drop_path(doc, path)
+    for text, path in zip(except_, paths, strict=True):
+        _drop_path(doc, path, text)
     return doc
 
 
-def _copy_path(src: Any, dst: Any, path: list[str | int]) -> Any:
+def _no_string(container: Any, path: str) -> None:
+    # Python indexes into a string ("abc"[0] is "a"); jq refuses to, and so
+    # do paths.
+    if isinstance(container, str):
+        raise ValidationError(
+            f"path {path!r} indexes into the string {container!r:.60}; paths index objects and arrays"
+        )
+
+
+def _copy_path(src: Any, dst: Any, path: list[str | int], text: str) -> Any:
     # Copy the value at `path` from src into dst, building containers like
     # src's on the way (lists padded with null); a missing path copies nothing.
     head, rest = path[0], path[1:]
+    _no_string(src, text)
     try:
         child = src[head]
     except (KeyError, IndexError, TypeError):
@@ -230,16 +250,18 @@ def _copy_path(src: Any, dst: Any, path: list[str | int]) -> Any:
     if isinstance(dst, list) and isinstance(head, int):
         dst.extend([None] * (head + 1 - len(dst)))
     current = dst[head] if isinstance(dst, list) else dst.get(head)  # type: ignore[index]
-    dst[head] = _copy_path(child, {} if current is None else current, rest) if rest else child
+    dst[head] = _copy_path(child, {} if current is None else current, rest, text) if rest else child
     return dst
 
 
-def _drop_path(doc: Any, path: list[str | int]) -> None:
+def _drop_path(doc: Any, path: list[str | int], text: str) -> None:
     for segment in path[:-1]:
+        _no_string(doc, text)
         try:
             doc = doc[segment]
         except (KeyError, IndexError, TypeError):
             return
+    _no_string(doc, text)
     try:
         del doc[path[-1]]
     except (KeyError, IndexError, TypeError):
