@@ -69,6 +69,27 @@ async def test_failure_is_retried_with_backoff(
     assert "ValueError: bad number 3" in error["backtrace"] and error["dequeued_at"] == failed.dequeued_at
 
 
+async def test_error_records_are_bounded(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    def boom(job: Report) -> None:
+        raise ValueError("é" * 10_000)  # 20,000 bytes of UTF-8, in the backtrace too
+
+    job = client.enqueue(Report(1))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.failed == 1)
+    [error] = errors_of(r, namespace, job.id)
+    message, backtrace = error["message"], error["backtrace"]
+    # The message keeps its head, the backtrace its tail (the error's line),
+    # each cut between characters and marked.
+    assert len(message.encode()) <= 4096 and message.startswith("éé")
+    assert message.endswith("[... truncated from 20000 bytes ...]")
+    assert len(backtrace.encode()) <= 16384 and backtrace.endswith("éé\n")
+    assert backtrace.startswith("[... truncated from ") and "Traceback" not in backtrace
+    assert client.job_errors(job.id)[0].message == message
+
+
 async def test_kill_and_retry_outcomes(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
     router = zizq.Router()
 

@@ -494,6 +494,26 @@ def _text(s: str) -> str:
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# The most bytes (UTF-8) of an error record's message and backtrace: error
+# records are bounded in number (config error_history) and so in size.
+ERROR_MESSAGE_BYTES = 4096
+ERROR_BACKTRACE_BYTES = 16384
+
+
+def _bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, never inside a
+    character, with a marker where it was cut: the head is kept, or with
+    ``keep_end`` the tail (a traceback's last lines name the error)."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    marker = f"[... truncated from {len(data)} bytes ...]"
+    keep = limit - len(marker)
+    if keep_end:
+        return marker + "\n" + data[len(data) - keep + 1 :].decode("utf-8", "ignore")
+    return data[:keep].decode("utf-8", "ignore") + marker
+
+
 def _str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -652,9 +672,9 @@ class Core:
         args: list[Value] = [
             worker_id,
             job_id,
-            _text(message),
+            _bounded(_text(message), ERROR_MESSAGE_BYTES),
             _text(error_type),
-            _text(backtrace),
+            _bounded(_text(backtrace), ERROR_BACKTRACE_BYTES, keep_end=True),
             _text_opt(retry_at_ms),
             _text_opt(retry_in_ms),
             "1" if kill else "0",
