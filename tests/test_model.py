@@ -3,10 +3,12 @@ compared after every step with a small pure-Python model of the rules.
 
 The model follows the contracts in the headers of lua/*.lua (and
 zizq-behaviour.md sections 1.2, 3.1, 4.2 and 5): statuses and transitions,
-attempts and the retry limit, kill, retry_at/retry_in, retention 0 (deleted at
-once) or kept, the unique index lifecycle, dispatch order (priority, id) over
-the open queues asked for, pause/resume, patch, delete, retry of dead jobs,
-and a worker leaving (its jobs handed back) and joining again.
+attempts, the retry limit and the backoff delay, kill, retry_at/retry_in,
+retention 0 (deleted at once), kept, or short enough to run out (per job, or
+the namespace's), expiry and the workers' purge, the unique index lifecycle,
+dispatch order (priority, id) over the open queues asked for, pause/resume,
+patch, delete, retry of dead jobs, and a worker leaving (its jobs handed back)
+and joining again.
 
 Redis's clock cannot be faked, so time is real: a job may be due 100 ms after
 it was written. The model keeps, for every scheduled job, the window of
@@ -16,6 +18,13 @@ never a guess. A short delay is shorter than that look-ahead, so a short-delay
 job is always due by the next take (after a sleep if need be) and the other
 delays are far beyond an example: what a take returns never depends on
 timing, which Hypothesis needs in order to replay and shrink a sequence.
+
+Retention works the same way. A job finished with a short retention is
+expired for the model at once; its window of monotonic time in which Redis
+passes its purge_at is kept, and before any call whose outcome depends on it
+(a read or change of that job, a unique check or restore it may hold the key
+for, a purge) the model sleeps past that window. Checks that depend on
+nothing else (the invariants' reads) skip a job whose window they overlap.
 """
 
 from __future__ import annotations
@@ -35,8 +44,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 import zizq
-from zizq import Enqueue, Job, JobNotFound, Retention, UniqueKey, UniqueKeyHeld
+from zizq import Backoff, Enqueue, Job, JobNotFound, Retention, UniqueKey, UniqueKeyHeld
 from zizq.errors import JobStateError, LeaseLost
+from zizq.worker import PURGE_BATCH
 
 from .conftest import RedisServer
 
@@ -58,13 +68,23 @@ MARGIN_S = 0.05  # slack between the model's clock and Redis's
 CALL_S = 0.1  # look-ahead before a take: a job due this soon is waited for
 ADVANCE_S = 0.25
 KEEP_MS = 3_600_000  # a retention long enough to outlive the example
+RETAIN_MS = 150  # a short one: runs out while the example still runs
 LEASE_MS = 3_600_000  # a worker lease likewise
 
 DEFAULT_RETRY_LIMIT = 25
 DEFAULT_DEAD_MS = 604_800_000
 DEFAULT_COMPLETED_MS = 0
-BACKOFF_BASE_MS = 15_000
-BACKOFF_EXPONENT = 4
+DEFAULT_BACKOFF = Backoff(15_000, 4.0, 30_000)
+# Backoffs a patch sets: every delay far beyond an example (a^E * 1000 + B
+# ms is at least 1 s however small B is, too long to be short and too short
+# to be far).
+BACKOFFS = (Backoff(3_600_000, 1.0, 0), Backoff(7_200_000, 2.5, 30_000))
+RETENTIONS = (
+    Retention(completed_ms=RETAIN_MS),
+    Retention(dead_ms=RETAIN_MS),
+    Retention(completed_ms=KEEP_MS, dead_ms=0),
+    Retention(completed_ms=0),
+)
 
 CONFLICT: dict[str, frozenset[str]] = {
     "queued": frozenset({"scheduled", "ready"}),
@@ -89,6 +109,7 @@ class ModelJob:
     dead_ms: int | None
     unique_key: str | None
     unique_while: str | None
+    backoff: Backoff | None = None
     attempts: int = 0
     errors: int = 0  # error records: one per failure; retry_job resets attempts, not these
     worker: str | None = None
@@ -99,6 +120,11 @@ class ModelJob:
     # advance rule. A model-only flag, so that rule choice never depends on
     # the clock (Hypothesis must replay the same choices).
     short: bool = False
+    # Finished with a short retention: expired for the model from then on,
+    # and in Redis within this monotonic window.
+    expiring: bool = False
+    expires: tuple[float, float] = NEVER
+    fresh: bool = False  # expiring, and no advance since (as short)
 
     @property
     def scope(self) -> str | None:
@@ -106,6 +132,21 @@ class ModelJob:
         if self.unique_key is None:
             return None
         return self.unique_while or "queued"
+
+    @property
+    def retention(self) -> Retention | None:
+        if self.completed_ms is None and self.dead_ms is None:
+            return None
+        return Retention(self.completed_ms, self.dead_ms)
+
+    def seen(self, t0: float, t1: float) -> str:
+        """What a read made between t0 and t1 finds: "visible", "expired",
+        or "unsure" (it overlaps the expiry window)."""
+        if not self.expiring or t1 < self.expires[0] - MARGIN_S:
+            return "visible"
+        if t0 > self.expires[1] + MARGIN_S:
+            return "expired"
+        return "unsure"
 
 
 @dataclass(frozen=True)
@@ -144,8 +185,8 @@ enqueue_specs = st.builds(
     unique_key=st.one_of(st.none(), st.sampled_from(UNIQUE_KEYS)),
     unique_while=st.sampled_from(SCOPES),
     retry_limit=st.sampled_from(RETRY_LIMITS),
-    completed_ms=st.sampled_from((None, KEEP_MS, 0, KEEP_MS)),
-    dead_ms=st.sampled_from((None, 0)),
+    completed_ms=st.sampled_from((None, KEEP_MS, 0, RETAIN_MS)),
+    dead_ms=st.sampled_from((None, 0, RETAIN_MS)),
 ).map(lambda s: s if s.unique_key is not None else dataclasses.replace(s, unique_while=None))
 
 # Batches whose keyed items all share one key, for duplicates inside a batch.
@@ -165,9 +206,10 @@ def window(t0: float, t1: float, delay_s: float) -> tuple[float, float]:
     return (t0 + delay_s, t1 + delay_s)
 
 
-def backoff_s(attempts: int) -> float:
-    """The default backoff delay with jitter 0, in seconds (fail.lua)."""
-    return (math.pow(attempts, BACKOFF_EXPONENT) * 1000 + BACKOFF_BASE_MS) / 1000
+def backoff_ms(attempts: int, backoff: Backoff | None) -> int:
+    """The backoff delay with jitter 0, in ms (fail.lua)."""
+    b = backoff or DEFAULT_BACKOFF
+    return math.floor(math.pow(attempts, b.exponent) * 1000 + b.base_ms)
 
 
 class ZizqModel(RuleBasedStateMachine):
@@ -185,6 +227,9 @@ class ZizqModel(RuleBasedStateMachine):
         self.paused: set[str] = set()
         self.taken: dict[str, list[str]] = {w: [] for w in WORKERS}  # ids each worker ever took
         self.payloads = 0
+        # The namespace's retention defaults (set_defaults).
+        self.completed_ms = DEFAULT_COMPLETED_MS
+        self.dead_ms = DEFAULT_DEAD_MS
         for worker in WORKERS:
             self._join(worker)
 
@@ -210,21 +255,53 @@ class ZizqModel(RuleBasedStateMachine):
         if job.unique_key is None:
             return
         holder = self.unique.get(job.unique_key)
-        if holder is None or holder == job.id or holder not in self.jobs:
+        if holder is None or holder == job.id or self._visible(holder) is None:
             self.unique[job.unique_key] = job.id
+
+    def _visible(self, job_id: str | None) -> ModelJob | None:
+        """The job, unless it is gone or expired."""
+        job = self.jobs.get(job_id) if job_id is not None else None
+        return None if job is None or job.expiring else job
+
+    def _expire(self, ids: list[str | None]) -> None:
+        """Before a call whose outcome depends on these jobs: sleep until
+        Redis has certainly passed the purge_at of the expiring ones."""
+        ends = [j.expires[1] for i in ids if i is not None and (j := self.jobs.get(i)) is not None and j.expiring]
+        if ends:
+            time.sleep(max(0.0, max(ends) + MARGIN_S - time.monotonic() + 0.001))
+
+    def _blocker(self, job: ModelJob) -> ModelJob | None:
+        """The other job holding this job's unique key in a status this job's
+        scope conflicts with: what refuses its retry, as it would its enqueue."""
+        if job.unique_key is None or job.scope is None:
+            return None
+        held = self._visible(self.unique.get(job.unique_key))
+        if held is None or held.id == job.id or held.status not in CONFLICT[job.scope]:
+            return None
+        return held
+
+    def _holders(self, *keys: str | None) -> list[str | None]:
+        return [self.unique.get(k) for k in keys if k is not None]
 
     def _delete(self, job: ModelJob) -> None:
         del self.jobs[job.id]
         self.gone.add(job.id)
         self._unique_release(job)
 
-    def _finish(self, job: ModelJob, status: str, retention_ms: int) -> None:
+    def _finish(self, job: ModelJob, status: str, t0: float, t1: float) -> None:
+        """The job completed or went dead, in a call made between t0 and t1."""
         job.worker = None
         job.due, job.short = NEVER, False
+        if status == "completed":
+            retention_ms = self.completed_ms if job.completed_ms is None else job.completed_ms
+        else:
+            retention_ms = self.dead_ms if job.dead_ms is None else job.dead_ms
         if retention_ms <= 0:
             self._delete(job)
             return
         job.status = status
+        if retention_ms == RETAIN_MS:
+            job.expiring, job.expires, job.fresh = True, window(t0, t1, RETAIN_MS / 1000), True
         if job.scope in ("queued", "active"):
             self._unique_release(job)
 
@@ -234,8 +311,7 @@ class ZizqModel(RuleBasedStateMachine):
 
     def _apply_enqueue(self, spec: EnqueueSpec, got: Job, t0: float, t1: float) -> None:
         if spec.unique_key is not None:
-            holder = self.unique.get(spec.unique_key)
-            held = self.jobs.get(holder) if holder is not None else None
+            held = self._visible(self.unique.get(spec.unique_key))
             if held is not None and held.status in CONFLICT[spec.unique_while or "queued"]:
                 assert got.duplicate, f"expected a duplicate of {held.id}, got a new job {got.id}"
                 assert got.id == held.id
@@ -272,7 +348,8 @@ class ZizqModel(RuleBasedStateMachine):
         return data.draw(st.sampled_from(pool))
 
     def _live(self, *statuses: str) -> list[str]:
-        return [i for i in self.ids if i in self.jobs and (not statuses or self.jobs[i].status in statuses)]
+        """Ids of jobs neither gone nor expired, in these statuses (any if none given)."""
+        return [i for i in self.ids if (j := self._visible(i)) is not None and (not statuses or j.status in statuses)]
 
     def _uncertain(self, now: float) -> list[ModelJob]:
         """Scheduled jobs a take starting now might or might not promote."""
@@ -290,6 +367,7 @@ class ZizqModel(RuleBasedStateMachine):
 
     @rule(spec=enqueue_specs)
     def enqueue(self, spec: EnqueueSpec) -> None:
+        self._expire(self._holders(spec.unique_key))
         t0 = time.monotonic()
         got = self.client.enqueue_raw("model", self._payload(), **spec.options())
         t1 = time.monotonic()
@@ -298,6 +376,7 @@ class ZizqModel(RuleBasedStateMachine):
     @rule(specs=batches)
     def enqueue_many(self, specs: list[EnqueueSpec]) -> None:
         items = [Enqueue.raw("model", self._payload(), **s.options()) for s in specs]
+        self._expire(self._holders(*(s.unique_key for s in specs)))
         t0 = time.monotonic()
         got = self.client.enqueue_many(items)
         t1 = time.monotonic()
@@ -410,15 +489,16 @@ class ZizqModel(RuleBasedStateMachine):
         self._ack(*self._draw_ids(data))
 
     def _ack(self, worker: str, ids: list[str]) -> None:
-        expected_missed = []
+        acked: list[str] = []  # an id given twice is acked once, then missed
+        expected_missed: list[str] = []
         for job_id in ids:
-            if not self._holds(job_id, worker):
-                expected_missed.append(job_id)
-                continue
-            job = self.jobs[job_id]
-            self._finish(job, "completed", DEFAULT_COMPLETED_MS if job.completed_ms is None else job.completed_ms)
+            (acked if self._holds(job_id, worker) and job_id not in acked else expected_missed).append(job_id)
+        t0 = time.monotonic()
         missed = self.client.run(self.client.core.ack(worker, ids))
+        t1 = time.monotonic()
         assert missed == expected_missed
+        for job_id in acked:
+            self._finish(self.jobs[job_id], "completed", t0, t1)
 
     @precondition(_any_in_flight)
     @rule(worker=st.sampled_from(WORKERS), mode=st.sampled_from(FAILURES), data=st.data())
@@ -435,6 +515,9 @@ class ZizqModel(RuleBasedStateMachine):
             kwargs["retry_in_ms"] = round(SHORT_S * 1000)
         elif mode == "retry_at_far":
             kwargs["retry_at_ms"] = math.floor((time.time() + FAR_S) * 1000)
+        held = self.jobs.get(job_id)
+        if held is not None:  # a retry restores a queued key unless a live job holds it
+            self._expire(self._holders(held.unique_key))
         t0 = time.monotonic()
         got = self.client.run(self.client.core.fail(worker, job_id, **kwargs))
         t1 = time.monotonic()
@@ -448,12 +531,15 @@ class ZizqModel(RuleBasedStateMachine):
         job.worker = None
         limit = DEFAULT_RETRY_LIMIT if job.retry_limit is None else job.retry_limit
         if mode == "kill" or (mode == "plain" and job.attempts > limit):
-            self._finish(job, "dead", DEFAULT_DEAD_MS if job.dead_ms is None else job.dead_ms)
+            self._finish(job, "dead", t0, t1)
             assert got.status == "dead"
         else:
             job.status = "scheduled"
+            delay_ms = backoff_ms(job.attempts, job.backoff)
+            if mode == "plain":
+                assert got.ready_at - (got.failed_at or 0) == delay_ms
             job.due = {
-                "plain": window(t0, t1, backoff_s(job.attempts)),
+                "plain": window(t0, t1, delay_ms / 1000),
                 "retry_in_0": AT_ONCE,
                 "retry_in_short": window(t0, t1, SHORT_S),
                 "retry_at_far": window(t0, t1, FAR_S),
@@ -470,6 +556,7 @@ class ZizqModel(RuleBasedStateMachine):
         self._release(*self._draw_ids(data))
 
     def _release(self, worker: str, ids: list[str]) -> None:
+        self._expire(self._holders(*(self.jobs[i].unique_key for i in ids if self._holds(i, worker))))
         released = 0
         for job_id in ids:
             if self._holds(job_id, worker):
@@ -489,6 +576,7 @@ class ZizqModel(RuleBasedStateMachine):
         """A stopping worker leaves (its jobs go back untouched, as released)
         and cannot take until it joins again."""
         held = [i for i in self.taken[worker] if self._holds(i, worker)]
+        self._expire(self._holders(*(self.jobs[i].unique_key for i in held)))
         for job_id in held:
             self._requeue(self.jobs[job_id])
         beat = self.client.run(self.client.core.heartbeat(worker, "leave", LEASE_MS))
@@ -506,6 +594,8 @@ class ZizqModel(RuleBasedStateMachine):
         queue=st.one_of(st.none(), st.sampled_from(QUEUES)),
         ready_at=st.sampled_from(("unset", "none", "far", "past")),
         retry_limit=st.sampled_from(("unset", *RETRY_LIMITS)),
+        backoff=st.sampled_from(("unset", None, *BACKOFFS)),
+        retention=st.sampled_from(("unset", None, *RETENTIONS)),
     )
     def patch(
         self,
@@ -514,6 +604,8 @@ class ZizqModel(RuleBasedStateMachine):
         queue: str | None,
         ready_at: str,
         retry_limit: str | int | None,
+        backoff: str | Backoff | None,
+        retention: str | Retention | None,
     ) -> None:
         job_id = self._pick(data, [self._live("ready", "scheduled", "in_flight"), self.ids])
         changes: dict[str, Any] = {}
@@ -527,9 +619,11 @@ class ZizqModel(RuleBasedStateMachine):
             changes["ready_at"] = datetime.now(UTC) + timedelta(seconds=FAR_S)
         elif ready_at == "past":
             changes["ready_at"] = datetime.now(UTC) - timedelta(seconds=FAR_S)
-        if retry_limit != "unset":
-            changes["retry_limit"] = retry_limit
-        job = self.jobs.get(job_id)
+        for name, value in (("retry_limit", retry_limit), ("backoff", backoff), ("retention", retention)):
+            if value != "unset":
+                changes[name] = value
+        self._expire([job_id])
+        job = self._visible(job_id)
         if job is None:
             with pytest.raises(JobNotFound):
                 self.client.patch_job(job_id, **changes)
@@ -551,21 +645,34 @@ class ZizqModel(RuleBasedStateMachine):
             job.due, job.short = (time.monotonic() + FAR_S - 1, time.monotonic() + FAR_S + 1), False
         if retry_limit != "unset":
             job.retry_limit = retry_limit  # type: ignore[assignment]
-        assert (got.status, got.queue, got.priority, got.retry_limit) == (
+        if backoff != "unset":
+            job.backoff = backoff  # type: ignore[assignment]
+        if retention is None:  # clears both; a Retention sets the sub-fields it has
+            job.completed_ms = job.dead_ms = None
+        elif isinstance(retention, Retention):
+            job.completed_ms = job.completed_ms if retention.completed_ms is None else retention.completed_ms
+            job.dead_ms = job.dead_ms if retention.dead_ms is None else retention.dead_ms
+        assert (got.status, got.queue, got.priority, got.retry_limit, got.backoff, got.retention) == (
             job.status,
             job.queue,
             job.priority,
             job.retry_limit,
+            job.backoff,
+            job.retention,
         )
 
     @precondition(lambda self: bool(self.ids))
     @rule(data=st.data())
     def delete(self, data: st.DataObject) -> None:
         job_id = self._pick(data, [self._live(), self.ids])
+        self._expire([job_id])
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is None or job.expiring:
+            # Not found; an expired job's record goes all the same.
             with pytest.raises(JobNotFound):
                 self.client.delete_job(job_id)
+            if job is not None:
+                self._delete(job)
             return
         self.client.delete_job(job_id)
         self._delete(job)
@@ -575,8 +682,12 @@ class ZizqModel(RuleBasedStateMachine):
     @precondition(lambda self: any(j.status == "dead" for j in self.jobs.values()))
     @rule(data=st.data())
     def retry_job(self, data: st.DataObject) -> None:
-        job_id = self._pick(data, [self._live("dead"), self._live("dead"), self.ids])
+        dead = self._live("dead")
+        blocked = [i for i in dead if self._blocker(self.jobs[i]) is not None]
+        job_id = self._pick(data, [blocked, dead, dead, self.ids])
         job = self.jobs.get(job_id)
+        self._expire([job_id, *self._holders(job.unique_key if job is not None else None)])
+        job = self._visible(job_id)
         if job is None:
             with pytest.raises(JobNotFound):
                 self.client.retry_job(job_id)
@@ -585,19 +696,46 @@ class ZizqModel(RuleBasedStateMachine):
             with pytest.raises(JobStateError):
                 self.client.retry_job(job_id)
             return
-        if job.unique_key is not None:
-            # Judged as an enqueue of the job would be: refused while another
-            # job holds the key in a status the job's scope conflicts with.
-            held = self.jobs.get(self.unique.get(job.unique_key, ""))
-            if held is not None and held.id != job_id and held.status in CONFLICT[job.scope or "queued"]:
-                with pytest.raises(UniqueKeyHeld, match=f"held by job {held.id} "):
-                    self.client.retry_job(job_id)
-                return
+        blocker = self._blocker(job)
+        if blocker is not None:
+            with pytest.raises(UniqueKeyHeld, match=f"held by job {blocker.id} "):
+                self.client.retry_job(job_id)
+            return
+        if job.unique_key is not None:  # the key points at it, as at an enqueue
             self.unique[job.unique_key] = job.id
         got = self.client.retry_job(job_id)
         job.status = "ready"
         job.attempts = 0
         assert got.status == "ready" and got.attempts == 0 and got.purge_at is None
+
+    @rule(
+        clear=st.booleans(),
+        completed_ms=st.sampled_from((None, 0, KEEP_MS, RETAIN_MS)),
+        dead_ms=st.sampled_from((None, 0, KEEP_MS, RETAIN_MS)),
+    )
+    def set_retention_defaults(self, clear: bool, completed_ms: int | None, dead_ms: int | None) -> None:
+        """The namespace's retention, for jobs without their own: None
+        restores the built-in ones; a Retention sets the sub-fields it has."""
+        if clear:
+            settings = self.client.set_defaults(retention=None)
+            self.completed_ms, self.dead_ms = DEFAULT_COMPLETED_MS, DEFAULT_DEAD_MS
+        else:
+            settings = self.client.set_defaults(retention=Retention(completed_ms, dead_ms))
+            self.completed_ms = self.completed_ms if completed_ms is None else completed_ms
+            self.dead_ms = self.dead_ms if dead_ms is None else dead_ms
+        assert (settings["completed_ms"], settings["dead_ms"]) == (self.completed_ms, self.dead_ms)
+
+    @precondition(lambda self: any(j.expiring for j in self.jobs.values()))
+    @rule()
+    def purge(self) -> None:
+        """The workers' purge: once every expiring job has expired in Redis,
+        one call deletes them all (fewer than a batch), and nothing else
+        (a job kept longer, or not finished, stays)."""
+        expiring = [j for j in self.jobs.values() if j.expiring]
+        self._expire([j.id for j in expiring])
+        assert self.client.run(self.client.core.purge(PURGE_BATCH)) == len(expiring)
+        for job in expiring:
+            self._delete(job)
 
     # Queue "a" is never paused, so that some work always flows.
     @rule(queue=st.sampled_from(QUEUES[1:]), paused=st.booleans())
@@ -609,18 +747,23 @@ class ZizqModel(RuleBasedStateMachine):
             assert self.client.resume_queue(queue) == (queue in self.paused)
             self.paused.discard(queue)
 
-    @precondition(lambda self: any(j.status == "scheduled" and j.short for j in self.jobs.values()))
+    @precondition(lambda self: any(j.short or j.fresh for j in self.jobs.values()))
     @rule()
     def advance(self) -> None:
-        """Let short delays run out (nothing changes in Redis until a take):
-        sleep until every one has certainly passed, at most ADVANCE_S."""
+        """Let short delays and short retentions run out (nothing changes in
+        Redis until a take or a read): sleep until every one has certainly
+        passed, at most ADVANCE_S."""
         pending = [j.due[1] for j in self.jobs.values() if j.short]
+        pending += [j.expires[1] for j in self.jobs.values() if j.fresh]
         time.sleep(min(ADVANCE_S, max(0.0, max(pending) + MARGIN_S - time.monotonic() + 0.001)))
         now = time.monotonic()
         for j in self.jobs.values():
             if j.short:
                 assert j.due[1] + MARGIN_S < now
                 j.short = False
+            if j.fresh:
+                assert j.expires[1] + MARGIN_S < now
+                j.fresh = False
 
     # ---- invariants -------------------------------------------------------
 
@@ -629,13 +772,18 @@ class ZizqModel(RuleBasedStateMachine):
         # One call of the script behind get_job for every id ever made.
         raw: list[Any] = self.r.zrange(self.prefix + "scheduled", 0, -1, withscores=True)
         scheduled = {m.decode(): int(score) for m, score in raw}
+        t0 = time.monotonic()
         found: list[Job | None] = self.client.run(self.client.core.get(self.ids))
+        t1 = time.monotonic()
         for job_id, got in zip(self.ids, found, strict=True):
             job = self.jobs.get(job_id)
-            if job is None:
-                assert got is None, f"job {job_id} should be gone, is {got}"
+            seen = "expired" if job is None else job.seen(t0, t1)
+            if seen == "expired":
+                assert got is None, f"job {job_id} should be gone or expired, is {got}"
                 continue
-            assert got is not None, f"job {job_id} is gone, model has {job}"
+            if seen == "unsure":
+                continue
+            assert job is not None and got is not None, f"job {job_id} is gone, model has {job}"
             assert (got.status, got.attempts, got.queue, got.priority, got.retry_limit) == (
                 job.status,
                 job.attempts,
@@ -643,21 +791,48 @@ class ZizqModel(RuleBasedStateMachine):
                 job.priority,
                 job.retry_limit,
             ), f"job {job_id}"
+            assert (got.backoff, got.retention) == (job.backoff, job.retention), f"job {job_id}"
             assert (got.unique_key, got.unique_while) == (job.unique_key, job.unique_while)
             assert (got.purge_at is not None) == (job.status in ("completed", "dead"))
             if job.status == "scheduled":
                 assert scheduled[job_id] == got.ready_at, f"job {job_id}: scheduled score is not its ready_at"
-            if job.errors:
+            if job.errors and not job.expiring:
                 errors = self.client.job_errors(job_id)
                 assert len(errors) == job.errors, f"job {job_id}: {len(errors)} error records, model has {job.errors}"
                 if job.attempts:
                     assert errors[-1].attempt == job.attempts
-        for job_id in sorted(self.gone - self.seen_gone):
+        # Gone and expired jobs are not found by any read, once each.
+        t0 = time.monotonic()
+        expired = {j.id for j in self.jobs.values() if j.seen(t0, t0) == "expired"}
+        for job_id in sorted((self.gone | expired) - self.seen_gone):
             with pytest.raises(JobNotFound):
                 self.client.get_job(job_id)
             with pytest.raises(JobNotFound):
                 self.client.job_errors(job_id)
             self.seen_gone.add(job_id)
+
+    @invariant()
+    def stats_match(self) -> None:
+        """The counts from the indexes, expired jobs left out."""
+        t0 = time.monotonic()
+        stats = self.client.stats()
+        t1 = time.monotonic()
+
+        def count(status: str) -> int:
+            return sum(1 for j in self.jobs.values() if j.status == status and j.seen(t0, t1) == "visible")
+
+        assert (stats.ready, stats.scheduled, stats.in_flight) == (
+            count("ready"),
+            count("scheduled"),
+            count("in_flight"),
+        )
+        if all(j.seen(t0, t1) != "unsure" for j in self.jobs.values()):
+            assert (stats.completed, stats.dead) == (count("completed"), count("dead"))
+        for q, (ready, paused) in stats.queues.items():
+            assert (ready, paused) == (
+                sum(1 for j in self.jobs.values() if j.status == "ready" and j.queue == q),
+                q in self.paused,
+            ), f"queue {q}"
 
     @invariant()
     def indexes_match(self) -> None:
