@@ -15,6 +15,7 @@ import pytest
 import redis
 
 import zizq
+from zizq.worker import PURGE_BATCH
 
 from .conftest import ROOT, RedisServer, stored, stored_count, take, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail
@@ -127,21 +128,44 @@ def test_unique_key_paths() -> None:
 
 
 RACE = """
-import sys, zizq
+import sys, time, redis, zizq
 url, ns, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
 client = zizq.Client.from_url(url, ns)
+barrier = redis.Redis.from_url(url)
+barrier.rpush("race-ready:" + ns, worker)
+assert barrier.blpop(["race-go:" + ns], 60) is not None  # every process starts at once
+start = time.time()
 for i in range(1000):
     client.enqueue_raw("race", {"w": worker, "i": i}, unique_key=f"key-{(i * 7 + worker) % 100}")
+print(start, time.time())
 """
 
 
 @pytest.mark.timeout(120)
 def test_unique_keys_are_race_free_across_processes(redis_server: RedisServer, namespace: str, r: redis.Redis) -> None:
     procs = [
-        subprocess.Popen([sys.executable, "-c", RACE, redis_server.url, namespace, str(w)], cwd=ROOT) for w in range(8)
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, redis_server.url, namespace, str(w)], cwd=ROOT, stdout=subprocess.PIPE
+        )
+        for w in range(8)
     ]
-    for p in procs:
-        assert p.wait(100) == 0
+    try:
+        deadline = time.monotonic() + 60
+        while r.llen("race-ready:" + namespace) < 8:  # all started and connected
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.01)
+        r.rpush("race-go:" + namespace, *range(8))
+        spans = []
+        for p in procs:
+            out, _ = p.communicate(timeout=100)
+            assert p.returncode == 0
+            spans.append([float(t) for t in out.split()])
+    finally:
+        r.delete("race-ready:" + namespace, "race-go:" + namespace)
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # they truly overlapped
     assert r.zcard("{" + namespace + "}:ready:default") == 100
     assert stored_count(r, namespace) == 100
     assert len(r.keys("{" + namespace + "}:unique:*")) == 100
@@ -245,6 +269,9 @@ async def test_dead_job_kept_seven_days_then_retry(api: Any) -> None:
         await api.retry_job("0" * 25)
     [taken] = await take(api)
     assert taken.id == job.id
+    await fail(api, job.id)
+    # Attempts started again at 0: the history's numbers repeat.
+    assert [e.attempt for e in await api.job_errors(job.id)] == [1, 1]
 
 
 async def test_retry_refused_while_a_conflicting_job_holds_the_key(api: Any, r: redis.Redis, namespace: str) -> None:
@@ -269,26 +296,110 @@ async def test_retry_refused_while_a_conflicting_job_holds_the_key(api: Any, r: 
 # -- retention ---------------------------------------------------------------
 
 
-async def test_completed_retention_keeps_then_hides_and_purges(api: Any, r: redis.Redis, namespace: str) -> None:
-    kept = await api.enqueue(Heartbeat(), retention=zizq.Retention(completed_ms=3_600_000))
-    short = await api.enqueue(Heartbeat(), retention=zizq.Retention(completed_ms=100))
+async def test_expired_jobs_are_invisible_to_every_read_then_purged(api: Any, r: redis.Redis, namespace: str) -> None:
+    kept = await api.enqueue(Report(1), retention=zizq.Retention(completed_ms=3_600_000))
+    kept_dead = await api.enqueue(Report(2), retry_limit=0, retention=zizq.Retention(dead_ms=3_600_000))
+    short = await api.enqueue(Report(3), retention=zizq.Retention(completed_ms=100))
+    short_dead = await api.enqueue(Report(4), retry_limit=0, retention=zizq.Retention(dead_ms=100))
     await take(api)
     await ack(api, kept.id, short.id)
+    for job in (kept_dead, short_dead):
+        await fail(api, job.id)  # dead, with an error record
     done = await api.get_job(kept.id)
     assert done.status == "completed" and done.purge_at == (done.completed_at or 0) + 3_600_000
+    expired = (short.id, short_dead.id)
 
     async def hidden() -> bool:
-        try:
-            await api.get_job(short.id)
-        except zizq.JobNotFound:
-            return True
-        return False
+        for job_id in expired:
+            try:
+                await api.get_job(job_id)
+                return False
+            except zizq.JobNotFound:
+                pass
+        return True
 
     await wait_for(hidden, timeout=5)
-    assert stored(r, namespace, short.id) is not None  # invisible, not yet purged
-    assert await api.purge_expired() == 1
+    for job_id in expired:
+        assert stored(r, namespace, job_id) is not None  # invisible, not yet purged
+    assert r.llen("{" + namespace + "}:errors:" + short_dead.id) == 1
+    visible = [kept.id, kept_dead.id]
+
+    # Lists and counts, by the indexes and by walks that read the records.
+    assert [j.id for j in (await api.list_jobs()).jobs] == visible
+    assert [j.id for j in (await api.list_jobs(status="dead")).jobs] == [kept_dead.id]
+    assert [j.id for j in (await api.list_jobs(type="report", jq=". >= 0")).jobs] == visible
+    assert await api.count_jobs() == 2
+    assert await api.count_jobs(status="completed") == await api.count_jobs(status="dead") == 1
+    assert await api.count_jobs(type="report", status=["completed", "dead"]) == 2
+    stats = await api.stats()
+    assert (stats.completed, stats.dead) == (1, 1)
+    # Reads and changes of one job: not found, and nothing changes.
+    for job_id in expired:
+        with pytest.raises(zizq.JobNotFound):
+            await api.job_errors(job_id)
+        with pytest.raises(zizq.JobNotFound):
+            await api.patch_job(job_id, priority=1)
+        with pytest.raises(zizq.JobNotFound):
+            await api.retry_job(job_id)
+    assert await api.retry_jobs() == 1  # kept_dead only
+    assert (stored(r, namespace, short_dead.id) or {})["s"] == 5  # still dead
+    # delete: not found (it counts as gone), but its record goes all the same.
+    with pytest.raises(zizq.JobNotFound):
+        await api.delete_job(short.id)
     assert stored(r, namespace, short.id) is None
+    assert await api.purge_expired() == 1  # short_dead
+    assert stored(r, namespace, short_dead.id) is None
+    assert not r.exists("{" + namespace + "}:errors:" + short_dead.id)
     assert (await api.get_job(kept.id)).status == "completed"
+
+
+async def test_namespace_retention_defaults(api: Any, r: redis.Redis, namespace: str) -> None:
+    settings = await api.set_defaults(retention=zizq.Retention(completed_ms=3_600_000, dead_ms=0))
+    assert (settings["completed_ms"], settings["dead_ms"]) == (3_600_000, 0)
+    kept = await api.enqueue(Report(1))
+    own = await api.enqueue(Report(2), retention=zizq.Retention(completed_ms=0))  # its own value wins
+    dead = await api.enqueue(Report(3), retry_limit=0)
+    await take(api)
+    await ack(api, kept.id, own.id)
+    failed = await fail(api, dead.id)
+    done = await api.get_job(kept.id)
+    assert done.status == "completed" and done.purge_at == (done.completed_at or 0) + 3_600_000
+    assert stored(r, namespace, own.id) is None
+    assert failed is not None and failed.status == "dead" and stored(r, namespace, dead.id) is None
+    # A Retention sets the sub-fields it has; None restores the built-in ones.
+    settings = await api.set_defaults(retention=zizq.Retention(dead_ms=1000))
+    assert (settings["completed_ms"], settings["dead_ms"]) == (3_600_000, 1000)
+    settings = await api.set_defaults(retention=None)
+    assert (settings["completed_ms"], settings["dead_ms"]) == (0, 604_800_000)
+
+
+def expired_jobs(client: zizq.Client, r: redis.Redis, namespace: str, n: int) -> None:
+    """Put n completed jobs past their purge_at (kept 1 ms) in the namespace."""
+    client.enqueue_many([zizq.Enqueue(Report(i), retention=zizq.Retention(completed_ms=1)) for i in range(n)])
+    client.run(client.core.heartbeat(W, "join", 60_000))
+    while ids := [j.id for j in client.run(client.core.take(W, 1000, [])).jobs]:
+        assert client.run(client.core.ack(W, ids)) == []
+    assert r.zcard("{" + namespace + "}:completed") == n
+    deadline = time.monotonic() + 5
+    while client.stats().completed:  # each is expired once its purge_at has passed
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+async def test_purge_works_in_bounded_batches(client: zizq.Client, r: redis.Redis, namespace: str) -> None:
+    # The call the workers make deletes at most PURGE_BATCH jobs.
+    expired_jobs(client, r, namespace, 2500)
+    batches = [client.run(client.core.purge(PURGE_BATCH)) for _ in range(4)]
+    assert batches == [1000, 1000, 500, 0]
+    assert stored_count(r, namespace) == 0
+    # A worker goes on while a batch comes back full: one sweep purges all.
+    expired_jobs(client, r, namespace, 2500)
+    worker = zizq.Worker(client, zizq.Router(), purge_interval=3600)
+    task = asyncio.create_task(worker.run_async())
+    await wait_for(lambda: stored_count(r, namespace) == 0, timeout=10)
+    assert not r.exists("{" + namespace + "}:completed")
+    worker.stop()
+    await asyncio.wait_for(task, 10)
 
 
 async def test_dead_retention_zero_deletes_at_once(api: Any, r: redis.Redis, namespace: str) -> None:

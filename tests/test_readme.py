@@ -30,13 +30,20 @@ def blocks(text: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
 
 
+def example_env(tmp_path: Path, server: RedisServer) -> dict[str, str]:
+    """The examples' environment: the examples' directory on the path, then
+    this checkout (its zizq, not whichever one the environment installed)."""
+    path = os.pathsep.join([str(tmp_path), str(ROOT)])
+    return {**os.environ, "ZIZQ_REDIS_URL": server.url, "PYTHONPATH": path}
+
+
 def test_quick_start(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
     server = redis_factory()
     jobs_py, enqueue_py = blocks(section("Quick start"), "python")
     [command] = blocks(section("Quick start"), "sh")
     (tmp_path / "jobs.py").write_text(jobs_py)
     (tmp_path / "enqueue.py").write_text(enqueue_py)
-    env = {**os.environ, "ZIZQ_REDIS_URL": server.url, "PYTHONPATH": str(tmp_path)}
+    env = example_env(tmp_path, server)
     out = subprocess.run(
         [sys.executable, "enqueue.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
     )
@@ -80,7 +87,7 @@ def test_quick_start(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -
 def test_other_examples_run(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
     server = redis_factory()
     (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
-    env = {**os.environ, "ZIZQ_REDIS_URL": server.url, "PYTHONPATH": str(tmp_path)}
+    env = example_env(tmp_path, server)
     for title in ("Defining jobs", "Enqueueing", "Workers", "Job lifecycle", "Operating zizq"):
         for i, code in enumerate(blocks(section(title), "python")):
             path = tmp_path / f"example_{i}.py"

@@ -1027,6 +1027,15 @@ def test_fail_retry_leaves_a_key_claimed_meanwhile(lua: Lua) -> None:
     assert lua.unique("k") == "j2"
 
 
+def test_fail_retry_takes_a_key_back_from_an_expired_holder(lua: Lua) -> None:
+    [job_id] = lua.in_flight(job("j1", unique_key="k"))
+    put_holder_in(lua, "completed", "exists")  # claims the key j1 released when taken
+    assert lua.unique("k") == "holder"
+    lua.set_fields("holder", pa=lua.now() - 1)
+    lua.fail("w", job_id)
+    assert lua.unique("k") == job_id
+
+
 def test_fail_trims_the_error_history(lua: Lua) -> None:
     lua.config(error_history=3)
     [job_id] = lua.in_flight(job("j1"))

@@ -6,6 +6,7 @@ import asyncio
 import re
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -92,24 +93,36 @@ async def test_error_records_are_bounded(client: zizq.Client, start: Start, r: r
 
 async def test_kill_and_retry_outcomes(client: zizq.Client, start: Start, r: redis.Redis, namespace: str) -> None:
     router = zizq.Router()
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)  # whole ms
+    runs: list[int] = []  # attempts seen by the runs of the job retried at once
 
     @router.handler
     async def decide(job: Report, meta: zizq.Job) -> None:
         if job.number == 1:
             raise zizq.KillJob("give up")
+        if job.number == 3:
+            raise zizq.RetryJob("not before an hour", at=later)
+        runs.append(meta.attempts)
         if meta.attempts == 0:
             raise zizq.RetryJob(delay=0)
 
     killed = client.enqueue(Report(1))
     retried = client.enqueue(Report(2), retry_limit=0)  # RetryJob bypasses the limit
+    retried_at = client.enqueue(Report(3), retry_limit=0)
     worker = start(router)
-    await wait_for(lambda: worker.stats.completed == 1)
+    await wait_for(lambda: worker.stats.completed == 1 and worker.stats.failed == 3)
     dead = client.get_job(killed.id)
     assert dead.status == "dead" and dead.attempts == 1 and dead.purge_at is not None
     assert 604_800_000 - 1000 <= dead.purge_at - (dead.failed_at or 0) <= 604_800_000
     assert errors_of(r, namespace, killed.id)[0]["error_type"] == "zizq.KillJob"
+    assert runs == [0, 1]  # the failure counted as an attempt
     with pytest.raises(zizq.JobNotFound):  # done on its second run, then deleted
         client.get_job(retried.id)
+    waiting = client.get_job(retried_at.id)
+    assert (waiting.status, waiting.attempts) == ("scheduled", 1)
+    assert waiting.ready_at == int(later.timestamp() * 1000)
+    [error] = errors_of(r, namespace, retried_at.id)
+    assert (error["attempt"], error["message"], error["error_type"]) == (1, "not before an hour", "zizq.RetryJob")
 
 
 async def test_retry_limit_sends_job_dead(client: zizq.Client, start: Start) -> None:
