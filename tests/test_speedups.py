@@ -273,6 +273,21 @@ class Point:
     y: float
 
 
+@dataclasses.dataclass
+class Unsorted:
+    z: int
+    a: Any
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_canonical_json_sorts_dataclass_fields(impl: types.ModuleType) -> None:
+    """orjson writes a dataclass's fields in their declared order; the
+    canonical form sorts them like any object's keys, nested ones included."""
+    value = {"k": Unsorted(1, [Unsorted(2, None)])}
+    assert impl.canonical_json(value) == b'{"k":{"a":[{"a":null,"z":2}],"z":1}}'
+    assert impl.hash_of(Unsorted(1, 2)) == impl.hash_of({"a": 2, "z": 1})
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_tuples_and_dataclasses_encode_as_json(impl: types.ModuleType) -> None:
     value = {"b": (1, "two"), "a": Point(0.5, -1.0)}

@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from ._speedups_py import _culprit, _reject_non_finite
+from ._speedups_py import CANONICAL, _culprit, _fields_of, _reject_non_finite
 from .errors import InvalidPayload
 
 ctypedef unsigned long long u64
@@ -19,7 +19,7 @@ cdef u64 ROLLBACK_ALLOWANCE_MS = 10000
 cdef object _getrandbits = random.getrandbits
 cdef object _time_ns = time.time_ns
 cdef object _dumps = orjson.dumps
-cdef int _SORT_KEYS = orjson.OPT_SORT_KEYS
+cdef int _CANONICAL = CANONICAL
 cdef object _sha256 = hashlib.sha256
 
 
@@ -109,7 +109,7 @@ def encode_payload(value) -> bytes:
 def canonical_json(value) -> bytes:
     cdef bytes data
     try:
-        data = _dumps(value, option=_SORT_KEYS)
+        data = _dumps(value, default=_fields_of, option=_CANONICAL)
     except TypeError as exc:
         raise InvalidPayload(f"unique key value is not JSON-serialisable: {_where(value)}: {exc}") from None
     if b"null" in data:

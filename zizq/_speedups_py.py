@@ -8,6 +8,7 @@ chose, never this module or the extension directly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -145,10 +146,22 @@ def encode_payload(value: Any) -> bytes:
     return data
 
 
+def _fields_of(value: Any) -> dict[str, Any]:
+    """A dataclass as the dict of its fields, so its keys are sorted too
+    (orjson writes a dataclass's fields in their declared order)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def canonical_json(value: Any) -> bytes:
-    """Compact JSON with object keys sorted: the form unique keys hash."""
+    """Compact JSON with object keys sorted (dataclass fields included): the
+    form unique keys hash."""
     try:
-        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        data = orjson.dumps(value, default=_fields_of, option=CANONICAL)
     except TypeError as exc:
         raise InvalidPayload(f"unique key value is not JSON-serialisable: {_where(value)}: {exc}") from None
     if b"null" in data:

@@ -201,9 +201,7 @@ def parse_path(path: str) -> list[str | int]:
 
 def _select(value: Any, only: Sequence[str] | None, except_: Sequence[str] | None) -> Any:
     if isinstance(value, JobKind):
-        # Its payload as stored: the JSON form, whose object keys are sorted
-        # when hashed (a dataclass's fields would be hashed in their order).
-        value = orjson.loads(_hotpath.encode_payload(value.to_payload()))
+        value = value.to_payload()  # its payload as stored
     if only is None and except_ is None:
         return value
     if only is not None and except_ is not None:
