@@ -71,12 +71,6 @@ for i = 1, n do
   end
 end
 
-local CONFLICT = {
-  queued = {scheduled = true, ready = true},
-  active = {scheduled = true, ready = true, in_flight = true},
-  exists = {scheduled = true, ready = true, in_flight = true, completed = true, dead = true},
-}
-
 local now = now_ms()
 -- Which ids exist already (the call was sent before): one HMGET per 1000.
 local ids = {}
@@ -116,7 +110,7 @@ for i = 0, n - 1 do
   if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
     return fail_with('INVALID', 'job ' .. i .. ': priority ' .. J[4] .. ' is not an integer in 0..65535')
   end
-  if uwhile ~= '' and not CONFLICT[uwhile] then
+  if uwhile ~= '' and not UNIQUE_CONFLICT[uwhile] then
     return fail_with('INVALID', 'job ' .. i .. ': unique_while ' .. uwhile .. ' is not queued, active or exists')
   end
   if uwhile ~= '' and ukey == '' then
@@ -138,7 +132,7 @@ for i = 0, n - 1 do
     local holder = redis.call('GET', P .. 'unique:' .. ukey)
     if holder then
       local other = load_job(P, holder)
-      local scope = CONFLICT[uwhile ~= '' and uwhile or 'queued']
+      local scope = UNIQUE_CONFLICT[uwhile ~= '' and uwhile or 'queued']
       if other and scope[other.s] and not expired(other, now) then
         flag, target = 1, holder
       end

@@ -114,6 +114,15 @@ local function call_in_slices(command, key, values, width)
   return total
 end
 
+-- The statuses of a unique key's holder that conflict with a job wanting
+-- the key, by the scope it wants it in (no scope given means queued):
+-- enqueue judges a new job by this, and retry a dead one.
+local UNIQUE_CONFLICT = {
+  queued = {scheduled = true, ready = true},
+  active = {scheduled = true, ready = true, in_flight = true},
+  exists = {scheduled = true, ready = true, in_flight = true, completed = true, dead = true},
+}
+
 -- Whether a job is past its purge time and so invisible to every read.
 local function expired(job, now)
   return job.pa ~= nil and job.pa <= now

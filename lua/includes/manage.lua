@@ -90,15 +90,6 @@ local function patch_apply(P, id, job, want, now)
   return save_job(P, id, job)
 end
 
--- The statuses of a unique key's holder that conflict with a job that
--- wants the key in each scope: the rule enqueue judges a new job by (the
--- same table as enqueue.lua's CONFLICT; the two must stay alike).
-local UNIQUE_CONFLICT = {
-  queued = {scheduled = true, ready = true},
-  active = {scheduled = true, ready = true, in_flight = true},
-  exists = {scheduled = true, ready = true, in_flight = true, completed = true, dead = true},
-}
-
 -- Put a dead job back to ready: attempts 0, purge_at cleared, ready now;
 -- same id (so the same place in line), error history kept. Its unique key
 -- is judged as enqueue judges a new job's: when another visible job holds
