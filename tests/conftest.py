@@ -22,6 +22,8 @@ from typing import Any
 import msgpack
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import zizq
 
@@ -48,7 +50,9 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *, loaded: bool = True) -> None:
+        """Start redis-server and wait until it answers PING; with
+        ``loaded=False``, until it answers at all (LOADING too)."""
         args = [
             REDIS_SERVER,
             "--port",
@@ -67,12 +71,14 @@ class RedisServer:
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        r = redis.Redis(port=self.port)
+        r = redis.Redis(port=self.port, retry=Retry(NoBackoff(), 0))  # redis-py's own retries would wait LOADING out
         while True:
             try:
                 r.ping()
                 break
-            except redis.ConnectionError:
+            except redis.ConnectionError as exc:  # BusyLoadingError (LOADING) is one
+                if not loaded and isinstance(exc, redis.BusyLoadingError):
+                    break
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server on port {self.port} did not start") from None
                 time.sleep(0.02)

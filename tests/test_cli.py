@@ -181,3 +181,119 @@ def test_worker_runs_jobs_and_stops_gracefully_on_a_signal(
         assert log.read_text().split() == ["quick", "slow"]
         with pytest.raises(zizq.JobNotFound):
             client.get_job(slow.id)
+
+
+# -- stopping -----------------------------------------------------------------
+
+
+def start_worker(url: str, namespace: str, done_log: Path, output: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`zizq worker tests.jobs_app:router`; handlers append their tag to
+    ``done_log``, and the worker's output goes to ``output``."""
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "zizq", "worker", "tests.jobs_app:router", "--url", url,
+             "--namespace", namespace, *options],
+            cwd=ROOT,
+            env={**os.environ, "ZIZQ_TEST_LOG": str(done_log)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def poll(what: str, predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout:g}s: {what}"
+        time.sleep(0.01)
+
+
+def test_sigterm_hands_back_unstarted_jobs_at_once(redis_server: RedisServer, namespace: str, tmp_path: Path) -> None:
+    """One handler runs, four jobs wait in the worker (-c 1 --prefetch 5).
+    SIGTERM: the four are ready again within a second, while the running one
+    goes on to its end; then the worker sends its ack and exits 0."""
+    done, output = tmp_path / "done.log", tmp_path / "worker.out"
+    done.touch()
+    with zizq.Client.from_url(redis_server.url, namespace) as client:
+        jobs = client.enqueue_many([Sleep(seconds=3.0, tag=f"job{i}") for i in range(5)])
+        ids = [j.id for j in jobs]
+
+        def statuses() -> list[str]:
+            return [j.status if j else "gone" for j in client.run(client.core.get(ids))]
+
+        proc = start_worker(redis_server.url, namespace, done, output, "-c", "1", "--prefetch", "5")
+        try:
+            poll("the worker takes all five jobs", lambda: statuses() == ["in_flight"] * 5, 15)
+            proc.send_signal(signal.SIGTERM)
+            poll("the four waiting jobs are handed back", lambda: statuses()[1:] == ["ready"] * 4, 1.0)
+            assert statuses()[0] == "in_flight" and done.read_text() == "", "the running job was cut short"
+            proc.wait(15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, output.read_text()
+        assert done.read_text().split() == ["job0"]
+        assert statuses() == ["gone"] + ["ready"] * 4  # job0 completed (and was deleted: retention 0)
+        assert [client.get_job(i).attempts for i in ids[1:]] == [0] * 4
+
+
+@pytest.mark.parametrize("redis_up", [True, False], ids=["redis-up", "redis-down"])
+def test_second_sigterm_exits_at_once(
+    redis_factory: Callable[..., RedisServer], namespace: str, tmp_path: Path, redis_up: bool
+) -> None:
+    """A second SIGTERM while a handler runs on (the shutdown timeout is 30 s)
+    ends the worker within 2 s, with exit code 1. With Redis up, every job it
+    held is handed back; with Redis stopped, that is left to the lease."""
+    server = redis_factory()
+    done, output = tmp_path / "done.log", tmp_path / "worker.out"
+    done.touch()
+    with zizq.Client.from_url(server.url, namespace, retry_for=0) as client:
+        jobs = client.enqueue_many([Sleep(seconds=60.0, tag=f"job{i}") for i in range(3)])
+        ids = [j.id for j in jobs]
+
+        def statuses() -> list[str]:
+            return [j.status if j else "gone" for j in client.run(client.core.get(ids))]
+
+        proc = start_worker(server.url, namespace, done, output, "-c", "1", "--prefetch", "3")
+        try:
+            poll("the worker takes the jobs", lambda: statuses() == ["in_flight"] * 3, 15)
+            if not redis_up:
+                server.stop()
+            proc.send_signal(signal.SIGTERM)
+            poll("the worker begins its graceful stop", lambda: "stopping:" in output.read_text(), 10)
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            proc.wait(5)
+            assert time.monotonic() - signalled < 2.0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 1, output.read_text()
+        assert "Traceback" not in output.read_text(), output.read_text()
+        if redis_up:
+            assert statuses() == ["ready"] * 3
+
+
+def test_first_sigterm_with_redis_down_ends_within_the_shutdown_timeout(
+    redis_factory: Callable[..., RedisServer], namespace: str, tmp_path: Path
+) -> None:
+    """Redis is stopped while a handler runs on past --shutdown-timeout 2:
+    the graceful stop cannot hand anything back, and ends all the same soon
+    after the timeout, with exit code 0 (the lease hands the job back)."""
+    server = redis_factory()
+    done, output = tmp_path / "done.log", tmp_path / "worker.out"
+    done.touch()
+    with zizq.Client.from_url(server.url, namespace) as client:
+        job = client.enqueue(Sleep(seconds=60.0, tag="slow"))
+        proc = start_worker(server.url, namespace, done, output, "-c", "1", "--shutdown-timeout", "2")
+        try:
+            poll("the worker takes the job", lambda: client.get_job(job.id).status == "in_flight", 15)
+            server.stop()
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            proc.wait(10)
+            assert time.monotonic() - signalled < 2.0 + 2.5  # the timeout, then one try for each last call
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, output.read_text()
+    assert "Traceback" not in output.read_text(), output.read_text()

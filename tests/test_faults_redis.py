@@ -1,6 +1,8 @@
 """Faults in Redis and in the network to it, injected while a producer
-enqueues and two worker processes run: a Redis restart (AOF on), a proxy that
-stalls and cuts the workers' connections, and SCRIPT FLUSH.
+enqueues and two worker processes run: a Redis restart (AOF on), a restart
+that leaves Redis loading its data (LOADING) for a while, a proxy that stalls
+and cuts the workers' connections, and SCRIPT FLUSH; and an idle worker whose
+Redis is demoted to a replica and promoted back.
 
 Real redis-server and worker processes throughout; the job kind, the recorder
 and the invariant are in fault_harness.py. Waits poll a condition with a
@@ -22,6 +24,8 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import zizq
 
@@ -33,6 +37,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 T = TypeVar("T")
 MakeRedis = Callable[..., RedisServer]
 WORKER_OPTIONS = ("-c", "4")
+LEASE = 5.0  # seconds: the workers' default lease
 JOB_SLEEP = 0.02  # seconds each handler run takes
 PRODUCER_PACE = 0.005  # seconds between two enqueues
 
@@ -257,9 +262,8 @@ def test_redis_restart_with_aof(scene: Scene, redis_factory: MakeRedis) -> None:
     target = redis_factory("--appendonly", "yes", "--appendfsync", "everysec")
     check = scene.client(target.url)
     producer = scene.start_producer(target.url)
-    # A lease well past the outage: no worker is declared lost because Redis was away.
     for _ in range(2):
-        scene.start_worker(target.url, *WORKER_OPTIONS, "--lease", "10")
+        scene.start_worker(target.url, *WORKER_OPTIONS)  # the default lease (5 s) outlasts the outage
     scene.busy(check, producer, "every worker busy before the restart")
 
     port, data_dir = target.port, target.dir
@@ -279,6 +283,49 @@ def test_redis_restart_with_aof(scene: Scene, redis_factory: MakeRedis) -> None:
 
     result = scene.finish(check, producer)
     assert result.statuses["completed"] == sum(result.statuses.values()), result.statuses
+
+
+def test_redis_answers_loading_after_a_restart(scene: Scene, redis_factory: MakeRedis) -> None:
+    """Redis restarts and answers LOADING for about 2 s while it reads its
+    data back (slowed down: 1 ms a key, 2,000 padding keys, client requests
+    served while loading): the producer's and the workers' calls are retried
+    until it is ready, and every job is done."""
+    target = redis_factory(
+        *("--appendonly", "yes", "--appendfsync", "everysec"),
+        *("--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024"),
+    )
+    admin = redis.Redis(port=target.port)
+    scene.stack.callback(admin.close)
+    with redis.Redis(port=target.port, db=1) as padding:  # apart from the namespace's keys
+        padding.mset({f"pad:{i}": "x" for i in range(2000)})
+    check = scene.client(target.url)
+    producer = scene.start_producer(target.url)
+    for _ in range(2):
+        scene.start_worker(target.url, *WORKER_OPTIONS)
+    scene.busy(check, producer, "every worker busy before the restart")
+
+    # Rewrite the AOF into one snapshot, so that loading it takes a time set by the keys, not by the run so far.
+    admin.bgrewriteaof()
+    wait_until("the AOF rewrite ends", lambda: admin.info("persistence")["aof_rewrite_in_progress"] == 0, 15)
+    target.stop()
+    target.start(loaded=False)
+    probe = redis.Redis(port=target.port, retry=Retry(NoBackoff(), 0))  # redis-py's own retries would wait LOADING out
+    scene.stack.callback(probe.close)
+    with pytest.raises(redis.BusyLoadingError):
+        probe.ping()
+    wait_until("redis has loaded its data", lambda: _answers(probe), 15)
+    scene.progress(check, producer, 50, "workers complete jobs again after loading")
+
+    result = scene.finish(check, producer)
+    assert result.statuses["completed"] == sum(result.statuses.values()), result.statuses
+    assert any("loading the dataset" in w.stderr() for w in scene.workers), "no worker met LOADING"
+
+
+def _answers(conn: redis.Redis) -> bool:
+    try:
+        return bool(conn.ping())
+    except redis.BusyLoadingError:
+        return False
 
 
 # -- 4. A flaky network between the workers and Redis -------------------------
@@ -399,8 +446,9 @@ class FlakyProxy:
 
 def test_workers_survive_stalls_and_cuts(scene: Scene, redis_factory: MakeRedis) -> None:
     """The workers reach Redis through a proxy that stalls for 2 s and cuts
-    every connection, a few times over; the producer reaches Redis directly.
-    The workers recover by themselves and finish every job."""
+    every connection, a few times over, and once stalls longer than the
+    lease; the producer reaches Redis directly. The workers recover by
+    themselves and finish every job."""
     target = redis_factory()
     proxy = FlakyProxy(target.port)
     scene.stack.callback(proxy.close)  # after the workers have stopped (last in, first out)
@@ -434,8 +482,19 @@ def test_workers_survive_stalls_and_cuts(scene: Scene, redis_factory: MakeRedis)
     scene.progress(check, producer, 30, "workers recover from two cuts in a row")
     assert proxy.accepted > accepted
 
+    # A stall past the lease (5 s): no heartbeat gets through, so both leases
+    # lapse. When the held requests arrive, the first heartbeat renews its
+    # own worker's lease and recovers the other's jobs; that worker finds it
+    # was declared lost, and its acks of those jobs are refused (fencing).
+    proxy.stall()
+    time.sleep(LEASE + 1.5)
+    proxy.resume()
+    scene.progress(check, producer, 30, "workers recover from a stall longer than the lease", timeout=20)
+
     result = scene.finish(check, producer)
     assert result.statuses["completed"] + result.statuses["dead"] == sum(result.statuses.values())
+    lost = [w for w in scene.workers if "was declared lost" in w.stderr()]
+    assert len(lost) == 1, "\n".join(w.describe() for w in scene.workers)
 
 
 # -- 5. SCRIPT FLUSH ----------------------------------------------------------
@@ -486,3 +545,39 @@ def test_script_flush(scene: Scene, redis_factory: MakeRedis, flushes: str) -> N
     assert result.statuses["completed"] == sum(result.statuses.values()), result.statuses
     for w in scene.workers:
         assert "NoScript" not in w.stderr() and "No matching script" not in w.stderr(), w.describe()
+
+
+# -- A failover while a worker is idle ----------------------------------------
+
+
+def test_idle_worker_rides_out_a_demotion(scene: Scene, redis_factory: MakeRedis) -> None:
+    """A failover by hand while the worker waits for work in BLPOP: its
+    replica is promoted and its master demoted (REPLICAOF), which ends the
+    wait with UNBLOCKED; takes and heartbeats then meet READONLY. The old
+    master is promoted back; the worker carries on and does a job enqueued
+    after."""
+    no_delay = ("--repl-diskless-sync-delay", "0")  # a full sync starts at once
+    primary = redis_factory(*no_delay)
+    replica = redis_factory(*no_delay, "--replicaof", "127.0.0.1", str(primary.port))
+    old, new = redis.Redis(port=primary.port), redis.Redis(port=replica.port)
+    scene.stack.callback(old.close)
+    scene.stack.callback(new.close)
+    worker = scene.start_worker(primary.url)
+
+    def blocked() -> bool:
+        return any("b" in client["flags"] and client["cmd"] == "blpop" for client in old.client_list())
+
+    wait_until("the worker waits for work", blocked, 15)
+    wait_until("the replica is in sync", lambda: new.info("replication")["master_link_status"] == "up", 15)
+    new.replicaof("NO", "ONE")
+    old.replicaof("127.0.0.1", replica.port)
+    wait_until("the old master follows the new", lambda: old.info("replication")["master_link_status"] == "up", 15)
+    wait_until("the worker meets a replica", lambda: "read only replica" in worker.stderr(), 15)
+    old.replicaof("NO", "ONE")
+
+    check = scene.client(primary.url)
+    job = check.enqueue(Work(n=1))
+    wait_until("the job enqueued after is done", lambda: check.get_job(job.id).status == "completed", 15)
+    assert worker.proc.poll() is None, worker.describe()
+    assert stop_worker(worker.proc, timeout=15) == 0, worker.describe()
+    assert "UNBLOCKED" in worker.stderr() and "Traceback" not in worker.stderr(), worker.describe()

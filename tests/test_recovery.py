@@ -18,6 +18,7 @@ import pytest
 import redis
 
 import zizq
+from zizq._core import TRANSIENT, retry_later
 from zizq.errors import JobTimeout, LeaseLost, RedisUnavailable
 
 from .conftest import RedisServer, Start, free_port, stored, take, wait_for
@@ -580,6 +581,38 @@ def test_retry_for_zero_raises_at_once() -> None:
     client.close()
 
 
+def test_replies_that_mean_not_now_are_transient() -> None:
+    """redis-py raises these as a plain ResponseError; zizq retries them."""
+    for reply in (
+        "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+        "NOREPLICAS Not enough good replicas to write.",
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+    ):
+        later = retry_later(redis.ResponseError(reply))
+        assert isinstance(later, TRANSIENT) and str(later) == reply
+    for reply in ("ERR unknown command", "BUSYKEY Target key name already exists.", "ZIZQ LOST no lease"):
+        assert retry_later(redis.ResponseError(reply)) is None
+
+
+def test_producer_retries_while_redis_has_too_few_replicas(redis_factory: Callable[..., RedisServer]) -> None:
+    """With min-replicas-to-write unmet, writes fail with NOREPLICAS; the
+    client retries until they are allowed again."""
+    server = redis_factory("--min-replicas-to-write", "1")
+    conn = redis.Redis(port=server.port)
+    client = zizq.Client.from_url(server.url, "noreplicas", retry_for=10)
+    allow = threading.Timer(1.0, conn.config_set, ("min-replicas-to-write", 0))
+    allow.start()
+    try:
+        t0 = time.monotonic()
+        job = client.enqueue(Report(1))
+        assert time.monotonic() - t0 >= 0.9  # it waited until writes were allowed
+        assert client.get_job(job.id).status == "ready"
+    finally:
+        allow.cancel()
+        client.close()
+        conn.close()
+
+
 # -- failures that cannot be recorded ------------------------------------------
 
 
@@ -616,6 +649,48 @@ def test_producer_rides_out_a_failover(redis_factory: Callable[..., RedisServer]
         promote.cancel()
         client.close()
         replica_conn.close()
+
+
+async def test_worker_rejoins_through_a_failover_that_lost_its_lease(
+    redis_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's Redis follows an empty master for a while (its data, the
+    lease included, are gone) and is then promoted back. take answers LOST
+    (it only reads before that), and joining again meets READONLY, many
+    times over: the worker keeps trying, joins under a new id once Redis
+    takes writes again, and runs a job enqueued after."""
+    server, empty = redis_factory(), redis_factory("--repl-diskless-sync-delay", "0")
+    conn = redis.Redis(port=server.port)
+    client = zizq.Client.from_url(server.url, "rejoin")
+    beat_sha = client.core.heartbeat("w", "beat", 1).script.sha
+    done: list[int] = []
+    router = zizq.Router()
+
+    @router.handler
+    async def report(job: Report) -> None:
+        done.append(job.number)
+
+    def rejoin_refused() -> bool:  # the take loop's rejoin, a heartbeat call, met READONLY
+        return any("taking jobs failed" in r.getMessage() and beat_sha in r.getMessage() for r in caplog.records)
+
+    worker = zizq.Worker(client, router, cron=False)
+    task = asyncio.create_task(worker.run_async())
+    try:
+        await wait_for(lambda: conn.zscore("{rejoin}:workers", worker.id) is not None)
+        old = worker.id
+        conn.replicaof("127.0.0.1", empty.port)
+        await wait_for(lambda: conn.info("replication")["master_link_status"] == "up")  # the data is gone
+        await wait_for(rejoin_refused, timeout=15)
+        assert not task.done()
+        conn.replicaof("NO", "ONE")
+        client.enqueue(Report(7))
+        await wait_for(lambda: done == [7], timeout=15)
+        assert worker.id != old and worker.stats.leases_lost == 1
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        client.close()
+        conn.close()
 
 
 async def test_worker_warns_when_redis_may_evict_jobs(

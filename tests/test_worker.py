@@ -262,8 +262,9 @@ async def test_graceful_stop_finishes_running_and_hands_back_the_rest(client: zi
     await wait_for(started.is_set)
     await wait_for(lambda: worker.stats.taken == 5)
     worker.stop()
-    await asyncio.sleep(0.1)
-    assert not task.done()  # the running handler is given time
+    # The four waiting jobs go back at once, while the running handler is given time.
+    await wait_for(lambda: [client.get_job(j.id).status for j in jobs[1:]] == ["ready"] * 4, timeout=1)
+    assert not task.done() and not release.is_set()
     release.set()
     await asyncio.wait_for(task, 10)
     assert worker.stats.completed == 1

@@ -37,20 +37,40 @@ from .job import (
 
 T = TypeVar("T")
 
+
+class RetryLater(redis.exceptions.ResponseError):
+    """A reply that means "not now", which redis-py raises as a plain
+    ResponseError (its code is one of ``LATER_CODES``)."""
+
+
+# Error codes of such replies: a blocked command cut short when a master is
+# demoted (UNBLOCKED), fewer good replicas than min-replicas-to-write
+# (NOREPLICAS), a script or module running past its time limit (BUSY).
+LATER_CODES = frozenset({"UNBLOCKED", "NOREPLICAS", "BUSY"})
+
 # Errors after which a call is tried again: Redis unreachable, loading its
-# data after a restart, or read-only during a failover; a cluster failing
-# over (CLUSTERDOWN, MASTERDOWN, a slot with no master yet, redirections
-# redis-py gave up following).
+# data after a restart (LOADING), read-only during a failover (READONLY),
+# a replica cut off from its master (MASTERDOWN), a cluster failing over
+# (CLUSTERDOWN, a slot with no master yet, redirections redis-py gave up
+# following), and the replies of LATER_CODES.
 TRANSIENT: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,  # BusyLoadingError is one
+    redis.exceptions.ConnectionError,  # BusyLoadingError (LOADING) is one
     redis.exceptions.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError, "TTL exhausted"
     redis.exceptions.SlotNotCoveredError,
     redis.exceptions.AskError,  # MovedError is one
-    OSError,
+    RetryLater,
+    OSError,  # TimeoutError is one; so is zizq.RedisUnavailable
 )
+
+
+def retry_later(exc: redis.exceptions.ResponseError) -> RetryLater | None:
+    """``exc`` as a RetryLater when its reply means "not now", else None."""
+    if type(exc) is redis.exceptions.ResponseError and str(exc).partition(" ")[0] in LATER_CODES:
+        return RetryLater(*exc.args)
+    return None
 
 
 def retry_delays() -> Iterator[float]:

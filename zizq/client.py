@@ -31,6 +31,7 @@ from ._core import (
     enqueue_item,
     patch_args,
     retry_delays,
+    retry_later,
 )
 from .cron import AsyncCronMethods, CronMethods
 from .errors import JobNotFound, RedisUnavailable, ValidationError, from_script_error
@@ -177,7 +178,7 @@ class Client(CronMethods, QueryMethods):
                 # which also caches it for the next EVALSHA.
                 return self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc))
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or retry_later(exc)
             if error is None:
                 raise
             raise error from None
@@ -428,7 +429,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
             except NoScriptError:
                 return await self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc))
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or retry_later(exc)
             if error is None:
                 raise
             raise error from None

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from croniter import CroniterBadDateError, croniter
 
-from ._core import TRANSIENT, Call, Core, Enqueue, Row, Value, _str, enqueue_args, enqueue_call_args
+from ._core import TRANSIENT, Call, Core, Enqueue, Row, Value, _str, enqueue_args, enqueue_call_args, retry_delays
 from ._scripts import script
 from .errors import CronNotFound, RedisUnavailable, ValidationError, ZizqError
 from .job import JobKind, validate_name
@@ -619,12 +619,14 @@ async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> floa
 async def cron_loop(client: AsyncClient, stop: asyncio.Event, max_idle: float, stats: CronStats) -> None:
     """Run cron ticks until ``stop`` is set. Sleeps until the next due run,
     at most ``max_idle`` seconds (so schedule changes are seen within that)."""
+    delays = retry_delays()
     while not stop.is_set():
         try:
             wait = await cron_tick(client, stats)
+            delays = retry_delays()
         except TRANSIENT as exc:
+            wait = next(delays)  # then at most max_idle, below
             log.warning("cron tick skipped: redis unavailable (%s)", exc)
-            wait = 1.0
         except Exception:  # never take the worker down
             log.exception("cron tick failed")
             wait = max_idle

@@ -27,23 +27,31 @@ import traceback
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
 from . import connect, events
-from ._core import TRANSIENT, Call, delay_ms, epoch_ms, retry_delays
-from .client import AsyncClient, Client
+from ._core import TRANSIENT, Call, delay_ms, epoch_ms, retry_delays, retry_later
+from .client import AsyncClient, Client, _connection_options
 from .cron import CronStats, cron_loop
-from .errors import JobTimeout, KillJob, LeaseLost, RetryJob, ValidationError, ZizqError
+from .errors import JobTimeout, KillJob, LeaseLost, RedisUnavailable, RetryJob, ValidationError, ZizqError
 from .job import Job, validate_name
 from .middleware import run_chain
 from .router import Route, Router
 
 log = logging.getLogger("zizq.worker")
+T = TypeVar("T")
 PURGE_BATCH = 1000
+# Seconds a last try at Redis may take: a call after the shutdown timeout ran
+# out, and each step of a stop at once (a second stop).
+LAST_TRY = 1.0
+# Seconds before a failed heartbeat is tried again: soon (often it is a stale
+# connection after Redis came back), then doubling up to the heartbeat
+# interval, not to 30 s: the lease must be renewed as soon as Redis answers.
+BEAT_RETRY = 0.2
 _BEAT_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ZizqError)
-_CONFIG_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ResponseError)
+_REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ResponseError)
 
 
 @dataclass
@@ -56,7 +64,9 @@ class WorkerStats:
     completed: int = 0
     failed: int = 0
     timed_out: int = 0
-    refused_acks: int = 0  # acks Redis refused: the job was deleted, or recovered after a lost lease
+    # Acks and fails Redis refused: the job was deleted, recovered after a lost
+    # lease, or (a call sent again after its reply was lost) already done.
+    refused_acks: int = 0
     recovered: int = 0  # jobs of lost workers this worker's heartbeats handed back
     poisoned: int = 0  # jobs of lost workers failed as poison pills (zizq.WorkerLost)
     leases_lost: int = 0
@@ -169,6 +179,7 @@ class Worker:
         self._poking: asyncio.Future[Any] | None = None
         self._stop_early = False  # a stop asked for before run_async set up its loop
         self._stop_lock = threading.Lock()
+        self._give_up_at: float | None = None  # time.monotonic() after which Redis calls get one try
         # Set when a call failed in transit (a failover, say): Redis may have
         # lost the last writes, acks included, so the take loop reconciles.
         self._suspect = False
@@ -181,22 +192,39 @@ class Worker:
         asyncio.run(self.run_async(handle_signals=True))
 
     def stop(self) -> None:
-        """Ask the worker to stop: it takes nothing more, hands back jobs it
-        has not started, and lets running handlers finish. A second call stops
-        at once, handing back the jobs of running handlers too."""
+        """Ask the worker to stop: it starts no more jobs, hands back at once
+        those it took but did not start, lets running handlers finish within
+        ``shutdown_timeout``, and sends its acks. A second call stops at once:
+        one quick try to send the acks and hand back every job still held
+        (what does not get through goes back when the lease lapses)."""
         with self._stop_lock:
-            if self._loop is None or self._stop is None or self._forced is None:
+            if self._loop is None:
                 self._stop_early = True  # run_async stops at once when it starts
                 return
-        event = self._forced if self._stop.is_set() else self._stop
-        self._loop.call_soon_threadsafe(event.set)
-        self._loop.call_soon_threadsafe(self._room.set)  # a take loop waiting for room looks again
-        self._loop.call_soon_threadsafe(self._poke)
+        self._loop.call_soon_threadsafe(self._on_stop)
 
     @property
     def stopping(self) -> bool:
         """Whether a stop was asked for."""
         return self._stop_early or (self._stop is not None and self._stop.is_set())
+
+    def _on_stop(self) -> None:
+        # In the event loop, so that a first and a second stop cannot be mixed up.
+        assert self._stop is not None and self._forced is not None
+        if self._stop.is_set():
+            self._forced.set()
+            self._give_up_at = time.monotonic()  # Redis calls from now on: one try
+        else:
+            self._begin_stop()
+        self._room.set()  # a take loop waiting for room looks again
+        self._poke()
+
+    def _begin_stop(self) -> None:
+        assert self._stop is not None
+        if not self._stop.is_set():
+            self._stop.set()
+            # Redis calls retry until the shutdown timeout ends, then get one try.
+            self._give_up_at = time.monotonic() + self.shutdown_timeout
 
     def _poke(self) -> None:
         # Ends a blocking wait for work at once: a token on the list only
@@ -214,11 +242,12 @@ class Worker:
         )
         self._core = self._client.core
         self._stop_key = self._core.key("stop", new_worker_id())
-        # Blocking waits get a connection of their own.
+        # Blocking waits get a connection of their own (retried by the take
+        # loop, not by redis-py, which would hold a stop up with its backoff).
         self._blocker = connect.async_redis(
             self._url,
             **{
-                **self._connect,
+                **_connection_options(dict(self._connect)),
                 "single_connection_client": True,
                 "socket_timeout": self.max_idle + 10,
                 "socket_connect_timeout": 10,
@@ -227,10 +256,6 @@ class Worker:
         self._stop = asyncio.Event()
         self._forced = asyncio.Event()
         self._room = asyncio.Event()  # set when a job ends (or a stop is asked for)
-        with self._stop_lock:
-            self._loop = asyncio.get_running_loop()  # last: stop() works from here on
-            if self._stop_early:
-                self._stop.set()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
         self._waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
         # (owner, id) of jobs taken and not yet finished. The owner is part of
@@ -243,36 +268,61 @@ class Worker:
         self._closing = False
         self._running: set[tuple[str, str]] = set()  # (owner, id) of jobs whose handler runs
         self._idle = asyncio.Event()  # set while no handler runs
+        self._heart: _Heartbeat | None = None  # started once the worker has joined
+        with self._stop_lock:
+            self._loop = asyncio.get_running_loop()  # last: stop() works from here on
+            if self._stop_early:
+                self._begin_stop()
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self.stop)
-        await self._warn_on_eviction()
-        await self._call(self._core.heartbeat(self.id, "join", self._lease_ms))
-        heart = _Heartbeat(self)
-        heart.start()
-        log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
-        acker = asyncio.create_task(self._ack_loop())
-        purger = asyncio.create_task(self._purge_loop())
-        crons = []
+        self._acker = asyncio.create_task(self._ack_loop())
+        self._background = [asyncio.create_task(self._purge_loop())]
         if self.cron:
-            crons.append(asyncio.create_task(cron_loop(self._client, self._stop, self.max_idle, self.cron_stats)))
-        runners = [asyncio.create_task(self._run_jobs()) for _ in range(self.concurrency)]
+            cron = cron_loop(self._client, self._stop, self.max_idle, self.cron_stats)
+            self._background.append(asyncio.create_task(cron))
+        self._runners = [asyncio.create_task(self._run_jobs()) for _ in range(self.concurrency)]
+        serving = asyncio.create_task(self._serve())
+        forced = asyncio.create_task(self._forced.wait())
         try:
-            await self._take_loop()
+            await asyncio.wait({serving, forced}, return_when=asyncio.FIRST_COMPLETED)
+            if not serving.done():  # a second stop, wherever the shutdown was
+                serving.cancel()
+                await asyncio.wait({serving}, timeout=LAST_TRY)
+                await self._leave_at_once()
         finally:
-            self._stop.set()  # also when the take loop failed
-            await purger  # it ends by itself once a stop is asked for
-            await asyncio.gather(*crons)  # so does the cron tick
-            await self._shutdown(runners, acker)
-            heart.stop()
-            await self._call(self._core.heartbeat(self.id, "leave", self._lease_ms))
-            with contextlib.suppress(*TRANSIENT):
-                await self._client.redis.delete(self._stop_key)
-            await self._client.close()
-            await self._blocker.aclose()
+            forced.cancel()
+            if not serving.done():  # run_async itself was cancelled
+                serving.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._client.close(), LAST_TRY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._blocker.aclose(), LAST_TRY)
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     self._loop.remove_signal_handler(sig)
+        if not serving.cancelled():
+            serving.result()  # raises what ended the take loop, if anything did
+
+    async def _serve(self) -> None:
+        """Join, take jobs until a stop, then shut down gracefully (also
+        when the take loop failed; not when cancelled by a second stop)."""
+        failure = None
+        try:
+            await self._warn_on_eviction()
+            await self._call(self._core.heartbeat(self.id, "join", self._lease_ms))
+            self._heart = _Heartbeat(self)
+            self._heart.start()
+            log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
+            await self._take_loop()
+        except RedisUnavailable as exc:  # only from the join, after a stop: nothing is held
+            log.warning("stopped before joining: %s", exc)
+        except Exception as exc:
+            failure = exc
+        self._begin_stop()
+        await self._shutdown()
+        if failure is not None:
+            raise failure
 
     @property
     def _lease_ms(self) -> int:
@@ -281,7 +331,7 @@ class Worker:
     async def _warn_on_eviction(self) -> None:
         try:
             policy = (await self._client.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except _CONFIG_ERRORS:  # CONFIG may be forbidden (ACLs, managed Redis); Redis may be down
+        except _REDIS_ERRORS:  # CONFIG may be forbidden (ACLs, managed Redis); Redis may be down
             return
         if policy not in (None, "noeviction", b"noeviction"):
             log.warning(
@@ -289,45 +339,116 @@ class Worker:
                 policy.decode() if isinstance(policy, bytes) else policy,
             )
 
-    async def _shutdown(self, runners: list[asyncio.Task[None]], acker: asyncio.Task[None]) -> None:
-        assert self._forced is not None
-        back: list[tuple[str, str]] = []
+    async def _shutdown(self) -> None:
+        """The graceful part of a stop. Hand-backs and acks retry until the
+        shutdown timeout ends and get one more try after it; the last call,
+        leave, gets one try. What cannot be sent goes back to its queue when
+        the lease lapses."""
+        assert self._give_up_at is not None
+        deadline = self._give_up_at
+        # Queued jobs first (no runner starts one after a stop): other
+        # workers can start them now, not after the running handlers.
+        unstarted = []
         while not self._waiting.empty():
             owner, job = self._waiting.get_nowait()
-            back.append((owner, job.id))
+            unstarted.append((owner, job.id))
+        log.info(
+            "stopping: %d jobs not started go back; %d running get up to %.0fs to finish",
+            len(unstarted),
+            len(self._running),
+            deadline - time.monotonic(),
+        )
+        await self._hand_back(unstarted, "taken but not started")
         if self._running:
-            log.info("waiting up to %.0fs for %d running jobs", self.shutdown_timeout, len(self._running))
-            await self._until(asyncio.wait_for(self._idle.wait(), self.shutdown_timeout), self._forced)
-        self.forced = self._forced.is_set()
-        back += self._running
-        for task in runners:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+        abandoned = list(self._running)
+        for task in self._runners:
             task.cancel()
-        await asyncio.gather(*runners, return_exceptions=True)
-        for owner, ids in _by_owner(back).items():
-            await self._call(self._core.release(owner, ids))
-        if back:
-            log.info("handed back %d jobs", len(back))
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        await self._hand_back(abandoned, "whose handlers ran past the shutdown timeout")
         # The acker finishes its flush and ends by itself: cancelling a Redis
         # call in flight can leave redis-py stuck until the socket times out.
+        # The purge and cron tasks end by themselves after a stop. Each gets
+        # until the deadline (what the acker had not sent is sent once more).
         self._closing = True
         self._ack_wanted.set()
-        await acker
+        _, late = await asyncio.wait(
+            {self._acker, *self._background}, timeout=max(LAST_TRY, deadline - time.monotonic())
+        )
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
         await self._flush_acks()
+        if self._heart is not None:
+            await self._heart.stop(self.lease + 1)  # before leaving, or a last beat could join again
+            await self._leave()
+        await self._delete_stop_key()
+
+    async def _leave_at_once(self) -> None:
+        """A second stop: running handlers are abandoned. One quick try to
+        send the acks and leave, which hands back every job still held; what
+        does not get through goes back to its queue when the lease lapses."""
+        self.forced = True
+        held = len(self._held)
+        tasks = {*self._runners, self._acker, *self._background}
+        for task in tasks:
+            task.cancel()  # the acker puts back the acks it was sending
+        await asyncio.wait(tasks, timeout=LAST_TRY)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._heart is not None:
+            await self._heart.stop(LAST_TRY / 2)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LAST_TRY):
+                await self._flush_acks()
+        if await self._leave():
+            log.info("stopped at once: %d jobs handed back", held)
+            await self._delete_stop_key()
+
+    async def _leave(self) -> bool:
+        """One try, of at most LAST_TRY seconds, at heartbeat leave: it hands
+        back every job Redis still holds for this worker. Whether it worked."""
+        try:
+            async with asyncio.timeout(LAST_TRY):
+                await self._client.run(self._core.heartbeat(self.id, "leave", self._lease_ms), retry_for=0)
+        except TRANSIENT as exc:  # the timeout's TimeoutError too
+            log.warning("could not leave (%s): the jobs still held go back when the lease lapses", exc)
+            return False
+        return True
+
+    async def _delete_stop_key(self) -> None:
+        with contextlib.suppress(*_REDIS_ERRORS):  # the TimeoutError too
+            await asyncio.wait_for(self._client.redis.delete(self._stop_key), LAST_TRY)
+
+    async def _hand_back(self, pairs: list[tuple[str, str]], which: str) -> None:
+        if not pairs:
+            return
+        try:
+            for owner, ids in _by_owner(pairs).items():
+                await self._call(self._core.release(owner, ids))
+                self._held.difference_update((owner, i) for i in ids)
+        except RedisUnavailable as exc:
+            log.warning(
+                "could not hand back %d jobs %s (%s): they go back when the lease lapses", len(pairs), which, exc
+            )
+        else:
+            log.info("handed back %d jobs %s", len(pairs), which)
 
     # -- leases ----------------------------------------------------------
 
     def _rejoin(self, lost_id: str, client: Client) -> None:
         """After the lease of ``lost_id`` was lost: join again under a new id
-        (once, however many parts of the worker noticed)."""
+        (once, however many parts of the worker noticed). One try: raises
+        TRANSIENT errors, and the caller tries again later."""
         with self._id_lock:
             if self.id != lost_id:
                 return
             # A beat under the lost id hands back whatever Redis still holds
             # for it (when its lease entry vanished without a recovery).
-            client.run(self._core.heartbeat(lost_id, "beat", self._lease_ms))
+            client.run(self._core.heartbeat(lost_id, "beat", self._lease_ms), retry_for=0)
             new_id = new_worker_id()
-            client.run(self._core.heartbeat(new_id, "join", self._lease_ms))
+            client.run(self._core.heartbeat(new_id, "join", self._lease_ms), retry_for=0)
             self.id = new_id
             self.stats.leases_lost += 1
         log.warning(
@@ -342,85 +463,91 @@ class Worker:
 
     async def _take_loop(self) -> None:
         assert self._stop is not None
+        delays = retry_delays()
         while not self._stop.is_set():
             room = self.prefetch - len(self._held)
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            owner = self.id
-            if self._suspect:
-                # After a failover the new master may lack acks and fails this
-                # worker sent: its jobs would sit in flight under a live lease.
-                self._suspect = False
-                await self._reconcile(owner)
             try:
-                result = await self._client.run(self._core.take(owner, room, self.queues), retry_for=0)
-            except LeaseLost:
-                client = Client.from_url(self._url, self.namespace, **self._connect)
-                await asyncio.to_thread(self._rejoin, owner, client)
-                client.close()
-                continue
+                await self._take(self.id, room)
             except TRANSIENT as exc:
-                log.warning("take failed: redis unavailable (%s)", exc)
-                await self._until(asyncio.sleep(1.0), self._stop)
-                await self._reconcile(owner)
-                continue
-            for job in result.jobs:
-                self._held.add((owner, job.id))
-                self._waiting.put_nowait((owner, job))
-            for job_id, problem in result.broken:
-                # A job this client cannot read (written by hand, or by
-                # another language's client): fail it rather than stop.
-                failure = self._core.fail(
-                    owner,
-                    job_id,
-                    message=f"the job's stored record cannot be read: {problem}",
-                    error_type="zizq.PayloadDecodeError",
-                    jitter=random.random(),
-                )
-                try:
-                    await self._call(failure)
-                except Exception:  # recorded in Redis; only its reply could not be read
-                    log.exception("job %s cannot be read", job_id)
-            self.stats.taken += len(result.jobs)
-            if len(result.jobs) == room or result.more:
-                continue
-            timeout = self.max_idle
-            if result.next_due is not None:
-                timeout = min(timeout, (result.next_due - result.now) / 1000 + 0.001)
-            try:
-                await self._wait_for_work(timeout)
-            except TRANSIENT as exc:
+                # Whatever was sent may have run (a take whose reply was lost,
+                # an ack a failover undid): the next round reconciles first.
                 self._suspect = True
-                log.warning("waiting for work failed: redis unavailable (%s)", exc)
+                pause = next(delays)
+                log.warning("taking jobs failed: redis unavailable (%s); trying again in %.1fs", exc, pause)
+                await self._until(asyncio.sleep(pause), self._stop)
+            else:
+                delays = retry_delays()
+
+    async def _take(self, owner: str, room: int) -> None:
+        """One round of the take loop: take up to ``room`` jobs and, when
+        nothing more is ready, wait for work. Raises TRANSIENT errors."""
+        if self._suspect:
+            # After a failover the new master may lack acks and fails this
+            # worker sent: its jobs would sit in flight under a live lease.
+            self._suspect = False
+            await self._reconcile(owner)
+        try:
+            result = await self._client.run(self._core.take(owner, room, self.queues), retry_for=0)
+        except LeaseLost:
+            client = Client.from_url(self._url, self.namespace, **self._connect)
+            try:
+                await asyncio.to_thread(self._rejoin, owner, client)
+            finally:
+                client.close()
+            return
+        for job in result.jobs:
+            self._held.add((owner, job.id))
+            self._waiting.put_nowait((owner, job))
+        for job_id, problem in result.broken:
+            # A job this client cannot read (written by hand, or by
+            # another language's client): fail it rather than stop.
+            failure = self._core.fail(
+                owner,
+                job_id,
+                message=f"the job's stored record cannot be read: {problem}",
+                error_type="zizq.PayloadDecodeError",
+                jitter=random.random(),
+            )
+            try:
+                await self._call(failure)
+            except TRANSIENT:
+                raise
+            except Exception:  # recorded in Redis; only its reply could not be read
+                log.exception("job %s cannot be read", job_id)
+        self.stats.taken += len(result.jobs)
+        if len(result.jobs) == room or result.more:
+            return
+        timeout = self.max_idle
+        if result.next_due is not None:
+            timeout = min(timeout, (result.next_due - result.now) / 1000 + 0.001)
+        await self._wait_for_work(timeout)
 
     async def _reconcile(self, owner: str) -> None:
         """After a call that failed in transit (a take whose reply was lost,
         or an ack or fail a failover undid): jobs Redis holds for this worker
-        that the worker does not know of go back to their queues."""
-        delays = retry_delays()
-        while True:
-            try:
-                held = await self._client.redis.smembers(self._core.key("worker", owner))
-                break
-            except TRANSIENT:
-                await asyncio.sleep(next(delays))
+        that the worker does not know of go back to their queues. One try:
+        raises TRANSIENT errors."""
+        held = await _plain(self._client.redis.smembers(self._core.key("worker", owner)))
         # Known: held, or done with the ack not yet sent (or being sent).
         known = {i for o, i in (*self._held, *self._acking, *self._acks) if o == owner}
         ids = (i.decode() if isinstance(i, bytes) else i for i in held)
         unknown = [i for i in ids if i not in known]
         if unknown:
-            await self._call(self._core.release(owner, unknown))
+            await self._client.run(self._core.release(owner, unknown), retry_for=0)
             log.warning("handed back %d jobs taken by a take whose reply was lost", len(unknown))
 
     async def _wait_for_work(self, timeout: float) -> None:
         queues = self.queues
         if not queues:
-            known = await self._client.redis.smembers(self._core.key("queues"))
+            known = await _plain(self._client.redis.smembers(self._core.key("queues")))
             queues = sorted(q.decode() if isinstance(q, bytes) else q for q in known)
         keys = [*self._core.wake_keys(queues, every_queue=not self.queues), self._stop_key]
-        await self._blocker.blpop(keys, timeout=max(timeout, 0.001))
+        # A master demoted to a replica ends the wait with UNBLOCKED.
+        await _plain(self._blocker.blpop(keys, timeout=max(timeout, 0.001)))
 
     @staticmethod
     async def _until(aw: Awaitable[Any], event: asyncio.Event) -> None:
@@ -435,17 +562,26 @@ class Worker:
 
     async def _call(self, call: Call[Any]) -> Any:
         """Run a script call, retrying with backoff (0.5 s doubling to 30 s)
-        for as long as Redis cannot be reached. Retrying is safe: see
-        docs/redis-layout.md."""
+        while Redis cannot be reached: for as long as it takes while the
+        worker runs; after a stop, until the shutdown timeout ends (a call
+        then gets one try of at most LAST_TRY seconds, and so does every call
+        after a second stop); then raises RedisUnavailable. Retrying is safe:
+        see docs/redis-layout.md."""
+        assert self._stop is not None and self._forced is not None
         delays = retry_delays()
         while True:
+            give_up = self._give_up_at
             try:
-                return await self._client.run(call, retry_for=0)
-            except TRANSIENT as exc:
+                async with asyncio.timeout(None if give_up is None else max(give_up - time.monotonic(), LAST_TRY)):
+                    return await self._client.run(call, retry_for=0)
+            except TRANSIENT as exc:  # the timeout's TimeoutError too (an OSError)
                 self._suspect = True
                 pause = next(delays)
+                if self._give_up_at is not None and time.monotonic() + pause > self._give_up_at:
+                    raise RedisUnavailable(f"redis unavailable until the shutdown timeout ran out: {exc}") from exc
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, pause)
-                await asyncio.sleep(pause)
+                # A stop shortens the wait: the retries may have to end sooner.
+                await self._until(asyncio.sleep(pause), self._forced if self._stop.is_set() else self._stop)
 
     # -- running ---------------------------------------------------------
 
@@ -454,13 +590,19 @@ class Worker:
         # (so each gets its own copy of the context variables): shutdown
         # waits until no handler runs, then cancels the runners, and with
         # them any handler still running.
+        assert self._stop is not None
         while True:
             owner, job = await self._waiting.get()
+            if self._stop.is_set():  # no queued job starts after a stop: the shutdown hands them back
+                self._waiting.put_nowait((owner, job))
+                return
             pair = (owner, job.id)
             self._running.add(pair)
             self._idle.clear()
             try:
                 await asyncio.create_task(self._run_one(owner, job))
+            except RedisUnavailable as exc:  # only after a stop
+                log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
             except Exception:  # a failure that could not be recorded: log it, keep going
                 log.exception("job %s: could not record its outcome", job.id)
             finally:
@@ -600,9 +742,11 @@ class Worker:
         while self._acks:
             batch, self._acks = self._acks, []
             self._acking.update(batch)
+            unsent = _by_owner(batch)
             try:
-                for owner, ids in _by_owner(batch).items():
+                for owner, ids in list(unsent.items()):
                     refused = await self._call(self._core.ack(owner, ids))
+                    del unsent[owner]
                     self.stats.completed += len(ids) - len(refused)
                     if refused:
                         self.stats.refused_acks += len(refused)
@@ -611,14 +755,21 @@ class Worker:
                             len(refused),
                             ", ".join(refused[:5]),
                         )
+            except RedisUnavailable as exc:  # only after a stop
+                left = sum(map(len, unsent.values()))
+                log.warning(
+                    "%d acks not sent (%s): unless a last try gets through, those jobs will run again", left, exc
+                )
+                return
             except Exception:
                 # Not a lost connection (that is retried): keep the acks for
                 # the next flush rather than leave the jobs in flight.
                 log.exception("acks failed; they will be sent again")
-                self._acks = batch + self._acks
                 return
             finally:
                 self._acking.difference_update(batch)
+                # Acks not sent (an error, a cancellation) wait for the next flush.
+                self._acks = [(o, i) for o, ids in unsent.items() for i in ids] + self._acks
 
 
 def _by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -639,15 +790,28 @@ class _Heartbeat(threading.Thread):
             worker._url, worker.namespace, **{**worker._connect, "socket_timeout": worker.lease}
         )
         self.stopping = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._ended = asyncio.Event()
 
-    def stop(self) -> None:
+    async def stop(self, timeout: float) -> None:
+        """Stop, waiting up to ``timeout`` seconds for a beat in progress
+        (without blocking the event loop)."""
         self.stopping.set()
-        self.join(self.worker.lease + 1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), timeout)
         self.client.close()
 
     def run(self) -> None:
+        try:
+            self._beat()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._ended.set)
+
+    def _beat(self) -> None:
         w = self.worker
         wait = w.heartbeat_interval
+        pause = BEAT_RETRY  # before the next try after a failure
         while not self.stopping.wait(wait):
             wait = w.heartbeat_interval
             me = w.id
@@ -656,14 +820,15 @@ class _Heartbeat(threading.Thread):
                 if beat.lost:
                     w._rejoin(me, self.client)
             except _BEAT_ERRORS as exc:
-                # Often a stale connection after Redis came back: try again soon.
                 w._suspect = w._suspect or isinstance(exc, TRANSIENT)
-                log.warning("heartbeat failed: %s", exc)
-                wait = min(0.2, wait)
+                wait = min(pause, w.heartbeat_interval)
+                pause = wait * 2
+                log.warning("heartbeat failed (%s); trying again in %.1fs", exc, wait)
                 continue
             except Exception:  # never let the heartbeat die while the worker runs
                 log.exception("heartbeat failed")
                 continue
+            pause = BEAT_RETRY
             if beat.recovered or beat.failed:
                 w.stats.recovered += beat.recovered
                 w.stats.poisoned += beat.failed
@@ -672,3 +837,15 @@ class _Heartbeat(threading.Thread):
                     beat.recovered,
                     beat.failed,
                 )
+
+
+async def _plain(aw: Awaitable[T]) -> T:
+    """The reply of a plain Redis command (``run`` does this for scripts): a
+    reply that means "not now" raises RetryLater, one of TRANSIENT."""
+    try:
+        return await aw
+    except ResponseError as exc:
+        later = retry_later(exc)
+        if later is None:
+            raise
+        raise later from exc
