@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -96,6 +96,7 @@ def test_a_killed_master_fails_over_and_no_acknowledged_job_is_lost_or_stuck(
     try:
         producer.start()
 
+        wait_until("both worker processes joined", lambda: leases(cluster.url, namespaces) == 2 * len(namespaces), 30)
         wait_until("the workers are running jobs", lambda: len(recorder.keys("finished:*")) >= 100, 30)
         victim = cluster.master_of(namespaces[0])
         before = producer.count()
@@ -122,3 +123,12 @@ def test_a_killed_master_fails_over_and_no_acknowledged_job_is_lost_or_stuck(
         codes = [stop_worker(w) for w in workers]
         recorder.close()
     assert codes == [0, 0], log.read_text()[-3000:]
+
+
+def leases(url: str, namespaces: Sequence[str]) -> int:
+    """Leases held in ``namespaces``, all told: one per worker process and namespace."""
+    total = 0
+    for ns in namespaces:
+        with zizq.Client.from_url(url, ns) as client:
+            total += client.stats().workers
+    return total
