@@ -125,7 +125,9 @@ class Client(CronMethods, QueryMethods):
         While Redis cannot be reached (or is loading, or read-only, or the
         cluster is failing over) a call is retried with backoff (0.5 s
         doubling to 30 s) for up to ``retry_for`` seconds, then raises
-        :class:`zizq.RedisUnavailable`.
+        :class:`zizq.RedisUnavailable`. An enqueue sent again creates nothing
+        twice: a job that ran and was deleted in between is recognised for
+        60 s after, so keep ``retry_for`` under 60.
 
         ``wait_replicas`` (0: off) makes every enqueue wait, with ``WAIT``,
         until that many replicas have the new jobs, for up to
