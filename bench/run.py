@@ -502,7 +502,8 @@ def _time_us(fn: Callable[[], Any], per: int = 1) -> float:
 def child_micro(url: str, n: int) -> dict[str, Any]:
     import zizq
     from zizq import _hotpath
-    from zizq._core import TakeResult, enqueue_args
+    from zizq._core import TakeResult
+    from zizq._enqueue import enqueue_args
 
     bench_job, unique_job, _ = _kinds()
     ids = _hotpath.IdGenerator()

@@ -4,7 +4,7 @@ Typed jobs, priorities, unique jobs, retries with backoff, retention; every
 state change is one atomic Lua script in Redis.
 """
 
-from ._core import Enqueue
+from ._enqueue import Enqueue
 from .client import AsyncClient, Client
 from .cron import CronEntry, CronEntryState, CronGroup
 from .errors import (

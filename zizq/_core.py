@@ -2,21 +2,22 @@
 
 It validates input, builds each script call's keys and arguments, and turns
 replies into :class:`zizq.Job` objects. The front doors only send the calls.
+What one job's enqueue sends is planned in :mod:`zizq._enqueue`; here its
+rows are packed into the script call, and the reply made into jobs.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgpack
 import redis.exceptions
 
 from . import _hotpath
+from ._enqueue import Enqueue, Row, Template, _non_negative, _text_opt, epoch_ms, plan_enqueue
 from ._scripts import Script, script
 from .errors import ValidationError
 from .job import (
@@ -28,9 +29,6 @@ from .job import (
     JobKind,
     JobStatus,
     Retention,
-    UniqueKey,
-    UniqueWhile,
-    timeout_ms,
     validate_name,
     validate_priority,
 )
@@ -82,7 +80,6 @@ def retry_delays() -> Iterator[float]:
 
 
 Value = str | bytes | int | float
-Delay = float | int | timedelta
 
 
 class _Unset:
@@ -121,312 +118,11 @@ class Call(Generic[T]):
         return Call(self.script, self.keys, self.repeat_args, self.decode)
 
 
-class Enqueue:
-    """One job and its per-call options, for ``enqueue_many``.
-
-    ``Enqueue(SendEmail(to="a@b.c"), priority=10)`` for a JobKind;
-    ``Enqueue.raw("send_email", {"to": "a@b.c"}, queue="emails")`` for a job
-    type defined elsewhere. Options are those of ``Client.enqueue``.
-    """
-
-    __slots__ = (
-        "backoff",
-        "delay",
-        "job",
-        "payload",
-        "priority",
-        "queue",
-        "ready_at",
-        "retention",
-        "retry_limit",
-        "timeout",
-        "type",
-        "unique_key",
-    )
-
-    def __init__(
-        self,
-        job: JobKind | None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: Delay | None = None,
-        ready_at: datetime | None = None,
-        retry_limit: int | None = None,
-        backoff: Backoff | None = None,
-        retention: Retention | None = None,
-        unique_key: UniqueKey | str | None = None,
-        timeout: Delay | None = None,
-    ) -> None:
-        self.job = job
-        self.type: str | None = None
-        self.payload: Any = None
-        self.queue = queue
-        self.priority = priority
-        self.delay = delay
-        self.ready_at = ready_at
-        self.retry_limit = retry_limit
-        self.backoff = backoff
-        self.retention = retention
-        self.unique_key = unique_key
-        self.timeout = timeout
-
-    @classmethod
-    def raw(cls, type_name: str, payload: Any, *, queue: str = DEFAULT_QUEUE, **options: Any) -> Enqueue:
-        """A job of type ``type_name`` with a plain JSON ``payload``."""
-        item = cls(None, queue=queue, **options)
-        item.type = type_name
-        item.payload = payload
-        return item
-
-
-MAX_SECONDS = 1e11  # about 3,000 years: every stored time stays an exact integer
-
-
-def delay_ms(delay: Delay) -> int:
-    """A delay (seconds, or a timedelta) in whole ms; never negative."""
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise ValidationError(f"delay {delay!r} is not a number of seconds or a timedelta")
-    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
-        raise ValidationError(f"delay {delay!r} must be a number of seconds in 0..{MAX_SECONDS:.0e}")
-    return round(seconds * 1000)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_ms(at: datetime) -> int:
-    """An aware datetime as ms since the epoch."""
-    if not isinstance(at, datetime):
-        raise ValidationError(f"ready_at {at!r} is not a datetime")
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValidationError(f"ready_at {at!r} is naive; give a timezone-aware datetime")
-    ms = (at - _EPOCH) // timedelta(milliseconds=1)  # exact; at.timestamp() * 1000 can be 1 ms off
-    if ms < 0:
-        raise ValidationError(f"ready_at {at!r} is before 1970")
-    return ms
-
-
-class Template(NamedTuple):
-    """What an enqueued job will be, apart from its id, status and ready_at:
-    the Job fields an enqueue result takes from the request."""
-
-    type: str
-    queue: str
-    priority: int
-    retry_limit: int | None
-    backoff: Backoff | None
-    retention: Retention | None
-    unique_key: str | None
-    unique_while: UniqueWhile | None
-    timeout_ms: int | None
-
-
-def enqueue_item(
-    job: JobKind,
-    queue: str | None,
-    priority: int | None,
-    delay: Delay | None,
-    ready_at: datetime | None,
-    retry_limit: int | None,
-    backoff: Backoff | None,
-    retention: Retention | None,
-    unique_key: UniqueKey | str | None,
-    timeout: Delay | None,
-) -> Enqueue | JobKind:
-    """What ``enqueue`` sends: the job itself when no option is given (the
-    fast path of plan_enqueue), else an Enqueue with the options."""
-    if (
-        queue is None
-        and priority is None
-        and delay is None
-        and ready_at is None
-        and retry_limit is None
-        and backoff is None
-        and retention is None
-        and unique_key is None
-        and timeout is None
-    ):
-        return job
-    return Enqueue(
-        job,
-        queue=queue,
-        priority=priority,
-        delay=delay,
-        ready_at=ready_at,
-        retry_limit=retry_limit,
-        backoff=backoff,
-        retention=retention,
-        unique_key=unique_key,
-        timeout=timeout,
-    )
-
-
-Row = list[str | bytes]  # one job's 14 enqueue values, all strings
-
-
 def enqueue_call_args(rows: Sequence[Row]) -> list[Value]:
     """The enqueue script's arguments for these jobs: their count, and the
     jobs as one MessagePack array (bytes as MessagePack raw strings: Redis's
     cmsgpack cannot read bin)."""
     return [len(rows), msgpack.packb(rows, use_bin_type=False)]
-
-
-def enqueue_args(item: Enqueue | JobKind, ids: Any) -> Row:
-    """The 14 enqueue values of one job (see lua/enqueue.lua); raises a
-    ValidationError naming the bad value before anything is sent."""
-    return plan_enqueue(item, ids)[0]
-
-
-def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[Row, Template]:
-    """The 14 enqueue values of one job, and the template of its result.
-
-    A bare JobKind instance (no per-call options) takes a fast path: its
-    class's defaults were checked when the class was made, and are turned
-    into arguments once per class; only the id, the payload and the unique
-    key are made per job.
-    """
-    if isinstance(item, JobKind):
-        unique = item.unique_key()
-        if unique is None or isinstance(unique, UniqueKey):
-            kind = type(item)
-            known = _KINDS.get(kind)
-            if known is None:
-                known = _KINDS[kind] = _kind_args(kind)
-            head, tail, template = known
-            args = [ids.generate(), *head, _hotpath.encode_payload(item.to_payload()), *tail]
-            if unique is not None:
-                scope = unique.unique_while or kind.UNIQUE_WHILE
-                args[11], args[12] = unique.key, scope or ""
-                template = Template(*template[:6], unique.key, scope, template.timeout_ms)
-            return args, template
-        item = Enqueue(item, unique_key=unique)
-    elif not isinstance(item, Enqueue):
-        item = Enqueue(item)  # refused below, naming the value
-    return _plan_item(item, ids)
-
-
-def _args(job_id: str, t: Template, payload: bytes, ready_at: int | None, delay: int | None) -> list[str | bytes]:
-    # The order of lua/enqueue.lua's header: every value a string.
-    return [
-        job_id,
-        t.type,
-        t.queue,
-        str(t.priority),
-        payload,
-        _text_opt(ready_at),
-        _text_opt(delay),
-        _text_opt(t.retry_limit),
-        "" if t.backoff is None else t.backoff.encode(),
-        "" if t.retention is None else _text_opt(t.retention.completed_ms),
-        "" if t.retention is None else _text_opt(t.retention.dead_ms),
-        _text_opt(t.unique_key),
-        _text_opt(t.unique_while),
-        _text_opt(t.timeout_ms),
-    ]
-
-
-def _text_opt(value: int | str | None) -> str:
-    return "" if value is None else str(value)
-
-
-# Per JobKind class: the arguments before and after the payload, and the
-# result template, of a job with no per-call options and no unique key.
-_KINDS: dict[type[JobKind], tuple[tuple[str | bytes, ...], tuple[str | bytes, ...], Template]] = {}
-
-
-def _kind_args(kind: type[JobKind]) -> tuple[tuple[str | bytes, ...], tuple[str | bytes, ...], Template]:
-    _concrete(kind)
-    template = Template(
-        type=kind.NAME,
-        queue=kind.QUEUE,
-        priority=DEFAULT_PRIORITY if kind.PRIORITY is None else int(kind.PRIORITY),
-        retry_limit=None if kind.RETRY_LIMIT is None else int(kind.RETRY_LIMIT),
-        backoff=kind.BACKOFF,
-        retention=None if kind.RETENTION == Retention() else kind.RETENTION,
-        unique_key=None,
-        unique_while=None,
-        timeout_ms=None if kind.TIMEOUT is None else timeout_ms(kind.TIMEOUT),
-    )
-    args = _args("", template, b"", None, None)
-    return tuple(args[1:4]), tuple(args[5:]), template
-
-
-def _concrete(kind: type[JobKind]) -> None:
-    if "NAME" not in vars(kind):
-        raise ValidationError(f"{kind.__qualname__} is an abstract JobKind (no NAME); enqueue a concrete subclass")
-
-
-def _plan_item(item: Enqueue, ids: Any) -> tuple[Row, Template]:
-    job = item.job
-    if job is not None:
-        if not isinstance(job, JobKind):
-            raise ValidationError(f"{job!r} is not a zizq.JobKind instance; use enqueue_raw for plain payloads")
-        kind = type(job)
-        _concrete(kind)
-        type_name = kind.NAME
-        payload = _hotpath.encode_payload(job.to_payload())
-        queue: str | None = item.queue if item.queue is not None else kind.QUEUE
-        priority = item.priority if item.priority is not None else kind.PRIORITY
-        retry_limit = item.retry_limit if item.retry_limit is not None else kind.RETRY_LIMIT
-        backoff = item.backoff if item.backoff is not None else kind.BACKOFF
-        retention = _merge_retention(item.retention, kind.RETENTION)
-        unique = item.unique_key if item.unique_key is not None else job.unique_key()
-        unique_while = kind.UNIQUE_WHILE
-        timeout = item.timeout if item.timeout is not None else kind.TIMEOUT
-    else:
-        type_name = validate_name("job type", item.type)
-        queue = item.queue
-        payload = _hotpath.encode_payload(item.payload)
-        priority = item.priority
-        retry_limit = item.retry_limit
-        backoff = item.backoff
-        retention = item.retention
-        unique = item.unique_key
-        unique_while = None
-        timeout = item.timeout
-    queue = validate_name("queue", queue)
-    priority = DEFAULT_PRIORITY if priority is None else validate_priority(priority)
-    if retry_limit is not None:
-        retry_limit = _non_negative("retry_limit", retry_limit)
-    if backoff is not None and not isinstance(backoff, Backoff):
-        raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff")
-    if retention is not None and not isinstance(retention, Retention):
-        raise ValidationError(f"retention {retention!r} is not a zizq.Retention")
-    if retention == Retention():  # nothing set: nothing stored
-        retention = None
-    if isinstance(unique, str):
-        unique = UniqueKey.raw(unique)
-    elif unique is not None and not isinstance(unique, UniqueKey):
-        raise ValidationError(f"unique_key {unique!r} is not a zizq.UniqueKey or a string")
-    if unique is not None and unique.unique_while is not None:
-        unique_while = unique.unique_while
-    ready_at = delay = None
-    if item.ready_at is not None and item.delay is not None:
-        raise ValidationError("give delay or ready_at, not both")
-    if item.ready_at is not None:
-        ready_at = epoch_ms(item.ready_at)
-    elif item.delay is not None:
-        delay = delay_ms(item.delay)
-    template = Template(
-        type=type_name,
-        queue=queue,
-        priority=priority,
-        retry_limit=retry_limit,
-        backoff=backoff,
-        retention=retention,
-        unique_key=None if unique is None else unique.key,
-        unique_while=unique_while if unique is not None else None,
-        timeout_ms=None if timeout is None else timeout_ms(timeout),
-    )
-    return _args(ids.generate(), template, payload, ready_at, delay), template
-
-
-def _non_negative(what: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValidationError(f"{what} {value!r} is not a non-negative integer")
-    return int(value)  # a plain int: redis-py refuses int subclasses such as IntEnum
 
 
 def _retention_args(retention: Any) -> list[Value]:
@@ -495,17 +191,6 @@ def defaults_args(
         value = "" if max_recoveries is None else _non_negative("max_recoveries", max_recoveries)
         args += ["max_recoveries", value]
     return args
-
-
-def _merge_retention(call: Retention | None, kind: Retention | None) -> Retention | None:
-    if call is not None and not isinstance(call, Retention):
-        raise ValidationError(f"retention {call!r} is not a zizq.Retention")
-    if call is None or kind is None:
-        return call if call is not None else kind
-    return Retention(
-        completed_ms=call.completed_ms if call.completed_ms is not None else kind.completed_ms,
-        dead_ms=call.dead_ms if call.dead_ms is not None else kind.dead_ms,
-    )
 
 
 def _text(s: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ._core import MAX_SECONDS
+from ._enqueue import MAX_SECONDS
 from .client import Client
 from .errors import JobNotFound, ValidationError
 from .filters import Filter

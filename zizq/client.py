@@ -20,19 +20,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from . import connect, events, middleware
-from ._core import (
-    TRANSIENT,
-    UNSET,
-    Call,
-    Core,
-    Delay,
-    Enqueue,
-    defaults_args,
-    enqueue_item,
-    patch_args,
-    retry_delays,
-    retry_later,
-)
+from ._core import TRANSIENT, UNSET, Call, Core, defaults_args, patch_args, retry_delays, retry_later
+from ._enqueue import Delay, Enqueue, enqueue_item
 from .cron import AsyncCronMethods, CronMethods
 from .errors import JobNotFound, RedisUnavailable, ValidationError, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey

@@ -39,7 +39,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from croniter import CroniterBadDateError, croniter
 
-from ._core import TRANSIENT, Call, Core, Enqueue, Row, Value, _str, enqueue_args, enqueue_call_args, retry_delays
+from ._core import TRANSIENT, Call, Core, Value, _str, enqueue_call_args, retry_delays
+from ._enqueue import Enqueue, Row, enqueue_args
 from ._scripts import script
 from .errors import CronNotFound, RedisUnavailable, ValidationError, ZizqError
 from .job import JobKind, validate_name

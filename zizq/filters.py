@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ._core import epoch_ms
+from ._enqueue import epoch_ms
 from .errors import ValidationError
 from .job import Job, validate_name
 

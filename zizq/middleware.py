@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import events
-from ._core import Enqueue
+from ._enqueue import Enqueue
 from .job import Job
 
 if TYPE_CHECKING:

@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 from redis.exceptions import ResponseError
 
 from . import connect, events
-from ._core import TRANSIENT, Call, delay_ms, epoch_ms, retry_delays, retry_later
+from ._core import TRANSIENT, Call, retry_delays, retry_later
+from ._enqueue import delay_ms, epoch_ms
 from .client import AsyncClient, Client, _connection_options
 from .cron import CronStats, cron_loop
 from .errors import JobTimeout, KillJob, LeaseLost, RedisUnavailable, RetryJob, ValidationError, ZizqError
