@@ -64,6 +64,10 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 
 
+# Errors of a plain Redis command: TRANSIENT ones, and a refusal.
+REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, redis.exceptions.ResponseError)
+
+
 def retry_later(exc: redis.exceptions.ResponseError) -> RetryLater | None:
     """``exc`` as a RetryLater when its reply means "not now", else None."""
     if type(exc) is redis.exceptions.ResponseError and str(exc).partition(" ")[0] in LATER_CODES:
@@ -123,6 +127,14 @@ def enqueue_call_args(rows: Sequence[Row]) -> list[Value]:
     jobs as one MessagePack array (bytes as MessagePack raw strings: Redis's
     cmsgpack cannot read bin)."""
     return [len(rows), msgpack.packb(rows, use_bin_type=False)]
+
+
+def by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """(owner, job id) pairs as each owner's job ids: what ack and release take."""
+    out: dict[str, list[str]] = {}
+    for owner, job_id in pairs:
+        out.setdefault(owner, []).append(job_id)
+    return out
 
 
 def _retention_args(retention: Any) -> list[Value]:

@@ -8,8 +8,8 @@ job arrives or the next scheduled job falls due.
 
 A thread of its own keeps the worker's lease in Redis (a heartbeat every
 ``heartbeat_interval`` seconds), so a busy event loop or a CPU-bound handler
-cannot make the worker look dead. Each heartbeat also recovers the jobs of
-workers whose lease lapsed.
+cannot make the worker look dead: see :mod:`zizq.heartbeat`. How the worker
+stops, gracefully or at once, is in :mod:`zizq.shutdown`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -32,27 +30,20 @@ from typing import Any, TypeVar
 from redis.exceptions import ResponseError
 
 from . import connect, events
-from ._core import TRANSIENT, Call, retry_delays, retry_later
+from ._core import REDIS_ERRORS, TRANSIENT, Call, by_owner, retry_delays, retry_later
 from ._enqueue import delay_ms, epoch_ms
 from .client import AsyncClient, Client, _connection_options
 from .cron import CronStats, cron_loop
 from .errors import JobTimeout, KillJob, LeaseLost, RedisUnavailable, RetryJob, ValidationError, ZizqError
+from .heartbeat import HeartbeatThread, new_worker_id, rejoin
 from .job import Job, validate_name
 from .middleware import run_chain
 from .router import Route, Router
+from .shutdown import LAST_TRY, leave_at_once, shutdown
 
 log = logging.getLogger("zizq.worker")
 T = TypeVar("T")
 PURGE_BATCH = 1000
-# Seconds a last try at Redis may take: a call after the shutdown timeout ran
-# out, and each step of a stop at once (a second stop).
-LAST_TRY = 1.0
-# Seconds before a failed heartbeat is tried again: soon (often it is a stale
-# connection after Redis came back), then doubling up to the heartbeat
-# interval, not to 30 s: the lease must be renewed as soon as Redis answers.
-BEAT_RETRY = 0.2
-_BEAT_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ZizqError)
-_REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, ResponseError)
 
 
 @dataclass
@@ -96,10 +87,6 @@ def _seconds(what: str, value: object, *, zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 if zero else value > 0):
         raise ValidationError(f"{what} {value!r} must be a number of seconds {'0 or above' if zero else 'above 0'}")
     return float(value)
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
 class Worker:
@@ -269,7 +256,7 @@ class Worker:
         self._closing = False
         self._running: set[tuple[str, str]] = set()  # (owner, id) of jobs whose handler runs
         self._idle = asyncio.Event()  # set while no handler runs
-        self._heart: _Heartbeat | None = None  # started once the worker has joined
+        self._heart: HeartbeatThread | None = None  # started once the worker has joined
         with self._stop_lock:
             self._loop = asyncio.get_running_loop()  # last: stop() works from here on
             if self._stop_early:
@@ -290,7 +277,7 @@ class Worker:
             if not serving.done():  # a second stop, wherever the shutdown was
                 serving.cancel()
                 await asyncio.wait({serving}, timeout=LAST_TRY)
-                await self._leave_at_once()
+                await leave_at_once(self)
         finally:
             forced.cancel()
             if not serving.done():  # run_async itself was cancelled
@@ -312,7 +299,7 @@ class Worker:
         try:
             await self._warn_on_eviction()
             await self._call(self._core.heartbeat(self.id, "join", self._lease_ms))
-            self._heart = _Heartbeat(self)
+            self._heart = HeartbeatThread(self)
             self._heart.start()
             log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
             await self._take_loop()
@@ -321,7 +308,7 @@ class Worker:
         except Exception as exc:
             failure = exc
         self._begin_stop()
-        await self._shutdown()
+        await shutdown(self)
         if failure is not None:
             raise failure
 
@@ -332,133 +319,13 @@ class Worker:
     async def _warn_on_eviction(self) -> None:
         try:
             policy = (await self._client.redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except _REDIS_ERRORS:  # CONFIG may be forbidden (ACLs, managed Redis); Redis may be down
+        except REDIS_ERRORS:  # CONFIG may be forbidden (ACLs, managed Redis); Redis may be down
             return
         if policy not in (None, "noeviction", b"noeviction"):
             log.warning(
                 "redis maxmemory-policy is %r: under memory pressure Redis may evict jobs. Set it to noeviction.",
                 policy.decode() if isinstance(policy, bytes) else policy,
             )
-
-    async def _shutdown(self) -> None:
-        """The graceful part of a stop. Hand-backs and acks retry until the
-        shutdown timeout ends and get one more try after it; the last call,
-        leave, gets one try. What cannot be sent goes back to its queue when
-        the lease lapses."""
-        assert self._give_up_at is not None
-        deadline = self._give_up_at
-        # Queued jobs first (no runner starts one after a stop): other
-        # workers can start them now, not after the running handlers.
-        unstarted = []
-        while not self._waiting.empty():
-            owner, job = self._waiting.get_nowait()
-            unstarted.append((owner, job.id))
-        log.info(
-            "stopping: %d jobs not started go back; %d running get up to %.0fs to finish",
-            len(unstarted),
-            len(self._running),
-            deadline - time.monotonic(),
-        )
-        await self._hand_back(unstarted, "taken but not started")
-        if self._running:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
-        abandoned = list(self._running)
-        for task in self._runners:
-            task.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        await self._hand_back(abandoned, "whose handlers ran past the shutdown timeout")
-        # The acker finishes its flush and ends by itself: cancelling a Redis
-        # call in flight can leave redis-py stuck until the socket times out.
-        # The purge and cron tasks end by themselves after a stop. Each gets
-        # until the deadline (what the acker had not sent is sent once more).
-        self._closing = True
-        self._ack_wanted.set()
-        _, late = await asyncio.wait(
-            {self._acker, *self._background}, timeout=max(LAST_TRY, deadline - time.monotonic())
-        )
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
-        await self._flush_acks()
-        if self._heart is not None:
-            await self._heart.stop(self.lease + 1)  # before leaving, or a last beat could join again
-            await self._leave()
-        await self._delete_stop_key()
-
-    async def _leave_at_once(self) -> None:
-        """A second stop: running handlers are abandoned. One quick try to
-        send the acks and leave, which hands back every job still held; what
-        does not get through goes back to its queue when the lease lapses."""
-        self.forced = True
-        held = len(self._held)
-        tasks = {*self._runners, self._acker, *self._background}
-        for task in tasks:
-            task.cancel()  # the acker puts back the acks it was sending
-        await asyncio.wait(tasks, timeout=LAST_TRY)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._heart is not None:
-            await self._heart.stop(LAST_TRY / 2)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LAST_TRY):
-                await self._flush_acks()
-        if await self._leave():
-            log.info("stopped at once: %d jobs handed back", held)
-            await self._delete_stop_key()
-
-    async def _leave(self) -> bool:
-        """One try, of at most LAST_TRY seconds, at heartbeat leave: it hands
-        back every job Redis still holds for this worker. Whether it worked."""
-        try:
-            async with asyncio.timeout(LAST_TRY):
-                await self._client.run(self._core.heartbeat(self.id, "leave", self._lease_ms), retry_for=0)
-        except TRANSIENT as exc:  # the timeout's TimeoutError too
-            log.warning("could not leave (%s): the jobs still held go back when the lease lapses", exc)
-            return False
-        return True
-
-    async def _delete_stop_key(self) -> None:
-        with contextlib.suppress(*_REDIS_ERRORS):  # the TimeoutError too
-            await asyncio.wait_for(self._client.redis.delete(self._stop_key), LAST_TRY)
-
-    async def _hand_back(self, pairs: list[tuple[str, str]], which: str) -> None:
-        if not pairs:
-            return
-        try:
-            for owner, ids in _by_owner(pairs).items():
-                await self._call(self._core.release(owner, ids))
-                self._held.difference_update((owner, i) for i in ids)
-        except RedisUnavailable as exc:
-            log.warning(
-                "could not hand back %d jobs %s (%s): they go back when the lease lapses", len(pairs), which, exc
-            )
-        else:
-            log.info("handed back %d jobs %s", len(pairs), which)
-
-    # -- leases ----------------------------------------------------------
-
-    def _rejoin(self, lost_id: str, client: Client) -> None:
-        """After the lease of ``lost_id`` was lost: join again under a new id
-        (once, however many parts of the worker noticed). One try: raises
-        TRANSIENT errors, and the caller tries again later."""
-        with self._id_lock:
-            if self.id != lost_id:
-                return
-            # A beat under the lost id hands back whatever Redis still holds
-            # for it (when its lease entry vanished without a recovery).
-            client.run(self._core.heartbeat(lost_id, "beat", self._lease_ms), retry_for=0)
-            new_id = new_worker_id()
-            client.run(self._core.heartbeat(new_id, "join", self._lease_ms), retry_for=0)
-            self.id = new_id
-            self.stats.leases_lost += 1
-        log.warning(
-            "worker %s was declared lost (no heartbeat within %.1fs); its jobs were handed to other workers "
-            "and its acks of them will be refused. Continuing as %s.",
-            lost_id,
-            self.lease,
-            new_id,
-        )
 
     # -- taking ----------------------------------------------------------
 
@@ -496,7 +363,7 @@ class Worker:
         except LeaseLost:
             client = Client.from_url(self._url, self.namespace, **self._connect)
             try:
-                await asyncio.to_thread(self._rejoin, owner, client)
+                await asyncio.to_thread(rejoin, self, owner, client)
             finally:
                 client.close()
             return
@@ -743,7 +610,7 @@ class Worker:
         while self._acks:
             batch, self._acks = self._acks, []
             self._acking.update(batch)
-            unsent = _by_owner(batch)
+            unsent = by_owner(batch)
             try:
                 for owner, ids in list(unsent.items()):
                     refused = await self._call(self._core.ack(owner, ids))
@@ -771,73 +638,6 @@ class Worker:
                 self._acking.difference_update(batch)
                 # Acks not sent (an error, a cancellation) wait for the next flush.
                 self._acks = [(o, i) for o, ids in unsent.items() for i in ids] + self._acks
-
-
-def _by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for owner, job_id in pairs:
-        out.setdefault(owner, []).append(job_id)
-    return out
-
-
-class _Heartbeat(threading.Thread):
-    """Keeps the worker's lease from a thread of its own, with its own
-    connection, and recovers lost workers' jobs on the way."""
-
-    def __init__(self, worker: Worker) -> None:
-        super().__init__(name="zizq-heartbeat", daemon=True)
-        self.worker = worker
-        self.client = Client.from_url(
-            worker._url, worker.namespace, **{**worker._connect, "socket_timeout": worker.lease}
-        )
-        self.stopping = threading.Event()
-        self._loop = asyncio.get_running_loop()
-        self._ended = asyncio.Event()
-
-    async def stop(self, timeout: float) -> None:
-        """Stop, waiting up to ``timeout`` seconds for a beat in progress
-        (without blocking the event loop)."""
-        self.stopping.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), timeout)
-        self.client.close()
-
-    def run(self) -> None:
-        try:
-            self._beat()
-        finally:
-            with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits
-                self._loop.call_soon_threadsafe(self._ended.set)
-
-    def _beat(self) -> None:
-        w = self.worker
-        wait = w.heartbeat_interval
-        pause = BEAT_RETRY  # before the next try after a failure
-        while not self.stopping.wait(wait):
-            wait = w.heartbeat_interval
-            me = w.id
-            try:
-                beat = self.client.run(w._core.heartbeat(me, "beat", w._lease_ms), retry_for=0)
-                if beat.lost:
-                    w._rejoin(me, self.client)
-            except _BEAT_ERRORS as exc:
-                w._suspect = w._suspect or isinstance(exc, TRANSIENT)
-                wait = min(pause, w.heartbeat_interval)
-                pause = wait * 2
-                log.warning("heartbeat failed (%s); trying again in %.1fs", exc, wait)
-                continue
-            except Exception:  # never let the heartbeat die while the worker runs
-                log.exception("heartbeat failed")
-                continue
-            pause = BEAT_RETRY
-            if beat.recovered or beat.failed:
-                w.stats.recovered += beat.recovered
-                w.stats.poisoned += beat.failed
-                log.warning(
-                    "recovered the jobs of lost workers: %d handed back to their queues, %d failed as poison pills",
-                    beat.recovered,
-                    beat.failed,
-                )
 
 
 async def _plain(aw: Awaitable[T]) -> T:
