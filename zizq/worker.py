@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from redis.exceptions import ResponseError
 
 from . import connect, events
-from ._core import REDIS_ERRORS, TRANSIENT, Call, by_owner, retry_delays, retry_later
+from ._core import REDIS_ERRORS, TRANSIENT, Call, TakeResult, by_owner, retry_delays, retry_later
 from ._enqueue import delay_ms, epoch_ms
 from .client import AsyncClient, Client, _connection_options
 from .cron import CronStats, cron_loop
@@ -367,6 +367,18 @@ class Worker:
             finally:
                 client.close()
             return
+        await self._hold(owner, result)
+        if len(result.jobs) == room or result.more:
+            return
+        timeout = self.max_idle
+        if result.next_due is not None:
+            timeout = min(timeout, (result.next_due - result.now) / 1000 + 0.001)
+        woken = await self._wait_for_work(timeout, owner, room - len(result.jobs))
+        if woken is not None:
+            await self._hold(owner, woken)
+
+    async def _hold(self, owner: str, result: TakeResult) -> None:
+        """Queue the jobs a take returned for the runners."""
         for job in result.jobs:
             self._held.add((owner, job.id))
             self._waiting.put_nowait((owner, job))
@@ -387,12 +399,6 @@ class Worker:
             except Exception:  # recorded in Redis; only its reply could not be read
                 log.exception("job %s cannot be read", job_id)
         self.stats.taken += len(result.jobs)
-        if len(result.jobs) == room or result.more:
-            return
-        timeout = self.max_idle
-        if result.next_due is not None:
-            timeout = min(timeout, (result.next_due - result.now) / 1000 + 0.001)
-        await self._wait_for_work(timeout)
 
     async def _reconcile(self, owner: str) -> None:
         """After a call that failed in transit (a take whose reply was lost,
@@ -408,14 +414,31 @@ class Worker:
             await self._client.run(self._core.release(owner, unknown), retry_for=0)
             log.warning("handed back %d jobs taken by a take whose reply was lost", len(unknown))
 
-    async def _wait_for_work(self, timeout: float) -> None:
+    async def _wait_for_work(self, timeout: float, owner: str, room: int) -> TakeResult | None:
+        """Block until a wake-up (or ``timeout`` seconds), then take up to
+        ``room`` jobs in the same round trip: the take is pipelined behind
+        the BLPOP, and Redis runs it the moment the BLPOP returns. None when
+        that take did not run or failed (on a cluster the take is not
+        pipelined); the take loop's next round takes the usual way."""
         queues = self.queues
         if not queues:
             known = await _plain(self._client.redis.smembers(self._core.key("queues")))
             queues = sorted(q.decode() if isinstance(q, bytes) else q for q in known)
         keys = [*self._core.wake_keys(queues, every_queue=not self.queues), self._stop_key]
-        # A master demoted to a replica ends the wait with UNBLOCKED.
-        await _plain(self._blocker.blpop(keys, timeout=max(timeout, 0.001)))
+        timeout = max(timeout, 0.001)
+        if connect.is_cluster(self._blocker):
+            await _plain(self._blocker.blpop(keys, timeout=timeout))
+            return None
+        take = self._core.take(owner, room, self.queues)
+        pipe = self._blocker.pipeline(transaction=False)
+        pipe.blpop(keys, timeout=timeout)
+        pipe.evalsha(take.script.sha, len(take.keys), *take.keys, *take.args)
+        woke, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(woke, ResponseError):  # a master demoted to a replica ends the wait with UNBLOCKED
+            raise retry_later(woke) or woke
+        if isinstance(reply, Exception):  # NOSCRIPT, a lost lease, ...: the next round's take deals with it
+            return None
+        return take.decode(reply)
 
     @staticmethod
     async def _until(aw: Awaitable[Any], event: asyncio.Event) -> None:
