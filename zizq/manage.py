@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core import UNSET, Call, Core, patch_args
-from .errors import ValidationError, WorkersActive
+from .errors import WorkersActive
 from .filters import Filter, as_filter
 from .job import Backoff, Job, Retention
 from .query import (
@@ -124,8 +124,6 @@ class QueryMethods:
             backoff=backoff,
             retention=retention,
         )
-        if not changes:
-            raise ValidationError("patch_jobs needs at least one change")
         return self._plan(bulk_plan("patch", as_filter(where, {}), changes))
 
     def list_queues(self, *, counts: bool = True) -> list[QueueInfo]:
@@ -239,8 +237,6 @@ class AsyncQueryMethods:
             backoff=backoff,
             retention=retention,
         )
-        if not changes:
-            raise ValidationError("patch_jobs needs at least one change")
         return await self._plan(bulk_plan("patch", as_filter(where, {}), changes))
 
     async def list_queues(self, *, counts: bool = True) -> list[QueueInfo]:

@@ -49,11 +49,9 @@ def enqueue_sync(client: Client, items: list[Enqueue]) -> list[Job]:
     try:
         jobs = step(0, items)
     except BaseException as exc:
-        if events.enqueue:
-            events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), [], _since(started), exc))
+        _emit(client.namespace, items, [], started, exc)
         raise
-    if events.enqueue:
-        events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), jobs, _since(started)))
+    _emit(client.namespace, items, jobs, started)
     return jobs
 
 
@@ -71,12 +69,18 @@ async def enqueue_async(client: AsyncClient, items: list[Enqueue]) -> list[Job]:
     try:
         jobs = await step(0, items)
     except BaseException as exc:
-        if events.enqueue:
-            events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), [], _since(started), exc))
+        _emit(client.namespace, items, [], started, exc)
         raise
-    if events.enqueue:
-        events.emit(events.enqueue, events.EnqueueEvent(client.namespace, len(items), jobs, _since(started)))
+    _emit(client.namespace, items, jobs, started)
     return jobs
+
+
+def _emit(
+    namespace: str, items: list[Enqueue], jobs: list[Job], started: float, exc: BaseException | None = None
+) -> None:
+    """Tell the enqueue hooks, if any, how an enqueue went."""
+    if events.enqueue:
+        events.emit(events.enqueue, events.EnqueueEvent(namespace, len(items), jobs, _since(started), exc))
 
 
 async def run_chain(chain: Sequence[DequeueMiddleware], job: Job, handler: Callable[[], Awaitable[None]]) -> None:

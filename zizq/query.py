@@ -319,6 +319,8 @@ def bulk_plan(action: str, f: Filter, changes: list[Value]) -> Plan[int]:
     core: QueryCore = yield  # type: ignore[misc]
     statuses = f.statuses
     if action == "patch":
+        if not changes:
+            raise ValidationError("patch_jobs needs at least one change")
         if statuses is not None and statuses & FINISHED:
             raise ValidationError(
                 f"status {sorted(statuses & FINISHED)} names finished jobs, which cannot be patched; "
