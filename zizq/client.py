@@ -17,6 +17,7 @@ import redis
 import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
 from . import connect, events, middleware
@@ -42,12 +43,13 @@ def _as_items(jobs: Items) -> list[Enqueue]:
     return [j if isinstance(j, Enqueue) else Enqueue(j) for j in jobs]
 
 
-def _connection_options(options: dict[str, Any]) -> dict[str, Any]:
+def _connection_options(options: dict[str, Any], *, asyncio: bool) -> dict[str, Any]:
     # Every blocking call gets a client-side deadline. zizq retries by itself
-    # (see run), knowing which calls are safe to repeat, so redis-py does not.
+    # (see run), knowing which calls are safe to repeat, so redis-py does not;
+    # an asyncio client needs redis-py's asyncio Retry.
     options.setdefault("socket_timeout", 30.0)
     options.setdefault("socket_connect_timeout", 10.0)
-    options.setdefault("retry", Retry(NoBackoff(), 0))
+    options.setdefault("retry", (AsyncRetry if asyncio else Retry)(NoBackoff(), 0))
     return options
 
 
@@ -127,7 +129,7 @@ class Client(CronMethods, QueryMethods):
         url = url or default_url()
         options = {"cluster": cluster, **redis_options}
         return cls(
-            connect.sync_redis(url, **_connection_options(dict(options))),
+            connect.sync_redis(url, **_connection_options(dict(options), asyncio=False)),
             namespace,
             url=url,
             retry_for=retry_for,
@@ -382,7 +384,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         url = url or default_url()
         options = {"cluster": cluster, **redis_options}
         return cls(
-            connect.async_redis(url, **_connection_options(dict(options))),
+            connect.async_redis(url, **_connection_options(dict(options), asyncio=True)),
             namespace,
             url=url,
             retry_for=retry_for,

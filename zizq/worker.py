@@ -235,7 +235,7 @@ class Worker:
         self._blocker = connect.async_redis(
             self._url,
             **{
-                **_connection_options(dict(self._connect)),
+                **_connection_options(dict(self._connect), asyncio=True),
                 "single_connection_client": True,
                 "socket_timeout": self.max_idle + 10,
                 "socket_connect_timeout": 10,
