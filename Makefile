@@ -3,25 +3,31 @@
 # (its Cython extension built) and the dev tools, and from Debian's packages
 # what is missing of redis-server, a C compiler, Python's headers and its
 # venv module.
+#
+# Every install takes its versions from the lock, lock/constraints.txt (as
+# PIP_CONSTRAINT, so the build of the extension obeys it too), so a release
+# elsewhere cannot change what `make test` runs. `make lock` refreshes it on
+# purpose; `make test-latest` runs the suite on the newest releases and
+# `make test-oldest` on the lowest versions pyproject.toml declares.
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
+LOCK ?= lock/constraints.txt
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Without a lock (LOCK=), pip takes the newest releases.
+PIN := $(if $(LOCK),PIP_CONSTRAINT=$(abspath $(LOCK)))
 
-.PHONY: setup build-deps redis demo test test-ext test-pure lint bench clean
+.PHONY: setup build-deps redis demo test test-ext test-pure test-latest test-oldest lock lint bench clean
 
 setup: $(VENV)/.installed redis
 
-$(VENV)/.installed: pyproject.toml setup.py zizq/_speedups.pyx | build-deps
+$(VENV)/.installed: pyproject.toml setup.py zizq/_speedups.pyx $(LOCK) | build-deps
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIN) $(PY) -m pip install -q --upgrade pip
+	$(PIN) $(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The extension needs the C compiler Python was built with and Python.h;
-# `-m venv` needs ensurepip, which Debian ships apart from Python. They come
-# from build-essential and python3.X-dev / python3.X-venv for $(PYTHON)'s X.
 build-deps:
 	@missing=""; \
 	cc=$$($(PYTHON) -c 'import sysconfig; print((sysconfig.get_config_var("CC") or "cc").split()[0])'); \
@@ -52,10 +58,39 @@ demo: setup
 test: test-ext test-pure
 
 test-ext: setup
-	ZIZQ_EXPECT_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider
+	$(PIN) ZIZQ_EXPECT_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-pure: setup
-	ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults and not scale"
+	$(PIN) ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults and not scale"
+
+# The declared ranges, at both ends, each in a venv of its own. The newest
+# releases are looked up anew at every run.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest LOCK=
+
+test-oldest:
+	$(MAKE) test VENV=.venv-oldest LOCK=lock/constraints-oldest.txt
+
+# Resolve both locks anew, from pyproject.toml: the newest releases for
+# lock/constraints.txt, the declared lowest versions (lock/floors.py) of the
+# runtime dependencies for lock/constraints-oldest.txt. Review the diff, run
+# `make test` and `make test-oldest`, then commit.
+lock: build-deps
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q -e '.[dev]'
+	{ echo "# make lock: the newest releases on $$(date -u +%F); make test installs these."; \
+	  .venv-lock/bin/pip freeze --all --exclude-editable | LC_ALL=C sort -f; } > lock/constraints.txt
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	$(PYTHON) lock/floors.py > .venv-lock/floors.txt
+	PIP_CONSTRAINT=$(abspath .venv-lock/floors.txt) .venv-lock/bin/pip install -q -e '.[dev]'
+	{ echo "# make lock: the lowest declared versions, resolved on $$(date -u +%F); make test-oldest installs these."; \
+	  .venv-lock/bin/pip freeze --all --exclude-editable | LC_ALL=C sort -f; } > lock/constraints-oldest.txt
+	rm -rf .venv-lock
 
 lint: setup
 	$(VENV)/bin/ruff check zizq tests bench examples
@@ -65,4 +100,4 @@ bench: setup
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info zizq/_speedups.c zizq/*.so
+	rm -rf .venv .venv-latest .venv-oldest .venv-lock build dist *.egg-info zizq/_speedups.c zizq/*.so

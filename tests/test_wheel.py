@@ -1,10 +1,13 @@
 """The sdist builds a wheel that ships the Lua scripts and (unless
 ZIZQ_NO_EXTENSIONS=1) the compiled extension: build the sdist, the wheel from
 it, install that into a fresh virtual environment, and do one enqueue -> work
--> done round trip with it."""
+-> done round trip with it. That environment is a base install (no extras):
+the CLI's tables work there, and each optional piece says in one line which
+extra it needs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,6 +54,20 @@ async def main() -> None:
     print("done", seen, zizq._hotpath.EXTENSION, zizq._scripts.lua_dir())
 
 asyncio.run(main())
+"""
+
+JOBS = """
+import zizq
+
+class Ping(zizq.JobKind):
+    NAME = "ping"
+    n: int
+
+router = zizq.Router()
+
+@router.handler
+def ping(job: Ping) -> None:
+    pass
 """
 
 # The PEP 517 hook a build frontend calls, run without an isolated
@@ -102,3 +119,25 @@ def test_wheel_from_sdist_round_trip(tmp_path: Path, redis_server: RedisServer, 
     word, seen, extension, lua = out.stdout.split(" ", 3)
     assert (word, seen, extension) == ("done", "[41]", str(not pure))
     assert lua.strip().startswith(str(venv))
+
+    # A base install: tables print, and optional pieces name their extra.
+    (tmp_path / "base_jobs.py").write_text(JOBS)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [venv / "bin" / "zizq", *args, "--url", redis_server.url, "--namespace", namespace]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+
+    enqueued = cli("enqueue", "ping", '{"n": 1}', "--json")
+    assert enqueued.returncode == 0, enqueued.stderr
+    job_id = json.loads(enqueued.stdout)["id"]
+    for args in (("queues",), ("jobs", "list"), ("jobs", "get", job_id)):
+        shown = cli(*args)
+        assert (shown.returncode, shown.stderr) == (0, ""), args
+    assert job_id in cli("jobs", "list").stdout
+    for args, extra in (
+        (("jobs", "list", "--jq", ".n == 1"), "zizq[jq]"),
+        (("worker", "base_jobs:router", "--metrics-port", "0"), "zizq[metrics]"),
+    ):
+        refused = cli(*args)
+        assert refused.returncode == 1, args
+        assert refused.stderr.count("\n") == 1 and f"pip install '{extra}'" in refused.stderr, refused.stderr

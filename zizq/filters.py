@@ -151,7 +151,7 @@ class Filter:
             try:
                 import jq as jq_module
             except ImportError:
-                raise ValidationError("a jq filter needs the jq package: pip install 'zizq[ops]'") from None
+                raise ValidationError("a jq filter needs the jq package: pip install 'zizq[jq]'") from None
             try:
                 self._program = jq_module.compile(jq)
             except ValueError as exc:

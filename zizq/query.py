@@ -13,7 +13,7 @@ filters cost:
 - ``type``, ``priority``, ``ready_at``, ``attempts``: a record read per job of
   the walked indexes, in Lua;
 - ``jq``: as those, and the payloads travel to the client, which runs jq
-  (the ``jq`` package, ``pip install 'zizq[ops]'``).
+  (the ``jq`` package, ``pip install 'zizq[jq]'``).
 
 Pages are in id order (creation order; SCRU128 ids sort by time). No index is
 in id order, so each page walks the selected indexes once, reading a record
