@@ -55,7 +55,7 @@ async def test_a_job_is_received_then_done_in_ms(client: zizq.Client, start: Sta
     done = job_record(caplog, "done in")
     assert done is not None and done.levelno == logging.INFO
     assert re.fullmatch(rf"chatty\[{job.id}\] done in \d+\.\d ms", done.getMessage()), done.getMessage()
-    assert 0 < done.duration_ms < 5000
+    assert 0 < vars(done)["duration_ms"] < 5000
 
 
 async def test_a_failure_says_when_the_retry_comes_and_which_attempt_it_was(
@@ -83,7 +83,8 @@ async def test_a_failure_says_when_the_retry_comes_and_which_attempt_it_was(
             f"report[{job.id}] failed: ValueError: bad number {number}; "
             f"retry in {span(retry_in)} (attempt 1 of {attempts})"
         ), record.getMessage()
-        assert record.retry_in_ms == retry_in and record.exc_info is None  # no traceback while it will be retried
+        # No traceback for a job that will be retried.
+        assert vars(record)["retry_in_ms"] == retry_in and record.exc_info is None
 
 
 async def test_a_job_that_dies_logs_its_traceback_at_error(client: zizq.Client, start: Start, caplog: Any) -> None:
