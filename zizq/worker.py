@@ -626,7 +626,7 @@ class Worker:
                     retry_in = delay_ms(exc.delay)  # type: ignore[arg-type]
             except ZizqError as bad:  # recorded as a plain failure, retried with backoff
                 exc = bad
-        error = f"{error_type_of(exc)}: {exc}"
+        error = f"{error_type_of(exc)}: {exc}" if str(exc) else error_type_of(exc)
         try:
             result = await self._call(
                 self._core.fail(
