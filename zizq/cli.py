@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from . import __version__
+from . import __version__, logs
 from .cli_jobs import register as register_jobs
 from .client import Client, default_url
 from .errors import CronNotFound, ValidationError, ZizqError
@@ -246,7 +246,16 @@ def parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         default="INFO",
-        help="logging level, in upper or lower case (default: INFO)",
+        help="logging level, in upper or lower case (default: INFO): DEBUG adds takes, acks and heartbeats; "
+        "INFO shows the start line and a line per job received and done; WARNING only failures and problems; "
+        "ERROR only jobs that die and errors",
+    )
+    w.add_argument(
+        "--log-format",
+        choices=logs.LOG_FORMATS,
+        default="text",
+        help="text lines, or one JSON object a line with the job's id, type, queue, attempt and worker id "
+        "(default: text)",
     )
     w.add_argument("--url", default=None, help=URL_HELP)
     w.add_argument(
@@ -311,10 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(getattr(args, "log_level", "WARNING"), getattr(args, "log_format", "text"))
     args.url = args.url or default_url()
     try:
         return int(args.func(args))

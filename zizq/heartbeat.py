@@ -90,6 +90,7 @@ class HeartbeatThread(threading.Thread):
                 log.exception("heartbeat failed")
                 continue
             pause = BEAT_RETRY
+            log.debug("heartbeat: lease of %s renewed for %gs", w.id, w.lease)
             if beat.recovered or beat.failed:
                 w.stats.recovered += beat.recovered
                 w.stats.poisoned += beat.failed

@@ -200,5 +200,8 @@ def serve_metrics(
     collector = _RedisCollector(client, workers)
     registry.register(collector)
     server, thread = start_http_server(port, addr, registry=registry)
+    host = f"[{addr}]" if ":" in addr else addr
+    for worker in workers:  # their start lines say where
+        worker.metrics_url = f"http://{host}:{server.server_port}/metrics"
     unsubscribe = events.subscribe("job_end", counters.on_end)
     return MetricsServer(server.server_port, registry, server, thread, unsubscribe, collector)

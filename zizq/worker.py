@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import signal
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from . import connect, events
+from . import _hotpath, connect, events, logs
 from ._core import REDIS_ERRORS, TRANSIENT, Call, TakeResult, by_owner, retry_delays, retry_later
 from ._enqueue import delay_ms, epoch_ms
 from .client import AsyncClient, Client, _connection_options
@@ -160,6 +161,9 @@ class Worker:
         self.id = new_worker_id()
         self.stats = WorkerStats()
         self.forced = False  # a second stop abandoned running handlers
+        self.metrics_url: str | None = None  # where this process serves metrics (set by serve_metrics), for the logs
+        self._namespace_retry_limit: int | None = None  # for failure log lines; read when needed
+        self._retry_limit_read_at = 0.0  # time.monotonic() after which it is read again
         self._id_lock = threading.Lock()
         self._stop: asyncio.Event | None = None
         self._forced: asyncio.Event | None = None
@@ -301,7 +305,7 @@ class Worker:
             await self._call(self._core.heartbeat(self.id, "join", self._lease_ms))
             self._heart = HeartbeatThread(self)
             self._heart.start()
-            log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
+            self._log_start()
             await self._take_loop()
         except RedisUnavailable as exc:  # only from the join, after a stop: nothing is held
             log.warning("stopped before joining: %s", exc)
@@ -311,6 +315,28 @@ class Worker:
         await shutdown(self)
         if failure is not None:
             raise failure
+
+    def _log_start(self) -> None:
+        from . import __version__  # here: the package has finished importing by now
+
+        routes = {name: self.router.lookup(name).handler for name in self.router.types}
+        try:
+            routes["*"] = self.router.lookup("").handler  # no job type is named "": only a fallback answers
+        except ZizqError:
+            pass
+        logs.started(
+            version=__version__,
+            worker_id=self.id,
+            url=connect.redact(self._url),
+            namespace=self.namespace,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            prefetch=self.prefetch,
+            hot_path="Cython" if _hotpath.EXTENSION else "pure Python",
+            metrics_url=self.metrics_url,
+            handlers={name: logs.qualified_name(handler) for name, handler in routes.items()},
+        )
+        log.debug("joined with a lease of %gs, renewed every %gs", self.lease, self.heartbeat_interval)
 
     @property
     def _lease_ms(self) -> int:
@@ -373,6 +399,7 @@ class Worker:
         timeout = self.max_idle
         if result.next_due is not None:
             timeout = min(timeout, (result.next_due - result.now) / 1000 + 0.001)
+        log.debug("nothing more ready: waiting up to %.3fs for work", timeout)
         woken = await self._wait_for_work(timeout, owner, room - len(result.jobs))
         if woken is not None:
             await self._hold(owner, woken)
@@ -382,6 +409,13 @@ class Worker:
         for job in result.jobs:
             self._held.add((owner, job.id))
             self._waiting.put_nowait((owner, job))
+        if result.jobs and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "took %d jobs (%d held): %s",
+                len(result.jobs),
+                len(self._held),
+                ", ".join(f"{job.type}[{job.id}]" for job in result.jobs),
+            )
         for job_id, problem in result.broken:
             # A job this client cannot read (written by hand, or by
             # another language's client): fail it rather than stop.
@@ -507,12 +541,14 @@ class Worker:
         timeout = job.timeout_ms / 1000 if job.timeout_ms else None
         deadline = asyncio.timeout(timeout) if timeout else None
         pool, sync = self._pool, False
+        # In this job's own task: its log records, the handler's too, say which job they are about.
+        logs.current_job.set(logs.JobContext(job, owner, self.namespace))
+        logs.received(job)
         # Hooks cost nothing per job unless some are registered.
         observed = bool(events.job_start or events.job_end or events.job_exception)
-        if observed:
-            started = time.perf_counter()
-            if events.job_start:
-                events.emit(events.job_start, events.JobEvent("job_start", job, self.namespace, owner))
+        started = time.perf_counter()
+        if observed and events.job_start:
+            events.emit(events.job_start, events.JobEvent("job_start", job, self.namespace, owner))
         try:
             route = self.router.lookup(job.type)
             args = route.arguments(job)
@@ -541,12 +577,11 @@ class Worker:
                 if sync:
                     self._abandon(pool)
                 exc = JobTimeout(f"the handler ran longer than its timeout of {timeout:g}s")
-            if observed:
-                duration = time.perf_counter() - started
-                if events.job_exception:
-                    event = events.JobEvent("job_exception", job, self.namespace, owner, duration, error=exc)
-                    events.emit(events.job_exception, event)
-            result = await self._fail(owner, job, exc)
+            duration = time.perf_counter() - started
+            if observed and events.job_exception:
+                event = events.JobEvent("job_exception", job, self.namespace, owner, duration, error=exc)
+                events.emit(events.job_exception, event)
+            result = await self._fail(owner, job, exc, duration)
             if observed and events.job_end:
                 outcome: events.Outcome = "refused" if result is None else "failed"
                 if result is not None and result.status == "dead":
@@ -554,10 +589,11 @@ class Worker:
                 event = events.JobEvent("job_end", job, self.namespace, owner, duration, outcome, exc)
                 events.emit(events.job_end, event)
         else:
+            duration = time.perf_counter() - started
             self._acks.append((owner, job.id))
             self._ack_wanted.set()
+            logs.done(job, duration)
             if observed and events.job_end:
-                duration = time.perf_counter() - started
                 event = events.JobEvent("job_end", job, self.namespace, owner, duration, "completed")
                 events.emit(events.job_end, event)
 
@@ -567,7 +603,10 @@ class Worker:
         if route.is_async:
             await route.handler(*args)
         else:
-            await asyncio.get_running_loop().run_in_executor(pool, route.handler, *args)
+            # In a copy of this task's context (as asyncio.to_thread does), so
+            # the handler's log records carry its job's ids.
+            context = contextvars.copy_context()
+            await asyncio.get_running_loop().run_in_executor(pool, context.run, route.handler, *args)
 
     def _abandon(self, pool: ThreadPoolExecutor) -> None:
         # A sync handler cannot be stopped: its thread runs on, holding a
@@ -576,7 +615,8 @@ class Worker:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="zizq-handler")
             pool.shutdown(wait=False)
 
-    async def _fail(self, owner: str, job: Job, exc: Exception) -> Job | None:
+    async def _fail(self, owner: str, job: Job, exc: Exception, seconds: float) -> Job | None:
+        """Record the failure of ``job``'s run (``seconds`` long) and log it."""
         retry_at = retry_in = None
         if isinstance(exc, RetryJob):
             try:
@@ -586,26 +626,51 @@ class Worker:
                     retry_in = delay_ms(exc.delay)  # type: ignore[arg-type]
             except ZizqError as bad:  # recorded as a plain failure, retried with backoff
                 exc = bad
-        log.info("job %s (%s) failed: %s: %s", job.id, job.type, error_type_of(exc), exc)
-        result = await self._call(
-            self._core.fail(
-                owner,
-                job.id,
-                message=str(exc) or repr(exc),
-                error_type=error_type_of(exc),
-                backtrace="".join(traceback.format_exception(exc)),
-                retry_at_ms=retry_at,
-                retry_in_ms=retry_in,
-                kill=isinstance(exc, KillJob),
-                jitter=random.random(),
+        error = f"{error_type_of(exc)}: {exc}" if str(exc) else error_type_of(exc)
+        try:
+            result = await self._call(
+                self._core.fail(
+                    owner,
+                    job.id,
+                    message=str(exc) or repr(exc),
+                    error_type=error_type_of(exc),
+                    backtrace="".join(traceback.format_exception(exc)),
+                    retry_at_ms=retry_at,
+                    retry_in_ms=retry_in,
+                    kill=isinstance(exc, KillJob),
+                    jitter=random.random(),
+                )
             )
-        )
+        except Exception as problem:
+            logs.not_recorded(job, error, str(problem) or type(problem).__name__)
+            raise
         if result is None:
             self.stats.refused_acks += 1
-            log.warning("job %s: failure not recorded: the job is no longer this worker's", job.id)
+            why = "the job is no longer this worker's (deleted, or recovered after a lost lease)"
+            logs.not_recorded(job, error, why)
         else:
             self.stats.failed += 1
+            limit = None
+            if not isinstance(exc, RetryJob) and logs.jobs_log.isEnabledFor(logging.WARNING):
+                limit = await self._retry_limit(result)
+            logs.failed(job, result, exc, error, limit, seconds)
         return result  # type: ignore[no-any-return]
+
+    async def _retry_limit(self, job: Job) -> int | None:
+        """The job's retry limit, for its failure's log line: its own, else
+        the namespace's (read again at most every 30 s); None when that
+        cannot be read."""
+        if job.retry_limit is not None:
+            return job.retry_limit
+        now = time.monotonic()
+        if now >= self._retry_limit_read_at:
+            self._retry_limit_read_at = now + 30
+            try:
+                settings = await self._client.run(self._core.defaults([]), retry_for=0)
+                self._namespace_retry_limit = int(settings["retry_limit"])
+            except Exception as exc:  # a log line never fails a job
+                log.debug("cannot read the namespace's retry limit (%s)", exc)
+        return self._namespace_retry_limit
 
     # -- housekeeping ----------------------------------------------------
 
@@ -639,6 +704,10 @@ class Worker:
                     refused = await self._call(self._core.ack(owner, ids))
                     del unsent[owner]
                     self.stats.completed += len(ids) - len(refused)
+                    if log.isEnabledFor(logging.DEBUG):
+                        gone = set(refused)
+                        acked = [i for i in ids if i not in gone]
+                        log.debug("acked %d jobs: %s", len(acked), ", ".join(acked))
                     if refused:
                         self.stats.refused_acks += len(refused)
                         log.warning(
