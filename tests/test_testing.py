@@ -88,6 +88,21 @@ async def test_drain_async_runs_async_handlers_in_the_running_loop(aclient: zizq
     assert await aclient.count_jobs(status="ready,in_flight,scheduled") == 0
 
 
+def test_jobs_run_in_dispatch_order_follow_ups_included(client: zizq.Client) -> None:
+    router = zizq.Router()
+    order: list[int] = []
+
+    @router.handler
+    def step(job: Step, meta: zizq.Job) -> None:
+        order.append(meta.priority)
+        if job.n:
+            client.enqueue(Step(n=0), priority=1)
+
+    client.enqueue_many([zizq.Enqueue(Step(n=1), priority=10), zizq.Enqueue(Step(n=0), priority=100)])
+    assert drain(client, router) == 3
+    assert order == [10, 1, 100]  # the follow-up (priority 1) before the job waiting since the start
+
+
 def test_drain_takes_only_the_queues_named(client: zizq.Client) -> None:
     seen: list[int] = []
     client.enqueue(Step(n=0))

@@ -84,8 +84,8 @@ def drain(
 
     Jobs that the handlers enqueue are run too, if they are in ``queues``.
     The worker is a real :class:`zizq.Worker` (no cron) with ``concurrency``
-    handlers at once (1: jobs run one at a time, in dispatch order); the
-    client must be made with ``from_url``.
+    handlers at once and as many jobs taken (1: jobs run one at a time, in
+    dispatch order); the client must be made with ``from_url``.
 
     :param timeout: seconds the whole drain may take; past it the worker is
         stopped at once (running handlers are abandoned) and
@@ -136,7 +136,9 @@ async def drain_async(
     event loop."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValidationError(f"timeout {timeout!r} must be a number of seconds above 0")
-    worker = Worker(client, router, queues, concurrency, cron=False, shutdown_timeout=timeout)
+    # prefetch = concurrency: a job a handler enqueues goes before waiting
+    # jobs of a lower priority, as dispatch order says, not after jobs held.
+    worker = Worker(client, router, queues, concurrency, concurrency, cron=False, shutdown_timeout=timeout)
     look = _Look(client, worker.queues, include_scheduled, retries)
     failures: list[Failure] = []
 
