@@ -96,3 +96,92 @@ def test_other_examples_run(tmp_path: Path, redis_factory: Callable[[], RedisSer
                 [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
             )
             assert out.returncode == 0, f"{title} example {i}:\n{out.stderr}"
+
+
+def test_testing_guide_runs_under_pytest(tmp_path: Path) -> None:
+    """The guide's conftest.py starts a redis-server of its own; its tests
+    drain the Quick start's queue."""
+    conftest_py, test_py = blocks(section("Testing your jobs"), "python")
+    (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
+    (tmp_path / "conftest.py").write_text(conftest_py)
+    (tmp_path / "test_example.py").write_text(test_py)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    env.pop("ZIZQ_REDIS_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed" in out.stdout
+
+
+# Stands in for sentry-sdk (not a dependency): records what would be sent.
+SENTRY_STAND_IN = """
+captured = []
+
+
+def init(**options):
+    pass
+
+
+def capture_exception(error=None, **scope):
+    captured.append((error, scope))
+    return "event-id"
+"""
+
+SENTRY_DRIVER = """
+import zizq
+import zizq.testing
+
+import errors  # the README's block: subscribes to job_end
+import sentry_sdk
+from jobs import SendEmail
+
+router = zizq.Router()
+
+
+@router.handler
+def send_email(job: SendEmail) -> None:
+    raise ValueError(f"no mailbox for {job.to}")
+
+
+client = zizq.Client.from_url(namespace="sentry-example")
+dies = client.enqueue(SendEmail(to="ada@example.com", subject="Hi"), retry_limit=0)
+client.enqueue(SendEmail(to="bob@example.com", subject="Hi"))  # fails, with retries left: not reported
+assert zizq.testing.drain(client, router, raise_errors=False) == 2
+[(error, scope)] = sentry_sdk.captured
+assert isinstance(error, ValueError) and str(error) == "no mailbox for ada@example.com"
+assert scope["tags"] == {"zizq.queue": "emails", "zizq.type": "send_email"}
+assert scope["extra"] == {"job_id": dies.id, "attempts": 0, "namespace": "sentry-example"}
+print("reported", scope["extra"]["job_id"])
+"""
+
+
+def test_app_examples(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
+    """The FastAPI and Django examples need packages zizq does not depend
+    on: they are only compiled. The Sentry one runs, with a stand-in for
+    sentry_sdk, and reports the job that died."""
+    codes = blocks(section("Using zizq in an app"), "python")
+    assert len(codes) == 5
+    for i, code in enumerate(codes):
+        compile(code, f"app example {i}", "exec")
+    [sentry_block] = [c for c in codes if "import sentry_sdk" in c]
+    server = redis_factory()
+    (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
+    (tmp_path / "errors.py").write_text(sentry_block)
+    (tmp_path / "sentry_sdk.py").write_text(SENTRY_STAND_IN)
+    (tmp_path / "driver.py").write_text(SENTRY_DRIVER)
+    out = subprocess.run(
+        [sys.executable, "driver.py"],
+        cwd=tmp_path,
+        env=example_env(tmp_path, server),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("reported ")

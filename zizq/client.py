@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,16 +16,17 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
-from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
 
 from . import connect, events, middleware
 from ._core import TRANSIENT, UNSET, Call, Core, defaults_args, patch_args, retry_delays, retry_later
 from ._enqueue import Delay, Enqueue, enqueue_item
 from .cron import AsyncCronMethods, CronMethods
-from .errors import JobNotFound, RedisUnavailable, ValidationError, from_script_error
+from .errors import JobNotFound, RedisUnavailable, ValidationError, ZizqError, from_script_error
 from .job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
 from .manage import AsyncQueryMethods, QueryMethods
 
@@ -345,7 +347,17 @@ class Client(CronMethods, QueryMethods):
 
 
 class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
-    """The asyncio twin of :class:`Client`: the same methods, awaited."""
+    """The asyncio twin of :class:`Client`: the same methods, awaited.
+
+    redis-py's asyncio connections belong to the event loop that opened
+    them, so an AsyncClient made with :meth:`from_url` keeps one redis-py
+    client per event loop, opened the first time that loop uses it. It may
+    be made at import time and used from one ``asyncio.run`` after another,
+    or from loops in several threads at once. Connections of a loop that
+    has ended without :meth:`close` are left to the garbage collector: make
+    the client in your app's lifespan (or close it in each loop) to close
+    them cleanly.
+    """
 
     def __init__(
         self,
@@ -359,6 +371,10 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         connect_options: dict[str, Any] | None = None,
     ) -> None:
         self.core = Core(namespace)
+        self._loop_lock = threading.Lock()
+        self._spare: AsyncRedis | None = None  # for the first event loop that uses this client
+        self._latest: AsyncRedis
+        self._by_loop: dict[asyncio.AbstractEventLoop, AsyncRedis] = {}
         self.redis = redis_client
         self.url = url
         self.retry_for = retry_for
@@ -367,6 +383,47 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         # What from_url was given besides the URL, so a worker can open
         # connections of its own to the same place.
         self.connect_options = connect_options or {}
+
+    @property
+    def redis(self) -> AsyncRedis:
+        """The redis-py asyncio client of the running event loop (outside a
+        loop: the one opened last, at first the constructor's)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._latest
+        client = self._by_loop.get(loop)
+        return client if client is not None else self._open_for(loop)
+
+    @redis.setter
+    def redis(self, client: AsyncRedis) -> None:
+        """Use ``client`` from the next event loop that uses this client on."""
+        with self._loop_lock:
+            self._spare = self._latest = client
+            self._by_loop = {}
+
+    def _open_for(self, loop: asyncio.AbstractEventLoop) -> AsyncRedis:
+        """The redis-py client for ``loop``, a loop this client has not
+        served yet: the constructor's for the first, a new one from the URL
+        for every later loop."""
+        with self._loop_lock:
+            for ended in [other for other in self._by_loop if other.is_closed()]:
+                del self._by_loop[ended]  # its connections cannot be closed any more
+            client = self._by_loop.get(loop)
+            if client is None:
+                if self._spare is not None:
+                    client, self._spare = self._spare, None
+                elif self.url is None:
+                    raise ZizqError(
+                        "this AsyncClient was given a redis-py client, which belongs to the event loop that first "
+                        "used it; make the AsyncClient in the app's lifespan (inside its event loop), or with "
+                        "AsyncClient.from_url(), which opens connections for each loop"
+                    )
+                else:
+                    options = _connection_options(dict(self.connect_options), asyncio=True)
+                    client = connect.async_redis(self.url, **options)
+                self._by_loop[loop] = self._latest = client
+            return client
 
     @classmethod
     def from_url(
@@ -548,6 +605,8 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         return await self.run(self.core.defaults(changes))
 
     async def close(self) -> None:
+        """Close the running event loop's connections (a later call opens
+        new ones)."""
         await self.redis.aclose()
 
     async def __aenter__(self) -> AsyncClient:
