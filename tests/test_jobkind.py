@@ -501,6 +501,20 @@ def test_annotations_are_resolved_once_per_class(monkeypatch: pytest.MonkeyPatch
         Once.from_payload({"line": {"sku": "a", "qty": 1}})
 
 
+def test_a_kind_defined_in_a_function_can_name_a_class_defined_there() -> None:
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    class Move(zizq.JobKind):
+        NAME = "move"
+        to: Point
+
+    assert Move.from_payload({"to": {"x": 1}}) == Move(to=Point(1))
+    with pytest.raises(zizq.InvalidPayload, match=r"Move.to.x expects int, got '1'"):
+        Move(to=Point("1"))  # type: ignore[arg-type]
+
+
 def test_a_name_defined_after_the_kind_resolves_at_first_use() -> None:
     assert Forward(part=DefinedLater(1)).part.x == 1
     assert Forward.from_payload({"part": {"x": 2}}) == Forward(part=DefinedLater(2))
@@ -573,6 +587,8 @@ def test_a_payload_decodes_to_what_was_enqueued() -> None:
         (Order, {"id": 1, "lines": "a"}, "Order.lines expects list[Line], got 'a' (str)"),
         (Order, {"id": 1, "lines": [], "pair": [1, 2]}, "Order.pair[1] expects str, got 2 (int)"),
         (Order, {"id": 1, "lines": [], "gift": 5}, "Order.gift expects Line | None, got 5 (int)"),
+        (Order, {"id": 1, "lines": [], "gift": {"sku": "g", "qty": "1"}}, "Order.gift.qty expects int, got '1' (str)"),
+        (Order, {"id": 1, "lines": [], "gift": {"qty": 1}}, "field gift.sku is missing (it has no default)"),
     ],
 )
 def test_a_stored_value_of_the_wrong_type_fails_to_decode(kind: type[zizq.JobKind], payload: Any, message: str) -> None:

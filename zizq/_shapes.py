@@ -228,14 +228,23 @@ class _Union(Shape):
         return found if found and found[0] != path else (path, self.text, value)
 
     def decode(self, value: Any, path: str) -> Any:
-        for shape in self.options:  # the first option the value fits, in order
+        # The first option the value fits, in order. When it fits none, the
+        # first option's attempt is kept so the message says where it failed.
+        attempt: Any = value
+        error: PayloadDecodeError | InvalidPayload | None = None
+        for shape in self.options:
             try:
                 decoded = shape.decode(value, path)
-            except (PayloadDecodeError, InvalidPayload):
+            except (PayloadDecodeError, InvalidPayload) as exc:
+                error = error or exc
                 continue
             if shape.ok(decoded):
                 return decoded
-        return value  # fits none: the check says why
+            if attempt is value:
+                attempt = decoded
+        if attempt is value and error is not None:
+            raise error
+        return attempt
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -426,7 +426,7 @@ def _defining_namespace() -> dict[str, Any] | None:
     frame = sys._getframe(2)  # our caller is __init_subclass__
     while frame.f_back is not None and frame.f_code.co_name == "__init_subclass__":
         frame = frame.f_back  # a base class's own __init_subclass__ calling super()
-    return None if frame.f_locals is frame.f_globals else frame.f_locals
+    return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
 
 
 @dataclass(slots=True)
