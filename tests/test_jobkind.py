@@ -311,6 +311,9 @@ class DefinedLater:
     x: int
 
 
+Cents = typing.NewType("Cents", int)
+
+
 def order(**changes: Any) -> dict[str, Any]:
     fields = {"id": 1, "lines": [Line("a", 1), Line("b", 2), Line("c", 3)]}
     return {**fields, **changes}
@@ -376,12 +379,15 @@ def test_values_that_fit_are_kept_as_given() -> None:
         c: tuple  # type: ignore[type-arg]
         d: object
         e: tuple[int, ...]
+        f: Cents
 
-    Loose(a=[1, "x", None], b={"k": object()}, c=(1, "x"), d=object(), e=(1, 2, 3))
+    Loose(a=[1, "x", None], b={"k": object()}, c=(1, "x"), d=object(), e=(1, 2, 3), f=Cents(5))
     with pytest.raises(zizq.InvalidPayload, match=r"Loose.b key expects str, got 1"):
-        Loose(a=[], b={1: 1}, c=(), d=None, e=())
+        Loose(a=[], b={1: 1}, c=(), d=None, e=(), f=Cents(0))
     with pytest.raises(zizq.InvalidPayload, match=r"Loose.e\[2\] expects int, got 'x'"):
-        Loose(a=[], b={}, c=(), d=None, e=(1, 2, "x"))  # type: ignore[arg-type]
+        Loose(a=[], b={}, c=(), d=None, e=(1, 2, "x"), f=Cents(0))  # type: ignore[arg-type]
+    with pytest.raises(zizq.InvalidPayload, match=r"Loose.f expects int, got 0.5"):
+        Loose(a=[], b={}, c=(), d=None, e=(), f=0.5)  # type: ignore[arg-type]
 
 
 def test_literal_values_are_matched_as_json_matches_them() -> None:
@@ -480,7 +486,7 @@ def test_a_nested_dataclass_is_checked_where_the_kind_is_defined() -> None:
 
 
 def test_a_default_that_does_not_fit_is_refused_where_the_kind_is_defined() -> None:
-    with pytest.raises(zizq.JobKindError, match=r"Defaulted.n: default '1' is not a int"):
+    with pytest.raises(zizq.JobKindError, match=r"Defaulted.n: default '1' does not fit int"):
 
         class Defaulted(zizq.JobKind):
             NAME = "defaulted"

@@ -319,6 +319,8 @@ def shape_of(annotation: Any, localns: dict[str, Any] | None) -> Shape:
         return _Tuple(tuple(shape_of(a, localns) for a in args), variadic=False)
     if isinstance(annotation, typing.TypeVar):
         return ANY
+    if isinstance(annotation, typing.NewType):
+        return shape_of(annotation.__supertype__, localns)
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return _dataclass_shape(annotation, localns)
     raise JobKindError(f"{_text(annotation)} is not a type a JSON payload can hold (use {HOLDABLE})")
@@ -363,7 +365,7 @@ def fields_of(cls: type, localns: dict[str, Any] | None) -> tuple[Field, ...]:
             raise JobKindError(f"{cls.__qualname__}.{f.name}: {exc}") from None
         no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.default is not dataclasses.MISSING and not shape.ok(f.default):
-            raise JobKindError(f"{cls.__qualname__}.{f.name}: default {f.default!r:.80} is not a {shape.text}")
+            raise JobKindError(f"{cls.__qualname__}.{f.name}: default {f.default!r:.80} does not fit {shape.text}")
         out.append(Field(f.name, shape, no_default))
     return tuple(out)
 
@@ -392,9 +394,9 @@ def build(cls: type, fields: tuple[Field, ...], value: dict[str, Any], path: str
         elif f.required:
             raise PayloadDecodeError(f"field {where} is missing (it has no default)")
     if len(kwargs) < len(value):
-        unknown = sorted(k for k in value if k not in kwargs)
-        log.debug("payload for %s%s: ignored fields it does not define: %s", cls.__qualname__,
-                  f" at {path}" if path else "", ", ".join(unknown))  # fmt: skip
+        unknown = ", ".join(sorted(k for k in value if k not in kwargs))
+        at = f" at {path}" if path else ""
+        log.debug("payload for %s%s: ignored fields it does not define: %s", cls.__qualname__, at, unknown)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a dataclass whose __init__ is its own
