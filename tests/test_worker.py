@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import time
@@ -156,6 +157,38 @@ async def test_unknown_type_and_bad_payload_fail(
     [e2] = errors_of(r, namespace, bad.id)
     assert e1["error_type"] == "zizq.NoRouteError" and "nobody_handles_this" in e1["message"]
     assert e2["error_type"] == "zizq.PayloadDecodeError" and "SendEmail" in e2["message"]
+
+
+class NewInvite(zizq.JobKind):
+    NAME = "invite"
+    to: str
+    note: str = ""
+
+
+class OldInvite(zizq.JobKind):
+    """NewInvite as a worker not yet upgraded knows it."""
+
+    NAME = "invite"
+    to: str
+
+
+async def test_an_older_worker_runs_a_newer_producers_job(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rolling deploy: the producer's Invite has a field the worker's lacks.
+    got: list[OldInvite] = []
+    router = zizq.Router()
+    router.route(OldInvite, got.append)
+    client.enqueue(NewInvite(to="ada", note="hi"))
+    stale = client.enqueue_raw("invite", {"to": 7})  # an older producer's wrong type
+    with caplog.at_level(logging.DEBUG, logger="zizq.job"):
+        worker = start(router)
+        await wait_for(lambda: worker.stats.completed == 1 and worker.stats.failed == 1)
+    assert got == [OldInvite(to="ada")]
+    assert "payload for OldInvite: ignored fields it does not define: note" in caplog.text
+    [error] = errors_of(r, namespace, stale.id)
+    assert error["error_type"] == "zizq.PayloadDecodeError"
+    assert error["message"] == "failed to decode job payload as OldInvite: OldInvite.to expects str, got 7 (int)"
 
 
 async def test_fallback_handler_gets_unrouted_jobs(client: zizq.Client, start: Start) -> None:

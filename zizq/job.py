@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 import orjson
 
-from . import _hotpath
-from .errors import JobKindError, PayloadDecodeError, ValidationError
+from . import _hotpath, _shapes
+from .errors import InvalidPayload, JobKindError, PayloadDecodeError, ValidationError
 
 JobStatus = Literal["scheduled", "ready", "in_flight", "completed", "dead"]
 UniqueWhile = Literal["queued", "active", "exists"]
@@ -282,6 +284,10 @@ class JobKind:
     ``TRANSPARENT = True`` on a subclass with exactly one field to store that
     field's value alone as the payload. A class meant only to be subclassed
     is declared with ``abstract=True``.
+
+    Building an instance checks each field's value against its annotation
+    (:class:`zizq.InvalidPayload` naming the field); README.md's "Field
+    types" gives the rules.
     """
 
     NAME: ClassVar[str]
@@ -295,11 +301,23 @@ class JobKind:
     TRANSPARENT: ClassVar[bool] = False
 
     _zizq_fields: ClassVar[tuple[str, ...]] = ()
+    # Per class, made once: the fields' shapes (None until the annotations
+    # resolve: one may name a class defined after this one), the tests
+    # building an instance runs, and where the class statement ran.
+    _zizq_shapes: ClassVar[tuple[_shapes.Field, ...] | None] = ()
+    _zizq_tests: ClassVar[tuple[tuple[str, frozenset[type], Callable[[Any], bool]], ...]] = ()
+    _zizq_localns: ClassVar[dict[str, Any] | None] = None
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         dataclass(cls)
         cls._zizq_fields = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        own_post_init = cls.__dict__.get("__post_init__")
+        if own_post_init is not None:
+            cls.__post_init__ = _checked_first(own_post_init)  # type: ignore[method-assign]
+        cls._zizq_localns = _defining_namespace()
+        cls._zizq_shapes = None
+        cls._zizq_resolve(at_definition=True)
         if abstract:
             return
         if "NAME" not in cls.__dict__:
@@ -324,6 +342,31 @@ class JobKind:
         if cls.TRANSPARENT and len(cls._zizq_fields) != 1:
             raise JobKindError(f"{cls.__qualname__} is TRANSPARENT but has {len(cls._zizq_fields)} fields, not 1")
 
+    @classmethod
+    def _zizq_resolve(cls, at_definition: bool = False) -> tuple[_shapes.Field, ...]:
+        """Resolve the fields' annotations into shapes, once per class. An
+        annotation naming a class not defined yet is tried again at first use."""
+        try:
+            fields = _shapes.fields_of(cls, cls._zizq_localns)
+        except NameError as exc:
+            if at_definition:
+                return ()
+            raise JobKindError(f"{cls.__qualname__}: cannot resolve its field annotations: {exc}") from None
+        cls._zizq_shapes = fields
+        cls._zizq_tests = tuple((f.name, f.shape.exact, f.shape.ok) for f in fields if f.shape is not _shapes.ANY)
+        return fields
+
+    def __post_init__(self) -> None:
+        """Check each field's value against its annotation; raises
+        :class:`zizq.InvalidPayload` naming the kind, the field (its path
+        inside nested values) and the value."""
+        if self._zizq_shapes is None:
+            self._zizq_resolve()
+        for name, exact, ok in self._zizq_tests:
+            value = getattr(self, name)
+            if value.__class__ not in exact and not ok(value):
+                raise _shapes.refusal(type(self).__qualname__, self._zizq_shapes or (), self)
+
     def unique_key(self) -> UniqueKey | None:
         """The key that makes this job unique, or None (the default)."""
         return None
@@ -338,22 +381,52 @@ class JobKind:
 
     @classmethod
     def from_payload(cls: type[K], value: Any) -> K:
-        """Build an instance from a decoded JSON payload.
+        """Build an instance from a decoded JSON payload, checked as one
+        built in code is, nested dataclasses and tuples rebuilt.
 
-        Raises :class:`zizq.PayloadDecodeError` when the value does not fit.
+        Fields the class does not define are ignored (a newer producer wrote
+        them; logged at debug on ``zizq.job``); missing fields take their
+        defaults; a ``null`` payload is an object with no fields. Raises
+        :class:`zizq.PayloadDecodeError` when the value does not fit.
         """
+        fields = cls._zizq_shapes
         try:
+            if fields is None:
+                fields = cls._zizq_resolve()
             if cls.TRANSPARENT:
-                return cls(value)  # type: ignore[call-arg]
-            if not cls._zizq_fields and value in (None, {}):
-                return cls()
+                [field] = fields
+                return cls(**{field.name: field.shape.decode(value, field.name)})
+            if value is None:
+                value = {}
             if isinstance(value, dict):
-                return cls(**value)
-        except TypeError as exc:
+                built: K = _shapes.build(cls, fields, value, "")
+                return built
+        except (PayloadDecodeError, InvalidPayload) as exc:
             raise PayloadDecodeError(f"failed to decode job payload as {cls.__qualname__}: {exc}") from None
         raise PayloadDecodeError(
             f"failed to decode job payload as {cls.__qualname__}: expected a JSON object, got {value!r:.200}"
         )
+
+
+def _checked_first(post_init: Callable[..., None]) -> Callable[..., None]:
+    # A subclass's own __post_init__ runs after the fields are checked, even
+    # when it does not call super().__post_init__().
+    @functools.wraps(post_init)
+    def __post_init__(self: JobKind, *init_vars: Any) -> None:
+        JobKind.__post_init__(self)
+        post_init(self, *init_vars)
+
+    return __post_init__
+
+
+def _defining_namespace() -> dict[str, Any] | None:
+    """The local names where a JobKind's class statement runs (a function's
+    body, say), so its annotations can name classes defined there; None at a
+    module's top level, where the module's names serve."""
+    frame = sys._getframe(2)  # our caller is __init_subclass__
+    while frame.f_back is not None and frame.f_code.co_name == "__init_subclass__":
+        frame = frame.f_back  # a base class's own __init_subclass__ calling super()
+    return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
 
 
 @dataclass(slots=True)
