@@ -124,20 +124,18 @@ def test_wheel_from_sdist_round_trip(tmp_path: Path, redis_server: RedisServer, 
     (tmp_path / "base_jobs.py").write_text(JOBS)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [venv / "bin" / "zizq", *args, "--url", redis_server.url, "--namespace", namespace]
+        command = [str(venv / "bin" / "zizq"), *args, "--url", redis_server.url, "--namespace", namespace]
         return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
 
     enqueued = cli("enqueue", "ping", '{"n": 1}', "--json")
     assert enqueued.returncode == 0, enqueued.stderr
     job_id = json.loads(enqueued.stdout)["id"]
-    for args in (("queues",), ("jobs", "list"), ("jobs", "get", job_id)):
-        shown = cli(*args)
-        assert (shown.returncode, shown.stderr) == (0, ""), args
+    for shown in (cli("queues"), cli("jobs", "list"), cli("jobs", "get", job_id)):
+        assert (shown.returncode, shown.stderr) == (0, ""), shown.args
     assert job_id in cli("jobs", "list").stdout
-    for args, extra in (
-        (("jobs", "list", "--jq", ".n == 1"), "zizq[jq]"),
-        (("worker", "base_jobs:router", "--metrics-port", "0"), "zizq[metrics]"),
+    for refused, extra in (
+        (cli("jobs", "list", "--jq", ".n == 1"), "zizq[jq]"),
+        (cli("worker", "base_jobs:router", "--metrics-port", "0"), "zizq[metrics]"),
     ):
-        refused = cli(*args)
-        assert refused.returncode == 1, args
+        assert refused.returncode == 1, refused.args
         assert refused.stderr.count("\n") == 1 and f"pip install '{extra}'" in refused.stderr, refused.stderr

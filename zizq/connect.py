@@ -272,8 +272,8 @@ def sync_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any:
     if target.kind == "sentinel":
         assert target.service is not None
         opts.pop("single_connection_client", None)  # only the worker's async blocker asks for one
-        sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call]
-        master = sentinel.master_for(target.service, redis_class=_SentinelRedis)  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call,unused-ignore]
+        master = sentinel.master_for(target.service, redis_class=_SentinelRedis)  # type: ignore[no-untyped-call,unused-ignore]
         master.zizq_sentinel = sentinel
         return master
     if target.unix_path is not None:
@@ -295,7 +295,7 @@ def async_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any
     if target.kind == "sentinel":
         assert target.service is not None
         single = opts.pop("single_connection_client", False)
-        sentinel = redis.asyncio.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call,unused-ignore]
         master = sentinel.master_for(target.service, redis_class=_AsyncSentinelRedis)
         master.zizq_sentinel = sentinel
         master.single_connection_client = single  # redis-py takes the connection at the first call
