@@ -450,7 +450,8 @@ async def test_error_records_name_the_attempt_the_handler_saw(
     assert client.get_job(job.id).attempts == 2  # stored: the runs that failed
 
 
-def user_frames(backtrace: str) -> list[str]:
+def user_frames(backtrace: str) -> list[tuple[str, str]]:
+    """(file, function) of each frame of a formatted traceback."""
     return re.findall(r'File "([^"]+)", line \d+, in (\w+)', backtrace)
 
 
