@@ -362,3 +362,18 @@ def test_first_sigterm_with_redis_down_ends_within_the_shutdown_timeout(
                 proc.kill()
     assert proc.returncode == 0, output.read_text()
     assert "Traceback" not in output.read_text(), output.read_text()
+
+
+def test_worker_warns_once_about_a_queue_nothing_names(
+    redis_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "worker.out"
+    # tests.jobs_app routes Sleep, whose QUEUE is "default"; no job was ever in "emials".
+    proc = start_worker(redis_server.url, namespace, tmp_path / "done.log", output, "-q", "default,emials")
+    try:
+        poll("the warning", lambda: "a typo?" in output.read_text(), 15)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    warnings = [line for line in output.read_text().splitlines() if "a typo?" in line]
+    assert len(warnings) == 1 and " WARNING zizq.worker: queue 'emials':" in warnings[0], output.read_text()
