@@ -64,8 +64,7 @@ class Router:
     :class:`zizq.Job` metadata as a second argument. It may be sync (run in
     the worker's thread pool) or async. Each NAME has one handler: routing
     it to another raises :class:`zizq.JobKindError`. A job whose type has no
-    route fails with
-    :class:`zizq.NoRouteError` unless a fallback is set.
+    route fails with :class:`zizq.NoRouteError` unless a fallback is set.
     """
 
     def __init__(self) -> None:
