@@ -65,7 +65,7 @@ async def send_email(job: SendEmail) -> None:
 def resize_image(job: ResizeImage, meta: zizq.Job) -> None:
     global failures
     time.sleep(random.uniform(0.002, 0.01))  # CPU work, in the worker's thread pool
-    if job.flaky and meta.attempts == 0:
+    if job.flaky and meta.attempts == 1:  # the first run
         failures += 1
         raise OSError(f"{job.path}: disk hiccup")  # fails once, then the retry succeeds
     done[ResizeImage.NAME] += 1

@@ -68,6 +68,71 @@ def test_enqueue(redis_server: RedisServer, namespace: str) -> None:
         assert client.get_job(printed["id"]).payload == {"to": "a@b.c"}
 
 
+def test_enqueue_by_job_kind(redis_server: RedisServer, namespace: str) -> None:
+    def enqueue(*args: str) -> subprocess.CompletedProcess[str]:
+        return zizq_cli("enqueue", *args, "--url", redis_server.url, "--namespace", namespace, "--json")
+
+    out = enqueue("tests.jobs_app:SendEmail", '{"to": "a@b.c"}')
+    assert out.returncode == 0, out.stderr
+    printed = orjson.loads(out.stdout)
+    # The kind's NAME, QUEUE and PRIORITY; its field defaults fill the payload.
+    assert (printed["type"], printed["queue"], printed["priority"]) == ("send_email", "emails", 50)
+    with zizq.Client.from_url(redis_server.url, namespace) as client:
+        assert client.get_job(printed["id"]).payload == {"to": "a@b.c", "subject": "hello"}
+    out = enqueue("tests.jobs_app:SendEmail", '{"to": "a"}', "--queue", "urgent", "--priority", "3")
+    assert (orjson.loads(out.stdout)["queue"], orjson.loads(out.stdout)["priority"]) == ("urgent", 3)
+    out = enqueue("tests.jobs_app:Report", "7")  # a TRANSPARENT kind: the one value
+    assert out.returncode == 0 and orjson.loads(out.stdout)["type"] == "report"
+    # --raw: the text is a type name, colon or not.
+    out = enqueue("tests.jobs_app:SendEmail", "{}", "--raw")
+    assert out.returncode == 0 and orjson.loads(out.stdout)["type"] == "tests.jobs_app:SendEmail"
+    assert orjson.loads(out.stdout)["queue"] == "default"
+    out = enqueue("billing:v2-invoice", "{}")  # not module:Kind in form: a type name
+    assert out.returncode == 0 and orjson.loads(out.stdout)["type"] == "billing:v2-invoice"
+
+
+@pytest.mark.parametrize(
+    ("spec", "payload", "message"),
+    [
+        ("tests.jobs_app:SendEmail", '{"subject": "x"}', "SendEmail"),  # the kind's own check: `to` is required
+        ("tests.jobs_app:SendEmail", '{"to": "a", "colour": 1}', "'colour'"),
+        ("tests.jobs_app:SendEmail", "[1]", "expected a JSON object"),
+        ("tests.jobs_app:router", "{}", "'tests.jobs_app:router' is Router, not a zizq.JobKind subclass"),
+        ("tests.jobs_app:Nowhere", "{}", "module 'tests.jobs_app' has no 'Nowhere'"),
+        ("tests.no_such_module:Kind", "{}", "cannot import 'tests.no_such_module'"),
+    ],
+)
+def test_enqueue_by_job_kind_refuses_bad_input_in_one_line(
+    redis_server: RedisServer, namespace: str, r: redis.Redis, spec: str, payload: str, message: str
+) -> None:
+    out = zizq_cli("enqueue", spec, payload, "--url", redis_server.url, "--namespace", namespace)
+    assert out.returncode == 1 and out.stderr.startswith("zizq: error:") and message in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stdout == ""
+    assert r.hlen("{" + namespace + "}:jobs") == 0
+
+
+def test_pause_refuses_a_queue_no_job_was_ever_in(redis_server: RedisServer, namespace: str) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return zizq_cli(*args, "--url", redis_server.url, "--namespace", namespace)
+
+    assert cli("enqueue", "t", "{}", "--queue", "emails").returncode == 0
+    out = cli("pause", "emials")
+    assert out.returncode == 1 and out.stderr.startswith("zizq: error: queue 'emials' is not known")
+    assert "(did you mean 'emails'?)" in out.stderr and "--force" in out.stderr
+    with zizq.Client.from_url(redis_server.url, namespace) as client:
+        assert not any(q.paused for q in client.list_queues(counts=False))
+        out = cli("pause", "emails")
+        assert (out.returncode, out.stdout) == (0, "queue 'emails' paused\n")
+        out = cli("pause", "later", "--force")  # ahead of time
+        assert (out.returncode, out.stdout) == (0, "queue 'later' paused\n")
+        out = cli("resume", "later")  # paused ahead of time: resumes without a job
+        assert (out.returncode, out.stdout) == (0, "queue 'later' resumed\n")
+        out = cli("resume", "emials")  # not "was already resumed": a typo
+        assert out.returncode == 1 and "queue 'emials' is not known" in out.stderr
+        assert [q.name for q in client.list_queues(counts=False) if q.paused] == ["emails"]
+    assert "--force" in zizq_cli("pause", "--help").stdout
+
+
 def test_enqueue_with_a_delay_schedules_the_job(redis_server: RedisServer, namespace: str, r: redis.Redis) -> None:
     def redis_ms() -> int:
         seconds, micros = r.time()
@@ -297,3 +362,18 @@ def test_first_sigterm_with_redis_down_ends_within_the_shutdown_timeout(
                 proc.kill()
     assert proc.returncode == 0, output.read_text()
     assert "Traceback" not in output.read_text(), output.read_text()
+
+
+def test_worker_warns_once_about_a_queue_nothing_names(
+    redis_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "worker.out"
+    # tests.jobs_app routes Sleep, whose QUEUE is "default"; no job was ever in "emials".
+    proc = start_worker(redis_server.url, namespace, tmp_path / "done.log", output, "-q", "default,emials")
+    try:
+        poll("the warning", lambda: "a typo?" in output.read_text(), 15)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    warnings = [line for line in output.read_text().splitlines() if "a typo?" in line]
+    assert len(warnings) == 1 and " WARNING zizq.worker: queue 'emials':" in warnings[0], output.read_text()

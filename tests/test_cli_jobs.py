@@ -66,7 +66,9 @@ async def test_jobs_commands(redis_server: RedisServer, namespace: str, client: 
     assert code == 0 and orjson.loads(out)[0]["message"] == "boom"
     code, out, _ = run(s, ns, "jobs", "errors", job.id)
     assert "attempt 1" in out and "KeyError: boom" in out
-    code, out, _ = run(s, ns, "jobs", "retry", "--json")
+    code, _, err = run(s, ns, "jobs", "retry")  # every dead job: no terminal to confirm on
+    assert code == 4 and "--yes" in err and client.get_job(job.id).status == "dead"
+    code, out, _ = run(s, ns, "jobs", "retry", "--json", "--yes")
     assert (code, orjson.loads(out)) == (0, {"retried": 1})
     code, _, err = run(s, ns, "jobs", "retry", job.id)
     assert code == 1 and "only dead jobs" in err
@@ -101,9 +103,48 @@ def client_api(client: zizq.Client) -> object:
 
 
 def test_help_explains_filters_and_exit_codes() -> None:
+    assert "--yes" in zizq_cli("jobs", "retry", "--help").stdout
     out = zizq_cli("jobs", "--help").stdout
     assert "3 no such job" in out and "4" in out
     out = zizq_cli("jobs", "list", "--help").stdout
     assert "A..B" in out and "--jq" in out and "--after" in out
     assert "--yes" in zizq_cli("reset", "--help").stdout and "--force" in zizq_cli("reset", "--help").stdout
     assert "Ctrl-C" in zizq_cli("top", "--help").stdout
+
+
+async def test_get_shows_the_payload_as_json_and_the_last_error(
+    redis_server: RedisServer, namespace: str, client: zizq.Client
+) -> None:
+    job = client.enqueue_raw("mail", {"to": "a@x", "urgent": True, "cc": None})
+    [taken] = await take(client_api(client), 1)
+    for message in ("first", "second"):
+        client.run(client.core.fail("w1", taken.id, message=message, error_type="KeyError", retry_in_ms=0))
+        await take(client_api(client), 1)
+    code, out, err = run(redis_server, namespace, "jobs", "get", job.id)
+    assert code == 0, err
+    assert '"urgent": true' in out and '"cc": null' in out and "'to'" not in out  # JSON, not Python's repr
+    assert "last error" in out and "attempt 2" in out and "KeyError: second" in out and "first" not in out
+
+
+async def test_get_tells_a_job_deleted_as_it_finished_from_one_that_never_was(
+    redis_server: RedisServer, namespace: str, client: zizq.Client
+) -> None:
+    job = client.enqueue_raw("mail", {})
+    [taken] = await take(client_api(client), 1)
+    assert client.run(client.core.ack("w1", [taken.id])) == []  # completed; retention 0: deleted at once
+    code, out, err = run(redis_server, namespace, "jobs", "get", job.id)
+    assert (code, out) == (3, "") and "Traceback" not in err
+    assert err.startswith(f"zizq: error: job {job.id!r} finished (completed, or dead) within the last minute")
+    assert "deleted at once" in err and "retention is 0" in err
+    code, _, err = run(redis_server, namespace, "jobs", "get", "0" * 25)
+    assert code == 3 and f"no job with id {'0' * 25!r}" in err
+
+
+def test_an_unknown_option_shows_the_subcommands_usage() -> None:
+    out = zizq_cli("jobs", "list", "--bogus")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("usage: zizq jobs list ") and "--status STATUS" in out.stderr
+    assert out.stderr.rstrip().endswith("zizq jobs list: error: unrecognized arguments: --bogus")
+    out = zizq_cli("enqueue", "t", "{}", "--bogus", "1")
+    assert out.returncode == 2 and out.stderr.startswith("usage: zizq enqueue ")
+    assert "zizq enqueue: error: unrecognized arguments: --bogus 1" in out.stderr

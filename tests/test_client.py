@@ -231,3 +231,23 @@ async def test_retried_enqueue_after_the_job_was_done_creates_nothing(api: Any, 
     assert (again.id, again.status) == (first.id, "completed")
     assert stored(r, namespace, first.id) is None
     assert r.zcard("{" + namespace + "}:ready:emails") == 0
+
+
+async def test_get_job_says_when_a_job_was_deleted_as_it_finished(api: Any, r: redis.Redis, namespace: str) -> None:
+    done, dead, live = [await api.enqueue(Report(i), retention=zizq.Retention(0, 0)) for i in range(3)]
+    await take(api, 2)
+    await api.run(api.core.ack("w1", [done.id]))
+    await api.run(api.core.fail("w1", dead.id, message="no", kill=True))
+    never = "0" * 25
+    # The script on its own: ids left in done:<n> by a retention of 0.
+    assert await api.run(api.core.done([done.id, dead.id, live.id, never])) == [True, True, False, False]
+    for job_id in (done.id, dead.id):
+        with pytest.raises(zizq.JobNotFound, match=r"finished \(completed, or dead\) within the last minute"):
+            await api.get_job(job_id)
+    with pytest.raises(zizq.JobNotFound, match=f"^no job with id '{never}'$"):
+        await api.get_job(never)
+    assert (await api.get_job(live.id)).status == "ready"
+    # The window is the done:<n> sets: once they expire, the id is unknown.
+    r.delete(*r.keys("{" + namespace + "}:done:*"))
+    with pytest.raises(zizq.JobNotFound, match=r"^no job with id"):
+        await api.get_job(done.id)

@@ -104,7 +104,7 @@ async def test_kill_and_retry_outcomes(client: zizq.Client, start: Start, r: red
         if job.number == 3:
             raise zizq.RetryJob("not before an hour", at=later)
         runs.append(meta.attempts)
-        if meta.attempts == 0:
+        if meta.attempts == 1:
             raise zizq.RetryJob(delay=0)
 
     killed = client.enqueue(Report(1))
@@ -116,7 +116,7 @@ async def test_kill_and_retry_outcomes(client: zizq.Client, start: Start, r: red
     assert dead.status == "dead" and dead.attempts == 1 and dead.purge_at is not None
     assert 604_800_000 - 1000 <= dead.purge_at - (dead.failed_at or 0) <= 604_800_000
     assert errors_of(r, namespace, killed.id)[0]["error_type"] == "zizq.KillJob"
-    assert runs == [0, 1]  # the failure counted as an attempt
+    assert runs == [1, 2]  # the run in progress counts; the failure counted as an attempt
     with pytest.raises(zizq.JobNotFound):  # done on its second run, then deleted
         client.get_job(retried.id)
     waiting = client.get_job(retried_at.id)
@@ -444,3 +444,130 @@ def test_handler_whose_annotation_cannot_be_resolved_is_refused_clearly() -> Non
         router.handler(on_local)
     router.route(Local, on_local)  # the way the message points to works
     assert router.types == ["local"]
+
+
+async def test_a_handler_sees_the_attempt_number_its_error_record_gets(client: zizq.Client, start: Start) -> None:
+    seen: list[int] = []
+    router = zizq.Router()
+
+    @router.handler
+    def flaky(job: Report, meta: zizq.Job) -> None:
+        seen.append(meta.attempts)
+        if meta.attempts < 3:
+            raise ValueError(f"attempt {meta.attempts}")
+
+    job = client.enqueue(Report(1), backoff=zizq.Backoff(0, 0, 0))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.completed == 1)
+    assert seen == [1, 2, 3] and worker.stats.failed == 2  # the first run is attempt 1
+    with pytest.raises(zizq.JobNotFound, match="deleted at once"):  # completed, retention 0
+        client.get_job(job.id)
+
+
+async def test_error_records_name_the_attempt_the_handler_saw(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    def boom(job: Report, meta: zizq.Job) -> None:
+        raise ValueError(f"seen attempts={meta.attempts}")
+
+    job = client.enqueue(Report(1), retry_limit=1, backoff=zizq.Backoff(0, 0, 0))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.failed == 2)
+    assert [(e.attempt, e.message) for e in client.job_errors(job.id)] == [
+        (1, "seen attempts=1"),
+        (2, "seen attempts=2"),
+    ]
+    assert client.get_job(job.id).attempts == 2  # stored: the runs that failed
+
+
+def user_frames(backtrace: str) -> list[tuple[str, str]]:
+    """(file, function) of each frame of a formatted traceback."""
+    return re.findall(r'File "([^"]+)", line \d+, in (\w+)', backtrace)
+
+
+@pytest.mark.parametrize("middleware", [False, True], ids=["bare", "middleware"])
+async def test_stored_backtraces_start_at_the_users_code(client: zizq.Client, start: Start, middleware: bool) -> None:
+    router = zizq.Router()
+
+    def deeper(n: int) -> None:
+        raise ValueError(f"bad {n}")
+
+    @router.handler
+    def sync_boom(job: Report) -> None:
+        deeper(job.number)
+
+    @router.handler
+    async def async_boom(job: SendEmail) -> None:
+        deeper(0)
+
+    async def passing(job: zizq.Job, call_next: Any) -> None:
+        await call_next()
+
+    if middleware:
+        router.use(passing)
+    sync_job, async_job = client.enqueue(Report(1)), client.enqueue(SendEmail(to="a"))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.failed == 2)
+    for job_id, handler in ((sync_job.id, "sync_boom"), (async_job.id, "async_boom")):
+        [error] = client.job_errors(job_id)
+        assert error.backtrace is not None and error.backtrace.startswith("Traceback (most recent call last):")
+        frames = user_frames(error.backtrace)
+        # zizq's worker frames above the user's code are gone. A middleware
+        # is the user's code too: the trace starts there, and shows the
+        # frames between it and the handler as they were.
+        assert frames[0] == (__file__, "passing" if middleware else handler), error.backtrace
+        assert frames[-2:] == [(__file__, handler), (__file__, "deeper")]
+        if not middleware:
+            assert len(frames) == 2
+        assert error.backtrace.endswith("ValueError: bad " + ("1" if handler == "sync_boom" else "0") + "\n")
+
+
+async def test_a_failure_with_no_user_frame_keeps_its_whole_backtrace(client: zizq.Client, start: Start) -> None:
+    job = client.enqueue_raw("nobody_handles_this", None)
+    worker = start(zizq.Router())
+    await wait_for(lambda: worker.stats.failed == 1)
+    [error] = client.job_errors(job.id)
+    assert error.backtrace is not None and "in lookup" in error.backtrace
+    assert error.backtrace.endswith("NoRouteError: no route registered for job type 'nobody_handles_this'\n")
+
+
+async def test_a_worker_warns_once_about_a_queue_nothing_names(
+    client: zizq.Client, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    def send(job: SendEmail) -> None:  # QUEUE "emails"
+        pass
+
+    client.enqueue_raw("other", None, queue="reports")
+    worker = start(router, queues=["emails", "reports", "emials"])
+    await wait_for(lambda: worker.stats.taken == 1)
+    await wait_for(lambda: worker.stats.failed == 1)  # "other" has no route
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "a typo?" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("queue 'emials': no handler's JobKind has it as QUEUE")
+    assert "emails, reports" in warnings[0]
+
+
+def test_routing_a_job_type_twice_is_refused() -> None:
+    router = zizq.Router()
+
+    @router.handler
+    def first(job: Report) -> None:
+        pass
+
+    def second(job: Report) -> None:
+        pass
+
+    class Impostor(zizq.JobKind):
+        NAME = "report"
+
+    with pytest.raises(zizq.JobKindError, match=r"'report'.*already.*\.first; cannot route it to .*\.second"):
+        router.handler(second)
+    with pytest.raises(zizq.JobKindError, match=r"'report' \(.*Impostor\).*\.first"):
+        router.route(Impostor, second)
+    router.route(Report, first)  # the same route again changes nothing
+    assert router.lookup("report").handler is first and router.queues == ["default"]

@@ -19,7 +19,7 @@ import redis.exceptions
 from . import _hotpath
 from ._enqueue import Enqueue, Row, Template, _non_negative, _text_opt, epoch_ms, plan_enqueue
 from ._scripts import Script, script
-from .errors import ValidationError
+from .errors import JobNotFound, ValidationError
 from .job import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
@@ -308,6 +308,17 @@ def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
     return jobs
 
 
+def job_not_found(job_id: str, done: bool) -> JobNotFound:
+    """The error for an id a read found nothing for; ``done`` when the id is
+    of a job deleted as it finished (Core.done), which has not vanished."""
+    if done:
+        return JobNotFound(
+            f"job {job_id!r} finished (completed, or dead) within the last minute and was deleted at once: "
+            "its retention is 0; give it a Retention to keep finished jobs readable"
+        )
+    return JobNotFound(f"no job with id {job_id!r}")
+
+
 class Core:
     """Builds the calls of one namespace. Holds no connection."""
 
@@ -337,6 +348,11 @@ class Core:
             return [job_from_record(i, record) if record else None for i, record in zip(ids, reply, strict=True)]
 
         return Call(script("get"), self.keys, list(ids), decode)
+
+    def done(self, ids: Sequence[str]) -> Call[list[bool]]:
+        """Whether each id is of a job deleted as it finished, within the
+        last minute (see lua/done.lua)."""
+        return Call(script("done"), self.keys, list(ids), lambda reply: [bool(x) for x in reply])
 
     def patch(self, job_id: str, changes: list[Value]) -> Call[Job]:
         return Call(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -19,6 +22,7 @@ from .cli_jobs import register as register_jobs
 from .client import Client, default_url
 from .errors import CronNotFound, ValidationError, ZizqError
 from .group import WorkerGroup
+from .job import DEFAULT_QUEUE, JobKind
 from .router import Router
 from .supervisor import ENV as SUPERVISOR_ENV
 from .supervisor import Supervisor, child_command, watch_supervisor
@@ -31,18 +35,25 @@ URL_HELP = (
 )
 
 
-def load_router(spec: str) -> Router:
-    """Import ``module:attribute`` (the current directory is on the path)."""
+def _import(spec: str) -> object:
+    """The attribute named by ``module:attribute`` (the current directory is
+    on the path), or None when the module has no such attribute."""
     module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ZizqError(f"router {spec!r} is not in the form module:attribute, e.g. app.jobs:router")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ZizqError(f"cannot import {module_name!r}: {exc}") from None
-    router = getattr(module, attr, None)
+    return getattr(module, attr, None)
+
+
+def load_router(spec: str) -> Router:
+    """Import ``module:attribute`` (the current directory is on the path)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ZizqError(f"router {spec!r} is not in the form module:attribute, e.g. app.jobs:router")
+    router = _import(spec)
     if not isinstance(router, Router):
         raise ZizqError(f"{spec!r} is {type(router).__name__}, not a zizq.Router")
     return router
@@ -101,13 +112,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return code
 
 
+# module.path:Attribute, which names a JobKind (a type name may hold a colon
+# too: --raw takes the text as a type name whatever its form).
+_KIND_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def load_kind(spec: str) -> type[JobKind]:
+    """Import the JobKind named by ``module:Kind``."""
+    kind = _import(spec)
+    if not (isinstance(kind, type) and issubclass(kind, JobKind) and "NAME" in kind.__dict__):
+        module_name, _, attr = spec.partition(":")
+        what = (
+            f"not defined: module {module_name!r} has no {attr!r}"
+            if kind is None
+            else f"{kind.__qualname__ if isinstance(kind, type) else type(kind).__name__}, "
+            "not a zizq.JobKind subclass with a NAME"
+        )
+        raise ZizqError(f"{spec!r} is {what} (pass --raw to use it as a type name)")
+    return kind
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         payload = orjson.loads(args.payload)
     except orjson.JSONDecodeError as exc:
         raise ZizqError(f"payload {args.payload!r} is not valid JSON: {exc}") from None
+    options: dict[str, Any] = {"queue": args.queue, "priority": args.priority, "delay": args.delay}
+    kind = None if args.raw or not _KIND_SPEC.fullmatch(args.type) else load_kind(args.type)
     with Client.from_url(args.url, args.namespace) as client:
-        job = client.enqueue_raw(args.type, payload, queue=args.queue, priority=args.priority, delay=args.delay)
+        if kind is None:
+            job = client.enqueue_raw(args.type, payload, **{**options, "queue": args.queue or DEFAULT_QUEUE})
+        else:
+            # Built as in code, so the kind's checks run and its defaults apply.
+            job = client.enqueue(kind.from_payload(payload), **options)
     if args.json:
         print(orjson.dumps(job.to_dict()).decode())
     else:
@@ -118,12 +155,29 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known_queue(client: Client, queue: str, hint: str) -> None:
+    """Refuse a queue no job was ever enqueued to (most likely a typo)."""
+    known = [q.name for q in client.list_queues(counts=False)]
+    if queue in known:
+        return
+    close = difflib.get_close_matches(queue, known, n=1)
+    raise ZizqError(
+        f"queue {queue!r} is not known: no job was ever enqueued to it"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
+        + f"; {hint}"
+    )
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     with Client.from_url(args.url, args.namespace) as client:
         if args.command == "pause":
+            if not args.force:
+                _known_queue(client, args.queue, "pass --force to pause it ahead of time")
             changed = client.pause_queue(args.queue)
         else:
             changed = client.resume_queue(args.queue)
+            if not changed:  # else a typo would read "was already resumed"
+                _known_queue(client, args.queue, "it is not paused either")
     state = "paused" if args.command == "pause" else "resumed"
     print(f"queue {args.queue!r} {state}" if changed else f"queue {args.queue!r} was already {state}")
     return 0
@@ -173,8 +227,21 @@ def cmd_cron(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses an unknown option in the (sub)command that was given it, so
+    the usage shown is that command's (argparse shows the top level's)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:  # a leaf command: nothing below it could take them
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="zizq",
         description="zizq: a job queue on Redis. Run workers and enqueue jobs.",
         epilog="Run 'zizq COMMAND --help' for a command's options.",
@@ -268,25 +335,42 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser(
         "enqueue",
-        help="enqueue one job by type name",
+        help="enqueue one job by type name or JobKind",
         description="Enqueue one job of type TYPE with the JSON payload PAYLOAD, e.g. "
-        'zizq enqueue send_email \'{"to": "a@b.c"}\' --queue emails.',
+        'zizq enqueue send_email \'{"to": "a@b.c"}\' --queue emails. TYPE may name a JobKind as '
+        "module:Kind (e.g. app.jobs:SendEmail; the current directory is on the path): the job is built "
+        "from PAYLOAD as in code, so the kind's checks run, and its QUEUE, PRIORITY and other defaults "
+        "apply unless given here.",
     )
-    e.add_argument("type", help="job type name (the JobKind's NAME)")
+    e.add_argument("type", help="job type name (the JobKind's NAME), or module:Kind")
     e.add_argument("payload", help="the payload, as JSON")
-    e.add_argument("--queue", default="default", help="queue (default: default)")
-    e.add_argument("--priority", type=int, default=None, help="0..65535, lower runs sooner (default: 32768)")
+    e.add_argument("--queue", default=None, help="queue (default: the JobKind's QUEUE, else default)")
+    e.add_argument(
+        "--priority", type=int, default=None, help="0..65535, lower runs sooner (default: the JobKind's, else 32768)"
+    )
+    e.add_argument("--raw", action="store_true", help="TYPE is a type name even if it reads as module:Kind")
     e.add_argument("--delay", type=float, default=None, help="seconds to wait before the job is ready")
     e.add_argument("--json", action="store_true", help="print the job as JSON")
     common(e)
     e.set_defaults(func=cmd_enqueue)
 
     for name, what in (
-        ("pause", "Stop workers taking jobs from QUEUE. Its jobs stay ready; enqueueing still works."),
+        (
+            "pause",
+            "Stop workers taking jobs from QUEUE. Its jobs stay ready; enqueueing still works. "
+            "A queue no job was ever enqueued to (not in 'zizq queues') is refused as a likely typo "
+            "unless --force.",
+        ),
         ("resume", "Let workers take jobs from QUEUE again."),
     ):
         sp = sub.add_parser(name, help=what.split(".")[0].lower(), description=what)
         sp.add_argument("queue", help="queue name")
+        if name == "pause":
+            sp.add_argument(
+                "--force",
+                action="store_true",
+                help="pause QUEUE even if no job was ever enqueued to it (to pause ahead)",
+            )
         common(sp)
         sp.set_defaults(func=cmd_pause)
     c = sub.add_parser(

@@ -147,7 +147,6 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         _print_json(job.to_dict())
         return 0
     console = _console()
-    from rich.pretty import Pretty
     from rich.table import Table
 
     table = Table(box=None, show_header=False)
@@ -158,7 +157,13 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
         table.add_row(key, shown)
     console.print(table)
     console.print("[bold]payload[/bold]")
-    console.print(Pretty(job.payload, expand_all=True))
+    # As stored (JSON, not Python's repr), so it can be copied into an enqueue.
+    console.print(orjson.dumps(job.payload, option=orjson.OPT_INDENT_2).decode(), markup=False)
+    errors = client.job_errors(job.id)
+    if errors:
+        e = errors[-1]
+        console.print(f"[bold]last error[/bold] (of {len(errors)}; all: zizq jobs errors {job.id})")
+        console.print(f"attempt {e.attempt}  {when(e.failed_at)}  {e.error_type or ''}: {e.message}", markup=False)
     return 0
 
 
@@ -247,6 +252,8 @@ def cmd_retry(client: Client, args: argparse.Namespace) -> int:
         else:
             print(f"{job.id} {job.status}")
         return 0
+    if _no_filter(args) and not confirm(f"Retry every dead job of namespace {client.namespace!r}?", args.yes):
+        return EXIT_DECLINED
     return _report(args, "retried", client.retry_jobs(_filter(args)))
 
 
@@ -329,7 +336,7 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp = action("count", "count jobs matching filters", cmd_count)
     _filters(sp)
     sp.set_defaults(id=None)
-    action("get", "show one job with its payload", cmd_get, one="required")
+    action("get", "show one job with its payload (as JSON) and its last error", cmd_get, one="required")
     action("errors", "show a job's error history, oldest first", cmd_errors, one="required")
     sp = action(
         "patch",
@@ -351,8 +358,12 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp.add_argument("--yes", action="store_true", help="do not ask before deleting every job (no filter)")
     _filters(sp)
     sp = action(
-        "retry", "put one dead job (ID), or every dead job matching filters, back to ready", cmd_retry, "optional"
+        "retry",
+        "put one dead job (ID), or every dead job matching filters, back to ready (no filter: every dead job)",
+        cmd_retry,
+        "optional",
     )
+    sp.add_argument("--yes", action="store_true", help="do not ask before retrying every dead job (no filter)")
     _filters(sp)
 
     q = sub.add_parser(

@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from . import connect, events, middleware
-from ._core import TRANSIENT, UNSET, Call, Core, defaults_args, patch_args, retry_delays, retry_later
+from ._core import TRANSIENT, UNSET, Call, Core, defaults_args, job_not_found, patch_args, retry_delays, retry_later
 from ._enqueue import Delay, Enqueue, enqueue_item
 from .cron import AsyncCronMethods, CronMethods
 from .errors import JobNotFound, RedisUnavailable, ValidationError, ZizqError, from_script_error
@@ -242,10 +242,11 @@ class Client(CronMethods, QueryMethods):
 
     def get_job(self, job_id: str) -> Job:
         """The job with its payload; raises JobNotFound when it does not
-        exist or is past its purge time."""
+        exist or is past its purge time (saying so when it finished within
+        the last minute and was deleted at once, a retention of 0)."""
         job = self.run(self.core.get([job_id]))[0]
         if job is None:
-            raise JobNotFound(f"no job with id {job_id!r}")
+            raise job_not_found(job_id, self.run(self.core.done([job_id]))[0])
         return job
 
     def patch_job(
@@ -535,7 +536,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         """See :meth:`Client.get_job`."""
         job = (await self.run(self.core.get([job_id])))[0]
         if job is None:
-            raise JobNotFound(f"no job with id {job_id!r}")
+            raise job_not_found(job_id, (await self.run(self.core.done([job_id])))[0])
         return job
 
     async def patch_job(

@@ -43,6 +43,11 @@ def _route(kind: type[JobKind] | None, handler: Callable[..., Any]) -> Route:
     return Route(kind, handler, inspect.iscoroutinefunction(handler), len(params) >= 2)
 
 
+def _name(thing: object) -> str:
+    """A class or function as ``module.qualname``."""
+    return f"{getattr(thing, '__module__', '?')}.{getattr(thing, '__qualname__', repr(thing))}"
+
+
 class Router:
     """Maps job type names to handlers.
 
@@ -57,9 +62,9 @@ class Router:
 
     A handler takes the payload (a JobKind instance), and optionally the
     :class:`zizq.Job` metadata as a second argument. It may be sync (run in
-    the worker's thread pool) or async. Registering a NAME again replaces the
-    earlier handler. A job whose type has no route fails with
-    :class:`zizq.NoRouteError` unless a fallback is set.
+    the worker's thread pool) or async. Each NAME has one handler: routing
+    it to another raises :class:`zizq.JobKindError`. A job whose type has no
+    route fails with :class:`zizq.NoRouteError` unless a fallback is set.
     """
 
     def __init__(self) -> None:
@@ -80,7 +85,14 @@ class Router:
         """Send jobs of ``kind`` (by its NAME) to ``handler``."""
         if not (isinstance(kind, type) and issubclass(kind, JobKind) and "NAME" in kind.__dict__):
             raise JobKindError(f"{kind!r} is not a JobKind subclass with a NAME")
-        self._routes[kind.NAME] = _route(kind, handler)
+        route = _route(kind, handler)
+        earlier = self._routes.get(kind.NAME)
+        if earlier is not None and (earlier.kind, earlier.handler) != (kind, handler):
+            raise JobKindError(
+                f"job type {kind.NAME!r} ({_name(kind)}) has a handler already, {_name(earlier.handler)}; "
+                f"cannot route it to {_name(handler)} too: one handler per job type"
+            )
+        self._routes[kind.NAME] = route
 
     def handler(self, fn: F) -> F:
         """Decorator: route the JobKind named by the first parameter's annotation."""
@@ -112,6 +124,11 @@ class Router:
         if route is None:
             raise NoRouteError(f"no route registered for job type {type_name!r}")
         return route
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues the routed JobKinds enqueue to by default (their QUEUE)."""
+        return sorted({r.kind.QUEUE for r in self._routes.values() if r.kind is not None})
 
     @property
     def types(self) -> list[str]:

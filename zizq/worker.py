@@ -15,11 +15,14 @@ stops, gracefully or at once, is in :mod:`zizq.shutdown`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
+import os
 import random
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -75,6 +78,23 @@ def error_type_of(exc: BaseException) -> str:
     if module.startswith("zizq."):
         module = "zizq"
     return f"{module}.{cls.__qualname__}"
+
+
+# Where the frames that call a handler live: zizq itself, and the stdlib
+# plumbing between them (the event loop, the thread pool).
+_PLUMBING = tuple(
+    os.path.dirname(m.__file__) + os.sep for m in (sys.modules["zizq"], asyncio, concurrent.futures) if m.__file__
+)
+
+
+def backtrace_of(exc: BaseException) -> str:
+    """The failure's traceback as recorded: from the first frame outside
+    zizq and the stdlib plumbing that runs handlers (the user's code) down;
+    whole when every frame is zizq's (NoRouteError, say)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PLUMBING):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 def _count(what: str, value: object) -> int:
@@ -301,6 +321,7 @@ class Worker:
         when the take loop failed; not when cancelled by a second stop)."""
         failure = None
         try:
+            await warn_unknown_queues(self._client, self.queues, self.router)
             await self._warn_on_eviction()
             await self._call(self._core.heartbeat(self.id, "join", self._lease_ms))
             self._heart = HeartbeatThread(self)
@@ -538,6 +559,9 @@ class Worker:
                 self._room.set()
 
     async def _run_one(self, owner: str, job: Job) -> None:
+        # The run in progress counts (stored: the failed runs so far), so the
+        # handler sees the number its failure's error record will carry.
+        job.attempts += 1
         timeout = job.timeout_ms / 1000 if job.timeout_ms else None
         deadline = asyncio.timeout(timeout) if timeout else None
         pool, sync = self._pool, False
@@ -634,7 +658,7 @@ class Worker:
                     job.id,
                     message=str(exc) or repr(exc),
                     error_type=error_type_of(exc),
-                    backtrace="".join(traceback.format_exception(exc)),
+                    backtrace=backtrace_of(exc),
                     retry_at_ms=retry_at,
                     retry_in_ms=retry_in,
                     kill=isinstance(exc, KillJob),
@@ -742,3 +766,26 @@ async def _plain(aw: Awaitable[T]) -> T:
         if later is None:
             raise
         raise later from exc
+
+
+async def warn_unknown_queues(client: AsyncClient, queues: Sequence[str], router: Router) -> None:
+    """Log one warning for each queue served that no routed JobKind names
+    (its QUEUE) and no job was ever enqueued to: most likely a typo in -q.
+    Redis being unavailable skips the check."""
+    named = set(router.queues)
+    unknown = [q for q in queues if q not in named]
+    if not unknown:
+        return
+    try:
+        known = await _plain(client.redis.smembers(client.core.key("queues")))
+    except REDIS_ERRORS:
+        return
+    used = {q.decode() if isinstance(q, bytes) else q for q in known}
+    for q in unknown:
+        if q not in used:
+            log.warning(
+                "queue %r: no handler's JobKind has it as QUEUE and no job was ever enqueued to it "
+                "(a typo?); this worker waits on it anyway. Queues in use: %s",
+                q,
+                ", ".join(sorted(used | named)) or "none yet",
+            )

@@ -1,0 +1,22 @@
+--[[ done: whether jobs finished and were deleted at once, within the last minute.
+
+KEYS[1]  namespace prefix "{<namespace>}:"
+ARGV[1..] job ids
+
+Reads the done:<n> sets (see DONE_WINDOW_MS in includes/common.lua): a job
+that completed or went dead with a retention of 0 leaves its id there for a
+minute (by Redis's clock). Used to tell such a job from an id that never
+existed when a read finds nothing.
+
+Returns one integer per id, in order: 1 when the id is in the window, else 0.
+Errors: none. The script only reads.
+]]
+--@include "includes/common.lua"
+
+local P = KEYS[1]
+local now = now_ms()
+local out = {}
+for i = 1, #ARGV do
+  out[i] = was_done(P, ARGV[i], now) and 1 or 0
+end
+return out
