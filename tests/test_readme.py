@@ -156,7 +156,7 @@ assert zizq.testing.drain(client, router, raise_errors=False) == 2
 [(error, scope)] = sentry_sdk.captured
 assert isinstance(error, ValueError) and str(error) == "no mailbox for ada@example.com"
 assert scope["tags"] == {"zizq.queue": "emails", "zizq.type": "send_email"}
-assert scope["extra"] == {"job_id": dies.id, "attempts": 0, "namespace": "sentry-example"}
+assert scope["extra"] == {"job_id": dies.id, "attempts": 1, "namespace": "sentry-example"}
 print("reported", scope["extra"]["job_id"])
 """
 

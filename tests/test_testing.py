@@ -53,7 +53,7 @@ def boom_router(calls: list[str]) -> zizq.Router:
     @router.handler
     def boom(job: Boom, meta: zizq.Job) -> None:
         calls.append(meta.id)
-        if meta.attempts < job.fail_times:
+        if meta.attempts <= job.fail_times:  # meta.attempts is 1 on the first run
             raise ValueError(f"attempt {meta.attempts} fails")
 
     return router
@@ -119,9 +119,9 @@ def test_a_failing_job_is_reported_and_not_run_again(client: zizq.Client) -> Non
         drain(client, boom_router(calls))
     assert calls == [job.id]
     [failure] = info.value.failures
-    assert (failure.job.id, failure.dead, str(failure.error)) == (job.id, False, "attempt 0 fails")
+    assert (failure.job.id, failure.dead, str(failure.error)) == (job.id, False, "attempt 1 fails")
     assert info.value.__cause__ is failure.error and info.value.ran == 1
-    assert f"1 of 1 jobs failed: {job.id} (boom): ValueError: attempt 0 fails" in str(info.value)
+    assert f"1 of 1 jobs failed: {job.id} (boom): ValueError: attempt 1 fails" in str(info.value)
     after = client.get_job(job.id)
     assert (after.status, after.attempts) == ("scheduled", 1)  # its retry waits for its backoff
     assert drain(client, boom_router(calls)) == 0  # the retry is not due: not waited for

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -132,6 +132,19 @@ def load_kind(spec: str) -> type[JobKind]:
     return kind
 
 
+def _build(kind: type[JobKind], payload: Any) -> JobKind:
+    """``kind`` from a payload typed at the command line: as a worker reads
+    one, except that a field the kind does not have is refused (a typo here,
+    not a newer producer's field)."""
+    if isinstance(payload, dict) and not kind.TRANSPARENT:
+        known = {f.name for f in dataclasses.fields(cast(Any, kind))}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise ValidationError(f"{kind.__qualname__} has no field {names}; its fields: {', '.join(sorted(known))}")
+    return kind.from_payload(payload)
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         payload = orjson.loads(args.payload)
@@ -144,7 +157,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             job = client.enqueue_raw(args.type, payload, **{**options, "queue": args.queue or DEFAULT_QUEUE})
         else:
             # Built as in code, so the kind's checks run and its defaults apply.
-            job = client.enqueue(kind.from_payload(payload), **options)
+            job = client.enqueue(_build(kind, payload), **options)
     if args.json:
         print(orjson.dumps(job.to_dict()).decode())
     else:

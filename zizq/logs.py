@@ -59,7 +59,7 @@ class JobContext:
             "job_id": job.id,
             "job_type": job.type,
             "queue": job.queue,
-            "attempt": job.attempts + 1,  # attempts counts the failed runs before this one
+            "attempt": job.attempts,  # the run in progress, as the handler sees it
             "worker_id": self.worker_id,
             "namespace": self.namespace,
         }
@@ -225,7 +225,7 @@ def received(job: Job) -> None:
     """INFO: the job's handler is about to run."""
     if jobs_log.isEnabledFor(logging.INFO):
         jobs_log.info(
-            "%s received (queue %s, attempt %d)", _name(job), job.queue, job.attempts + 1, extra={"event": "received"}
+            "%s received (queue %s, attempt %d)", _name(job), job.queue, job.attempts, extra={"event": "received"}
         )
 
 
