@@ -12,6 +12,7 @@ updates, prints a summary, and stops everything it started.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import shutil
 import socket
@@ -113,6 +114,10 @@ async def run(url: str) -> bool:
         f"in {1000 * (time.monotonic() - t0):.1f} ms"
     )
 
+    # The progress line counts the flaky failures; the worker's own line for
+    # each (WARNING on zizq.worker.jobs, see "Worker logs" in the README)
+    # would break it up.
+    logging.getLogger("zizq.worker.jobs").setLevel(logging.ERROR)
     worker = zizq.Worker(client, router, concurrency=20)
     total = len(enqueued)
     start = time.monotonic()

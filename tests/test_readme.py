@@ -32,9 +32,10 @@ def blocks(text: str, lang: str) -> list[str]:
 
 def example_env(tmp_path: Path, server: RedisServer) -> dict[str, str]:
     """The examples' environment: the examples' directory on the path, then
-    this checkout (its zizq, not whichever one the environment installed)."""
+    this checkout (its zizq, not whichever one the environment installed).
+    Any warning is an error: the examples must run without one."""
     path = os.pathsep.join([str(tmp_path), str(ROOT)])
-    return {**os.environ, "ZIZQ_REDIS_URL": server.url, "PYTHONPATH": path}
+    return {**os.environ, "ZIZQ_REDIS_URL": server.url, "PYTHONPATH": path, "PYTHONWARNINGS": "error"}
 
 
 def test_quick_start(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
