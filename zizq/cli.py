@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import logging
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import orjson
 
-from . import __version__
+from . import __version__, connect
 from .cli_jobs import register as register_jobs
 from .client import Client, default_url
 from .errors import CronNotFound, ValidationError, ZizqError
@@ -40,12 +42,34 @@ def load_router(spec: str) -> Router:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ZizqError(f"cannot import {module_name!r}: {exc}") from None
-    router = getattr(module, attr, None)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):  # the module's own import
+            raise ZizqError(f"cannot import {module_name!r}:\n{_import_failure(exc)}") from None
+        raise ZizqError(f"cannot import {module_name!r}: {exc} (the current directory is on the path)") from None
+    except Exception as exc:  # a SyntaxError, or whatever the module raised
+        raise ZizqError(f"cannot import {module_name!r}:\n{_import_failure(exc)}") from None
+    if not hasattr(module, attr):
+        routers = sorted(name for name, value in vars(module).items() if isinstance(value, Router))
+        known = f"its Routers: {', '.join(routers)}" if routers else "it has no zizq.Router"
+        raise ZizqError(f"module {module_name!r} has no attribute {attr!r} ({known})")
+    router = getattr(module, attr)
     if not isinstance(router, Router):
         raise ZizqError(f"{spec!r} is {type(router).__name__}, not a zizq.Router")
     return router
+
+
+def _import_failure(exc: Exception) -> str:
+    """What went wrong importing the user's module: the frames of the
+    user's code (not importlib's, not zizq's) and the error, as a traceback
+    shows them, without its header."""
+    machinery = (os.path.dirname(importlib.__file__), os.path.dirname(__file__))
+    lines = []
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not frame.filename.startswith(("<frozen ", *machinery)):
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+    return "\n".join([*lines, *"".join(traceback.format_exception_only(exc)).rstrip().splitlines()])
 
 
 def _queues(text: str | None) -> list[str] | None:
@@ -86,10 +110,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if supervisor is not None and not watch_supervisor(int(supervisor), worker.stop):
         return 0
     if args.metrics_port is not None:
-        from .metrics import serve_metrics
-
-        # Job counts cover every namespace; queue gauges the first one's.
-        serve_metrics(args.metrics_port, Client.from_url(args.url, namespaces[0]), workers, addr=args.metrics_addr)
+        _serve_metrics(args, namespaces[0], workers)
     worker.run()
     code = 1 if worker.forced else 0
     if any(t.name.startswith("zizq-handler") and t.is_alive() for t in threading.enumerate()):
@@ -99,6 +120,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         os._exit(code)
     return code
+
+
+def _serve_metrics(args: argparse.Namespace, namespace: str, workers: list[Worker]) -> None:
+    """Start the metrics server of ``zizq worker --metrics-port``. The extra
+    not installed, or a port that cannot be listened on: one line."""
+    try:
+        from .metrics import serve_metrics
+    except ImportError as exc:
+        raise ZizqError(
+            f"--metrics-port needs {exc.name or 'prometheus-client'}: pip install 'zizq[metrics]'"
+        ) from None
+    try:
+        # Job counts cover every namespace; queue gauges the first one's.
+        serve_metrics(args.metrics_port, Client.from_url(args.url, namespace), workers, addr=args.metrics_addr)
+    except OSError as exc:
+        what = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ZizqError(f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_addr}: {what}") from None
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -317,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args.url = args.url or default_url()
     try:
+        if args.command != "worker":  # a worker checks by itself, and waits for a Redis that is not up yet
+            connect.check(args.url)
         return int(args.func(args))
     except ZizqError as exc:
         print(f"zizq: error: {exc}", file=sys.stderr)
