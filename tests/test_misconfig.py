@@ -256,3 +256,31 @@ def test_a_missing_handler_module_is_one_line(redis_server: RedisServer, tmp_pat
 def test_a_name_that_is_not_a_router_is_one_line(redis_server: RedisServer, spec: str, says: str) -> None:
     out, _ = cli("worker", spec, "--url", redis_server.url)
     assert says in one_line(out)
+
+
+def test_worker_acts_on_sigint_while_redis_stalls(
+    redis_factory: Callable[..., RedisServer], namespace: str, tmp_path: Path
+) -> None:
+    """Redis stops answering (SIGSTOP) while the worker waits for work: the
+    stop begins within 2 s all the same (the take Redis does not answer is
+    cut short), and the worker exits once its last calls time out: the
+    heartbeat's beat in flight (lease + 1 s), then one try to leave."""
+    server = redis_factory()
+    assert server.proc is not None
+    output = tmp_path / "worker.out"
+    with zizq.Client.from_url(server.url, namespace) as client:
+        client.enqueue(Sleep(seconds=0.0, tag="quick"))
+    proc = start_worker(server.url, namespace, output)
+    try:
+        wait_until("the job is done", lambda: output.with_suffix(".done").exists(), 15)
+        time.sleep(0.2)  # waiting for work
+        server.proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        wait_until("the stop begins", lambda: "stopping:" in output.read_text(), 2.5)
+        assert proc.wait(5 + 1 + 3) == 0, output.read_text()
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in output.read_text(), output.read_text()

@@ -88,7 +88,7 @@ class HeartbeatThread(threading.Thread):
                 pause = wait * 2
                 # The first failure in a row is a warning; the retries, several a
                 # second, would repeat what the take loop reports once a try.
-                level = logging.DEBUG if failing_since else logging.WARNING
+                level = logging.DEBUG if failing_since and isinstance(exc, TRANSIENT) else logging.WARNING
                 failing_since = failing_since or time.monotonic()
                 log.log(level, "heartbeat failed (%s); trying again in %.1fs", exc, wait)
                 continue
@@ -97,9 +97,7 @@ class HeartbeatThread(threading.Thread):
                 continue
             pause = BEAT_RETRY
             if failing_since is not None:
-                log.warning(
-                    "heartbeat renewed the lease again after %.1fs of failures", time.monotonic() - failing_since
-                )
+                log.warning("heartbeat works again after %.1fs of failures", time.monotonic() - failing_since)
                 failing_since = None
             if beat.recovered or beat.failed:
                 w.stats.recovered += beat.recovered

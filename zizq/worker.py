@@ -213,6 +213,14 @@ class Worker:
             self._stop.set()
             # Redis calls retry until the shutdown timeout ends, then get one try.
             self._give_up_at = time.monotonic() + self.shutdown_timeout
+            asyncio.get_running_loop().call_later(LAST_TRY, self._cut_take)
+
+    def _cut_take(self) -> None:
+        # A take round Redis did not answer within LAST_TRY of a stop (a
+        # stalled Redis: a blocking wait ends at once, with the poke) is cut
+        # short. The leave hands back whatever it may have taken.
+        if self._taker is not None and not self._taker.done():
+            self._taker.cancel()
 
     def _poke(self) -> None:
         # Ends a blocking wait for work at once: a token on the list only
@@ -257,6 +265,7 @@ class Worker:
         self._running: set[tuple[str, str]] = set()  # (owner, id) of jobs whose handler runs
         self._idle = asyncio.Event()  # set while no handler runs
         self._heart: HeartbeatThread | None = None  # started once the worker has joined
+        self._taker: asyncio.Future[None] | None = None  # the take loop, once the worker has joined
         with self._stop_lock:
             self._loop = asyncio.get_running_loop()  # last: stop() works from here on
             if self._stop_early:
@@ -352,7 +361,14 @@ class Worker:
             self._heart = HeartbeatThread(self)
             self._heart.start()
             log.info("worker %s serving %s", self.id, ", ".join(self.queues) or "every queue")
-            await self._take_loop()
+            self._taker = asyncio.ensure_future(self._take_loop())
+            try:
+                await self._taker
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # a second stop
+                    raise
+                log.warning("a take redis did not answer within %.0fs of the stop was cut short", LAST_TRY)
         except RedisUnavailable as exc:  # only from the join, with a stop: nothing is held
             log.warning("stopped before joining: %s", exc)
         except Exception as exc:
