@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import errno
 import importlib
 import logging
 import os
 import re
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
 
-from . import __version__, logs
+from . import __version__, connect, logs
 from .cli_jobs import register as register_jobs
 from .client import Client, default_url
 from .errors import CronNotFound, ValidationError, ZizqError
@@ -43,8 +45,12 @@ def _import(spec: str) -> object:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ZizqError(f"cannot import {module_name!r}: {exc}") from None
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):  # the module's own import
+            raise ZizqError(f"cannot import {module_name!r}:\n{_import_failure(exc)}") from None
+        raise ZizqError(f"cannot import {module_name!r}: {exc} (the current directory is on the path)") from None
+    except Exception as exc:  # a SyntaxError, or whatever the module raised
+        raise ZizqError(f"cannot import {module_name!r}:\n{_import_failure(exc)}") from None
     return getattr(module, attr, None)
 
 
@@ -54,9 +60,28 @@ def load_router(spec: str) -> Router:
     if not module_name or not attr:
         raise ZizqError(f"router {spec!r} is not in the form module:attribute, e.g. app.jobs:router")
     router = _import(spec)
+    if router is None:
+        module = sys.modules[module_name]
+        routers = sorted(name for name, value in vars(module).items() if isinstance(value, Router))
+        known = f"its Routers: {', '.join(routers)}" if routers else "it has no zizq.Router"
+        raise ZizqError(f"module {module_name!r} has no attribute {attr!r} ({known})")
     if not isinstance(router, Router):
         raise ZizqError(f"{spec!r} is {type(router).__name__}, not a zizq.Router")
     return router
+
+
+def _import_failure(exc: Exception) -> str:
+    """What went wrong importing the user's module: the frames of the
+    user's code (not importlib's, not zizq's) and the error, as a traceback
+    shows them, without its header."""
+    machinery = (os.path.dirname(importlib.__file__), os.path.dirname(__file__))
+    lines = []
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not frame.filename.startswith(("<frozen ", *machinery)):
+            lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+            if frame.line:
+                lines.append(f"    {frame.line}")
+    return "\n".join([*lines, *"".join(traceback.format_exception_only(exc)).rstrip().splitlines()])
 
 
 def _queues(text: str | None) -> list[str] | None:
@@ -97,10 +122,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if supervisor is not None and not watch_supervisor(int(supervisor), worker.stop):
         return 0
     if args.metrics_port is not None:
-        from .metrics import serve_metrics
-
-        # Job counts cover every namespace; queue gauges the first one's.
-        serve_metrics(args.metrics_port, Client.from_url(args.url, namespaces[0]), workers, addr=args.metrics_addr)
+        _serve_metrics(args, namespaces[0], workers)
     worker.run()
     code = 1 if worker.forced else 0
     if any(t.name.startswith("zizq-handler") and t.is_alive() for t in threading.enumerate()):
@@ -143,6 +165,23 @@ def _build(kind: type[JobKind], payload: Any) -> JobKind:
             names = ", ".join(map(repr, unknown))
             raise ValidationError(f"{kind.__qualname__} has no field {names}; its fields: {', '.join(sorted(known))}")
     return kind.from_payload(payload)
+
+
+def _serve_metrics(args: argparse.Namespace, namespace: str, workers: list[Worker]) -> None:
+    """Start the metrics server of ``zizq worker --metrics-port``. The extra
+    not installed, or a port that cannot be listened on: one line."""
+    try:
+        from .metrics import serve_metrics
+    except ImportError as exc:
+        raise ZizqError(
+            f"--metrics-port needs {exc.name or 'prometheus-client'}: pip install 'zizq[metrics]'"
+        ) from None
+    try:
+        # Job counts cover every namespace; queue gauges the first one's.
+        serve_metrics(args.metrics_port, Client.from_url(args.url, namespace), workers, addr=args.metrics_addr)
+    except OSError as exc:
+        what = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ZizqError(f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_addr}: {what}") from None
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -420,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(getattr(args, "log_level", "WARNING"), getattr(args, "log_format", "text"))
     args.url = args.url or default_url()
     try:
+        if args.command != "worker":  # a worker checks by itself, and waits for a Redis that is not up yet
+            connect.check(args.url)
         return int(args.func(args))
     except ZizqError as exc:
         print(f"zizq: error: {exc}", file=sys.stderr)

@@ -55,8 +55,12 @@ def _connection_options(options: dict[str, Any], *, asyncio: bool) -> dict[str, 
     return options
 
 
-def _unavailable(url: str | None, seconds: float, exc: Exception) -> RedisUnavailable:
-    return RedisUnavailable(f"redis at {connect.redact(url) if url else '?'} unavailable for {seconds:g}s: {exc}")
+def _unavailable(url: str | None, started: float, exc: Exception) -> RedisUnavailable:
+    """The error after retrying since ``started`` (time.monotonic()): it says
+    how long Redis was tried, which is less than ``retry_for`` when the next
+    pause would have run past it."""
+    waited = time.monotonic() - started
+    return RedisUnavailable(f"redis at {connect.redact(url) if url else '?'} unavailable for {waited:.1f}s: {exc}")
 
 
 def _durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:
@@ -149,7 +153,8 @@ class Client(CronMethods, QueryMethods):
         retrying while Redis is unavailable for up to ``retry_for`` seconds
         (default: the client's)."""
         window = self.retry_for if retry_for is None else retry_for
-        deadline = time.monotonic() + window
+        started = time.monotonic()
+        deadline = started + window
         delays = retry_delays()
         while True:
             try:
@@ -158,7 +163,7 @@ class Client(CronMethods, QueryMethods):
                 call = call.repeated()
                 pause = next(delays)
                 if time.monotonic() + pause > deadline:
-                    raise _unavailable(self.url, window, exc) from exc
+                    raise _unavailable(self.url, started, exc) from exc
                 time.sleep(pause)
 
     def _send(self, call: Call[Any]) -> Any:
@@ -458,7 +463,8 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
     async def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
         """See :meth:`Client.run`."""
         window = self.retry_for if retry_for is None else retry_for
-        deadline = time.monotonic() + window
+        started = time.monotonic()
+        deadline = started + window
         delays = retry_delays()
         while True:
             try:
@@ -467,7 +473,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
                 call = call.repeated()
                 pause = next(delays)
                 if time.monotonic() + pause > deadline:
-                    raise _unavailable(self.url, window, exc) from exc
+                    raise _unavailable(self.url, started, exc) from exc
                 await asyncio.sleep(pause)
 
     async def _send(self, call: Call[Any]) -> Any:

@@ -20,6 +20,8 @@ Anything else is a :class:`zizq.ValidationError` naming it.
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +34,10 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.exceptions
 import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from .errors import ValidationError
+from .errors import RedisMisconfigured, RedisUnavailable, ValidationError
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -305,6 +309,99 @@ def async_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any
         return redis.asyncio.Redis(unix_socket_path=target.unix_path, **opts)
     host, port = target.hosts[0]
     return redis.asyncio.Redis(host=host, port=port, **opts)
+
+
+# Seconds the command line's connectivity check gives Redis to accept the
+# connection, and then to answer PING.
+CHECK_TIMEOUT = 3.0
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from (redis-py wraps socket
+    and TLS errors in its ConnectionError)."""
+    seen: list[BaseException] = []
+    at: BaseException | None = exc
+    while at is not None and at not in seen:
+        seen.append(at)
+        at = at.__cause__ or at.__context__
+    return seen
+
+
+def misconfiguration(exc: BaseException, url: str) -> str | None:
+    """What is wrong, when ``exc`` (met connecting to ``url`` or on its
+    first command) is an error that waiting cannot fix: authentication,
+    an unknown host, a database out of range, TLS settings the server does
+    not accept, a TLS file that cannot be read. None for anything else (a
+    refused connection, a timeout, LOADING: Redis may still come)."""
+    target = parse_url(url)
+    for e in _chain(exc):
+        text = str(e)
+        if isinstance(e, (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)):
+            return f"authentication failed (check the user and password): {text}"
+        if isinstance(e, redis.exceptions.ResponseError):
+            if text.startswith(("NOAUTH", "WRONGPASS")):
+                return f"authentication failed (check the user and password): {text}"
+            if "DB index is out of range" in text or "invalid DB index" in text:
+                return f"database {target.options.get('db', 0)} does not exist on this server: {text}"
+        if isinstance(e, socket.gaierror) and e.errno != socket.EAI_AGAIN:  # EAI_AGAIN: DNS did not answer
+            return f"host not found ({e.strerror}): {', '.join(h for h, _ in target.hosts) or text}"
+        if isinstance(e, ssl.SSLError) and not isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return f"TLS failed (check the rediss:// URL's ssl_* options): {text}"
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)) and target.tls:
+            return f"a TLS file (ssl_ca_certs, ssl_certfile, ssl_keyfile) cannot be read: {e}"
+    return None
+
+
+def reason(exc: BaseException) -> str:
+    """Why a connection failed, for a log line: "connection refused" when it
+    was (asyncio's own words for it are "Connect call failed"), else the
+    error's text."""
+    if any(isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
+        return "connection refused"
+    return str(exc) or type(exc).__name__
+
+
+def _answered(exc: BaseException) -> bool:
+    """Whether ``exc`` is a reply: Redis is there (loading, read-only, a
+    command refused), and the command's own retries deal with it."""
+    return isinstance(exc, (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError))
+
+
+def check(url: str, *, timeout: float = CHECK_TIMEOUT, **options: Any) -> None:
+    """PING ``url`` once, on a connection of its own that gets ``timeout``
+    seconds to connect and as many to get the answer: what the command line
+    does first. Raises :class:`zizq.RedisMisconfigured` for an error waiting
+    cannot fix (see :func:`misconfiguration`), :class:`zizq.RedisUnavailable`
+    when Redis cannot be reached. ``options`` as for :func:`sync_redis`."""
+    options = {**options, "socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
+    client = None
+    try:
+        client = sync_redis(url, **options)
+        client.ping()
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        problem = misconfiguration(exc, url)
+        if problem is not None:
+            raise RedisMisconfigured(f"redis at {redact(url)}: {problem}") from None
+        if not _answered(exc):
+            raise RedisUnavailable(f"cannot reach redis at {redact(url)}: {reason(exc)}") from None
+    finally:
+        if client is not None:
+            client.close()
+
+
+async def ping_async(client: Any, url: str) -> None:
+    """PING with the asyncio ``client`` of ``url``, once. Raises
+    :class:`zizq.RedisMisconfigured` for an error waiting cannot fix; other
+    connection errors as they are (the caller retries them); returns when
+    Redis answered, even with an error reply."""
+    try:
+        await client.ping()
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        problem = misconfiguration(exc, url)
+        if problem is not None:
+            raise RedisMisconfigured(f"redis at {redact(url)}: {problem}") from None
+        if not _answered(exc):
+            raise
 
 
 def is_cluster(client: Any) -> bool:

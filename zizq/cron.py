@@ -627,7 +627,8 @@ async def cron_loop(client: AsyncClient, stop: asyncio.Event, max_idle: float, s
             delays = retry_delays()
         except TRANSIENT as exc:
             wait = next(delays)  # then at most max_idle, below
-            log.warning("cron tick skipped: redis unavailable (%s)", exc)
+            # Not a warning: the worker's take loop reports the outage already.
+            log.debug("cron tick skipped: redis unavailable (%s)", exc)
         except Exception:  # never take the worker down
             log.exception("cron tick failed")
             wait = max_idle

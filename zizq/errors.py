@@ -46,6 +46,13 @@ class RedisUnavailable(ZizqError, ConnectionError):
     than the client's retry window."""
 
 
+class RedisMisconfigured(ZizqError):
+    """Redis refused the connection for a reason that waiting cannot fix: a
+    wrong user or password, an unknown host, a database number the server
+    does not have, TLS settings that do not fit the server's. Raised at
+    start-up by a worker and by the ``zizq`` command line."""
+
+
 class WorkerLost(ZizqError):
     """Recorded on a job whose worker died under it more often than the
     namespace's max_recoveries allows (a poison pill)."""

@@ -19,6 +19,7 @@ import os
 import random
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from ._core import TRANSIENT
@@ -73,6 +74,7 @@ class HeartbeatThread(threading.Thread):
         w = self.worker
         wait = w.heartbeat_interval
         pause = BEAT_RETRY  # before the next try after a failure
+        failing_since = None  # time.monotonic() of the first failure in a row
         while not self.stopping.wait(wait):
             wait = w.heartbeat_interval
             me = w.id
@@ -84,13 +86,20 @@ class HeartbeatThread(threading.Thread):
                 w._suspect = w._suspect or isinstance(exc, TRANSIENT)
                 wait = min(pause, w.heartbeat_interval)
                 pause = wait * 2
-                log.warning("heartbeat failed (%s); trying again in %.1fs", exc, wait)
+                # The first failure in a row is a warning; the retries, several a
+                # second, would repeat what the take loop reports once a try.
+                level = logging.DEBUG if failing_since and isinstance(exc, TRANSIENT) else logging.WARNING
+                failing_since = failing_since or time.monotonic()
+                log.log(level, "heartbeat failed (%s); trying again in %.1fs", exc, wait)
                 continue
             except Exception:  # never let the heartbeat die while the worker runs
                 log.exception("heartbeat failed")
                 continue
             pause = BEAT_RETRY
             log.debug("heartbeat: lease of %s renewed for %gs", w.id, w.lease)
+            if failing_since is not None:
+                log.warning("heartbeat works again after %.1fs of failures", time.monotonic() - failing_since)
+                failing_since = None
             if beat.recovered or beat.failed:
                 w.stats.recovered += beat.recovered
                 w.stats.poisoned += beat.failed

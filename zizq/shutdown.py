@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ._core import REDIS_ERRORS, TRANSIENT, by_owner
+from .connect import reason
 from .errors import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -59,13 +60,15 @@ async def shutdown(worker: Worker) -> None:
     await hand_back(worker, abandoned, "whose handlers ran past the shutdown timeout")
     # The acker finishes its flush and ends by itself: cancelling a Redis
     # call in flight can leave redis-py stuck until the socket times out.
-    # The purge and cron tasks end by themselves after a stop. Each gets
-    # until the deadline (what the acker had not sent is sent once more).
+    # It gets until the deadline (what it had not sent is sent once more).
+    # The purge and cron tasks end by themselves after a stop, at once
+    # unless a call of theirs waits on a stalled Redis: they hold nothing (a
+    # cron claim cut short is sent again by a later tick), so LAST_TRY.
     worker._closing = True
     worker._ack_wanted.set()
-    _, late = await asyncio.wait(
-        {worker._acker, *worker._background}, timeout=max(LAST_TRY, deadline - time.monotonic())
-    )
+    _, late = await asyncio.wait(set(worker._background), timeout=LAST_TRY)
+    _, late_acker = await asyncio.wait({worker._acker}, timeout=max(LAST_TRY, deadline - time.monotonic()))
+    late |= late_acker
     for task in late:
         task.cancel()
     await asyncio.gather(*late, return_exceptions=True)
@@ -104,7 +107,7 @@ async def leave(worker: Worker) -> bool:
         async with asyncio.timeout(LAST_TRY):
             await worker._client.run(worker._core.heartbeat(worker.id, "leave", worker._lease_ms), retry_for=0)
     except TRANSIENT as exc:  # the timeout's TimeoutError too
-        log.warning("could not leave (%s): the jobs still held go back when the lease lapses", exc)
+        log.warning("could not leave (%s): the jobs still held go back when the lease lapses", reason(exc))
         return False
     return True
 

@@ -237,6 +237,14 @@ class Worker:
             self._stop.set()
             # Redis calls retry until the shutdown timeout ends, then get one try.
             self._give_up_at = time.monotonic() + self.shutdown_timeout
+            asyncio.get_running_loop().call_later(LAST_TRY, self._cut_take)
+
+    def _cut_take(self) -> None:
+        # A take round Redis did not answer within LAST_TRY of a stop (a
+        # stalled Redis: a blocking wait ends at once, with the poke) is cut
+        # short. The leave hands back whatever it may have taken.
+        if self._taker is not None and not self._taker.done():
+            self._taker.cancel()
 
     def _poke(self) -> None:
         # Ends a blocking wait for work at once: a token on the list only
@@ -281,6 +289,7 @@ class Worker:
         self._running: set[tuple[str, str]] = set()  # (owner, id) of jobs whose handler runs
         self._idle = asyncio.Event()  # set while no handler runs
         self._heart: HeartbeatThread | None = None  # started once the worker has joined
+        self._taker: asyncio.Future[None] | None = None  # the take loop, once the worker has joined
         with self._stop_lock:
             self._loop = asyncio.get_running_loop()  # last: stop() works from here on
             if self._stop_early:
@@ -288,6 +297,14 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self.stop)
+        reached = False
+        try:
+            reached = await self._reach_redis()
+        finally:
+            if not reached:  # misconfigured, or stopped before Redis answered: nothing was taken
+                await self._close(handle_signals)
+        if not reached:
+            return
         self._acker = asyncio.create_task(self._ack_loop())
         self._background = [asyncio.create_task(self._purge_loop())]
         if self.cron:
@@ -306,29 +323,78 @@ class Worker:
             forced.cancel()
             if not serving.done():  # run_async itself was cancelled
                 serving.cancel()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._client.close(), LAST_TRY)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._blocker.aclose(), LAST_TRY)
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    self._loop.remove_signal_handler(sig)
+            await self._close(handle_signals)
         if not serving.cancelled():
             serving.result()  # raises what ended the take loop, if anything did
+
+    async def _close(self, handle_signals: bool) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._client.close(), LAST_TRY)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._blocker.aclose(), LAST_TRY)
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.remove_signal_handler(sig)
+
+    async def _reach_redis(self) -> bool:
+        """Before anything else: PING until Redis answers (True), or until a
+        stop is asked for (False). An error waiting cannot fix (a wrong
+        password, an unknown host, a database out of range, TLS settings)
+        raises :class:`zizq.RedisMisconfigured` at once; an unreachable
+        Redis (not started yet, say) is tried again with backoff, one log
+        line a try with the seconds waited so far."""
+        assert self._stop is not None
+        started = time.monotonic()
+        delays = retry_delays()
+        while not self._stop.is_set():
+            ping = asyncio.ensure_future(connect.ping_async(self._client.redis, self._url))
+            await self._until(ping, self._stop)
+            if ping.cancelled():
+                break
+            exc = ping.exception()
+            if exc is None:
+                return True
+            if not isinstance(exc, TRANSIENT):
+                raise exc
+            pause = next(delays)
+            log.warning(
+                "redis unavailable for %.1fs at start-up (%s: %s); trying again in %.1fs",
+                time.monotonic() - started,
+                connect.redact(self._url),
+                connect.reason(exc),
+                pause,
+            )
+            await self._until(asyncio.sleep(pause), self._stop)
+        return False
 
     async def _serve(self) -> None:
         """Join, take jobs until a stop, then shut down gracefully (also
         when the take loop failed; not when cancelled by a second stop)."""
+        assert self._stop is not None
         failure = None
         try:
             await warn_unknown_queues(self._client, self.queues, self.router)
             await self._warn_on_eviction()
-            await self._call(self._core.heartbeat(self.id, "join", self._lease_ms))
+            # A stop ends a join being retried at once: nothing is held yet (a
+            # join cut short in Redis leaves a lease that lapses, holding nothing).
+            joining = asyncio.ensure_future(self._call(self._core.heartbeat(self.id, "join", self._lease_ms)))
+            await self._until(joining, self._stop)
+            if joining.cancelled():
+                raise RedisUnavailable("a stop came while redis did not answer the join")
+            joining.result()
             self._heart = HeartbeatThread(self)
             self._heart.start()
             self._log_start()
-            await self._take_loop()
-        except RedisUnavailable as exc:  # only from the join, after a stop: nothing is held
+            self._taker = asyncio.ensure_future(self._take_loop())
+            try:
+                await self._taker
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # a second stop
+                    raise
+                log.warning("a take redis did not answer within %.0fs of the stop was cut short", LAST_TRY)
+        except RedisUnavailable as exc:  # only from the join, with a stop: nothing is held
             log.warning("stopped before joining: %s", exc)
         except Exception as exc:
             failure = exc
@@ -379,6 +445,7 @@ class Worker:
     async def _take_loop(self) -> None:
         assert self._stop is not None
         delays = retry_delays()
+        down_since = None  # time.monotonic() of the first failure of an outage
         while not self._stop.is_set():
             room = self.prefetch - len(self._held)
             if room <= 0:
@@ -392,10 +459,17 @@ class Worker:
                 # an ack a failover undid): the next round reconciles first.
                 self._suspect = True
                 pause = next(delays)
-                log.warning("taking jobs failed: redis unavailable (%s); trying again in %.1fs", exc, pause)
+                down_since = down_since or time.monotonic()
+                log.warning(
+                    "taking jobs failed: redis unavailable for %.1fs (%s); trying again in %.1fs",
+                    time.monotonic() - down_since,
+                    connect.reason(exc),
+                    pause,
+                )
                 await self._until(asyncio.sleep(pause), self._stop)
             else:
                 delays = retry_delays()
+                down_since = None
 
     async def _take(self, owner: str, room: int) -> None:
         """One round of the take loop: take up to ``room`` jobs and, when
@@ -515,6 +589,7 @@ class Worker:
         see docs/redis-layout.md."""
         assert self._stop is not None and self._forced is not None
         delays = retry_delays()
+        started = time.monotonic()
         while True:
             give_up = self._give_up_at
             try:
@@ -525,7 +600,9 @@ class Worker:
                 pause = next(delays)
                 if self._give_up_at is not None and time.monotonic() + pause > self._give_up_at:
                     raise RedisUnavailable(f"redis unavailable until the shutdown timeout ran out: {exc}") from exc
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, pause)
+                log.warning(
+                    "redis unavailable for %.1fs (%s); retrying in %.1fs", time.monotonic() - started, exc, pause
+                )
                 # A stop shortens the wait: the retries may have to end sooner.
                 await self._until(asyncio.sleep(pause), self._forced if self._stop.is_set() else self._stop)
 
