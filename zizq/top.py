@@ -3,16 +3,22 @@
 
 Each refresh sends two script calls whatever the number of jobs:
 ``lua/stats.lua`` (counts per state from ZCARD/ZCOUNT, ready count per
-queue) and ``lua/window.lua`` (one page of the current tab, in dispatch
-order, and those jobs' records without payloads). The detail panel reads one
-job and its errors. Nothing reads every job.
+queue) and ``lua/window.lua`` (one page of the current tab and those jobs'
+records without payloads; the Retries tab looks at up to 1,000 scheduled
+jobs a refresh). The detail panel reads one job and its errors. Nothing
+reads every job.
 
-Keys: Tab/Shift-Tab switch tabs (in flight, ready, scheduled); Up/Down,
-PgUp/PgDn, g/Home, G/End move; i toggles the detail panel; / searches
-(type, then queue: substrings, comma or space for alternatives; both must
-match; empty clears), n/N next/previous match; p pauses the job list (totals
-keep updating); D deletes the selected job after a y/N confirmation; q or
-Ctrl-C quits.
+Tabs: In-Flight (running: a handler runs it; prefetched: taken ahead, waiting
+for a free handler), Ready (dispatch order), Scheduled (by due time),
+Retries (scheduled jobs that failed before, with their last error), Dead.
+
+Keys: Tab/Shift-Tab or 1-5 switch tabs; Up/Down, PgUp/PgDn, g/Home, G/End
+move; Enter or i opens the detail panel of the selected job, where Up/Down,
+PgUp/PgDn, g/G scroll and Esc (or i) closes it; / searches (type, then
+queue: substrings, comma or space for alternatives; both must match; empty
+clears; Esc cancels), n/N next/previous match; p pauses the job list
+(totals keep updating); D deletes the selected job after a y/N
+confirmation; q or Ctrl-C quits.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ import argparse
 import os
 import select
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,24 +42,67 @@ from .errors import JobNotFound, ValidationError, ZizqError
 from .job import ErrorRecord, Job
 from .query import QueryCore, Row, Stats
 
-TABS = (("in_flight", "In-Flight", "DURATION"), ("ready", "Ready", "DELAY"), ("scheduled", "Scheduled", "DUE"))
+
+@dataclass(frozen=True)
+class Tab:
+    state: str  # the window.lua state
+    title: str
+    columns: tuple[str, ...]
+
+
+TABS = (
+    Tab("in_flight", "In-Flight", ("ID", "STATE", "TAKEN", "PRIORITY", "QUEUE", "FAILURES", "TYPE", "WORKER")),
+    Tab("ready", "Ready", ("ID", "PRIORITY", "QUEUE", "READY SINCE", "FAILURES", "TYPE")),
+    Tab("scheduled", "Scheduled", ("ID", "DUE", "PRIORITY", "QUEUE", "FAILURES", "TYPE")),
+    Tab("retries", "Retries", ("ID", "NEXT TRY", "FAILURES", "LAST FAILED", "QUEUE", "TYPE", "LAST ERROR")),
+    Tab("dead", "Dead", ("ID", "DIED", "FAILURES", "QUEUE", "TYPE", "LAST ERROR")),
+)
 SEARCH_WINDOW = 500  # jobs of a tab a search looks at, from the cursor
+RETRY_SCAN = 1000  # scheduled jobs lua/window.lua looks at for one page of retries
 MAX_MERGE_OFFSET = 10_000  # deepest offset of the ready tab when several queues are merged
+FIXED_LINES = 8  # lines around the job list: header (5), column names, footer, spare
+DETAIL_ROWS = 5  # rows of the job list left above an open detail panel
+ESC = "esc"
+TAB_KEYS = {str(i + 1): i for i in range(len(TABS))}
+# The In-Flight tab's STATE: what the holder's heartbeat last published
+# (lua/window.lua), None when it publishes nothing.
+RUNNING_MARKS = {True: ("running", "green"), False: ("prefetched", "yellow"), None: ("?", "dim")}
 
 
-def _span(ms: int) -> str:
-    s = max(ms, 0) / 1000
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 86400:
-        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+def span(ms: float) -> str:
+    """A duration in ms, for people: '0.4 s', '40 s', '3 min 12 s',
+    '2 h 5 min', '3 d 4 h'."""
+    s = abs(ms) / 1000
+    if s < 10:
+        return f"{s:.1f} s"
+    whole = int(s)
+    for unit, size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60), ("min", 60, "s", 1)):
+        if whole >= size:
+            big, rest = divmod(whole, size)
+            rest //= small_size
+            return f"{big} {unit} {rest} {small}" if rest else f"{big} {unit}"
+    return f"{whole} s"
+
+
+def relative(ms: int, now_ms: int) -> str:
+    """A time (ms since the epoch) from now: 'in 40 s', '3 min ago'."""
+    text = span(ms - now_ms)
+    return f"in {text}" if ms > now_ms else f"{text} ago"
+
+
+def moment(ms: int, now_ms: int) -> str:
+    """A time in full: '2026-12-07 07:20:01 UTC (3 min ago)'."""
+    stamp = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({relative(ms, now_ms)})"
 
 
 def _terms(text: str) -> list[str]:
     return [t for t in text.replace(",", " ").split() if t]
+
+
+def _one_line(text: str, most: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= most else line[: most - 1] + "…"
 
 
 @dataclass
@@ -59,10 +110,12 @@ class TopState:
     """What the view shows; changed by keys, read by render."""
 
     tab: int = 0
-    offset: int = 0  # rank of the first row of the page in the tab
+    offset: int = 0  # where the page starts: a rank in the tab (Retries: in the scheduled jobs)
+    back: list[int] = field(default_factory=list)  # offsets of the pages before, when they cannot be computed
     selected: int = 0  # row within the page
     paused: bool = False
     detail: bool = False
+    scroll: int = 0  # first line of the detail panel shown
     search_type: list[str] = field(default_factory=list)
     search_queue: list[str] = field(default_factory=list)
     prompt: str | None = None  # 'type', 'queue' or 'delete' while asking
@@ -78,21 +131,38 @@ class Top:
         self.client = client
         self.q = QueryCore(client.core)
         self.page_rows = page_rows
+        self.height = page_rows + FIXED_LINES  # terminal lines, set by run_top
+        self.width = 120  # terminal columns, set by run_top
         self.state = TopState()
         self.stats: Stats | None = None
         self.total = 0
+        self.next = -1  # offset of the next page, -1 at the end
         self.rows: list[Row] = []
         self.detail_job: Job | None = None
         self.detail_errors: list[ErrorRecord] = []
         self.error = ""
 
     @property
+    def tab(self) -> Tab:
+        return TABS[self.state.tab]
+
+    @property
     def tab_state(self) -> str:
-        return TABS[self.state.tab][0]
+        return self.tab.state
 
     @property
     def searching(self) -> bool:
         return bool(self.state.search_type or self.state.search_queue)
+
+    @property
+    def scanning(self) -> bool:
+        """Whether a page holds an unknown share of the window it looks at
+        (a search, or the Retries tab): pages then step by what was looked at."""
+        return self.searching or self.tab_state == "retries"
+
+    @property
+    def now(self) -> int:
+        return self.stats.now if self.stats else int(time.time() * 1000)
 
     def _match(self, row: Row) -> bool:
         job = row.job
@@ -118,10 +188,11 @@ class Top:
         s = self.state
         queues = list(self.stats.queues) if self.stats else []
         count = SEARCH_WINDOW if self.searching else self.page_rows
-        total, rows = self.client.run(self.q.window(self.tab_state, s.offset, count, queues))
+        page = self.client.run(self.q.window(self.tab_state, s.offset, count, queues))
+        rows = page.rows
         if self.searching:
             rows = [r for r in rows if self._match(r)][: self.page_rows]
-        self.total, self.rows = total, rows
+        self.total, self.next, self.rows = page.total, page.next, rows
         if s.selected >= len(rows):
             s.selected = max(0, len(rows) - 1)
 
@@ -152,13 +223,18 @@ class Top:
         if 0 <= target < len(self.rows):
             s.selected = target
             return
-        step = SEARCH_WINDOW if self.searching else self.page_rows
         if target < 0 and s.offset > 0:
-            s.offset = max(0, s.offset - step)
-            s.selected = 0 if self.searching else max(0, step + target)
-        elif target >= len(self.rows) and s.offset + step <= self._max_offset():
-            s.offset += step
-            s.selected = 0
+            if self.scanning:
+                step = RETRY_SCAN if self.tab_state == "retries" else SEARCH_WINDOW
+                s.offset = s.back.pop() if s.back else max(0, s.offset - step)
+                s.selected = 1 << 30  # the last row, once read
+            else:
+                s.offset = max(0, s.offset - self.page_rows)
+                s.selected = max(0, self.page_rows + target)
+        elif target >= len(self.rows) and 0 <= self.next <= self._max_offset():
+            s.back.append(s.offset)
+            s.offset = self.next
+            s.selected = 0 if self.scanning else max(0, target - len(self.rows))
         self.refresh()
 
     def key(self, k: str) -> bool:
@@ -169,9 +245,13 @@ class Top:
         s.message = ""
         if k in ("q", "\x03"):
             return False
-        if k in ("\t", "shift-tab"):
-            s.tab = (s.tab + (1 if k == "\t" else -1)) % len(TABS)
+        if k in ("\t", "shift-tab") or k in TAB_KEYS:
+            s.tab = TAB_KEYS[k] if k in TAB_KEYS else (s.tab + (1 if k == "\t" else -1)) % len(TABS)
             s.offset = s.selected = 0
+            s.back.clear()
+            s.detail = False
+        elif s.detail and self._detail_key(k):
+            return True  # scrolling reads nothing new
         elif k in ("down", "j", "n"):
             self._move(1)
             return True
@@ -186,12 +266,14 @@ class Top:
             return True
         elif k in ("g", "home"):
             s.offset = s.selected = 0
+            s.back.clear()
         elif k in ("G", "end"):
-            step = SEARCH_WINDOW if self.searching else self.page_rows
+            step = RETRY_SCAN if self.tab_state == "retries" else SEARCH_WINDOW if self.searching else self.page_rows
             s.offset = max(0, self._max_offset() + 1 - step)
-            s.selected = step
-        elif k == "i":
-            s.detail = not s.detail
+            s.selected = 1 << 30
+            s.back.clear()
+        elif k in ("i", "\r", "\n"):
+            s.detail, s.scroll = True, 0
         elif k == "p":
             s.paused = not s.paused
             s.message = "updates paused (totals still update)" if s.paused else "updates resumed"
@@ -201,6 +283,24 @@ class Top:
             if self.selected_row() is not None:
                 s.prompt, s.buffer = "delete", ""
         self.refresh()
+        return True
+
+    def _detail_key(self, k: str) -> bool:
+        """Keys of the open detail panel: scrolling and closing. False for
+        the keys it leaves to the list (p, D, /)."""
+        s = self.state
+        page = max(1, self._detail_height() - 1)
+        moves = {"down": 1, "j": 1, "up": -1, "k": -1, "pgdn": page, "pgup": -page, " ": page}
+        if k in moves:
+            s.scroll = max(0, s.scroll + moves[k])
+        elif k in ("g", "home"):
+            s.scroll = 0
+        elif k in ("G", "end"):
+            s.scroll = 1 << 30  # clamped to the last screenful when drawn
+        elif k in (ESC, "i"):
+            s.detail = False
+        else:
+            return k not in ("p", "D", "/")
         return True
 
     def _prompt_key(self, k: str) -> bool:
@@ -218,7 +318,7 @@ class Top:
                 s.message = "not deleted"
             self.refresh()
             return True
-        if k == "\x1b":
+        if k == ESC:
             s.prompt = None
         elif k in ("\r", "\n"):
             if s.prompt == "type":
@@ -228,6 +328,7 @@ class Top:
             s.search_queue = _terms(s.buffer)
             s.prompt = None
             s.offset = s.selected = 0
+            s.back.clear()
             self.refresh()
         elif k in ("\x7f", "\b"):
             s.buffer = s.buffer[:-1]
@@ -239,8 +340,6 @@ class Top:
 
     def render(self) -> Any:
         from rich.console import Group
-        from rich.panel import Panel
-        from rich.table import Table
         from rich.text import Text
 
         s, st = self.state, self.stats
@@ -266,73 +365,164 @@ class Top:
                     + (f"  (+{st.queue_count - len(busiest)} more)" if st.queue_count > len(busiest) else "")
                 )
             )
-        position = s.offset + s.selected + 1 if self.rows else 0
-        bar_width = 30
-        filled = round(bar_width * position / self.total) if self.total else 0
-        parts.append(Text(f"Depth [{'█' * filled}{'░' * (bar_width - filled)}] {position} of {self.total}"))
+        parts.append(Text(self._depth()))
         tabs = Text()
-        for i, (_, title, _) in enumerate(TABS):
-            tabs.append(f" {title} ", style="reverse bold" if i == s.tab else "")
+        for i, tab in enumerate(TABS):
+            tabs.append(f" {i + 1} {tab.title} ", style="reverse bold" if i == s.tab else "")
             tabs.append(" ")
         if s.paused:
             tabs.append(" PAUSED ", style="bold yellow")
         if self.searching:
             tabs.append(f" search: type={','.join(s.search_type) or '*'} queue={','.join(s.search_queue) or '*'} ")
         parts.append(tabs)
-
-        _, _, time_col = TABS[s.tab]
-        table = Table(box=None, header_style="bold", expand=False)
-        for col in ("ID", "PRIORITY", "QUEUE", time_col, "ATTEMPTS", "TYPE"):
-            table.add_column(col, no_wrap=True)
-        now = st.now if st else int(time.time() * 1000)
-        for i, row in enumerate(self.rows):
-            job = row.job
-            if job is None:
-                table.add_row(row.id, "", "(deleted)", "", "", "")
-                continue
-            if self.tab_state == "in_flight":
-                t = _span(now - row.score)
-            elif self.tab_state == "ready":
-                t = _span(now - job.ready_at)
-            else:
-                t = _span(row.score - now)
-            style = "reverse" if i == s.selected else ""
-            table.add_row(job.id, str(job.priority), job.queue, t, str(job.attempts), job.type, style=style)
-        parts.append(table if self.rows else Text("  (no jobs)" if not self.searching else "  (no match here)"))
+        parts.append(self._render_rows())
         if s.detail:
-            parts.append(self._render_detail(Panel))
+            parts.append(self._render_detail())
+        parts.append(self._footer())
+        return Group(*parts)
+
+    def _depth(self) -> str:
+        s = self.state
+        bar_width = 30
+        if self.tab_state == "retries":
+            end = self.next if self.next >= 0 else self.total
+            filled = round(bar_width * end / self.total) if self.total else 0
+            looked = f"{s.offset + 1}-{end}" if end > s.offset else "none"
+            where = f"scheduled jobs {looked} of {self.total} looked at"
+        else:
+            position = s.offset + s.selected + 1 if self.rows else 0
+            filled = round(bar_width * position / self.total) if self.total else 0
+            where = f"{position} of {self.total}"
+        return f"Depth [{'█' * filled}{'░' * (bar_width - filled)}] {where}"
+
+    def _render_rows(self) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        s = self.state
+        if not self.rows:
+            if self.searching:
+                return Text("  (no match here)")
+            if self.tab_state == "retries" and self.next >= 0:
+                return Text("  (none failed before among these; PgDn looks further)")
+            return Text("  (no jobs)")
+        table = Table(box=None, header_style="bold", expand=False)
+        for col in self.tab.columns:
+            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "LAST ERROR" else None)
+        first, last = 0, len(self.rows)
+        if s.detail:  # a few rows around the selected one, above the panel
+            first = max(0, min(s.selected - DETAIL_ROWS // 2, len(self.rows) - DETAIL_ROWS))
+            last = first + DETAIL_ROWS
+        for i, row in enumerate(self.rows[first:last], first):
+            table.add_row(*self._cells(row), style="reverse" if i == s.selected else "")
+        return table
+
+    def _cells(self, row: Row) -> list[Any]:
+        from rich.text import Text
+
+        job, now, state = row.job, self.now, self.tab_state
+        if job is None:
+            return [row.id, "(deleted)"] + [""] * (len(self.tab.columns) - 2)
+        failures, error = str(job.attempts), _error_line(row.last_error)
+        if state == "in_flight":
+            mark = RUNNING_MARKS[row.running]
+            when = relative(row.score, now)
+            return [job.id, Text(*mark), when, str(job.priority), job.queue, failures, job.type, row.worker or ""]
+        if state == "ready":
+            return [job.id, str(job.priority), job.queue, relative(job.ready_at, now), failures, job.type]
+        if state == "scheduled":
+            return [job.id, relative(row.score, now), str(job.priority), job.queue, failures, job.type]
+        failed = relative(job.failed_at, now) if job.failed_at else ""
+        if state == "retries":
+            return [job.id, relative(row.score, now), failures, failed, job.queue, job.type, error]
+        return [job.id, failed, failures, job.queue, job.type, error]
+
+    def _detail_height(self) -> int:
+        """Lines of text the detail panel shows at once."""
+        shown = min(len(self.rows), DETAIL_ROWS) + 1 if self.rows else 1
+        return max(3, self.height - FIXED_LINES - shown - 2)
+
+    def detail_lines(self) -> list[str]:
+        """The detail panel's text, one entry a line, wrapped to the panel."""
+        job, row, now = self.detail_job, self.selected_row(), self.now
+        if job is None:
+            return ["(no job selected)"]
+        lines = []
+        for k, v in job.to_dict(payload=False).items():
+            if k.endswith("_at") and isinstance(v, int):
+                v = moment(v, now)
+            elif k == "timeout_ms":
+                v = f"{v} ({span(v)})"
+            elif k == "status" and v == "in_flight" and row is not None and row.id == job.id:
+                doing = {True: "running", False: "prefetched, waiting for a free handler", None: "held"}[row.running]
+                v = f"in_flight ({doing}; worker {row.worker or '?'})"
+            elif k == "attempts":
+                v = f"{v} (failed attempts so far)"
+            lines.append(f"{k}: {v}")
+        lines.append("payload:")
+        lines += ["  " + line for line in orjson.dumps(job.payload, option=orjson.OPT_INDENT_2).decode().splitlines()]
+        if self.detail_errors:
+            lines.append(f"errors ({len(self.detail_errors)}, newest first):")
+            for e in reversed(self.detail_errors):
+                lines.append(f"  attempt {e.attempt}, failed {moment(e.failed_at, now)}")
+                lines.append(f"    {e.error_type or 'error'}: {e.message}")
+                lines += ["      " + line for line in (e.backtrace or "").rstrip().splitlines()]
+        width = max(20, self.width - 4)
+        out = []
+        for line in lines:
+            indent = " " * (len(line) - len(line.lstrip(" ")))
+            out += textwrap.wrap(line, width, subsequent_indent=indent + "  ", drop_whitespace=False) or [""]
+        return out
+
+    def _render_detail(self) -> Any:
+        from rich.panel import Panel
+        from rich.text import Text
+
+        s = self.state
+        lines = self.detail_lines()
+        height = self._detail_height()
+        s.scroll = max(0, min(s.scroll, len(lines) - height))
+        shown = lines[s.scroll : s.scroll + height]
+        title = f"Detail {self.detail_job.id}" if self.detail_job else "Detail"
+        where = f"lines {s.scroll + 1}-{s.scroll + len(shown)} of {len(lines)}"
+        return Panel(
+            Text("\n".join(shown), no_wrap=True, overflow="crop"),
+            title=title,
+            subtitle=f"{where}  ↑↓ PgUp/PgDn g/G scroll  Esc close",
+            height=height + 2,
+            title_align="left",
+            subtitle_align="right",
+        )
+
+    def _footer(self) -> Any:
+        from rich.text import Text
+
+        s = self.state
         footer = Text()
         if s.prompt == "delete":
             chosen = self.selected_row()
             footer.append(f"Delete job {chosen.id if chosen else '?'}? [y/N] ", style="bold red")
         elif s.prompt:
-            footer.append(f"Search {s.prompt} (substrings, comma/space = or; Enter): {s.buffer}", style="bold")
+            footer.append(f"Search {s.prompt} (substrings, comma/space = or; Enter; Esc cancels): {s.buffer}")
+        elif s.detail:
+            footer.append("↑↓ PgUp/PgDn g/G scroll detail  Esc/i close  Tab/1-5 tabs  D delete  q quit", style="dim")
         else:
             footer.append(
-                "Tab tabs  ↑↓ PgUp/PgDn g/G move  i detail  / search  n/N next/prev  p pause  D delete  q quit",
+                "Tab/1-5 tabs  ↑↓ PgUp/PgDn g/G move  Enter/i detail  / search  n/N next/prev  p pause  "
+                "D delete  q quit",
                 style="dim",
             )
         if s.message:
             footer.append(f"   {s.message}", style="bold")
         if self.error:
             footer.append(f"   error: {self.error}", style="bold red")
-        parts.append(footer)
-        return Group(*parts)
+        return footer
 
-    def _render_detail(self, panel: Callable[..., Any]) -> Any:
-        from rich.text import Text
 
-        job = self.detail_job
-        if job is None:
-            return panel(Text("(no job selected)"), title="Detail")
-        lines = [f"{k}: {v}" for k, v in job.to_dict(payload=False).items()]
-        payload = orjson.dumps(job.payload, option=orjson.OPT_INDENT_2).decode()
-        text = "\n".join(lines) + "\npayload:\n" + payload
-        if self.detail_errors:
-            text += "\nerrors:"
-            for e in self.detail_errors[-3:]:
-                text += f"\n  attempt {e.attempt}: {e.error_type or ''}: {e.message}"
-        return panel(Text(text), title=f"Detail {job.id}")
+def _error_line(error: ErrorRecord | None) -> str:
+    if error is None:
+        return ""
+    return _one_line(f"{error.error_type}: {error.message}" if error.error_type else error.message)
 
 
 KEYS = {
@@ -353,18 +543,28 @@ KEYS = {
 
 
 def split_keys(data: str) -> list[str]:
-    """Key names from what the terminal sent (escape sequences as names)."""
+    """Key names from what the terminal sent: known escape sequences by
+    name, other sequences as 'unknown' (so their bytes are not read as
+    keys), a lone Esc as 'esc'."""
     out = []
     i = 0
     while i < len(data):
-        for seq, name in KEYS.items():
-            if data.startswith(seq, i):
-                out.append(name)
-                i += len(seq)
-                break
-        else:
+        if data[i] != "\x1b":
             out.append(data[i])
             i += 1
+            continue
+        if data[i + 1 : i + 2] not in ("[", "O"):
+            out.append(ESC)
+            i += 1
+            continue
+        # A control sequence: ESC [ or ESC O, parameter and intermediate
+        # bytes (0x20-0x3f), one final byte (0x40-0x7e).
+        end = i + 2
+        while end < len(data) and "\x20" <= data[end] <= "\x3f":
+            end += 1
+        seq = data[i : end + 1]
+        out.append(KEYS.get(seq, "unknown"))
+        i = end + 1
     return out
 
 
@@ -383,14 +583,20 @@ def run_top(client: Client, interval: float = 1.0) -> int:
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     console = Console()
-    top = Top(client, page_rows=max(3, console.size.height - 12))
+    top = Top(client)
+
+    def fit() -> None:
+        top.width, top.height = console.size.width, console.size.height
+        top.page_rows = max(3, top.height - FIXED_LINES)
+
     try:
         tty.setcbreak(fd)
+        fit()
         top.refresh()
         with Live(top.render(), console=console, screen=True, auto_refresh=False) as live:
             next_refresh = time.monotonic() + interval
             while True:
-                top.page_rows = max(3, console.size.height - (22 if top.state.detail else 12))
+                fit()
                 ready, _, _ = select.select([fd], [], [], max(0.0, next_refresh - time.monotonic()))
                 if ready:
                     data = os.read(fd, 1024).decode(errors="replace")
