@@ -17,7 +17,8 @@ the merge needs each queue's head), plus count records; callers keep offset
 small when they merge. 'retries' looks at up to 1000 entries of
 "scheduled" from the offset and reads each one's record, keeping those with
 attempts > 0. For in-flight jobs, one GET of "running:<worker>" per worker
-on the page; for 'retries' and 'dead', one LINDEX of "errors:<id>" per row.
+on the page; for 'retries' and 'dead', the last element of "errors:<id>" per
+row.
 
 Returns {total, next, id1, score1, record1, notes1, id2, ...}:
   total   the jobs in the state (over the queues given); 'dead' counts only
@@ -46,8 +47,8 @@ end
 offset, count = tonumber(offset), tonumber(count)
 local rows, total, next_offset = {}, 0, -1
 
-local function take_range(key, first, last, reverse)
-  local flat = redis.call(reverse and 'ZREVRANGE' or 'ZRANGE', key, first, last, 'WITHSCORES')
+local function take_range(key, first, last)
+  local flat = redis.call('ZRANGE', key, first, last, 'WITHSCORES')
   local out = {}
   for i = 1, #flat, 2 do out[#out + 1] = {flat[i], tonumber(flat[i + 1])} end
   return out
@@ -59,10 +60,15 @@ if state == 'scheduled' or state == 'in_flight' then
   rows = take_range(key, offset, offset + count - 1)
 elseif state == 'dead' then
   -- Members past purge_at (awaiting the purge) have the lowest scores: the
-  -- first `total` ranks from the top are the live ones.
+  -- live ones are the last `total` ranks. Read in ascending order (ZRANGE's
+  -- REV needs Redis 6.2), then turned around.
   local key = P .. 'dead'
+  local n = redis.call('ZCARD', key)
   total = redis.call('ZCOUNT', key, '(' .. now_ms(), '+inf')
-  if offset < total then rows = take_range(key, offset, math.min(offset + count, total) - 1, true) end
+  if offset < total then
+    local up = take_range(key, n - math.min(offset + count, total), n - 1 - offset)
+    for i = #up, 1, -1 do rows[#rows + 1] = up[i] end
+  end
 elseif state == 'retries' then
   local key = P .. 'scheduled'
   total = redis.call('ZCARD', key)
@@ -120,8 +126,8 @@ local function notes_of(id, job)
     end
   end
   if state == 'retries' or state == 'dead' then
-    local err = redis.call('LINDEX', P .. 'errors:' .. id, -1)
-    if err then parts[#parts + 1] = '"error":' .. err end
+    local last = redis.call('LRANGE', P .. 'errors:' .. id, -1, -1)
+    if last[1] then parts[#parts + 1] = '"error":' .. last[1] end
   end
   if #parts == 0 then return '' end
   return '{' .. table.concat(parts, ',') .. '}'

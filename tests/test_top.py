@@ -25,7 +25,8 @@ import redis
 import zizq
 from zizq._scripts import script
 from zizq.query import QueryCore
-from zizq.top import RETRY_SCAN, TABS, Top, moment, relative, span, split_keys
+from zizq.top import split_keys
+from zizq.top_view import RETRY_SCAN, TABS, Top, moment, relative, span
 
 from .conftest import ROOT, Awaited, RedisServer, take
 
@@ -183,7 +184,11 @@ def test_top_on_a_terminal(top: Terminal, world: dict[str, Any], client: zizq.Cl
     top.send("\x1b")
     top.wait(lambda t: "Detail" not in t, "the detail panel closed")
 
-    # Search: type "rep" (any queue) leaves only the reports.
+    # Search: type "rep" (any queue) leaves only the reports. Esc cancels the prompt.
+    top.send("/")
+    top.wait(lambda t: "Search type" in t, "the search prompt")
+    top.send("\x1b")
+    top.wait(lambda t: "Search type" not in t, "the prompt cancelled")
     top.send("/")
     top.wait(lambda t: "Search type" in t, "the search prompt")
     top.send("rep\r")
@@ -379,6 +384,21 @@ def test_window_script_says_which_held_jobs_run(client: zizq.Client, r: redis.Re
     assert {row.id: row.running for row in page.rows} == {taken[0]: False, taken[1]: True, taken[2]: True}
     r.set(client.core.key("running", "w1"), "")
     assert [row.running for row in client.run(q.window("in_flight", 0, 10)).rows] == [False] * 3
+
+
+def test_top_help_names_the_tabs_and_keys() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "zizq", "top", "--help"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    for words in (
+        "4 Retries",
+        "5 Dead",
+        "prefetched",
+        "Esc (or i) closes it",
+        "scroll the open panel",
+        "Tab/Shift-Tab",
+    ):
+        assert words in out, words
 
 
 def test_top_quits_on_ctrl_c(top: Terminal) -> None:

@@ -11,8 +11,9 @@ declared lost joins again under a new id (:func:`rejoin`).
 
 With each beat the thread also says which of the worker's jobs run a handler
 (the others were taken ahead and wait): one SET of ``running:<worker-id>``,
-the ids separated by spaces, expiring with the lease. ``zizq top`` reads it
-to tell running jobs from prefetched ones; nothing is written per job.
+the ids separated by spaces, expiring with the lease (and deleted when the
+thread stops). ``zizq top`` reads it to tell running jobs from prefetched
+ones; nothing is written per job.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         try:
             self._beat()
+            with contextlib.suppress(Exception):  # else it expires with the lease
+                self.client.redis.delete(self.worker._core.key("running", self.worker.id))
         finally:
             with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits
                 self._loop.call_soon_threadsafe(self._ended.set)
