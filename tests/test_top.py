@@ -244,6 +244,17 @@ def test_top_dead_and_retries(top: Terminal, world: dict[str, Any]) -> None:
     )
     assert "scheduled jobs 1-4 of 4 looked at" in text
 
+    # D in the detail panel deletes the job shown; the panel says it is gone.
+    top.send("5")
+    top.wait(lambda t: "DIED" in t and dead.id in t, "the dead tab again")
+    top.send("\r")
+    top.wait(lambda t: f"Detail {dead.id}" in t and "status: dead" in t, "the dead job's detail")
+    top.send("D")
+    top.wait(lambda t: f"Delete job {dead.id}? [y/N]" in t, "the delete question")
+    top.send("y")
+    text = top.wait(lambda t: f"job {dead.id} is gone" in t, "the panel of a deleted job")
+    assert f"deleted {dead.id}" in text and "(no jobs)" in text and "0 dead" in text
+
 
 def test_top_detail_panel_scrolls_and_closes_on_esc(top: Terminal, world: dict[str, Any]) -> None:
     retry = world["retry"]
@@ -437,9 +448,12 @@ def test_top_refresh_reads_windows_not_everything(redis_factory: Callable[..., R
                 ]
             )
         top = Top(client, page_rows=30)
-        top.state.detail, top.state.tab = True, 1
+        top.state.tab = 1
         top.refresh()  # loads the scripts (EVALSHA's first NOSCRIPT would count)
-        top.state.detail = False
+        detail = top.rows[0].id
+        top.state.detail = detail
+        top.refresh()
+        top.state.detail = None
         assert top.stats is not None and top.stats.ready + top.stats.scheduled == n
         top.state.tab = 3
         scan = refresh_cost(r, top)  # Retries when no scheduled job failed: the scan looks at 1,000 at most
@@ -457,7 +471,7 @@ def test_top_refresh_reads_windows_not_everything(redis_factory: Callable[..., R
             top.state.tab = tab
             tab_costs.append(refresh_cost(r, top))
             assert len(top.rows) == 30, TABS[tab].title
-        top.state.detail = True
+        top.state.detail = detail
         tab_costs.append(refresh_cost(r, top))
         costs[ns] = tab_costs
         client.close()

@@ -40,6 +40,7 @@ MAX_MERGE_OFFSET = 10_000  # deepest offset of the ready tab when several queues
 FIXED_LINES = 8  # lines around the job list: header (5), column names, footer, spare
 DETAIL_ROWS = 5  # rows of the job list left above an open detail panel
 ESC = "esc"
+FREE_TEXT = frozenset({"LAST ERROR", "TYPE", "WORKER", "QUEUE"})  # columns cut first on a narrow terminal
 TAB_KEYS = {str(i + 1): i for i in range(len(TABS))}
 # The In-Flight tab's STATE: what the holder's heartbeat last published
 # (lua/window.lua), None when it publishes nothing.
@@ -91,7 +92,7 @@ class TopState:
     back: list[int] = field(default_factory=list)  # offsets of the pages before, when they cannot be computed
     selected: int = 0  # row within the page
     paused: bool = False
-    detail: bool = False
+    detail: str | None = None  # id of the job in the open detail panel
     scroll: int = 0  # first line of the detail panel shown
     search_type: list[str] = field(default_factory=list)
     search_queue: list[str] = field(default_factory=list)
@@ -174,15 +175,20 @@ class Top:
             s.selected = max(0, len(rows) - 1)
 
     def _read_detail(self) -> None:
-        row = self.selected_row()
-        if not self.state.detail or row is None:
+        job_id = self.state.detail
+        if job_id is None:
             self.detail_job, self.detail_errors = None, []
             return
         try:
-            self.detail_job = self.client.get_job(row.id)
-            self.detail_errors = self.client.job_errors(row.id)
+            self.detail_job = self.client.get_job(job_id)
+            self.detail_errors = self.client.job_errors(job_id)
         except JobNotFound:
             self.detail_job, self.detail_errors = None, []
+
+    def _target(self) -> str | None:
+        """The job D deletes: the one in the open detail panel, else the selected one."""
+        row = self.selected_row()
+        return self.state.detail or (row.id if row else None)
 
     def selected_row(self) -> Row | None:
         rows = self.rows
@@ -226,7 +232,7 @@ class Top:
             s.tab = TAB_KEYS[k] if k in TAB_KEYS else (s.tab + (1 if k == "\t" else -1)) % len(TABS)
             s.offset = s.selected = 0
             s.back.clear()
-            s.detail = False
+            s.detail = None
         elif s.detail and self._detail_key(k):
             return True  # scrolling reads nothing new
         elif k in ("down", "j", "n"):
@@ -250,14 +256,15 @@ class Top:
             s.selected = 1 << 30
             s.back.clear()
         elif k in ("i", "\r", "\n"):
-            s.detail, s.scroll = True, 0
+            chosen = self.selected_row()
+            s.detail, s.scroll = (chosen.id if chosen else None), 0
         elif k == "p":
             s.paused = not s.paused
             s.message = "updates paused (totals still update)" if s.paused else "updates resumed"
         elif k == "/":
             s.prompt, s.buffer = "type", " ".join(s.search_type)
         elif k == "D":
-            if self.selected_row() is not None:
+            if self._target() is not None:
                 s.prompt, s.buffer = "delete", ""
         self.refresh()
         return True
@@ -275,7 +282,7 @@ class Top:
         elif k in ("G", "end"):
             s.scroll = 1 << 30  # clamped to the last screenful when drawn
         elif k in (ESC, "i"):
-            s.detail = False
+            s.detail = None
         else:
             return k not in ("p", "D", "/")
         return True
@@ -283,14 +290,14 @@ class Top:
     def _prompt_key(self, k: str) -> bool:
         s = self.state
         if s.prompt == "delete":
-            row = self.selected_row()
+            target = self._target()
             s.prompt = None
-            if k in ("y", "Y") and row is not None:
+            if k in ("y", "Y") and target is not None:
                 try:
-                    self.client.delete_job(row.id)
-                    s.message = f"deleted {row.id}"
+                    self.client.delete_job(target)
+                    s.message = f"deleted {target}"
                 except JobNotFound:
-                    s.message = f"{row.id} was already gone"
+                    s.message = f"{target} was already gone"
             else:
                 s.message = "not deleted"
             self.refresh()
@@ -356,6 +363,9 @@ class Top:
         if s.detail:
             parts.append(self._render_detail())
         parts.append(self._footer())
+        for part in parts:  # one line each, whatever the terminal's width: the layout counts lines
+            if isinstance(part, Text):
+                part.no_wrap, part.overflow = True, "ellipsis"
         return Group(*parts)
 
     def _depth(self) -> str:
@@ -385,13 +395,18 @@ class Top:
             return Text("  (no jobs)")
         table = Table(box=None, header_style="bold", expand=False)
         for col in self.tab.columns:
-            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=60 if col == "LAST ERROR" else None)
+            # Free text gives way first when the terminal is narrow (rich
+            # shrinks the columns that may wrap; their cells never do).
+            free = col in FREE_TEXT
+            table.add_column(col, no_wrap=not free, overflow="ellipsis", max_width=60 if free else None)
         first, last = 0, len(self.rows)
         if s.detail:  # a few rows around the selected one, above the panel
-            first = max(0, min(s.selected - DETAIL_ROWS // 2, len(self.rows) - DETAIL_ROWS))
-            last = first + DETAIL_ROWS
+            shown = self._rows_above_detail()
+            first = max(0, min(s.selected - shown // 2, len(self.rows) - shown))
+            last = first + shown
         for i, row in enumerate(self.rows[first:last], first):
-            table.add_row(*self._cells(row), style="reverse" if i == s.selected else "")
+            cells = [Text(c, no_wrap=True, overflow="ellipsis") if isinstance(c, str) else c for c in self._cells(row)]
+            table.add_row(*cells, style="reverse" if i == s.selected else "")
         return table
 
     def _cells(self, row: Row) -> list[Any]:
@@ -414,23 +429,29 @@ class Top:
             return [job.id, relative(row.score, now), failures, failed, job.queue, job.type, error]
         return [job.id, failed, failures, job.queue, job.type, error]
 
+    def _rows_above_detail(self) -> int:
+        """Rows of the job list shown above the open detail panel: up to
+        DETAIL_ROWS, fewer on a short terminal."""
+        return min(DETAIL_ROWS, len(self.rows), max(1, (self.height - FIXED_LINES) // 4))
+
     def _detail_height(self) -> int:
-        """Lines of text the detail panel shows at once."""
-        shown = min(len(self.rows), DETAIL_ROWS) + 1 if self.rows else 1
-        return max(3, self.height - FIXED_LINES - shown - 2)
+        """Lines of text the detail panel shows at once: the terminal's
+        height less the other lines, the list above and the panel's borders."""
+        return max(1, self.height - FIXED_LINES - self._rows_above_detail() - 2)
 
     def detail_lines(self) -> list[str]:
         """The detail panel's text, one entry a line, wrapped to the panel."""
-        job, row, now = self.detail_job, self.selected_row(), self.now
+        job, now = self.detail_job, self.now
         if job is None:
-            return ["(no job selected)"]
+            return [f"job {self.state.detail} is gone (finished and not kept, or deleted)"]
+        row = next((r for r in self.rows if r.id == job.id), None)
         lines = []
         for k, v in job.to_dict(payload=False).items():
             if k.endswith("_at") and isinstance(v, int):
                 v = moment(v, now)
             elif k == "timeout_ms":
                 v = f"{v} ({span(v)})"
-            elif k == "status" and v == "in_flight" and row is not None and row.id == job.id:
+            elif k == "status" and v == "in_flight" and row is not None:
                 doing = {True: "running", False: "prefetched, waiting for a free handler", None: "held"}[row.running]
                 v = f"in_flight ({doing}; worker {row.worker or '?'})"
             elif k == "attempts":
@@ -460,13 +481,13 @@ class Top:
         height = self._detail_height()
         s.scroll = max(0, min(s.scroll, len(lines) - height))
         shown = lines[s.scroll : s.scroll + height]
-        title = f"Detail {self.detail_job.id}" if self.detail_job else "Detail"
+        title = f"Detail {s.detail}"
         where = f"lines {s.scroll + 1}-{s.scroll + len(shown)} of {len(lines)}"
         return Panel(
             Text("\n".join(shown), no_wrap=True, overflow="crop"),
             title=title,
             subtitle=f"{where}  ↑↓ PgUp/PgDn g/G scroll  Esc close",
-            height=height + 2,
+            height=len(shown) + 2,
             title_align="left",
             subtitle_align="right",
         )
@@ -477,8 +498,7 @@ class Top:
         s = self.state
         footer = Text()
         if s.prompt == "delete":
-            chosen = self.selected_row()
-            footer.append(f"Delete job {chosen.id if chosen else '?'}? [y/N] ", style="bold red")
+            footer.append(f"Delete job {self._target() or '?'}? [y/N] ", style="bold red")
         elif s.prompt:
             footer.append(f"Search {s.prompt} (substrings, comma/space = or; Enter; Esc cancels): {s.buffer}")
         elif s.detail:
