@@ -87,6 +87,21 @@ def split_keys(data: str) -> list[str]:
     return out
 
 
+def _read_keys(fd: int) -> str:
+    """What the terminal sent; an escape sequence cut by the read is
+    completed from what follows within 50 ms (a lone Esc stays one)."""
+    data = os.read(fd, 1024).decode(errors="replace")
+    while _cut(data) and select.select([fd], [], [], 0.05)[0]:
+        data += os.read(fd, 1024).decode(errors="replace")
+    return data
+
+
+def _cut(data: str) -> bool:
+    # Ends in ESC, or in ESC [ / ESC O and parameter bytes without the final byte.
+    tail = data[data.rfind("\x1b") :] if "\x1b" in data else ""
+    return tail == "\x1b" or (tail[1:2] in ("[", "O") and all("\x20" <= c <= "\x3f" for c in tail[2:]))
+
+
 def run_top(client: Client, interval: float = 1.0) -> int:
     """Run the view on this process's terminal until q or Ctrl-C."""
     import termios
@@ -118,7 +133,7 @@ def run_top(client: Client, interval: float = 1.0) -> int:
                 fit()
                 ready, _, _ = select.select([fd], [], [], max(0.0, next_refresh - time.monotonic()))
                 if ready:
-                    data = os.read(fd, 1024).decode(errors="replace")
+                    data = _read_keys(fd)
                     if not all(top.key(k) for k in split_keys(data)):
                         return 0
                 if time.monotonic() >= next_refresh:

@@ -118,6 +118,7 @@ class Top:
         self.rows: list[Row] = []
         self.detail_job: Job | None = None
         self.detail_errors: list[ErrorRecord] = []
+        self.detail_gone = False  # the job of the open panel no longer exists
         self.error = ""
 
     @property
@@ -176,14 +177,16 @@ class Top:
 
     def _read_detail(self) -> None:
         job_id = self.state.detail
+        if job_id != (self.detail_job.id if self.detail_job else None):
+            self.detail_job, self.detail_errors, self.detail_gone = None, [], False
         if job_id is None:
-            self.detail_job, self.detail_errors = None, []
             return
         try:
             self.detail_job = self.client.get_job(job_id)
             self.detail_errors = self.client.job_errors(job_id)
+            self.detail_gone = False
         except JobNotFound:
-            self.detail_job, self.detail_errors = None, []
+            self.detail_job, self.detail_errors, self.detail_gone = None, [], True
 
     def _target(self) -> str | None:
         """The job D deletes: the one in the open detail panel, else the selected one."""
@@ -443,7 +446,9 @@ class Top:
         """The detail panel's text, one entry a line, wrapped to the panel."""
         job, now = self.detail_job, self.now
         if job is None:
-            return [f"job {self.state.detail} is gone (finished and not kept, or deleted)"]
+            if self.detail_gone:
+                return [f"job {self.state.detail} is gone (finished and not kept, or deleted)"]
+            return ["(reading...)"]
         row = next((r for r in self.rows if r.id == job.id), None)
         lines = []
         for k, v in job.to_dict(payload=False).items():
