@@ -9,12 +9,13 @@ ARGV[1]  state: 'ready' (dispatch order: priority, then id, across the
 ARGV[2]  offset: jobs to skip (0-based); for 'retries', the rank in
          "scheduled" where the scan starts
 ARGV[3]  count: jobs to return (1..500)
-ARGV[4..] ready only: the queues to merge
+ARGV[4..] ready: the queues to merge; retries: ARGV[4], the most entries
+         of "scheduled" to look at (count..10000)
 
 Reads at most count index entries (scheduled, in flight, dead, or ready
 with one queue) or (offset + count) per queue (ready with several queues:
 the merge needs each queue's head), plus count records; callers keep offset
-small when they merge. 'retries' looks at up to 1000 entries of
+small when they merge. 'retries' looks at up to ARGV[4] entries of
 "scheduled" from the offset and reads each one's record, keeping those with
 attempts > 0. For in-flight jobs, one GET of "running:<worker>" per worker
 on the page; for 'retries' and 'dead', the last element of "errors:<id>" per
@@ -33,11 +34,9 @@ Returns {total, next, id1, score1, record1, notes1, id2, ...}:
           ahead and waits, per the holder's running:<worker> key; absent when
           the holder publishes none), "error" ('retries' and 'dead': the last
           error record, as stored in errors:<id>)
-Errors: "ZIZQ INVALID" (a bad state or window).
+Errors: "ZIZQ INVALID" (a bad state, window or scan size).
 ]]
 --@include "includes/common.lua"
-
-local SCAN = 1000 -- scheduled entries a 'retries' call looks at
 
 local P = KEYS[1]
 local state, offset, count = ARGV[1], ARGV[2], ARGV[3]
@@ -70,10 +69,14 @@ elseif state == 'dead' then
     for i = #up, 1, -1 do rows[#rows + 1] = up[i] end
   end
 elseif state == 'retries' then
+  local scan = ARGV[4]
+  if not natural(scan) or tonumber(scan) < count or tonumber(scan) > 10000 then
+    return fail_with('INVALID', 'scan size ' .. tostring(scan) .. ' is not in ' .. count .. '..10000')
+  end
   local key = P .. 'scheduled'
   total = redis.call('ZCARD', key)
   local looked = 0
-  for _, row in ipairs(take_range(key, offset, offset + SCAN - 1)) do
+  for _, row in ipairs(take_range(key, offset, offset + tonumber(scan) - 1)) do
     looked = looked + 1
     local job = load_job(P, row[1])
     if job and job.a > 0 then

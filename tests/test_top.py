@@ -373,18 +373,22 @@ def test_window_script_pages_dead_jobs_and_retries(client: zizq.Client, r: redis
     reply = window("dead", 0, 5)
     assert reply[:2] == [2, -1] and taken[0].id.encode() not in reply
 
-    reply = window("retries", 0, 10)
+    reply = window("retries", 0, 10, 1000)
     assert reply[:2] == [6, -1] and reply[2].decode() == taken[3].id
     assert orjson.loads(reply[5])["error"]["message"] == "later"
     # The scan stops at a full page: the next one starts after the match.
     rank = r.zrank(prefix + "scheduled", taken[3].id)
     assert isinstance(rank, int)
-    assert window("retries", 0, 1)[:2] == [6, rank + 1 if rank < 5 else -1]
-    assert window("retries", rank + 1, 10) == [6, -1]
+    assert window("retries", 0, 1, 1000)[:2] == [6, rank + 1 if rank < 5 else -1]
+    assert window("retries", rank + 1, 10, 1000) == [6, -1]
     assert window("scheduled", 0, 3)[:2] == [6, 3] and window("scheduled", 3, 3)[:2] == [6, -1]
     assert all(j.id.encode() in window("scheduled", 0, 10) for j in fresh)
+    assert window("retries", 0, 2, 2)[:2] == [6, 2]  # the scan size bounds the look
     with pytest.raises(redis.ResponseError, match="not ready, scheduled, in_flight, dead or retries"):
         window("completed", 0, 1)
+    for scan in ("", "5", "10001"):
+        with pytest.raises(redis.ResponseError, match="scan size"):
+            window("retries", 0, 10, scan)
 
 
 def test_window_script_says_which_held_jobs_run(client: zizq.Client, r: redis.Redis, namespace: str) -> None:

@@ -186,8 +186,10 @@ class QueryCore:
 
         return Call(script("queue_counts"), self.core.keys, [index, first, size], decode)
 
-    def window(self, state: str, offset: int, count: int, queues: Sequence[str] = ()) -> Call[Page]:
-        return Call(script("window"), self.core.keys, [state, offset, count, *queues], Page.decode)
+    def window(self, state: str, offset: int, count: int, extra: Sequence[str] = ()) -> Call[Page]:
+        """A page of ``state`` for ``zizq top`` (lua/window.lua); ``extra``:
+        the queues to merge for ``ready``, the scan size for ``retries``."""
+        return Call(script("window"), self.core.keys, [state, offset, count, *extra], Page.decode)
 
 
 @dataclass(frozen=True, slots=True)

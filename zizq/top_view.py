@@ -35,7 +35,7 @@ TABS = (
     Tab("dead", "Dead", ("ID", "DIED", "FAILURES", "QUEUE", "TYPE", "LAST ERROR")),
 )
 SEARCH_WINDOW = 500  # jobs of a tab a search looks at, from the cursor
-RETRY_SCAN = 1000  # scheduled jobs lua/window.lua looks at for one page of retries
+RETRY_SCAN = 1000  # scheduled jobs the Retries tab looks at a refresh (lua/window.lua's scan size)
 MAX_MERGE_OFFSET = 10_000  # deepest offset of the ready tab when several queues are merged
 FIXED_LINES = 8  # lines around the job list: header (5), column names, footer, spare
 DETAIL_ROWS = 5  # rows of the job list left above an open detail panel
@@ -167,7 +167,8 @@ class Top:
         s = self.state
         queues = list(self.stats.queues) if self.stats else []
         count = SEARCH_WINDOW if self.searching else self.page_rows
-        page = self.client.run(self.q.window(self.tab_state, s.offset, count, queues))
+        extra = [str(RETRY_SCAN)] if self.tab_state == "retries" else queues
+        page = self.client.run(self.q.window(self.tab_state, s.offset, count, extra))
         rows = page.rows
         if self.searching:
             rows = [r for r in rows if self._match(r)][: self.page_rows]
