@@ -22,6 +22,8 @@ from .query import QueryCore, Row, Stats
 
 @dataclass(frozen=True)
 class Tab:
+    """One tab: the state lua/window.lua pages, its title, its columns."""
+
     state: str  # the window.lua state
     title: str
     columns: tuple[str, ...]
@@ -278,7 +280,7 @@ class Top:
         the keys it leaves to the list (p, D, /)."""
         s = self.state
         page = max(1, self._detail_height() - 1)
-        moves = {"down": 1, "j": 1, "up": -1, "k": -1, "pgdn": page, "pgup": -page, " ": page}
+        moves = {"down": 1, "j": 1, "up": -1, "k": -1, "pgdn": page, "pgup": -page}
         if k in moves:
             s.scroll = max(0, s.scroll + moves[k])
         elif k in ("g", "home"):
