@@ -3,22 +3,38 @@
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  state: 'ready' (dispatch order: priority, then id, across the
-         queues given), 'scheduled' (by due time) or 'in_flight' (by
-         dequeue time)
-ARGV[2]  offset: jobs to skip (0-based)
+         queues given), 'scheduled' (by due time), 'in_flight' (by
+         dequeue time), 'dead' (kept dead jobs, the latest purge_at first)
+         or 'retries' (scheduled jobs with attempts > 0, by due time)
+ARGV[2]  offset: jobs to skip (0-based); for 'retries', the rank in
+         "scheduled" where the scan starts
 ARGV[3]  count: jobs to return (1..500)
-ARGV[4..] ready only: the queues to merge
+ARGV[4..] ready: the queues to merge; retries: ARGV[4], the most entries
+         of "scheduled" to look at (count..10000)
 
-Reads at most count index entries (scheduled, in flight, or ready with one
-queue) or (offset + count) per queue (ready with several queues: the merge
-needs each queue's head), plus count records; callers keep offset small when
-they merge.
+Reads at most count index entries (scheduled, in flight, dead, or ready
+with one queue) or (offset + count) per queue (ready with several queues:
+the merge needs each queue's head), plus count records; callers keep offset
+small when they merge. 'retries' looks at up to ARGV[4] entries of
+"scheduled" from the offset and reads each one's record, keeping those with
+attempts > 0. For in-flight jobs, one GET of "running:<worker>" per worker
+on the page; for 'retries' and 'dead', the last element of "errors:<id>" per
+row.
 
-Returns {total, id1, score1, record1, id2, ...}: total is the number of jobs
-in the state (over the queues given), then each job with its index score
-(priority, ready_at or dequeued_at) and its record without the payload
-('' for a job deleted meanwhile).
-Errors: "ZIZQ INVALID" (a bad state or window).
+Returns {total, next, id1, score1, record1, notes1, id2, ...}:
+  total   the jobs in the state (over the queues given); 'dead' counts only
+          those not past purge_at; 'retries' gives the entries of
+          "scheduled" (its matches cannot be counted without reading them all)
+  next    the offset of the next page, or -1 when this page ends the state
+  idK, scoreK  each job with its index score (priority, ready_at,
+          dequeued_at or purge_at)
+  recordK its record without the payload ('' for a job deleted meanwhile)
+  notesK  '' or a JSON object: "worker" (in flight: its holder), "running"
+          (in flight: true when its handler runs, false when it was taken
+          ahead and waits, per the holder's running:<worker> key; absent when
+          the holder publishes none), "error" ('retries' and 'dead': the last
+          error record, as stored in errors:<id>)
+Errors: "ZIZQ INVALID" (a bad state, window or scan size).
 ]]
 --@include "includes/common.lua"
 
@@ -28,7 +44,7 @@ if not natural(offset) or not natural(count) or tonumber(count) < 1 or tonumber(
   return fail_with('INVALID', 'window ' .. tostring(offset) .. '+' .. tostring(count) .. ' is out of range')
 end
 offset, count = tonumber(offset), tonumber(count)
-local rows, total = {}, 0
+local rows, total, next_offset = {}, 0, -1
 
 local function take_range(key, first, last)
   local flat = redis.call('ZRANGE', key, first, last, 'WITHSCORES')
@@ -41,6 +57,35 @@ if state == 'scheduled' or state == 'in_flight' then
   local key = P .. (state == 'scheduled' and 'scheduled' or 'inflight')
   total = redis.call('ZCARD', key)
   rows = take_range(key, offset, offset + count - 1)
+elseif state == 'dead' then
+  -- Members past purge_at (awaiting the purge) have the lowest scores: the
+  -- live ones are the last `total` ranks. Read in ascending order (ZRANGE's
+  -- REV needs Redis 6.2), then turned around.
+  local key = P .. 'dead'
+  local n = redis.call('ZCARD', key)
+  total = redis.call('ZCOUNT', key, '(' .. now_ms(), '+inf')
+  if offset < total then
+    local up = take_range(key, n - math.min(offset + count, total), n - 1 - offset)
+    for i = #up, 1, -1 do rows[#rows + 1] = up[i] end
+  end
+elseif state == 'retries' then
+  local scan = ARGV[4]
+  if not natural(scan) or tonumber(scan) < count or tonumber(scan) > 10000 then
+    return fail_with('INVALID', 'scan size ' .. tostring(scan) .. ' is not in ' .. count .. '..10000')
+  end
+  local key = P .. 'scheduled'
+  total = redis.call('ZCARD', key)
+  local looked = 0
+  for _, row in ipairs(take_range(key, offset, offset + tonumber(scan) - 1)) do
+    looked = looked + 1
+    local job = load_job(P, row[1])
+    if job and job.a > 0 then
+      row[3] = job
+      rows[#rows + 1] = row
+      if #rows == count then break end
+    end
+  end
+  if offset + looked < total then next_offset = offset + looked end
 elseif state == 'ready' then
   local nonempty = {}
   for i = 4, #ARGV do
@@ -63,15 +108,46 @@ elseif state == 'ready' then
     for i = offset + 1, math.min(#all, offset + count) do rows[#rows + 1] = all[i] end
   end
 else
-  return fail_with('INVALID', 'state ' .. tostring(state) .. ' is not ready, scheduled or in_flight')
+  return fail_with('INVALID', 'state ' .. tostring(state) .. ' is not ready, scheduled, in_flight, dead or retries')
+end
+if state ~= 'retries' and offset + count < total then next_offset = offset + count end
+
+-- What each holder's heartbeat last said runs: ' id1 id2 ... ', or false.
+local running = {}
+local function notes_of(id, job)
+  local parts = {}
+  if job.s == 'in_flight' and job.w then
+    local w = job.w
+    if running[w] == nil then
+      local ids = redis.call('GET', P .. 'running:' .. w)
+      running[w] = ids and (' ' .. ids .. ' ') or false
+    end
+    parts[#parts + 1] = '"worker":' .. cjson.encode(w)
+    if running[w] then
+      local on = string.find(running[w], ' ' .. id .. ' ', 1, true) ~= nil
+      parts[#parts + 1] = '"running":' .. (on and 'true' or 'false')
+    end
+  end
+  if state == 'retries' or state == 'dead' then
+    local last = redis.call('LRANGE', P .. 'errors:' .. id, -1, -1)
+    if last[1] then parts[#parts + 1] = '"error":' .. last[1] end
+  end
+  if #parts == 0 then return '' end
+  return '{' .. table.concat(parts, ',') .. '}'
 end
 
-local out = {total}
+local out = {total, next_offset}
 for _, row in ipairs(rows) do
-  local job = load_job(P, row[1])
-  if job then job.d = nil end
+  local job = row[3] or load_job(P, row[1])
   out[#out + 1] = row[1]
   out[#out + 1] = row[2]
-  out[#out + 1] = job and pack_job(job) or ''
+  if job then
+    job.d = nil
+    out[#out + 1] = pack_job(job)
+    out[#out + 1] = notes_of(row[1], job)
+  else
+    out[#out + 1] = ''
+    out[#out + 1] = ''
+  end
 end
 return out

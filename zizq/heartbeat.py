@@ -8,6 +8,12 @@ seconds from a thread of its own, with its own connection, so a busy event
 loop or a CPU-bound handler cannot make the worker look dead; each beat also
 recovers the jobs of workers whose lease lapsed. A worker that finds it was
 declared lost joins again under a new id (:func:`rejoin`).
+
+With each beat the thread also says which of the worker's jobs run a handler
+(the others were taken ahead and wait): one SET of ``running:<worker-id>``,
+the ids separated by spaces, expiring with the lease (and deleted when the
+thread stops). ``zizq top`` reads it to tell running jobs from prefetched
+ones; nothing is written per job.
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         try:
             self._beat()
+            with contextlib.suppress(Exception):  # else it expires with the lease
+                self.client.redis.delete(self.worker._core.key("running", self.worker.id))
         finally:
             with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits
                 self._loop.call_soon_threadsafe(self._ended.set)
@@ -82,6 +90,7 @@ class HeartbeatThread(threading.Thread):
                 beat = self.client.run(w._core.heartbeat(me, "beat", w._lease_ms), retry_for=0)
                 if beat.lost:
                     rejoin(w, me, self.client)
+                self._publish_running()
             except _BEAT_ERRORS as exc:
                 w._suspect = w._suspect or isinstance(exc, TRANSIENT)
                 wait = min(pause, w.heartbeat_interval)
@@ -108,6 +117,26 @@ class HeartbeatThread(threading.Thread):
                     beat.recovered,
                     beat.failed,
                 )
+
+    def _publish_running(self) -> None:
+        """Write the ids of the jobs whose handler runs now (as of this
+        beat) to ``running:<worker-id>``, for ``zizq top``; it expires with
+        the lease."""
+        w = self.worker
+        me = w.id
+        ids = " ".join(sorted(job_id for owner, job_id in _snapshot(w._running) if owner == me))
+        self.client.redis.set(w._core.key("running", me), ids, px=w._lease_ms)
+
+
+def _snapshot(pairs: set[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    # The event loop's thread changes the set meanwhile; copying it is one
+    # C call under the GIL, and a copy that still met a change is tried again.
+    for _ in range(10):
+        try:
+            return frozenset(pairs)
+        except RuntimeError:
+            continue
+    return frozenset()
 
 
 def rejoin(worker: Worker, lost_id: str, client: Client) -> None:

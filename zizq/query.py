@@ -31,11 +31,13 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
+
 from ._core import Call, Core, Value, _str, job_from_record
 from ._scripts import script
 from .errors import ValidationError
 from .filters import STATUSES, Filter, _id
-from .job import Job
+from .job import ErrorRecord, Job
 
 T = TypeVar("T")
 Plan = Generator[Call[Any], Any, T]
@@ -184,27 +186,72 @@ class QueryCore:
 
         return Call(script("queue_counts"), self.core.keys, [index, first, size], decode)
 
-    def window(self, state: str, offset: int, count: int, queues: Sequence[str] = ()) -> Call[tuple[int, list[Row]]]:
-        return Call(script("window"), self.core.keys, [state, offset, count, *queues], Row.decode)
+    def window(self, state: str, offset: int, count: int, extra: Sequence[str] = ()) -> Call[Page]:
+        """A page of ``state`` for ``zizq top`` (lua/window.lua); ``extra``:
+        the queues to merge for ``ready``, the scan size for ``retries``."""
+        return Call(script("window"), self.core.keys, [state, offset, count, *extra], Page.decode)
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
     """A job in a :meth:`QueryCore.window`: its index score (priority,
-    ready_at or dequeued_at, ms) and its metadata (None if deleted meanwhile)."""
+    ready_at, dequeued_at or purge_at, ms) and its metadata (None if deleted
+    meanwhile). For an in-flight job, ``worker`` holds it and ``running``
+    says whether its handler runs (False: taken ahead, waiting; None: the
+    worker does not say); for the ``retries`` and ``dead`` windows,
+    ``last_error`` is its latest failure."""
 
     id: str
     score: int
     job: Job | None
+    worker: str | None = None
+    running: bool | None = None
+    last_error: ErrorRecord | None = None
 
-    @staticmethod
-    def decode(reply: list[Any]) -> tuple[int, list[Row]]:
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What :meth:`QueryCore.window` returned: the jobs in the state (for
+    ``retries``, the scheduled jobs the scans walk), the offset of the next
+    page (-1 at the end) and the rows."""
+
+    total: int
+    next: int
+    rows: list[Row]
+
+    @classmethod
+    def decode(cls, reply: list[Any]) -> Page:
         rows = []
-        for i in range(1, len(reply), 3):
-            record = reply[i + 2]
-            job = job_from_record(reply[i], record) if record else None
-            rows.append(Row(_str(reply[i]), int(reply[i + 1]), job))
-        return int(reply[0]), rows
+        for i in range(2, len(reply), 4):
+            record, notes = reply[i + 2], _notes(reply[i + 3])
+            rows.append(
+                Row(
+                    _str(reply[i]),
+                    int(reply[i + 1]),
+                    job_from_record(reply[i], record) if record else None,
+                    notes.get("worker"),
+                    notes.get("running"),
+                    _last_error(notes.get("error")),
+                )
+            )
+        return cls(int(reply[0]), int(reply[1]), rows)
+
+
+def _notes(raw: bytes | str) -> dict[str, Any]:
+    # An error record written by hand can make the notes unreadable: then
+    # the row goes without them rather than break the window.
+    try:
+        notes = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return notes if isinstance(notes, dict) else {}
+
+
+def _last_error(error: Any) -> ErrorRecord | None:
+    try:
+        return ErrorRecord.from_json(orjson.dumps(error)) if isinstance(error, dict) else None
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _order(order: str) -> str:
