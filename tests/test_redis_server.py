@@ -4,6 +4,7 @@ benchmark, started for real."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+import zizq
 from zizq.testing import RedisServer
 
 from .conftest import ROOT
@@ -68,6 +70,12 @@ def test_a_server_that_does_not_start_raises_and_leaves_no_directory(
     with pytest.raises(RuntimeError, match=r"redis-server on port \d+ did not start"):
         RedisServer("--no-such-directive", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("timeout", [0, -1.5, "10", True])
+def test_a_bad_timeout_is_refused_before_anything_starts(timeout: object) -> None:
+    with pytest.raises(zizq.ValidationError, match=rf"timeout {re.escape(repr(timeout))} must be a number of seconds"):
+        RedisServer(timeout=timeout)  # type: ignore[arg-type]
 
 
 @linux_only

@@ -265,6 +265,8 @@ class RedisServer:
         die_with_parent: bool = False,
         timeout: float = 10.0,
     ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValidationError(f"timeout {timeout!r} must be a number of seconds above 0")
         self.args = args
         self.cpus = set(cpus) if cpus else None
         self.die_with_parent = die_with_parent
