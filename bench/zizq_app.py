@@ -1,5 +1,5 @@
-"""The router `zizq worker` runs in bench/run.py's "processes" workload:
-the benchmark's job kind (the same NAME and fields as in run.py) with a
+"""The router `zizq worker` runs in bench/workloads.py's "processes" workload:
+the benchmark's job kind (the same NAME and fields as in workloads.py) with a
 no-op handler. Imported by the worker processes from bench/."""
 
 from __future__ import annotations

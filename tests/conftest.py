@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,76 +19,14 @@ from typing import Any
 import msgpack
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 import zizq
+from zizq.testing import RedisServer as RedisServer  # the tests import it from here
+from zizq.testing import _free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server process started for the tests."""
-
-    def __init__(self, *extra: str) -> None:
-        self.dir = tempfile.mkdtemp(prefix="zizq-redis-")
-        self.extra = extra
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, *, loaded: bool = True) -> None:
-        """Start redis-server and wait until it answers PING; with
-        ``loaded=False``, until it answers at all (LOADING too)."""
-        args = [
-            REDIS_SERVER,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            self.dir,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            *self.extra,
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        r = redis.Redis(port=self.port, retry=Retry(NoBackoff(), 0))  # redis-py's own retries would wait LOADING out
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError as exc:  # BusyLoadingError (LOADING) is one
-                if not loaded and isinstance(exc, redis.BusyLoadingError):
-                    break
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                time.sleep(0.02)
-        r.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+free_port = _free_port
 
 
 @pytest.fixture(scope="session")

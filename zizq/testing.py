@@ -11,15 +11,30 @@ process, with the real worker.
 take and run jobs until none is ready or in flight, stops it and says how
 many ran. Handlers run exactly as in production (thread pool, middleware,
 events, timeouts, acks); only the stopping is the test's.
+
+:class:`RedisServer` starts a throwaway ``redis-server`` for a test session
+(or a benchmark) on a free loopback port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from . import events
 from .client import AsyncClient, Client
@@ -29,7 +44,7 @@ from .job import Job
 from .router import Router
 from .worker import Worker
 
-__all__ = ["DrainTimeout", "Failure", "JobsFailed", "drain", "drain_async"]
+__all__ = ["DrainTimeout", "Failure", "JobsFailed", "RedisServer", "drain", "drain_async"]
 
 # Seconds between two looks at Redis for jobs left to run.
 POLL = 0.005
@@ -213,3 +228,151 @@ class _Look:
         if isinstance(self.client, AsyncClient):
             return await method(*args, **kwargs)
         return await asyncio.to_thread(method, *args, **kwargs)
+
+
+class RedisServer:
+    """A throwaway redis-server: on a free loopback port, in a temporary
+    directory of its own, with no persistence (no RDB snapshot, no AOF)
+    unless ``args`` turn it on. It answers PING by the time the constructor
+    returns.
+
+    ::
+
+        with zizq.testing.RedisServer() as server:
+            client = zizq.Client.from_url(server.url)
+
+    :meth:`stop` stops the process but keeps the port and the directory, so
+    :meth:`start` brings the same server back (with its data, if ``args``
+    turned persistence on). :meth:`close`, or the end of the ``with`` block,
+    stops it and removes the directory.
+
+    :param args: more redis-server arguments, after the defaults, so they
+        override them: ``RedisServer("--appendonly", "yes")``.
+    :param cpus: CPU numbers to pin the server to (Linux), or None: wherever
+        the OS schedules it.
+    :param die_with_parent: start the server in a session of its own, so
+        signals for the terminal's process group (Ctrl-C) do not reach it
+        and this process stops it; and, on Linux, SIGTERM it when the
+        thread that started it exits, so a process killed outright leaves
+        no server behind.
+    :param timeout: seconds to wait for the server to answer, at each start.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        cpus: Collection[int] | None = None,
+        die_with_parent: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValidationError(f"timeout {timeout!r} must be a number of seconds above 0")
+        self.args = args
+        self.cpus = set(cpus) if cpus else None
+        self.die_with_parent = die_with_parent
+        self.timeout = timeout
+        self.executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.dir = tempfile.mkdtemp(prefix="zizq-redis-")
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``"""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, loaded: bool = True) -> None:
+        """Start redis-server (again, after :meth:`stop`) and wait until it
+        answers PING; with ``loaded=False``, until it answers at all, LOADING
+        included (while it reads its data back after a restart). Raises
+        RuntimeError if it does not answer within ``timeout`` seconds."""
+        command = [
+            self.executable,
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir),
+            *("--save", "", "--appendonly", "no", "--protected-mode", "no"),
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.die_with_parent,
+            preexec_fn=_child_setup(self.cpus, self.die_with_parent),
+        )
+        deadline = time.monotonic() + self.timeout
+        probe = redis.Redis(host="127.0.0.1", port=self.port, retry=Retry(NoBackoff(), 0))  # no waiting LOADING out
+        try:
+            while True:
+                try:
+                    probe.ping()
+                    return
+                except redis.ConnectionError as exc:  # BusyLoadingError (LOADING) is one
+                    if not loaded and isinstance(exc, redis.BusyLoadingError):
+                        return
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                    time.sleep(0.02)
+        finally:
+            probe.close()
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM; SIGKILL if it has not exited within
+        10 seconds). The port and the directory are kept for :meth:`start`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def close(self) -> None:
+        """Stop the process and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(cpus: set[int] | None, die_with_parent: bool) -> Callable[[], None] | None:
+    """What the server's process does between fork and exec: pin itself to
+    ``cpus``; ask the kernel for SIGTERM when its parent thread exits."""
+    libc: Any = None
+    if die_with_parent:
+        import ctypes  # here: only this option needs it
+
+        with contextlib.suppress(OSError):  # not Linux/glibc: explicit stops only
+            libc = ctypes.CDLL(None, use_errno=True)
+    if not cpus and libc is None:
+        return None
+
+    def setup() -> None:
+        if libc is not None:
+            with contextlib.suppress(Exception):
+                libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return setup

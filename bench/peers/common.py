@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string, as in bench/run.py
+TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string, as in bench/workloads.py
 CHUNK = 1000  # items per batch-API call
 CONCURRENCY = 10
 QUEUE = "bench"

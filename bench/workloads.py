@@ -1,0 +1,469 @@
+"""The zizq workloads, child side: one workload, one hot path, one run,
+in a fresh process (``bench/run.py --child WORKLOAD``). Each checks that its
+jobs really were stored, or really ran, and prints one result line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import timeit
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import redis
+from harness import BENCH, CHILD_TIMEOUT_S, RESULT_MARK, RUN_PY, popen
+from peers.common import ping_rtt_us, stored_memory
+
+NAMESPACE = "bench"
+CHUNK = 1000  # jobs per enqueue_many / per batched EVALSHA
+CONCURRENCY = 10
+LATENCY_JOBS = 200
+LATENCY_GAP_S = 0.005
+TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string field
+
+WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro", "processes")
+PROCESSES = (1, 2)  # zizq worker -p N in the "processes" workload
+
+
+def _kinds() -> tuple[type, type, type]:
+    import zizq
+
+    class BenchJob(zizq.JobKind):
+        NAME = "bench"
+        n: int
+        s: str
+
+    class UniqueBenchJob(zizq.JobKind):
+        NAME = "bench_unique"
+        n: int
+        s: str
+
+        def unique_key(self) -> zizq.UniqueKey:
+            return zizq.UniqueKey.tagged_hash_of(self.NAME, {"n": self.n, "s": self.s})
+
+    class LatencyJob(zizq.JobKind):
+        NAME = "bench_latency"
+        n: int
+        s: str
+        t: float  # time.time() at enqueue
+
+    return BenchJob, UniqueBenchJob, LatencyJob
+
+
+def _chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise AssertionError(f"check failed: {what}")
+
+
+def _key(*parts: str) -> str:
+    return "{" + NAMESPACE + "}:" + ":".join(parts)
+
+
+def _warm_up(client: Any, kind: type) -> None:
+    """Load the enqueue script and open the connection, then forget it all
+    (FLUSHALL keeps loaded scripts)."""
+    client.enqueue(kind(n=-1, s=TEXT))
+    client.enqueue_many([kind(n=-2, s=TEXT), kind(n=-3, s=TEXT)])
+    client.redis.flushall()
+
+
+def _verify_stored(r: redis.Redis, ids: list[str], n: int) -> None:
+    """Every id distinct, every job record present and ready, payloads intact."""
+    _check(len(ids) == n, f"{len(ids)} results for {n} jobs")
+    _check(len(set(ids)) == n, "job ids are distinct")
+    records = [x for chunk in _chunks(ids, CHUNK) for x in r.hmget(_key("jobs"), chunk)]
+    present = sum(x is not None for x in records)
+    _check(present == n, f"{present} of {n} job records exist")
+    ready = int(r.zcard(_key("ready", "default")))
+    _check(ready == n, f"{ready} of {n} jobs in the ready set")
+    for pos in (0, n // 2, n - 1):
+        raw = msgpack.unpackb(records[pos]).get("d")
+        _check(raw is not None and json.loads(raw) == {"n": pos, "s": TEXT}, f"payload of job #{pos}")
+
+
+def child_enqueue_single(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    jobs = [bench_job(n=i, s=TEXT) for i in range(n)]
+    enqueue = client.enqueue
+    t0 = time.perf_counter()
+    results = [enqueue(job) for job in jobs]
+    elapsed = time.perf_counter() - t0
+    _verify_stored(client.redis, [j.id for j in results], n)
+    client.close()
+    return {"jobs_per_s": n / elapsed, "seconds": elapsed}
+
+
+def child_enqueue_bulk(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    chunks = list(_chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK))
+    enqueue_many = client.enqueue_many
+    t0 = time.perf_counter()
+    results = [job for chunk in chunks for job in enqueue_many(chunk)]
+    elapsed = time.perf_counter() - t0
+    _verify_stored(client.redis, [j.id for j in results], n)
+    client.close()
+    return {"jobs_per_s": n / elapsed, "seconds": elapsed}
+
+
+def _preload_scripts(r: redis.Redis, *names: str) -> None:
+    from zizq._scripts import script
+
+    for name in names:
+        r.script_load(script(name).source)
+
+
+def child_process(url: str, n: int) -> dict[str, Any]:
+    import zizq
+    from zizq._core import Core
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
+        client.enqueue_many(chunk)
+    r = client.redis
+    _check(int(r.zcard(_key("ready", "default"))) == n, f"{n} jobs ready before the worker starts")
+    _preload_scripts(r, "take", "ack", "release")
+
+    # Diagnostics only: count the take and ack calls the worker builds (a
+    # few hundred ns each; the wrappers pass every argument through).
+    counts = {"take": 0, "ack": 0}
+
+    def counting(name: str) -> Any:
+        original = getattr(Core, name)
+
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    Core.take = counting("take")  # type: ignore[method-assign]
+    Core.ack = counting("ack")  # type: ignore[method-assign]
+
+    router = zizq.Router()
+
+    async def noop(job: Any) -> None:
+        return None
+
+    router.route(bench_job, noop)
+    r.config_resetstat()
+
+    async def main() -> float:
+        worker = zizq.Worker(client, router, concurrency=CONCURRENCY)
+        t0 = time.perf_counter()
+        task = asyncio.create_task(worker.run_async())
+        try:
+            while worker.stats.completed + worker.stats.failed < n:
+                if task.done():
+                    task.result()
+                    raise AssertionError("the worker stopped before finishing")
+                if time.perf_counter() - t0 > CHILD_TIMEOUT_S - 30:
+                    raise AssertionError(f"only {worker.stats.completed} of {n} jobs done in time")
+                await asyncio.sleep(0.002)
+            elapsed = time.perf_counter() - t0
+        finally:
+            worker.stop()
+            await task
+        _check(worker.stats.failed == 0, f"{worker.stats.failed} jobs failed")
+        _check(worker.stats.completed == n, f"{worker.stats.completed} of {n} jobs completed")
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    # After a graceful stop every ack is flushed: with the default completed
+    # retention of 0, every job record is gone and nothing is left in flight.
+    left = int(r.hlen(_key("jobs")))
+    _check(left == 0, f"{left} job records left after all jobs completed")
+    _check(int(r.zcard(_key("ready", "default"))) == 0, "ready set empty")
+    _check(int(r.zcard(_key("inflight"))) == 0, "nothing in flight")
+    cmd = r.info("commandstats")
+    evalsha = int(cmd.get("cmdstat_evalsha", {}).get("calls", 0))
+    blpop = int(cmd.get("cmdstat_blpop", {}).get("calls", 0))
+    client.close()
+    return {
+        "jobs_per_s": n / elapsed,
+        "seconds": elapsed,
+        "take_calls": counts["take"],
+        "ack_calls": counts["ack"],
+        "jobs_per_take": n / max(counts["take"], 1),
+        "jobs_per_ack": n / max(counts["ack"], 1),
+        "evalsha_calls": evalsha,
+        "blpop_calls": blpop,
+    }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of sorted values."""
+    pos = (len(sorted_values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def child_latency(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    _, _, latency_job = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _preload_scripts(client.redis, "enqueue", "take", "ack", "release")
+    seen: list[float] = []
+    router = zizq.Router()
+
+    async def record(job: Any) -> None:
+        seen.append(time.time() - job.t)
+
+    router.route(latency_job, record)
+
+    async def main() -> None:
+        worker = zizq.Worker(client, router, concurrency=CONCURRENCY)
+        task = asyncio.create_task(worker.run_async())
+        producer: subprocess.Popen[bytes] | None = None
+        try:
+            await asyncio.sleep(0.5)  # let the worker find nothing and block
+            _check(not task.done(), "worker is running")
+            _check(worker.stats.taken == 0, "worker idle before the first job")
+            # The producer is its own process (same hot path: it inherits the
+            # environment), so enqueueing never competes with the worker's loop.
+            producer = subprocess.Popen(
+                [sys.executable, str(RUN_PY), "--child", "latency_producer", "--url", url, "--jobs", str(n)],
+                stdout=subprocess.PIPE,
+            )
+            deadline = time.monotonic() + 120
+            while len(seen) + worker.stats.failed < n:
+                if task.done():
+                    task.result()
+                    raise AssertionError("the worker stopped before finishing")
+                rc = producer.poll()
+                if rc not in (None, 0):
+                    raise AssertionError(f"latency producer exited with {rc}")
+                _check(time.monotonic() < deadline, f"only {len(seen)} of {n} latency jobs ran in time")
+                await asyncio.sleep(0.01)
+            out, _ = producer.communicate(timeout=30)
+            _check(producer.returncode == 0, "latency producer succeeded")
+            _check(int(out.decode().split()[-1]) == n, f"producer enqueued {n} jobs")
+        finally:
+            if producer is not None and producer.poll() is None:
+                producer.kill()
+                producer.wait()
+            worker.stop()
+            await task
+        _check(worker.stats.failed == 0, f"{worker.stats.failed} latency jobs failed")
+        _check(worker.stats.completed == n, f"{worker.stats.completed} of {n} latency jobs completed")
+
+    asyncio.run(main())
+    client.close()
+    ms = sorted(x * 1000 for x in seen)
+    return {"p50_ms": _percentile(ms, 50), "p99_ms": _percentile(ms, 99), "max_ms": ms[-1], "min_ms": ms[0]}
+
+
+def child_latency_producer(url: str, n: int) -> None:
+    import zizq
+
+    _, _, latency_job = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    client.redis.ping()
+    start = time.monotonic() + 0.05
+    ids = set()
+    for i in range(n):
+        pause = start + i * LATENCY_GAP_S - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        ids.add(client.enqueue(latency_job(n=i, s=TEXT, t=time.time())).id)
+    client.close()
+    print(len(ids))
+
+
+def child_memory(url: str, n: int) -> dict[str, Any]:
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    r = client.redis
+    chunks = list(_chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK))
+    before = r.info("memory")
+    results = [job for chunk in chunks for job in client.enqueue_many(chunk)]
+    after = r.info("memory")
+    _verify_stored(r, [j.id for j in results], n)
+    client.close()
+    return {"bytes_per_job": (stored_memory(after) - stored_memory(before)) / n}
+
+
+LIMIT_SINGLE = "return redis.call('HSET', KEYS[1], 'd', ARGV[1])"
+LIMIT_BATCH = """
+local P = KEYS[1]
+for i = 1, #ARGV, 2 do redis.call('HSET', P .. ARGV[i], 'd', ARGV[i + 1]) end
+return #ARGV / 2
+"""
+
+
+def child_limits(url: str, n: int) -> dict[str, Any]:
+    import orjson
+
+    r = redis.Redis.from_url(url)
+    single, batch = r.script_load(LIMIT_SINGLE), r.script_load(LIMIT_BATCH)
+    r.evalsha(single, 1, "warm", b"x")
+    r.flushall()
+    # The same payload bytes zizq stores; keys and payloads made beforehand:
+    # this is the floor, one script call and one write per job.
+    payloads = [orjson.dumps({"n": i, "s": TEXT}) for i in range(n)]
+    prefix = "{limit}:job:"
+    keys = [f"{prefix}{i}" for i in range(n)]
+    evalsha = r.evalsha
+    t0 = time.perf_counter()
+    for key, payload in zip(keys, payloads, strict=True):
+        evalsha(single, 1, key, payload)
+    single_s = time.perf_counter() - t0
+    _check(int(r.dbsize()) == n, f"{n} keys written one script call each")
+    r.flushall()
+    flat = [x for key_payload in zip([str(i) for i in range(n)], payloads, strict=True) for x in key_payload]
+    t0 = time.perf_counter()
+    for chunk in _chunks(flat, 2 * CHUNK):
+        evalsha(batch, 1, prefix, *chunk)
+    batch_s = time.perf_counter() - t0
+    _check(int(r.dbsize()) == n, f"{n} keys written {CHUNK} per script call")
+    _check(r.hget(f"{prefix}{n - 1}", "d") == payloads[-1], "batched payload intact")
+    r.close()
+    return {"single_jobs_per_s": n / single_s, "batch_jobs_per_s": n / batch_s}
+
+
+def _time_us(fn: Callable[[], Any], per: int = 1) -> float:
+    """Best of 5 timeit repeats, in µs per call (divided by ``per``)."""
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()  # enough calls for >= 0.2 s
+    number = max(1, number // 2)
+    return min(timer.repeat(repeat=5, number=number)) / number / per * 1e6
+
+
+def child_micro(url: str, n: int) -> dict[str, Any]:
+    import zizq
+    from zizq import _hotpath
+    from zizq._core import TakeResult
+    from zizq._enqueue import enqueue_args
+
+    bench_job, unique_job, _ = _kinds()
+    ids = _hotpath.IdGenerator()
+    plain = bench_job(n=123456, s=TEXT)
+    job = unique_job(n=123456, s=TEXT)
+    payload = job.to_payload()
+    encode_payload = _hotpath.encode_payload
+
+    # A realistic take reply for 10 jobs (a take of 10), in the shape
+    # take.lua returns ({now, next_due, more, id1, record1, ...}): the
+    # records of 10 enqueued jobs, read through redis-py and hiredis, with
+    # what a take writes (s, da, w) applied. Built by hand so the
+    # micro-benchmark does not depend on the worker protocol (leases etc.).
+    client = zizq.Client.from_url(url, NAMESPACE)
+    enqueued = client.enqueue_many([bench_job(n=i, s=TEXT) for i in range(CONCURRENCY)])
+    now = int(time.time() * 1000)
+    reply: list[Any] = [now, -1, 0]
+    for queued in enqueued:
+        record = msgpack.unpackb(client.redis.hget(_key("jobs"), queued.id))
+        record.update(s=3, da=now, w="bench-micro:1:00000000")  # 3: in_flight
+        reply += [queued.id.encode(), msgpack.packb(record)]
+    client.close()
+    decoded = TakeResult.decode(reply)
+    _check(len(decoded.jobs) == CONCURRENCY, f"take reply holds {CONCURRENCY} jobs")
+    _check(all(j.status == "in_flight" and j.payload["s"] == TEXT for j in decoded.jobs), "take reply decodes")
+    _check(len(enqueue_args(job, ids)) == 14, "enqueue_args gives the 14 script arguments")
+
+    return {
+        "id_us": _time_us(ids.generate),
+        "payload_us": _time_us(lambda: encode_payload(payload)),
+        "unique_us": _time_us(job.unique_key),
+        "enqueue_args_us": _time_us(lambda: enqueue_args(plain, ids)),
+        "enqueue_args_unique_us": _time_us(lambda: enqueue_args(job, ids)),
+        "take_decode_us": _time_us(lambda: TakeResult.decode(reply), per=CONCURRENCY),
+    }
+
+
+def child_processes(url: str, n: int) -> dict[str, Any]:
+    """`zizq worker -p N` (the CLI, N worker processes under its supervisor,
+    concurrency 10 each): jobs/s from the moment a paused queue of n jobs is
+    resumed until every job is done. The workers start, join and go idle
+    first, so process start-up is not counted."""
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    r = client.redis
+    out: dict[str, Any] = {}
+    for processes in PROCESSES:
+        r.flushall()
+        client.pause_queue("default")
+        for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
+            client.enqueue_many(chunk)
+        command = [sys.executable, "-m", "zizq", "worker", "zizq_app:router", "-p", str(processes), "-c", "10"]
+        command += ["--url", url, "--namespace", NAMESPACE, "--no-cron", "--log-level", "WARNING"]
+        proc = popen(command, cwd=BENCH)
+        try:
+            deadline = time.monotonic() + 60
+            while int(r.zcard(_key("workers"))) < processes or int(r.info("clients")["blocked_clients"]) < processes:
+                _check(proc.poll() is None, f"zizq worker -p {processes} exited with {proc.returncode}")
+                _check(time.monotonic() < deadline, f"zizq worker -p {processes} not idle within 60 s")
+                time.sleep(0.01)
+            t0 = time.perf_counter()
+            client.resume_queue("default")
+            while int(r.hlen(_key("jobs"))) > 0:
+                _check(time.perf_counter() - t0 < CHILD_TIMEOUT_S - 60, f"-p {processes}: jobs left after the deadline")
+                time.sleep(0.002)
+            out[f"p{processes}_jobs_per_s"] = n / (time.perf_counter() - t0)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        _check(proc.returncode == 0, f"zizq worker -p {processes} exited with {proc.returncode} after SIGTERM")
+        _check(int(r.zcard(_key("inflight"))) == 0, "nothing left in flight")
+    client.close()
+    return out
+
+
+CHILDREN: dict[str, Callable[[str, int], Any]] = {
+    "enqueue_single": child_enqueue_single,
+    "enqueue_bulk": child_enqueue_bulk,
+    "process": child_process,
+    "latency": child_latency,
+    "latency_producer": child_latency_producer,
+    "memory": child_memory,
+    "limits": child_limits,
+    "micro": child_micro,
+    "processes": child_processes,
+}
+
+
+def child_main(args: argparse.Namespace) -> int:
+    rtt = ping_rtt_us(args.url) if args.child != "latency_producer" else 0.0
+    result = CHILDREN[args.child](args.url, args.jobs)
+    if result is None:  # the latency producer prints its own output
+        return 0
+    result["rtt_us"] = rtt
+    import zizq
+
+    result["zizq"] = f"{zizq.__version__} from {Path(zizq.__file__).parent}"
+    from zizq import _hotpath
+
+    result["extension"] = bool(_hotpath.EXTENSION)
+    print(RESULT_MARK + json.dumps(result), flush=True)
+    return 0
