@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -49,6 +50,9 @@ class Terminal:
             # in a real terminal: Ctrl-C there sends SIGINT.
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            # A shell's background job ignores SIGINT, and the child would
+            # inherit that; in a terminal Ctrl-C reaches top.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
         self.proc = subprocess.Popen(
             args, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env, preexec_fn=controlling_terminal

@@ -38,10 +38,8 @@ def _print_json(value: Any) -> None:
 
 
 def _console() -> Any:
-    try:
-        from rich.console import Console
-    except ImportError:
-        raise ValidationError("human output needs rich: pip install 'zizq[ops]' (or use --json)") from None
+    from rich.console import Console
+
     # Piped output is not cut to 80 columns: ids must stay whole.
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 
@@ -262,7 +260,7 @@ def cmd_queues(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([dataclasses.asdict(q) for q in queues])
         return 0
-    console = _console()  # first: without rich it says how to install it
+    console = _console()
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")

@@ -1,5 +1,4 @@
-"""``zizq top``: a live terminal view of a namespace (needs ``rich``:
-``pip install 'zizq[ops]'``).
+"""``zizq top``: a live terminal view of a namespace.
 
 Tabs (Tab/Shift-Tab, or 1-5):
   1 In-Flight  by take time; STATE running (a handler runs it) or prefetched
@@ -107,11 +106,9 @@ def run_top(client: Client, interval: float = 1.0) -> int:
     import termios
     import tty
 
-    try:
-        from rich.console import Console
-        from rich.live import Live
-    except ImportError:
-        raise ValidationError("zizq top needs rich: pip install 'zizq[ops]'") from None
+    from rich.console import Console
+    from rich.live import Live
+
     if not sys.stdin.isatty():
         raise ValidationError("zizq top needs a terminal")
     fd = sys.stdin.fileno()
