@@ -128,7 +128,7 @@ def child_enqueue_bulk(url: str, n: int) -> dict[str, Any]:
 
 
 def _preload_scripts(r: redis.Redis, *names: str) -> None:
-    from zizq._scripts import script
+    from zizq._protocol.scripts import script
 
     for name in names:
         r.script_load(script(name).source)
@@ -136,7 +136,7 @@ def _preload_scripts(r: redis.Redis, *names: str) -> None:
 
 def child_process(url: str, n: int) -> dict[str, Any]:
     import zizq
-    from zizq._core import Core
+    from zizq._protocol.jobs import Core
 
     bench_job, _, _ = _kinds()
     client = zizq.Client.from_url(url, NAMESPACE)
@@ -360,8 +360,8 @@ def _time_us(fn: Callable[[], Any], per: int = 1) -> float:
 def child_micro(url: str, n: int) -> dict[str, Any]:
     import zizq
     from zizq import _hotpath
-    from zizq._core import TakeResult
-    from zizq._enqueue import enqueue_args
+    from zizq._protocol.enqueue import enqueue_args
+    from zizq._protocol.lease import TakeResult
 
     bench_job, unique_job, _ = _kinds()
     ids = _hotpath.IdGenerator()

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 import zizq
-from zizq.cli import parser
-from zizq.client import default_url
+from zizq.cli.main import parser
+from zizq.client.options import default_url
 
 from .conftest import ROOT, RedisServer
 from .jobs_app import Sleep

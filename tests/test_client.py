@@ -12,8 +12,9 @@ import pytest
 import redis
 
 import zizq
-from zizq._core import Call, enqueue_call_args
-from zizq._scripts import script
+from zizq._protocol.call import Call
+from zizq._protocol.jobs import enqueue_call_args
+from zizq._protocol.scripts import script
 
 from .conftest import stored, take, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail

@@ -10,8 +10,10 @@ import pytest
 import redis
 
 import zizq
-from zizq._scripts import script
-from zizq.cron import CronCore, cron_tick, next_after
+from zizq._protocol.cron import CronCore
+from zizq._protocol.scripts import script
+from zizq.cron import next_after
+from zizq.worker.cron_tick import cron_tick
 
 from .conftest import RedisServer
 

@@ -180,7 +180,7 @@ OK: dict[str, st.SearchStrategy[Any]] = {
     "queue": names_ok,
     "priority": st.integers(0, 65535),
     "delay": st.one_of(
-        st.integers(0, 10**11),  # zizq._enqueue.MAX_SECONDS
+        st.integers(0, 10**11),  # zizq._protocol.enqueue.MAX_SECONDS
         st.floats(0, 1e11),
         st.sampled_from([0, 0.0, -0.0, 0.0004, 0.0005, 0.001]),
         st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=10**6)),
@@ -211,7 +211,7 @@ BAD: dict[str, st.SearchStrategy[Any]] = {
         wrong_scalars,
     ),
     "delay": st.one_of(
-        st.integers(min_value=10**11 + 1),  # past zizq._enqueue.MAX_SECONDS
+        st.integers(min_value=10**11 + 1),  # past zizq._protocol.enqueue.MAX_SECONDS
         st.floats(min_value=1.000001e11, allow_infinity=False),
         st.just(timedelta.max),
         st.integers(max_value=-1),
@@ -429,7 +429,7 @@ def predict(case: Case) -> Expected:
     delay_ms = ready_at_ms = None
     if delay is not None:
         s = seconds(delay)
-        if not math.isfinite(s) or not 0 <= s <= 1e11:  # zizq._enqueue.MAX_SECONDS
+        if not math.isfinite(s) or not 0 <= s <= 1e11:  # zizq._protocol.enqueue.MAX_SECONDS
             raise Invalid(f"delay {delay!r}")
         delay_ms = round(s * 1000)
         script_int("delay", delay_ms)

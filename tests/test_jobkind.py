@@ -1,5 +1,5 @@
 """The job model (JobKind, Job, UniqueKey, Backoff, Retention) and the
-validation of enqueue options, all without Redis: zizq._enqueue.enqueue_args
+validation of enqueue options, all without Redis: zizq._protocol.enqueue.enqueue_args
 builds the 14 script arguments of one job or refuses it before anything is
 sent."""
 
@@ -20,7 +20,7 @@ import pytest
 
 import zizq
 from zizq import _hotpath
-from zizq._enqueue import enqueue_args
+from zizq._protocol.enqueue import enqueue_args
 
 ID_RE = re.compile(r"[0-9a-z]{25}")
 FORBIDDEN = [",", "*", "?", "[", "]", "{", "}", "\\", "\x00"]
@@ -1038,7 +1038,7 @@ class Fixed:
 def test_the_fast_path_for_a_bare_job_gives_what_the_general_one_gives(job: zizq.JobKind) -> None:
     # A bare JobKind (no per-call options) skips the general path: same
     # arguments, same result template, for every kind of class default.
-    from zizq._enqueue import Enqueue, _plan_item, plan_enqueue
+    from zizq._protocol.enqueue import Enqueue, _plan_item, plan_enqueue
 
     for _ in range(2):  # the second time from the per-class cache
         assert plan_enqueue(job, Fixed()) == _plan_item(Enqueue(job), Fixed())

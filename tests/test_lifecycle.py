@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import zizq
-from zizq.worker import PURGE_BATCH
+from zizq.worker.worker import PURGE_BATCH
 
 from .conftest import ROOT, RedisServer, stored, stored_count, take, wait_for
 from .jobs_app import Heartbeat, Report, SendEmail

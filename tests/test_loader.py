@@ -1,4 +1,4 @@
-"""The include loader (zizq._scripts.expand) and the scripts it builds."""
+"""The include loader (zizq._protocol.scripts.expand) and the scripts it builds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from zizq._scripts import expand, lua_dir, script
+from zizq._protocol.scripts import expand, lua_dir, script
 
 SCRIPTS = sorted(p.stem for p in lua_dir().glob("*.lua"))
 

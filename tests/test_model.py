@@ -46,7 +46,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import zizq
 from zizq import Backoff, Enqueue, Job, JobNotFound, Retention, UniqueKey, UniqueKeyHeld
 from zizq.errors import JobStateError, LeaseLost
-from zizq.worker import PURGE_BATCH
+from zizq.worker.worker import PURGE_BATCH
 
 from .conftest import RedisServer
 

@@ -11,9 +11,10 @@ import pytest
 import redis
 
 import zizq
-from zizq import filters, query
-from zizq._core import Call
-from zizq._scripts import script
+from zizq import filters
+from zizq._protocol import query
+from zizq._protocol.call import Call
+from zizq._protocol.scripts import script
 
 from .conftest import RedisServer, take
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 import zizq
-from zizq._core import TRANSIENT, retry_later
+from zizq._protocol.reconnect import TRANSIENT, retry_later
 from zizq.errors import JobTimeout, LeaseLost, RedisUnavailable
 
 from .conftest import RedisServer, Start, free_port, stored, take, wait_for

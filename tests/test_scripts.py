@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from zizq._hotpath import encode_id
-from zizq._scripts import script
+from zizq._protocol.scripts import script
 
 Value = str | int | float
 

@@ -24,10 +24,10 @@ import pytest
 import redis
 
 import zizq
-from zizq._scripts import script
-from zizq.query import QueryCore
-from zizq.top import _cut, split_keys
-from zizq.top_view import RETRY_SCAN, TABS, Top, moment, relative, span
+from zizq._protocol.query import QueryCore
+from zizq._protocol.scripts import script
+from zizq.cli.top import _cut, split_keys
+from zizq.cli.top_view import RETRY_SCAN, TABS, Top, moment, relative, span
 
 from .conftest import ROOT, Awaited, RedisServer, take
 

@@ -21,7 +21,7 @@ import pytest
 from .conftest import ROOT, RedisServer
 
 ROUND_TRIP = """
-import asyncio, sys, zizq, zizq._hotpath, zizq._scripts
+import asyncio, sys, zizq, zizq._hotpath, zizq._protocol.scripts
 
 class Ping(zizq.JobKind):
     NAME = "ping"
@@ -51,7 +51,7 @@ async def main() -> None:
     except zizq.JobNotFound:
         pass
     await client.close()
-    print("done", seen, zizq._hotpath.EXTENSION, zizq._scripts.lua_dir())
+    print("done", seen, zizq._hotpath.EXTENSION, zizq._protocol.scripts.lua_dir())
 
 asyncio.run(main())
 """

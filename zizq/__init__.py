@@ -4,10 +4,12 @@ Typed jobs, priorities, unique jobs, retries with backoff, retention; every
 state change is one atomic Lua script in Redis.
 """
 
-from ._enqueue import Enqueue
-from .client import AsyncClient, Client
-from .cron import CronEntry, CronEntryState, CronGroup
-from .errors import (
+from zizq._protocol.enqueue import Enqueue
+from zizq._protocol.query import JobPage, QueueInfo, Stats
+from zizq.client.aio import AsyncClient
+from zizq.client.sync import Client
+from zizq.cron import CronEntry, CronEntryState, CronGroup
+from zizq.errors import (
     CronEntryExists,
     CronNotFound,
     InvalidName,
@@ -29,13 +31,12 @@ from .errors import (
     WorkersActive,
     ZizqError,
 )
-from .events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
-from .filters import Filter, Range
-from .group import WorkerGroup
-from .job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
-from .query import JobPage, QueueInfo, Stats
-from .router import Router
-from .worker import Worker, WorkerStats
+from zizq.events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
+from zizq.filters import Filter, Range
+from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
+from zizq.router import Router
+from zizq.worker.group import WorkerGroup
+from zizq.worker.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
 

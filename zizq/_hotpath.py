@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 
-from . import _speedups_py as _impl
+from zizq import _speedups_py as _impl
 
 EXTENSION = False
 if os.environ.get("ZIZQ_NO_EXTENSIONS", "") in ("", "0"):
     try:
-        from . import _speedups as _impl  # type: ignore[attr-defined,no-redef]
+        from zizq import _speedups as _impl  # type: ignore[attr-defined,no-redef]
 
         EXTENSION = True
     except ImportError:

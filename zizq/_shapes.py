@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
-from .errors import InvalidPayload, JobKindError, PayloadDecodeError
+from zizq.errors import InvalidPayload, JobKindError, PayloadDecodeError
 
 log = logging.getLogger("zizq.job")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidPayload
+from zizq.errors import InvalidPayload
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 MAX_COUNTER = 0xFFFFFF  # counter_hi and counter_lo are 24 bits each

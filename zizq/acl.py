@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from ._scripts import lua_dir
-from .errors import ValidationError
-from .job import validate_name
+from zizq._protocol.scripts import lua_dir
+from zizq.errors import ValidationError
+from zizq.job import validate_name
 
 ROLES = ("producer", "worker")
 _CALL = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]")

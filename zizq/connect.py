@@ -37,7 +37,7 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import RedisMisconfigured, RedisUnavailable, ValidationError
+from zizq.errors import RedisMisconfigured, RedisUnavailable, ValidationError
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import ValidationError
-from .job import Job
+from zizq.errors import ValidationError
+from zizq.job import Job
 
 log = logging.getLogger("zizq.events")
 

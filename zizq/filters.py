@@ -1,6 +1,6 @@
 """Job filters: which jobs a list, count or bulk change applies to.
 
-See :class:`Filter`; :mod:`zizq.query` says what each filter costs.
+See :class:`Filter`; :mod:`zizq._protocol.query` says what each filter costs.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from ._enqueue import epoch_ms
-from .errors import ValidationError
-from .job import Job, validate_name
+from zizq._protocol.enqueue import epoch_ms
+from zizq.errors import ValidationError
+from zizq.job import Job, validate_name
 
 STATUSES = ("ready", "scheduled", "in_flight", "completed", "dead")
 _TOP = 2**53  # above every stored number

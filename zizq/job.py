@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 import orjson
 
-from . import _hotpath, _shapes
-from .errors import InvalidPayload, JobKindError, PayloadDecodeError, ValidationError
+from zizq import _hotpath, _shapes
+from zizq.errors import InvalidPayload, JobKindError, PayloadDecodeError, ValidationError
 
 JobStatus = Literal["scheduled", "ready", "in_flight", "completed", "dead"]
 UniqueWhile = Literal["queued", "active", "exists"]
@@ -53,7 +53,7 @@ def _is_utf8(value: str) -> bool:
 
 
 def _name_error(what: str, value: object, why: str) -> ValidationError:
-    from .errors import InvalidName
+    from zizq.errors import InvalidName
 
     return InvalidName(f"{what} name {value!r} {why} (forbidden: , * ? [ ] {{ }} \\ and NUL)")
 

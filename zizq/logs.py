@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from .errors import JobTimeout, KillJob, RetryJob
-from .job import Job
+from zizq.errors import JobTimeout, KillJob, RetryJob
+from zizq.job import Job
 
 jobs_log = logging.getLogger("zizq.worker.jobs")
 

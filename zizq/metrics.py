@@ -41,12 +41,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import connect, events
-from .errors import JobTimeout, ValidationError, ZizqError
+from zizq import connect, events
+from zizq.errors import JobTimeout, ValidationError, ZizqError
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
-    from .worker import Worker
+    from zizq.client.aio import AsyncClient
+    from zizq.client.sync import Client
+    from zizq.worker.worker import Worker
 
 log = logging.getLogger("zizq.metrics")
 LABELS = ("namespace", "queue", "type")

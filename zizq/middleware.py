@@ -21,12 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import events
-from ._enqueue import Enqueue
-from .job import Job
+from zizq import events
+from zizq._protocol.enqueue import Enqueue
+from zizq.job import Job
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
+    from zizq.client.aio import AsyncClient
+    from zizq.client.sync import Client
 
 EnqueueMiddleware = Callable[[list[Enqueue], Callable[[list[Enqueue]], list[Job]]], list[Job]]
 AsyncEnqueueMiddleware = Callable[

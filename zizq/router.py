@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import JobKindError, NoRouteError, ValidationError
-from .job import Job, JobKind
+from zizq.errors import JobKindError, NoRouteError, ValidationError
+from zizq.job import Job, JobKind
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -36,13 +36,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import events
-from .client import AsyncClient, Client
-from .errors import ValidationError, ZizqError
-from .filters import Filter
-from .job import Job
-from .router import Router
-from .worker import Worker
+from zizq import events
+from zizq.client.aio import AsyncClient
+from zizq.client.sync import Client
+from zizq.errors import ValidationError, ZizqError
+from zizq.filters import Filter
+from zizq.job import Job
+from zizq.router import Router
+from zizq.worker.worker import Worker
 
 __all__ = ["DrainTimeout", "Failure", "JobsFailed", "RedisServer", "drain", "drain_async"]
 

@@ -16,12 +16,13 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ._core import REDIS_ERRORS, TRANSIENT, by_owner
-from .connect import reason
-from .errors import RedisUnavailable
+from zizq._protocol.lease import by_owner
+from zizq._protocol.reconnect import REDIS_ERRORS, TRANSIENT
+from zizq.connect import reason
+from zizq.errors import RedisUnavailable
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from zizq.worker.worker import Worker
 
 log = logging.getLogger("zizq.worker")  # the worker's logger: stopping is part of it
 # Seconds a last try at Redis may take: a call after the shutdown timeout ran

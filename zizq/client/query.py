@@ -1,6 +1,6 @@
 """The query and management API of the clients: list, count, bulk changes,
 queues, stats and reset, as mixins of :class:`zizq.Client` and
-:class:`zizq.AsyncClient`. The work is in :mod:`zizq.query`'s plans."""
+:class:`zizq.AsyncClient`. The work is in :mod:`zizq._protocol.query`'s plans."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._core import UNSET, Call, Core, patch_args
-from .errors import WorkersActive
-from .filters import Filter, as_filter
-from .job import Backoff, Job, Retention
-from .query import (
+from zizq._protocol.call import UNSET, Call
+from zizq._protocol.jobs import Core, patch_args
+from zizq._protocol.query import (
     DEFAULT_LIMIT,
     JobPage,
     Plan,
@@ -26,6 +24,9 @@ from .query import (
     list_plan,
     queues_plan,
 )
+from zizq.errors import WorkersActive
+from zizq.filters import Filter, as_filter
+from zizq.job import Backoff, Job, Retention
 
 if TYPE_CHECKING:
     import redis

@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from ._enqueue import MAX_SECONDS
-from .client import Client
-from .errors import JobNotFound, ValidationError
-from .filters import Filter
-from .job import Job
+from zizq._protocol.enqueue import MAX_SECONDS
+from zizq.client.sync import Client
+from zizq.errors import JobNotFound, ValidationError
+from zizq.filters import Filter
+from zizq.job import Job
 
 EXIT_NOT_FOUND = 3
 EXIT_DECLINED = 4

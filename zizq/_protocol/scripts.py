@@ -18,11 +18,11 @@ _INCLUDE = re.compile(r'^--@include "([^"]+)"\s*$', re.MULTILINE)
 
 def lua_dir() -> Path:
     """The folder holding the scripts."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "lua", here.parent / "lua"):
+    package = Path(__file__).resolve().parent.parent  # zizq/
+    for candidate in (package / "lua", package.parent / "lua"):
         if (candidate / "enqueue.lua").is_file():
             return candidate
-    raise FileNotFoundError(f"zizq's Lua scripts are missing: no lua/ beside {here}")
+    raise FileNotFoundError(f"zizq's Lua scripts are missing: no lua/ in or beside {package}")
 
 
 def expand(source: str, base: Path, seen: set[str] | None = None) -> str:

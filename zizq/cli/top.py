@@ -39,9 +39,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .client import Client
-from .errors import ValidationError
-from .top_view import ESC, FIXED_LINES, Top
+from zizq.cli.top_view import ESC, FIXED_LINES, Top
+from zizq.client.sync import Client
+from zizq.errors import ValidationError
 
 KEYS = {
     "\x1b[A": "up",

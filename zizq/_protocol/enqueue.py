@@ -5,7 +5,7 @@ its per-call options). Planning validates it, fills in the defaults of its
 JobKind class, and turns it into the 14 values of lua/enqueue.lua (a
 ``Row``) and the :class:`Template` of the Job the enqueue returns. Here too
 are the conversions of the ``delay`` and ``ready_at`` options to ms, which
-other calls share. :class:`zizq._core.Core` packs the rows into one script
+other calls share. :class:`zizq._protocol.jobs.Core` packs the rows into one script
 call and builds the resulting jobs from the templates.
 """
 
@@ -15,9 +15,9 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from . import _hotpath
-from .errors import ValidationError
-from .job import (
+from zizq import _hotpath
+from zizq.errors import ValidationError
+from zizq.job import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     Backoff,

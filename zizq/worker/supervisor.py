@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import ValidationError
+from zizq.errors import ValidationError
 
 log = logging.getLogger("zizq.supervisor")
 ENV = "ZIZQ_SUPERVISOR_PID"

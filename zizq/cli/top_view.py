@@ -1,4 +1,4 @@
-"""The view of ``zizq top`` (:mod:`zizq.top` puts it on a terminal): what
+"""The view of ``zizq top`` (:mod:`zizq.cli.top` puts it on a terminal): what
 it shows (totals, tabs, a page of jobs, the detail panel), what the keys do,
 and how it is drawn with ``rich``. Times are shown as people say them
 (:func:`span`, :func:`relative`, :func:`moment`)."""
@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from . import __version__, connect
-from .client import Client
-from .errors import JobNotFound, ZizqError
-from .job import ErrorRecord, Job
-from .query import QueryCore, Row, Stats
+from zizq import __version__, connect
+from zizq._protocol.query import QueryCore, Row, Stats
+from zizq.client.sync import Client
+from zizq.errors import JobNotFound, ZizqError
+from zizq.job import ErrorRecord, Job
 
 
 @dataclass(frozen=True)

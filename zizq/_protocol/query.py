@@ -21,7 +21,7 @@ only for ids that can still make the page; a page costs O(jobs in the
 walked indexes) cheap comparisons, spread over calls of 5,000 entries.
 
 Every method is written once here, as a *plan*: a generator that yields
-:class:`~zizq._core.Call` objects and receives their replies, which the sync
+:class:`~zizq._protocol.call.Call` objects and receives their replies, which the sync
 and async front doors drive (``drive`` and ``drive_async``).
 """
 
@@ -33,11 +33,13 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ._core import Call, Core, Value, _str, job_from_record
-from ._scripts import script
-from .errors import ValidationError
-from .filters import STATUSES, Filter, _id
-from .job import ErrorRecord, Job
+from zizq._protocol.call import Call, Value
+from zizq._protocol.jobs import Core
+from zizq._protocol.records import _str, job_from_record
+from zizq._protocol.scripts import script
+from zizq.errors import ValidationError
+from zizq.filters import STATUSES, Filter, _id
+from zizq.job import ErrorRecord, Job
 
 T = TypeVar("T")
 Plan = Generator[Call[Any], Any, T]

@@ -8,8 +8,8 @@ job arrives or the next scheduled job falls due.
 
 A thread of its own keeps the worker's lease in Redis (a heartbeat every
 ``heartbeat_interval`` seconds), so a busy event loop or a CPU-bound handler
-cannot make the worker look dead: see :mod:`zizq.heartbeat`. How the worker
-stops, gracefully or at once, is in :mod:`zizq.shutdown`.
+cannot make the worker look dead: see :mod:`zizq.worker.lease`. How the worker
+stops, gracefully or at once, is in :mod:`zizq.worker.stop`.
 """
 
 from __future__ import annotations
@@ -33,17 +33,21 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from . import _hotpath, connect, events, logs
-from ._core import REDIS_ERRORS, TRANSIENT, Call, TakeResult, by_owner, retry_delays, retry_later
-from ._enqueue import delay_ms, epoch_ms
-from .client import AsyncClient, Client, _connection_options
-from .cron import CronStats, cron_loop
-from .errors import JobTimeout, KillJob, LeaseLost, RedisUnavailable, RetryJob, ValidationError, ZizqError
-from .heartbeat import HeartbeatThread, new_worker_id, rejoin
-from .job import Job, validate_name
-from .middleware import run_chain
-from .router import Route, Router
-from .shutdown import LAST_TRY, leave_at_once, shutdown
+from zizq import _hotpath, connect, events, logs
+from zizq._protocol.call import Call
+from zizq._protocol.enqueue import delay_ms, epoch_ms
+from zizq._protocol.lease import TakeResult, by_owner
+from zizq._protocol.reconnect import REDIS_ERRORS, TRANSIENT, retry_delays, retry_later
+from zizq.client.aio import AsyncClient
+from zizq.client.options import _connection_options
+from zizq.client.sync import Client
+from zizq.errors import JobTimeout, KillJob, LeaseLost, RedisUnavailable, RetryJob, ValidationError, ZizqError
+from zizq.job import Job, validate_name
+from zizq.middleware import run_chain
+from zizq.router import Route, Router
+from zizq.worker.cron_tick import CronStats, cron_loop
+from zizq.worker.lease import HeartbeatThread, new_worker_id, rejoin
+from zizq.worker.stop import LAST_TRY, leave_at_once, shutdown
 
 log = logging.getLogger("zizq.worker")
 T = TypeVar("T")
@@ -404,7 +408,7 @@ class Worker:
             raise failure
 
     def _log_start(self) -> None:
-        from . import __version__  # here: the package has finished importing by now
+        from zizq import __version__  # here: the package has finished importing by now
 
         routes = {name: self.router.lookup(name).handler for name in self.router.types}
         try:

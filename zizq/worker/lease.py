@@ -28,12 +28,12 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ._core import TRANSIENT
-from .client import Client
-from .errors import ZizqError
+from zizq._protocol.reconnect import TRANSIENT
+from zizq.client.sync import Client
+from zizq.errors import ZizqError
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from zizq.worker.worker import Worker
 
 log = logging.getLogger("zizq.worker")  # the worker's logger: its lease is part of it
 # Seconds before a failed heartbeat is tried again: soon (often it is a stale

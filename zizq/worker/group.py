@@ -12,8 +12,8 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
-from .errors import ValidationError
-from .worker import Worker
+from zizq.errors import ValidationError
+from zizq.worker.worker import Worker
 
 
 class WorkerGroup:

@@ -1,0 +1,237 @@
+"""The I/O-free core shared by Client, AsyncClient and Worker.
+
+It validates input, builds each script call's keys and arguments, and turns
+replies into :class:`zizq.Job` objects. The front doors only send the calls.
+What one job's enqueue sends is planned in :mod:`zizq._protocol.enqueue`; here its
+rows are packed into the script call, and the reply made into jobs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from zizq import _hotpath
+from zizq._protocol.call import UNSET, Call, Value, prefix
+from zizq._protocol.enqueue import Enqueue, Row, _non_negative, _text_opt, epoch_ms, plan_enqueue
+from zizq._protocol.lease import Heartbeat, TakeResult
+from zizq._protocol.records import (
+    ERROR_BACKTRACE_BYTES,
+    ERROR_MESSAGE_BYTES,
+    _bounded,
+    _enqueued,
+    _str,
+    _text,
+    job_from_record,
+)
+from zizq._protocol.scripts import script
+from zizq.errors import ValidationError
+from zizq.job import (
+    Backoff,
+    ErrorRecord,
+    Job,
+    JobKind,
+    Retention,
+    validate_name,
+    validate_priority,
+)
+
+
+def enqueue_call_args(rows: Sequence[Row]) -> list[Value]:
+    """The enqueue script's arguments for these jobs: their count, and the
+    jobs as one MessagePack array (bytes as MessagePack raw strings: Redis's
+    cmsgpack cannot read bin)."""
+    return [len(rows), msgpack.packb(rows, use_bin_type=False)]
+
+
+def _retention_args(retention: Any) -> list[Value]:
+    # None clears both sub-fields; a Retention sets the sub-fields it has.
+    if retention is None:
+        return ["completed_ms", "", "dead_ms", ""]
+    if not isinstance(retention, Retention):
+        raise ValidationError(f"retention {retention!r} is not a zizq.Retention or None")
+    args: list[Value] = []
+    if retention.completed_ms is not None:
+        args += ["completed_ms", retention.completed_ms]
+    if retention.dead_ms is not None:
+        args += ["dead_ms", retention.dead_ms]
+    return args
+
+
+def patch_args(
+    *, queue: Any, priority: Any, ready_at: Any, retry_limit: Any, backoff: Any, retention: Any
+) -> list[Value]:
+    """The (field, value) pairs of lua/patch.lua for the options given
+    (UNSET = leave alone); raises ValidationError naming a bad value."""
+    args: list[Value] = []
+    if queue is not UNSET:
+        args += ["queue", validate_name("queue", queue)]
+    if priority is not UNSET:
+        args += ["priority", validate_priority(priority)]
+    if ready_at is not UNSET:
+        args += ["ready_at", "" if ready_at is None else epoch_ms(ready_at)]
+    if retry_limit is not UNSET:
+        args += ["retry_limit", "" if retry_limit is None else _non_negative("retry_limit", retry_limit)]
+    if backoff is not UNSET:
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
+        args += ["backoff", "" if backoff is None else backoff.encode()]
+    if retention is not UNSET:
+        args += _retention_args(retention)
+    return args
+
+
+def defaults_args(
+    *, retry_limit: Any, backoff: Any, retention: Any, error_history: Any, max_recoveries: Any = UNSET
+) -> list[Value]:
+    """The (name, value) pairs of lua/config.lua; None restores a built-in default."""
+    args: list[Value] = []
+    if retry_limit is not UNSET:
+        args += ["retry_limit", "" if retry_limit is None else _non_negative("retry_limit", retry_limit)]
+    if backoff is not UNSET:
+        if backoff is None:
+            args += ["backoff_base_ms", "", "backoff_exponent", "", "backoff_jitter_ms", ""]
+        elif isinstance(backoff, Backoff):
+            args += [
+                "backoff_base_ms",
+                backoff.base_ms,
+                "backoff_exponent",
+                repr(float(backoff.exponent)),
+                "backoff_jitter_ms",
+                backoff.jitter_ms,
+            ]
+        else:
+            raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
+    if retention is not UNSET:
+        args += _retention_args(retention)
+    if error_history is not UNSET:
+        args += ["error_history", "" if error_history is None else _non_negative("error_history", error_history)]
+    if max_recoveries is not UNSET:
+        value = "" if max_recoveries is None else _non_negative("max_recoveries", max_recoveries)
+        args += ["max_recoveries", value]
+    return args
+
+
+class Core:
+    """Builds the calls of one namespace. Holds no connection."""
+
+    def __init__(self, namespace: str = "zizq") -> None:
+        self.namespace = namespace
+        self.prefix = prefix(namespace)
+        self.keys = (self.prefix,)
+        self.ids = _hotpath.IdGenerator()
+
+    def key(self, *parts: str) -> str:
+        """A key of this namespace, e.g. ``key("ready", "emails")``."""
+        return self.prefix + ":".join(parts)
+
+    def enqueue(self, items: Sequence[Enqueue | JobKind]) -> Call[list[Job]]:
+        if not items:
+            raise ValidationError("enqueue_many needs at least one job")
+        rows, templates = [], []
+        for item in items:
+            row, template = plan_enqueue(item, self.ids)
+            rows.append(row)
+            templates.append(template)
+        args = enqueue_call_args(rows)
+        return Call(script("enqueue"), self.keys, args, lambda reply: _enqueued(templates, reply), [*args, 1])
+
+    def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
+        def decode(reply: list[Any]) -> list[Job | None]:
+            return [job_from_record(i, record) if record else None for i, record in zip(ids, reply, strict=True)]
+
+        return Call(script("get"), self.keys, list(ids), decode)
+
+    def done(self, ids: Sequence[str]) -> Call[list[bool]]:
+        """Whether each id is of a job deleted as it finished, within the
+        last minute (see lua/done.lua)."""
+        return Call(script("done"), self.keys, list(ids), lambda reply: [bool(x) for x in reply])
+
+    def patch(self, job_id: str, changes: list[Value]) -> Call[Job]:
+        return Call(
+            script("patch"),
+            self.keys,
+            [job_id, *changes],
+            lambda reply: job_from_record(job_id, reply),
+        )
+
+    def delete(self, ids: Sequence[str]) -> Call[int]:
+        return Call(script("delete"), self.keys, list(ids), int)
+
+    def retry(self, job_id: str) -> Call[Job]:
+        return Call(script("retry"), self.keys, [job_id], lambda reply: job_from_record(job_id, reply))
+
+    def errors(self, job_id: str) -> Call[list[ErrorRecord]]:
+        return Call(script("errors"), self.keys, [job_id], lambda reply: [ErrorRecord.from_json(e) for e in reply])
+
+    def purge(self, limit: int) -> Call[int]:
+        return Call(script("purge"), self.keys, [limit], int)
+
+    def pause(self, queue: str, paused: bool) -> Call[bool]:
+        return Call(script("pause"), self.keys, ["pause" if paused else "resume", validate_name("queue", queue)], bool)
+
+    def defaults(self, changes: list[Value]) -> Call[dict[str, float]]:
+        def decode(reply: list[Any]) -> dict[str, float]:
+            return {_str(k): float(v) for k, v in zip(reply[0::2], reply[1::2], strict=True)}
+
+        return Call(script("config"), self.keys, changes, decode)
+
+    def take(self, worker_id: str, count: int, queues: Sequence[str]) -> Call[TakeResult]:
+        return Call(script("take"), self.keys, [worker_id, count, *queues], TakeResult.decode)
+
+    def ack(self, worker_id: str, ids: Sequence[str]) -> Call[list[str]]:
+        return Call(script("ack"), self.keys, [worker_id, *ids], lambda r: [_str(i) for i in r])
+
+    def fail(
+        self,
+        worker_id: str,
+        job_id: str,
+        *,
+        message: str,
+        error_type: str = "",
+        backtrace: str = "",
+        retry_at_ms: int | None = None,
+        retry_in_ms: int | None = None,
+        kill: bool = False,
+        jitter: float = 0.0,
+    ) -> Call[Job | None]:
+        args: list[Value] = [
+            worker_id,
+            job_id,
+            _bounded(_text(message), ERROR_MESSAGE_BYTES),
+            _text(error_type),
+            _bounded(_text(backtrace), ERROR_BACKTRACE_BYTES, keep_end=True),
+            _text_opt(retry_at_ms),
+            _text_opt(retry_in_ms),
+            "1" if kill else "0",
+            repr(jitter),
+        ]
+
+        def decode(reply: Any) -> Job | None:
+            return None if reply is None else job_from_record(job_id, reply)
+
+        return Call(script("fail"), self.keys, args, decode)
+
+    def release(self, worker_id: str, ids: Sequence[str]) -> Call[int]:
+        return Call(script("release"), self.keys, [worker_id, *ids], int)
+
+    def heartbeat(self, worker_id: str, mode: str, lease_ms: int, recover: int = 10) -> Call[Heartbeat]:
+        return Call(
+            script("heartbeat"),
+            self.keys,
+            [worker_id, mode, lease_ms, recover, repr(random.random())],
+            Heartbeat.decode,
+        )
+
+    def wake_keys(self, queues: Sequence[str], every_queue: bool) -> list[str]:
+        """The lists an idle worker blocks on: one per queue, plus the
+        namespace's "new queue" list when it serves every queue."""
+        keys = [self.key("wake", q) for q in queues]
+        if every_queue:
+            keys.append(self.key("wake"))
+        return keys
+
+

@@ -1,0 +1,55 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zizq._protocol.records import _str, job_from_record
+from zizq.job import (
+    Job,
+)
+
+
+def by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """(owner, job id) pairs as each owner's job ids: what ack and release take."""
+    out: dict[str, list[str]] = {}
+    for owner, job_id in pairs:
+        out.setdefault(owner, []).append(job_id)
+    return out
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    """What a heartbeat did: whether this worker still holds its lease, and
+    how many jobs of lost workers it handed back or failed as poison pills."""
+
+    lost: bool
+    recovered: int
+    failed: int
+
+    @classmethod
+    def decode(cls, reply: list[Any]) -> Heartbeat:
+        return cls(_str(reply[0]) == "lost", int(reply[1]), int(reply[2]))
+
+
+@dataclass(slots=True)
+class TakeResult:
+    """What a take returned: jobs now in flight, and when to look again."""
+
+    now: int
+    next_due: int | None
+    more: bool
+    jobs: list[Job]
+    broken: list[tuple[str, str]]  # (id, why) of jobs taken whose records could not be read
+
+    @classmethod
+    def decode(cls, reply: list[Any]) -> TakeResult:
+        jobs, broken = [], []
+        for i in range(3, len(reply), 2):
+            try:
+                jobs.append(job_from_record(reply[i], reply[i + 1]))
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                broken.append((_str(reply[i]), repr(exc)))
+        next_due = int(reply[1])
+        return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs, broken)

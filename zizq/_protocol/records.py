@@ -1,0 +1,134 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from zizq._protocol.enqueue import Template
+from zizq.errors import JobNotFound
+from zizq.job import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    Backoff,
+    Job,
+    JobStatus,
+    Retention,
+)
+
+
+def _text(s: str) -> str:
+    """Text Redis can take: lone surrogates (surrogateescape'd bytes in
+    exception messages) written as backslash escapes."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# The most bytes (UTF-8) of an error record's message and backtrace: error
+# records are bounded in number (config error_history) and so in size.
+ERROR_MESSAGE_BYTES = 4096
+
+
+ERROR_BACKTRACE_BYTES = 16384
+
+
+def _bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, never inside a
+    character, with a marker where it was cut: the head is kept, or with
+    ``keep_end`` the tail (a traceback's last lines name the error)."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    marker = f"[... truncated from {len(data)} bytes ...]"
+    keep = limit - len(marker)
+    if keep_end:
+        return marker + "\n" + data[len(data) - keep + 1 :].decode("utf-8", "ignore")
+    return data[:keep].decode("utf-8", "ignore") + marker
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+STATUS_NAMES: dict[int, JobStatus] = {1: "ready", 2: "scheduled", 3: "in_flight", 4: "completed", 5: "dead"}
+
+
+def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> Job:
+    """A Job from its stored record: a MessagePack map with short keys, the
+    status as a number, and queue "default", priority 32768 and 0 attempts
+    left out (see docs/redis-layout.md). Raises KeyError, ValueError,
+    TypeError or AttributeError for a record that does not fit."""
+    f = _unpack(record)
+    rc, rd = f.get("rc"), f.get("rd")
+    bo, d = f.get("bo"), f.get("d")
+    return Job(
+        id=_str(job_id),
+        type=f["t"],
+        queue=f.get("q", DEFAULT_QUEUE),
+        priority=f.get("p", DEFAULT_PRIORITY),
+        status=STATUS_NAMES[f["s"]],
+        ready_at=f["r"],
+        attempts=f.get("a", 0),
+        retry_limit=f.get("rl"),
+        backoff=None if bo is None else Backoff.decode(bo),
+        retention=None if rc is None and rd is None else Retention(completed_ms=rc, dead_ms=rd),
+        unique_key=f.get("uk"),
+        unique_while=f.get("uw"),
+        dequeued_at=f.get("da"),
+        failed_at=f.get("fa"),
+        completed_at=f.get("ca"),
+        purge_at=f.get("pa"),
+        timeout_ms=f.get("to"),
+        recoveries=f.get("rv", 0),
+        duplicate=duplicate,
+        payload_json=None if d is None else d.encode(),
+    )
+
+
+def _unpack(record: bytes) -> dict[str, Any]:
+    f = msgpack.unpackb(record)
+    if not isinstance(f, dict):
+        raise ValueError(f"a job record is a MessagePack map, not {type(f).__name__}")
+    return f
+
+
+def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
+    """The jobs of an enqueue reply (see lua/enqueue.lua): made from their
+    templates when created, read from their records when they existed."""
+    now = reply[0]
+    jobs = []
+    for i, template in enumerate(templates):
+        flag, job_id, x = reply[1 + 3 * i : 4 + 3 * i]
+        if flag == 0 or flag == 3:  # created now, or created and done before a retry
+            status = "completed" if flag == 3 else "scheduled" if x > now else "ready"
+            t = template
+            job = Job(
+                _str(job_id),
+                t.type,
+                t.queue,
+                t.priority,
+                status,  # type: ignore[arg-type]
+                x,
+                retry_limit=t.retry_limit,
+                backoff=t.backoff,
+                retention=t.retention,
+                unique_key=t.unique_key,
+                unique_while=t.unique_while,
+                timeout_ms=t.timeout_ms,
+            )
+        else:
+            job = job_from_record(job_id, x, duplicate=flag == 1)
+            job.payload_json = None  # enqueue results carry metadata only
+        jobs.append(job)
+    return jobs
+
+
+def job_not_found(job_id: str, done: bool) -> JobNotFound:
+    """The error for an id a read found nothing for; ``done`` when the id is
+    of a job deleted as it finished (Core.done), which has not vanished."""
+    if done:
+        return JobNotFound(
+            f"job {job_id!r} finished (completed, or dead) within the last minute and was deleted at once: "
+            "its retention is 0; give it a Retention to keep finished jobs readable"
+        )
+    return JobNotFound(f"no job with id {job_id!r}")

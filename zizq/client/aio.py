@@ -1,0 +1,301 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import NoScriptError, ResponseError
+
+from zizq import connect, events, middleware
+from zizq._protocol.call import UNSET, Call
+from zizq._protocol.enqueue import Delay, Enqueue, enqueue_item
+from zizq._protocol.jobs import Core, defaults_args, patch_args
+from zizq._protocol.reconnect import TRANSIENT, retry_delays, retry_later
+from zizq._protocol.records import job_not_found
+from zizq.client.cron import AsyncCronMethods
+from zizq.client.options import Items, _as_items, _connection_options, _durability, _unavailable, default_url
+from zizq.client.query import AsyncQueryMethods
+from zizq.errors import JobNotFound, ZizqError, from_script_error
+from zizq.job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
+
+T = TypeVar("T")
+
+
+
+
+class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
+    """The asyncio twin of :class:`Client`: the same methods, awaited.
+
+    redis-py's asyncio connections belong to the event loop that opened
+    them, so an AsyncClient made with :meth:`from_url` keeps one redis-py
+    client per event loop, opened the first time that loop uses it. It may
+    be made at import time and used from one ``asyncio.run`` after another,
+    or from loops in several threads at once. Connections of a loop that
+    has ended without :meth:`close` are left to the garbage collector: make
+    the client in your app's lifespan (or close it in each loop) to close
+    them cleanly.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis,
+        namespace: str = "zizq",
+        *,
+        url: str | None = None,
+        retry_for: float = 30.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.core = Core(namespace)
+        self._loop_lock = threading.Lock()
+        self._spare: AsyncRedis | None = None  # for the first event loop that uses this client
+        self._latest: AsyncRedis
+        self._by_loop: dict[asyncio.AbstractEventLoop, AsyncRedis] = {}
+        self.redis = redis_client
+        self.url = url
+        self.retry_for = retry_for
+        self.enqueue_middleware: list[Any] = []
+        self.wait_replicas, self._wait_ms = _durability(wait_replicas, wait_timeout)
+        # What from_url was given besides the URL, so a worker can open
+        # connections of its own to the same place.
+        self.connect_options = connect_options or {}
+
+    @property
+    def redis(self) -> AsyncRedis:
+        """The redis-py asyncio client of the running event loop (outside a
+        loop: the one opened last, at first the constructor's)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._latest
+        client = self._by_loop.get(loop)
+        return client if client is not None else self._open_for(loop)
+
+    @redis.setter
+    def redis(self, client: AsyncRedis) -> None:
+        """Use ``client`` from the next event loop that uses this client on."""
+        with self._loop_lock:
+            self._spare = self._latest = client
+            self._by_loop = {}
+
+    def _open_for(self, loop: asyncio.AbstractEventLoop) -> AsyncRedis:
+        """The redis-py client for ``loop``, a loop this client has not
+        served yet: the constructor's for the first, a new one from the URL
+        for every later loop."""
+        with self._loop_lock:
+            for ended in [other for other in self._by_loop if other.is_closed()]:
+                del self._by_loop[ended]  # its connections cannot be closed any more
+            client = self._by_loop.get(loop)
+            if client is None:
+                if self._spare is not None:
+                    client, self._spare = self._spare, None
+                elif self.url is None:
+                    raise ZizqError(
+                        "this AsyncClient was given a redis-py client, which belongs to the event loop that first "
+                        "used it; make the AsyncClient in the app's lifespan (inside its event loop), or with "
+                        "AsyncClient.from_url(), which opens connections for each loop"
+                    )
+                else:
+                    options = _connection_options(dict(self.connect_options), asyncio=True)
+                    client = connect.async_redis(self.url, **options)
+                self._by_loop[loop] = self._latest = client
+            return client
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        namespace: str = "zizq",
+        *,
+        retry_for: float = 30.0,
+        cluster: bool | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        **redis_options: Any,
+    ) -> AsyncClient:
+        """See :meth:`Client.from_url`."""
+        url = url or default_url()
+        options = {"cluster": cluster, **redis_options}
+        return cls(
+            connect.async_redis(url, **_connection_options(dict(options), asyncio=True)),
+            namespace,
+            url=url,
+            retry_for=retry_for,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            connect_options=options,
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self.core.namespace
+
+    async def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
+        """See :meth:`Client.run`."""
+        window = self.retry_for if retry_for is None else retry_for
+        started = time.monotonic()
+        deadline = started + window
+        delays = retry_delays()
+        while True:
+            try:
+                return call.decode(await self._send(call))
+            except TRANSIENT as exc:
+                call = call.repeated()
+                pause = next(delays)
+                if time.monotonic() + pause > deadline:
+                    raise _unavailable(self.url, started, exc) from exc
+                await asyncio.sleep(pause)
+
+    async def _send(self, call: Call[Any]) -> Any:
+        s = call.script
+        try:
+            if self.wait_replicas and s.name == "enqueue":
+                return await self._send_waiting(call)
+            try:
+                return await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+            except NoScriptError:
+                return await self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
+        except ResponseError as exc:
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or retry_later(exc)
+            if error is None:
+                raise
+            raise error from None
+
+    async def _send_waiting(self, call: Call[Any]) -> Any:
+        s, n, wait = call.script, len(call.keys), (self.wait_replicas, self._wait_ms)
+        try:
+            return await connect.send_waiting_async(
+                self.redis, "EVALSHA", call.keys, [s.sha, n, *call.keys, *call.args], *wait
+            )
+        except NoScriptError:
+            return await connect.send_waiting_async(
+                self.redis, "EVAL", call.keys, [s.source, n, *call.keys, *call.args], *wait
+            )
+
+    async def enqueue(
+        self,
+        job: JobKind,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: Delay | None = None,
+        ready_at: datetime | None = None,
+        retry_limit: int | None = None,
+        backoff: Backoff | None = None,
+        retention: Retention | None = None,
+        unique_key: UniqueKey | str | None = None,
+        timeout: Delay | None = None,
+    ) -> Job:
+        """See :meth:`Client.enqueue`."""
+        item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
+        return (await self._enqueue([item]))[0]
+
+    async def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
+        """See :meth:`Client.enqueue_raw`."""
+        return (await self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)]))[0]
+
+    async def enqueue_many(self, jobs: Items) -> list[Job]:
+        """See :meth:`Client.enqueue_many`."""
+        return await self._enqueue(jobs)
+
+    def use(self, fn: middleware.AsyncEnqueueMiddleware) -> middleware.AsyncEnqueueMiddleware:
+        """See :meth:`Client.use`; ``fn`` and ``call_next`` are coroutines."""
+        self.enqueue_middleware.append(fn)
+        return fn
+
+    async def _enqueue(self, items: Items) -> list[Job]:
+        if self.enqueue_middleware or events.enqueue:
+            return await middleware.enqueue_async(self, _as_items(items))
+        return await self.run(self.core.enqueue(items))
+
+    async def get_job(self, job_id: str) -> Job:
+        """See :meth:`Client.get_job`."""
+        job = (await self.run(self.core.get([job_id])))[0]
+        if job is None:
+            raise job_not_found(job_id, (await self.run(self.core.done([job_id])))[0])
+        return job
+
+    async def patch_job(
+        self,
+        job_id: str,
+        *,
+        queue: str = UNSET,
+        priority: int = UNSET,
+        ready_at: datetime | None = UNSET,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+    ) -> Job:
+        """See :meth:`Client.patch_job`."""
+        changes = patch_args(
+            queue=queue,
+            priority=priority,
+            ready_at=ready_at,
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+        )
+        return await self.run(self.core.patch(job_id, changes))
+
+    async def delete_job(self, job_id: str) -> None:
+        """See :meth:`Client.delete_job`."""
+        if not await self.run(self.core.delete([job_id])):
+            raise JobNotFound(f"no job with id {job_id!r}")
+
+    async def retry_job(self, job_id: str) -> Job:
+        """See :meth:`Client.retry_job`."""
+        return await self.run(self.core.retry(job_id))
+
+    async def job_errors(self, job_id: str) -> list[ErrorRecord]:
+        """See :meth:`Client.job_errors`."""
+        return await self.run(self.core.errors(job_id))
+
+    async def pause_queue(self, queue: str) -> bool:
+        """See :meth:`Client.pause_queue`."""
+        return await self.run(self.core.pause(queue, True))
+
+    async def resume_queue(self, queue: str) -> bool:
+        """See :meth:`Client.resume_queue`."""
+        return await self.run(self.core.pause(queue, False))
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`Client.purge_expired`."""
+        return await self.run(self.core.purge(limit))
+
+    async def set_defaults(
+        self,
+        *,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+        error_history: int | None = UNSET,
+        max_recoveries: int | None = UNSET,
+    ) -> dict[str, float]:
+        """See :meth:`Client.set_defaults`."""
+        changes = defaults_args(
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+            error_history=error_history,
+            max_recoveries=max_recoveries,
+        )
+        return await self.run(self.core.defaults(changes))
+
+    async def close(self) -> None:
+        """Close the running event loop's connections (a later call opens
+        new ones)."""
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

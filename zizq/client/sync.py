@@ -1,0 +1,312 @@
+"""The two front doors: Client (blocking, redis-py) and AsyncClient (asyncio).
+
+Both have the same methods with the same arguments; all logic lives in
+:mod:`zizq._protocol`, and these classes only send its calls to Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError, ResponseError
+
+from zizq import connect, events, middleware
+from zizq._protocol.call import UNSET, Call
+from zizq._protocol.enqueue import Delay, Enqueue, enqueue_item
+from zizq._protocol.jobs import Core, defaults_args, patch_args
+from zizq._protocol.reconnect import TRANSIENT, retry_delays, retry_later
+from zizq._protocol.records import job_not_found
+from zizq.client.cron import CronMethods
+from zizq.client.options import Items, _as_items, _connection_options, _durability, _unavailable, default_url
+from zizq.client.query import QueryMethods
+from zizq.errors import JobNotFound, from_script_error
+from zizq.job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
+
+T = TypeVar("T")
+
+
+class Client(CronMethods, QueryMethods):
+    """A blocking zizq client for one namespace.
+
+    ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
+    "zizq") is the key prefix ``{zizq}:``, one Redis hash slot.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        namespace: str = "zizq",
+        *,
+        url: str | None = None,
+        retry_for: float = 30.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.core = Core(namespace)
+        self.redis = redis_client
+        self.url = url
+        self.retry_for = retry_for
+        self.enqueue_middleware: list[Any] = []
+        self.wait_replicas, self._wait_ms = _durability(wait_replicas, wait_timeout)
+        # What from_url was given besides the URL, so a worker can open
+        # connections of its own to the same place.
+        self.connect_options = connect_options or {}
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        namespace: str = "zizq",
+        *,
+        retry_for: float = 30.0,
+        cluster: bool | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+        **redis_options: Any,
+    ) -> Client:
+        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost).
+
+        ``url`` is ``redis://``, ``rediss://`` (TLS), ``unix://``,
+        ``redis+cluster://host:port[,host:port…]`` (or ``cluster=True``) or
+        ``redis+sentinel://host:port[,host:port…]/SERVICE``; see
+        :mod:`zizq.connect` for every form and query option. A malformed URL
+        or an unknown option raises :class:`zizq.ValidationError`.
+
+        While Redis cannot be reached (or is loading, or read-only, or the
+        cluster is failing over) a call is retried with backoff (0.5 s
+        doubling to 30 s) for up to ``retry_for`` seconds, then raises
+        :class:`zizq.RedisUnavailable`. An enqueue sent again creates nothing
+        twice: a job that ran and was deleted in between is recognised for
+        60 s after, so keep ``retry_for`` under 60.
+
+        ``wait_replicas`` (0: off) makes every enqueue wait, with ``WAIT``,
+        until that many replicas have the new jobs, for up to
+        ``wait_timeout`` seconds; if fewer confirm in time the enqueue is sent
+        again (safely: same ids), so a returned enqueue survives a failover.
+        Other keyword arguments go to redis-py's client.
+        """
+        url = url or default_url()
+        options = {"cluster": cluster, **redis_options}
+        return cls(
+            connect.sync_redis(url, **_connection_options(dict(options), asyncio=False)),
+            namespace,
+            url=url,
+            retry_for=retry_for,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+            connect_options=options,
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self.core.namespace
+
+    def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
+        """Send one script call, loading the script if Redis lacks it, and
+        retrying while Redis is unavailable for up to ``retry_for`` seconds
+        (default: the client's)."""
+        window = self.retry_for if retry_for is None else retry_for
+        started = time.monotonic()
+        deadline = started + window
+        delays = retry_delays()
+        while True:
+            try:
+                return call.decode(self._send(call))
+            except TRANSIENT as exc:
+                call = call.repeated()
+                pause = next(delays)
+                if time.monotonic() + pause > deadline:
+                    raise _unavailable(self.url, started, exc) from exc
+                time.sleep(pause)
+
+    def _send(self, call: Call[Any]) -> Any:
+        s = call.script
+        try:
+            if self.wait_replicas and s.name == "enqueue":
+                return self._send_waiting(call)
+            try:
+                return self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
+            except NoScriptError:
+                # Redis restarted or flushed its scripts: EVAL sends the source,
+                # which also caches it for the next EVALSHA.
+                return self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
+        except ResponseError as exc:
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or retry_later(exc)
+            if error is None:
+                raise
+            raise error from None
+
+    def _send_waiting(self, call: Call[Any]) -> Any:
+        s, n = call.script, len(call.keys)
+        try:
+            return connect.send_waiting(
+                self.redis, "EVALSHA", call.keys, [s.sha, n, *call.keys, *call.args], self.wait_replicas, self._wait_ms
+            )
+        except NoScriptError:
+            return connect.send_waiting(
+                self.redis, "EVAL", call.keys, [s.source, n, *call.keys, *call.args], self.wait_replicas, self._wait_ms
+            )
+
+    def enqueue(
+        self,
+        job: JobKind,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: Delay | None = None,
+        ready_at: datetime | None = None,
+        retry_limit: int | None = None,
+        backoff: Backoff | None = None,
+        retention: Retention | None = None,
+        unique_key: UniqueKey | str | None = None,
+        timeout: Delay | None = None,
+    ) -> Job:
+        """Enqueue one job; return its metadata.
+
+        Options given here win over the JobKind's class defaults, which win
+        over the namespace's. ``delay`` is seconds (float) or a timedelta;
+        ``ready_at`` an aware datetime (give one or neither). ``timeout``
+        (seconds or a timedelta) is the most the handler may run; past it the
+        job fails with ``zizq.JobTimeout``. ``priority``
+        0..65535, lower first (default 32768). A duplicate of a live job with
+        the same unique key returns that job with ``duplicate=True``.
+        """
+        item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
+        return self._enqueue([item])[0]
+
+    def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
+        """Enqueue a job by type name with a plain JSON payload (for job types
+        defined elsewhere). Takes the options of :meth:`enqueue`."""
+        return self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])[0]
+
+    def enqueue_many(self, jobs: Items) -> list[Job]:
+        """Enqueue many jobs atomically: all or none. Items are JobKind
+        instances or :class:`zizq.Enqueue` (a job with options). Results come
+        in input order; a unique key repeated in the batch resolves to its
+        first job."""
+        return self._enqueue(jobs)
+
+    def use(self, fn: middleware.EnqueueMiddleware) -> middleware.EnqueueMiddleware:
+        """Add enqueue middleware ``fn(items, call_next) -> jobs`` (see
+        :mod:`zizq.middleware`); the first added runs outermost. Returns
+        ``fn``, so it works as a decorator."""
+        self.enqueue_middleware.append(fn)
+        return fn
+
+    def _enqueue(self, items: Items) -> list[Job]:
+        if self.enqueue_middleware or events.enqueue:
+            return middleware.enqueue_sync(self, _as_items(items))
+        return self.run(self.core.enqueue(items))
+
+    def get_job(self, job_id: str) -> Job:
+        """The job with its payload; raises JobNotFound when it does not
+        exist or is past its purge time (saying so when it finished within
+        the last minute and was deleted at once, a retention of 0)."""
+        job = self.run(self.core.get([job_id]))[0]
+        if job is None:
+            raise job_not_found(job_id, self.run(self.core.done([job_id]))[0])
+        return job
+
+    def patch_job(
+        self,
+        job_id: str,
+        *,
+        queue: str = UNSET,
+        priority: int = UNSET,
+        ready_at: datetime | None = UNSET,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+    ) -> Job:
+        """Change a job that has not finished; only the options given change.
+
+        ``ready_at``: an aware datetime; a ready job given a future time
+        becomes scheduled, a scheduled job given a past time (or None: now)
+        becomes ready. ``retry_limit``/``backoff`` None: back to the namespace
+        default. ``retention`` None clears both sub-fields; a Retention sets
+        the sub-fields it has. Raises JobNotFound, or JobStateError for a
+        completed or dead job.
+        """
+        changes = patch_args(
+            queue=queue,
+            priority=priority,
+            ready_at=ready_at,
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+        )
+        return self.run(self.core.patch(job_id, changes))
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a job in any state, in flight included (the worker's later
+        ack is ignored). Raises JobNotFound."""
+        if not self.run(self.core.delete([job_id])):
+            raise JobNotFound(f"no job with id {job_id!r}")
+
+    def retry_job(self, job_id: str) -> Job:
+        """Put a dead job back to ready: attempts reset to 0, error history
+        kept (so attempt numbers there start again at 1). Its unique key is
+        judged as an enqueue's: if another job holds the key in a status
+        this job's scope conflicts with, nothing changes and
+        UniqueKeyHeld is raised, naming that job. Raises JobNotFound, or
+        JobStateError if the job is not dead."""
+        return self.run(self.core.retry(job_id))
+
+    def job_errors(self, job_id: str) -> list[ErrorRecord]:
+        """A job's failed attempts, oldest first (the newest 100 are kept,
+        or the namespace's error_history). Raises JobNotFound."""
+        return self.run(self.core.errors(job_id))
+
+    def pause_queue(self, queue: str) -> bool:
+        """Stop workers taking jobs from ``queue``; its jobs stay ready and
+        enqueueing still works. False if it was already paused."""
+        return self.run(self.core.pause(queue, True))
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let workers take from ``queue`` again. False if it was not paused."""
+        return self.run(self.core.pause(queue, False))
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` finished jobs past their purge_at; return how
+        many. Workers do this in the background."""
+        return self.run(self.core.purge(limit))
+
+    def set_defaults(
+        self,
+        *,
+        retry_limit: int | None = UNSET,
+        backoff: Backoff | None = UNSET,
+        retention: Retention | None = UNSET,
+        error_history: int | None = UNSET,
+        max_recoveries: int | None = UNSET,
+    ) -> dict[str, float]:
+        """Change the namespace's defaults, used by jobs that have no value of
+        their own when they fail or finish; None restores the built-in one.
+        ``max_recoveries`` (3) is how often a job may be handed back after its
+        worker was lost before it fails as a poison pill (``zizq.WorkerLost``).
+        Returns every setting in force (call with no arguments to read them).
+        """
+        changes = defaults_args(
+            retry_limit=retry_limit,
+            backoff=backoff,
+            retention=retention,
+            error_history=error_history,
+            max_recoveries=max_recoveries,
+        )
+        return self.run(self.core.defaults(changes))
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
