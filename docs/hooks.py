@@ -4,12 +4,15 @@ that no page holds a copy that can go stale.
 A page asks for it with a comment on a line of its own:
 
 - ``<!-- readme -->``: the whole README.md (the home page);
-- ``<!-- readme-section: Title -->``: the README section under ``## Title``,
-  up to the next ``## `` heading;
+- ``<!-- readme-section: Title -->``: the text of the README section under
+  ``## Title``, up to the next ``## `` heading;
 - ``<!-- lua-header: enqueue -->``: the header comment (``--[[ ... ]]``) of
   ``lua/enqueue.lua``, exactly as it is in the file;
 - ``<!-- zizq-help -->``: the ``--help`` of ``zizq`` and of every command
   and action it lists, as the installed ``zizq`` entry point prints it.
+
+On the API reference pages, the reST markup of the docstrings (roles such
+as ``:class:``, a paragraph's closing ``::``) is dropped from the HTML.
 
 README links are written relative to the repository's root; they are made
 relative to the page that includes them. A link to a repository file
@@ -56,18 +59,35 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     return MARKER.sub(expand, markdown)
 
 
+# The docstrings are written with reST's roles (:class:`zizq.Worker`) and
+# literal-block colons (``example::``); the API pages render them as
+# Markdown, where those would show as written.
+ROLE = re.compile(r":(?:func|class|meth|attr|mod|exc|data|obj):(<code>)")
+LITERAL_COLONS = re.compile(r"(?:<p>::</p>\n?|(?<=\S)::(?=</p>))")
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Drop the reST markup left in the rendered docstrings of the API pages."""
+    if not page.file.src_uri.startswith("reference/"):
+        return html
+    html = ROLE.sub(r"\1", html)
+    return LITERAL_COLONS.sub(lambda m: "" if m[0].startswith("<p>") else ":", html)
+
+
 def readme() -> str:
     return (ROOT / "README.md").read_text()
 
 
 def readme_section(title: str) -> str:
-    """The README's ``## title`` section, its heading included."""
+    """The text of the README's ``## title`` section, without its heading
+    (the page has its own)."""
     text = readme()
-    start = text.find(f"\n## {title}\n")
+    heading = f"\n## {title}\n"
+    start = text.find(heading)
     if start < 0:
         raise ValueError(f"README.md has no section '## {title}'")
     end = text.find("\n## ", start + 1)
-    return text[start + 1 : end if end > 0 else None]
+    return text[start + len(heading) : end if end > 0 else None]
 
 
 def rebase_links(text: str, page_path: str, repo_url: str, anchors_on: str | None = None) -> str:

@@ -131,3 +131,11 @@ def test_every_page_with_examples_is_checked() -> None:
     for page in DOCS.rglob("*.md"):
         fences = re.findall(r"^```python", page.read_text(), re.M)
         assert len(fences) == len(blocks(page, "python")), page
+
+
+def test_every_script_is_documented() -> None:
+    """Each script in lua/ has its section in the protocol's scripts page,
+    which shows the script's own header."""
+    page = (DOCS / "protocol" / "scripts.md").read_text()
+    shown = set(re.findall(r"^<!-- lua-header: (\w+) -->$", page, re.M))
+    assert shown == {path.stem for path in (ROOT / "lua").glob("*.lua")}
