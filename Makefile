@@ -102,7 +102,7 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 lint: setup
-	$(VENV)/bin/ruff check zizq tests bench examples
+	$(VENV)/bin/ruff check zizq tests bench examples docs/hooks.py
 	$(VENV)/bin/mypy
 
 bench: setup
