@@ -1,4 +1,5 @@
-# One entry point for everything: `make demo`, `make test`, `make lint`, `make bench`.
+# One entry point for everything: `make demo`, `make test`, `make lint`, `make bench`,
+# `make docs`.
 # Each target sets up what it needs: a virtual environment in .venv with zizq
 # (its Cython extension built) and the dev tools, and from Debian's packages
 # what is missing of redis-server, a C compiler, Python's headers and its
@@ -18,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Without a lock (LOCK=), pip takes the newest releases.
 PIN := $(if $(LOCK),PIP_CONSTRAINT=$(abspath $(LOCK)))
 
-.PHONY: setup build-deps redis demo test test-ext test-pure test-latest test-oldest lock lint bench clean
+.PHONY: setup build-deps redis demo docs test test-ext test-pure test-latest test-oldest lock lint bench clean
 
 setup: $(VENV)/.installed redis
 
@@ -54,8 +55,9 @@ demo: setup
 # The suite runs twice: with the Cython extension (and fails if it did not
 # load), then on the pure-Python twin. The fault-injection and scale-out
 # scenarios (Cluster, Sentinel, TLS/ACL, multi-process) do not depend on the
-# code path, so they run once.
-test: test-ext test-pure
+# code path, so they run once. The documentation site is built too, so a
+# broken link or API reference fails the tests.
+test: test-ext test-pure docs
 
 test-ext: setup
 	$(PIN) ZIZQ_EXPECT_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider
@@ -92,12 +94,19 @@ lock: build-deps
 	  .venv-lock/bin/pip freeze --all --exclude-editable | LC_ALL=C sort -f; } > lock/constraints-oldest.txt
 	rm -rf .venv-lock
 
+# The documentation site (mkdocs.yml), into site/. --strict turns every
+# warning into an error: a link or anchor that leads nowhere, an API name
+# that does not exist, a `zizq ... --help` that fails. (The variable
+# silences a banner of Material about its successor.)
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 lint: setup
-	$(VENV)/bin/ruff check zizq tests bench examples
+	$(VENV)/bin/ruff check zizq tests bench examples docs/hooks.py
 	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) bench/run.py
 
 clean:
-	rm -rf .venv .venv-latest .venv-oldest .venv-lock build dist *.egg-info zizq/_speedups.c zizq/*.so
+	rm -rf .venv .venv-latest .venv-oldest .venv-lock build dist site *.egg-info zizq/_speedups.c zizq/*.so
