@@ -22,11 +22,10 @@ import redis
 
 import zizq
 from zizq.testing import RedisServer as RedisServer  # the tests import it from here
-from zizq.testing import _free_port
+from zizq.testing import free_port as free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
-free_port = _free_port
 
 
 @pytest.fixture(scope="session")

@@ -100,7 +100,7 @@ def _status(name: str) -> str:
     return name
 
 
-def _id(value: str) -> str:
+def job_id(value: str) -> str:
     base36 = isinstance(value, str) and value.isascii() and value.isalnum() and value == value.lower()
     if not base36 or len(value) != 25:
         raise ValidationError(f"job id {value!r} is not a zizq id (25 lowercase base-36 characters)")
@@ -136,7 +136,7 @@ class Filter:
         attempts: Any = None,
         jq: str | None = None,
     ) -> None:
-        self.ids = _set("job id", id, _id)
+        self.ids = _set("job id", id, job_id)
         self.queues = _set("queue", queue, lambda q: validate_name("queue", q))
         self.types = _set("job type", type, lambda t: validate_name("job type", t))
         self.statuses = _set("status", status, _status)

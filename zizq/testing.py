@@ -274,7 +274,7 @@ class RedisServer:
         self.timeout = timeout
         self.executable = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.dir = tempfile.mkdtemp(prefix="zizq-redis-")
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         try:
             self.start()
@@ -347,7 +347,7 @@ class RedisServer:
         self.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

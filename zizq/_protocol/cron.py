@@ -11,7 +11,7 @@ import orjson
 from zizq._protocol.call import Call, Value
 from zizq._protocol.enqueue import Enqueue, Row, enqueue_args
 from zizq._protocol.jobs import Core, enqueue_call_args
-from zizq._protocol.records import _str
+from zizq._protocol.records import as_str
 from zizq._protocol.scripts import script
 from zizq.cron import CronEntry, CronEntryState, CronGroup, next_after, validate_expression, validate_timezone
 from zizq.errors import CronNotFound, ValidationError
@@ -78,11 +78,11 @@ def _opt_int(v: Any) -> int | None:
 
 
 def _pairs(flat: list[Any]) -> dict[str, Any]:
-    return {_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+    return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 def _decode_group(raw: list[Any]) -> CronGroup:
-    name = _str(raw[0])
+    name = as_str(raw[0])
     g = _pairs(raw[1])
     entries = []
     for e_name, definition, state_flat, next_run in raw[2]:
@@ -91,7 +91,7 @@ def _decode_group(raw: list[Any]) -> CronGroup:
         entries.append(
             CronEntryState(
                 group=name,
-                name=_str(e_name),
+                name=as_str(e_name),
                 expression=d["expression"],
                 timezone=d["timezone"],
                 job=d["job"],
@@ -105,7 +105,7 @@ def _decode_group(raw: list[Any]) -> CronGroup:
     entries.sort(key=lambda e: e.name)
     return CronGroup(
         name=name,
-        timezone=_str(g.get("tz", b"")) or None,
+        timezone=as_str(g.get("tz", b"")) or None,
         paused=g.get("paused") == b"1",
         paused_at=_opt_int(g.get("paused_at")),
         resumed_at=_opt_int(g.get("resumed_at")),
@@ -126,8 +126,8 @@ class Due:
     def decode(cls, reply: list[Any]) -> Due:
         # Definitions are parsed one by one by the tick, so that one that
         # cannot be read stops only its own entry.
-        due = [(_str(reply[2][i]), int(reply[2][i + 1]), reply[2][i + 2]) for i in range(0, len(reply[2]), 3)]
-        stale = [(_str(reply[3][i]), int(reply[3][i + 1]), reply[3][i + 2]) for i in range(0, len(reply[3]), 3)]
+        due = [(as_str(reply[2][i]), int(reply[2][i + 1]), reply[2][i + 2]) for i in range(0, len(reply[2]), 3)]
+        stale = [(as_str(reply[3][i]), int(reply[3][i + 1]), reply[3][i + 2]) for i in range(0, len(reply[3]), 3)]
         earliest = int(reply[1])
         return cls(int(reply[0]), None if earliest < 0 else earliest, due, stale)
 
@@ -190,7 +190,7 @@ class CronCore:
         args: list[Value] = [len(items)]
         for member, expected, nxt, job_id in items:
             args += [member, expected, "" if nxt is None else nxt, job_id]
-        return Call(script("cron_fire"), self.core.keys, args, lambda r: [(int(o), _str(d)) for o, d in r])
+        return Call(script("cron_fire"), self.core.keys, args, lambda r: [(int(o), as_str(d)) for o, d in r])
 
     def done(self, ids: Sequence[str]) -> Call[int]:
         return Call(script("cron_sent"), self.core.keys, ["done", *ids], int)
@@ -199,7 +199,7 @@ class CronCore:
         args: list[Value] = ["claim"]
         for job_id, claimed_at in stale:
             args += [job_id, claimed_at]
-        return Call(script("cron_sent"), self.core.keys, args, lambda r: [_str(i) for i in r])
+        return Call(script("cron_sent"), self.core.keys, args, lambda r: [as_str(i) for i in r])
 
     def enqueue(self, job_id: str, template: dict[str, Any]) -> Call[int]:
         """Enqueue one run of a template with the id chosen at its claim;
@@ -213,13 +213,13 @@ class CronCore:
         return Call(script("enqueue"), self.core.keys, [*enqueue_call_args([row]), 1], lambda r: int(r[1]))
 
 
-def _group_of(groups: list[CronGroup], name: str) -> CronGroup:
+def group_of(groups: list[CronGroup], name: str) -> CronGroup:
     if not groups:
         raise CronNotFound(f"no cron group {name!r}")
     return groups[0]
 
 
-def _tz(timezone: str | None) -> str | None:
+def checked_timezone(timezone: str | None) -> str | None:
     return None if timezone is None else validate_timezone(timezone)
 
 

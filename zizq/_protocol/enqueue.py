@@ -220,19 +220,19 @@ def _args(job_id: str, t: Template, payload: bytes, ready_at: int | None, delay:
         t.queue,
         str(t.priority),
         payload,
-        _text_opt(ready_at),
-        _text_opt(delay),
-        _text_opt(t.retry_limit),
+        text_or_empty(ready_at),
+        text_or_empty(delay),
+        text_or_empty(t.retry_limit),
         "" if t.backoff is None else t.backoff.encode(),
-        "" if t.retention is None else _text_opt(t.retention.completed_ms),
-        "" if t.retention is None else _text_opt(t.retention.dead_ms),
-        _text_opt(t.unique_key),
-        _text_opt(t.unique_while),
-        _text_opt(t.timeout_ms),
+        "" if t.retention is None else text_or_empty(t.retention.completed_ms),
+        "" if t.retention is None else text_or_empty(t.retention.dead_ms),
+        text_or_empty(t.unique_key),
+        text_or_empty(t.unique_while),
+        text_or_empty(t.timeout_ms),
     ]
 
 
-def _text_opt(value: int | str | None) -> str:
+def text_or_empty(value: int | str | None) -> str:
     return "" if value is None else str(value)
 
 
@@ -294,7 +294,7 @@ def _plan_item(item: Enqueue, ids: Any) -> tuple[Row, Template]:
     queue = validate_name("queue", queue)
     priority = DEFAULT_PRIORITY if priority is None else validate_priority(priority)
     if retry_limit is not None:
-        retry_limit = _non_negative("retry_limit", retry_limit)
+        retry_limit = non_negative("retry_limit", retry_limit)
     if backoff is not None and not isinstance(backoff, Backoff):
         raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff")
     if retention is not None and not isinstance(retention, Retention):
@@ -328,7 +328,7 @@ def _plan_item(item: Enqueue, ids: Any) -> tuple[Row, Template]:
     return _args(ids.generate(), template, payload, ready_at, delay), template
 
 
-def _non_negative(what: str, value: Any) -> int:
+def non_negative(what: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValidationError(f"{what} {value!r} is not a non-negative integer")
     return int(value)  # a plain int: redis-py refuses int subclasses such as IntEnum

@@ -16,16 +16,16 @@ import msgpack
 
 from zizq import _hotpath
 from zizq._protocol.call import UNSET, Call, Value, prefix
-from zizq._protocol.enqueue import Enqueue, Row, _non_negative, _text_opt, epoch_ms, plan_enqueue
+from zizq._protocol.enqueue import Enqueue, Row, epoch_ms, non_negative, plan_enqueue, text_or_empty
 from zizq._protocol.lease import Heartbeat, TakeResult
 from zizq._protocol.records import (
     ERROR_BACKTRACE_BYTES,
     ERROR_MESSAGE_BYTES,
-    _bounded,
-    _enqueued,
-    _str,
-    _text,
+    as_str,
+    bounded,
+    decode_enqueued,
     job_from_record,
+    redis_text,
 )
 from zizq._protocol.scripts import script
 from zizq.errors import ValidationError
@@ -74,7 +74,7 @@ def patch_args(
     if ready_at is not UNSET:
         args += ["ready_at", "" if ready_at is None else epoch_ms(ready_at)]
     if retry_limit is not UNSET:
-        args += ["retry_limit", "" if retry_limit is None else _non_negative("retry_limit", retry_limit)]
+        args += ["retry_limit", "" if retry_limit is None else non_negative("retry_limit", retry_limit)]
     if backoff is not UNSET:
         if backoff is not None and not isinstance(backoff, Backoff):
             raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
@@ -90,7 +90,7 @@ def defaults_args(
     """The (name, value) pairs of lua/config.lua; None restores a built-in default."""
     args: list[Value] = []
     if retry_limit is not UNSET:
-        args += ["retry_limit", "" if retry_limit is None else _non_negative("retry_limit", retry_limit)]
+        args += ["retry_limit", "" if retry_limit is None else non_negative("retry_limit", retry_limit)]
     if backoff is not UNSET:
         if backoff is None:
             args += ["backoff_base_ms", "", "backoff_exponent", "", "backoff_jitter_ms", ""]
@@ -108,9 +108,9 @@ def defaults_args(
     if retention is not UNSET:
         args += _retention_args(retention)
     if error_history is not UNSET:
-        args += ["error_history", "" if error_history is None else _non_negative("error_history", error_history)]
+        args += ["error_history", "" if error_history is None else non_negative("error_history", error_history)]
     if max_recoveries is not UNSET:
-        value = "" if max_recoveries is None else _non_negative("max_recoveries", max_recoveries)
+        value = "" if max_recoveries is None else non_negative("max_recoveries", max_recoveries)
         args += ["max_recoveries", value]
     return args
 
@@ -137,7 +137,7 @@ class Core:
             rows.append(row)
             templates.append(template)
         args = enqueue_call_args(rows)
-        return Call(script("enqueue"), self.keys, args, lambda reply: _enqueued(templates, reply), [*args, 1])
+        return Call(script("enqueue"), self.keys, args, lambda reply: decode_enqueued(templates, reply), [*args, 1])
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
         def decode(reply: list[Any]) -> list[Job | None]:
@@ -175,7 +175,7 @@ class Core:
 
     def defaults(self, changes: list[Value]) -> Call[dict[str, float]]:
         def decode(reply: list[Any]) -> dict[str, float]:
-            return {_str(k): float(v) for k, v in zip(reply[0::2], reply[1::2], strict=True)}
+            return {as_str(k): float(v) for k, v in zip(reply[0::2], reply[1::2], strict=True)}
 
         return Call(script("config"), self.keys, changes, decode)
 
@@ -183,7 +183,7 @@ class Core:
         return Call(script("take"), self.keys, [worker_id, count, *queues], TakeResult.decode)
 
     def ack(self, worker_id: str, ids: Sequence[str]) -> Call[list[str]]:
-        return Call(script("ack"), self.keys, [worker_id, *ids], lambda r: [_str(i) for i in r])
+        return Call(script("ack"), self.keys, [worker_id, *ids], lambda r: [as_str(i) for i in r])
 
     def fail(
         self,
@@ -201,11 +201,11 @@ class Core:
         args: list[Value] = [
             worker_id,
             job_id,
-            _bounded(_text(message), ERROR_MESSAGE_BYTES),
-            _text(error_type),
-            _bounded(_text(backtrace), ERROR_BACKTRACE_BYTES, keep_end=True),
-            _text_opt(retry_at_ms),
-            _text_opt(retry_in_ms),
+            bounded(redis_text(message), ERROR_MESSAGE_BYTES),
+            redis_text(error_type),
+            bounded(redis_text(backtrace), ERROR_BACKTRACE_BYTES, keep_end=True),
+            text_or_empty(retry_at_ms),
+            text_or_empty(retry_in_ms),
             "1" if kill else "0",
             repr(jitter),
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zizq._protocol.records import _str, job_from_record
+from zizq._protocol.records import as_str, job_from_record
 from zizq.job import (
     Job,
 )
@@ -30,7 +30,7 @@ class Heartbeat:
 
     @classmethod
     def decode(cls, reply: list[Any]) -> Heartbeat:
-        return cls(_str(reply[0]) == "lost", int(reply[1]), int(reply[2]))
+        return cls(as_str(reply[0]) == "lost", int(reply[1]), int(reply[2]))
 
 
 @dataclass(slots=True)
@@ -50,6 +50,6 @@ class TakeResult:
             try:
                 jobs.append(job_from_record(reply[i], reply[i + 1]))
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                broken.append((_str(reply[i]), repr(exc)))
+                broken.append((as_str(reply[i]), repr(exc)))
         next_due = int(reply[1])
         return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs, broken)

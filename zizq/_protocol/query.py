@@ -35,10 +35,10 @@ import orjson
 
 from zizq._protocol.call import Call, Value
 from zizq._protocol.jobs import Core
-from zizq._protocol.records import _str, job_from_record
+from zizq._protocol.records import as_str, job_from_record
 from zizq._protocol.scripts import script
 from zizq.errors import ValidationError
-from zizq.filters import STATUSES, Filter, _id
+from zizq.filters import STATUSES, Filter, job_id
 from zizq.job import ErrorRecord, Job
 
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class Stats:
     def decode(cls, reply: list[Any]) -> Stats:
         queues = {}
         for i in range(7, len(reply), 3):
-            queues[_str(reply[i])] = (int(reply[i + 1]), bool(reply[i + 2]))
+            queues[as_str(reply[i])] = (int(reply[i + 1]), bool(reply[i + 2]))
         return cls(
             now=int(reply[0]),
             ready=sum(n for n, _ in queues.values()),
@@ -125,7 +125,7 @@ class Window:
     @classmethod
     def decode(cls, reply: list[Any]) -> Window:
         jobs = [
-            job_from_record(reply[i], reply[i + 1]) if reply[i + 1] else Job(_str(reply[i]), "", "", 0, "ready", 0)
+            job_from_record(reply[i], reply[i + 1]) if reply[i + 1] else Job(as_str(reply[i]), "", "", 0, "ready", 0)
             for i in range(2, len(reply), 2)
         ]
         return cls(int(reply[0]), int(reply[1]), jobs)
@@ -184,7 +184,7 @@ class QueryCore:
 
     def queue_counts(self, index: str, first: int, size: int = WALK) -> Call[tuple[int, dict[str, int]]]:
         def decode(reply: list[Any]) -> tuple[int, dict[str, int]]:
-            return int(reply[0]), {_str(reply[i]): int(reply[i + 1]) for i in range(1, len(reply), 2)}
+            return int(reply[0]), {as_str(reply[i]): int(reply[i + 1]) for i in range(1, len(reply), 2)}
 
         return Call(script("queue_counts"), self.core.keys, [index, first, size], decode)
 
@@ -228,7 +228,7 @@ class Page:
             record, notes = reply[i + 2], _notes(reply[i + 3])
             rows.append(
                 Row(
-                    _str(reply[i]),
+                    as_str(reply[i]),
                     int(reply[i + 1]),
                     job_from_record(reply[i], record) if record else None,
                     notes.get("worker"),
@@ -291,7 +291,7 @@ def list_plan(f: Filter, order: str, limit: int, after: str | None) -> Plan[JobP
     """One page of jobs matching ``f`` in id order, after the cursor."""
     _order(order)
     check_limit(limit)
-    cursor = "" if after is None else _id(after)
+    cursor = "" if after is None else job_id(after)
     if f.matches_nothing:
         return JobPage([], None)
     desc = order == "desc"
@@ -302,8 +302,8 @@ def list_plan(f: Filter, order: str, limit: int, after: str | None) -> Plan[JobP
             if f.payload_matches(job):
                 best[job.id] = job
         if len(best) > limit:
-            for job_id in sorted(best, reverse=desc)[limit:]:
-                del best[job_id]
+            for extra in sorted(best, reverse=desc)[limit:]:
+                del best[extra]
 
     def bound() -> str:
         return sorted(best, reverse=desc)[-1] if len(best) >= limit else ""

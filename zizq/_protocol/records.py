@@ -18,7 +18,7 @@ from zizq.job import (
 )
 
 
-def _text(s: str) -> str:
+def redis_text(s: str) -> str:
     """Text Redis can take: lone surrogates (surrogateescape'd bytes in
     exception messages) written as backslash escapes."""
     return s.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -32,7 +32,7 @@ ERROR_MESSAGE_BYTES = 4096
 ERROR_BACKTRACE_BYTES = 16384
 
 
-def _bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
+def bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
     """``text`` cut to at most ``limit`` bytes of UTF-8, never inside a
     character, with a marker where it was cut: the head is kept, or with
     ``keep_end`` the tail (a traceback's last lines name the error)."""
@@ -46,7 +46,7 @@ def _bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
     return data[:keep].decode("utf-8", "ignore") + marker
 
 
-def _str(v: Any) -> str:
+def as_str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
@@ -62,7 +62,7 @@ def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> J
     rc, rd = f.get("rc"), f.get("rd")
     bo, d = f.get("bo"), f.get("d")
     return Job(
-        id=_str(job_id),
+        id=as_str(job_id),
         type=f["t"],
         queue=f.get("q", DEFAULT_QUEUE),
         priority=f.get("p", DEFAULT_PRIORITY),
@@ -92,7 +92,7 @@ def _unpack(record: bytes) -> dict[str, Any]:
     return f
 
 
-def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
+def decode_enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
     """The jobs of an enqueue reply (see lua/enqueue.lua): made from their
     templates when created, read from their records when they existed."""
     now = reply[0]
@@ -103,7 +103,7 @@ def _enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
             status = "completed" if flag == 3 else "scheduled" if x > now else "ready"
             t = template
             job = Job(
-                _str(job_id),
+                as_str(job_id),
                 t.type,
                 t.queue,
                 t.priority,

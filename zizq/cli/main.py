@@ -15,7 +15,7 @@ import orjson
 from zizq import __version__, connect, logs
 from zizq.cli.jobs import register as register_jobs
 from zizq.cli.top import register as register_top
-from zizq.cli.worker import _KIND_SPEC, cmd_worker, load_kind
+from zizq.cli.worker import KIND_SPEC, cmd_worker, load_kind
 from zizq.client.options import default_url
 from zizq.client.sync import Client
 from zizq.errors import CronNotFound, ValidationError, ZizqError
@@ -46,7 +46,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         raise ZizqError(f"payload {args.payload!r} is not valid JSON: {exc}") from None
     options: dict[str, Any] = {"queue": args.queue, "priority": args.priority, "delay": args.delay}
-    kind = None if args.raw or not _KIND_SPEC.fullmatch(args.type) else load_kind(args.type)
+    kind = None if args.raw or not KIND_SPEC.fullmatch(args.type) else load_kind(args.type)
     with Client.from_url(args.url, args.namespace) as client:
         if kind is None:
             job = client.enqueue_raw(args.type, payload, **{**options, "queue": args.queue or DEFAULT_QUEUE})

@@ -121,7 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # module.path:Attribute, which names a JobKind (a type name may hold a colon
 # too: --raw takes the text as a type name whatever its form).
-_KIND_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+KIND_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 def load_kind(spec: str) -> type[JobKind]:

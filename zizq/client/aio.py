@@ -20,7 +20,7 @@ from zizq._protocol.jobs import Core, defaults_args, patch_args
 from zizq._protocol.reconnect import TRANSIENT, retry_delays, retry_later
 from zizq._protocol.records import job_not_found
 from zizq.client.cron import AsyncCronMethods
-from zizq.client.options import Items, _as_items, _connection_options, _durability, _unavailable, default_url
+from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
 from zizq.client.query import AsyncQueryMethods
 from zizq.errors import JobNotFound, ZizqError, from_script_error
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
@@ -63,7 +63,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         self.url = url
         self.retry_for = retry_for
         self.enqueue_middleware: list[Any] = []
-        self.wait_replicas, self._wait_ms = _durability(wait_replicas, wait_timeout)
+        self.wait_replicas, self._wait_ms = durability(wait_replicas, wait_timeout)
         # What from_url was given besides the URL, so a worker can open
         # connections of its own to the same place.
         self.connect_options = connect_options or {}
@@ -104,7 +104,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
                         "AsyncClient.from_url(), which opens connections for each loop"
                     )
                 else:
-                    options = _connection_options(dict(self.connect_options), asyncio=True)
+                    options = connection_options(dict(self.connect_options), asyncio=True)
                     client = connect.async_redis(self.url, **options)
                 self._by_loop[loop] = self._latest = client
             return client
@@ -125,7 +125,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         url = url or default_url()
         options = {"cluster": cluster, **redis_options}
         return cls(
-            connect.async_redis(url, **_connection_options(dict(options), asyncio=True)),
+            connect.async_redis(url, **connection_options(dict(options), asyncio=True)),
             namespace,
             url=url,
             retry_for=retry_for,
@@ -151,7 +151,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
                 call = call.repeated()
                 pause = next(delays)
                 if time.monotonic() + pause > deadline:
-                    raise _unavailable(self.url, started, exc) from exc
+                    raise unavailable(self.url, started, exc) from exc
                 await asyncio.sleep(pause)
 
     async def _send(self, call: Call[Any]) -> Any:
@@ -213,7 +213,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
 
     async def _enqueue(self, items: Items) -> list[Job]:
         if self.enqueue_middleware or events.enqueue:
-            return await middleware.enqueue_async(self, _as_items(items))
+            return await middleware.enqueue_async(self, as_items(items))
         return await self.run(self.core.enqueue(items))
 
     async def get_job(self, job_id: str) -> Job:

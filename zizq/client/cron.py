@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from zizq._protocol.call import Call
-from zizq._protocol.cron import CronCore, _group_of, _tz
+from zizq._protocol.cron import CronCore, checked_timezone, group_of
 from zizq._protocol.jobs import Core
 from zizq.cron import CronEntry, CronEntryState, CronGroup
 
@@ -35,7 +35,7 @@ class CronMethods:
         state; changed ones start afresh; missing ones are deleted.
         ``timezone``: the group's default (None: UTC). ``paused``: True or
         False to pause or resume the group, None to leave it."""
-        tz = _tz(timezone)
+        tz = checked_timezone(timezone)
         now, _ = self.run(self._cron.read(group))
         self.run(self._cron.replace("replace", group, entries, now=now, group_tz=tz, paused=paused))
         return self.get_cron(group)
@@ -58,7 +58,7 @@ class CronMethods:
 
     def get_cron(self, group: str) -> CronGroup:
         """The group with its entries; raises CronNotFound."""
-        return _group_of(self.run(self._cron.read(group))[1], group)
+        return group_of(self.run(self._cron.read(group))[1], group)
 
     def get_cron_entry(self, group: str, name: str) -> CronEntryState:
         """One entry; raises CronNotFound."""
@@ -114,7 +114,7 @@ class AsyncCronMethods:
         self, group: str, entries: Sequence[CronEntry], *, timezone: str | None = None, paused: bool | None = None
     ) -> CronGroup:
         """See :meth:`Client.replace_cron`."""
-        tz = _tz(timezone)
+        tz = checked_timezone(timezone)
         now, _ = await self.run(self._cron.read(group))
         await self.run(self._cron.replace("replace", group, entries, now=now, group_tz=tz, paused=paused))
         return await self.get_cron(group)
@@ -135,7 +135,7 @@ class AsyncCronMethods:
 
     async def get_cron(self, group: str) -> CronGroup:
         """See :meth:`Client.get_cron`."""
-        return _group_of((await self.run(self._cron.read(group)))[1], group)
+        return group_of((await self.run(self._cron.read(group)))[1], group)
 
     async def get_cron_entry(self, group: str, name: str) -> CronEntryState:
         """See :meth:`Client.get_cron_entry`."""

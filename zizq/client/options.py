@@ -27,12 +27,12 @@ def default_url() -> str:
     return os.environ.get("ZIZQ_REDIS_URL") or DEFAULT_URL
 
 
-def _as_items(jobs: Items) -> list[Enqueue]:
+def as_items(jobs: Items) -> list[Enqueue]:
     # Middleware sees (and may change) every request as an Enqueue.
     return [j if isinstance(j, Enqueue) else Enqueue(j) for j in jobs]
 
 
-def _connection_options(options: dict[str, Any], *, asyncio: bool) -> dict[str, Any]:
+def connection_options(options: dict[str, Any], *, asyncio: bool) -> dict[str, Any]:
     # Every blocking call gets a client-side deadline. zizq retries by itself
     # (see run), knowing which calls are safe to repeat, so redis-py does not;
     # an asyncio client needs redis-py's asyncio Retry.
@@ -42,7 +42,7 @@ def _connection_options(options: dict[str, Any], *, asyncio: bool) -> dict[str, 
     return options
 
 
-def _unavailable(url: str | None, started: float, exc: Exception) -> RedisUnavailable:
+def unavailable(url: str | None, started: float, exc: Exception) -> RedisUnavailable:
     """The error after retrying since ``started`` (time.monotonic()): it says
     how long Redis was tried, which is less than ``retry_for`` when the next
     pause would have run past it."""
@@ -50,7 +50,7 @@ def _unavailable(url: str | None, started: float, exc: Exception) -> RedisUnavai
     return RedisUnavailable(f"redis at {connect.redact(url) if url else '?'} unavailable for {waited:.1f}s: {exc}")
 
 
-def _durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:
+def durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:
     if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
         raise ValidationError(f"wait_replicas {wait_replicas!r} must be a whole number of replicas, 0 or more")
     if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, (int, float)) or not wait_timeout > 0:

@@ -21,7 +21,7 @@ from zizq._protocol.jobs import Core, defaults_args, patch_args
 from zizq._protocol.reconnect import TRANSIENT, retry_delays, retry_later
 from zizq._protocol.records import job_not_found
 from zizq.client.cron import CronMethods
-from zizq.client.options import Items, _as_items, _connection_options, _durability, _unavailable, default_url
+from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
 from zizq.client.query import QueryMethods
 from zizq.errors import JobNotFound, from_script_error
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
@@ -52,7 +52,7 @@ class Client(CronMethods, QueryMethods):
         self.url = url
         self.retry_for = retry_for
         self.enqueue_middleware: list[Any] = []
-        self.wait_replicas, self._wait_ms = _durability(wait_replicas, wait_timeout)
+        self.wait_replicas, self._wait_ms = durability(wait_replicas, wait_timeout)
         # What from_url was given besides the URL, so a worker can open
         # connections of its own to the same place.
         self.connect_options = connect_options or {}
@@ -93,7 +93,7 @@ class Client(CronMethods, QueryMethods):
         url = url or default_url()
         options = {"cluster": cluster, **redis_options}
         return cls(
-            connect.sync_redis(url, **_connection_options(dict(options), asyncio=False)),
+            connect.sync_redis(url, **connection_options(dict(options), asyncio=False)),
             namespace,
             url=url,
             retry_for=retry_for,
@@ -121,7 +121,7 @@ class Client(CronMethods, QueryMethods):
                 call = call.repeated()
                 pause = next(delays)
                 if time.monotonic() + pause > deadline:
-                    raise _unavailable(self.url, started, exc) from exc
+                    raise unavailable(self.url, started, exc) from exc
                 time.sleep(pause)
 
     def _send(self, call: Call[Any]) -> Any:
@@ -200,7 +200,7 @@ class Client(CronMethods, QueryMethods):
 
     def _enqueue(self, items: Items) -> list[Job]:
         if self.enqueue_middleware or events.enqueue:
-            return middleware.enqueue_sync(self, _as_items(items))
+            return middleware.enqueue_sync(self, as_items(items))
         return self.run(self.core.enqueue(items))
 
     def get_job(self, job_id: str) -> Job:

@@ -39,7 +39,7 @@ from zizq._protocol.enqueue import delay_ms, epoch_ms
 from zizq._protocol.lease import TakeResult, by_owner
 from zizq._protocol.reconnect import REDIS_ERRORS, TRANSIENT, retry_delays, retry_later
 from zizq.client.aio import AsyncClient
-from zizq.client.options import _connection_options
+from zizq.client.options import connection_options
 from zizq.client.sync import Client
 from zizq.errors import JobTimeout, KillJob, LeaseLost, RedisUnavailable, RetryJob, ValidationError, ZizqError
 from zizq.job import Job, validate_name
@@ -271,7 +271,7 @@ class Worker:
         self._blocker = connect.async_redis(
             self._url,
             **{
-                **_connection_options(dict(self._connect), asyncio=True),
+                **connection_options(dict(self._connect), asyncio=True),
                 "single_connection_client": True,
                 "socket_timeout": self.max_idle + 10,
                 "socket_connect_timeout": 10,
