@@ -18,7 +18,7 @@ import pytest
 import redis
 
 import zizq
-from zizq._protocol.reconnect import TRANSIENT, retry_later
+from zizq._protocol.reconnect import TRANSIENT, as_not_now
 from zizq.errors import JobTimeout, LeaseLost, RedisUnavailable
 
 from .conftest import RedisServer, Start, free_port, stored, take, wait_for
@@ -588,10 +588,10 @@ def test_replies_that_mean_not_now_are_transient() -> None:
         "NOREPLICAS Not enough good replicas to write.",
         "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
     ):
-        later = retry_later(redis.ResponseError(reply))
+        later = as_not_now(redis.ResponseError(reply))
         assert isinstance(later, TRANSIENT) and str(later) == reply
     for reply in ("ERR unknown command", "BUSYKEY Target key name already exists.", "ZIZQ LOST no lease"):
-        assert retry_later(redis.ResponseError(reply)) is None
+        assert as_not_now(redis.ResponseError(reply)) is None
 
 
 def test_producer_retries_while_redis_has_too_few_replicas(redis_factory: Callable[..., RedisServer]) -> None:

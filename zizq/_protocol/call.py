@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""A Call: one script invocation, described without I/O (script, keys,
+arguments, how to decode the reply), that either client sends; and UNSET,
+the mark of an option not given."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The cron calls: replace, read, pause and delete groups; the due, claim,
+fire and confirm calls of the worker's tick; and how entries are stored
+(templates and definitions)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import orjson
 
 from zizq._protocol.call import Call, Value
-from zizq._protocol.enqueue import Enqueue, Row, enqueue_args
+from zizq._protocol.enqueue import Enqueue, EnqueueRow, enqueue_args
 from zizq._protocol.jobs import Core, enqueue_call_args
 from zizq._protocol.records import as_str
 from zizq._protocol.scripts import script
@@ -205,7 +207,7 @@ class CronCore:
         """Enqueue one run of a template with the id chosen at its claim;
         the reply is the enqueue script's flag (0 created, 1 duplicate by
         unique key, 2 or 3 this id was enqueued before)."""
-        row: Row = [job_id]
+        row: EnqueueRow = [job_id]
         row += ["" if template.get(name) is None else str(template[name]) for name in TEMPLATE_FIELDS]
         # Sent as a repeat (a claim may be sent again after a lost reply), so
         # a run that has already been done and deleted is not created again.

@@ -3,7 +3,7 @@
 An enqueue request is a JobKind instance, or an :class:`Enqueue` (a job and
 its per-call options). Planning validates it, fills in the defaults of its
 JobKind class, and turns it into the 14 values of lua/enqueue.lua (a
-``Row``) and the :class:`Template` of the Job the enqueue returns. Here too
+``EnqueueRow``) and the :class:`Template` of the Job the enqueue returns. Here too
 are the conversions of the ``delay`` and ``ready_at`` options to ms, which
 other calls share. :class:`zizq._protocol.jobs.Core` packs the rows into one script
 call and builds the resulting jobs from the templates.
@@ -175,16 +175,16 @@ def enqueue_item(
     )
 
 
-Row = list[str | bytes]  # one job's 14 enqueue values, all strings
+EnqueueRow = list[str | bytes]  # one job's 14 enqueue values, all strings
 
 
-def enqueue_args(item: Enqueue | JobKind, ids: Any) -> Row:
+def enqueue_args(item: Enqueue | JobKind, ids: Any) -> EnqueueRow:
     """The 14 enqueue values of one job (see lua/enqueue.lua); raises a
     ValidationError naming the bad value before anything is sent."""
     return plan_enqueue(item, ids)[0]
 
 
-def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[Row, Template]:
+def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[EnqueueRow, Template]:
     """The 14 enqueue values of one job, and the template of its result.
 
     A bare JobKind instance (no per-call options) takes a fast path: its
@@ -263,7 +263,7 @@ def _concrete(kind: type[JobKind]) -> None:
         raise ValidationError(f"{kind.__qualname__} is an abstract JobKind (no NAME); enqueue a concrete subclass")
 
 
-def _plan_item(item: Enqueue, ids: Any) -> tuple[Row, Template]:
+def _plan_item(item: Enqueue, ids: Any) -> tuple[EnqueueRow, Template]:
     job = item.job
     if job is not None:
         if not isinstance(job, JobKind):

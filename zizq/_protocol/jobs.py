@@ -1,4 +1,5 @@
-"""The I/O-free core shared by Client, AsyncClient and Worker.
+"""The job calls: Core, the I/O-free core shared by Client, AsyncClient and
+Worker, for one namespace.
 
 It validates input, builds each script call's keys and arguments, and turns
 replies into :class:`zizq.Job` objects. The front doors only send the calls.
@@ -16,7 +17,7 @@ import msgpack
 
 from zizq import _hotpath
 from zizq._protocol.call import UNSET, Call, Value, prefix
-from zizq._protocol.enqueue import Enqueue, Row, epoch_ms, non_negative, plan_enqueue, text_or_empty
+from zizq._protocol.enqueue import Enqueue, EnqueueRow, epoch_ms, non_negative, plan_enqueue, text_or_empty
 from zizq._protocol.lease import Heartbeat, TakeResult
 from zizq._protocol.records import (
     ERROR_BACKTRACE_BYTES,
@@ -40,7 +41,7 @@ from zizq.job import (
 )
 
 
-def enqueue_call_args(rows: Sequence[Row]) -> list[Value]:
+def enqueue_call_args(rows: Sequence[EnqueueRow]) -> list[Value]:
     """The enqueue script's arguments for these jobs: their count, and the
     jobs as one MessagePack array (bytes as MessagePack raw strings: Redis's
     cmsgpack cannot read bin)."""

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""What the worker's lease calls reply: a take (the jobs now in flight) and
+a heartbeat (the lease kept or lost, jobs of lost workers recovered); and
+the grouping of held jobs by owner that ack and release take."""
 
 from __future__ import annotations
 

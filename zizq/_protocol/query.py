@@ -115,7 +115,7 @@ class Stats:
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class Walk:
     """What one lua/query.lua call returned."""
 
     next: int
@@ -123,7 +123,7 @@ class Window:
     jobs: list[Job]
 
     @classmethod
-    def decode(cls, reply: list[Any]) -> Window:
+    def decode(cls, reply: list[Any]) -> Walk:
         jobs = [
             job_from_record(reply[i], reply[i + 1]) if reply[i + 1] else Job(as_str(reply[i]), "", "", 0, "ready", 0)
             for i in range(2, len(reply), 2)
@@ -153,9 +153,9 @@ class QueryCore:
         cap: int = 0,
         output: str = "jobs",
         statuses: frozenset[str] | None = None,
-    ) -> Call[Window]:
+    ) -> Call[Walk]:
         args: list[Value] = ["walk", f.script_json(statuses), order, after, before, cap, output, index, first, size]
-        return Call(script("query"), self.core.keys, args, Window.decode)
+        return Call(script("query"), self.core.keys, args, Walk.decode)
 
     def by_ids(
         self,
@@ -166,9 +166,9 @@ class QueryCore:
         after: str = "",
         output: str = "jobs",
         statuses: frozenset[str] | None = None,
-    ) -> Call[Window]:
+    ) -> Call[Walk]:
         args: list[Value] = ["ids", f.script_json(statuses), order, after, "", 0, output, *ids]
-        return Call(script("query"), self.core.keys, args, Window.decode)
+        return Call(script("query"), self.core.keys, args, Walk.decode)
 
     def bulk(
         self,
@@ -188,14 +188,14 @@ class QueryCore:
 
         return Call(script("queue_counts"), self.core.keys, [index, first, size], decode)
 
-    def window(self, state: str, offset: int, count: int, extra: Sequence[str] = ()) -> Call[Page]:
+    def window(self, state: str, offset: int, count: int, extra: Sequence[str] = ()) -> Call[WindowPage]:
         """A page of ``state`` for ``zizq top`` (lua/window.lua); ``extra``:
         the queues to merge for ``ready``, the scan size for ``retries``."""
-        return Call(script("window"), self.core.keys, [state, offset, count, *extra], Page.decode)
+        return Call(script("window"), self.core.keys, [state, offset, count, *extra], WindowPage.decode)
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
+class WindowRow:
     """A job in a :meth:`QueryCore.window`: its index score (priority,
     ready_at, dequeued_at or purge_at, ms) and its metadata (None if deleted
     meanwhile). For an in-flight job, ``worker`` holds it and ``running``
@@ -212,22 +212,22 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
+class WindowPage:
     """What :meth:`QueryCore.window` returned: the jobs in the state (for
     ``retries``, the scheduled jobs the scans walk), the offset of the next
     page (-1 at the end) and the rows."""
 
     total: int
     next: int
-    rows: list[Row]
+    rows: list[WindowRow]
 
     @classmethod
-    def decode(cls, reply: list[Any]) -> Page:
+    def decode(cls, reply: list[Any]) -> WindowPage:
         rows = []
         for i in range(2, len(reply), 4):
             record, notes = reply[i + 2], _notes(reply[i + 3])
             rows.append(
-                Row(
+                WindowRow(
                     as_str(reply[i]),
                     int(reply[i + 1]),
                     job_from_record(reply[i], record) if record else None,
@@ -320,7 +320,7 @@ def list_plan(f: Filter, order: str, limit: int, after: str | None) -> Plan[JobP
             rank = 0
             while rank >= 0:
                 cap = 0 if f.jq is not None else limit
-                w: Window = yield core.walk(
+                w: Walk = yield core.walk(
                     f, index, rank, size, order=order, after=cursor, before=bound(), cap=cap, output="jobs"
                 )
                 add(w.jobs)
@@ -336,7 +336,7 @@ def count_plan(f: Filter) -> Plan[int]:
         return 0
     output = "jobs" if f.jq is not None else "count"
 
-    def counted(w: Window) -> int:
+    def counted(w: Walk) -> int:
         return sum(1 for j in w.jobs if f.payload_matches(j)) if f.jq is not None else w.count
 
     total = 0
@@ -356,7 +356,7 @@ def count_plan(f: Filter) -> Plan[int]:
             continue
         rank = 0
         while rank >= 0:
-            w: Window = yield core.walk(f, index, rank, size, output=output)
+            w: Walk = yield core.walk(f, index, rank, size, output=output)
             total += counted(w)
             rank = w.next
     return total
@@ -385,7 +385,7 @@ def bulk_plan(action: str, f: Filter, changes: list[Value]) -> Plan[int]:
         return 0
     output = "jobs" if f.jq is not None else "ids"
 
-    def matching(w: Window) -> list[str]:
+    def matching(w: Walk) -> list[str]:
         return [j.id for j in w.jobs if f.payload_matches(j)]
 
     changed = 0
@@ -404,7 +404,7 @@ def bulk_plan(action: str, f: Filter, changes: list[Value]) -> Plan[int]:
         for index in indexes:
             rank = 0
             while rank >= 0:
-                w: Window = yield core.walk(f, index, rank, WALK, output=output, statuses=statuses)
+                w: Walk = yield core.walk(f, index, rank, WALK, output=output, statuses=statuses)
                 found += matching(w)
                 rank = w.next
         for chunk in _chunks(sorted(set(found)), BATCH):

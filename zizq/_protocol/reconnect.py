@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Reconnecting: which Redis errors mean "try the same call again in a
+moment" (the connection, a failover, a server loading or busy), and how long
+to wait between tries. Not to be confused with retrying a job, which is the
+job lifecycle's (RETRY_LIMIT, backoff, RetryJob)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections.abc import Iterator
 import redis.exceptions
 
 
-class RetryLater(redis.exceptions.ResponseError):
+class NotNow(redis.exceptions.ResponseError):
     """A reply that means "not now", which redis-py raises as a plain
     ResponseError (its code is one of ``LATER_CODES``)."""
 
@@ -31,7 +34,7 @@ TRANSIENT: tuple[type[Exception], ...] = (
     redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError, "TTL exhausted"
     redis.exceptions.SlotNotCoveredError,
     redis.exceptions.AskError,  # MovedError is one
-    RetryLater,
+    NotNow,
     OSError,  # TimeoutError is one; so is zizq.RedisUnavailable
 )
 
@@ -40,15 +43,15 @@ TRANSIENT: tuple[type[Exception], ...] = (
 REDIS_ERRORS: tuple[type[Exception], ...] = (*TRANSIENT, redis.exceptions.ResponseError)
 
 
-def retry_later(exc: redis.exceptions.ResponseError) -> RetryLater | None:
-    """``exc`` as a RetryLater when its reply means "not now", else None."""
+def as_not_now(exc: redis.exceptions.ResponseError) -> NotNow | None:
+    """``exc`` as a NotNow when its reply means "not now", else None."""
     if type(exc) is redis.exceptions.ResponseError and str(exc).partition(" ")[0] in LATER_CODES:
-        return RetryLater(*exc.args)
+        return NotNow(*exc.args)
     return None
 
 
-def retry_delays() -> Iterator[float]:
-    """Seconds to wait before each retry: 0.5, 1, 2, ... up to 30."""
+def reconnect_delays() -> Iterator[float]:
+    """Seconds to wait before each new try of a call: 0.5, 1, 2, ... up to 30."""
     pause = 0.5
     while True:
         yield pause

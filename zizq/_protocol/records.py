@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The job record codec: a stored record (msgpack) to a :class:`zizq.Job`,
+the enqueue reply to Jobs, and the bounds and text rules of what is
+written (error messages, backtraces)."""
 
 from __future__ import annotations
 

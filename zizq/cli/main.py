@@ -1,4 +1,5 @@
-"""The ``zizq`` command line."""
+"""The ``zizq`` command line: the parser, ``main``, and the small commands
+(enqueue, pause and resume, cron); the others live in their own modules."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from zizq import __version__, connect
-from zizq._protocol.query import QueryCore, Row, Stats
+from zizq._protocol.query import QueryCore, Stats, WindowRow
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ZizqError
 from zizq.job import ErrorRecord, Job
@@ -117,7 +117,7 @@ class Top:
         self.stats: Stats | None = None
         self.total = 0
         self.next = -1  # offset of the next page, -1 at the end
-        self.rows: list[Row] = []
+        self.rows: list[WindowRow] = []
         self.detail_job: Job | None = None
         self.detail_errors: list[ErrorRecord] = []
         self.detail_gone = False  # the job of the open panel no longer exists
@@ -145,7 +145,7 @@ class Top:
     def now(self) -> int:
         return self.stats.now if self.stats else int(time.time() * 1000)
 
-    def _match(self, row: Row) -> bool:
+    def _match(self, row: WindowRow) -> bool:
         job = row.job
         if job is None:
             return False
@@ -196,7 +196,7 @@ class Top:
         row = self.selected_row()
         return self.state.detail or (row.id if row else None)
 
-    def selected_row(self) -> Row | None:
+    def selected_row(self) -> WindowRow | None:
         rows = self.rows
         return rows[self.state.selected] if 0 <= self.state.selected < len(rows) else None
 
@@ -415,7 +415,7 @@ class Top:
             table.add_row(*cells, style="reverse" if i == s.selected else "")
         return table
 
-    def _cells(self, row: Row) -> list[Any]:
+    def _cells(self, row: WindowRow) -> list[Any]:
         from rich.text import Text
 
         job, now, state = row.job, self.now, self.tab_state

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""``zizq worker``: import the user's Router (or a JobKind for ``zizq
+enqueue``), build the workers, and run them in this process, a group, or a
+supervisor of processes; metrics on request."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""AsyncClient: the asyncio front door. The same methods as Client, awaited;
+one redis-py asyncio client per event loop."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from zizq import connect, events, middleware
 from zizq._protocol.call import UNSET, Call
 from zizq._protocol.enqueue import Delay, Enqueue, enqueue_item
 from zizq._protocol.jobs import Core, defaults_args, patch_args
-from zizq._protocol.reconnect import TRANSIENT, retry_delays, retry_later
+from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.cron import AsyncCronMethods
 from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
@@ -143,7 +144,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         window = self.retry_for if retry_for is None else retry_for
         started = time.monotonic()
         deadline = started + window
-        delays = retry_delays()
+        delays = reconnect_delays()
         while True:
             try:
                 return call.decode(await self._send(call))
@@ -164,7 +165,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
             except NoScriptError:
                 return await self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or retry_later(exc)
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or as_not_now(exc)
             if error is None:
                 raise
             raise error from None

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The cron methods of Client and AsyncClient, side by side: replace, read,
+pause and delete cron groups and entries."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""What both clients share before any I/O: the default URL, the redis-py
+connection options zizq sets, durability settings, and the error raised when
+Redis stays unreachable."""
 
 from __future__ import annotations
 

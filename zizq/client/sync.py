@@ -1,8 +1,6 @@
-"""The two front doors: Client (blocking, redis-py) and AsyncClient (asyncio).
-
-Both have the same methods with the same arguments; all logic lives in
-:mod:`zizq._protocol`, and these classes only send its calls to Redis.
-"""
+"""Client: the blocking front door (redis-py). It only sends the calls that
+:mod:`zizq._protocol` builds; AsyncClient (:mod:`zizq.client.aio`) has the
+same methods, awaited."""
 
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from zizq import connect, events, middleware
 from zizq._protocol.call import UNSET, Call
 from zizq._protocol.enqueue import Delay, Enqueue, enqueue_item
 from zizq._protocol.jobs import Core, defaults_args, patch_args
-from zizq._protocol.reconnect import TRANSIENT, retry_delays, retry_later
+from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.cron import CronMethods
 from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
@@ -113,7 +111,7 @@ class Client(CronMethods, QueryMethods):
         window = self.retry_for if retry_for is None else retry_for
         started = time.monotonic()
         deadline = started + window
-        delays = retry_delays()
+        delays = reconnect_delays()
         while True:
             try:
                 return call.decode(self._send(call))
@@ -136,7 +134,7 @@ class Client(CronMethods, QueryMethods):
                 # which also caches it for the next EVALSHA.
                 return self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or retry_later(exc)
+            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or as_not_now(exc)
             if error is None:
                 raise
             raise error from None

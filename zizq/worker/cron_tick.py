@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The worker's cron tick: once a second, claim the cron runs that are due
+and enqueue each claimed run once (see :mod:`zizq._protocol.cron` for the
+calls and :mod:`zizq.cron` for the entries and their arithmetic)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 import orjson
 
 from zizq._protocol.cron import CronCore
-from zizq._protocol.reconnect import TRANSIENT, retry_delays
+from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq.client.aio import AsyncClient
 from zizq.cron import next_after
 from zizq.errors import RedisUnavailable, ZizqError
@@ -114,11 +116,11 @@ async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> floa
 async def cron_loop(client: AsyncClient, stop: asyncio.Event, max_idle: float, stats: CronStats) -> None:
     """Run cron ticks until ``stop`` is set. Sleeps until the next due run,
     at most ``max_idle`` seconds (so schedule changes are seen within that)."""
-    delays = retry_delays()
+    delays = reconnect_delays()
     while not stop.is_set():
         try:
             wait = await cron_tick(client, stats)
-            delays = retry_delays()
+            delays = reconnect_delays()
         except TRANSIENT as exc:
             wait = next(delays)  # then at most max_idle, below
             # Not a warning: the worker's take loop reports the outage already.

@@ -37,7 +37,7 @@ from zizq import _hotpath, connect, events, logs
 from zizq._protocol.call import Call
 from zizq._protocol.enqueue import delay_ms, epoch_ms
 from zizq._protocol.lease import TakeResult, by_owner
-from zizq._protocol.reconnect import REDIS_ERRORS, TRANSIENT, retry_delays, retry_later
+from zizq._protocol.reconnect import REDIS_ERRORS, TRANSIENT, as_not_now, reconnect_delays
 from zizq.client.aio import AsyncClient
 from zizq.client.options import connection_options
 from zizq.client.sync import Client
@@ -350,7 +350,7 @@ class Worker:
         line a try with the seconds waited so far."""
         assert self._stop is not None
         started = time.monotonic()
-        delays = retry_delays()
+        delays = reconnect_delays()
         while not self._stop.is_set():
             ping = asyncio.ensure_future(connect.ping_async(self._client.redis, self._url))
             await self._until(ping, self._stop)
@@ -448,7 +448,7 @@ class Worker:
 
     async def _take_loop(self) -> None:
         assert self._stop is not None
-        delays = retry_delays()
+        delays = reconnect_delays()
         down_since = None  # time.monotonic() of the first failure of an outage
         while not self._stop.is_set():
             room = self.prefetch - len(self._held)
@@ -472,7 +472,7 @@ class Worker:
                 )
                 await self._until(asyncio.sleep(pause), self._stop)
             else:
-                delays = retry_delays()
+                delays = reconnect_delays()
                 down_since = None
 
     async def _take(self, owner: str, room: int) -> None:
@@ -568,7 +568,7 @@ class Worker:
         pipe.evalsha(take.script.sha, len(take.keys), *take.keys, *take.args)
         woke, reply = await pipe.execute(raise_on_error=False)
         if isinstance(woke, ResponseError):  # a master demoted to a replica ends the wait with UNBLOCKED
-            raise retry_later(woke) or woke
+            raise as_not_now(woke) or woke
         if isinstance(reply, Exception):  # NOSCRIPT, a lost lease, ...: the next round's take deals with it
             return None
         return take.decode(reply)
@@ -592,7 +592,7 @@ class Worker:
         after a second stop); then raises RedisUnavailable. Retrying is safe:
         see docs/redis-layout.md."""
         assert self._stop is not None and self._forced is not None
-        delays = retry_delays()
+        delays = reconnect_delays()
         started = time.monotonic()
         while True:
             give_up = self._give_up_at
@@ -839,11 +839,11 @@ class Worker:
 
 async def _plain(aw: Awaitable[T]) -> T:
     """The reply of a plain Redis command (``run`` does this for scripts): a
-    reply that means "not now" raises RetryLater, one of TRANSIENT."""
+    reply that means "not now" raises NotNow, one of TRANSIENT."""
     try:
         return await aw
     except ResponseError as exc:
-        later = retry_later(exc)
+        later = as_not_now(exc)
         if later is None:
             raise
         raise later from exc
