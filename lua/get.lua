@@ -4,7 +4,7 @@ KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1..] job ids
 
 Returns one entry per id, in order: the job's record (the MessagePack map
-stored in "jobs", docs/redis-layout.md), or '' when
+stored in "jobs", docs/protocol/keys.md), or '' when
 the job does not exist or is past its purge_at (expired jobs are invisible to
 every read even before they are purged).
 ]]

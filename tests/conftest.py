@@ -63,7 +63,7 @@ def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 def stored(r: redis.Redis, namespace: str, job_id: str) -> dict[str, Any] | None:
     """A job's record exactly as stored (a MessagePack map in the namespace's
-    "jobs" hash; docs/redis-layout.md), or None when there is none."""
+    "jobs" hash; docs/protocol/keys.md §2.1), or None when there is none."""
     blob = r.hget("{" + namespace + "}:jobs", job_id)
     return None if blob is None else msgpack.unpackb(blob)
 

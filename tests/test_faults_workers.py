@@ -27,7 +27,7 @@ from .conftest import RedisServer, stored
 from .fault_harness import Work, outcome, start_worker, stop_worker
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
-IN_FLIGHT = 3  # the status code of in_flight in a stored job record (docs/redis-layout.md)
+IN_FLIGHT = 3  # the status code of in_flight in a stored job record (docs/protocol/keys.md §2.1)
 
 LEASE = 1.0
 HEARTBEAT = 0.2

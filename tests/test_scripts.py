@@ -45,7 +45,7 @@ LEFT_OUT = {"q": "default", "p": 32768, "a": 0}  # stored only when different
 
 def as_map(record: bytes) -> dict[str, str]:
     """A job record (as stored, and as scripts reply with it) the way
-    docs/redis-layout.md says to read it: the status by name, the left-out
+    docs/protocol/other-languages.md says to read it: the status by name, the left-out
     defaults filled in; every value as text, for easy comparison."""
     stored = msgpack.unpackb(record)
     fields = {**LEFT_OUT, **stored, "s": STATUS_NAMES[stored["s"]]}

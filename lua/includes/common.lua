@@ -53,7 +53,7 @@ local function signal(key)
 end
 
 -- Job records. Every job is one MessagePack map in the hash "jobs" (field:
--- the job id), with one- or two-letter keys (see docs/redis-layout.md). The
+-- the job id), with one- or two-letter keys (see docs/protocol/keys.md). The
 -- record is stored compact: the status is a small number, and a queue of
 -- "default", a priority of 32768 and 0 attempts are left out. load_job puts
 -- them back, so scripts always work with the whole job: numbers as numbers,

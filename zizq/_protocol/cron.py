@@ -24,7 +24,7 @@ PENDING_GRACE_MS = 10_000
 worker's tick (its worker is taken to have died)."""
 DUE_BATCH = 100  # due entries handled per tick call
 
-# The enqueue script's values of a job after the id (docs/redis-layout.md
+# The enqueue script's values of a job after the id (docs/protocol/scripts.md
 # §4.1); a template is these, with ready_at and delay_ms always ''.
 TEMPLATE_FIELDS = (
     "type",

@@ -58,7 +58,7 @@ STATUS_NAMES: dict[int, JobStatus] = {1: "ready", 2: "scheduled", 3: "in_flight"
 def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> Job:
     """A Job from its stored record: a MessagePack map with short keys, the
     status as a number, and queue "default", priority 32768 and 0 attempts
-    left out (see docs/redis-layout.md). Raises KeyError, ValueError,
+    left out (see docs/protocol/keys.md §2.1). Raises KeyError, ValueError,
     TypeError or AttributeError for a record that does not fit."""
     f = _unpack(record)
     rc, rd = f.get("rc"), f.get("rd")

@@ -590,7 +590,7 @@ class Worker:
         worker runs; after a stop, until the shutdown timeout ends (a call
         then gets one try of at most LAST_TRY seconds, and so does every call
         after a second stop); then raises RedisUnavailable. Retrying is safe:
-        see docs/redis-layout.md."""
+        see docs/protocol/other-languages.md."""
         assert self._stop is not None and self._forced is not None
         delays = reconnect_delays()
         started = time.monotonic()
