@@ -235,7 +235,7 @@ def test_a_handler_module_that_fails_to_import_shows_the_users_file(
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("zizq: error: cannot import 'app_of_user'"), out.stderr
     assert str(tmp_path / "app_of_user.py") in out.stderr, out.stderr
-    assert "importlib" not in out.stderr and "zizq/cli.py" not in out.stderr, out.stderr
+    assert "importlib" not in out.stderr and "zizq/cli/" not in out.stderr, out.stderr
     for text in says:
         assert text in out.stderr, out.stderr
     assert len(out.stderr.splitlines()) <= 8, out.stderr
