@@ -4,7 +4,8 @@ Redis checks the commands a Lua script runs against the ACL of the user who
 called it, so a zizq user needs EVALSHA and EVAL (EVAL after a NOSCRIPT)
 and every command the scripts in ``lua/`` run, which this module reads from
 them; a worker also needs BLPOP (waiting for work), SMEMBERS (reconciling
-after a lost reply), RPUSH and DEL (its stop list). All of them limited to
+after a lost reply), RPUSH and DEL (its stop list), SET (the ids of the jobs
+it runs, for ``zizq top``). All of them limited to
 the namespace's keys, ``{<namespace>}:*``, and no Pub/Sub channels.
 
 ``ACL SETUSER <name> on ><password> `` + :func:`rules` makes such a user.
@@ -21,7 +22,7 @@ from zizq.job import validate_name
 
 ROLES = ("producer", "worker")
 _CALL = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]")
-WORKER_COMMANDS = ("blpop", "smembers", "rpush", "del")
+WORKER_COMMANDS = ("blpop", "smembers", "rpush", "del", "set")
 """Commands a worker sends itself, outside the scripts."""
 
 
