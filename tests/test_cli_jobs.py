@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 import zizq
 
 from .conftest import RedisServer, take
 from .test_cli import zizq_cli
+
+# Times as every command shows them (zizq.cli.format): a recent one, and one in full.
+AGO = r"(\d\.\d s|\d+ s|\d+ min( \d+ s)?) ago"
+STAMP = r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 
 
 def run(server: RedisServer, ns: str, *args: str) -> tuple[int, str, str]:
@@ -31,6 +37,9 @@ async def test_jobs_commands(redis_server: RedisServer, namespace: str, client: 
     assert [j["id"] for j in orjson.loads(out)["jobs"]] == ids[3:]
     code, out, _ = run(s, ns, "jobs", "list", "--type", "mail", "--priority", "1..2", "--jq", '.to == "u2@x"')
     assert code == 0 and made[2].id in out and made[1].id not in out and "ready" in out
+    assert re.search(rf"{made[2].id} +ready +emails +mail +2 +0 +{AGO} *\n", out), out
+    code, out, _ = run(s, ns, "jobs", "list", "--status", "scheduled")
+    assert code == 0 and re.search(rf"{made[5].id} +scheduled .* in (9 min \d+ s|10 min) *\n", out), out
     code, out, _ = run(s, ns, "jobs", "count", "--status", "scheduled")
     assert (code, out.strip()) == (0, "3")
     code, out, _ = run(s, ns, "jobs", "count", "--json", "--queue", "emails", "--attempts", "0")
@@ -40,6 +49,7 @@ async def test_jobs_commands(redis_server: RedisServer, namespace: str, client: 
     assert code == 0 and orjson.loads(out)["payload"] == {"to": "u0@x"}
     code, out, _ = run(s, ns, "jobs", "get", made[0].id)
     assert code == 0 and "emails" in out and "u0@x" in out
+    assert re.search(rf"ready_at +{STAMP} \({AGO}\), {made[0].ready_at} ms *\n", out), out
     code, _, err = run(s, ns, "jobs", "get", "0" * 25)
     assert code == 3 and "no job with id" in err
 
@@ -65,7 +75,7 @@ async def test_jobs_commands(redis_server: RedisServer, namespace: str, client: 
     code, out, _ = run(s, ns, "jobs", "errors", job.id, "--json")
     assert code == 0 and orjson.loads(out)[0]["message"] == "boom"
     code, out, _ = run(s, ns, "jobs", "errors", job.id)
-    assert "attempt 1" in out and "KeyError: boom" in out
+    assert re.fullmatch(rf"attempt 1  failed {STAMP} \({AGO}\)  KeyError: boom\n", out), out
     code, _, err = run(s, ns, "jobs", "retry")  # every dead job: no terminal to confirm on
     assert code == 4 and "--yes" in err and client.get_job(job.id).status == "dead"
     code, out, _ = run(s, ns, "jobs", "retry", "--json", "--yes")
@@ -124,6 +134,7 @@ async def test_get_shows_the_payload_as_json_and_the_last_error(
     assert code == 0, err
     assert '"urgent": true' in out and '"cc": null' in out and "'to'" not in out  # JSON, not Python's repr
     assert "last error" in out and "attempt 2" in out and "KeyError: second" in out and "first" not in out
+    assert re.search(rf"attempt 2  failed {STAMP} \({AGO}\)  KeyError: second\n", out), out
 
 
 async def test_get_tells_a_job_deleted_as_it_finished_from_one_that_never_was(

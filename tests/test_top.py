@@ -15,7 +15,6 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,7 +26,7 @@ import zizq
 from zizq._protocol.query import QueryCore
 from zizq._protocol.scripts import script
 from zizq.cli.top import _cut, split_keys
-from zizq.cli.top_view import RETRY_SCAN, TABS, Top, moment, relative, span
+from zizq.cli.top_view import RETRY_SCAN, TABS, Top
 
 from .conftest import ROOT, Awaited, RedisServer, take
 
@@ -335,21 +334,6 @@ def test_split_keys_reads_escape_sequences_whole() -> None:
     # A read that ends inside a sequence waits for the rest.
     assert all(_cut(d) for d in ("\x1b", "j\x1b[", "\x1b[1;", "\x1bO"))
     assert not any(_cut(d) for d in ("\x1b[A", "\x1b[Aq", "j"))
-
-
-def test_human_times() -> None:
-    assert [span(ms) for ms in (0, 400, 40_000, 192_000, 180_000, 7_500_000, 277_200_000)] == [
-        "0.0 s",
-        "0.4 s",
-        "40 s",
-        "3 min 12 s",
-        "3 min",
-        "2 h 5 min",
-        "3 d 5 h",
-    ]
-    now = int(datetime(2026, 12, 7, 7, 23, 1, tzinfo=UTC).timestamp() * 1000)
-    assert relative(now + 40_000, now) == "in 40 s" and relative(now - 180_000, now) == "3 min ago"
-    assert moment(now - 180_000, now) == "2026-12-07 07:20:01 UTC (3 min ago)"
 
 
 def test_window_script_pages_dead_jobs_and_retries(client: zizq.Client, r: redis.Redis, namespace: str) -> None:

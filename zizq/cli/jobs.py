@@ -14,9 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from zizq._protocol.enqueue import MAX_SECONDS
+from zizq.cli.format import error_text, json_text, moment, print_error, print_json, relative, table
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ValidationError
 from zizq.filters import Filter
@@ -33,37 +32,11 @@ FILTER_HELP = (
 )
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
 def _console() -> Any:
     from rich.console import Console
 
     # Piped output is not cut to 80 columns: ids must stay whole.
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-
-
-def ago(ms: int | None, now_ms: int) -> str:
-    """A time as a short offset from now: '3s ago', 'in 2m', '-'."""
-    if ms is None:
-        return "-"
-    delta = (ms - now_ms) / 1000
-    span = abs(delta)
-    text = (
-        f"{span:.0f}s"
-        if span < 120
-        else f"{span / 60:.0f}m"
-        if span < 7200
-        else f"{span / 3600:.0f}h"
-        if span < 172800
-        else f"{span / 86400:.0f}d"
-    )
-    return f"in {text}" if delta > 0 else f"{text} ago"
-
-
-def when(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _filter(args: argparse.Namespace) -> Filter:
@@ -101,24 +74,21 @@ def confirm(question: str, yes: bool) -> bool:
 
 
 def _job_table(jobs: list[Job], now: int) -> Any:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for column in ("ID", "STATUS", "QUEUE", "TYPE", "PRIORITY", "ATTEMPTS", "READY"):
-        table.add_column(column, no_wrap=True)
+    shown = table(("ID", "STATUS", "QUEUE", "TYPE", "PRIORITY", "ATTEMPTS", "READY"))
     for j in jobs:
-        table.add_row(j.id, j.status, j.queue, j.type, str(j.priority), str(j.attempts), ago(j.ready_at, now))
-    return table
+        shown.add_row(j.id, j.status, j.queue, j.type, str(j.priority), str(j.attempts), relative(j.ready_at, now))
+    return shown
 
 
 def _now(client: Client) -> int:
+    """Redis's clock, in ms since the epoch: the one the job times come from."""
     return client.stats().now
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
     page = client.list_jobs(_filter(args), order=args.order, limit=args.limit, after=args.after)
     if args.json:
-        _print_json({"jobs": [j.to_dict() for j in page.jobs], "next": page.next})
+        print_json({"jobs": [j.to_dict() for j in page.jobs], "next": page.next})
         return 0
     console = _console()
     if page.jobs:
@@ -133,7 +103,7 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
 def cmd_count(client: Client, args: argparse.Namespace) -> int:
     n = client.count_jobs(_filter(args))
     if args.json:
-        _print_json({"count": n})
+        print_json({"count": n})
     else:
         print(n)
     return 0
@@ -142,39 +112,41 @@ def cmd_count(client: Client, args: argparse.Namespace) -> int:
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
     job = client.get_job(args.id)
     if args.json:
-        _print_json(job.to_dict())
+        print_json(job.to_dict())
         return 0
     console = _console()
     from rich.table import Table
 
-    table = Table(box=None, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    fields = Table(box=None, show_header=False)
+    fields.add_column(style="bold")
+    fields.add_column()
+    now = _now(client)
     for key, value in job.to_dict(payload=False).items():
-        shown = f"{when(value)} ({value})" if key.endswith("_at") and isinstance(value, int) else str(value)
-        table.add_row(key, shown)
-    console.print(table)
+        timed = key.endswith("_at") and isinstance(value, int)
+        fields.add_row(key, f"{moment(value, now)}, {value} ms" if timed else str(value))
+    console.print(fields)
     console.print("[bold]payload[/bold]")
-    # As stored (JSON, not Python's repr), so it can be copied into an enqueue.
-    console.print(orjson.dumps(job.payload, option=orjson.OPT_INDENT_2).decode(), markup=False)
+    console.print(json_text(job.payload), markup=False)
     errors = client.job_errors(job.id)
     if errors:
         e = errors[-1]
         console.print(f"[bold]last error[/bold] (of {len(errors)}; all: zizq jobs errors {job.id})")
-        console.print(f"attempt {e.attempt}  {when(e.failed_at)}  {e.error_type or ''}: {e.message}", markup=False)
+        console.print(f"attempt {e.attempt}  failed {moment(e.failed_at, now)}  {error_text(e)}", markup=False)
     return 0
 
 
 def cmd_errors(client: Client, args: argparse.Namespace) -> int:
     errors = client.job_errors(args.id)
     if args.json:
-        _print_json([dataclasses.asdict(e) for e in errors])
+        print_json([dataclasses.asdict(e) for e in errors])
         return 0
     console = _console()
     if not errors:
         console.print("no errors recorded")
+    now = _now(client) if errors else 0
     for e in errors:
-        console.print(f"[bold]attempt {e.attempt}[/bold]  {when(e.failed_at)}  {e.error_type or ''}: {e.message}")
+        console.print(f"[bold]attempt {e.attempt}[/bold]  failed {moment(e.failed_at, now)}  ", end="")
+        console.print(error_text(e), markup=False)
         if e.backtrace:
             console.print(e.backtrace.rstrip(), markup=False)
     return 0
@@ -212,7 +184,7 @@ def _patch_changes(sets: list[str]) -> dict[str, Any]:
 
 def _report(args: argparse.Namespace, key: str, n: int) -> int:
     if args.json:
-        _print_json({key: n})
+        print_json({key: n})
     else:
         print(f"{n} job{'s' if n != 1 else ''} {key}")
     return 0
@@ -223,7 +195,7 @@ def cmd_patch(client: Client, args: argparse.Namespace) -> int:
     if args.id and _no_filter(argparse.Namespace(**{**vars(args), "id": None})):
         job = client.patch_job(args.id, **changes)
         if args.json:
-            _print_json(job.to_dict(payload=False))
+            print_json(job.to_dict(payload=False))
         else:
             print(f"{job.id} {job.status} queue={job.queue} priority={job.priority}")
         return 0
@@ -246,7 +218,7 @@ def cmd_retry(client: Client, args: argparse.Namespace) -> int:
     if args.id and _no_filter(argparse.Namespace(**{**vars(args), "id": None})):
         job = client.retry_job(args.id)
         if args.json:
-            _print_json(job.to_dict(payload=False))
+            print_json(job.to_dict(payload=False))
         else:
             print(f"{job.id} {job.status}")
         return 0
@@ -258,18 +230,14 @@ def cmd_retry(client: Client, args: argparse.Namespace) -> int:
 def cmd_queues(client: Client, args: argparse.Namespace) -> int:
     queues = client.list_queues(counts=not args.fast)
     if args.json:
-        _print_json([dataclasses.asdict(q) for q in queues])
+        print_json([dataclasses.asdict(q) for q in queues])
         return 0
-    console = _console()
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for column in ("QUEUE", "PAUSED", "READY", "SCHEDULED", "IN FLIGHT", "COMPLETED", "DEAD"):
-        table.add_column(column, no_wrap=True, justify="left" if column == "QUEUE" else "right")
+    columns = ("QUEUE", "PAUSED", "READY", "SCHEDULED", "IN FLIGHT", "COMPLETED", "DEAD")
+    shown = table(columns, right=columns[1:])
     for q in queues:
         counts = [q.ready, q.scheduled, q.in_flight, q.completed, q.dead]
-        table.add_row(q.name, "yes" if q.paused else "", *("-" if c is None else str(c) for c in counts))
-    console.print(table if queues else "no queues")
+        shown.add_row(q.name, "yes" if q.paused else "", *("-" if c is None else str(c) for c in counts))
+    _console().print(shown if queues else "no queues")
     return 0
 
 
@@ -288,7 +256,7 @@ def run(command: Callable[[Client, argparse.Namespace], int]) -> Callable[[argpa
             try:
                 return command(client, args)
             except JobNotFound as exc:
-                print(f"zizq: error: {exc}", file=sys.stderr)
+                print_error(exc)
                 return EXIT_NOT_FOUND
 
     return call

@@ -8,12 +8,12 @@ import dataclasses
 import difflib
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
 
 from zizq import __version__, connect, logs
+from zizq.cli.format import print_error, print_json, stamp
 from zizq.cli.jobs import register as register_jobs
 from zizq.cli.top import register as register_top
 from zizq.cli.worker import KIND_SPEC, cmd_worker, load_kind
@@ -55,7 +55,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             # Built as in code, so the kind's checks run and its defaults apply.
             job = client.enqueue(_build(kind, payload), **options)
     if args.json:
-        print(orjson.dumps(job.to_dict()).decode())
+        print_json(job.to_dict())
     else:
         print(
             f"{job.id} {job.status} queue={job.queue} priority={job.priority}"
@@ -92,16 +92,12 @@ def cmd_pause(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
-
-
 def cmd_cron(args: argparse.Namespace) -> int:
     with Client.from_url(args.url, args.namespace) as client:
         if args.action == "list":
             groups = [client.get_cron(args.group)] if args.group else client.list_crons()
             if args.json:
-                print(orjson.dumps([dataclasses.asdict(g) for g in groups]).decode())
+                print_json([dataclasses.asdict(g) for g in groups])
                 return 0
             for g in groups:
                 flags = " (paused)" if g.paused else ""
@@ -110,7 +106,7 @@ def cmd_cron(args: argparse.Namespace) -> int:
                     state = " (paused)" if e.paused else ""
                     print(
                         f"  {e.name}{state}  {e.expression!r} {e.timezone}  type={e.job['type']} queue={e.job['queue']}"
-                        f"  next={_when(e.next_enqueue_at)} last={_when(e.last_enqueue_at)}"
+                        f"  next={stamp(e.next_enqueue_at)} last={stamp(e.last_enqueue_at)}"
                     )
             if not groups:
                 print("no cron groups")
@@ -320,5 +316,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             connect.check(args.url)
         return int(args.func(args))
     except ZizqError as exc:
-        print(f"zizq: error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1

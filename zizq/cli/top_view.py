@@ -1,20 +1,18 @@
 """The view of ``zizq top`` (:mod:`zizq.cli.top` puts it on a terminal): what
 it shows (totals, tabs, a page of jobs, the detail panel), what the keys do,
 and how it is drawn with ``rich``. Times are shown as people say them
-(:func:`span`, :func:`relative`, :func:`moment`)."""
+(:mod:`zizq.cli.format`)."""
 
 from __future__ import annotations
 
 import textwrap
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from zizq import __version__, connect
 from zizq._protocol.query import QueryCore, Stats, WindowRow
+from zizq.cli.format import error_text, json_text, moment, relative, span, table
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ZizqError
 from zizq.job import ErrorRecord, Job
@@ -47,33 +45,6 @@ TAB_KEYS = {str(i + 1): i for i in range(len(TABS))}
 # The In-Flight tab's STATE: what the holder's heartbeat last published
 # (lua/window.lua), None when it publishes nothing.
 RUNNING_MARKS = {True: ("running", "green"), False: ("prefetched", "yellow"), None: ("?", "dim")}
-
-
-def span(ms: float) -> str:
-    """A duration in ms, for people: '0.4 s', '40 s', '3 min 12 s',
-    '2 h 5 min', '3 d 4 h'."""
-    s = abs(ms) / 1000
-    if s < 10:
-        return f"{s:.1f} s"
-    whole = int(s)
-    for unit, size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60), ("min", 60, "s", 1)):
-        if whole >= size:
-            big, rest = divmod(whole, size)
-            rest //= small_size
-            return f"{big} {unit} {rest} {small}" if rest else f"{big} {unit}"
-    return f"{whole} s"
-
-
-def relative(ms: int, now_ms: int) -> str:
-    """A time (ms since the epoch) from now: 'in 40 s', '3 min ago'."""
-    text = span(ms - now_ms)
-    return f"in {text}" if ms > now_ms else f"{text} ago"
-
-
-def moment(ms: int, now_ms: int) -> str:
-    """A time in full: '2026-12-07 07:20:01 UTC (3 min ago)'."""
-    stamp = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"{stamp} ({relative(ms, now_ms)})"
 
 
 def _terms(text: str) -> list[str]:
@@ -389,7 +360,6 @@ class Top:
         return f"Depth [{'█' * filled}{'░' * (bar_width - filled)}] {where}"
 
     def _render_rows(self) -> Any:
-        from rich.table import Table
         from rich.text import Text
 
         s = self.state
@@ -399,12 +369,7 @@ class Top:
             if self.tab_state == "retries" and self.next >= 0:
                 return Text("  (none failed before among these; PgDn looks further)")
             return Text("  (no jobs)")
-        table = Table(box=None, header_style="bold", expand=False)
-        for col in self.tab.columns:
-            # Free text gives way first when the terminal is narrow (rich
-            # shrinks the columns that may wrap; their cells never do).
-            free = col in FREE_TEXT
-            table.add_column(col, no_wrap=not free, overflow="ellipsis", max_width=60 if free else None)
+        grid = table(self.tab.columns, free=FREE_TEXT)  # the free text gives way first; its cells never wrap
         first, last = 0, len(self.rows)
         if s.detail:  # a few rows around the selected one, above the panel
             shown = self._rows_above_detail()
@@ -412,8 +377,8 @@ class Top:
             last = first + shown
         for i, row in enumerate(self.rows[first:last], first):
             cells = [Text(c, no_wrap=True, overflow="ellipsis") if isinstance(c, str) else c for c in self._cells(row)]
-            table.add_row(*cells, style="reverse" if i == s.selected else "")
-        return table
+            grid.add_row(*cells, style="reverse" if i == s.selected else "")
+        return grid
 
     def _cells(self, row: WindowRow) -> list[Any]:
         from rich.text import Text
@@ -466,12 +431,12 @@ class Top:
                 v = f"{v} (failed attempts so far)"
             lines.append(f"{k}: {v}")
         lines.append("payload:")
-        lines += ["  " + line for line in orjson.dumps(job.payload, option=orjson.OPT_INDENT_2).decode().splitlines()]
+        lines += ["  " + line for line in json_text(job.payload).splitlines()]
         if self.detail_errors:
             lines.append(f"errors ({len(self.detail_errors)}, newest first):")
             for e in reversed(self.detail_errors):
                 lines.append(f"  attempt {e.attempt}, failed {moment(e.failed_at, now)}")
-                lines.append(f"    {e.error_type or 'error'}: {e.message}")
+                lines.append(f"    {error_text(e)}")
                 lines += ["      " + line for line in (e.backtrace or "").rstrip().splitlines()]
         width = max(20, self.width - 4)
         out = []
@@ -527,4 +492,4 @@ class Top:
 def _error_line(error: ErrorRecord | None) -> str:
     if error is None:
         return ""
-    return _one_line(f"{error.error_type}: {error.message}" if error.error_type else error.message)
+    return _one_line(error_text(error))
