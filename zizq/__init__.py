@@ -6,6 +6,7 @@ state change is one atomic Lua script in Redis.
 
 from zizq._protocol.enqueue import Enqueue
 from zizq._protocol.query import JobPage, QueueInfo, Stats
+from zizq._version import __version__
 from zizq.client.aio import AsyncClient
 from zizq.client.sync import Client
 from zizq.cron import CronEntry, CronEntryState, CronGroup
@@ -39,8 +40,6 @@ from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, U
 from zizq.router import Router
 from zizq.worker.group import WorkerGroup
 from zizq.worker.worker import Worker, WorkerStats
-
-__version__ = "0.1.0"
 
 __all__ = (
     "AsyncClient",

@@ -12,7 +12,8 @@ from typing import Any, cast
 
 import orjson
 
-from zizq import __version__, connect, logs
+from zizq import connect, logs
+from zizq._version import __version__
 from zizq.cli.format import print_error, print_json, stamp
 from zizq.cli.jobs import register as register_jobs
 from zizq.cli.top import register as register_top

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from zizq import __version__, connect
+from zizq import connect
 from zizq._protocol.query import QueryCore, Stats, WindowRow
+from zizq._version import __version__
 from zizq.cli.format import error_text, json_text, moment, relative, span, table
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ZizqError

@@ -38,6 +38,7 @@ from zizq._protocol.call import Call
 from zizq._protocol.enqueue import delay_ms, epoch_ms
 from zizq._protocol.lease import TakeResult, by_owner
 from zizq._protocol.reconnect import REDIS_ERRORS, TRANSIENT, as_not_now, reconnect_delays
+from zizq._version import __version__
 from zizq.client.aio import AsyncClient
 from zizq.client.options import connection_options
 from zizq.client.sync import Client
@@ -408,7 +409,6 @@ class Worker:
             raise failure
 
     def _log_start(self) -> None:
-        from zizq import __version__  # here: the package has finished importing by now
 
         routes = {name: self.router.lookup(name).handler for name in self.router.types}
         try:
