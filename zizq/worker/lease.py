@@ -48,24 +48,18 @@ def new_worker_id() -> str:
 
 class Leaseholder(Protocol):
     """What the heartbeat thread and :func:`rejoin` use of a running worker
-    (:class:`zizq.worker.run.Run` is one). The heartbeat thread calls these
-    from its own thread: ``doubt`` and ``running_ids`` are safe there, and
-    ``id`` changes only under ``id_lock``."""
+    (:class:`zizq.worker.run.Run` is one). They set ``id`` (under
+    ``id_lock``) and add to ``stats``; the rest they read. The heartbeat
+    thread calls ``doubt`` and ``running_ids`` from its own thread: both are
+    safe there."""
 
     id: str  # the worker's id in Redis; rejoin gives it a new one
-
-    @property
-    def id_lock(self) -> threading.Lock: ...
-    @property
-    def core(self) -> Core: ...
-    @property
-    def lease(self) -> float: ...  # seconds
-    @property
-    def lease_ms(self) -> int: ...
-    @property
-    def heartbeat_interval(self) -> float: ...  # seconds
-    @property
-    def stats(self) -> WorkerStats: ...
+    id_lock: threading.Lock
+    core: Core
+    lease: float  # seconds
+    lease_ms: int
+    heartbeat_interval: float  # seconds
+    stats: WorkerStats
 
     def doubt(self) -> None:
         """A call failed in transit: Redis may have lost the worker's last

@@ -35,7 +35,8 @@ LAST_TRY = 1.0
 
 class Stopping(Protocol):
     """What a stop uses of a running worker (:class:`zizq.worker.run.Run` is
-    one): its jobs, its tasks, its acks and its way to Redis."""
+    one): its jobs, its tasks, its acks and its way to Redis. A stop sets
+    only ``closing``; the rest it reads, or changes in place."""
 
     # The worker's lease in Redis.
     id: str
