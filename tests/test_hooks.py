@@ -161,7 +161,7 @@ async def test_no_hooks_means_no_hook_work_per_job(
         raise AssertionError("hook machinery used with no hooks registered")
 
     monkeypatch.setattr(events, "JobEvent", explode)
-    monkeypatch.setattr("zizq.worker.worker.run_chain", explode)
+    monkeypatch.setattr("zizq.worker.job_run.run_chain", explode)
     monkeypatch.setattr("zizq.middleware.enqueue_sync", explode)
     router = zizq.Router()
     done: list[str] = []

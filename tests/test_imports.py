@@ -37,12 +37,9 @@ PACKAGE = ROOT / "zizq"
 # any more: delete it then.
 KNOWN_CYCLES: set[tuple[str, str]] = {
     # Being removed: middleware takes the clients as types (the clients run
-    # the middleware), and the worker's lease and stop helpers take the whole
-    # Worker (which calls them).
+    # the middleware).
     ("zizq.middleware", "zizq.client.sync"),
     ("zizq.middleware", "zizq.client.aio"),
-    ("zizq.worker.lease", "zizq.worker.worker"),
-    ("zizq.worker.stop", "zizq.worker.worker"),
 }
 
 

@@ -429,6 +429,37 @@ async def test_a_stop_asked_for_before_the_worker_runs_is_kept(client: zizq.Clie
     await asyncio.wait_for(worker.run_async(), timeout=10)
 
 
+async def test_a_worker_runs_again_after_it_stopped(client: zizq.Client) -> None:
+    # Each run has state of its own: a second run takes jobs like the first,
+    # and a stop asked for between runs is kept for the next one.
+    router = zizq.Router()
+    seen: list[int] = []
+
+    @router.handler
+    async def report(job: Report) -> None:
+        seen.append(job.number)
+
+    worker = zizq.Worker(client, router, heartbeat_interval=0.1, lease=1)
+
+    async def run_until_done(numbers: list[int]) -> None:
+        done = worker.stats.completed + len(numbers)
+        client.enqueue_many([Report(n) for n in numbers])
+        task = asyncio.create_task(worker.run_async())
+        await wait_for(lambda: worker.stats.completed == done)
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        assert not worker.stopping
+
+    await run_until_done([0, 1, 2])
+    await run_until_done([10, 11, 12])
+    assert sorted(seen) == [0, 1, 2, 10, 11, 12] and worker.stats.completed == 6
+    worker.stop()
+    assert worker.stopping
+    client.enqueue(Report(20))
+    await asyncio.wait_for(worker.run_async(), timeout=10)
+    assert 20 not in seen and not worker.stopping
+
+
 def test_handler_whose_annotation_cannot_be_resolved_is_refused_clearly() -> None:
     # With `from __future__ import annotations` (as here) the annotation is the
     # string "Local", which get_type_hints looks up in the module's globals.

@@ -26,14 +26,13 @@ import random
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from zizq._protocol.jobs import Core
 from zizq._protocol.reconnect import TRANSIENT
 from zizq.client.sync import Client
 from zizq.errors import ZizqError
-
-if TYPE_CHECKING:
-    from zizq.worker.worker import Worker
+from zizq.worker.stats import WorkerStats
 
 log = logging.getLogger("zizq.worker")  # the worker's logger: its lease is part of it
 # Seconds before a failed heartbeat is tried again: soon (often it is a stale
@@ -47,16 +46,38 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
+class Leaseholder(Protocol):
+    """What the heartbeat thread and :func:`rejoin` use of a running worker
+    (:class:`zizq.worker.run.Run` is one). They set ``id`` (under
+    ``id_lock``) and add to ``stats``; the rest they read. The heartbeat
+    thread calls ``doubt`` and ``running_ids`` from its own thread: both are
+    safe there."""
+
+    id: str  # the worker's id in Redis; rejoin gives it a new one
+    id_lock: threading.Lock
+    core: Core
+    lease: float  # seconds
+    lease_ms: int
+    heartbeat_interval: float  # seconds
+    stats: WorkerStats
+
+    def doubt(self) -> None:
+        """A call failed in transit: Redis may have lost the worker's last
+        writes, so the take loop reconciles before its next take."""
+
+    def running_ids(self, owner: str) -> list[str]:
+        """The ids of ``owner``'s jobs whose handler runs now, sorted."""
+
+
 class HeartbeatThread(threading.Thread):
     """Keeps the worker's lease from a thread of its own, with its own
-    connection, and recovers lost workers' jobs on the way."""
+    connection (``client``, whose socket timeout should be the lease), and
+    recovers lost workers' jobs on the way."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, holder: Leaseholder, client: Client) -> None:
         super().__init__(name="zizq-heartbeat", daemon=True)
-        self.worker = worker
-        self.client = Client.from_url(
-            worker._url, worker.namespace, **{**worker._connect, "socket_timeout": worker.lease}
-        )
+        self.holder = holder
+        self.client = client
         self.stopping = threading.Event()
         self._loop = asyncio.get_running_loop()
         self._ended = asyncio.Event()
@@ -73,13 +94,13 @@ class HeartbeatThread(threading.Thread):
         try:
             self._beat()
             with contextlib.suppress(Exception):  # else it expires with the lease
-                self.client.redis.delete(self.worker._core.key("running", self.worker.id))
+                self.client.redis.delete(self.holder.core.key("running", self.holder.id))
         finally:
             with contextlib.suppress(RuntimeError):  # the event loop is closed: nobody waits
                 self._loop.call_soon_threadsafe(self._ended.set)
 
     def _beat(self) -> None:
-        w = self.worker
+        w = self.holder
         wait = w.heartbeat_interval
         pause = BEAT_RETRY  # before the next try after a failure
         failing_since = None  # time.monotonic() of the first failure in a row
@@ -87,12 +108,13 @@ class HeartbeatThread(threading.Thread):
             wait = w.heartbeat_interval
             me = w.id
             try:
-                beat = self.client.run(w._core.heartbeat(me, "beat", w._lease_ms), retry_for=0)
+                beat = self.client.run(w.core.heartbeat(me, "beat", w.lease_ms), retry_for=0)
                 if beat.lost:
                     rejoin(w, me, self.client)
                 self._publish_running()
             except _BEAT_ERRORS as exc:
-                w._suspect = w._suspect or isinstance(exc, TRANSIENT)
+                if isinstance(exc, TRANSIENT):
+                    w.doubt()
                 wait = min(pause, w.heartbeat_interval)
                 pause = wait * 2
                 # The first failure in a row is a warning; the retries, several a
@@ -122,35 +144,24 @@ class HeartbeatThread(threading.Thread):
         """Write the ids of the jobs whose handler runs now (as of this
         beat) to ``running:<worker-id>``, for ``zizq top``; it expires with
         the lease."""
-        w = self.worker
+        w = self.holder
         me = w.id
-        ids = " ".join(sorted(job_id for owner, job_id in _snapshot(w._running) if owner == me))
-        self.client.redis.set(w._core.key("running", me), ids, px=w._lease_ms)
+        ids = " ".join(w.running_ids(me))
+        self.client.redis.set(w.core.key("running", me), ids, px=w.lease_ms)
 
 
-def _snapshot(pairs: set[tuple[str, str]]) -> frozenset[tuple[str, str]]:
-    # The event loop's thread changes the set meanwhile; copying it is one
-    # C call under the GIL, and a copy that still met a change is tried again.
-    for _ in range(10):
-        try:
-            return frozenset(pairs)
-        except RuntimeError:
-            continue
-    return frozenset()
-
-
-def rejoin(worker: Worker, lost_id: str, client: Client) -> None:
+def rejoin(worker: Leaseholder, lost_id: str, client: Client) -> None:
     """After the lease of ``lost_id`` was lost: join again under a new id
     (once, however many parts of the worker noticed). One try: raises
     TRANSIENT errors, and the caller tries again later."""
-    with worker._id_lock:
+    with worker.id_lock:
         if worker.id != lost_id:
             return
         # A beat under the lost id hands back whatever Redis still holds
         # for it (when its lease entry vanished without a recovery).
-        client.run(worker._core.heartbeat(lost_id, "beat", worker._lease_ms), retry_for=0)
+        client.run(worker.core.heartbeat(lost_id, "beat", worker.lease_ms), retry_for=0)
         new_id = new_worker_id()
-        client.run(worker._core.heartbeat(new_id, "join", worker._lease_ms), retry_for=0)
+        client.run(worker.core.heartbeat(new_id, "join", worker.lease_ms), retry_for=0)
         worker.id = new_id
         worker.stats.leases_lost += 1
     log.warning(

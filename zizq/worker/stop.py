@@ -14,15 +14,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
+from zizq._protocol.call import Call
+from zizq._protocol.jobs import Core
 from zizq._protocol.lease import by_owner
 from zizq._protocol.reconnect import REDIS_ERRORS, TRANSIENT
+from zizq.client.aio import AsyncClient
 from zizq.connect import reason
 from zizq.errors import RedisUnavailable
-
-if TYPE_CHECKING:
-    from zizq.worker.worker import Worker
+from zizq.job import Job
+from zizq.worker.lease import HeartbeatThread
 
 log = logging.getLogger("zizq.worker")  # the worker's logger: stopping is part of it
 # Seconds a last try at Redis may take: a call after the shutdown timeout ran
@@ -30,34 +33,69 @@ log = logging.getLogger("zizq.worker")  # the worker's logger: stopping is part 
 LAST_TRY = 1.0
 
 
-async def shutdown(worker: Worker) -> None:
+class Stopping(Protocol):
+    """What a stop uses of a running worker (:class:`zizq.worker.run.Run` is
+    one): its jobs, its tasks, its acks and its way to Redis. A stop sets
+    only ``closing``; the rest it reads, or changes in place."""
+
+    # The worker's lease in Redis.
+    id: str
+    lease: float  # seconds
+    lease_ms: int
+    heart: HeartbeatThread | None  # None until the worker has joined
+    # Its jobs: (owner, id) pairs held, and those whose handler runs.
+    waiting: asyncio.Queue[tuple[str, Job]]  # taken, not started
+    held: set[tuple[str, str]]
+    running: set[tuple[str, str]]
+    idle: asyncio.Event  # set while no handler runs
+    # Its tasks and the handlers' thread pool.
+    runners: list[asyncio.Task[None]]
+    acker: asyncio.Task[None] | None  # None until the worker has reached Redis
+    background: list[asyncio.Task[None]]  # purge and cron
+    pool: ThreadPoolExecutor
+    closing: bool  # set: the acker ends after its flush
+    ack_wanted: asyncio.Event
+    # Redis.
+    client: AsyncClient
+    core: Core
+    stop_key: str
+    give_up_at: float | None  # time.monotonic() after which Redis calls get one try
+
+    async def flush_acks(self) -> None:
+        """Send the acks of jobs done (retrying as ``call`` does)."""
+
+    async def call(self, call: Call[Any]) -> Any:
+        """Run a script call, retrying until ``give_up_at``."""
+
+
+async def shutdown(worker: Stopping) -> None:
     """The graceful part of a stop. Hand-backs and acks retry until the
     shutdown timeout ends and get one more try after it; the last call,
     leave, gets one try. What cannot be sent goes back to its queue when
     the lease lapses."""
-    assert worker._give_up_at is not None
-    deadline = worker._give_up_at
+    assert worker.give_up_at is not None
+    deadline = worker.give_up_at
     # Queued jobs first (no runner starts one after a stop): other
     # workers can start them now, not after the running handlers.
     unstarted = []
-    while not worker._waiting.empty():
-        owner, job = worker._waiting.get_nowait()
+    while not worker.waiting.empty():
+        owner, job = worker.waiting.get_nowait()
         unstarted.append((owner, job.id))
     log.info(
         "stopping: %d jobs not started go back; %d running get up to %.0fs to finish",
         len(unstarted),
-        len(worker._running),
+        len(worker.running),
         deadline - time.monotonic(),
     )
     await hand_back(worker, unstarted, "taken but not started")
-    if worker._running:
+    if worker.running:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(worker._idle.wait(), max(0.0, deadline - time.monotonic()))
-    abandoned = list(worker._running)
-    for task in worker._runners:
+            await asyncio.wait_for(worker.idle.wait(), max(0.0, deadline - time.monotonic()))
+    abandoned = list(worker.running)
+    for task in worker.runners:
         task.cancel()
-    await asyncio.gather(*worker._runners, return_exceptions=True)
-    worker._pool.shutdown(wait=False, cancel_futures=True)
+    await asyncio.gather(*worker.runners, return_exceptions=True)
+    worker.pool.shutdown(wait=False, cancel_futures=True)
     await hand_back(worker, abandoned, "whose handlers ran past the shutdown timeout")
     # The acker finishes its flush and ends by itself: cancelling a Redis
     # call in flight can leave redis-py stuck until the socket times out.
@@ -65,66 +103,67 @@ async def shutdown(worker: Worker) -> None:
     # The purge and cron tasks end by themselves after a stop, at once
     # unless a call of theirs waits on a stalled Redis: they hold nothing (a
     # cron claim cut short is sent again by a later tick), so LAST_TRY.
-    worker._closing = True
-    worker._ack_wanted.set()
-    _, late = await asyncio.wait(set(worker._background), timeout=LAST_TRY)
-    _, late_acker = await asyncio.wait({worker._acker}, timeout=max(LAST_TRY, deadline - time.monotonic()))
+    worker.closing = True
+    worker.ack_wanted.set()
+    _, late = await asyncio.wait(set(worker.background), timeout=LAST_TRY)
+    assert worker.acker is not None
+    _, late_acker = await asyncio.wait({worker.acker}, timeout=max(LAST_TRY, deadline - time.monotonic()))
     late |= late_acker
     for task in late:
         task.cancel()
     await asyncio.gather(*late, return_exceptions=True)
-    await worker._flush_acks()
-    if worker._heart is not None:
-        await worker._heart.stop(worker.lease + 1)  # before leaving, or a last beat could join again
+    await worker.flush_acks()
+    if worker.heart is not None:
+        await worker.heart.stop(worker.lease + 1)  # before leaving, or a last beat could join again
         await leave(worker)
     await delete_stop_key(worker)
 
 
-async def leave_at_once(worker: Worker) -> None:
+async def leave_at_once(worker: Stopping) -> None:
     """A second stop: running handlers are abandoned. One quick try to
     send the acks and leave, which hands back every job still held; what
     does not get through goes back to its queue when the lease lapses."""
-    worker.forced = True
-    held = len(worker._held)
-    tasks = {*worker._runners, worker._acker, *worker._background}
+    held = len(worker.held)
+    assert worker.acker is not None
+    tasks = {*worker.runners, worker.acker, *worker.background}
     for task in tasks:
         task.cancel()  # the acker puts back the acks it was sending
     await asyncio.wait(tasks, timeout=LAST_TRY)
-    worker._pool.shutdown(wait=False, cancel_futures=True)
-    if worker._heart is not None:
-        await worker._heart.stop(LAST_TRY / 2)
+    worker.pool.shutdown(wait=False, cancel_futures=True)
+    if worker.heart is not None:
+        await worker.heart.stop(LAST_TRY / 2)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(LAST_TRY):
-            await worker._flush_acks()
+            await worker.flush_acks()
     if await leave(worker):
         log.info("stopped at once: %d jobs handed back", held)
         await delete_stop_key(worker)
 
 
-async def leave(worker: Worker) -> bool:
+async def leave(worker: Stopping) -> bool:
     """One try, of at most LAST_TRY seconds, at heartbeat leave: it hands
     back every job Redis still holds for this worker. Whether it worked."""
     try:
         async with asyncio.timeout(LAST_TRY):
-            await worker._client.run(worker._core.heartbeat(worker.id, "leave", worker._lease_ms), retry_for=0)
+            await worker.client.run(worker.core.heartbeat(worker.id, "leave", worker.lease_ms), retry_for=0)
     except TRANSIENT as exc:  # the timeout's TimeoutError too
         log.warning("could not leave (%s): the jobs still held go back when the lease lapses", reason(exc))
         return False
     return True
 
 
-async def delete_stop_key(worker: Worker) -> None:
+async def delete_stop_key(worker: Stopping) -> None:
     with contextlib.suppress(*REDIS_ERRORS):  # the TimeoutError too
-        await asyncio.wait_for(worker._client.redis.delete(worker._stop_key), LAST_TRY)
+        await asyncio.wait_for(worker.client.redis.delete(worker.stop_key), LAST_TRY)
 
 
-async def hand_back(worker: Worker, pairs: list[tuple[str, str]], which: str) -> None:
+async def hand_back(worker: Stopping, pairs: list[tuple[str, str]], which: str) -> None:
     if not pairs:
         return
     try:
         for owner, ids in by_owner(pairs).items():
-            await worker._call(worker._core.release(owner, ids))
-            worker._held.difference_update((owner, i) for i in ids)
+            await worker.call(worker.core.release(owner, ids))
+            worker.held.difference_update((owner, i) for i in ids)
     except RedisUnavailable as exc:
         log.warning("could not hand back %d jobs %s (%s): they go back when the lease lapses", len(pairs), which, exc)
     else:

@@ -1,0 +1,236 @@
+"""Running one job: the handler call (sync handlers in the run's thread
+pool), its timeout, its hooks and middleware, and the recording of its
+outcome (an ack with the next batch, or a failure with its error type and
+backtrace).
+
+The take loop (:mod:`zizq.worker.worker`) queues the jobs it takes on the
+run's ``waiting`` queue; ``concurrency`` runners, each a :meth:`JobRunner.run_jobs`
+task, take them from there one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import os
+import random
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from zizq import events, logs
+from zizq._protocol.enqueue import delay_ms, epoch_ms
+from zizq.errors import JobTimeout, KillJob, RedisUnavailable, RetryJob, ZizqError
+from zizq.job import Job
+from zizq.middleware import run_chain
+from zizq.router import Route, Router
+from zizq.worker.run import Run, handler_pool
+
+log = logging.getLogger("zizq.worker")
+
+
+def error_type_of(exc: BaseException) -> str:
+    """The name recorded as a failure's error_type: the qualified class name
+    (``ValueError``, ``myapp.errors.Boom``, ``zizq.NoRouteError``)."""
+    cls = type(exc)
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    if module.startswith("zizq."):
+        module = "zizq"
+    return f"{module}.{cls.__qualname__}"
+
+
+# Where the frames that call a handler live: zizq itself, and the stdlib
+# plumbing between them (the event loop, the thread pool).
+_PLUMBING = tuple(
+    os.path.dirname(m.__file__) + os.sep for m in (sys.modules["zizq"], asyncio, concurrent.futures) if m.__file__
+)
+
+
+def backtrace_of(exc: BaseException) -> str:
+    """The failure's traceback as recorded: from the first frame outside
+    zizq and the stdlib plumbing that runs handlers (the user's code) down;
+    whole when every frame is zizq's (NoRouteError, say)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PLUMBING):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+class JobRunner:
+    """Runs the jobs of one :class:`~zizq.worker.run.Run` with the handlers
+    of ``router``."""
+
+    def __init__(self, run: Run, router: Router) -> None:
+        self.run = run
+        self.router = router
+        self._namespace_retry_limit: int | None = None  # for failure log lines; read when needed
+        self._retry_limit_read_at = 0.0  # time.monotonic() after which it is read again
+
+    async def run_jobs(self) -> None:
+        # A runner runs its jobs one after another, each in a task of its own
+        # (so each gets its own copy of the context variables): shutdown
+        # waits until no handler runs, then cancels the runners, and with
+        # them any handler still running.
+        while True:
+            owner, job = await self.run.waiting.get()
+            if self.run.stop.is_set():  # no queued job starts after a stop: the shutdown hands them back
+                self.run.waiting.put_nowait((owner, job))
+                return
+            pair = (owner, job.id)
+            self.run.running.add(pair)
+            self.run.idle.clear()
+            try:
+                await asyncio.create_task(self._run_one(owner, job))
+            except RedisUnavailable as exc:  # only after a stop
+                log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
+            except Exception:  # a failure that could not be recorded: log it, keep going
+                log.exception("job %s: could not record its outcome", job.id)
+            finally:
+                self.run.running.discard(pair)
+                if not self.run.running:
+                    self.run.idle.set()
+                self.run.held.discard(pair)
+                self.run.room.set()
+
+    async def _run_one(self, owner: str, job: Job) -> None:
+        # The run in progress counts (stored: the failed runs so far), so the
+        # handler sees the number its failure's error record will carry.
+        job.attempts += 1
+        timeout = job.timeout_ms / 1000 if job.timeout_ms else None
+        deadline = asyncio.timeout(timeout) if timeout else None
+        pool, sync = self.run.pool, False
+        # In this job's own task: its log records, the handler's too, say which job they are about.
+        logs.current_job.set(logs.JobContext(job, owner, self.run.namespace))
+        logs.received(job)
+        # Hooks cost nothing per job unless some are registered.
+        observed = bool(events.job_start or events.job_end or events.job_exception)
+        started = time.perf_counter()
+        if observed and events.job_start:
+            events.emit(events.job_start, events.JobEvent("job_start", job, self.run.namespace, owner))
+        try:
+            route = self.router.lookup(job.type)
+            args = route.arguments(job)
+            sync = not route.is_async
+            if self.router.middleware:
+                handling = run_chain(self.router.middleware, job, lambda: self._call_handler(route, args, pool))
+            else:
+                handling = self._call_handler(route, args, pool)
+            try:
+                if deadline is None:
+                    await handling
+                else:
+                    async with deadline:
+                        await handling
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():  # a stop: the job goes back to its queue
+                    raise
+                # Raised by the handler itself: a failure like any other.
+                raise RuntimeError("the handler raised asyncio.CancelledError without being cancelled") from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every handler failure is recorded on the job
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                self.run.stats.timed_out += 1
+                if sync:
+                    self._abandon(pool)
+                exc = JobTimeout(f"the handler ran longer than its timeout of {timeout:g}s")
+            duration = time.perf_counter() - started
+            if observed and events.job_exception:
+                event = events.JobEvent("job_exception", job, self.run.namespace, owner, duration, error=exc)
+                events.emit(events.job_exception, event)
+            result = await self._fail(owner, job, exc, duration)
+            if observed and events.job_end:
+                outcome: events.Outcome = "refused" if result is None else "failed"
+                if result is not None and result.status == "dead":
+                    outcome = "dead"
+                event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, outcome, exc)
+                events.emit(events.job_end, event)
+        else:
+            duration = time.perf_counter() - started
+            self.run.ack(owner, job.id)
+            logs.done(job, duration)
+            if observed and events.job_end:
+                event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, "completed")
+                events.emit(events.job_end, event)
+
+    @staticmethod
+    async def _call_handler(route: Route, args: tuple[Any, ...], pool: ThreadPoolExecutor) -> None:
+        # The handler itself: the innermost step of any dequeue middleware.
+        if route.is_async:
+            await route.handler(*args)
+        else:
+            # In a copy of this task's context (as asyncio.to_thread does), so
+            # the handler's log records carry its job's ids.
+            context = contextvars.copy_context()
+            await asyncio.get_running_loop().run_in_executor(pool, context.run, route.handler, *args)
+
+    def _abandon(self, pool: ThreadPoolExecutor) -> None:
+        # A sync handler cannot be stopped: its thread runs on, holding a
+        # slot of the pool. New jobs get a fresh pool of full size.
+        if pool is self.run.pool:
+            self.run.pool = handler_pool(self.run.concurrency)
+            pool.shutdown(wait=False)
+
+    async def _fail(self, owner: str, job: Job, exc: Exception, seconds: float) -> Job | None:
+        """Record the failure of ``job``'s run (``seconds`` long) and log it."""
+        retry_at = retry_in = None
+        if isinstance(exc, RetryJob):
+            try:
+                if exc.at is not None:
+                    retry_at = epoch_ms(exc.at)  # type: ignore[arg-type]
+                else:
+                    retry_in = delay_ms(exc.delay)  # type: ignore[arg-type]
+            except ZizqError as bad:  # recorded as a plain failure, retried with backoff
+                exc = bad
+        error = f"{error_type_of(exc)}: {exc}" if str(exc) else error_type_of(exc)
+        try:
+            result = await self.run.call(
+                self.run.core.fail(
+                    owner,
+                    job.id,
+                    message=str(exc) or repr(exc),
+                    error_type=error_type_of(exc),
+                    backtrace=backtrace_of(exc),
+                    retry_at_ms=retry_at,
+                    retry_in_ms=retry_in,
+                    kill=isinstance(exc, KillJob),
+                    jitter=random.random(),
+                )
+            )
+        except Exception as problem:
+            logs.not_recorded(job, error, str(problem) or type(problem).__name__)
+            raise
+        if result is None:
+            self.run.stats.refused_acks += 1
+            why = "the job is no longer this worker's (deleted, or recovered after a lost lease)"
+            logs.not_recorded(job, error, why)
+        else:
+            self.run.stats.failed += 1
+            limit = None
+            if not isinstance(exc, RetryJob) and logs.jobs_log.isEnabledFor(logging.WARNING):
+                limit = await self._retry_limit(result)
+            logs.failed(job, result, exc, error, limit, seconds)
+        return result  # type: ignore[no-any-return]
+
+    async def _retry_limit(self, job: Job) -> int | None:
+        """The job's retry limit, for its failure's log line: its own, else
+        the namespace's (read again at most every 30 s); None when that
+        cannot be read."""
+        if job.retry_limit is not None:
+            return job.retry_limit
+        now = time.monotonic()
+        if now >= self._retry_limit_read_at:
+            self._retry_limit_read_at = now + 30
+            try:
+                settings = await self.run.client.run(self.run.core.defaults([]), retry_for=0)
+                self._namespace_retry_limit = int(settings["retry_limit"])
+            except Exception as exc:  # a log line never fails a job
+                log.debug("cannot read the namespace's retry limit (%s)", exc)
+        return self._namespace_retry_limit
