@@ -59,6 +59,11 @@ async def test_queued_scope_lets_a_new_job_in_once_the_first_runs(api: Any, r: r
     # The first fails and waits for its retry: both hold the key now.
     await fail(api, first.id)
     assert holders(r, namespace, "k") == sorted([first.id, second.id])
+    # The second is taken: the first, waiting for its retry, still guards the key.
+    [taken] = await take(api)
+    assert taken.id == second.id
+    third = await api.enqueue(SendEmail(to="a"), unique_key="k")
+    assert third.duplicate and third.id == first.id and third.status == "scheduled"
 
 
 async def test_queued_scope_key_restored_on_retry(api: Any, r: redis.Redis, namespace: str) -> None:
