@@ -59,7 +59,7 @@ for i = 5, 4 + n do
   local job = visible_job(P, id, now)
   if job and job_matches(job, f) then
     if action == 'delete' then
-      delete_job(P, id, job)
+      delete_job(P, id, job, now)
       changed = changed + 1
     elseif action == 'patch' and job.s ~= 'completed' and job.s ~= 'dead' then
       patch_apply(P, id, job, want, now)

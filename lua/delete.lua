@@ -3,9 +3,10 @@
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1..] job ids
 
-The job record, its error history and every index entry go, and the unique key
-if it still points at the job. A worker's later ack or failure of a deleted
-in-flight job is refused harmlessly.
+The job record, its error history and every index entry go, and its hold on
+its unique key; its id stays in the done window (done:<n>) for a minute, so a
+repeated enqueue does not make it again. A worker's later ack or failure of a
+deleted in-flight job is refused harmlessly.
 
 Returns the number of jobs deleted (jobs past purge_at count as already gone).
 ]]
@@ -19,10 +20,11 @@ for i = 1, #ARGV do
   local job, record = load_job(P, id)
   if job then
     if not expired(job, now) then deleted = deleted + 1 end
-    delete_job(P, id, job)
+    delete_job(P, id, job, now)
   elseif record then  -- a record no script can read: it goes too
     redis.call('HDEL', P .. 'jobs', id)
     redis.call('DEL', P .. 'errors:' .. id)
+    remember_done(P, id, now, 'd')
     deleted = deleted + 1
   end
 end

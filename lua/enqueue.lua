@@ -22,22 +22,23 @@ ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
   timeout_ms    the most a handler may run, in ms, or '' for no limit
 ARGV[3]  optional: '1' when this call repeats one that may have been applied
          (its reply was lost). Only then are the ids looked up among the jobs
-         recently finished and deleted (done:<n>), so that a job that has
-         already run is not created again. A first call needs no look-up:
+         recently deleted (done:<n>), so that a job that has already run (or
+         was deleted) is not created again. A first call needs no look-up:
          its ids are new.
 
 Returns {now, flag1, id1, x1, flag2, id2, x2, ...}: Redis time in ms, then
 three values per job, in input order:
   flag 0  created; x = its ready_at (it is scheduled when ready_at > now,
           else ready)
-  flag 1  duplicate of the live job `id` holding the same unique key (an
-          earlier job in this batch included); x = that job's record (see
-          get.lua)
+  flag 1  duplicate of the live job `id` holding the same unique key in a
+          way the new job's scope conflicts with (an earlier job in this
+          batch included); x = that job's record (see get.lua)
   flag 2  a job with this id exists already (the call was retried); x = its
           record
-  flag 3  (only in a repeated call) a job with this id finished and was
-          deleted within the last minute; nothing is written; x = the id's
-          timestamp (now, for an id that is not SCRU128)
+  flag 3  (only in a repeated call) a job with this id was deleted within
+          the last minute (as it finished, by purge, or by delete or bulk);
+          nothing is written; x = the id's timestamp (now, for an id that
+          is not SCRU128)
 Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job.
 ]]
 --@include "includes/common.lua"
@@ -110,7 +111,7 @@ for i = 0, n - 1 do
   if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
     return fail_with('INVALID', 'job ' .. i .. ': priority ' .. J[4] .. ' is not an integer in 0..65535')
   end
-  if uwhile ~= '' and not UNIQUE_CONFLICT[uwhile] then
+  if uwhile ~= '' and not UNIQUE_REACH[uwhile] then
     return fail_with('INVALID', 'job ' .. i .. ': unique_while ' .. uwhile .. ' is not queued, active or exists')
   end
   if uwhile ~= '' and ukey == '' then
@@ -129,14 +130,8 @@ for i = 0, n - 1 do
   elseif ukey ~= '' and batch_keys[ukey] then
     flag, target = 1, batch_keys[ukey]
   elseif ukey ~= '' then
-    local holder = redis.call('GET', P .. 'unique:' .. ukey)
-    if holder then
-      local other = load_job(P, holder)
-      local scope = UNIQUE_CONFLICT[uwhile ~= '' and uwhile or 'queued']
-      if other and scope[other.s] and not expired(other, now) then
-        flag, target = 1, holder
-      end
-    end
+    local holder = unique_holder(P, ukey, uwhile ~= '' and uwhile or 'queued', now)
+    if holder then flag, target = 1, holder end
   end
 
   if flag == 0 then
@@ -194,7 +189,7 @@ end
 -- 1000 members).
 call_in_slices('HSET', P .. 'jobs', records, 2)
 for k = 1, #uniques, 2 do
-  redis.call('SET', P .. 'unique:' .. uniques[k], uniques[k + 1])
+  redis.call('ZADD', P .. 'unique:' .. uniques[k], 0, uniques[k + 1])
 end
 if call_in_slices('SADD', P .. 'queues', queues, 1) > 0 then
   signal(P .. 'wake')

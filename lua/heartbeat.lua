@@ -15,7 +15,7 @@ ARGV[5]  jitter sample U in [0, 1), for the backoff of poison-pill failures
 Recovering a lost worker's job: the job's recovery count (field "rv") goes
 up by one. Up to the namespace's max_recoveries (3) the job goes back to
 ready untouched (attempts unchanged, no error record, same place in line,
-queued-scope unique key restored). Past it the job is a poison pill: it fails
+unique key held again). Past it the job is a poison pill: it fails
 with error_type "zizq.WorkerLost", so its backoff and retry limit apply.
 
 Returns {state, recovered, failed}

@@ -4,6 +4,8 @@ KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  the most jobs to delete in this call (a bounded batch)
 
 Workers call this in the background, again while a batch comes back full.
+Each job goes as delete.lua deletes it: its id stays in the done window
+(done:<n>) for a minute.
 
 Returns the number of jobs deleted.
 ]]
@@ -19,7 +21,7 @@ for _, status in ipairs({'completed', 'dead'}) do
     for _, id in ipairs(ids) do
       local job = load_job(P, id)
       if job then
-        delete_job(P, id, job)
+        delete_job(P, id, job, now)
       else  -- an index entry without a record: drop it
         redis.call('ZREM', P .. status, id)
       end

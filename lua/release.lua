@@ -2,7 +2,7 @@
 
 Used by a worker that is stopping for the jobs it took but never started. The
 job keeps its id, and so its place in line; attempts do not change and no error
-is recorded; a queued-scope unique key points at it again.
+is recorded; it holds its unique key again, as a waiting job.
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  worker id; only jobs this worker holds are released

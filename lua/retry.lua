@@ -8,7 +8,7 @@ purge_at is cleared, ready_at is now, and its error history is kept. Its
 unique key is judged as enqueue judges a new job's: when another job that
 is not expired holds the key in a status the job's own scope conflicts with
 (queued: scheduled or ready; active: also in_flight; exists: any), the
-retry is refused; otherwise the key points at this job.
+retry is refused; otherwise the job holds the key again, as a waiting job.
 
 Returns the job's record (see get.lua) after the change.
 Errors, all before any write: "ZIZQ NOT_FOUND" (no such job, or past

@@ -91,7 +91,7 @@ for _, id in ipairs(chosen) do
   if job then
     job.s, job.da, job.w = 'in_flight', now, worker
     local record = save_job(P, id, job)
-    if unique_scope(job) == 'queued' then unique_release(P, id, job) end
+    unique_update(P, id, job)
     flight[#flight + 1] = now
     flight[#flight + 1] = id
     taken[#taken + 1] = id

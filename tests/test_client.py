@@ -248,7 +248,7 @@ async def test_get_job_says_when_a_job_was_deleted_as_it_finished(api: Any, r: r
     with pytest.raises(zizq.JobNotFound, match=f"^no job with id '{never}'$"):
         await api.get_job(never)
     assert (await api.get_job(live.id)).status == "ready"
-    # The window is the done:<n> sets: once they expire, the id is unknown.
+    # The window is the done:<n> hashes: once they expire, the id is unknown.
     r.delete(*r.keys("{" + namespace + "}:done:*"))
     with pytest.raises(zizq.JobNotFound, match=r"^no job with id"):
         await api.get_job(done.id)

@@ -22,8 +22,8 @@ timing, which Hypothesis needs in order to replay and shrink a sequence.
 Retention works the same way. A job finished with a short retention is
 expired for the model at once; its window of monotonic time in which Redis
 passes its purge_at is kept, and before any call whose outcome depends on it
-(a read or change of that job, a unique check or restore it may hold the key
-for, a purge) the model sleeps past that window. Checks that depend on
+(a read or change of that job, a unique check it may hold the key for, a
+purge) the model sleeps past that window. Checks that depend on
 nothing else (the invariants' reads) skip a job whose window they overlap.
 """
 
@@ -134,6 +134,19 @@ class ModelJob:
         return self.unique_while or "queued"
 
     @property
+    def hold(self) -> int | None:
+        """How the job holds its unique key (its rank in unique:<key>): 0
+        waiting, 1 in flight (active, exists), 2 finished (exists); None
+        when its hold has ended or it has no key."""
+        if self.scope is None:
+            return None
+        if self.status in ("ready", "scheduled"):
+            return 0
+        if self.status == "in_flight":
+            return 1 if self.scope != "queued" else None
+        return 2 if self.scope == "exists" else None
+
+    @property
     def retention(self) -> Retention | None:
         if self.completed_ms is None and self.dead_ms is None:
             return None
@@ -223,7 +236,6 @@ class ZizqModel(RuleBasedStateMachine):
         self.ids: list[str] = []  # every id ever created, oldest first
         self.gone: set[str] = set()
         self.seen_gone: set[str] = set()  # gone ids already checked through get_job
-        self.unique: dict[str, str] = {}  # the model of "unique:<key>"
         self.paused: set[str] = set()
         self.taken: dict[str, list[str]] = {w: [] for w in WORKERS}  # ids each worker ever took
         self.payloads = 0
@@ -247,16 +259,23 @@ class ZizqModel(RuleBasedStateMachine):
 
     # ---- model helpers -------------------------------------------------
 
-    def _unique_release(self, job: ModelJob) -> None:
-        if job.unique_key is not None and self.unique.get(job.unique_key) == job.id:
-            del self.unique[job.unique_key]
+    def _holding(self, key: str | None) -> list[ModelJob]:
+        """The jobs holding a unique key (the model of "unique:<key>"),
+        expiring ones included, by rank then id."""
+        held = [j for j in self.jobs.values() if key is not None and j.unique_key == key and j.hold is not None]
+        return sorted(held, key=lambda j: (j.hold or 0, j.id))
 
-    def _unique_restore(self, job: ModelJob) -> None:
-        if job.unique_key is None:
-            return
-        holder = self.unique.get(job.unique_key)
-        if holder is None or holder == job.id or self._visible(holder) is None:
-            self.unique[job.unique_key] = job.id
+    def _held_keys(self) -> list[str]:
+        return sorted({j.unique_key for j in self.jobs.values() if j.unique_key is not None and j.hold is not None})
+
+    def _conflicting(self, key: str | None, scope: str, other_than: str | None = None) -> ModelJob | None:
+        """The holder an enqueue with this key and scope is a duplicate of
+        (and that refuses a retry): the first, by rank then id, that is
+        visible and whose status the scope conflicts with."""
+        for held in self._holding(key):
+            if held.id != other_than and not held.expiring and held.status in CONFLICT[scope]:
+                return held
+        return None
 
     def _visible(self, job_id: str | None) -> ModelJob | None:
         """The job, unless it is gone or expired."""
@@ -273,20 +292,16 @@ class ZizqModel(RuleBasedStateMachine):
     def _blocker(self, job: ModelJob) -> ModelJob | None:
         """The other job holding this job's unique key in a status this job's
         scope conflicts with: what refuses its retry, as it would its enqueue."""
-        if job.unique_key is None or job.scope is None:
+        if job.scope is None:
             return None
-        held = self._visible(self.unique.get(job.unique_key))
-        if held is None or held.id == job.id or held.status not in CONFLICT[job.scope]:
-            return None
-        return held
+        return self._conflicting(job.unique_key, job.scope, other_than=job.id)
 
     def _holders(self, *keys: str | None) -> list[str | None]:
-        return [self.unique.get(k) for k in keys if k is not None]
+        return [j.id for k in keys for j in self._holding(k)]
 
     def _delete(self, job: ModelJob) -> None:
         del self.jobs[job.id]
         self.gone.add(job.id)
-        self._unique_release(job)
 
     def _finish(self, job: ModelJob, status: str, t0: float, t1: float) -> None:
         """The job completed or went dead, in a call made between t0 and t1."""
@@ -302,8 +317,6 @@ class ZizqModel(RuleBasedStateMachine):
         job.status = status
         if retention_ms == RETAIN_MS:
             job.expiring, job.expires, job.fresh = True, window(t0, t1, RETAIN_MS / 1000), True
-        if job.scope in ("queued", "active"):
-            self._unique_release(job)
 
     def _holds(self, job_id: str, worker: str) -> bool:
         job = self.jobs.get(job_id)
@@ -311,8 +324,8 @@ class ZizqModel(RuleBasedStateMachine):
 
     def _apply_enqueue(self, spec: EnqueueSpec, got: Job, t0: float, t1: float) -> None:
         if spec.unique_key is not None:
-            held = self._visible(self.unique.get(spec.unique_key))
-            if held is not None and held.status in CONFLICT[spec.unique_while or "queued"]:
+            held = self._conflicting(spec.unique_key, spec.unique_while or "queued")
+            if held is not None:
                 assert got.duplicate, f"expected a duplicate of {held.id}, got a new job {got.id}"
                 assert got.id == held.id
                 assert got.status == held.status
@@ -338,8 +351,6 @@ class ZizqModel(RuleBasedStateMachine):
             job.due = window(t0, t1, FAR_S)
         self.jobs[job.id] = job
         self.ids.append(job.id)
-        if spec.unique_key is not None:
-            self.unique[spec.unique_key] = job.id
 
     def _pick(self, data: st.DataObject, pools: list[list[str]]) -> str:
         """An id from one of the non-empty pools (drawn, so it shrinks and
@@ -386,7 +397,7 @@ class ZizqModel(RuleBasedStateMachine):
         for spec, job in zip(specs, got, strict=True):
             self._apply_enqueue(spec, job, t0, t1)
 
-    @precondition(lambda self: bool(self.unique))
+    @precondition(lambda self: bool(self._held_keys()))
     @rule(spec=enqueue_specs, data=st.data())
     def enqueue_again(self, spec: EnqueueSpec, data: st.DataObject) -> None:
         """Enqueue with a key that is held, by a job in flight or finished
@@ -395,9 +406,9 @@ class ZizqModel(RuleBasedStateMachine):
         holders are waiting in line."""
 
         def held_by(*statuses: str) -> list[str]:
-            return [k for k, i in sorted(self.unique.items()) if i in self.jobs and self.jobs[i].status in statuses]
+            return [k for k in self._held_keys() if any(j.status in statuses for j in self._holding(k))]
 
-        key = self._pick(data, [held_by("in_flight"), held_by("completed", "dead"), sorted(self.unique)])
+        key = self._pick(data, [held_by("in_flight"), held_by("completed", "dead"), self._held_keys()])
         self.enqueue(dataclasses.replace(spec, unique_key=key))
 
     # ---- rules: the worker's calls --------------------------------------
@@ -459,8 +470,6 @@ class ZizqModel(RuleBasedStateMachine):
             assert taken.queue == job.queue and taken.priority == job.priority
             job.status = "in_flight"
             job.worker = worker
-            if job.scope == "queued":
-                self._unique_release(job)
             if taken.id not in self.taken[worker]:
                 self.taken[worker].append(taken.id)
         return expected
@@ -515,9 +524,6 @@ class ZizqModel(RuleBasedStateMachine):
             kwargs["retry_in_ms"] = round(SHORT_S * 1000)
         elif mode == "retry_at_far":
             kwargs["retry_at_ms"] = math.floor((time.time() + FAR_S) * 1000)
-        held = self.jobs.get(job_id)
-        if held is not None:  # a retry restores a queued key unless a live job holds it
-            self._expire(self._holders(held.unique_key))
         t0 = time.monotonic()
         got = self.client.run(self.client.core.fail(worker, job_id, **kwargs))
         t1 = time.monotonic()
@@ -545,8 +551,6 @@ class ZizqModel(RuleBasedStateMachine):
                 "retry_at_far": window(t0, t1, FAR_S),
             }[mode]
             job.short = mode == "retry_in_short"
-            if job.scope == "queued":
-                self._unique_restore(job)
             assert got.status == "scheduled"
         assert got.attempts == job.attempts
 
@@ -556,7 +560,6 @@ class ZizqModel(RuleBasedStateMachine):
         self._release(*self._draw_ids(data))
 
     def _release(self, worker: str, ids: list[str]) -> None:
-        self._expire(self._holders(*(self.jobs[i].unique_key for i in ids if self._holds(i, worker))))
         released = 0
         for job_id in ids:
             if self._holds(job_id, worker):
@@ -567,8 +570,6 @@ class ZizqModel(RuleBasedStateMachine):
     def _requeue(self, job: ModelJob) -> None:
         job.status = "ready"
         job.worker = None
-        if job.scope == "queued":
-            self._unique_restore(job)
 
     @precondition(_any_in_flight)
     @rule(worker=st.sampled_from(WORKERS))
@@ -576,7 +577,6 @@ class ZizqModel(RuleBasedStateMachine):
         """A stopping worker leaves (its jobs go back untouched, as released)
         and cannot take until it joins again."""
         held = [i for i in self.taken[worker] if self._holds(i, worker)]
-        self._expire(self._holders(*(self.jobs[i].unique_key for i in held)))
         for job_id in held:
             self._requeue(self.jobs[job_id])
         beat = self.client.run(self.client.core.heartbeat(worker, "leave", LEASE_MS))
@@ -701,8 +701,6 @@ class ZizqModel(RuleBasedStateMachine):
             with pytest.raises(UniqueKeyHeld, match=f"held by job {blocker.id} "):
                 self.client.retry_job(job_id)
             return
-        if job.unique_key is not None:  # the key points at it, as at an enqueue
-            self.unique[job.unique_key] = job.id
         got = self.client.retry_job(job_id)
         job.status = "ready"
         job.attempts = 0
@@ -846,7 +844,7 @@ class ZizqModel(RuleBasedStateMachine):
             pipe.smembers(p + "worker:" + w)
         pipe.smembers(p + "paused")
         for k in UNIQUE_KEYS:
-            pipe.get(p + "unique:" + k)
+            pipe.zrange(p + "unique:" + k, 0, -1, withscores=True)
         for job_id in self.ids:
             pipe.hexists(p + "jobs", job_id)
             pipe.llen(p + "errors:" + job_id)
@@ -871,9 +869,9 @@ class ZizqModel(RuleBasedStateMachine):
             got_ids = {m.decode() for m in replies.pop(0)}
             assert got_ids == ids_where("in_flight", w), f"worker:{w}"
         assert {m.decode() for m in replies.pop(0)} == self.paused
-        for k in UNIQUE_KEYS:
-            raw = replies.pop(0)
-            assert (raw.decode() if raw is not None else None) == self.unique.get(k), f"unique:{k}"
+        for k in UNIQUE_KEYS:  # ranked by score: 0 and 1 as they are, a purge_at as 2
+            got = {m.decode(): min(int(score), 2) for m, score in replies.pop(0)}
+            assert got == {j.id: j.hold for j in self._holding(k)}, f"unique:{k}"
         # Jobs deleted (retention 0 included) leave no hash and no error list.
         for job_id in self.ids:
             exists, n_errors = replies.pop(0), replies.pop(0)

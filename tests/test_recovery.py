@@ -56,6 +56,12 @@ def key(namespace: str, *parts: str) -> str:
     return "{" + namespace + "}:" + ":".join(parts)
 
 
+def holders(r: redis.Redis, namespace: str, unique_key: str) -> list[str]:
+    """The ids of the jobs holding a unique key (unique:<key>), by score then id."""
+    members: list[bytes] = r.zrange(key(namespace, "unique", unique_key), 0, -1)  # type: ignore[assignment]
+    return [m.decode() for m in members]
+
+
 def redis_ms(r: redis.Redis) -> int:
     seconds, micros = r.time()
     return int(seconds) * 1000 + int(micros) // 1000
@@ -129,8 +135,8 @@ async def test_lost_worker_is_recovered_by_another_worker(api: Any, r: redis.Red
     assert [j.id for j in taken.jobs] == order[:3]
     assert held_by(r, namespace, "lost") == set(order[:3])
     # Taking released the queued-scope key; the active-scope key is held.
-    assert r.get(key(namespace, "unique", "u1")) is None
-    assert r.get(key(namespace, "unique", "u2")) == jobs[2].id.encode()
+    assert holders(r, namespace, "u1") == []
+    assert holders(r, namespace, "u2") == [jobs[2].id]
     before = {j.id: await api.get_job(j.id) for j in taken.jobs}
 
     await wait_for(lapsed(r, namespace, "lost"), timeout=5)
@@ -149,11 +155,11 @@ async def test_lost_worker_is_recovered_by_another_worker(api: Any, r: redis.Red
     # The lost worker's traces are gone.
     assert not r.exists(key(namespace, "worker", "lost"))
     assert r.zscore(key(namespace, "workers"), "lost") is None
-    # The queued-scope unique key points at its job again: a duplicate is refused.
-    assert r.get(key(namespace, "unique", "u1")) == jobs[1].id.encode()
+    # The queued-scope unique key is held by its job again: a duplicate is refused.
+    assert holders(r, namespace, "u1") == [jobs[1].id]
     dup = await api.enqueue(Report(99), unique_key="u1")
     assert dup.duplicate and dup.id == jobs[1].id
-    assert r.get(key(namespace, "unique", "u2")) == jobs[2].id.encode()
+    assert holders(r, namespace, "u2") == [jobs[2].id]
     # Same place in line: the next take sees the original dispatch order.
     again = await take(api, 10, worker="w2")
     assert [j.id for j in again] == order
@@ -220,7 +226,7 @@ def test_leave_hands_back_at_once(client: zizq.Client, r: redis.Redis, namespace
     for j in jobs:
         got = client.get_job(j.id)
         assert (got.status, got.attempts, got.recoveries) == ("ready", 0, 0)
-        assert r.get(key(namespace, "unique", j.unique_key or "")) == j.id.encode()
+        assert holders(r, namespace, j.unique_key or "") == [j.id]
     assert not r.exists(key(namespace, "worker", "w1"))
     assert r.zscore(key(namespace, "workers"), "w1") is None
     assert [j.id for j in take_as_joined(client, "w2")] == [j.id for j in jobs]
@@ -277,11 +283,11 @@ async def test_job_recovered_too_often_is_failed_as_a_poison_pill(
     if final == "dead":
         assert got.purge_at is not None
         assert r.zscore(key(namespace, "dead"), job.id) is not None
-        assert r.get(key(namespace, "unique", "poison")) is None
+        assert holders(r, namespace, "poison") == []
     else:  # a retry like any failure: backoff applies (15 s base at least)
         assert got.ready_at - got.failed_at >= 16_000
         assert r.zscore(key(namespace, "scheduled"), job.id) == got.ready_at
-        assert r.get(key(namespace, "unique", "poison")) == job.id.encode()
+        assert holders(r, namespace, "poison") == [job.id]
     assert r.zscore(key(namespace, "inflight"), job.id) is None
 
 

@@ -215,9 +215,9 @@ class Lua:
     def members(self, *parts: str) -> list[str]:
         return [m for m, _ in self.zset(*parts)]
 
-    def unique(self, key: str) -> str | None:
-        holder: str | None = text(self.r.get(self.key("unique", key)))
-        return holder
+    def unique(self, key: str) -> list[str]:
+        """The jobs holding the unique key (unique:<key>), by score then id."""
+        return self.members("unique", key)
 
     def llen(self, *parts: str) -> int:
         return int(self.r.llen(self.key(*parts)))
@@ -338,7 +338,7 @@ def test_enqueue_stores_optional_fields_only_when_given(lua: Lua) -> None:
         "uw": "active",
     }
     assert set(lua.job("bare")) == {"t", "q", "p", "s", "r", "a", "d"}
-    assert lua.unique("k") == "full"
+    assert lua.zset("unique", "k") == [("full", 0.0)]
 
 
 def test_enqueue_with_delay_is_scheduled(lua: Lua) -> None:
@@ -469,14 +469,14 @@ def test_unique_duplicates_in_one_batch_resolve_to_the_first(lua: Lua) -> None:
     # The duplicate's fields are read after the batch wrote its first job.
     assert result[1][2] == lua.job("a")
     assert lua.members("ready", "q") == ["a", "c"]
-    assert lua.unique("k") == "a"
+    assert lua.unique("k") == ["a"]
 
 
 def test_unique_stale_entry_does_not_block(lua: Lua) -> None:
-    lua.r.set(lua.key("unique", "k"), "ghost")
+    lua.r.zadd(lua.key("unique", "k"), {"ghost": 0})
     [(flag, job_id, _)] = lua.enqueue(job("j1", unique_key="k"))
     assert (flag, job_id) == (0, "j1")
-    assert lua.unique("k") == "j1"
+    assert lua.unique("k") == ["ghost", "j1"]
 
 
 def test_unique_expired_holder_does_not_block(lua: Lua) -> None:
@@ -484,7 +484,7 @@ def test_unique_expired_holder_does_not_block(lua: Lua) -> None:
     lua.set_fields("old", pa=lua.now() - 1)
     [(flag, job_id, _)] = lua.enqueue(job("new", unique_key="k"))
     assert (flag, job_id) == (0, "new")
-    assert lua.unique("k") == "new"
+    assert lua.unique("k") == ["new", "old"]
 
 
 # reference §3.1: scope -> the statuses of the holder that make a duplicate.
@@ -493,9 +493,11 @@ CONFLICT = {
     "active": {"scheduled", "ready", "in_flight"},
     "exists": {"scheduled", "ready", "in_flight", "completed", "dead"},
 }
-# The index names the holder exactly while the holder's own scope would conflict:
+# The index holds the holder exactly while the holder's own scope would conflict:
 # released on take for queued, on completion or death for active, never for exists.
 INDEXED = CONFLICT
+# Its score: 0 waiting, 1 in flight, purge_at once finished.
+SCORE = {"scheduled": 0, "ready": 0, "in_flight": 1}
 
 
 def put_holder_in(lua: Lua, state: str, scope: str) -> None:
@@ -517,22 +519,25 @@ def put_holder_in(lua: Lua, state: str, scope: str) -> None:
 @pytest.mark.parametrize("new_scope", ["queued", "active", "exists"])
 def test_unique_scopes(lua: Lua, state: str, holder_scope: str, new_scope: str) -> None:
     put_holder_in(lua, state, holder_scope)
-    assert lua.unique("k") == ("holder" if state in INDEXED[holder_scope] else None)
-    duplicate = state in INDEXED[holder_scope] and state in CONFLICT[new_scope]
+    held = state in INDEXED[holder_scope]
+    score = SCORE[state] if state in SCORE else float(lua.job("holder")["pa"])
+    assert lua.zset("unique", "k") == ([("holder", score)] if held else [])
+    duplicate = held and state in CONFLICT[new_scope]
     [(flag, job_id, _)] = lua.enqueue(job("new", unique_key="k", unique_while=new_scope))
     if duplicate:
         assert (flag, job_id) == (1, "holder")
-        assert lua.unique("k") == "holder"
+        assert lua.unique("k") == ["holder"]
         assert not lua.exists("new")
     else:
         assert (flag, job_id) == (0, "new")
-        assert lua.unique("k") == "new"
+        # A holder that does not conflict keeps its hold beside the new job.
+        assert set(lua.unique("k")) == ({"holder", "new"} if held else {"new"})
 
 
 def test_unique_key_without_scope_is_queued(lua: Lua) -> None:
     lua.enqueue(job("a", unique_key="k"))
     lua.take("w", 1, "q")
-    assert lua.unique("k") is None
+    assert lua.unique("k") == []
     [(flag, _, _)] = lua.enqueue(job("b", unique_key="k"))
     assert flag == 0
 
@@ -620,7 +625,7 @@ def test_enqueue_same_id_twice_in_one_batch_is_created_once(lua: Lua) -> None:
     result = lua.enqueue(job("a", unique_key="k1"), job("a", unique_key="k2"))
     assert [flag for flag, _, _ in result] == [0, 2]
     assert lua.job("a")["uk"] == "k1"
-    assert lua.unique("k2") is None
+    assert lua.unique("k2") == []
 
 
 # ---------------------------------------------------------------- wake lists
@@ -797,14 +802,14 @@ def test_take_with_a_queue_named_twice_delivers_each_job_once(lua: Lua) -> None:
 def test_take_releases_the_unique_key_only_for_queued(lua: Lua, scope: str, kept: bool) -> None:
     lua.enqueue(job("j1", unique_key="k", unique_while=scope))
     lua.take("w", 1, "q")
-    assert lua.unique("k") == ("j1" if kept else None)
+    assert lua.zset("unique", "k") == ([("j1", 1.0)] if kept else [])
 
 
 def test_take_keeps_a_key_that_another_job_holds(lua: Lua) -> None:
     lua.enqueue(job("j1", unique_key="k"))
-    lua.r.set(lua.key("unique", "k"), "someone-else")
+    lua.r.zadd(lua.key("unique", "k"), {"someone-else": 0})
     lua.take("w", 1, "q")
-    assert lua.unique("k") == "someone-else"
+    assert lua.unique("k") == ["someone-else"]
 
 
 # ---------------------------------------------------------------- ack
@@ -852,7 +857,7 @@ def test_ack_uses_the_namespace_retention(lua: Lua) -> None:
 def test_ack_releases_the_unique_key_unless_exists(lua: Lua, scope: str, kept: bool) -> None:
     [job_id] = lua.in_flight(job("j1", unique_key="k", unique_while=scope, completed_ms=60_000))
     lua.ack("w", job_id)
-    assert lua.unique("k") == (job_id if kept else None)
+    assert lua.zset("unique", "k") == ([(job_id, float(lua.job(job_id)["pa"]))] if kept else [])
 
 
 def test_ack_twice_or_by_another_worker_misses(lua: Lua) -> None:
@@ -1009,31 +1014,33 @@ def test_fail_dead_with_no_retention_deletes_everything(lua: Lua, where: str) ->
 def test_fail_dead_releases_the_unique_key_unless_exists(lua: Lua, scope: str, kept: bool) -> None:
     [job_id] = lua.in_flight(job("j1", unique_key="k", unique_while=scope))
     lua.fail("w", job_id, kill=True)
-    assert lua.unique("k") == (job_id if kept else None)
+    assert lua.unique("k") == ([job_id] if kept else [])
 
 
 def test_fail_retry_restores_a_queued_unique_key(lua: Lua) -> None:
     [job_id] = lua.in_flight(job("j1", unique_key="k"))
-    assert lua.unique("k") is None
+    assert lua.unique("k") == []
     lua.fail("w", job_id)
-    assert lua.unique("k") == job_id
+    assert lua.zset("unique", "k") == [(job_id, 0.0)]
 
 
-def test_fail_retry_leaves_a_key_claimed_meanwhile(lua: Lua) -> None:
+def test_fail_retry_holds_the_key_beside_a_job_that_claimed_it_meanwhile(lua: Lua) -> None:
     [job_id] = lua.in_flight(job("j1", unique_key="k"))
     [(flag, _, _)] = lua.enqueue(job("j2", unique_key="k"))
     assert flag == 0
     lua.fail("w", job_id)
-    assert lua.unique("k") == "j2"
+    assert lua.unique("k") == ["j1", "j2"]
 
 
 def test_fail_retry_takes_a_key_back_from_an_expired_holder(lua: Lua) -> None:
     [job_id] = lua.in_flight(job("j1", unique_key="k"))
     put_holder_in(lua, "completed", "exists")  # claims the key j1 released when taken
-    assert lua.unique("k") == "holder"
+    assert lua.unique("k") == ["holder"]
     lua.set_fields("holder", pa=lua.now() - 1)
     lua.fail("w", job_id)
-    assert lua.unique("k") == job_id
+    assert lua.unique("k") == [job_id, "holder"]
+    [(flag, holder, _)] = lua.enqueue(job("j2", unique_key="k", unique_while="exists"))
+    assert (flag, holder) == (1, job_id)
 
 
 def test_fail_trims_the_error_history(lua: Lua) -> None:
@@ -1106,16 +1113,16 @@ def test_release_only_what_the_worker_holds(lua: Lua) -> None:
 def test_release_leaves_the_unique_key_pointing_at_the_job(lua: Lua, scope: str) -> None:
     lua.in_flight(job("j1", unique_key="k", unique_while=scope))
     lua.release("w", "j1")
-    assert lua.unique("k") == "j1"
+    assert lua.zset("unique", "k") == [("j1", 0.0)]
     [(flag, job_id, _)] = lua.enqueue(job("j2", unique_key="k", unique_while=scope))
     assert (flag, job_id) == (1, "j1")
 
 
-def test_release_leaves_a_key_claimed_meanwhile(lua: Lua) -> None:
+def test_release_holds_the_key_beside_a_job_that_claimed_it_meanwhile(lua: Lua) -> None:
     lua.in_flight(job("j1", unique_key="k"))
     lua.enqueue(job("j2", unique_key="k"))
     lua.release("w", "j1")
-    assert lua.unique("k") == "j2"
+    assert lua.unique("k") == ["j1", "j2"]
 
 
 # ---------------------------------------------------------------- get
@@ -1166,7 +1173,7 @@ def test_retry_judges_the_unique_key_as_enqueue_does(lua: Lua, state: str, holde
     else:
         assert as_map(lua.raw("retry", "d"))["s"] == "ready"
         assert lua.members("ready", "q")[-1:] == ["d"]
-        assert lua.unique("k") == "d"  # as a new job's enqueue would point it
+        assert ("d", 0.0) in lua.zset("unique", "k")  # a waiting holder, as a new job would be
 
 
 def test_retry_is_not_blocked_by_an_expired_or_missing_holder(lua: Lua) -> None:
@@ -1175,10 +1182,10 @@ def test_retry_is_not_blocked_by_an_expired_or_missing_holder(lua: Lua) -> None:
     put_holder_in(lua, "completed", "exists")
     lua.set_fields("holder", pa=lua.now() - 1)
     assert as_map(lua.raw("retry", "d"))["s"] == "ready"
-    assert lua.unique("k") == "d"
-    lua.r.set(lua.key("unique", "k2"), "ghost")
+    assert lua.unique("k") == ["d", "holder"]
+    lua.r.zadd(lua.key("unique", "k2"), {"ghost": 0})
     assert as_map(lua.raw("retry", "e"))["s"] == "ready"
-    assert lua.unique("k2") == "e"
+    assert lua.unique("k2") == ["e", "ghost"]
 
 
 def test_bulk_retry_skips_a_job_whose_key_is_held_and_does_not_count_it(lua: Lua) -> None:
@@ -1190,7 +1197,7 @@ def test_bulk_retry_skips_a_job_whose_key_is_held_and_does_not_count_it(lua: Lua
     changed, left = lua.run("bulk", "retry", "{}", "dead", 3, "d1", "d2", "d3")
     assert (changed, left) == (2, 2)  # d2 is still in "dead": the walk goes on past it
     assert [lua.job(i)["s"] for i in ("d1", "d2", "d3")] == ["ready", "dead", "ready"]
-    assert lua.unique("k") == "d1"
+    assert lua.unique("k") == ["d1"]
 
 
 def test_a_record_no_script_can_read_is_skipped_not_a_failure_halfway(lua: Lua) -> None:

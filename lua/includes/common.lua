@@ -114,24 +114,51 @@ local function call_in_slices(command, key, values, width)
   return total
 end
 
--- The statuses of a unique key's holder that conflict with a job wanting
--- the key, by the scope it wants it in (no scope given means queued):
--- enqueue judges a new job by this, and retry a dead one.
-local UNIQUE_CONFLICT = {
-  queued = {scheduled = true, ready = true},
-  active = {scheduled = true, ready = true, in_flight = true},
-  exists = {scheduled = true, ready = true, in_flight = true, completed = true, dead = true},
-}
-
 -- Whether a job is past its purge time and so invisible to every read.
 local function expired(job, now)
   return job.pa ~= nil and job.pa <= now
 end
 
--- Finished jobs deleted at once leave their id behind for a minute, in
--- 10-second buckets of Redis time ("done:<n>", sets that expire), so that an
--- enqueue repeated after its reply was lost does not create the job a
--- second time.
+-- Unique keys. "unique:<key>" is a sorted set of the jobs that hold the key
+-- (several can: a job waiting for its retry and a later one waiting in line),
+-- each scored by how far its hold reaches: 0 while scheduled or ready (any
+-- scope), 1 while in flight (scope active or exists), its purge_at once
+-- finished (scope exists). A job leaves the set as its hold ends (taken, for
+-- queued; finished, for active; deleted or purged, for every scope).
+-- A job wanting the key in a scope conflicts with a holder scored up to
+-- UNIQUE_REACH[scope], and for exists also with one whose purge_at is ahead.
+local UNIQUE_REACH = {queued = 0, active = 1, exists = 1}
+local UNIQUE_PAGE = 10
+
+-- A job other than `except` that holds `key` in a way that conflicts with a
+-- job wanting it in `scope`: its id and the job (as load_job returns it), or
+-- nil. An entry whose job is gone or expired is passed over. Cost: O(log H)
+-- for H holders of the key, plus one page per 10 entries passed over.
+local function unique_holder(P, key, scope, now, except)
+  local k = P .. 'unique:' .. key
+  local ranges = {{0, UNIQUE_REACH[scope]}}
+  if scope == 'exists' then ranges[2] = {'(' .. now, '+inf'} end
+  for _, range in ipairs(ranges) do
+    local offset = 0
+    repeat
+      local ids = redis.call('ZRANGEBYSCORE', k, range[1], range[2], 'LIMIT', offset, UNIQUE_PAGE)
+      for _, id in ipairs(ids) do
+        if id ~= except then
+          local job = load_job(P, id)
+          if job and job.uk == key and not expired(job, now) then return id, job end
+        end
+      end
+      offset = offset + UNIQUE_PAGE
+    until #ids < UNIQUE_PAGE
+  end
+  return nil
+end
+
+-- Jobs deleted leave their id behind for a minute, in 10-second buckets of
+-- Redis time ("done:<n>", hashes that expire: field the id, value 'f' when
+-- the job was deleted as it finished, with a retention of 0, or 'd' when it
+-- was deleted later, by purge, or by hand), so that an enqueue repeated
+-- after its reply was lost does not create the job a second time.
 local DONE_WINDOW_MS = 60000
 local DONE_BUCKET_MS = 10000
 local ID_SCALE = 36 ^ 15 / 2 ^ 80  -- the first 10 base-36 digits, scaled to the top 48 bits
@@ -143,11 +170,12 @@ local function id_time(id)
   return math.floor(head * ID_SCALE)
 end
 
--- Whether a job with this id finished and was deleted within the window
--- (by Redis's clock: the producer's, in the id, plays no part).
+-- How a job with this id was deleted within the window (by Redis's clock:
+-- the producer's, in the id, plays no part): 'f' or 'd' as above, or nil.
 local function was_done(P, id, now)
   for bucket = math.floor((now - DONE_WINDOW_MS) / DONE_BUCKET_MS), math.floor(now / DONE_BUCKET_MS) do
-    if redis.call('SISMEMBER', P .. 'done:' .. bucket, id) == 1 then return true end
+    local how = redis.call('HGET', P .. 'done:' .. bucket, id)
+    if how then return how end
   end
-  return false
+  return nil
 end

@@ -50,7 +50,7 @@ local function record_failure(P, id, job, now, f)
   end
   job.s, job.r = 'scheduled', retry_at
   save_job(P, id, job)
-  if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
+  unique_update(P, id, job)
   -- Zizq's rule: a retry is always scheduled, even when already due; the
   -- next take promotes it.
   schedule(P, id, job.q, retry_at)

@@ -52,48 +52,51 @@ local function unique_scope(job)
   return job.uw or 'queued'
 end
 
--- Drop the unique index entry, but only while it still points at this job.
-local function unique_release(P, id, job)
-  if job.uk then
-    local k = P .. 'unique:' .. job.uk
-    if redis.call('GET', k) == id then redis.call('DEL', k) end
+-- The score of the job in its key's holder set (see unique_holder in
+-- common.lua) for its status and scope, or nil when its hold has ended.
+local function unique_score(job)
+  local scope, s = unique_scope(job), job.s
+  if not scope then return nil end
+  if s == 'ready' or s == 'scheduled' then return 0 end
+  if s == 'in_flight' then return scope ~= 'queued' and 1 or nil end
+  if scope == 'exists' then return job.pa end
+  return nil
+end
+
+-- Bring the job's entry in its key's holder set in line with its status:
+-- added or rescored while it holds the key, removed once its hold ends.
+-- Other holders are never touched. One ZADD or ZREM: O(log H).
+local function unique_update(P, id, job)
+  if not job.uk then return end
+  local key, score = P .. 'unique:' .. job.uk, unique_score(job)
+  if score then
+    redis.call('ZADD', key, score, id)
+  else
+    redis.call('ZREM', key, id)
   end
 end
 
--- Point the unique index back at this job unless a live job holds the key.
-local function unique_restore(P, id, job)
-  if job.uk then
-    local k = P .. 'unique:' .. job.uk
-    local holder = redis.call('GET', k)
-    local live = false
-    if holder and holder ~= id then
-      local other = load_job(P, holder)
-      live = other ~= nil and not expired(other, now_ms())
-    end
-    if not live then redis.call('SET', k, id) end
-  end
-end
-
--- Leave the id of a job deleted as it finished in the "done" bucket of
--- now (see DONE_WINDOW_MS in common.lua); the bucket expires a window after
--- its end.
-local function remember_done(P, id, now)
+-- Leave the id of a job being deleted in the "done" bucket of now, with how
+-- it left: 'f' deleted as it finished, 'd' deleted later or by hand (see
+-- DONE_WINDOW_MS in common.lua); the bucket expires a window after its end.
+local function remember_done(P, id, now, how)
   local bucket = math.floor(now / DONE_BUCKET_MS)
   local key = P .. 'done:' .. bucket
-  redis.call('SADD', key, id)
+  redis.call('HSET', key, id, how)
   redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
 end
 
--- Remove a job's record, its error history and its unique key (if it
--- still points at the job); the caller has taken it out of every index.
+-- Remove a job's record, its error history and its hold on its unique key;
+-- the caller has taken it out of every index.
 local function forget_job(P, id, job)
   redis.call('HDEL', P .. 'jobs', id)
   redis.call('DEL', P .. 'errors:' .. id)
-  unique_release(P, id, job)
+  if job.uk then redis.call('ZREM', P .. 'unique:' .. job.uk, id) end
 end
 
--- Remove a job and every index entry that names it.
-local function delete_job(P, id, job)
+-- Remove a job and every index entry that names it, and remember its id in
+-- the done window (an enqueue repeated after a lost reply finds it there).
+local function delete_job(P, id, job, now)
   redis.call('ZREM', P .. 'ready:' .. job.q, id)
   redis.call('ZREM', P .. 'scheduled', id)
   redis.call('ZREM', P .. 'inflight', id)
@@ -101,6 +104,7 @@ local function delete_job(P, id, job)
   redis.call('ZREM', P .. 'dead', id)
   if job.w then redis.call('SREM', P .. 'worker:' .. job.w, id) end
   forget_job(P, id, job)
+  remember_done(P, id, now, 'd')
 end
 
 -- Take a job out of flight (the caller decides where it goes next, and
@@ -112,24 +116,23 @@ local function leave_flight(P, id, job)
 end
 
 -- Give an in-flight job back to its queue untouched: attempts unchanged, no
--- error record, same id and so the same place in line; a queued-scope unique
--- key points at it again unless a live job holds the key.
+-- error record, same id and so the same place in line; it holds its unique
+-- key again as a waiting job (alongside any job that took the key meanwhile).
 local function requeue(P, id, job)
   leave_flight(P, id, job)
   job.s = 'ready'
   save_job(P, id, job)
   make_ready(P, id, job.q, job.p)
-  if unique_scope(job) == 'queued' then unique_restore(P, id, job) end
+  unique_update(P, id, job)
 end
 
 -- Move a job that has left flight to a terminal state: completed or dead,
 -- and save it. With a retention of 0 the job is deleted now; otherwise it is
 -- kept until purge_at.
 local function finish(P, id, job, status, now, retention_ms)
-  local scope = unique_scope(job)
   if retention_ms <= 0 then
     forget_job(P, id, job)
-    remember_done(P, id, now)
+    remember_done(P, id, now, 'f')
     job.s = status
     return
   end
@@ -138,7 +141,7 @@ local function finish(P, id, job, status, now, retention_ms)
   job.pa = purge_at
   save_job(P, id, job)
   redis.call('ZADD', P .. status, purge_at, id)
-  if scope == 'queued' or scope == 'active' then unique_release(P, id, job) end
+  unique_update(P, id, job)
 end
 
 -- The job, or nil when it does not exist or is past its purge time.

@@ -95,20 +95,17 @@ end
 -- is judged as enqueue judges a new job's: when another visible job holds
 -- the key in a status the job's own scope conflicts with, nothing is
 -- written and the reply is nil, the holder's id and its status; otherwise
--- the key points at this job again. Returns the job's record.
+-- the job holds the key again, as a waiting job. Returns the job's record.
 local function retry_dead(P, id, job, now)
   local scope = unique_scope(job)
   if scope then
-    local holder = redis.call('GET', P .. 'unique:' .. job.uk)
-    if holder and holder ~= id then
-      local other = visible_job(P, holder, now)
-      if other and UNIQUE_CONFLICT[scope][other.s] then return nil, holder, other.s end
-    end
+    local holder, other = unique_holder(P, job.uk, scope, now, id)
+    if holder then return nil, holder, other.s end
   end
   redis.call('ZREM', P .. 'dead', id)
   job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
   local record = save_job(P, id, job)
   make_ready(P, id, job.q, job.p)
-  if scope then redis.call('SET', P .. 'unique:' .. job.uk, id) end
+  unique_update(P, id, job)
   return record
 end
