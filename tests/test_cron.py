@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from zoneinfo import ZoneInfo
 from typing import Any, cast
 
 import pytest
@@ -277,3 +278,59 @@ async def test_fire_checks_every_next_run_before_claiming_any(
         r.eval(script("cron_fire").source, 1, "{" + namespace + "}:", *args)
     assert r.zscore(f"{{{namespace}}}:cron:next", "g,e") == before  # nothing claimed
     assert r.zcard(f"{{{namespace}}}:cron:pending") == 0
+
+
+def _runs(expression: str, timezone: str, start: str, end: str) -> list[int]:
+    """Every run of an entry after ``start`` up to ``end``, in ms."""
+    runs, at, stop = [], ms(start), ms(end)
+    while (nxt := next_after(expression, timezone, at)) is not None and nxt <= stop:
+        runs.append(nxt)
+        at = nxt
+    return runs
+
+
+# (zone, the day clocks go forward, the day they go back, a time of day in
+# the skipped hour, one in the repeated hour; the jump's end; UTC)
+CLOCK_CHANGES = [
+    ("Europe/Berlin", "2024-03-31", "2024-10-27", "02:30", "02:30", "2024-03-31T01:00:00+00:00"),
+    ("America/New_York", "2024-03-10", "2024-11-03", "02:30", "01:30", "2024-03-10T07:00:00+00:00"),
+]
+
+
+@pytest.mark.parametrize(("zone", "spring", "autumn", "skipped", "repeated", "jump_end"), CLOCK_CHANGES)
+@pytest.mark.parametrize("seconds", [False, True], ids=["5 fields", "6 fields"])
+def test_fixed_times_run_once_on_both_clock_changes(
+    zone: str, spring: str, autumn: str, skipped: str, repeated: str, jump_end: str, seconds: bool
+) -> None:
+    def expression(time_of_day: str) -> str:
+        hour, minute = time_of_day.split(":")
+        return ("0 " if seconds else "") + f"{int(minute)} {int(hour)} * * *"
+
+    # A time skipped in spring runs once, right when the jump ends.
+    runs = _runs(expression(skipped), zone, f"{spring}T00:00:00+00:00", f"{spring}T23:59:00+00:00")
+    assert runs == [ms(jump_end)]
+    # A time in the repeated hour runs once, at its first pass.
+    first_pass = datetime.fromisoformat(f"{autumn}T{repeated}").replace(tzinfo=ZoneInfo(zone), fold=0)
+    runs = _runs(expression(repeated), zone, f"{autumn}T00:00:00+00:00", f"{autumn}T23:59:00+00:00")
+    assert runs == [round(first_pass.timestamp() * 1000)]
+
+
+@pytest.mark.parametrize(("zone", "spring", "autumn", "skipped", "repeated", "jump_end"), CLOCK_CHANGES)
+@pytest.mark.parametrize(
+    ("expression", "period_ms"),
+    [
+        ("*/15 * * * *", 900_000),
+        ("0 */15 * * * *", 900_000),
+        ("0 * * * *", 3_600_000),
+        ("0 0 * * * *", 3_600_000),
+        ("@hourly", 3_600_000),
+    ],
+)
+def test_interval_entries_step_in_real_time_across_clock_changes(
+    zone: str, spring: str, autumn: str, skipped: str, repeated: str, jump_end: str, expression: str, period_ms: int
+) -> None:
+    for day in (spring, autumn):
+        runs = _runs(expression, zone, f"{day}T00:00:00+00:00", f"{day}T12:00:00+00:00")
+        assert runs[0] == ms(f"{day}T00:00:00+00:00") + period_ms
+        assert [b - a for a, b in zip(runs, runs[1:])] == [period_ms] * (len(runs) - 1), (day, expression)
+        assert runs[-1] == ms(f"{day}T12:00:00+00:00")

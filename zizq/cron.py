@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -139,16 +139,81 @@ def validate_timezone(tz: object) -> str:
     return tz
 
 
-def next_after(expression: str, timezone: str, now_ms: int) -> int | None:
-    """The first occurrence of ``expression`` (read in ``timezone``) strictly
-    after ``now_ms``, in ms since the epoch; None when there is none."""
-    start = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(timezone))
-    six = len(expression.split(" ")) == 6
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _real_time(expression: str) -> bool:
+    """Whether an entry steps in real time across clock changes: its hour
+    field is ``*`` or ``*/n`` (``@hourly`` too). Any other entry names
+    times of day."""
+    fields = expression.split(" ")
+    if len(fields) == 1:
+        return fields[0].lower() == "@hourly"
+    return fields[-4].startswith("*")  # the hour: 2nd of 5 fields, 3rd of 6
+
+
+def _jump_end(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) a forward clock change ends, for a wall time it
+    skips: the first second whose offset is the one after the change."""
+    before, after = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    new_offset = after.utcoffset()
+    lo = int(after.timestamp())  # an instant still before the change
+    hi = int(before.timestamp())  # an instant already after it
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == new_offset:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _instants(wall: datetime, zone: ZoneInfo, real_time: bool) -> list[datetime]:
+    """The instants (UTC) at which a matching wall-clock time runs: one
+    normally; in a repeated hour both passes for a real-time entry, the
+    first only for the others; for a time skipped forward, none for a
+    real-time entry, the end of the jump for the others."""
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    a, b = first.utcoffset() or timedelta(0), second.utcoffset() or timedelta(0)
+    if a == b:
+        return [first.astimezone(UTC)]
+    if a > b:  # the hour is repeated (PEP 495: fold 0 is the earlier pass)
+        return [first.astimezone(UTC), second.astimezone(UTC)] if real_time else [first.astimezone(UTC)]
+    return [] if real_time else [_jump_end(wall, zone)]
+
+
+def next_after(expression: str, timezone: str, after_ms: int) -> int | None:
+    """The first run of ``expression`` (read in ``timezone``) strictly after
+    ``after_ms``, in ms since the epoch; None when there is none.
+
+    Wall-clock times are matched by croniter without a time zone; the clock
+    changes are zizq's rule (README, Cron): an entry whose hour field is
+    ``*`` or ``*/n`` steps in real time (a repeated hour runs again, a
+    skipped one is skipped); any other entry runs each matching time of
+    day once (in a repeated hour at its first pass; a time skipped forward
+    right when the jump ends)."""
+    zone = ZoneInfo(timezone)
+    after = _EPOCH + timedelta(milliseconds=after_ms)
+    # A wall time can name an instant after `after` although it reads
+    # earlier than `after`'s own wall time, when the clock goes back in
+    # between: start from the lowest offset of the day ahead.
+    lowest = min((after + timedelta(hours=h)).astimezone(zone).utcoffset() or timedelta(0) for h in range(25))
+    start = (after + lowest).replace(tzinfo=None)
+    real_time = _real_time(expression)
+    walls = croniter(expression, start, second_at_beginning=len(expression.split(" ")) == 6)
+    best: datetime | None = None
     try:
-        nxt = croniter(expression, start, second_at_beginning=six).get_next(datetime)
+        while True:
+            wall = walls.get_next(datetime)
+            instants = _instants(wall, zone, real_time)
+            if best is not None and instants and instants[0] >= best:
+                break  # later wall times cannot run sooner
+            for at in instants:
+                if at > after and (best is None or at < best):
+                    best = at
     except CroniterBadDateError:
-        return None
-    return round(float(nxt.timestamp()) * 1000)
+        pass
+    return None if best is None else (best - _EPOCH) // timedelta(milliseconds=1)
 
 
 # -- the workers' tick --------------------------------------------------------
