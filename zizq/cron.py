@@ -7,22 +7,22 @@ entry's, else the group's, else UTC) and a job template (a JobKind instance or
 a :class:`zizq.Enqueue` with options; ``ready_at`` and ``delay`` are refused).
 
 Every worker runs a cron tick (``Worker(cron=False)`` turns it off). When an
-entry is due, the tick computes the entry's following run with croniter and
-claims the due run with a compare-and-set in Lua (``lua/cron_fire.lua``): of
-any number of workers, one wins. The claim records a pending enqueue with the
-job id the winner chose; the winner enqueues the job with that id and then
-confirms. A worker that dies between claim and confirm leaves the record
-behind, and another worker's tick sends it again after ``PENDING_GRACE_MS``,
-with the same id, which the enqueue script recognises (see the README's
-"Operating zizq" for the guarantee this gives).
+entry is due, the tick computes the entry's following run (:func:`next_after`:
+croniter matches the wall-clock times, zizq's rule handles clock changes)
+and claims the due run with a compare-and-set in Lua (``lua/cron_fire.lua``):
+of any number of workers, one wins, and the same script enqueues the run's
+job, so a run is enqueued at most once. A worker that cannot compute an
+entry's next run (its tzdata lacks the zone) leaves the entry due for the
+others.
 
 Redis keys (under ``{<namespace>}:``): ``cron:groups`` (set of names),
 ``cron:group:<g>`` (hash: tz, paused, paused_at, resumed_at),
 ``cron:entries:<g>`` (hash: entry name -> definition JSON),
 ``cron:entry:<g>,<e>`` (hash: paused, paused_at, resumed_at, last),
-``cron:next`` (sorted set: ``<g>,<e>`` -> next run, ms), ``cron:pending``
+``cron:next`` (sorted set: ``<g>,<e>`` -> next run, ms); ``cron:pending``
 (sorted set: job id -> claimed at, ms) and ``cron:sent`` (hash: job id ->
-JSON record). Names cannot hold a comma, so ``<g>,<e>`` is unambiguous.
+JSON record) hold claims left by workers older than claim-and-enqueue in
+one script. Names cannot hold a comma, so ``<g>,<e>`` is unambiguous.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("zizq.cron")
-
 
 
 @dataclass(frozen=True)
@@ -217,5 +216,3 @@ def next_after(expression: str, timezone: str, after_ms: int) -> int | None:
 
 
 # -- the workers' tick --------------------------------------------------------
-
-
