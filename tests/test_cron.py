@@ -403,6 +403,9 @@ def test_fixed_times_run_once_on_both_clock_changes(
     first_pass = datetime.fromisoformat(f"{autumn}T{repeated}").replace(tzinfo=ZoneInfo(zone), fold=0)
     runs = _runs(expression(repeated), zone, f"{autumn}T00:00:00+00:00", f"{autumn}T23:59:00+00:00")
     assert runs == [round(first_pass.timestamp() * 1000)]
+    # Read during the second pass, the next run is the next day's.
+    second_pass = round(first_pass.replace(fold=1).timestamp() * 1000) - 1
+    assert next_after(expression(repeated), zone, second_pass) == runs[0] + 86_400_000 + 3_600_000
 
 
 @pytest.mark.parametrize(("zone", "spring", "autumn", "skipped", "repeated", "jump_end"), CLOCK_CHANGES)
@@ -424,3 +427,5 @@ def test_interval_entries_step_in_real_time_across_clock_changes(
         assert runs[0] == ms(f"{day}T00:00:00+00:00") + period_ms
         assert [b - a for a, b in itertools.pairwise(runs)] == [period_ms] * (len(runs) - 1), (day, expression)
         assert runs[-1] == ms(f"{day}T12:00:00+00:00")
+        for a, b in itertools.pairwise(runs):  # read between two runs, too
+            assert next_after(expression, zone, a + period_ms // 2) == b

@@ -139,6 +139,7 @@ def validate_timezone(tz: object) -> str:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHANGE_HORIZON = timedelta(hours=3)  # longer than any clock change going back
 
 
 def _real_time(expression: str) -> bool:
@@ -181,6 +182,23 @@ def _instants(wall: datetime, zone: ZoneInfo, real_time: bool) -> list[datetime]
     return [] if real_time else [_jump_end(wall, zone)]
 
 
+def _fall_back_ahead(after: datetime, zone: ZoneInfo) -> tuple[datetime, timedelta] | None:
+    """The instant (UTC) within 3 hours after ``after`` at which the clock
+    goes back, with the offset from then on; None when it does not."""
+    offset = after.astimezone(zone).utcoffset()
+    later = (after + _CHANGE_HORIZON).astimezone(zone).utcoffset()
+    if offset is None or later is None or later >= offset:
+        return None
+    lo, hi = int(after.timestamp()), int((after + _CHANGE_HORIZON).timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == later:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC), later
+
+
 def next_after(expression: str, timezone: str, after_ms: int) -> int | None:
     """The first run of ``expression`` (read in ``timezone``) strictly after
     ``after_ms``, in ms since the epoch; None when there is none.
@@ -193,25 +211,35 @@ def next_after(expression: str, timezone: str, after_ms: int) -> int | None:
     right when the jump ends)."""
     zone = ZoneInfo(timezone)
     after = _EPOCH + timedelta(milliseconds=after_ms)
-    # A wall time can name an instant after `after` although it reads
-    # earlier than `after`'s own wall time, when the clock goes back in
-    # between: start from the lowest offset of the day ahead.
-    lowest = min((after + timedelta(hours=h)).astimezone(zone).utcoffset() or timedelta(0) for h in range(25))
-    start = (after + lowest).replace(tzinfo=None)
     real_time = _real_time(expression)
-    walls = croniter(expression, start, second_at_beginning=len(expression.split(" ")) == 6)
+    six = len(expression.split(" ")) == 6
     best: datetime | None = None
+    walls = croniter(expression, after.astimezone(zone).replace(tzinfo=None), second_at_beginning=six)
     try:
-        while True:
-            wall = walls.get_next(datetime)
-            instants = _instants(wall, zone, real_time)
-            if best is not None and instants and instants[0] >= best:
-                break  # later wall times cannot run sooner
+        while True:  # the wall times after `after`'s own
+            instants = _instants(walls.get_next(datetime), zone, real_time)
+            if best is not None and instants and instants[-1] >= best:
+                break  # each pass's instants grow with the wall time: none later runs sooner
             for at in instants:
                 if at > after and (best is None or at < best):
                     best = at
     except CroniterBadDateError:
         pass
+    back = _fall_back_ahead(after, zone) if real_time else None
+    if back is not None:
+        # In the first pass of an hour about to repeat, a real-time entry
+        # next runs in the second pass, at a wall time that may read
+        # earlier than `after`'s own.
+        change, offset = back
+        repeat = (change + offset).replace(tzinfo=None) - timedelta(microseconds=1)
+        try:
+            wall = croniter(expression, repeat, second_at_beginning=six).get_next(datetime)
+        except CroniterBadDateError:
+            wall = None
+        if wall is not None:
+            at = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+            if at > after and (best is None or at < best):
+                best = at
     return None if best is None else (best - _EPOCH) // timedelta(milliseconds=1)
 
 
