@@ -42,16 +42,19 @@ local function job_row_error(J)
   return nil
 end
 
--- The live job holding J's unique key in a scope that conflicts with J,
--- or nil.
-local function unique_holder(P, J, now)
-  if J[12] == '' then return nil end
-  local holder = redis.call('GET', P .. 'unique:' .. J[12])
+-- The unique-key index, as enqueue.lua reads and writes it (keep the two
+-- in step): the live job holding `key` in a status that conflicts with a
+-- job wanting it in `scope`, or nil; and making job `id` its holder.
+local function key_holder(P, key, scope, now)
+  local holder = redis.call('GET', P .. 'unique:' .. key)
   if not holder then return nil end
   local other = load_job(P, holder)
-  local scope = UNIQUE_CONFLICT[J[13] ~= '' and J[13] or 'queued']
-  if other and scope[other.s] and not expired(other, now) then return holder end
+  if other and UNIQUE_CONFLICT[scope][other.s] and not expired(other, now) then return holder end
   return nil
+end
+
+local function hold_key(P, key, id)
+  redis.call('SET', P .. 'unique:' .. key, id)
 end
 
 -- Make the job of the checked values J, unless a live job holds its unique
@@ -59,7 +62,7 @@ end
 -- duplicate: nothing is written). Cost: O(log n) in the job's queue or the
 -- scheduled set, plus the record's size.
 local function create_job(P, J, now)
-  local holder = unique_holder(P, J, now)
+  local holder = J[12] ~= '' and key_holder(P, J[12], J[13] ~= '' and J[13] or 'queued', now)
   if holder then return 1, holder end
   local id, queue, prio = J[1], J[3], tonumber(J[4])
   local ready_at = now
@@ -76,7 +79,7 @@ local function create_job(P, J, now)
   if J[11] ~= '' then job.rd = tonumber(J[11]) end
   if J[12] ~= '' then
     job.uk = J[12]
-    redis.call('SET', P .. 'unique:' .. J[12], id)
+    hold_key(P, J[12], id)
   end
   if J[13] ~= '' then job.uw = J[13] end
   if J[14] ~= '' then job.to = tonumber(J[14]) end
