@@ -10,7 +10,8 @@ Returns {now, earliest, due, stale}:
   due       flat list {member, next, definition} of entries whose next run
             is <= now (member is "<group>,<entry>")
   stale     flat list {job id, claimed_at, record} of claimed enqueues not
-            confirmed within the grace (their worker may have died)
+            confirmed within the grace (left by an older worker, written
+            by cron_fire before it enqueued in the claim, that may have died)
 ]]
 --@include "includes/common.lua"
 

@@ -14,12 +14,16 @@ then 3 values per entry:
   next        ms of the entry's next run, or '' when it has none
 
 An entry whose definition is unchanged keeps its scheduling state (next run,
-last run, paused); a changed or new one starts afresh with the `next` given.
-Idempotent: calling it again with the same arguments changes nothing.
+last run, paused), except that one with no next run gets the `next` given
+(it is put back on the schedule); a changed or new one starts afresh with
+the `next` given. Idempotent: calling it again with the same arguments
+changes nothing.
 
 Returns {created, replaced, deleted, unchanged} counts.
 Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed argument,
 "ZIZQ EXISTS <what>" when 'add' names an entry the group has.
+Cost: O((G + A) * log E) for G entries in the group, A entries given and E
+scheduled entries in the namespace.
 ]]
 --@include "includes/common.lua"
 
@@ -86,11 +90,14 @@ end
 for i = 5, #ARGV, 3 do
   local name, def, next_run = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local old = redis.call('HGET', defs, name)
+  local member = group .. ',' .. name
   if old == def then
     unchanged = unchanged + 1
+    if next_run ~= '' and not redis.call('ZSCORE', P .. 'cron:next', member) then
+      redis.call('ZADD', P .. 'cron:next', next_run, member)
+    end
   else
     if old then replaced = replaced + 1 else created = created + 1 end
-    local member = group .. ',' .. name
     redis.call('HSET', defs, name, def)
     redis.call('DEL', P .. 'cron:entry:' .. member)
     if next_run == '' then

@@ -1,5 +1,8 @@
 --[[ cron_sent: confirm or take over claimed cron enqueues.
 
+Only pending enqueues left by older workers need it (cron_fire before it
+enqueued in the claim wrote them); the current cron_fire writes none.
+
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  'done' or 'claim'
 'done':  ARGV[2..] job ids whose enqueue returned: their pending records go.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import re
 from datetime import datetime
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -15,9 +18,9 @@ import zizq
 from zizq._protocol.cron import CronCore
 from zizq._protocol.scripts import script
 from zizq.cron import next_after
-from zizq.worker.cron_tick import cron_tick
+from zizq.worker.cron_tick import CronStats, cron_tick
 
-from .conftest import RedisServer
+from .conftest import RedisServer, take, wait_for
 
 
 class Report(zizq.JobKind):
@@ -164,29 +167,81 @@ async def test_unique_key_templates_follow_unique_rules(
     assert r.zcard(f"{{{namespace}}}:ready:reports") == 1  # the second run was a duplicate
 
 
-async def test_a_claim_whose_worker_died_is_sent_again_once(
-    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+@pytest.mark.parametrize("case", ["unique key", "short completed retention"])
+async def test_a_claimed_run_is_enqueued_in_its_claim_and_never_again(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str, case: str
 ) -> None:
-    await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", Report(day="d"))])
+    options: dict[str, Any] = {"unique_key": "daily"} if case == "unique key" else {"retention": zizq.Retention(1)}
+    await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", zizq.Enqueue(Report(day="d"), **options))])
     cc = CronCore(aclient.core)
     await _set_next(r, namespace, "g", "e", 1000)
     job_id = aclient.core.ids.generate()
-    # A worker claims the run and dies before enqueueing it.
-    [(outcome, _)] = await aclient.run(cc.fire([("g,e", 1000, None, job_id)]))
-    assert outcome == 1
-    # Another claim of the same due time loses the compare-and-set.
+    # A worker claims the run and dies at once: the claim made the job.
+    [(outcome, created)] = await aclient.run(cc.fire([("g,e", 1000, None, job_id)]))
+    assert (outcome, created) == (1, job_id)
+    assert r.zrange(f"{{{namespace}}}:ready:reports", 0, -1) == [job_id.encode()]
+    assert r.zcard(f"{{{namespace}}}:cron:pending") == 0  # nothing left to send again
+    # The claim sent again (its reply was lost) claims nothing.
     [(outcome, _)] = await aclient.run(cc.fire([("g,e", 1000, None, aclient.core.ids.generate())]))
     assert outcome == 0
+    # The job runs and is gone (its unique key released, or purged), and
+    # the done window has passed: later ticks still make no second job.
+    [job] = await take(aclient, queues=("reports",))
+    assert job.id == job_id and await aclient.run(aclient.core.ack("w1", [job.id])) == []
+    if case == "short completed retention":
+
+        async def purged() -> bool:
+            return await aclient.purge_expired() == 1
+
+        await wait_for(purged, 5)
+    for key in r.scan_iter(f"{{{namespace}}}:done:*"):
+        r.delete(key)
     await cron_tick(aclient)
-    assert r.zcard(f"{{{namespace}}}:ready:reports") == 0  # not stale yet
-    r.zadd(f"{{{namespace}}}:cron:pending", {job_id: 1})  # make the claim look old
+    await cron_tick(aclient)
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 0 and r.hlen(f"{{{namespace}}}:jobs") == 0
+
+
+async def test_a_claim_an_older_worker_left_pending_is_sent_again_once(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    # Workers before claim and enqueue were one step recorded a pending
+    # enqueue at the claim and enqueued it afterwards: one that died in
+    # between left this behind, and a tick sends it with the same id.
+    await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", Report(day="d"))])
+    definition = cast(bytes, r.hget(f"{{{namespace}}}:cron:entries:g", "e")).decode()
+    job_id = aclient.core.ids.generate()
+    record = {"member": "g,e", "due": "1000", "definition": definition}
+    r.zadd(f"{{{namespace}}}:cron:pending", {job_id: 1})
+    r.hset(f"{{{namespace}}}:cron:sent", job_id, json.dumps(record))
     await cron_tick(aclient)
     assert r.zrange(f"{{{namespace}}}:ready:reports", 0, -1) == [job_id.encode()]
     assert r.zcard(f"{{{namespace}}}:cron:pending") == 0 and r.hlen(f"{{{namespace}}}:cron:sent") == 0
-    # Sent once more (say the first worker had enqueued before dying): the id is recognised.
+    # Sent once more (say the older worker had enqueued before dying): the id is recognised.
     template = (await aclient.get_cron("g")).entries[0].job
-    assert await aclient.run(cc.enqueue(job_id, template)) == 2
+    assert await aclient.run(CronCore(aclient.core).enqueue(job_id, template)) == 2
     assert r.zcard(f"{{{namespace}}}:ready:reports") == 1
+
+
+async def test_fire_enqueues_as_enqueue_does_or_says_why_not(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    template = zizq.Enqueue(Report(day="d"), unique_key="k", priority=3)
+    await aclient.replace_cron("g", [zizq.CronEntry("e", "0 0 * * *", template)])
+    cc = CronCore(aclient.core)
+    holder = await aclient.enqueue(Report(day="x"), unique_key="k")
+    await _set_next(r, namespace, "g", "e", 1000)
+    [(outcome, detail)] = await aclient.run(cc.fire([("g,e", 1000, 2000, aclient.core.ids.generate())]))
+    assert (outcome, detail) == (3, holder.id)  # a duplicate by unique key: nothing made
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 1
+    # A definition written by hand whose template enqueue refuses: claimed,
+    # nothing written, and why.
+    bad = {"expression": "0 0 * * *", "timezone": "UTC", "job": {"type": "t", "queue": "q", "priority": 70000}}
+    r.hset(f"{{{namespace}}}:cron:entries:g", "e", json.dumps(bad))
+    [(outcome, detail)] = await aclient.run(cc.fire([("g,e", 2000, 3000, aclient.core.ids.generate())]))
+    assert outcome == 4 and "priority 70000 is not an integer in 0..65535" in detail
+    assert r.zscore(f"{{{namespace}}}:cron:next", "g,e") == 3000 and r.hlen(f"{{{namespace}}}:jobs") == 1
+    with pytest.raises(zizq.ValidationError, match="N 101 is above 100"):
+        await aclient.run(cc.fire([("g,e", 3000, None, f"id{i}") for i in range(101)]))
 
 
 @pytest.mark.slow
@@ -263,10 +318,46 @@ async def test_an_unreadable_definition_stops_only_its_own_entry(
     await _set_next(r, namespace, "g", "good", 1000)
     await cron_tick(aclient)
     assert r.zcard(f"{{{namespace}}}:ready:reports") == 1  # the good entry ran
-    assert r.zscore(f"{{{namespace}}}:cron:next", "g,bad") is None  # off the schedule: not due again and again
-    assert r.hlen(f"{{{namespace}}}:cron:sent") == 0
+    # Left due for the other workers (they may read it), and not looked at
+    # again and again by this one.
+    assert r.zscore(f"{{{namespace}}}:cron:next", "g,bad") == 1000
     wait = await cron_tick(aclient)
     assert wait is not None and wait > 0
+
+
+async def test_a_zone_this_host_lacks_does_not_unschedule_the_entry(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = zizq.CronEntry("e", "0 0 * * *", Report(day="d"), timezone="Europe/Berlin")
+    await aclient.replace_cron("g", [entry])
+    # Registered by a host whose tzdata knows the zone; this one's does not.
+    key = f"{{{namespace}}}:cron:entries:g"
+    definition = cast(bytes, r.hget(key, "e")).decode()
+    r.hset(key, "e", definition.replace("Europe/Berlin", "Mars/Base"))
+    await _set_next(r, namespace, "g", "e", 1000)
+    stats = CronStats()
+    for _ in range(3):
+        wait = await cron_tick(aclient, stats)
+        assert wait is not None and wait >= 1.0  # no busy loop
+    assert r.zscore(f"{{{namespace}}}:cron:next", "g,e") == 1000  # still due, for a host that knows the zone
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 0
+    errors = [rec.getMessage() for rec in caplog.records if rec.levelname == "ERROR"]
+    assert len(errors) == 1 and "g,e cannot be scheduled by this worker" in errors[0] and "Mars/Base" in errors[0]
+    # A host that knows the zone runs it.
+    r.hset(key, "e", definition)
+    assert await cron_tick(aclient, stats) == 0.0
+    assert r.zcard(f"{{{namespace}}}:ready:reports") == 1 and not stats.failing
+
+
+async def test_replace_puts_an_unchanged_entry_back_on_the_schedule(
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+) -> None:
+    entries = [zizq.CronEntry("e", "0 0 * * *", Report(day="d"))]
+    first = (await aclient.replace_cron("g", entries)).entries[0]
+    await aclient.pause_cron_entry("g", "e")
+    r.zrem(f"{{{namespace}}}:cron:next", "g,e")  # taken off by an older worker's local error
+    again = (await aclient.replace_cron("g", entries)).entries[0]
+    assert again.next_enqueue_at == first.next_enqueue_at and again.paused  # back, its state kept
 
 
 async def test_fire_checks_every_next_run_before_claiming_any(
@@ -280,3 +371,64 @@ async def test_fire_checks_every_next_run_before_claiming_any(
         r.eval(script("cron_fire").source, 1, "{" + namespace + "}:", *args)
     assert r.zscore(f"{{{namespace}}}:cron:next", "g,e") == before  # nothing claimed
     assert r.zcard(f"{{{namespace}}}:cron:pending") == 0
+
+
+def _runs(expression: str, timezone: str, start: str, end: str) -> list[int]:
+    """Every run of an entry after ``start`` up to ``end``, in ms."""
+    runs, at, stop = [], ms(start), ms(end)
+    while (nxt := next_after(expression, timezone, at)) is not None and nxt <= stop:
+        runs.append(nxt)
+        at = nxt
+    return runs
+
+
+# (zone, the day clocks go forward, the day they go back, a time of day in
+# the skipped hour, one in the repeated hour; the jump's end; UTC)
+CLOCK_CHANGES = [
+    ("Europe/Berlin", "2024-03-31", "2024-10-27", "02:30", "02:30", "2024-03-31T01:00:00+00:00"),
+    ("America/New_York", "2024-03-10", "2024-11-03", "02:30", "01:30", "2024-03-10T07:00:00+00:00"),
+]
+
+
+@pytest.mark.parametrize(("zone", "spring", "autumn", "skipped", "repeated", "jump_end"), CLOCK_CHANGES)
+@pytest.mark.parametrize("seconds", [False, True], ids=["5 fields", "6 fields"])
+def test_fixed_times_run_once_on_both_clock_changes(
+    zone: str, spring: str, autumn: str, skipped: str, repeated: str, jump_end: str, seconds: bool
+) -> None:
+    def expression(time_of_day: str) -> str:
+        hour, minute = time_of_day.split(":")
+        return ("0 " if seconds else "") + f"{int(minute)} {int(hour)} * * *"
+
+    # A time skipped in spring runs once, right when the jump ends.
+    runs = _runs(expression(skipped), zone, f"{spring}T00:00:00+00:00", f"{spring}T23:59:00+00:00")
+    assert runs == [ms(jump_end)]
+    # A time in the repeated hour runs once, at its first pass.
+    first_pass = datetime.fromisoformat(f"{autumn}T{repeated}").replace(tzinfo=ZoneInfo(zone), fold=0)
+    runs = _runs(expression(repeated), zone, f"{autumn}T00:00:00+00:00", f"{autumn}T23:59:00+00:00")
+    assert runs == [round(first_pass.timestamp() * 1000)]
+    # Read during the second pass, the next run is the next day's.
+    second_pass = round(first_pass.replace(fold=1).timestamp() * 1000) - 1
+    assert next_after(expression(repeated), zone, second_pass) == runs[0] + 86_400_000 + 3_600_000
+
+
+@pytest.mark.parametrize(("zone", "spring", "autumn", "skipped", "repeated", "jump_end"), CLOCK_CHANGES)
+@pytest.mark.parametrize(
+    ("expression", "period_ms"),
+    [
+        ("*/15 * * * *", 900_000),
+        ("0 */15 * * * *", 900_000),
+        ("0 * * * *", 3_600_000),
+        ("0 0 * * * *", 3_600_000),
+        ("@hourly", 3_600_000),
+    ],
+)
+def test_interval_entries_step_in_real_time_across_clock_changes(
+    zone: str, spring: str, autumn: str, skipped: str, repeated: str, jump_end: str, expression: str, period_ms: int
+) -> None:
+    for day in (spring, autumn):
+        runs = _runs(expression, zone, f"{day}T00:00:00+00:00", f"{day}T12:00:00+00:00")
+        assert runs[0] == ms(f"{day}T00:00:00+00:00") + period_ms
+        assert [b - a for a, b in itertools.pairwise(runs)] == [period_ms] * (len(runs) - 1), (day, expression)
+        assert runs[-1] == ms(f"{day}T12:00:00+00:00")
+        for a, b in itertools.pairwise(runs):  # read between two runs, too
+            assert next_after(expression, zone, a + period_ms // 2) == b

@@ -7,29 +7,29 @@ entry's, else the group's, else UTC) and a job template (a JobKind instance or
 a :class:`zizq.Enqueue` with options; ``ready_at`` and ``delay`` are refused).
 
 Every worker runs a cron tick (``Worker(cron=False)`` turns it off). When an
-entry is due, the tick computes the entry's following run with croniter and
-claims the due run with a compare-and-set in Lua (``lua/cron_fire.lua``): of
-any number of workers, one wins. The claim records a pending enqueue with the
-job id the winner chose; the winner enqueues the job with that id and then
-confirms. A worker that dies between claim and confirm leaves the record
-behind, and another worker's tick sends it again after ``PENDING_GRACE_MS``,
-with the same id, which the enqueue script recognises (see the README's
-"Operating zizq" for the guarantee this gives).
+entry is due, the tick computes the entry's following run (:func:`next_after`:
+croniter matches the wall-clock times, zizq's rule handles clock changes)
+and claims the due run with a compare-and-set in Lua (``lua/cron_fire.lua``):
+of any number of workers, one wins, and the same script enqueues the run's
+job, so a run is enqueued at most once. A worker that cannot compute an
+entry's next run (its tzdata lacks the zone) leaves the entry due for the
+others.
 
 Redis keys (under ``{<namespace>}:``): ``cron:groups`` (set of names),
 ``cron:group:<g>`` (hash: tz, paused, paused_at, resumed_at),
 ``cron:entries:<g>`` (hash: entry name -> definition JSON),
 ``cron:entry:<g>,<e>`` (hash: paused, paused_at, resumed_at, last),
-``cron:next`` (sorted set: ``<g>,<e>`` -> next run, ms), ``cron:pending``
+``cron:next`` (sorted set: ``<g>,<e>`` -> next run, ms); ``cron:pending``
 (sorted set: job id -> claimed at, ms) and ``cron:sent`` (hash: job id ->
-JSON record). Names cannot hold a comma, so ``<g>,<e>`` is unambiguous.
+JSON record) hold claims left by workers older than claim-and-enqueue in
+one script. Names cannot hold a comma, so ``<g>,<e>`` is unambiguous.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("zizq.cron")
-
 
 
 @dataclass(frozen=True)
@@ -139,18 +138,109 @@ def validate_timezone(tz: object) -> str:
     return tz
 
 
-def next_after(expression: str, timezone: str, now_ms: int) -> int | None:
-    """The first occurrence of ``expression`` (read in ``timezone``) strictly
-    after ``now_ms``, in ms since the epoch; None when there is none."""
-    start = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(timezone))
-    six = len(expression.split(" ")) == 6
-    try:
-        nxt = croniter(expression, start, second_at_beginning=six).get_next(datetime)
-    except CroniterBadDateError:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHANGE_HORIZON = timedelta(hours=3)  # longer than any clock change going back
+
+
+def _real_time(expression: str) -> bool:
+    """Whether an entry steps in real time across clock changes: its hour
+    field is ``*`` or ``*/n`` (``@hourly`` too). Any other entry names
+    times of day."""
+    fields = expression.split(" ")
+    if len(fields) == 1:
+        return fields[0].lower() == "@hourly"
+    return fields[-4].startswith("*")  # the hour: 2nd of 5 fields, 3rd of 6
+
+
+def _jump_end(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) a forward clock change ends, for a wall time it
+    skips: the first second whose offset is the one after the change."""
+    before, after = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    new_offset = after.utcoffset()
+    lo = int(after.timestamp())  # an instant still before the change
+    hi = int(before.timestamp())  # an instant already after it
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == new_offset:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC)
+
+
+def _instants(wall: datetime, zone: ZoneInfo, real_time: bool) -> list[datetime]:
+    """The instants (UTC) at which a matching wall-clock time runs: one
+    normally; in a repeated hour both passes for a real-time entry, the
+    first only for the others; for a time skipped forward, none for a
+    real-time entry, the end of the jump for the others."""
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    a, b = first.utcoffset() or timedelta(0), second.utcoffset() or timedelta(0)
+    if a == b:
+        return [first.astimezone(UTC)]
+    if a > b:  # the hour is repeated (PEP 495: fold 0 is the earlier pass)
+        return [first.astimezone(UTC), second.astimezone(UTC)] if real_time else [first.astimezone(UTC)]
+    return [] if real_time else [_jump_end(wall, zone)]
+
+
+def _fall_back_ahead(after: datetime, zone: ZoneInfo) -> tuple[datetime, timedelta] | None:
+    """The instant (UTC) within 3 hours after ``after`` at which the clock
+    goes back, with the offset from then on; None when it does not."""
+    offset = after.astimezone(zone).utcoffset()
+    later = (after + _CHANGE_HORIZON).astimezone(zone).utcoffset()
+    if offset is None or later is None or later >= offset:
         return None
-    return round(float(nxt.timestamp()) * 1000)
+    lo, hi = int(after.timestamp()), int((after + _CHANGE_HORIZON).timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, zone).utcoffset() == later:
+            hi = mid
+        else:
+            lo = mid
+    return datetime.fromtimestamp(hi, UTC), later
+
+
+def next_after(expression: str, timezone: str, after_ms: int) -> int | None:
+    """The first run of ``expression`` (read in ``timezone``) strictly after
+    ``after_ms``, in ms since the epoch; None when there is none.
+
+    Wall-clock times are matched by croniter without a time zone; the clock
+    changes are zizq's rule (README, Cron): an entry whose hour field is
+    ``*`` or ``*/n`` steps in real time (a repeated hour runs again, a
+    skipped one is skipped); any other entry runs each matching time of
+    day once (in a repeated hour at its first pass; a time skipped forward
+    right when the jump ends)."""
+    zone = ZoneInfo(timezone)
+    after = _EPOCH + timedelta(milliseconds=after_ms)
+    real_time = _real_time(expression)
+    six = len(expression.split(" ")) == 6
+    best: datetime | None = None
+    walls = croniter(expression, after.astimezone(zone).replace(tzinfo=None), second_at_beginning=six)
+    try:
+        while True:  # the wall times after `after`'s own
+            instants = _instants(walls.get_next(datetime), zone, real_time)
+            if best is not None and instants and instants[-1] >= best:
+                break  # each pass's instants grow with the wall time: none later runs sooner
+            for at in instants:
+                if at > after and (best is None or at < best):
+                    best = at
+    except CroniterBadDateError:
+        pass
+    back = _fall_back_ahead(after, zone) if real_time else None
+    if back is not None:
+        # In the first pass of an hour about to repeat, a real-time entry
+        # next runs in the second pass, at a wall time that may read
+        # earlier than `after`'s own.
+        change, offset = back
+        repeat = (change + offset).replace(tzinfo=None) - timedelta(microseconds=1)
+        try:
+            wall = croniter(expression, repeat, second_at_beginning=six).get_next(datetime)
+        except CroniterBadDateError:
+            wall = None
+        if wall is not None:
+            at = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+            if at > after and (best is None or at < best):
+                best = at
+    return None if best is None else (best - _EPOCH) // timedelta(milliseconds=1)
 
 
 # -- the workers' tick --------------------------------------------------------
-
-

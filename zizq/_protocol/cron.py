@@ -20,8 +20,9 @@ from zizq.errors import CronNotFound, ValidationError
 from zizq.job import JobKind, validate_name
 
 PENDING_GRACE_MS = 10_000
-"""A claimed enqueue not confirmed within this many ms is sent again by any
-worker's tick (its worker is taken to have died)."""
+"""A pending claim (left by a worker older than claim-and-enqueue in one
+script) not confirmed within this many ms is sent again by any worker's
+tick (its worker is taken to have died)."""
 DUE_BATCH = 100  # due entries handled per tick call
 
 # The enqueue script's values of a job after the id (docs/protocol/scripts.md
@@ -189,6 +190,9 @@ class CronCore:
         return Call(script("cron_due"), self.core.keys, [limit, grace_ms], Due.decode)
 
     def fire(self, items: Sequence[tuple[str, int, int | None, str]]) -> Call[list[tuple[int, str]]]:
+        """Claim due runs ``(member, expected, next run or None, job id)``,
+        at most DUE_BATCH, each claimed run enqueued in the same script;
+        one ``(outcome, detail)`` per item (lua/cron_fire.lua)."""
         args: list[Value] = [len(items)]
         for member, expected, nxt, job_id in items:
             args += [member, expected, "" if nxt is None else nxt, job_id]
@@ -204,7 +208,8 @@ class CronCore:
         return Call(script("cron_sent"), self.core.keys, args, lambda r: [as_str(i) for i in r])
 
     def enqueue(self, job_id: str, template: dict[str, Any]) -> Call[int]:
-        """Enqueue one run of a template with the id chosen at its claim;
+        """Enqueue one run of a template with the id chosen at a pending
+        claim (left by an older worker);
         the reply is the enqueue script's flag (0 created, 1 duplicate by
         unique key, 2 or 3 this id was enqueued before)."""
         row: EnqueueRow = [job_id]
@@ -223,5 +228,3 @@ def group_of(groups: list[CronGroup], name: str) -> CronGroup:
 
 def checked_timezone(timezone: str | None) -> str | None:
     return None if timezone is None else validate_timezone(timezone)
-
-

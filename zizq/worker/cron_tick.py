@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -27,7 +27,8 @@ class CronStats:
 
     enqueued: int = 0  # runs this worker claimed and enqueued (duplicates by unique key included)
     skipped: int = 0  # runs this worker claimed while paused
-    resent: int = 0  # stale claims of other workers this worker sent again
+    resent: int = 0  # stale claims of older workers this worker sent again
+    failing: set[str] = field(default_factory=set)  # due entries this worker cannot compute (logged once)
 
 
 # What reading a stored definition (JSON of a dict, its expression, its
@@ -58,36 +59,54 @@ async def _send(client: AsyncClient, cc: CronCore, job_id: str, raw: bytes | str
     return True
 
 
+LOCAL_RETRY_S = 1.0
+"""Seconds until a tick looks again at due entries it could not compute
+(the other workers may run them meanwhile)."""
+
+
+def _next_run(member: str, raw: bytes | str, now: int, stats: CronStats) -> tuple[bool, int | None]:
+    """(True, the following run of a due entry in ms or None when it has
+    none), or (False, None) when this worker cannot compute it: a
+    definition it cannot read, or an expression or time zone its croniter
+    or tzdata does not know. Such an entry is left due for the other
+    workers (one host's failure must not take a shared entry off the
+    schedule); it is logged once."""
+    try:
+        d = _stored_definition(raw)
+        nxt = next_after(d["expression"], d["timezone"], now)
+    except (*_UNREADABLE, OSError) as exc:
+        if member not in stats.failing:
+            stats.failing.add(member)
+            log.error("cron entry %s cannot be scheduled by this worker and is left to the others: %s", member, exc)
+        return False, None
+    stats.failing.discard(member)
+    return True, nxt
+
+
 async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> float | None:
-    """Do what is due: claim and enqueue due runs, send stale claims again.
-    Returns seconds until the next run is due (0: look again at once; None:
-    no entry has a next run). Raises TRANSIENT errors when Redis is
-    unreachable; a claim whose enqueue did not go through is sent again by a
-    later tick (after PENDING_GRACE_MS)."""
+    """Do what is due: claim due runs, each enqueued in its claim, and
+    send again the stale claims older zizq versions left. Returns seconds
+    until the next run is due (0: look again at once; None: no entry has a
+    next run). Raises TRANSIENT errors when Redis is unreachable; a run not
+    claimed stays due for the next tick."""
     stats = stats if stats is not None else CronStats()
     cc = CronCore(client.core)
     due = await client.run(cc.due(), retry_for=0)
     sent: list[str] = []
-    if due.due:
-        items = []
-        for member, expected, raw in due.due:
-            try:
-                d = _stored_definition(raw)
-                nxt = next_after(d["expression"], d["timezone"], due.now)
-            except _UNREADABLE as exc:
-                # Taken off the schedule (no next run), so it is not due
-                # again and again; replacing the entry puts it back.
-                log.error("cron entry %s cannot be read and is taken off the schedule until replaced: %s", member, exc)
-                nxt = None
+    items = []
+    for member, expected, raw in due.due:
+        known, nxt = _next_run(member, raw, due.now, stats)
+        if known:
             items.append((member, expected, nxt, client.core.ids.generate()))
+    if items:
         outcomes = await client.run(cc.fire(items), retry_for=0)
-        for (_, _, _, job_id), (outcome, definition) in zip(items, outcomes, strict=True):
-            if outcome == 1:
-                if await _send(client, cc, job_id, definition):
-                    stats.enqueued += 1
-                sent.append(job_id)
+        for (member, _, _, _), (outcome, detail) in zip(items, outcomes, strict=True):
+            if outcome in (1, 3):  # enqueued, or a duplicate by unique key
+                stats.enqueued += 1
             elif outcome == 2:
                 stats.skipped += 1
+            elif outcome == 4:
+                log.error("cron entry %s: its run could not be enqueued: %s", member, detail)
     if due.stale:
         claimed: list[str] = await client.run(cc.claim([(i, at) for i, at, _ in due.stale]), retry_for=0)
         taken = set(claimed)
@@ -106,8 +125,10 @@ async def cron_tick(client: AsyncClient, stats: CronStats | None = None) -> floa
                 sent.append(job_id)
     if sent:
         await client.run(cc.done(sent), retry_for=0)
-    if due.due:
+    if items:
         return 0.0  # the schedule moved on (or more is due): read it again
+    if due.due:
+        return LOCAL_RETRY_S  # due entries this worker cannot compute
     if due.earliest is None:
         return None
     return max(0.0, (due.earliest - due.now) / 1000)
