@@ -5,24 +5,24 @@ same methods, awaited."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError, ResponseError
 
 from zizq import connect, events, middleware
-from zizq._protocol.call import UNSET, Call
-from zizq._protocol.enqueue import Delay, Enqueue, enqueue_item
+from zizq._protocol.call import Call
+from zizq._protocol.enqueue import Enqueue, enqueue_item
 from zizq._protocol.jobs import Core, defaults_args, patch_args
+from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
 from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.cron import CronMethods
 from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
 from zizq.client.query import QueryMethods
 from zizq.errors import JobNotFound, from_script_error
-from zizq.job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
+from zizq.job import ErrorRecord, Job, JobKind
 
 T = TypeVar("T")
 
@@ -150,37 +150,20 @@ class Client(CronMethods, QueryMethods):
                 self.redis, "EVAL", call.keys, [s.source, n, *call.keys, *call.args], self.wait_replicas, self._wait_ms
             )
 
-    def enqueue(
-        self,
-        job: JobKind,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: Delay | None = None,
-        ready_at: datetime | None = None,
-        retry_limit: int | None = None,
-        backoff: Backoff | None = None,
-        retention: Retention | None = None,
-        unique_key: UniqueKey | str | None = None,
-        timeout: Delay | None = None,
-    ) -> Job:
+    def enqueue(self, job: JobKind, **options: Unpack[EnqueueOptions]) -> Job:
         """Enqueue one job; return its metadata.
 
-        Options given here win over the JobKind's class defaults, which win
-        over the namespace's. ``delay`` is seconds (float) or a timedelta;
-        ``ready_at`` an aware datetime (give one or neither). ``timeout``
-        (seconds or a timedelta) is the most the handler may run; past it the
-        job fails with ``zizq.JobTimeout``. ``priority``
-        0..65535, lower first (default 32768). A duplicate of a live job with
-        the same unique key returns that job with ``duplicate=True``.
+        ``options``: see :class:`zizq.EnqueueOptions`; given here they win
+        over the JobKind's class defaults, which win over the namespace's.
+        A duplicate of a live job with the same unique key returns that job
+        with ``duplicate=True``.
         """
-        item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
-        return self._enqueue([item])[0]
+        return self._enqueue([enqueue_item(job, options)])[0]
 
-    def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
+    def enqueue_raw(self, type_name: str, payload: Any, **options: Unpack[EnqueueOptions]) -> Job:
         """Enqueue a job by type name with a plain JSON payload (for job types
         defined elsewhere). Takes the options of :meth:`enqueue`."""
-        return self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])[0]
+        return self._enqueue([Enqueue.raw(type_name, payload, **options)])[0]
 
     def enqueue_many(self, jobs: Items) -> list[Job]:
         """Enqueue many jobs atomically: all or none. Items are JobKind
@@ -210,35 +193,12 @@ class Client(CronMethods, QueryMethods):
             raise job_not_found(job_id, self.run(self.core.done([job_id]))[0])
         return job
 
-    def patch_job(
-        self,
-        job_id: str,
-        *,
-        queue: str = UNSET,
-        priority: int = UNSET,
-        ready_at: datetime | None = UNSET,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-    ) -> Job:
-        """Change a job that has not finished; only the options given change.
-
-        ``ready_at``: an aware datetime; a ready job given a future time
-        becomes scheduled, a scheduled job given a past time (or None: now)
-        becomes ready. ``retry_limit``/``backoff`` None: back to the namespace
-        default. ``retention`` None clears both sub-fields; a Retention sets
-        the sub-fields it has. Raises JobNotFound, or JobStateError for a
-        completed or dead job.
+    def patch_job(self, job_id: str, **options: Unpack[PatchOptions]) -> Job:
+        """Change a job that has not finished; only the options given change
+        (see :class:`zizq.PatchOptions`). Raises JobNotFound, or
+        JobStateError for a completed or dead job.
         """
-        changes = patch_args(
-            queue=queue,
-            priority=priority,
-            ready_at=ready_at,
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-        )
-        return self.run(self.core.patch(job_id, changes))
+        return self.run(self.core.patch(job_id, patch_args(options)))
 
     def delete_job(self, job_id: str) -> None:
         """Delete a job in any state, in flight included (the worker's later
@@ -274,29 +234,13 @@ class Client(CronMethods, QueryMethods):
         many. Workers do this in the background."""
         return self.run(self.core.purge(limit))
 
-    def set_defaults(
-        self,
-        *,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-        error_history: int | None = UNSET,
-        max_recoveries: int | None = UNSET,
-    ) -> dict[str, float]:
-        """Change the namespace's defaults, used by jobs that have no value of
-        their own when they fail or finish; None restores the built-in one.
-        ``max_recoveries`` (3) is how often a job may be handed back after its
-        worker was lost before it fails as a poison pill (``zizq.WorkerLost``).
-        Returns every setting in force (call with no arguments to read them).
+    def set_defaults(self, **options: Unpack[DefaultsOptions]) -> dict[str, float]:
+        """Change the namespace's defaults (see :class:`zizq.DefaultsOptions`),
+        used by jobs that have no value of their own when they fail or
+        finish; None restores the built-in one. Returns every setting in
+        force (call with no arguments to read them).
         """
-        changes = defaults_args(
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-            error_history=error_history,
-            max_recoveries=max_recoveries,
-        )
-        return self.run(self.core.defaults(changes))
+        return self.run(self.core.defaults(defaults_args(options)))
 
     def close(self) -> None:
         self.redis.close()
@@ -306,5 +250,3 @@ class Client(CronMethods, QueryMethods):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
