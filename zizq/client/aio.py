@@ -8,20 +8,19 @@ import threading
 import time
 from typing import Any, TypeVar, Unpack
 
-import redis
-import redis.asyncio
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoScriptError, ResponseError
 
 from zizq import connect, events, middleware
 from zizq._protocol.call import Call
 from zizq._protocol.enqueue import Enqueue, enqueue_item
-from zizq._protocol.jobs import Core, defaults_args, patch_args
+from zizq._protocol.jobs import defaults_args, patch_args
 from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
 from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
 from zizq._protocol.records import job_not_found
+from zizq.client.base import BaseClient
 from zizq.client.cron import AsyncCronMethods
-from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
+from zizq.client.options import Items, as_items, connection_options, unavailable
 from zizq.client.query import AsyncQueryMethods
 from zizq.errors import JobNotFound, ZizqError, from_script_error
 from zizq.job import ErrorRecord, Job, JobKind
@@ -29,7 +28,7 @@ from zizq.job import ErrorRecord, Job, JobKind
 T = TypeVar("T")
 
 
-class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
+class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited.
 
     redis-py's asyncio connections belong to the event loop that opened
@@ -42,30 +41,16 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
     them cleanly.
     """
 
-    def __init__(
-        self,
-        redis_client: redis.asyncio.Redis,
-        namespace: str = "zizq",
-        *,
-        url: str | None = None,
-        retry_for: float = 30.0,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        connect_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.core = Core(namespace)
+    def _hold(self, redis_client: AsyncRedis) -> None:
         self._loop_lock = threading.Lock()
         self._spare: AsyncRedis | None = None  # for the first event loop that uses this client
         self._latest: AsyncRedis
         self._by_loop: dict[asyncio.AbstractEventLoop, AsyncRedis] = {}
         self.redis = redis_client
-        self.url = url
-        self.retry_for = retry_for
-        self.enqueue_middleware: list[Any] = []
-        self.wait_replicas, self._wait_ms = durability(wait_replicas, wait_timeout)
-        # What from_url was given besides the URL, so a worker can open
-        # connections of its own to the same place.
-        self.connect_options = connect_options or {}
+
+    @staticmethod
+    def _connect(url: str, options: dict[str, Any]) -> AsyncRedis:
+        return connect.async_redis(url, **connection_options(options, asyncio=True))  # type: ignore[no-any-return]
 
     @property
     def redis(self) -> AsyncRedis:
@@ -103,39 +88,9 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
                         "AsyncClient.from_url(), which opens connections for each loop"
                     )
                 else:
-                    options = connection_options(dict(self.connect_options), asyncio=True)
-                    client = connect.async_redis(self.url, **options)
+                    client = self._connect(self.url, dict(self.connect_options))
                 self._by_loop[loop] = self._latest = client
             return client
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str | None = None,
-        namespace: str = "zizq",
-        *,
-        retry_for: float = 30.0,
-        cluster: bool | None = None,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        **redis_options: Any,
-    ) -> AsyncClient:
-        """See :meth:`Client.from_url`."""
-        url = url or default_url()
-        options = {"cluster": cluster, **redis_options}
-        return cls(
-            connect.async_redis(url, **connection_options(dict(options), asyncio=True)),
-            namespace,
-            url=url,
-            retry_for=retry_for,
-            wait_replicas=wait_replicas,
-            wait_timeout=wait_timeout,
-            connect_options=options,
-        )
-
-    @property
-    def namespace(self) -> str:
-        return self.core.namespace
 
     async def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
         """See :meth:`Client.run`."""

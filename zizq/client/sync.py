@@ -14,12 +14,13 @@ from redis.exceptions import NoScriptError, ResponseError
 from zizq import connect, events, middleware
 from zizq._protocol.call import Call
 from zizq._protocol.enqueue import Enqueue, enqueue_item
-from zizq._protocol.jobs import Core, defaults_args, patch_args
+from zizq._protocol.jobs import defaults_args, patch_args
 from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
 from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
 from zizq._protocol.records import job_not_found
+from zizq.client.base import BaseClient
 from zizq.client.cron import CronMethods
-from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
+from zizq.client.options import Items, as_items, connection_options, unavailable
 from zizq.client.query import QueryMethods
 from zizq.errors import JobNotFound, from_script_error
 from zizq.job import ErrorRecord, Job, JobKind
@@ -27,82 +28,19 @@ from zizq.job import ErrorRecord, Job, JobKind
 T = TypeVar("T")
 
 
-class Client(CronMethods, QueryMethods):
+class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
     "zizq") is the key prefix ``{zizq}:``, one Redis hash slot.
     """
 
-    def __init__(
-        self,
-        redis_client: redis.Redis,
-        namespace: str = "zizq",
-        *,
-        url: str | None = None,
-        retry_for: float = 30.0,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        connect_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.core = Core(namespace)
+    def _hold(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
-        self.url = url
-        self.retry_for = retry_for
-        self.enqueue_middleware: list[Any] = []
-        self.wait_replicas, self._wait_ms = durability(wait_replicas, wait_timeout)
-        # What from_url was given besides the URL, so a worker can open
-        # connections of its own to the same place.
-        self.connect_options = connect_options or {}
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str | None = None,
-        namespace: str = "zizq",
-        *,
-        retry_for: float = 30.0,
-        cluster: bool | None = None,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        **redis_options: Any,
-    ) -> Client:
-        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost).
-
-        ``url`` is ``redis://``, ``rediss://`` (TLS), ``unix://``,
-        ``redis+cluster://host:port[,host:port…]`` (or ``cluster=True``) or
-        ``redis+sentinel://host:port[,host:port…]/SERVICE``; see
-        :mod:`zizq.connect` for every form and query option. A malformed URL
-        or an unknown option raises :class:`zizq.ValidationError`.
-
-        While Redis cannot be reached (or is loading, or read-only, or the
-        cluster is failing over) a call is retried with backoff (0.5 s
-        doubling to 30 s) for up to ``retry_for`` seconds, then raises
-        :class:`zizq.RedisUnavailable`. An enqueue sent again creates nothing
-        twice: a job that ran and was deleted in between is recognised for
-        60 s after, so keep ``retry_for`` under 60.
-
-        ``wait_replicas`` (0: off) makes every enqueue wait, with ``WAIT``,
-        until that many replicas have the new jobs, for up to
-        ``wait_timeout`` seconds; if fewer confirm in time the enqueue is sent
-        again (safely: same ids), so a returned enqueue survives a failover.
-        Other keyword arguments go to redis-py's client.
-        """
-        url = url or default_url()
-        options = {"cluster": cluster, **redis_options}
-        return cls(
-            connect.sync_redis(url, **connection_options(dict(options), asyncio=False)),
-            namespace,
-            url=url,
-            retry_for=retry_for,
-            wait_replicas=wait_replicas,
-            wait_timeout=wait_timeout,
-            connect_options=options,
-        )
-
-    @property
-    def namespace(self) -> str:
-        return self.core.namespace
+    @staticmethod
+    def _connect(url: str, options: dict[str, Any]) -> redis.Redis:
+        return connect.sync_redis(url, **connection_options(options, asyncio=False))  # type: ignore[no-any-return]
 
     def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
         """Send one script call, loading the script if Redis lacks it, and
