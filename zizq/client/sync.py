@@ -16,13 +16,13 @@ from zizq._protocol.call import Call
 from zizq._protocol.enqueue import Enqueue, enqueue_item
 from zizq._protocol.jobs import defaults_args, patch_args
 from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
-from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
+from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.base import BaseClient
 from zizq.client.cron import CronMethods
-from zizq.client.options import Items, as_items, connection_options, unavailable
+from zizq.client.options import Items, as_items, connection_options, reply_error, unavailable
 from zizq.client.query import QueryMethods
-from zizq.errors import JobNotFound, from_script_error
+from zizq.errors import JobNotFound
 from zizq.job import ErrorRecord, Job, JobKind
 
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
                 # which also caches it for the next EVALSHA.
                 return self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or as_not_now(exc)
+            error = reply_error(exc)
             if error is None:
                 raise
             raise error from None
