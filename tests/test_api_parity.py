@@ -101,30 +101,31 @@ def test_a_parameter_on_one_side_only_is_caught(side: type, monkeypatch: pytest.
 
 def test_enqueue_request_attributes_are_the_options() -> None:
     """zizq.Enqueue carries each option as a typed attribute for middleware;
-    they are the options of EnqueueOptions, with the same types."""
-    assert typing.get_type_hints(zizq.Enqueue) == typing.get_type_hints(EnqueueOptions)
+    they are the options of EnqueueOptions, with the same types, None when
+    not given."""
+    hints = typing.get_type_hints(zizq.Enqueue)
+    assert hints.pop("job") == zizq.JobKind | None
+    assert hints.pop("type") == str | None
+    assert hints.pop("payload") == Any
+    assert hints == typing.get_type_hints(EnqueueOptions)
     item = zizq.Enqueue(None, priority=3)
-    assert {name: getattr(item, name) for name in EnqueueOptions.__annotations__} == {
-        **dict.fromkeys(EnqueueOptions.__annotations__),
-        "priority": 3,
-    }
+    assert {name: getattr(item, name) for name in hints} == {**dict.fromkeys(hints), "priority": 3}
 
 
 @pytest.mark.parametrize(
     ("call", "known"),
     [
-        (lambda c: c.enqueue(SendEmail(to="a@b.c"), prority=1), "queue"),
-        (lambda c: c.enqueue_raw("t", 1, prority=1), "unique_key"),
-        (lambda c: c.patch_job("x" * 25, prority=1), "ready_at"),
-        (lambda c: c.patch_jobs(zizq.Filter(), prority=1), "ready_at"),
-        (lambda c: c.set_defaults(prority=1), "max_recoveries"),
-        (lambda c: zizq.Enqueue(None, prority=1), "timeout"),  # type: ignore[call-arg]
+        (lambda c: c.enqueue(SendEmail(to="a@b.c"), prority=1), ""),
+        (lambda c: c.enqueue_raw("t", 1, prority=1), ""),
+        (lambda c: zizq.Enqueue(None, prority=1), ""),  # type: ignore[call-arg]
+        (lambda c: c.patch_job("x" * 25, prority=1), "; the options are .*ready_at"),
+        (lambda c: c.patch_jobs(zizq.Filter(), prority=1), "; the options are .*ready_at"),
+        (lambda c: c.set_defaults(prority=1), "; the options are .*max_recoveries"),
     ],
 )
 def test_an_unknown_option_is_named(call: Callable[[zizq.Client], Any], known: str) -> None:
     """A keyword no option has is refused before anything is sent, as
-    Python refuses a keyword a function does not take, naming it and the
-    options there are."""
+    Python refuses a keyword a function does not take, naming it."""
     client = zizq.Client.from_url("redis://127.0.0.1:1/0", retry_for=0)
-    with pytest.raises(TypeError, match=rf"unexpected keyword argument 'prority'; the options are .*{known}"):
+    with pytest.raises(TypeError, match=rf"unexpected keyword argument 'prority'{known}"):
         call(client)

@@ -101,7 +101,6 @@ class DefaultsOptions(JobOptions, total=False):
     fails as a poison pill, with :class:`zizq.WorkerLost` (built-in: 3)."""
 
 
-ENQUEUE_OPTIONS: tuple[str, ...] = tuple(EnqueueOptions.__annotations__)
 PATCH_OPTIONS: tuple[str, ...] = tuple(PatchOptions.__annotations__)
 DEFAULTS_OPTIONS: tuple[str, ...] = tuple(DefaultsOptions.__annotations__)
 
@@ -109,7 +108,7 @@ DEFAULTS_OPTIONS: tuple[str, ...] = tuple(DefaultsOptions.__annotations__)
 def check_names(options: Mapping[str, Any], known: tuple[str, ...]) -> None:
     """Raise TypeError, as Python does for a keyword it does not take, when
     ``options`` has a name not in ``known`` (a TypedDict is not checked at
-    run time)."""
+    run time; :class:`zizq.Enqueue`'s own ``__init__`` checks its options)."""
     for name in options:
         if name not in known:
             raise TypeError(f"unexpected keyword argument {name!r}; the options are {', '.join(known)}")
