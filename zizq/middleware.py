@@ -34,26 +34,23 @@ AsyncEnqueueMiddleware = Callable[
 DequeueMiddleware = Callable[[Job, Callable[[], Awaitable[None]]], Awaitable[None]]
 
 
-class EnqueueClient(Protocol):
-    """What the enqueue middleware runs with, of a :class:`zizq.Client`."""
-
+class _Chained(Protocol):
+    # What the enqueue middleware runs with, of either client.
     core: Core
     enqueue_middleware: list[Any]
 
     @property
     def namespace(self) -> str: ...
+
+
+class EnqueueClient(_Chained, Protocol):
+    """What the enqueue middleware runs with, of a :class:`zizq.Client`."""
 
     def run(self, call: Call[list[Job]]) -> list[Job]: ...
 
 
-class AsyncEnqueueClient(Protocol):
+class AsyncEnqueueClient(_Chained, Protocol):
     """What the enqueue middleware runs with, of a :class:`zizq.AsyncClient`."""
-
-    core: Core
-    enqueue_middleware: list[Any]
-
-    @property
-    def namespace(self) -> str: ...
 
     async def run(self, call: Call[list[Job]]) -> list[Job]: ...
 
