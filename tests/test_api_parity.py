@@ -24,9 +24,9 @@ RENAMED = {"__enter__": "__aenter__", "__exit__": "__aexit__"}
 NOT_AWAITED = {"__init__", "from_url", "use"}
 # An async iterator on AsyncClient (``async for``), an iterator on Client.
 ITERATORS = {"iter_jobs"}
-# Parameters whose annotation differs: the redis-py client of each I/O
-# style, and middleware that is a coroutine on AsyncClient.
-OWN_TYPES = {("__init__", "redis_client"), ("use", "fn")}
+# Parameters whose annotation differs: middleware is a coroutine on
+# AsyncClient.
+OWN_TYPES = {("use", "fn")}
 # Client.redis is an attribute, AsyncClient.redis a property (the redis-py
 # client of the running event loop).
 NOT_COMPARED = {"redis"}
