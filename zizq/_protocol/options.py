@@ -93,8 +93,8 @@ class DefaultsOptions(JobOptions, total=False):
     restores the built-in one."""
 
     error_history: int | None
-    """How many failed attempts a job keeps in its error history, the newest
-    (built-in: 100)."""
+    """How many of a job's failed attempts its error history keeps, the
+    newest (built-in: 100)."""
 
     max_recoveries: int | None
     """How often a job may be handed back after its worker was lost before it
