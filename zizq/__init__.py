@@ -5,6 +5,7 @@ state change is one atomic Lua script in Redis.
 """
 
 from zizq._protocol.enqueue import Enqueue
+from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
 from zizq._protocol.query import JobPage, QueueInfo, Stats
 from zizq._version import __version__
 from zizq.client.aio import AsyncClient
@@ -50,8 +51,10 @@ __all__ = (
     "CronEntryState",
     "CronGroup",
     "CronNotFound",
+    "DefaultsOptions",
     "Enqueue",
     "EnqueueEvent",
+    "EnqueueOptions",
     "ErrorRecord",
     "Filter",
     "HandlerSignal",
@@ -69,6 +72,7 @@ __all__ = (
     "JobTimeout",
     "KillJob",
     "NoRouteError",
+    "PatchOptions",
     "PayloadDecodeError",
     "QueueInfo",
     "Range",

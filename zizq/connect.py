@@ -262,53 +262,69 @@ def _sentinel_kwargs(target: Target, options: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+@dataclass(frozen=True)
+class _Flavour:
+    """The redis-py classes of one I/O style, blocking or asyncio."""
+
+    redis: Any
+    cluster: Any
+    cluster_node: Any
+    sentinel: Any
+    sentinel_master: Any
+    # A Sentinel master's single connection (only the worker's asyncio
+    # blocker asks for one): asyncio redis-py takes it at the first call, so
+    # it can be set after master_for; blocking redis-py would take it at
+    # once, asking the sentinels before anything is sent, so it is dropped.
+    single_connection: bool
+
+
+_BLOCKING = _Flavour(
+    redis.Redis, redis.RedisCluster, redis.cluster.ClusterNode, redis.sentinel.Sentinel, _SentinelRedis, False
+)
+_ASYNCIO = _Flavour(
+    redis.asyncio.Redis,
+    redis.asyncio.RedisCluster,
+    redis.asyncio.cluster.ClusterNode,
+    redis.asyncio.sentinel.Sentinel,
+    _AsyncSentinelRedis,
+    True,
+)
+
+
+def _client(flavour: _Flavour, url: str, cluster: bool | None, options: dict[str, Any]) -> Any:
+    target = parse_url(url, cluster=cluster, **options)
+    opts = dict(target.options)
+    if target.kind == "cluster":
+        opts.pop("db", None)
+        opts.pop("single_connection_client", None)
+        nodes = [flavour.cluster_node(h, p) for h, p in target.hosts]
+        return flavour.cluster(startup_nodes=nodes, **opts)
+    if target.kind == "sentinel":
+        assert target.service is not None
+        single = opts.pop("single_connection_client", False)
+        sentinel = flavour.sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)
+        master = sentinel.master_for(target.service, redis_class=flavour.sentinel_master)
+        master.zizq_sentinel = sentinel
+        if flavour.single_connection:
+            master.single_connection_client = single
+        return master
+    if target.unix_path is not None:
+        opts.pop("ssl", None)
+        return flavour.redis(unix_socket_path=target.unix_path, **opts)
+    host, port = target.hosts[0]
+    return flavour.redis(host=host, port=port, **opts)
+
+
 def sync_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any:
     """A blocking redis-py client for ``url``: ``redis.Redis``, a
     ``redis.RedisCluster`` or a Sentinel-managed ``redis.Redis``. ``options``
     go to redis-py (and win over the URL's query)."""
-    target = parse_url(url, cluster=cluster, **options)
-    opts = dict(target.options)
-    if target.kind == "cluster":
-        opts.pop("db", None)
-        opts.pop("single_connection_client", None)
-        nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.hosts]  # type: ignore[no-untyped-call]
-        return redis.RedisCluster(startup_nodes=nodes, **opts)
-    if target.kind == "sentinel":
-        assert target.service is not None
-        opts.pop("single_connection_client", None)  # only the worker's async blocker asks for one
-        sentinel = redis.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call,unused-ignore]
-        master = sentinel.master_for(target.service, redis_class=_SentinelRedis)  # type: ignore[no-untyped-call,unused-ignore]
-        master.zizq_sentinel = sentinel
-        return master
-    if target.unix_path is not None:
-        opts.pop("ssl", None)
-        return redis.Redis(unix_socket_path=target.unix_path, **opts)
-    host, port = target.hosts[0]
-    return redis.Redis(host=host, port=port, **opts)
+    return _client(_BLOCKING, url, cluster, options)
 
 
 def async_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any:
     """The asyncio twin of :func:`sync_redis`."""
-    target = parse_url(url, cluster=cluster, **options)
-    opts = dict(target.options)
-    if target.kind == "cluster":
-        opts.pop("db", None)
-        opts.pop("single_connection_client", None)
-        nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.hosts]
-        return redis.asyncio.RedisCluster(startup_nodes=nodes, **opts)
-    if target.kind == "sentinel":
-        assert target.service is not None
-        single = opts.pop("single_connection_client", False)
-        sentinel = redis.asyncio.sentinel.Sentinel(target.hosts, sentinel_kwargs=_sentinel_kwargs(target, opts), **opts)  # type: ignore[no-untyped-call,unused-ignore]
-        master = sentinel.master_for(target.service, redis_class=_AsyncSentinelRedis)
-        master.zizq_sentinel = sentinel
-        master.single_connection_client = single  # redis-py takes the connection at the first call
-        return master
-    if target.unix_path is not None:
-        opts.pop("ssl", None)
-        return redis.asyncio.Redis(unix_socket_path=target.unix_path, **opts)
-    host, port = target.hosts[0]
-    return redis.asyncio.Redis(host=host, port=port, **opts)
+    return _client(_ASYNCIO, url, cluster, options)
 
 
 # Seconds the command line's connectivity check gives Redis to accept the

@@ -14,9 +14,8 @@ import orjson
 
 from zizq._protocol.enqueue import epoch_ms
 from zizq.errors import ValidationError
-from zizq.job import Job, validate_name
+from zizq.job import STATUSES, Job, validate_name
 
-STATUSES = ("ready", "scheduled", "in_flight", "completed", "dead")
 _TOP = 2**53  # above every stored number
 
 

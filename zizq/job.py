@@ -10,18 +10,20 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform, get_args
 
 import orjson
 
 from zizq import _hotpath, _shapes
 from zizq.errors import InvalidPayload, JobKindError, PayloadDecodeError, ValidationError
 
-JobStatus = Literal["scheduled", "ready", "in_flight", "completed", "dead"]
+JobStatus = Literal["ready", "scheduled", "in_flight", "completed", "dead"]
+"""A job's status. In lifecycle order, which is also the order of the
+numbers 1 to 5 that Redis stores (lua/includes/common.lua)."""
 UniqueWhile = Literal["queued", "active", "exists"]
 
-STATUSES: tuple[str, ...] = ("scheduled", "ready", "in_flight", "completed", "dead")
-UNIQUE_SCOPES: tuple[str, ...] = ("queued", "active", "exists")
+STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+UNIQUE_SCOPES: tuple[UniqueWhile, ...] = get_args(UniqueWhile)
 DEFAULT_PRIORITY = 32768
 DEFAULT_QUEUE = "default"
 _FORBIDDEN = frozenset(",*?[]{}\\\x00")
@@ -73,10 +75,11 @@ def validate_priority(value: object) -> int:
     return int(value)  # a plain int: redis-py refuses int subclasses such as IntEnum
 
 
-def _non_negative_int(what: str, value: object) -> int:
+def non_negative(what: str, value: object) -> int:
+    """Check a count or a span in ms: an int, 0 or more."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValidationError(f"{what} {value!r} is not a non-negative integer")
-    return int(value)
+    return int(value)  # a plain int: redis-py refuses int subclasses such as IntEnum
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,8 @@ class Backoff:
     jitter_ms: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "base_ms", _non_negative_int("backoff base_ms", self.base_ms))
-        object.__setattr__(self, "jitter_ms", _non_negative_int("backoff jitter_ms", self.jitter_ms))
+        object.__setattr__(self, "base_ms", non_negative("backoff base_ms", self.base_ms))
+        object.__setattr__(self, "jitter_ms", non_negative("backoff jitter_ms", self.jitter_ms))
         e = self.exponent
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 16:
             raise ValidationError(f"backoff exponent {e!r} is not a number in 0..16")
@@ -118,9 +121,9 @@ class Retention:
 
     def __post_init__(self) -> None:
         if self.completed_ms is not None:
-            object.__setattr__(self, "completed_ms", _non_negative_int("retention completed_ms", self.completed_ms))
+            object.__setattr__(self, "completed_ms", non_negative("retention completed_ms", self.completed_ms))
         if self.dead_ms is not None:
-            object.__setattr__(self, "dead_ms", _non_negative_int("retention dead_ms", self.dead_ms))
+            object.__setattr__(self, "dead_ms", non_negative("retention dead_ms", self.dead_ms))
 
 
 @dataclass(frozen=True)
@@ -328,7 +331,7 @@ class JobKind:
             if cls.PRIORITY is not None:
                 validate_priority(cls.PRIORITY)
             if cls.RETRY_LIMIT is not None:
-                _non_negative_int("retry limit", cls.RETRY_LIMIT)
+                non_negative("retry limit", cls.RETRY_LIMIT)
             if cls.TIMEOUT is not None:
                 timeout_ms(cls.TIMEOUT)
             if cls.UNIQUE_WHILE is not None and cls.UNIQUE_WHILE not in UNIQUE_SCOPES:

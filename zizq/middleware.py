@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from zizq import events
+from zizq._protocol.call import Call
 from zizq._protocol.enqueue import Enqueue
+from zizq._protocol.jobs import Core
 from zizq.job import Job
-
-if TYPE_CHECKING:
-    from zizq.client.aio import AsyncClient
-    from zizq.client.sync import Client
 
 EnqueueMiddleware = Callable[[list[Enqueue], Callable[[list[Enqueue]], list[Job]]], list[Job]]
 AsyncEnqueueMiddleware = Callable[
@@ -36,7 +34,28 @@ AsyncEnqueueMiddleware = Callable[
 DequeueMiddleware = Callable[[Job, Callable[[], Awaitable[None]]], Awaitable[None]]
 
 
-def enqueue_sync(client: Client, items: list[Enqueue]) -> list[Job]:
+class _Chained(Protocol):
+    # What the enqueue middleware runs with, of either client.
+    core: Core
+    enqueue_middleware: list[Any]
+
+    @property
+    def namespace(self) -> str: ...
+
+
+class EnqueueClient(_Chained, Protocol):
+    """What the enqueue middleware runs with, of a :class:`zizq.Client`."""
+
+    def run(self, call: Call[list[Job]]) -> list[Job]: ...
+
+
+class AsyncEnqueueClient(_Chained, Protocol):
+    """What the enqueue middleware runs with, of a :class:`zizq.AsyncClient`."""
+
+    async def run(self, call: Call[list[Job]]) -> list[Job]: ...
+
+
+def enqueue_sync(client: EnqueueClient, items: list[Enqueue]) -> list[Job]:
     """Send ``items`` through the client's middleware, emitting an enqueue event."""
     chain: Sequence[Any] = client.enqueue_middleware
 
@@ -56,7 +75,7 @@ def enqueue_sync(client: Client, items: list[Enqueue]) -> list[Job]:
     return jobs
 
 
-async def enqueue_async(client: AsyncClient, items: list[Enqueue]) -> list[Job]:
+async def enqueue_async(client: AsyncEnqueueClient, items: list[Enqueue]) -> list[Job]:
     """The AsyncClient's :func:`enqueue_sync`."""
     chain: Sequence[Any] = client.enqueue_middleware
 

@@ -1,6 +1,5 @@
 """A Call: one script invocation, described without I/O (script, keys,
-arguments, how to decode the reply), that either client sends; and UNSET,
-the mark of an option not given."""
+arguments, how to decode the reply), that either client sends."""
 
 from __future__ import annotations
 
@@ -17,15 +16,6 @@ T = TypeVar("T")
 
 
 Value = str | bytes | int | float
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-"""Marks an option that was not given (where None has a meaning of its own)."""
 
 
 def prefix(namespace: str) -> str:

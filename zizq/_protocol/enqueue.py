@@ -12,10 +12,12 @@ call and builds the resulting jobs from the templates.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 from zizq import _hotpath
+from zizq._protocol.options import Delay, EnqueueOptions
 from zizq.errors import ValidationError
 from zizq.job import (
     DEFAULT_PRIORITY,
@@ -25,68 +27,47 @@ from zizq.job import (
     Retention,
     UniqueKey,
     UniqueWhile,
+    non_negative,
     timeout_ms,
     validate_name,
     validate_priority,
 )
 
-Delay = float | int | timedelta
 
-
+@dataclass(slots=True, eq=False, kw_only=True)
 class Enqueue:
     """One job and its per-call options, for ``enqueue_many``.
 
     ``Enqueue(SendEmail(to="a@b.c"), priority=10)`` for a JobKind;
     ``Enqueue.raw("send_email", {"to": "a@b.c"}, queue="emails")`` for a job
-    type defined elsewhere. Options are those of ``Client.enqueue``.
+    type defined elsewhere. The options are :class:`zizq.EnqueueOptions`;
+    each is an attribute (None when not given) that enqueue middleware may
+    change.
     """
 
-    __slots__ = (
-        "backoff",
-        "delay",
-        "job",
-        "payload",
-        "priority",
-        "queue",
-        "ready_at",
-        "retention",
-        "retry_limit",
-        "timeout",
-        "type",
-        "unique_key",
-    )
-
-    def __init__(
-        self,
-        job: JobKind | None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: Delay | None = None,
-        ready_at: datetime | None = None,
-        retry_limit: int | None = None,
-        backoff: Backoff | None = None,
-        retention: Retention | None = None,
-        unique_key: UniqueKey | str | None = None,
-        timeout: Delay | None = None,
-    ) -> None:
-        self.job = job
-        self.type: str | None = None
-        self.payload: Any = None
-        self.queue = queue
-        self.priority = priority
-        self.delay = delay
-        self.ready_at = ready_at
-        self.retry_limit = retry_limit
-        self.backoff = backoff
-        self.retention = retention
-        self.unique_key = unique_key
-        self.timeout = timeout
+    job: JobKind | None = field(kw_only=False)
+    # The options, typed as in EnqueueOptions (tests/test_api_parity.py
+    # checks that the two agree); a dataclass, for its fast __init__.
+    queue: str | None = None
+    priority: int | None = None
+    delay: Delay | None = None
+    ready_at: datetime | None = None
+    retry_limit: int | None = None
+    backoff: Backoff | None = None
+    retention: Retention | None = None
+    unique_key: UniqueKey | str | None = None
+    timeout: Delay | None = None
+    # Of a job made by raw(): its type name and JSON payload.
+    type: str | None = field(default=None, init=False)
+    payload: Any = field(default=None, init=False)
 
     @classmethod
-    def raw(cls, type_name: str, payload: Any, *, queue: str = DEFAULT_QUEUE, **options: Any) -> Enqueue:
-        """A job of type ``type_name`` with a plain JSON ``payload``."""
-        item = cls(None, queue=queue, **options)
+    def raw(cls, type_name: str, payload: Any, **options: Unpack[EnqueueOptions]) -> Enqueue:
+        """A job of type ``type_name`` with a plain JSON ``payload`` (queue:
+        "default" unless given)."""
+        item = cls(None, **options)
+        if "queue" not in options:
+            item.queue = DEFAULT_QUEUE
         item.type = type_name
         item.payload = payload
         return item
@@ -135,44 +116,10 @@ class Template(NamedTuple):
     timeout_ms: int | None
 
 
-def enqueue_item(
-    job: JobKind,
-    queue: str | None,
-    priority: int | None,
-    delay: Delay | None,
-    ready_at: datetime | None,
-    retry_limit: int | None,
-    backoff: Backoff | None,
-    retention: Retention | None,
-    unique_key: UniqueKey | str | None,
-    timeout: Delay | None,
-) -> Enqueue | JobKind:
+def enqueue_item(job: JobKind, options: EnqueueOptions) -> Enqueue | JobKind:
     """What ``enqueue`` sends: the job itself when no option is given (the
     fast path of plan_enqueue), else an Enqueue with the options."""
-    if (
-        queue is None
-        and priority is None
-        and delay is None
-        and ready_at is None
-        and retry_limit is None
-        and backoff is None
-        and retention is None
-        and unique_key is None
-        and timeout is None
-    ):
-        return job
-    return Enqueue(
-        job,
-        queue=queue,
-        priority=priority,
-        delay=delay,
-        ready_at=ready_at,
-        retry_limit=retry_limit,
-        backoff=backoff,
-        retention=retention,
-        unique_key=unique_key,
-        timeout=timeout,
-    )
+    return Enqueue(job, **options) if options else job
 
 
 EnqueueRow = list[str | bytes]  # one job's 14 enqueue values, all strings
@@ -326,12 +273,6 @@ def _plan_item(item: Enqueue, ids: Any) -> tuple[EnqueueRow, Template]:
         timeout_ms=None if timeout is None else timeout_ms(timeout),
     )
     return _args(ids.generate(), template, payload, ready_at, delay), template
-
-
-def non_negative(what: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValidationError(f"{what} {value!r} is not a non-negative integer")
-    return int(value)  # a plain int: redis-py refuses int subclasses such as IntEnum
 
 
 def _merge_retention(call: Retention | None, kind: Retention | None) -> Retention | None:

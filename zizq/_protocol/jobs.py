@@ -16,9 +16,10 @@ from typing import Any
 import msgpack
 
 from zizq import _hotpath
-from zizq._protocol.call import UNSET, Call, Value, prefix
-from zizq._protocol.enqueue import Enqueue, EnqueueRow, epoch_ms, non_negative, plan_enqueue, text_or_empty
+from zizq._protocol.call import Call, Value, prefix
+from zizq._protocol.enqueue import Enqueue, EnqueueRow, epoch_ms, plan_enqueue, text_or_empty
 from zizq._protocol.lease import Heartbeat, TakeResult
+from zizq._protocol.options import DEFAULTS_OPTIONS, PATCH_OPTIONS, DefaultsOptions, PatchOptions, check_names
 from zizq._protocol.records import (
     ERROR_BACKTRACE_BYTES,
     ERROR_MESSAGE_BYTES,
@@ -36,6 +37,7 @@ from zizq.job import (
     Job,
     JobKind,
     Retention,
+    non_negative,
     validate_name,
     validate_priority,
 )
@@ -62,40 +64,39 @@ def _retention_args(retention: Any) -> list[Value]:
     return args
 
 
-def patch_args(
-    *, queue: Any, priority: Any, ready_at: Any, retry_limit: Any, backoff: Any, retention: Any
-) -> list[Value]:
-    """The (field, value) pairs of lua/patch.lua for the options given
-    (UNSET = leave alone); raises ValidationError naming a bad value."""
+def patch_args(options: PatchOptions) -> list[Value]:
+    """The (field, value) pairs of lua/patch.lua for the options given;
+    raises ValidationError naming a bad value."""
+    check_names(options, PATCH_OPTIONS)
     args: list[Value] = []
-    if queue is not UNSET:
-        args += ["queue", validate_name("queue", queue)]
-    if priority is not UNSET:
-        args += ["priority", validate_priority(priority)]
-    if ready_at is not UNSET:
+    if "queue" in options:
+        args += ["queue", validate_name("queue", options["queue"])]
+    if "priority" in options:
+        args += ["priority", validate_priority(options["priority"])]
+    if "ready_at" in options:
+        ready_at = options["ready_at"]
         args += ["ready_at", "" if ready_at is None else epoch_ms(ready_at)]
-    if retry_limit is not UNSET:
-        args += ["retry_limit", "" if retry_limit is None else non_negative("retry_limit", retry_limit)]
-    if backoff is not UNSET:
-        if backoff is not None and not isinstance(backoff, Backoff):
-            raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
+    if "retry_limit" in options:
+        args += _nullable_count("retry_limit", options["retry_limit"])
+    if "backoff" in options:
+        backoff = _backoff(options["backoff"])
         args += ["backoff", "" if backoff is None else backoff.encode()]
-    if retention is not UNSET:
-        args += _retention_args(retention)
+    if "retention" in options:
+        args += _retention_args(options["retention"])
     return args
 
 
-def defaults_args(
-    *, retry_limit: Any, backoff: Any, retention: Any, error_history: Any, max_recoveries: Any = UNSET
-) -> list[Value]:
+def defaults_args(options: DefaultsOptions) -> list[Value]:
     """The (name, value) pairs of lua/config.lua; None restores a built-in default."""
+    check_names(options, DEFAULTS_OPTIONS)
     args: list[Value] = []
-    if retry_limit is not UNSET:
-        args += ["retry_limit", "" if retry_limit is None else non_negative("retry_limit", retry_limit)]
-    if backoff is not UNSET:
+    if "retry_limit" in options:
+        args += _nullable_count("retry_limit", options["retry_limit"])
+    if "backoff" in options:
+        backoff = _backoff(options["backoff"])
         if backoff is None:
             args += ["backoff_base_ms", "", "backoff_exponent", "", "backoff_jitter_ms", ""]
-        elif isinstance(backoff, Backoff):
+        else:
             args += [
                 "backoff_base_ms",
                 backoff.base_ms,
@@ -104,16 +105,24 @@ def defaults_args(
                 "backoff_jitter_ms",
                 backoff.jitter_ms,
             ]
-        else:
-            raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
-    if retention is not UNSET:
-        args += _retention_args(retention)
-    if error_history is not UNSET:
-        args += ["error_history", "" if error_history is None else non_negative("error_history", error_history)]
-    if max_recoveries is not UNSET:
-        value = "" if max_recoveries is None else non_negative("max_recoveries", max_recoveries)
-        args += ["max_recoveries", value]
+    if "retention" in options:
+        args += _retention_args(options["retention"])
+    if "error_history" in options:
+        args += _nullable_count("error_history", options["error_history"])
+    if "max_recoveries" in options:
+        args += _nullable_count("max_recoveries", options["max_recoveries"])
     return args
+
+
+def _nullable_count(name: str, value: int | None) -> list[Value]:
+    # None: back to the default, which the scripts read as an empty value.
+    return [name, "" if value is None else non_negative(name, value)]
+
+
+def _backoff(backoff: Any) -> Backoff | None:
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ValidationError(f"backoff {backoff!r} is not a zizq.Backoff or None")
+    return backoff
 
 
 class Core:
@@ -234,5 +243,3 @@ class Core:
         if every_queue:
             keys.append(self.key("wake"))
         return keys
-
-

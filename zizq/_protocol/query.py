@@ -38,8 +38,8 @@ from zizq._protocol.jobs import Core
 from zizq._protocol.records import as_str, job_from_record
 from zizq._protocol.scripts import script
 from zizq.errors import ValidationError
-from zizq.filters import STATUSES, Filter, job_id
-from zizq.job import ErrorRecord, Job
+from zizq.filters import Filter, job_id
+from zizq.job import STATUSES, ErrorRecord, Job
 
 T = TypeVar("T")
 Plan = Generator[Call[Any], Any, T]

@@ -13,6 +13,7 @@ from zizq.errors import JobNotFound
 from zizq.job import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
+    STATUSES,
     Backoff,
     Job,
     JobStatus,
@@ -52,7 +53,7 @@ def as_str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-STATUS_NAMES: dict[int, JobStatus] = {1: "ready", 2: "scheduled", 3: "in_flight", 4: "completed", 5: "dead"}
+STATUS_NAMES: dict[int, JobStatus] = dict(enumerate(STATUSES, start=1))  # the stored numbers (see JobStatus)
 
 
 def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> Job:

@@ -6,32 +6,29 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-import redis
-import redis.asyncio
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoScriptError, ResponseError
 
 from zizq import connect, events, middleware
-from zizq._protocol.call import UNSET, Call
-from zizq._protocol.enqueue import Delay, Enqueue, enqueue_item
-from zizq._protocol.jobs import Core, defaults_args, patch_args
-from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
+from zizq._protocol.call import Call
+from zizq._protocol.enqueue import Enqueue, enqueue_item
+from zizq._protocol.jobs import defaults_args, patch_args
+from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
+from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
+from zizq.client.base import BaseClient
 from zizq.client.cron import AsyncCronMethods
-from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
+from zizq.client.options import Items, as_items, connection_options, reply_error, unavailable
 from zizq.client.query import AsyncQueryMethods
-from zizq.errors import JobNotFound, ZizqError, from_script_error
-from zizq.job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
+from zizq.errors import JobNotFound, ZizqError
+from zizq.job import ErrorRecord, Job, JobKind
 
 T = TypeVar("T")
 
 
-
-
-class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
+class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited.
 
     redis-py's asyncio connections belong to the event loop that opened
@@ -44,30 +41,16 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
     them cleanly.
     """
 
-    def __init__(
-        self,
-        redis_client: redis.asyncio.Redis,
-        namespace: str = "zizq",
-        *,
-        url: str | None = None,
-        retry_for: float = 30.0,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        connect_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.core = Core(namespace)
+    def _hold(self, redis_client: AsyncRedis) -> None:
         self._loop_lock = threading.Lock()
         self._spare: AsyncRedis | None = None  # for the first event loop that uses this client
         self._latest: AsyncRedis
         self._by_loop: dict[asyncio.AbstractEventLoop, AsyncRedis] = {}
         self.redis = redis_client
-        self.url = url
-        self.retry_for = retry_for
-        self.enqueue_middleware: list[Any] = []
-        self.wait_replicas, self._wait_ms = durability(wait_replicas, wait_timeout)
-        # What from_url was given besides the URL, so a worker can open
-        # connections of its own to the same place.
-        self.connect_options = connect_options or {}
+
+    @staticmethod
+    def _connect(url: str, options: dict[str, Any]) -> AsyncRedis:
+        return connect.async_redis(url, **connection_options(options, asyncio=True))  # type: ignore[no-any-return]
 
     @property
     def redis(self) -> AsyncRedis:
@@ -105,39 +88,9 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
                         "AsyncClient.from_url(), which opens connections for each loop"
                     )
                 else:
-                    options = connection_options(dict(self.connect_options), asyncio=True)
-                    client = connect.async_redis(self.url, **options)
+                    client = self._connect(self.url, dict(self.connect_options))
                 self._by_loop[loop] = self._latest = client
             return client
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str | None = None,
-        namespace: str = "zizq",
-        *,
-        retry_for: float = 30.0,
-        cluster: bool | None = None,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        **redis_options: Any,
-    ) -> AsyncClient:
-        """See :meth:`Client.from_url`."""
-        url = url or default_url()
-        options = {"cluster": cluster, **redis_options}
-        return cls(
-            connect.async_redis(url, **connection_options(dict(options), asyncio=True)),
-            namespace,
-            url=url,
-            retry_for=retry_for,
-            wait_replicas=wait_replicas,
-            wait_timeout=wait_timeout,
-            connect_options=options,
-        )
-
-    @property
-    def namespace(self) -> str:
-        return self.core.namespace
 
     async def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
         """See :meth:`Client.run`."""
@@ -165,7 +118,7 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
             except NoScriptError:
                 return await self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or as_not_now(exc)
+            error = reply_error(exc)
             if error is None:
                 raise
             raise error from None
@@ -181,27 +134,13 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
                 self.redis, "EVAL", call.keys, [s.source, n, *call.keys, *call.args], *wait
             )
 
-    async def enqueue(
-        self,
-        job: JobKind,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: Delay | None = None,
-        ready_at: datetime | None = None,
-        retry_limit: int | None = None,
-        backoff: Backoff | None = None,
-        retention: Retention | None = None,
-        unique_key: UniqueKey | str | None = None,
-        timeout: Delay | None = None,
-    ) -> Job:
+    async def enqueue(self, job: JobKind, **options: Unpack[EnqueueOptions]) -> Job:
         """See :meth:`Client.enqueue`."""
-        item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
-        return (await self._enqueue([item]))[0]
+        return (await self._enqueue([enqueue_item(job, options)]))[0]
 
-    async def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
+    async def enqueue_raw(self, type_name: str, payload: Any, **options: Unpack[EnqueueOptions]) -> Job:
         """See :meth:`Client.enqueue_raw`."""
-        return (await self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)]))[0]
+        return (await self._enqueue([Enqueue.raw(type_name, payload, **options)]))[0]
 
     async def enqueue_many(self, jobs: Items) -> list[Job]:
         """See :meth:`Client.enqueue_many`."""
@@ -224,27 +163,9 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
             raise job_not_found(job_id, (await self.run(self.core.done([job_id])))[0])
         return job
 
-    async def patch_job(
-        self,
-        job_id: str,
-        *,
-        queue: str = UNSET,
-        priority: int = UNSET,
-        ready_at: datetime | None = UNSET,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-    ) -> Job:
+    async def patch_job(self, job_id: str, **options: Unpack[PatchOptions]) -> Job:
         """See :meth:`Client.patch_job`."""
-        changes = patch_args(
-            queue=queue,
-            priority=priority,
-            ready_at=ready_at,
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-        )
-        return await self.run(self.core.patch(job_id, changes))
+        return await self.run(self.core.patch(job_id, patch_args(options)))
 
     async def delete_job(self, job_id: str) -> None:
         """See :meth:`Client.delete_job`."""
@@ -271,24 +192,9 @@ class AsyncClient(AsyncCronMethods, AsyncQueryMethods):
         """See :meth:`Client.purge_expired`."""
         return await self.run(self.core.purge(limit))
 
-    async def set_defaults(
-        self,
-        *,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-        error_history: int | None = UNSET,
-        max_recoveries: int | None = UNSET,
-    ) -> dict[str, float]:
+    async def set_defaults(self, **options: Unpack[DefaultsOptions]) -> dict[str, float]:
         """See :meth:`Client.set_defaults`."""
-        changes = defaults_args(
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-            error_history=error_history,
-            max_recoveries=max_recoveries,
-        )
-        return await self.run(self.core.defaults(changes))
+        return await self.run(self.core.defaults(defaults_args(options)))
 
     async def close(self) -> None:
         """Close the running event loop's connections (a later call opens

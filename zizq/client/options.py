@@ -11,11 +11,13 @@ from typing import Any
 
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from zizq import connect
 from zizq._protocol.enqueue import Enqueue
-from zizq.errors import RedisUnavailable, ValidationError
+from zizq._protocol.reconnect import TRANSIENT, as_not_now
+from zizq.errors import RedisUnavailable, ValidationError, from_script_error
 from zizq.job import JobKind
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -50,6 +52,12 @@ def unavailable(url: str | None, started: float, exc: Exception) -> RedisUnavail
     pause would have run past it."""
     waited = time.monotonic() - started
     return RedisUnavailable(f"redis at {connect.redact(url) if url else '?'} unavailable for {waited:.1f}s: {exc}")
+
+
+def reply_error(exc: ResponseError) -> Exception | None:
+    """What a script's error reply is raised as: the zizq exception it
+    stands for, or a NotNow (retried); None to raise it as it is."""
+    return None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or as_not_now(exc)
 
 
 def durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:

@@ -5,11 +5,11 @@ queues, stats and reset, as mixins of :class:`zizq.Client` and
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
-from zizq._protocol.call import UNSET, Call
+from zizq._protocol.call import Call
 from zizq._protocol.jobs import Core, patch_args
+from zizq._protocol.options import PatchOptions
 from zizq._protocol.query import (
     DEFAULT_LIMIT,
     JobPage,
@@ -26,7 +26,7 @@ from zizq._protocol.query import (
 )
 from zizq.errors import WorkersActive
 from zizq.filters import Filter, as_filter
-from zizq.job import Backoff, Job, Retention
+from zizq.job import Job
 
 if TYPE_CHECKING:
     import redis
@@ -103,29 +103,11 @@ class QueryMethods:
         it stays dead and is not counted."""
         return self._plan(bulk_plan("retry", as_filter(where, filters), []))
 
-    def patch_jobs(
-        self,
-        where: Filter,
-        *,
-        queue: str = UNSET,
-        priority: int = UNSET,
-        ready_at: datetime | None = UNSET,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-    ) -> int:
+    def patch_jobs(self, where: Filter, **options: Unpack[PatchOptions]) -> int:
         """Patch every job matching ``where`` that has not finished (completed
         and dead jobs are skipped; a status filter naming them is refused).
         Options as :meth:`patch_job`. Returns how many jobs changed."""
-        changes = patch_args(
-            queue=queue,
-            priority=priority,
-            ready_at=ready_at,
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-        )
-        return self._plan(bulk_plan("patch", as_filter(where, {}), changes))
+        return self._plan(bulk_plan("patch", as_filter(where, {}), patch_args(options)))
 
     def list_queues(self, *, counts: bool = True) -> list[QueueInfo]:
         """Every queue ever used, by name, with ready count and paused flag;
@@ -218,27 +200,9 @@ class AsyncQueryMethods:
         """See :meth:`QueryMethods.retry_jobs`."""
         return await self._plan(bulk_plan("retry", as_filter(where, filters), []))
 
-    async def patch_jobs(
-        self,
-        where: Filter,
-        *,
-        queue: str = UNSET,
-        priority: int = UNSET,
-        ready_at: datetime | None = UNSET,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-    ) -> int:
+    async def patch_jobs(self, where: Filter, **options: Unpack[PatchOptions]) -> int:
         """See :meth:`QueryMethods.patch_jobs`."""
-        changes = patch_args(
-            queue=queue,
-            priority=priority,
-            ready_at=ready_at,
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-        )
-        return await self._plan(bulk_plan("patch", as_filter(where, {}), changes))
+        return await self._plan(bulk_plan("patch", as_filter(where, {}), patch_args(options)))
 
     async def list_queues(self, *, counts: bool = True) -> list[QueueInfo]:
         """See :meth:`QueryMethods.list_queues`."""

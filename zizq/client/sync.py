@@ -5,104 +5,42 @@ same methods, awaited."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError, ResponseError
 
 from zizq import connect, events, middleware
-from zizq._protocol.call import UNSET, Call
-from zizq._protocol.enqueue import Delay, Enqueue, enqueue_item
-from zizq._protocol.jobs import Core, defaults_args, patch_args
-from zizq._protocol.reconnect import TRANSIENT, as_not_now, reconnect_delays
+from zizq._protocol.call import Call
+from zizq._protocol.enqueue import Enqueue, enqueue_item
+from zizq._protocol.jobs import defaults_args, patch_args
+from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
+from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
+from zizq.client.base import BaseClient
 from zizq.client.cron import CronMethods
-from zizq.client.options import Items, as_items, connection_options, default_url, durability, unavailable
+from zizq.client.options import Items, as_items, connection_options, reply_error, unavailable
 from zizq.client.query import QueryMethods
-from zizq.errors import JobNotFound, from_script_error
-from zizq.job import Backoff, ErrorRecord, Job, JobKind, Retention, UniqueKey
+from zizq.errors import JobNotFound
+from zizq.job import ErrorRecord, Job, JobKind
 
 T = TypeVar("T")
 
 
-class Client(CronMethods, QueryMethods):
+class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
     "zizq") is the key prefix ``{zizq}:``, one Redis hash slot.
     """
 
-    def __init__(
-        self,
-        redis_client: redis.Redis,
-        namespace: str = "zizq",
-        *,
-        url: str | None = None,
-        retry_for: float = 30.0,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        connect_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.core = Core(namespace)
+    def _hold(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
-        self.url = url
-        self.retry_for = retry_for
-        self.enqueue_middleware: list[Any] = []
-        self.wait_replicas, self._wait_ms = durability(wait_replicas, wait_timeout)
-        # What from_url was given besides the URL, so a worker can open
-        # connections of its own to the same place.
-        self.connect_options = connect_options or {}
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str | None = None,
-        namespace: str = "zizq",
-        *,
-        retry_for: float = 30.0,
-        cluster: bool | None = None,
-        wait_replicas: int = 0,
-        wait_timeout: float = 1.0,
-        **redis_options: Any,
-    ) -> Client:
-        """Connect to ``url`` (default: ``ZIZQ_REDIS_URL``, else localhost).
-
-        ``url`` is ``redis://``, ``rediss://`` (TLS), ``unix://``,
-        ``redis+cluster://host:port[,host:port…]`` (or ``cluster=True``) or
-        ``redis+sentinel://host:port[,host:port…]/SERVICE``; see
-        :mod:`zizq.connect` for every form and query option. A malformed URL
-        or an unknown option raises :class:`zizq.ValidationError`.
-
-        While Redis cannot be reached (or is loading, or read-only, or the
-        cluster is failing over) a call is retried with backoff (0.5 s
-        doubling to 30 s) for up to ``retry_for`` seconds, then raises
-        :class:`zizq.RedisUnavailable`. An enqueue sent again creates nothing
-        twice: a job that ran and was deleted in between is recognised for
-        60 s after, so keep ``retry_for`` under 60.
-
-        ``wait_replicas`` (0: off) makes every enqueue wait, with ``WAIT``,
-        until that many replicas have the new jobs, for up to
-        ``wait_timeout`` seconds; if fewer confirm in time the enqueue is sent
-        again (safely: same ids), so a returned enqueue survives a failover.
-        Other keyword arguments go to redis-py's client.
-        """
-        url = url or default_url()
-        options = {"cluster": cluster, **redis_options}
-        return cls(
-            connect.sync_redis(url, **connection_options(dict(options), asyncio=False)),
-            namespace,
-            url=url,
-            retry_for=retry_for,
-            wait_replicas=wait_replicas,
-            wait_timeout=wait_timeout,
-            connect_options=options,
-        )
-
-    @property
-    def namespace(self) -> str:
-        return self.core.namespace
+    @staticmethod
+    def _connect(url: str, options: dict[str, Any]) -> redis.Redis:
+        return connect.sync_redis(url, **connection_options(options, asyncio=False))  # type: ignore[no-any-return]
 
     def run(self, call: Call[T], *, retry_for: float | None = None) -> T:
         """Send one script call, loading the script if Redis lacks it, and
@@ -134,7 +72,7 @@ class Client(CronMethods, QueryMethods):
                 # which also caches it for the next EVALSHA.
                 return self.redis.eval(s.source, len(call.keys), *call.keys, *call.args)
         except ResponseError as exc:
-            error = None if isinstance(exc, TRANSIENT) else from_script_error(str(exc)) or as_not_now(exc)
+            error = reply_error(exc)
             if error is None:
                 raise
             raise error from None
@@ -150,37 +88,20 @@ class Client(CronMethods, QueryMethods):
                 self.redis, "EVAL", call.keys, [s.source, n, *call.keys, *call.args], self.wait_replicas, self._wait_ms
             )
 
-    def enqueue(
-        self,
-        job: JobKind,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: Delay | None = None,
-        ready_at: datetime | None = None,
-        retry_limit: int | None = None,
-        backoff: Backoff | None = None,
-        retention: Retention | None = None,
-        unique_key: UniqueKey | str | None = None,
-        timeout: Delay | None = None,
-    ) -> Job:
+    def enqueue(self, job: JobKind, **options: Unpack[EnqueueOptions]) -> Job:
         """Enqueue one job; return its metadata.
 
-        Options given here win over the JobKind's class defaults, which win
-        over the namespace's. ``delay`` is seconds (float) or a timedelta;
-        ``ready_at`` an aware datetime (give one or neither). ``timeout``
-        (seconds or a timedelta) is the most the handler may run; past it the
-        job fails with ``zizq.JobTimeout``. ``priority``
-        0..65535, lower first (default 32768). A duplicate of a live job with
-        the same unique key returns that job with ``duplicate=True``.
+        ``options``: see :class:`zizq.EnqueueOptions`; given here they win
+        over the JobKind's class defaults, which win over the namespace's.
+        A duplicate of a live job with the same unique key returns that job
+        with ``duplicate=True``.
         """
-        item = enqueue_item(job, queue, priority, delay, ready_at, retry_limit, backoff, retention, unique_key, timeout)
-        return self._enqueue([item])[0]
+        return self._enqueue([enqueue_item(job, options)])[0]
 
-    def enqueue_raw(self, type_name: str, payload: Any, *, queue: str = "default", **options: Any) -> Job:
+    def enqueue_raw(self, type_name: str, payload: Any, **options: Unpack[EnqueueOptions]) -> Job:
         """Enqueue a job by type name with a plain JSON payload (for job types
         defined elsewhere). Takes the options of :meth:`enqueue`."""
-        return self._enqueue([Enqueue.raw(type_name, payload, queue=queue, **options)])[0]
+        return self._enqueue([Enqueue.raw(type_name, payload, **options)])[0]
 
     def enqueue_many(self, jobs: Items) -> list[Job]:
         """Enqueue many jobs atomically: all or none. Items are JobKind
@@ -210,35 +131,12 @@ class Client(CronMethods, QueryMethods):
             raise job_not_found(job_id, self.run(self.core.done([job_id]))[0])
         return job
 
-    def patch_job(
-        self,
-        job_id: str,
-        *,
-        queue: str = UNSET,
-        priority: int = UNSET,
-        ready_at: datetime | None = UNSET,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-    ) -> Job:
-        """Change a job that has not finished; only the options given change.
-
-        ``ready_at``: an aware datetime; a ready job given a future time
-        becomes scheduled, a scheduled job given a past time (or None: now)
-        becomes ready. ``retry_limit``/``backoff`` None: back to the namespace
-        default. ``retention`` None clears both sub-fields; a Retention sets
-        the sub-fields it has. Raises JobNotFound, or JobStateError for a
-        completed or dead job.
+    def patch_job(self, job_id: str, **options: Unpack[PatchOptions]) -> Job:
+        """Change a job that has not finished; only the options given change
+        (see :class:`zizq.PatchOptions`). Raises JobNotFound, or
+        JobStateError for a completed or dead job.
         """
-        changes = patch_args(
-            queue=queue,
-            priority=priority,
-            ready_at=ready_at,
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-        )
-        return self.run(self.core.patch(job_id, changes))
+        return self.run(self.core.patch(job_id, patch_args(options)))
 
     def delete_job(self, job_id: str) -> None:
         """Delete a job in any state, in flight included (the worker's later
@@ -274,29 +172,13 @@ class Client(CronMethods, QueryMethods):
         many. Workers do this in the background."""
         return self.run(self.core.purge(limit))
 
-    def set_defaults(
-        self,
-        *,
-        retry_limit: int | None = UNSET,
-        backoff: Backoff | None = UNSET,
-        retention: Retention | None = UNSET,
-        error_history: int | None = UNSET,
-        max_recoveries: int | None = UNSET,
-    ) -> dict[str, float]:
-        """Change the namespace's defaults, used by jobs that have no value of
-        their own when they fail or finish; None restores the built-in one.
-        ``max_recoveries`` (3) is how often a job may be handed back after its
-        worker was lost before it fails as a poison pill (``zizq.WorkerLost``).
-        Returns every setting in force (call with no arguments to read them).
+    def set_defaults(self, **options: Unpack[DefaultsOptions]) -> dict[str, float]:
+        """Change the namespace's defaults (see :class:`zizq.DefaultsOptions`),
+        used by jobs that have no value of their own when they fail or
+        finish; None restores the built-in one. Returns every setting in
+        force (call with no arguments to read them).
         """
-        changes = defaults_args(
-            retry_limit=retry_limit,
-            backoff=backoff,
-            retention=retention,
-            error_history=error_history,
-            max_recoveries=max_recoveries,
-        )
-        return self.run(self.core.defaults(changes))
+        return self.run(self.core.defaults(defaults_args(options)))
 
     def close(self) -> None:
         self.redis.close()
@@ -306,5 +188,3 @@ class Client(CronMethods, QueryMethods):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
