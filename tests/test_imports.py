@@ -26,22 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from .conftest import ROOT
 
 PACKAGE = ROOT / "zizq"
-
-# Expected failures: imports that close a cycle today, allowed until removed.
-# Each is (importer, imported). The test fails when an entry closes no cycle
-# any more: delete it then.
-KNOWN_CYCLES: set[tuple[str, str]] = {
-    # Being removed: middleware takes the clients as types (the clients run
-    # the middleware).
-    ("zizq.middleware", "zizq.client.sync"),
-    ("zizq.middleware", "zizq.client.aio"),
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -198,26 +185,19 @@ def test_each_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
     assert not failed, "modules that do not import on their own:\n" + "\n".join(failed)
 
 
-def cycle_report(edges: dict[str, list[Import]], known: set[tuple[str, str]]) -> list[str]:
-    """What is wrong with the graph: each cycle left once the ``known``
-    imports are set aside, and each ``known`` import that closes no cycle."""
-    rest = {m: [i for i in out if (i.source, i.target) not in known] for m, out in edges.items()}
+def cycle_report(edges: dict[str, list[Import]]) -> list[str]:
+    """Each cycle of the graph, once, with the imports that make it."""
     problems = []
-    for members in strongly_connected(rest):
+    for members in strongly_connected(edges):
         first = min(members)
-        cycle = path({m: [i for i in rest[m] if i.target in members] for m in members}, first, first)
+        cycle = path({m: [i for i in edges[m] if i.target in members] for m in members}, first, first)
         assert cycle is not None
         problems.append(f"import cycle: {describe(cycle)}; modules in it: {', '.join(sorted(members))}")
-    for source, target in sorted(known):
-        if not any(i.target == target for i in edges.get(source, [])):
-            problems.append(f"known cycle import {source} -> {target} is gone: delete it from KNOWN_CYCLES")
-        elif path(edges, target, source) is None:
-            problems.append(f"known cycle import {source} -> {target} closes no cycle: delete it from KNOWN_CYCLES")
     return problems
 
 
 def test_no_import_cycles() -> None:
-    problems = cycle_report(graph(), KNOWN_CYCLES)
+    problems = cycle_report(graph())
     assert not problems, "\n".join(problems)
 
 
@@ -231,25 +211,11 @@ def test_the_cycle_check_finds_a_cycle_and_names_it() -> None:
         "zizq.c": [edge("zizq.c", "zizq.a")],
         "zizq.d": [edge("zizq.d", "zizq.a")],
     }
-    [problem] = cycle_report(edges, set())
+    [problem] = cycle_report(edges)
     assert problem.startswith("import cycle: zizq.a -> zizq.b -> zizq.c -> zizq.a (zizq.a line 1 imports zizq.b;")
     assert problem.endswith("modules in it: zizq.a, zizq.b, zizq.c")
-    assert cycle_report(edges, {("zizq.c", "zizq.a")}) == []
     del edges["zizq.b"][0]
-    assert cycle_report(edges, {("zizq.c", "zizq.a")}) == [
-        "known cycle import zizq.c -> zizq.a closes no cycle: delete it from KNOWN_CYCLES"
-    ]
-    assert cycle_report(edges, {("zizq.b", "zizq.c")}) == [
-        "known cycle import zizq.b -> zizq.c is gone: delete it from KNOWN_CYCLES"
-    ]
-
-
-@pytest.mark.parametrize("allowed", sorted(KNOWN_CYCLES), ids=" -> ".join)
-def test_each_known_cycle_fails_the_check_without_its_allowance(allowed: tuple[str, str]) -> None:
-    edges = graph()
-    [problem] = cycle_report(edges, KNOWN_CYCLES - {allowed})
-    [closing] = [i for i in edges[allowed[0]] if i.target == allowed[1]]
-    assert problem.startswith("import cycle: ") and str(closing) in problem, problem
+    assert cycle_report(edges) == []
 
 
 def test_the_graph_counts_function_level_and_type_checking_imports() -> None:
