@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import zizq
-from zizq._protocol.options import EnqueueOptions
+from zizq.options import EnqueueOptions
 
 from .jobs_app import SendEmail
 

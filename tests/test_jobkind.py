@@ -1038,7 +1038,8 @@ class Fixed:
 def test_the_fast_path_for_a_bare_job_gives_what_the_general_one_gives(job: zizq.JobKind) -> None:
     # A bare JobKind (no per-call options) skips the general path: same
     # arguments, same result template, for every kind of class default.
-    from zizq._protocol.enqueue import Enqueue, _plan_item, plan_enqueue
+    from zizq._protocol.enqueue import _plan_item, plan_enqueue
+    from zizq.options import Enqueue
 
     for _ in range(2):  # the second time from the per-class cache
         assert plan_enqueue(job, Fixed()) == _plan_item(Enqueue(job), Fixed())

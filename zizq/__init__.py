@@ -4,8 +4,6 @@ Typed jobs, priorities, unique jobs, retries with backoff, retention; every
 state change is one atomic Lua script in Redis.
 """
 
-from zizq._protocol.enqueue import Enqueue
-from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
 from zizq._protocol.query import JobPage, QueueInfo, Stats
 from zizq._version import __version__
 from zizq.client.aio import AsyncClient
@@ -38,6 +36,7 @@ from zizq.errors import (
 from zizq.events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
 from zizq.filters import Filter, Range
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
+from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 from zizq.router import Router
 from zizq.worker.group import WorkerGroup
 from zizq.worker.worker import Worker, WorkerStats

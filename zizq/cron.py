@@ -35,9 +35,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
-from zizq._protocol.enqueue import Enqueue
 from zizq.errors import CronNotFound, ValidationError
 from zizq.job import JobKind
+from zizq.options import Enqueue
 
 if TYPE_CHECKING:
     pass

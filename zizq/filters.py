@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from zizq._protocol.enqueue import epoch_ms
 from zizq.errors import ValidationError
 from zizq.job import STATUSES, Job, validate_name
+from zizq.options import epoch_ms
 
 _TOP = 2**53  # above every stored number
 

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 from zizq import events
 from zizq._protocol.call import Call
-from zizq._protocol.enqueue import Enqueue
 from zizq._protocol.jobs import Core
 from zizq.job import Job
+from zizq.options import Enqueue
 
 EnqueueMiddleware = Callable[[list[Enqueue], Callable[[list[Enqueue]], list[Job]]], list[Job]]
 AsyncEnqueueMiddleware = Callable[

@@ -11,13 +11,14 @@ from typing import Any
 import orjson
 
 from zizq._protocol.call import Call, Value
-from zizq._protocol.enqueue import Enqueue, EnqueueRow, enqueue_args
+from zizq._protocol.enqueue import EnqueueRow, enqueue_args
 from zizq._protocol.jobs import Core, enqueue_call_args
 from zizq._protocol.records import as_str
 from zizq._protocol.scripts import script
 from zizq.cron import CronEntry, CronEntryState, CronGroup, next_after, validate_expression, validate_timezone
 from zizq.errors import CronNotFound, ValidationError
 from zizq.job import JobKind, validate_name
+from zizq.options import Enqueue
 
 PENDING_GRACE_MS = 10_000
 """A pending claim (left by a worker older than claim-and-enqueue in one

@@ -1,27 +1,21 @@
 """Enqueue planning: what one job's enqueue sends, worked out before any I/O.
 
-An enqueue request is a JobKind instance, or an :class:`Enqueue` (a job and
-its per-call options). Planning validates it, fills in the defaults of its
-JobKind class, and turns it into the 14 values of lua/enqueue.lua (a
-``EnqueueRow``) and the :class:`Template` of the Job the enqueue returns. Here too
-are the conversions of the ``delay`` and ``ready_at`` options to ms, which
-other calls share. :class:`zizq._protocol.jobs.Core` packs the rows into one script
-call and builds the resulting jobs from the templates.
+An enqueue request is a JobKind instance, or a :class:`zizq.Enqueue` (a job
+and its per-call options). Planning validates it, fills in the defaults of
+its JobKind class, and turns it into the 14 values of lua/enqueue.lua (an
+``EnqueueRow``) and the :class:`Template` of the Job the enqueue returns.
+:class:`zizq._protocol.jobs.Core` packs the rows into one script call and
+builds the resulting jobs from the templates.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, Unpack
+from typing import Any, NamedTuple
 
 from zizq import _hotpath
-from zizq._protocol.options import Delay, EnqueueOptions
 from zizq.errors import ValidationError
 from zizq.job import (
     DEFAULT_PRIORITY,
-    DEFAULT_QUEUE,
     Backoff,
     JobKind,
     Retention,
@@ -32,73 +26,7 @@ from zizq.job import (
     validate_name,
     validate_priority,
 )
-
-
-@dataclass(slots=True, eq=False, kw_only=True)
-class Enqueue:
-    """One job and its per-call options, for ``enqueue_many``.
-
-    ``Enqueue(SendEmail(to="a@b.c"), priority=10)`` for a JobKind;
-    ``Enqueue.raw("send_email", {"to": "a@b.c"}, queue="emails")`` for a job
-    type defined elsewhere. The options are :class:`zizq.EnqueueOptions`;
-    each is an attribute (None when not given) that enqueue middleware may
-    change.
-    """
-
-    job: JobKind | None = field(kw_only=False)
-    # The options, typed as in EnqueueOptions (tests/test_api_parity.py
-    # checks that the two agree); a dataclass, for its fast __init__.
-    queue: str | None = None
-    priority: int | None = None
-    delay: Delay | None = None
-    ready_at: datetime | None = None
-    retry_limit: int | None = None
-    backoff: Backoff | None = None
-    retention: Retention | None = None
-    unique_key: UniqueKey | str | None = None
-    timeout: Delay | None = None
-    # Of a job made by raw(): its type name and JSON payload.
-    type: str | None = field(default=None, init=False)
-    payload: Any = field(default=None, init=False)
-
-    @classmethod
-    def raw(cls, type_name: str, payload: Any, **options: Unpack[EnqueueOptions]) -> Enqueue:
-        """A job of type ``type_name`` with a plain JSON ``payload`` (queue:
-        "default" unless given)."""
-        item = cls(None, **options)
-        if "queue" not in options:
-            item.queue = DEFAULT_QUEUE
-        item.type = type_name
-        item.payload = payload
-        return item
-
-
-MAX_SECONDS = 1e11  # about 3,000 years: every stored time stays an exact integer
-
-
-def delay_ms(delay: Delay) -> int:
-    """A delay (seconds, or a timedelta) in whole ms; never negative."""
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise ValidationError(f"delay {delay!r} is not a number of seconds or a timedelta")
-    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
-        raise ValidationError(f"delay {delay!r} must be a number of seconds in 0..{MAX_SECONDS:.0e}")
-    return round(seconds * 1000)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def epoch_ms(at: datetime) -> int:
-    """An aware datetime as ms since the epoch."""
-    if not isinstance(at, datetime):
-        raise ValidationError(f"ready_at {at!r} is not a datetime")
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValidationError(f"ready_at {at!r} is naive; give a timezone-aware datetime")
-    ms = (at - _EPOCH) // timedelta(milliseconds=1)  # exact; at.timestamp() * 1000 can be 1 ms off
-    if ms < 0:
-        raise ValidationError(f"ready_at {at!r} is before 1970")
-    return ms
+from zizq.options import Enqueue, EnqueueOptions, delay_ms, epoch_ms
 
 
 class Template(NamedTuple):

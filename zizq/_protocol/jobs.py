@@ -17,9 +17,8 @@ import msgpack
 
 from zizq import _hotpath
 from zizq._protocol.call import Call, Value, prefix
-from zizq._protocol.enqueue import Enqueue, EnqueueRow, epoch_ms, plan_enqueue, text_or_empty
+from zizq._protocol.enqueue import EnqueueRow, plan_enqueue, text_or_empty
 from zizq._protocol.lease import Heartbeat, TakeResult
-from zizq._protocol.options import DEFAULTS_OPTIONS, PATCH_OPTIONS, DefaultsOptions, PatchOptions, check_names
 from zizq._protocol.records import (
     ERROR_BACKTRACE_BYTES,
     ERROR_MESSAGE_BYTES,
@@ -41,6 +40,7 @@ from zizq.job import (
     validate_name,
     validate_priority,
 )
+from zizq.options import DEFAULTS_OPTIONS, PATCH_OPTIONS, DefaultsOptions, Enqueue, PatchOptions, check_names, epoch_ms
 
 
 def enqueue_call_args(rows: Sequence[EnqueueRow]) -> list[Value]:

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from zizq._protocol.enqueue import MAX_SECONDS
 from zizq.cli.format import error_text, json_text, moment, print_error, print_json, relative, table
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ValidationError
 from zizq.filters import Filter
 from zizq.job import Job
+from zizq.options import MAX_SECONDS
 
 EXIT_NOT_FOUND = 3
 EXIT_DECLINED = 4

@@ -15,10 +15,10 @@ from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from zizq import connect
-from zizq._protocol.enqueue import Enqueue
 from zizq._protocol.reconnect import TRANSIENT, as_not_now
 from zizq.errors import RedisUnavailable, ValidationError, from_script_error
 from zizq.job import JobKind
+from zizq.options import Enqueue
 
 DEFAULT_URL = "redis://localhost:6379/0"
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from zizq._protocol.call import Call
 from zizq._protocol.jobs import Core, patch_args
-from zizq._protocol.options import PatchOptions
 from zizq._protocol.query import (
     DEFAULT_LIMIT,
     JobPage,
@@ -27,6 +26,7 @@ from zizq._protocol.query import (
 from zizq.errors import WorkersActive
 from zizq.filters import Filter, as_filter
 from zizq.job import Job
+from zizq.options import PatchOptions
 
 if TYPE_CHECKING:
     import redis

@@ -13,9 +13,8 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from zizq import connect, events, middleware
 from zizq._protocol.call import Call
-from zizq._protocol.enqueue import Enqueue, enqueue_item
+from zizq._protocol.enqueue import enqueue_item
 from zizq._protocol.jobs import defaults_args, patch_args
-from zizq._protocol.options import DefaultsOptions, EnqueueOptions, PatchOptions
 from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.base import BaseClient
@@ -24,6 +23,7 @@ from zizq.client.options import Items, as_items, connection_options, reply_error
 from zizq.client.query import QueryMethods
 from zizq.errors import JobNotFound
 from zizq.job import ErrorRecord, Job, JobKind
+from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 
 T = TypeVar("T")
 

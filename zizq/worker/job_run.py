@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from zizq import events, logs
-from zizq._protocol.enqueue import delay_ms, epoch_ms
 from zizq.errors import JobTimeout, KillJob, RedisUnavailable, RetryJob, ZizqError
 from zizq.job import Job
 from zizq.middleware import run_chain
+from zizq.options import delay_ms, epoch_ms
 from zizq.router import Route, Router
 from zizq.worker.run import Run, handler_pool
 
