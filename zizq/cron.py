@@ -156,9 +156,13 @@ def _jump_end(wall: datetime, zone: ZoneInfo) -> datetime:
     """The instant (UTC) a forward clock change ends, for a wall time it
     skips: the first second whose offset is the one after the change."""
     before, after = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
-    new_offset = after.utcoffset()
-    lo = int(after.timestamp())  # an instant still before the change
-    hi = int(before.timestamp())  # an instant already after it
+    # after.timestamp() is still before the change, before.timestamp() already after it.
+    return _change_at(int(after.timestamp()), int(before.timestamp()), zone, after.utcoffset())
+
+
+def _change_at(lo: int, hi: int, zone: ZoneInfo, new_offset: timedelta | None) -> datetime:
+    """The first second (UTC) in (lo, hi] at which ``zone``'s offset is
+    ``new_offset``; lo (epoch seconds) is before the change, hi after it."""
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if datetime.fromtimestamp(mid, zone).utcoffset() == new_offset:
@@ -189,14 +193,7 @@ def _fall_back_ahead(after: datetime, zone: ZoneInfo) -> tuple[datetime, timedel
     later = (after + _CHANGE_HORIZON).astimezone(zone).utcoffset()
     if offset is None or later is None or later >= offset:
         return None
-    lo, hi = int(after.timestamp()), int((after + _CHANGE_HORIZON).timestamp())
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, zone).utcoffset() == later:
-            hi = mid
-        else:
-            lo = mid
-    return datetime.fromtimestamp(hi, UTC), later
+    return _change_at(int(after.timestamp()), int((after + _CHANGE_HORIZON).timestamp()), zone, later), later
 
 
 def next_after(expression: str, timezone: str, after_ms: int) -> int | None:
