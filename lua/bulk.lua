@@ -10,7 +10,7 @@ ARGV[2]  filter JSON (see includes/filter.lua), checked again here on each
 ARGV[3]  index key the client is walking ('' for none): the reply says how
          many of the batch's jobs are no longer in it, so the walk can go on
          from the right rank
-ARGV[4]  n: how many job ids follow (at most 10000)
+ARGV[4]  n: how many job ids follow (at most 1000: about 30 ms of work at most)
 ARGV[5 .. 4+n]   job ids
 ARGV[5+n ..]     patch only: pairs of (field, value) as in patch.lua
 
@@ -33,8 +33,8 @@ if not f then return err end
 if action ~= 'delete' and action ~= 'patch' and action ~= 'retry' then
   return fail_with('INVALID', 'action ' .. tostring(action) .. ' is not delete, patch or retry')
 end
-if not natural(ARGV[4]) or tonumber(ARGV[4]) > 10000 then
-  return fail_with('INVALID', 'id count ' .. tostring(ARGV[4]) .. ' is not in 0..10000')
+if not natural(ARGV[4]) or tonumber(ARGV[4]) > 1000 then
+  return fail_with('INVALID', 'id count ' .. tostring(ARGV[4]) .. ' is not in 0..1000: send more ids as several calls')
 end
 local n = tonumber(ARGV[4])
 if #ARGV < 4 + n then

@@ -1,0 +1,132 @@
+"""No script call holds Redis for long, whatever the caller passes.
+
+Each test uses a server of its own and its SLOWLOG: with a threshold of
+BOUND_US, any script call that ran longer is logged. A lease of a few
+seconds lapses when Redis is held for that long (issue 13, item 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+import zizq
+from tests.conftest import RedisServer
+
+BOUND_US = 50_000  # the most one script call may hold Redis, in µs
+
+
+def slow_scripts(r: redis.Redis) -> list[tuple[int, str]]:
+    """The script calls logged as slower than BOUND_US: (µs, first args)."""
+    entries = r.execute_command("SLOWLOG", "GET", 1000)
+    out = []
+    for entry in entries:
+        args = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in entry[3]]
+        if args[0].upper() in ("EVAL", "EVALSHA"):
+            out.append((int(entry[2]), " ".join(args[3:5])))
+    return out
+
+
+def watched(make: Callable[..., RedisServer]) -> tuple[RedisServer, redis.Redis]:
+    server = make()
+    r = redis.Redis(port=server.port)
+    r.config_set("slowlog-log-slower-than", BOUND_US)
+    r.config_set("slowlog-max-len", 1000)
+    r.slowlog_reset()
+    return server, r
+
+
+def test_enqueue_many_of_a_big_batch_holds_redis_briefly(redis_factory: Any) -> None:
+    server, r = watched(redis_factory)
+    # 20,000 jobs with unique keys ran as one call of about 200 ms here.
+    items = [zizq.Enqueue.raw("t", {"i": i}, unique_key=f"k{i}") for i in range(20_000)]
+    with zizq.Client.from_url(f"redis://127.0.0.1:{server.port}/0", namespace="b") as client:
+        jobs = client.enqueue_many(items)
+        assert [j.duplicate for j in jobs].count(False) == 20_000
+        assert client.count_jobs() == 20_000
+        # A unique key repeated across two calls still resolves to its first job.
+        again = client.enqueue_many([zizq.Enqueue.raw("t", {}, unique_key=f"k{i}") for i in (0, 19_999)])
+        assert [j.id for j in again] == [jobs[0].id, jobs[-1].id]
+    assert slow_scripts(r) == []
+    r.close()
+
+
+async def test_async_enqueue_many_of_a_big_batch_holds_redis_briefly(redis_factory: Any) -> None:
+    server, r = watched(redis_factory)
+    items = [zizq.Enqueue.raw("t", {"i": i}, unique_key=f"k{i}") for i in range(20_000)]
+    client = zizq.AsyncClient.from_url(f"redis://127.0.0.1:{server.port}/0", namespace="b")
+    try:
+        jobs = await client.enqueue_many(items)
+        assert len({j.id for j in jobs}) == 20_000
+        assert await client.count_jobs() == 20_000
+    finally:
+        await client.close()
+    assert slow_scripts(r) == []
+    r.close()
+
+
+def test_a_bad_job_late_in_a_big_batch_writes_nothing(redis_server: RedisServer, namespace: str) -> None:
+    items = [zizq.Enqueue.raw("t", {"i": i}) for i in range(2500)]
+    items.append(zizq.Enqueue.raw("t", {}, priority=70_000))
+    with zizq.Client.from_url(f"redis://127.0.0.1:{redis_server.port}/0", namespace=namespace) as client:
+        with pytest.raises(zizq.ValidationError, match="70000"):
+            client.enqueue_many(items)
+        assert client.count_jobs() == 0
+
+
+def test_bulk_purge_and_walk_hold_redis_briefly(redis_factory: Any) -> None:
+    server, r = watched(redis_factory)
+    url = f"redis://127.0.0.1:{server.port}/0"
+    with zizq.Client.from_url(url, namespace="b") as client:
+        client.enqueue_many(
+            [zizq.Enqueue.raw("t", {"i": i}, retention=zizq.Retention(completed_ms=1)) for i in range(20_000)]
+        )
+        r.slowlog_reset()
+        assert client.patch_jobs(zizq.Filter(type="t"), priority=5) == 20_000
+        assert client.count_jobs(type="t") == 20_000
+        assert client.delete_jobs(type="t") == 20_000
+    assert slow_scripts(r) == []
+    r.close()
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("enqueue", ["1001", "x"], "1..1000"),
+        ("bulk", ["delete", "{}", "", "1001", *["x"] * 1001], "0..1000"),
+        ("purge", ["1001"], "1..1000"),
+        ("query", ["walk", "{}", "asc", "", "", "0", "ids", "scheduled", "0", "2001"], "out of range"),
+    ],
+)
+def test_scripts_refuse_a_call_above_their_bound(
+    r: redis.Redis, namespace: str, script: str, args: list[str], message: str
+) -> None:
+    from zizq._protocol.scripts import script as load
+
+    if script == "enqueue":
+        import msgpack
+
+        row = ["", "t", "default", "1", "{}", "", "", "", "", "", "", "", "", ""]
+        rows = [[f"id{i}", *row[1:]] for i in range(1001)]
+        args = ["1001", msgpack.packb(rows, use_bin_type=False)]
+    s = load(script)
+    with pytest.raises(redis.ResponseError, match=message):
+        r.eval(s.source, 1, "{" + namespace + "}:", *args)
+    assert r.keys("{" + namespace + "}:*") == []
+
+
+def test_purge_expired_above_the_bound_is_sent_in_calls(
+    redis_server: RedisServer, namespace: str, r: redis.Redis
+) -> None:
+    with zizq.Client.from_url(f"redis://127.0.0.1:{redis_server.port}/0", namespace=namespace) as client:
+        jobs = client.enqueue_many([zizq.Enqueue.raw("t", {"i": i}) for i in range(2500)])
+        # purge reads only the completed index: list them there as due long ago.
+        r.zadd("{" + namespace + "}:completed", {j.id: 1 for j in jobs})
+        assert client.purge_expired(limit=2100) == 2100
+        assert client.purge_expired(limit=5000) == 400
+        assert client.purge_expired(limit=0) == 0
+        with pytest.raises(zizq.ValidationError, match="-1"):
+            client.purge_expired(limit=-1)
