@@ -1,7 +1,7 @@
 --[[ enqueue: create one or many jobs, atomically (all or nothing).
 
 KEYS[1]  namespace prefix "{<namespace>}:" (every other key derives from it)
-ARGV[1]  N, the number of jobs: 1..1000. One call of 1000 jobs with unique
+ARGV[1]  N, the number of jobs: 0..1000. One call of 1000 jobs with unique
          keys runs for about 10 ms; a client splits a bigger batch into
          calls of at most 1000, each atomic on its own, so that no call
          holds Redis long enough to let leases lapse
@@ -43,7 +43,7 @@ three values per job, in input order:
           nothing is written; x = the id's timestamp (now, for an id that
           is not SCRU128)
 Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job, or
-N outside 1..1000.
+N above 1000.
 ]]
 --@include "includes/common.lua"
 
@@ -61,8 +61,8 @@ if not ok or type(jobs) ~= 'table' or not n or #jobs ~= n or not (#ARGV == 2 or 
   return fail_with('INVALID', 'the arguments are not N and a MessagePack array of N jobs: N ' .. tostring(ARGV[1])
     .. ', ' .. (#ARGV - 1) .. ' argument(s) after it (a third may only be 1), the first ' .. got)
 end
-if n < 1 or n > MAX_JOBS then
-  return fail_with('INVALID', 'N ' .. n .. ' jobs is not in 1..' .. MAX_JOBS .. ': send a bigger batch as several calls')
+if n > MAX_JOBS then
+  return fail_with('INVALID', 'N ' .. n .. ' jobs is not in 0..' .. MAX_JOBS .. ': send a bigger batch as several calls')
 end
 for i = 1, n do
   local J = jobs[i]

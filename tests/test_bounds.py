@@ -8,6 +8,8 @@ seconds lapses when Redis is held for that long (issue 13, item 8).
 from __future__ import annotations
 
 from collections.abc import Callable
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -95,7 +97,7 @@ def test_bulk_purge_and_walk_hold_redis_briefly(redis_factory: Any) -> None:
 @pytest.mark.parametrize(
     ("script", "args", "message"),
     [
-        ("enqueue", ["1001", "x"], "1..1000"),
+        ("enqueue", ["1001", "x"], "0..1000"),
         ("bulk", ["delete", "{}", "", "1001", *["x"] * 1001], "0..1000"),
         ("purge", ["1001"], "1..1000"),
         ("query", ["walk", "{}", "asc", "", "", "0", "ids", "scheduled", "0", "2001"], "out of range"),
@@ -130,3 +132,59 @@ def test_purge_expired_above_the_bound_is_sent_in_calls(
         assert client.purge_expired(limit=0) == 0
         with pytest.raises(zizq.ValidationError, match="-1"):
             client.purge_expired(limit=-1)
+
+
+def test_delete_resent_after_a_lost_reply_says_deleted(redis_factory: Any) -> None:
+    """known-issues note 5: a delete_job whose reply was lost is sent again
+    as a repeat, which finds the job in the done window and answers deleted
+    instead of raising JobNotFound."""
+    server = redis_factory("--appendonly", "yes")  # done:<n> survives the restart
+    client = zizq.Client.from_url(server.url, "repeat")
+    [job] = client.enqueue_many([zizq.Enqueue.raw("t", {})])
+    assert client.run(client.core.delete([job.id])) == 1  # this reply is the one "lost"
+    server.stop()
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            client.delete_job(job.id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()  # the first send fails: Redis is down
+    time.sleep(0.2)
+    server.start()
+    sender.join(30)
+    assert errors == []
+    # A first call (not a repeat) still says the job is gone.
+    with pytest.raises(zizq.JobNotFound):
+        client.delete_job(job.id)
+    client.close()
+
+
+def test_delete_refuses_more_than_1000_ids(r: redis.Redis, namespace: str) -> None:
+    from zizq._protocol.scripts import script as load
+
+    with pytest.raises(redis.ResponseError, match="1001 ids"):
+        r.eval(load("delete").source, 1, "{" + namespace + "}:", *[f"x{i}" for i in range(1001)])
+
+
+def test_a_hand_written_bad_config_value_stops_no_script(
+    redis_server: RedisServer, namespace: str, r: redis.Redis
+) -> None:
+    """known-issues note 8: a config value config.lua would refuse, written
+    with a plain HSET, counts as unset; fail and ack go through."""
+    r.hset(
+        "{" + namespace + "}:config",
+        mapping={"retry_limit": "many", "error_history": "-1", "backoff_exponent": "99", "completed_ms": "soon"},
+    )
+    with zizq.Client.from_url(f"redis://127.0.0.1:{redis_server.port}/0", namespace=namespace) as client:
+        client.enqueue_many([zizq.Enqueue.raw("t", {}), zizq.Enqueue.raw("t", {})])
+        client.run(client.core.heartbeat("w1", "join", 60_000))
+        first, second = client.run(client.core.take("w1", 2, [])).jobs
+        failed = client.run(client.core.fail("w1", first.id, message="boom"))
+        assert failed is not None and failed.status == "scheduled"  # retry_limit: the default 25
+        assert client.run(client.core.ack("w1", [second.id])) == []
+        assert client.count_jobs(status="in_flight") == 0
+        assert client.set_defaults()["retry_limit"] == 25

@@ -42,7 +42,6 @@ from zizq.job import (
 )
 from zizq.options import DEFAULTS_OPTIONS, PATCH_OPTIONS, DefaultsOptions, Enqueue, PatchOptions, check_names, epoch_ms
 
-
 ENQUEUE_BATCH = 1000  # the most jobs one enqueue call carries (lua/enqueue.lua refuses more)
 ENQUEUE_BATCH_BYTES = 1 << 20  # ... and payload bytes, past which a call ends early
 
@@ -215,7 +214,9 @@ class Core:
         )
 
     def delete(self, ids: Sequence[str]) -> Call[int]:
-        return Call(script("delete"), self.keys, list(ids), int)
+        """Delete up to 1000 jobs; sent again after a lost reply, the call is
+        marked (a leading '') so that jobs it deleted still count."""
+        return Call(script("delete"), self.keys, list(ids), int, ["", *ids])
 
     def retry(self, job_id: str) -> Call[Job]:
         return Call(script("retry"), self.keys, [job_id], lambda reply: job_from_record(job_id, reply))
