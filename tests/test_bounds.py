@@ -7,9 +7,9 @@ seconds lapses when Redis is held for that long (issue 13, item 8).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -148,7 +148,7 @@ def test_delete_resent_after_a_lost_reply_says_deleted(redis_factory: Any) -> No
     def send() -> None:
         try:
             client.delete_job(job.id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     sender = threading.Thread(target=send)
