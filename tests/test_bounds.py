@@ -23,7 +23,7 @@ BOUND_US = 50_000  # the most one script call may hold Redis, in µs
 
 def slow_scripts(r: redis.Redis) -> list[tuple[int, str]]:
     """The script calls logged as slower than BOUND_US: (µs, first args)."""
-    entries = r.execute_command("SLOWLOG", "GET", 1000)
+    entries = r.execute_command("SLOWLOG", "GET", 1000)  # type: ignore[no-untyped-call]
     out = []
     for entry in entries:
         args = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in entry[3]]
