@@ -17,8 +17,14 @@ import redis
 
 import zizq
 from tests.conftest import RedisServer
+from zizq._protocol.cron import CronCore
+from zizq._protocol.query import QueryCore
 
-BOUND_US = 50_000  # the most one script call may hold Redis, in µs
+# The most one script call may hold Redis, in µs: the design bound is about
+# 50 ms (calls of about 10 ms, up to 30 ms); the test allows twice that, as
+# a loaded test machine has spikes. The calls it guards against ran for
+# 110 ms to 2.6 s.
+BOUND_US = 100_000
 
 
 def slow_scripts(r: redis.Redis) -> list[tuple[int, str]]:
@@ -188,3 +194,56 @@ def test_a_hand_written_bad_config_value_stops_no_script(
         assert client.run(client.core.ack("w1", [second.id])) == []
         assert client.count_jobs(status="in_flight") == 0
         assert client.set_defaults()["retry_limit"] == 25
+
+
+# known-issues note 5: Client.run sends the same Call again after a
+# connection error or timeout. Sending one Call twice is that repeat; the
+# second send must answer as the first did (the reply the caller never saw).
+
+
+def test_a_repeated_pause_answers_as_the_first(client: zizq.Client) -> None:
+    call = client.core.pause("mail", True)
+    assert client.run(call) is True
+    assert client.run(call) is True  # the repeat of a call that paused it
+    assert client.pause_queue("mail") is False  # a new call: already paused
+    resume = client.core.pause("mail", False)
+    assert client.run(resume) is True
+    assert client.run(resume) is True
+
+
+def test_a_repeated_retry_answers_as_the_first(client: zizq.Client) -> None:
+    job = client.enqueue_raw("t", {}, retry_limit=0)
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    [taken] = client.run(client.core.take("w1", 1, [])).jobs
+    client.run(client.core.fail("w1", taken.id, message="boom"))
+    call = client.core.retry(job.id)
+    assert client.run(call).status == "ready"
+    assert client.run(call).status == "ready"  # not JobStateError
+    with pytest.raises(zizq.JobStateError):
+        client.retry_job(job.id)  # a new call: the job is not dead
+
+
+def test_a_repeated_cron_change_answers_as_the_first(client: zizq.Client) -> None:
+    cron = CronCore(client.core)
+    entry = zizq.CronEntry("ping", "*/5 * * * *", zizq.Enqueue.raw("t", {}))
+    add = cron.replace("add", "g", [entry], now=0, group_tz=None)
+    assert client.run(add) == [1, 0, 0, 0]
+    assert client.run(add) == [1, 0, 0, 0]  # not CronEntryExists
+    pause = cron.pause(True, "g", "ping")
+    assert client.run(pause) is True
+    assert client.run(pause) is True
+    delete = cron.delete("g", "ping")
+    assert client.run(delete) == 1
+    assert client.run(delete) == 1
+    with pytest.raises(zizq.CronEntryExists):
+        client.add_cron_entry("g", entry)
+        client.add_cron_entry("g", entry)
+
+
+def test_a_repeated_bulk_batch_is_counted_once(client: zizq.Client) -> None:
+    jobs = client.enqueue_many([zizq.Enqueue.raw("t", {"i": i}, retry_limit=0) for i in range(5)])
+    ids = [j.id for j in jobs]
+    call = QueryCore(client.core).bulk("delete", zizq.Filter(), None, "ready:default", ids, [])
+    assert client.run(call) == (5, 5)
+    assert client.run(call) == (5, 5)
+    assert client.count_jobs() == 0

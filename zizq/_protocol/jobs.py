@@ -219,7 +219,8 @@ class Core:
         return Call(script("delete"), self.keys, list(ids), int, ["", *ids])
 
     def retry(self, job_id: str) -> Call[Job]:
-        return Call(script("retry"), self.keys, [job_id], lambda reply: job_from_record(job_id, reply))
+        args: list[Value] = [job_id, self.ids.generate()]  # with a call id, as pause
+        return Call(script("retry"), self.keys, args, lambda reply: job_from_record(job_id, reply))
 
     def errors(self, job_id: str) -> Call[list[ErrorRecord]]:
         return Call(script("errors"), self.keys, [job_id], lambda reply: [ErrorRecord.from_json(e) for e in reply])
@@ -229,7 +230,10 @@ class Core:
         return Call(script("purge"), self.keys, [limit], int)
 
     def pause(self, queue: str, paused: bool) -> Call[bool]:
-        return Call(script("pause"), self.keys, ["pause" if paused else "resume", validate_name("queue", queue)], bool)
+        # A call id last (lua/includes/memo.lua): a repeat after a lost reply
+        # answers as the first send did.
+        op = "pause" if paused else "resume"
+        return Call(script("pause"), self.keys, [op, validate_name("queue", queue), self.ids.generate()], bool)
 
     def defaults(self, changes: list[Value]) -> Call[dict[str, float]]:
         def decode(reply: list[Any]) -> dict[str, float]:

@@ -179,7 +179,9 @@ class QueryCore:
         ids: Sequence[str],
         changes: list[Value],
     ) -> Call[tuple[int, int]]:
-        args: list[Value] = [action, f.script_json(statuses), index, len(ids), *ids, *changes]
+        # A call id last (lua/includes/memo.lua): a batch whose reply was lost
+        # is counted once when the call is sent again.
+        args: list[Value] = [action, f.script_json(statuses), index, len(ids), *ids, *changes, self.core.ids.generate()]
         return Call(script("bulk"), self.core.keys, args, lambda r: (int(r[0]), int(r[1])))
 
     def queue_counts(self, index: str, first: int, size: int = WALK) -> Call[tuple[int, dict[str, int]]]:
