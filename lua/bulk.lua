@@ -10,9 +10,13 @@ ARGV[2]  filter JSON (see includes/filter.lua), checked again here on each
 ARGV[3]  index key the client is walking ('' for none): the reply says how
          many of the batch's jobs are no longer in it, so the walk can go on
          from the right rank
-ARGV[4]  n: how many job ids follow (at most 10000)
+ARGV[4]  n: how many job ids follow (at most 1000: about 30 ms of work at most)
 ARGV[5 .. 4+n]   job ids
 ARGV[5+n ..]     patch only: pairs of (field, value) as in patch.lua
+last     optional: a call id (see includes/memo.lua), told apart by the odd
+         count of the arguments after the ids: a call sent again with the
+         same id returns the first send's reply, so a batch whose reply was
+         lost is counted once
 
 The batch is atomic; a filter that spans several batches is not.
 
@@ -25,6 +29,7 @@ nothing is changed).
 --@include "includes/lifecycle.lua"
 --@include "includes/filter.lua"
 --@include "includes/manage.lua"
+--@include "includes/memo.lua"
 
 local P = KEYS[1]
 local action, index = ARGV[1], ARGV[3]
@@ -33,24 +38,28 @@ if not f then return err end
 if action ~= 'delete' and action ~= 'patch' and action ~= 'retry' then
   return fail_with('INVALID', 'action ' .. tostring(action) .. ' is not delete, patch or retry')
 end
-if not natural(ARGV[4]) or tonumber(ARGV[4]) > 10000 then
-  return fail_with('INVALID', 'id count ' .. tostring(ARGV[4]) .. ' is not in 0..10000')
+if not natural(ARGV[4]) or tonumber(ARGV[4]) > 1000 then
+  return fail_with('INVALID', 'id count ' .. tostring(ARGV[4]) .. ' is not in 0..1000: send more ids as several calls')
 end
 local n = tonumber(ARGV[4])
 if #ARGV < 4 + n then
   return fail_with('INVALID', 'id count ' .. n .. ' is more than the ' .. (#ARGV - 4) .. ' ids given')
 end
+local last, call_id = #ARGV, nil
+if (#ARGV - 4 - n) % 2 == 1 then last, call_id = #ARGV - 1, ARGV[#ARGV] end
 local INDEXES = {[''] = true, scheduled = true, inflight = true, completed = true, dead = true}
 if not INDEXES[index] and string.sub(index, 1, 6) ~= 'ready:' then
   return fail_with('INVALID', 'index ' .. tostring(index) .. ' is not ready:<queue>, scheduled, inflight, completed or dead')
 end
 local want = nil
 if action == 'patch' then
-  want, err = patch_wanted(5 + n)
+  want, err = patch_wanted(5 + n, last)
   if not want then return err end
-elseif #ARGV ~= 4 + n then
-  return fail_with('INVALID', (#ARGV - 4) .. ' ids given for an id count of ' .. n)
+elseif last ~= 4 + n then
+  return fail_with('INVALID', (last - 4) .. ' ids given for an id count of ' .. n)
 end
+local kept = memo_get(P, call_id)
+if kept then return kept end
 
 local now = now_ms()
 local changed = 0
@@ -75,4 +84,4 @@ if index ~= '' then
     if not redis.call('ZSCORE', P .. index, ARGV[i]) then left = left + 1 end
   end
 end
-return {changed, left}
+return memo_put(P, call_id, {changed, left})

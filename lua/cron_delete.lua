@@ -3,6 +3,8 @@
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  group name, or '' for every group
 ARGV[2]  entry name, or '' for the whole group
+ARGV[3]  optional: a call id (see includes/memo.lua): a call sent again with
+         the same id answers as the first did
 
 Enqueues already claimed for a deleted entry (cron:pending) are still sent.
 
@@ -10,9 +12,12 @@ Returns how many entries (ARGV[2] given) or groups were deleted: 0 when the
 entry or group did not exist.
 ]]
 --@include "includes/common.lua"
+--@include "includes/memo.lua"
 
 local P = KEYS[1]
-local group, entry = ARGV[1], ARGV[2]
+local group, entry, call_id = ARGV[1], ARGV[2], ARGV[3]
+local kept = memo_get(P, call_id)
+if kept then return kept end
 
 local function drop_entry(g, name)
   local member = g .. ',' .. name
@@ -30,13 +35,13 @@ local function drop_group(g)
 end
 
 if entry ~= '' then
-  return drop_entry(group, entry)
+  return memo_put(P, call_id, drop_entry(group, entry))
 end
 if group ~= '' then
-  return drop_group(group)
+  return memo_put(P, call_id, drop_group(group))
 end
 local n = 0
 for _, g in ipairs(redis.call('SMEMBERS', P .. 'cron:groups')) do
   n = n + drop_group(g)
 end
-return n
+return memo_put(P, call_id, n)

@@ -12,6 +12,9 @@ then 3 values per entry:
   definition  the entry's definition as JSON text (expression, effective time
               zone and job template); compared byte for byte
   next        ms of the entry's next run, or '' when it has none
+and optionally, last: a call id (see includes/memo.lua), so that a call
+sent again with the same id answers as the first did (an 'add' repeated
+after a lost reply does not fail with EXISTS)
 
 An entry whose definition is unchanged keeps its scheduling state (next run,
 last run, paused), except that one with no next run gets the `next` given
@@ -26,6 +29,7 @@ Cost: O((G + A) * log E) for G entries in the group, A entries given and E
 scheduled entries in the namespace.
 ]]
 --@include "includes/common.lua"
+--@include "includes/memo.lua"
 
 local P = KEYS[1]
 local mode, group, tz, paused = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -35,15 +39,19 @@ end
 if not name_ok(group) then
   return fail_with('INVALID', 'cron group ' .. group .. ' is empty or has , * ? [ ] { } \\ or NUL')
 end
-if (#ARGV - 4) % 3 ~= 0 then
-  return fail_with('INVALID', 'argument count ' .. #ARGV .. ' is not 4 + 3 per entry')
+local last, call_id = #ARGV, nil
+if (#ARGV - 4) % 3 == 1 then last, call_id = #ARGV - 1, ARGV[#ARGV] end
+if #ARGV < 4 or (last - 4) % 3 ~= 0 then
+  return fail_with('INVALID', 'argument count ' .. #ARGV .. ' is not 4 + 3 per entry (+ 1 call id)')
 end
+local kept = memo_get(P, call_id)
+if kept then return kept end
 if paused ~= '' and paused ~= '0' and paused ~= '1' then
   return fail_with('INVALID', 'paused ' .. paused .. ' is not 0, 1 or empty')
 end
 local defs = P .. 'cron:entries:' .. group
 local wanted = {}
-for i = 5, #ARGV, 3 do
+for i = 5, last, 3 do
   local name, next_run = ARGV[i], ARGV[i + 2]
   if not name_ok(name) then
     return fail_with('INVALID', 'cron entry ' .. name .. ' is empty or has , * ? [ ] { } \\ or NUL')
@@ -87,7 +95,7 @@ if mode == 'replace' then
     end
   end
 end
-for i = 5, #ARGV, 3 do
+for i = 5, last, 3 do
   local name, def, next_run = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local old = redis.call('HGET', defs, name)
   local member = group .. ',' .. name
@@ -107,4 +115,4 @@ for i = 5, #ARGV, 3 do
     end
   end
 end
-return {created, replaced, deleted, unchanged}
+return memo_put(P, call_id, {created, replaced, deleted, unchanged})

@@ -1,17 +1,22 @@
 --[[ purge: delete finished jobs whose purge_at has passed.
 
 KEYS[1]  namespace prefix "{<namespace>}:"
-ARGV[1]  the most jobs to delete in this call (a bounded batch)
+ARGV[1]  the most jobs to delete in this call: 1..1000, so one call stays
+         within a few ms (a bigger limit is refused)
 
 Workers call this in the background, again while a batch comes back full.
 Each job goes as delete.lua deletes it: its id stays in the done window
 (done:<n>) for a minute.
 
 Returns the number of jobs deleted.
+Errors: "ZIZQ INVALID" for a limit outside 1..1000; nothing is deleted.
 ]]
 --@include "includes/lifecycle.lua"
 
 local P = KEYS[1]
+if not natural(ARGV[1]) or tonumber(ARGV[1]) < 1 or tonumber(ARGV[1]) > 1000 then
+  return fail_with('INVALID', 'limit ' .. tostring(ARGV[1]) .. ' is not in 1..1000: purge more with several calls')
+end
 local limit = tonumber(ARGV[1])
 local now = now_ms()
 local purged = 0

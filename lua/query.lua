@@ -17,13 +17,13 @@ walk:
 ARGV[8]  index key below the prefix: 'ready:<queue>', 'scheduled',
          'inflight', 'completed' or 'dead'
 ARGV[9]  first rank to look at (0-based, in the index's own order)
-ARGV[10] how many index entries to look at (1..10000)
+ARGV[10] how many index entries to look at (1..2000)
 ids:
-ARGV[8..] job ids (at most 10000)
+ARGV[8..] job ids (at most 2000)
 
 Jobs that do not exist or are past purge_at are skipped (they are invisible).
-Every call reads at most 10000 index entries and records, so it is bounded
-whatever the size of the namespace.
+Every call reads at most 2000 index entries and records (about 25 ms at
+most), so it is bounded whatever the size of the namespace.
 
 Returns {next, count, id1, record1, id2, record2, ...}: next is the rank to
 look at next in a walk (-1 when the index ends; always -1 for ids), count the
@@ -46,7 +46,7 @@ local cap, what = tonumber(ARGV[6]), ARGV[7]
 if what ~= 'jobs' and what ~= 'meta' and what ~= 'ids' and what ~= 'count' then
   return fail_with('INVALID', 'output ' .. tostring(what) .. ' is not jobs, meta, ids or count')
 end
-local MAX = 10000
+local MAX = 2000
 
 local ids, next_rank = {}, -1
 if mode == 'walk' then

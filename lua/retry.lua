@@ -2,6 +2,8 @@
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  job id
+ARGV[2]  optional: a call id (see includes/memo.lua): a call sent again with
+         the same id returns the first send's reply instead of "STATE"
 
 The job keeps its id (and so its place in line); attempts go back to 0,
 purge_at is cleared, ready_at is now, and its error history is kept. Its
@@ -17,9 +19,12 @@ conflicting job holds its unique key; the message names that job).
 ]]
 --@include "includes/lifecycle.lua"
 --@include "includes/manage.lua"
+--@include "includes/memo.lua"
 
 local P = KEYS[1]
-local id = ARGV[1]
+local id, call_id = ARGV[1], ARGV[2]
+local kept = memo_get(P, call_id)
+if kept then return kept end
 local now = now_ms()
 local job = visible_job(P, id, now)
 if not job then return fail_with('NOT_FOUND', 'no job with id ' .. id) end
@@ -32,4 +37,4 @@ if not record then
     .. ' is held by job ' .. holder .. ' (' .. status .. '), which its scope ' .. unique_scope(job)
     .. ' conflicts with; delete or wait for that job first')
 end
-return record
+return memo_put(P, call_id, record)

@@ -294,7 +294,8 @@ def test_bulk_script_checks_the_filter_again(client: zizq.Client) -> None:
         (["delete", '{"p":["a","b"]}', "", "1", "ID"], "filter p is not an array of two numbers"),
         (["delete", '{"x":1}', "", "1", "ID"], "filter key x"),
         (["delete", "{}", "", "2", "ID"], "id count 2 is more than the 1 ids given"),
-        (["delete", "{}", "", "1", "ID", "extra"], "2 ids given for an id count of 1"),
+        # One argument past the ids is a call id (lua/includes/memo.lua); two are not.
+        (["delete", "{}", "", "1", "ID", "extra", "more"], "3 ids given for an id count of 1"),
         (["delete", "{}", "jobs", "1", "ID"], "index jobs is not"),
     ],
     ids=["set as text", "range reversed", "range of text", "unknown key", "too few ids", "too many ids", "bad index"],

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from zizq import events
 from zizq._protocol.call import Call
 from zizq._protocol.jobs import Core
-from zizq.job import Job
+from zizq.job import Job, JobKind
 from zizq.options import Enqueue
 
 EnqueueMiddleware = Callable[[list[Enqueue], Callable[[list[Enqueue]], list[Job]]], list[Job]]
@@ -55,13 +55,31 @@ class AsyncEnqueueClient(_Chained, Protocol):
     async def run(self, call: Call[list[Job]]) -> list[Job]: ...
 
 
+def send_sync(client: EnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]:
+    """Send the enqueue of ``items`` without middleware: one script call per
+    batch of at most ENQUEUE_BATCH jobs (see Core.enqueue_calls), in order;
+    each batch is atomic. Every job is checked before the first call."""
+    jobs: list[Job] = []
+    for call in client.core.enqueue_calls(items):
+        jobs += client.run(call)
+    return jobs
+
+
+async def send_async(client: AsyncEnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]:
+    """The AsyncClient's :func:`send_sync`."""
+    jobs: list[Job] = []
+    for call in client.core.enqueue_calls(items):
+        jobs += await client.run(call)
+    return jobs
+
+
 def enqueue_sync(client: EnqueueClient, items: list[Enqueue]) -> list[Job]:
     """Send ``items`` through the client's middleware, emitting an enqueue event."""
     chain: Sequence[Any] = client.enqueue_middleware
 
     def step(i: int, its: list[Enqueue]) -> list[Job]:
         if i == len(chain):
-            return client.run(client.core.enqueue(its))
+            return send_sync(client, its)
         result: list[Job] = chain[i](its, lambda nxt: step(i + 1, nxt))
         return result
 
@@ -81,7 +99,7 @@ async def enqueue_async(client: AsyncEnqueueClient, items: list[Enqueue]) -> lis
 
     async def step(i: int, its: list[Enqueue]) -> list[Job]:
         if i == len(chain):
-            return await client.run(client.core.enqueue(its))
+            return await send_async(client, its)
         result: list[Job] = await chain[i](its, lambda nxt: step(i + 1, nxt))
         return result
 

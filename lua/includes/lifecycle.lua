@@ -17,7 +17,9 @@ local DEFAULTS = {
 
 local function config(P, name)
   local v = redis.call('HGET', P .. 'config', name)
-  if v then return tonumber(v) end
+  -- A value config.lua would refuse (only a hand-written HSET stores one)
+  -- counts as unset: no script may stop halfway, after a write, on it.
+  if v and (natural(v) or name == 'backoff_exponent' and exponent_ok(v)) then return tonumber(v) end
   return DEFAULTS[name]
 end
 

@@ -4,11 +4,12 @@
 
 local PATCH_STORED = {retry_limit = 'rl', backoff = 'bo', completed_ms = 'rc', dead_ms = 'rd'}
 
--- The patch pairs ARGV[first..] as a table {name = value}, or nil and the
--- error reply naming the bad field or value. '' as a value means null.
-local function patch_wanted(first)
+-- The patch pairs ARGV[first..last] (last: #ARGV when not given) as a table
+-- {name = value}, or nil and the error reply naming the bad field or value.
+-- '' as a value means null.
+local function patch_wanted(first, last)
   local want = {}
-  for i = first, #ARGV, 2 do
+  for i = first, last or #ARGV, 2 do
     local name, value = ARGV[i], ARGV[i + 1]
     if name ~= 'queue' and name ~= 'priority' and name ~= 'ready_at' and not PATCH_STORED[name] then
       return nil, fail_with('INVALID', 'unknown patch field ' .. tostring(name))

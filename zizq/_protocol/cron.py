@@ -175,17 +175,20 @@ class CronCore:
             seen.add(entry.name)
             nxt = next_after(d["expression"], d["timezone"], now)
             args += [entry.name, definition, "" if nxt is None else nxt]
+        # The call id last: a repeat after a lost reply answers as the first send.
+        args.append(self.core.ids.generate())
         return Call(script("cron_replace"), self.core.keys, args, lambda r: [int(x) for x in r])
 
     def delete(self, group: str | None, entry: str | None = None) -> Call[int]:
         g = "" if group is None else validate_name("cron group", group)
         e = "" if entry is None else validate_name("cron entry", entry)
-        return Call(script("cron_delete"), self.core.keys, [g, e], int)
+        return Call(script("cron_delete"), self.core.keys, [g, e, self.core.ids.generate()], int)
 
     def pause(self, paused: bool, group: str, entry: str | None = None) -> Call[bool]:
         g = validate_name("cron group", group)
         e = "" if entry is None else validate_name("cron entry", entry)
-        return Call(script("cron_pause"), self.core.keys, ["pause" if paused else "resume", g, e], bool)
+        op = "pause" if paused else "resume"
+        return Call(script("cron_pause"), self.core.keys, [op, g, e, self.core.ids.generate()], bool)
 
     def due(self, limit: int = DUE_BATCH, grace_ms: int = PENDING_GRACE_MS) -> Call[Due]:
         return Call(script("cron_due"), self.core.keys, [limit, grace_ms], Due.decode)

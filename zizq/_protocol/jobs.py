@@ -17,7 +17,7 @@ import msgpack
 
 from zizq import _hotpath
 from zizq._protocol.call import Call, Value, prefix
-from zizq._protocol.enqueue import EnqueueRow, plan_enqueue, text_or_empty
+from zizq._protocol.enqueue import EnqueueRow, Template, plan_enqueue, text_or_empty
 from zizq._protocol.lease import Heartbeat, TakeResult
 from zizq._protocol.records import (
     ERROR_BACKTRACE_BYTES,
@@ -41,6 +41,34 @@ from zizq.job import (
     validate_priority,
 )
 from zizq.options import DEFAULTS_OPTIONS, PATCH_OPTIONS, DefaultsOptions, Enqueue, PatchOptions, check_names, epoch_ms
+
+ENQUEUE_BATCH = 1000  # the most jobs one enqueue call carries (lua/enqueue.lua refuses more)
+ENQUEUE_BATCH_BYTES = 1 << 20  # ... and payload bytes, past which a call ends early
+
+
+def batches(rows: Sequence[EnqueueRow]) -> list[tuple[int, int]]:
+    """Where to cut ``rows`` into enqueue calls, as (start, end) slices: at
+    most ENQUEUE_BATCH jobs a call, and a call ends early once its payloads
+    reach ENQUEUE_BATCH_BYTES, so one call holds Redis for a few ms."""
+    cuts, start, size = [], 0, 0
+    for i, row in enumerate(rows):
+        if i > start and (i - start == ENQUEUE_BATCH or size >= ENQUEUE_BATCH_BYTES):
+            cuts.append((start, i))
+            start, size = i, 0
+        size += len(row[4])
+    cuts.append((start, len(rows)))
+    return cuts
+
+
+PURGE_BATCH = 1000  # the most jobs one purge call deletes (lua/purge.lua refuses more)
+
+
+def purge_batches(limit: int) -> list[int]:
+    """The sizes of the purge calls that delete up to ``limit`` jobs, each at
+    most PURGE_BATCH (none for 0); raises ValidationError for a limit that
+    is not a non-negative integer."""
+    limit = non_negative("limit", limit)
+    return [min(PURGE_BATCH, limit - start) for start in range(0, limit, PURGE_BATCH)]
 
 
 def enqueue_call_args(rows: Sequence[EnqueueRow]) -> list[Value]:
@@ -146,6 +174,23 @@ class Core:
             row, template = plan_enqueue(item, self.ids)
             rows.append(row)
             templates.append(template)
+        return self._enqueue_call(rows, templates)
+
+    def enqueue_calls(self, items: Sequence[Enqueue | JobKind]) -> list[Call[list[Job]]]:
+        """The enqueue calls for ``items``, in order: every job is checked
+        (a ValidationError is raised) before any call is built, and the jobs
+        are split into calls of at most ENQUEUE_BATCH jobs (see batches);
+        each call is atomic, the whole list is not."""
+        if not items:
+            raise ValidationError("enqueue_many needs at least one job")
+        rows, templates = [], []
+        for item in items:
+            row, template = plan_enqueue(item, self.ids)
+            rows.append(row)
+            templates.append(template)
+        return [self._enqueue_call(rows[a:b], templates[a:b]) for a, b in batches(rows)]
+
+    def _enqueue_call(self, rows: list[EnqueueRow], templates: list[Template]) -> Call[list[Job]]:
         args = enqueue_call_args(rows)
         return Call(script("enqueue"), self.keys, args, lambda reply: decode_enqueued(templates, reply), [*args, 1])
 
@@ -169,19 +214,26 @@ class Core:
         )
 
     def delete(self, ids: Sequence[str]) -> Call[int]:
-        return Call(script("delete"), self.keys, list(ids), int)
+        """Delete up to 1000 jobs; sent again after a lost reply, the call is
+        marked (a leading '') so that jobs it deleted still count."""
+        return Call(script("delete"), self.keys, list(ids), int, ["", *ids])
 
     def retry(self, job_id: str) -> Call[Job]:
-        return Call(script("retry"), self.keys, [job_id], lambda reply: job_from_record(job_id, reply))
+        args: list[Value] = [job_id, self.ids.generate()]  # with a call id, as pause
+        return Call(script("retry"), self.keys, args, lambda reply: job_from_record(job_id, reply))
 
     def errors(self, job_id: str) -> Call[list[ErrorRecord]]:
         return Call(script("errors"), self.keys, [job_id], lambda reply: [ErrorRecord.from_json(e) for e in reply])
 
     def purge(self, limit: int) -> Call[int]:
+        """One purge call of ``limit`` jobs, 1..PURGE_BATCH (lua/purge.lua)."""
         return Call(script("purge"), self.keys, [limit], int)
 
     def pause(self, queue: str, paused: bool) -> Call[bool]:
-        return Call(script("pause"), self.keys, ["pause" if paused else "resume", validate_name("queue", queue)], bool)
+        # A call id last (lua/includes/memo.lua): a repeat after a lost reply
+        # answers as the first send did.
+        op = "pause" if paused else "resume"
+        return Call(script("pause"), self.keys, [op, validate_name("queue", queue), self.ids.generate()], bool)
 
     def defaults(self, changes: list[Value]) -> Call[dict[str, float]]:
         def decode(reply: list[Any]) -> dict[str, float]:

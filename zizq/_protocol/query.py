@@ -48,7 +48,7 @@ FINISHED = frozenset({"completed", "dead"})
 INDEX_OF = {"scheduled": "scheduled", "in_flight": "inflight", "completed": "completed", "dead": "dead"}
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 2000
-WALK = 5000  # index entries a list or count call looks at
+WALK = 2000  # index entries a list or count call looks at (lua/query.lua takes at most 2000)
 WALK_PAYLOADS = 1000  # ... when payloads travel back for jq
 BATCH = 1000  # jobs a bulk call changes
 MAX_QUEUES = 10_000
@@ -179,7 +179,9 @@ class QueryCore:
         ids: Sequence[str],
         changes: list[Value],
     ) -> Call[tuple[int, int]]:
-        args: list[Value] = [action, f.script_json(statuses), index, len(ids), *ids, *changes]
+        # A call id last (lua/includes/memo.lua): a batch whose reply was lost
+        # is counted once when the call is sent again.
+        args: list[Value] = [action, f.script_json(statuses), index, len(ids), *ids, *changes, self.core.ids.generate()]
         return Call(script("bulk"), self.core.keys, args, lambda r: (int(r[0]), int(r[1])))
 
     def queue_counts(self, index: str, first: int, size: int = WALK) -> Call[tuple[int, dict[str, int]]]:

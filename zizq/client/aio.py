@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from zizq import connect, events, middleware
 from zizq._protocol.call import Call
 from zizq._protocol.enqueue import enqueue_item
-from zizq._protocol.jobs import defaults_args, patch_args
+from zizq._protocol.jobs import defaults_args, patch_args, purge_batches
 from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.base import BaseClient
@@ -154,7 +154,7 @@ class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
     async def _enqueue(self, items: Items) -> list[Job]:
         if self.enqueue_middleware or events.enqueue:
             return await middleware.enqueue_async(self, as_items(items))
-        return await self.run(self.core.enqueue(items))
+        return await middleware.send_async(self, items)
 
     async def get_job(self, job_id: str) -> Job:
         """See :meth:`Client.get_job`."""
@@ -190,7 +190,13 @@ class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
 
     async def purge_expired(self, limit: int = 1000) -> int:
         """See :meth:`Client.purge_expired`."""
-        return await self.run(self.core.purge(limit))
+        purged = 0
+        for size in purge_batches(limit):
+            done = await self.run(self.core.purge(size))
+            purged += done
+            if done < size:
+                break
+        return purged
 
     async def set_defaults(self, **options: Unpack[DefaultsOptions]) -> dict[str, float]:
         """See :meth:`Client.set_defaults`."""

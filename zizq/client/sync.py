@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from zizq import connect, events, middleware
 from zizq._protocol.call import Call
 from zizq._protocol.enqueue import enqueue_item
-from zizq._protocol.jobs import defaults_args, patch_args
+from zizq._protocol.jobs import defaults_args, patch_args, purge_batches
 from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.base import BaseClient
@@ -120,7 +120,7 @@ class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
     def _enqueue(self, items: Items) -> list[Job]:
         if self.enqueue_middleware or events.enqueue:
             return middleware.enqueue_sync(self, as_items(items))
-        return self.run(self.core.enqueue(items))
+        return middleware.send_sync(self, items)
 
     def get_job(self, job_id: str) -> Job:
         """The job with its payload; raises JobNotFound when it does not
@@ -169,8 +169,15 @@ class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
 
     def purge_expired(self, limit: int = 1000) -> int:
         """Delete up to ``limit`` finished jobs past their purge_at; return how
-        many. Workers do this in the background."""
-        return self.run(self.core.purge(limit))
+        many. Workers do this in the background. Sent as calls of at most
+        1000 jobs (PURGE_BATCH), so none holds Redis for long."""
+        purged = 0
+        for size in purge_batches(limit):
+            done = self.run(self.core.purge(size))
+            purged += done
+            if done < size:
+                break
+        return purged
 
     def set_defaults(self, **options: Unpack[DefaultsOptions]) -> dict[str, float]:
         """Change the namespace's defaults (see :class:`zizq.DefaultsOptions`),
