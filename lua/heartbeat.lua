@@ -19,10 +19,11 @@ worker: its loss count (field "rp") goes up by one too. Up to the
 namespace's max_recoveries (3) losses the job goes back to ready untouched
 (attempts unchanged, no error record, same place in line, unique key held
 again). Past it the job is a poison pill: it fails with error_type
-"zizq.WorkerLost", so its backoff and retry limit apply. A job not marked
-started (prefetched) is marked a suspect instead (field "sx"): take never
-prefetches a suspect, so should it have been the one that started, its
-next loss is counted. ack and fail (a normal outcome) reset "rp" and "sx".
+"zizq.WorkerLost", so its backoff and retry limit apply. Every job handed
+back is marked a suspect (field "sx"): take never prefetches a suspect, so
+should a job not marked started have been the one that started (from the
+worker's prefetch), its next loss is counted. ack and fail (a normal
+outcome) reset "rp" and "sx".
 
 A gap: when no heartbeat of any worker reached Redis for longer than this
 call's lease (Redis was down or stalled, or no worker ran), the time nobody
@@ -59,12 +60,10 @@ local function hand_back(wid, poison)
     if job and job.s == 'in_flight' and job.w == wid then
       local losses = 0
       if poison then
-        job.rv = (job.rv or 0) + 1
+        job.rv, job.sx = (job.rv or 0) + 1, 1
         if job.st then
           losses = (job.rp or 0) + 1
-          job.rp, job.sx = losses, nil
-        else
-          job.sx = 1
+          job.rp = losses
         end
       end
       if losses > config(P, 'max_recoveries') then

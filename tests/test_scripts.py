@@ -1086,6 +1086,44 @@ def test_fail_twice_changes_nothing_the_second_time(lua: Lua) -> None:
 # ---------------------------------------------------------------- release
 
 
+def test_ack_fail_and_release_act_on_the_attempt_named(lua: Lua) -> None:
+    [job_id] = lua.in_flight(job("j1"))
+    da = (lua.record(job_id) or {})["da"]
+    assert lua.ack("w", job_id, da=da - 1) == [job_id]
+    assert lua.release("w", job_id, da=da - 1) == 0
+    assert lua.fail("w", job_id, da=da - 1) is None
+    assert (lua.record(job_id) or {})["s"] == 3  # still in flight, untouched
+    assert lua.release("w", job_id, da=da) == 1
+
+
+@pytest.mark.parametrize("name", ["ack", "release"])
+def test_ack_and_release_refuse_unpaired_arguments(lua: Lua, name: str) -> None:
+    [job_id] = lua.in_flight(job("j1"))
+    with pytest.raises(redis.ResponseError, match=rf"^ZIZQ INVALID {name} takes pairs of job id and dequeued_at"):
+        lua.run(name, "w", job_id)
+    assert (lua.record(job_id) or {})["s"] == 3
+
+
+def test_take_marks_the_first_s_jobs_started(lua: Lua) -> None:
+    lua.enqueue(*(job(f"j{i}") for i in range(3)))
+    taken = lua.take("w", 3, "q", start=1)
+    assert taken.ids == ["j0", "j1", "j2"]
+    assert [(lua.record(i) or {}).get("st") for i in taken.ids] == [1, None, None]
+    with pytest.raises(redis.ResponseError, match=r"^ZIZQ INVALID the start count x"):
+        lua.raw("take", "w", 1, "x")
+
+
+def test_take_does_not_prefetch_a_suspect(lua: Lua) -> None:
+    lua.enqueue(*(job(f"j{i}") for i in range(3)))
+    for i in (1, 2):
+        record = lua.record(f"j{i}") or {}
+        lua.r.hset(lua.key("jobs"), f"j{i}", msgpack.packb({**record, "sx": 1}))
+    taken = lua.take("w", 3, "q", start=1)
+    assert (taken.ids, taken.more) == (["j0"], 2)
+    assert lua.r.zrange(lua.key("ready", "q"), 0, -1) == [b"j1", b"j2"]  # in their place
+    assert lua.take("w2", 3, "q", start=2).ids == ["j1", "j2"]
+
+
 def test_release_puts_jobs_back_in_their_place(lua: Lua) -> None:
     lua.enqueue(job("j1"), job("j2"), job("j3"))
     [job_id] = lua.take("w", 1, "q").ids
