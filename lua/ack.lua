@@ -2,15 +2,20 @@
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  worker id; only jobs this worker holds are acknowledged
-ARGV[2..] job ids
+ARGV[2..] pairs: job id, then its dequeued_at ("da") as the take returned
+         it, so that only that attempt is acknowledged; '' for any attempt
 
 A completed job is deleted at once when its completed retention (the job's
 own, else the namespace's, default 0) is 0; otherwise it is kept until
 purge_at = now + retention. Acknowledging twice is harmless: the second time
-the job is no longer in flight for this worker.
+the job is no longer in flight for this worker, or is in flight for a later
+attempt (another dequeued_at). The loss count "rp" and the suspect mark
+"sx" are reset (see heartbeat.lua).
 
 Returns the ids that were not acknowledged (unknown, deleted, not in flight,
-or held by another worker).
+held by another worker, or in another attempt).
+
+Errors: "ZIZQ INVALID" when the ids and dequeued_at values do not pair up.
 ]]
 --@include "includes/lifecycle.lua"
 
@@ -18,11 +23,14 @@ local P = KEYS[1]
 local worker = ARGV[1]
 local now = now_ms()
 local default_ms = config(P, 'completed_ms')
+if #ARGV % 2 ~= 1 then
+  return fail_with('INVALID', 'ack takes pairs of job id and dequeued_at after the worker id')
+end
 local missed, acked, jobs, seen = {}, {}, {}, {}
-for i = 2, #ARGV do
+for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local job = load_job(P, id)
-  if seen[id] or not job or job.s ~= 'in_flight' or job.w ~= worker then  -- named twice: the second misses
+  if seen[id] or not holds(job, worker, ARGV[i + 1]) then  -- named twice: the second misses
     missed[#missed + 1] = id
   else
     seen[id] = true
@@ -37,7 +45,7 @@ if #acked > 0 then
 end
 for i, id in ipairs(acked) do
   local job = jobs[i]
-  job.w, job.ca = nil, now
+  job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
   finish(P, id, job, 'completed', now, job.rc or default_ms)
 end
 return missed

@@ -10,6 +10,8 @@ ARGV[6]  retry_at: absolute ms since the epoch, or ''
 ARGV[7]  retry_in: ms after Redis's clock, or ''
 ARGV[8]  '1' to kill (dead now, whatever the retry limit), else '0'
 ARGV[9]  jitter sample U in [0, 1), drawn by the client
+ARGV[10] the attempt's dequeued_at ("da") as the take returned it: only that
+         attempt can be failed; '' (or absent) for any attempt
 
 Decision, with a = attempts after this failure:
   1. kill                      -> dead
@@ -18,10 +20,13 @@ Decision, with a = attempts after this failure:
   4. otherwise                 -> scheduled at now + floor(a^E*1000 + B + U*J*a)
 Always: attempts = a, failed_at = now, one error record appended to
 "errors:<id>" (the oldest dropped past the namespace's error_history, 100).
+The handler's own failure ends the count of losses: "rp" and "sx" are
+reset (see heartbeat.lua).
 
 Returns the job's record (see get.lua) after the change, even when it was
 deleted at once (a dead retention of 0), or nil when the job
-is not in flight for this worker (so a retried call does nothing twice).
+is not in flight for this worker in this attempt (so a retried call does
+nothing twice, also once the same worker has taken the job again).
 ]]
 --@include "includes/lifecycle.lua"
 --@include "includes/failure.lua"
@@ -34,7 +39,8 @@ for i = 6, 7 do
   end
 end
 local job = load_job(P, id)
-if not job or job.s ~= 'in_flight' or job.w ~= worker then return nil end
+if not holds(job, worker, ARGV[10] or '') then return nil end
+job.rp, job.sx = nil, nil
 
 local now = now_ms()
 local retry_at = nil

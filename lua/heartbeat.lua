@@ -12,11 +12,25 @@ ARGV[3]  lease in ms: the worker is lost if no beat comes within it
 ARGV[4]  the most lost workers to recover in this call
 ARGV[5]  jitter sample U in [0, 1), for the backoff of poison-pill failures
 
-Recovering a lost worker's job: the job's recovery count (field "rv") goes
-up by one. Up to the namespace's max_recoveries (3) the job goes back to
-ready untouched (attempts unchanged, no error record, same place in line,
-unique key held again). Past it the job is a poison pill: it fails
-with error_type "zizq.WorkerLost", so its backoff and retry limit apply.
+Recovering a lost worker's job: its recovery count (field "rv", how often
+it was handed back) goes up by one. Only a job marked started (field "st",
+set by take for the jobs a worker starts at once) can have killed its
+worker: its loss count (field "rp") goes up by one too. Up to the
+namespace's max_recoveries (3) losses the job goes back to ready untouched
+(attempts unchanged, no error record, same place in line, unique key held
+again). Past it the job is a poison pill: it fails with error_type
+"zizq.WorkerLost", so its backoff and retry limit apply. Every job handed
+back is marked a suspect (field "sx"): take never prefetches a suspect, so
+should a job not marked started have been the one that started (from the
+worker's prefetch), its next loss is counted. ack and fail (a normal
+outcome) reset "rp" and "sx".
+
+A gap: when no heartbeat of any worker reached Redis for longer than this
+call's lease (Redis was down or stalled, or no worker ran), the time nobody
+could beat does not count against any lease: every lease entry is pushed
+back by the gap (key "beat_at" holds the time of the last heartbeat call),
+so the first worker back does not recover the jobs of workers that are
+still running them. One ZADD per worker entry, only after such a gap.
 
 Returns {state, recovered, failed}
   state      'ok', or 'lost' when a 'beat' finds this worker was declared lost
@@ -44,14 +58,17 @@ local function hand_back(wid, poison)
   for _, id in ipairs(redis.call('SMEMBERS', held)) do
     local job = load_job(P, id)
     if job and job.s == 'in_flight' and job.w == wid then
-      local rv = 0
+      local losses = 0
       if poison then
-        rv = (job.rv or 0) + 1
-        job.rv = rv
+        job.rv, job.sx = (job.rv or 0) + 1, 1
+        if job.st then
+          losses = (job.rp or 0) + 1
+          job.rp = losses
+        end
       end
-      if rv > config(P, 'max_recoveries') then
+      if losses > config(P, 'max_recoveries') then
         record_failure(P, id, job, now, {
-          message = 'the worker running this job was lost ' .. rv .. ' times (worker ' .. wid .. ')',
+          message = 'the worker running this job was lost ' .. losses .. ' times (worker ' .. wid .. ')',
           error_type = 'zizq.WorkerLost', backtrace = '', kill = false, u = unit_sample(ARGV[5]),
         })
         poisoned = poisoned + 1
@@ -64,6 +81,16 @@ local function hand_back(wid, poison)
   redis.call('DEL', held)
   redis.call('ZREM', workers, wid)
   return back, poisoned
+end
+
+-- The gap rule (see above): nobody could beat, so nobody is lost for it.
+local last = tonumber(redis.call('GET', P .. 'beat_at'))
+redis.call('SET', P .. 'beat_at', now)
+if last and now - last > lease then
+  local entries = redis.call('ZRANGE', workers, 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    redis.call('ZADD', workers, tonumber(entries[i + 1]) + now - last, entries[i])
+  end
 end
 
 if mode == 'join' then

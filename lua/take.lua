@@ -1,10 +1,16 @@
 --[[ take: promote due scheduled jobs, then move up to N ready jobs in flight.
 
 KEYS[1]  namespace prefix "{<namespace>}:"
-ARGV[1]  worker id (owner of the jobs taken); it must hold a lease (see
-         heartbeat.lua), so a worker declared lost cannot take more jobs
+ARGV[1]  worker id (owner of the jobs taken); it must hold a lease that has
+         not lapsed (see heartbeat.lua), so a worker declared lost, or one
+         whose lease ran out before its heartbeat renewed it, cannot take
 ARGV[2]  N, the most jobs to take (0 only promotes and reports)
-ARGV[3..] queue names to take from; none means every known queue
+ARGV[3]  S, how many of the jobs taken start their handler at once (the
+         worker's free runners): the first S taken are marked started (field
+         "st"); the others are prefetched. A recovered job that may have
+         killed its worker (field "sx") is never prefetched: the take stops
+         before it when it would come after the first S
+ARGV[4..] queue names to take from; none means every known queue
 
 Jobs are taken in (priority, id) order across all the queues named: lowest
 priority number first, oldest id first within a priority. Paused queues are
@@ -12,13 +18,16 @@ skipped. At most 1000 due scheduled jobs are promoted per call (of every queue,
 not only the ones named).
 
 Errors: "ZIZQ LOST" when the worker holds no lease (it never joined, or was
-declared lost and its jobs recovered): it must join again under a new id.
-Nothing is taken then.
+declared lost and its jobs recovered: it must join again under a new id), or
+its lease has lapsed (its next beat renews it if nobody recovered its jobs
+yet). Nothing is taken then.
 
 Returns {now, next_due, more, id1, record1, id2, record2, ...}
   now       Redis time in ms
   next_due  ready_at of the earliest scheduled job, or -1 when there is none
-  more      1 when ready jobs remain in the named queues after this take
+  more      1 when ready jobs remain in the named queues after this take; 2
+            when the take stopped before a recovered job that must start at
+            once (see ARGV[3]): take again when a runner is free
   idK, recordK  each job taken, with its record after the take (see get.lua)
 ]]
 --@include "includes/lifecycle.lua"
@@ -28,10 +37,17 @@ local worker = ARGV[1]
 if not natural(ARGV[2]) then
   return fail_with('INVALID', 'the count ' .. ARGV[2] .. ' is not a non-negative integer')
 end
-local want = tonumber(ARGV[2])
+if not natural(ARGV[3]) then
+  return fail_with('INVALID', 'the start count ' .. ARGV[3] .. ' is not a non-negative integer')
+end
+local want, start = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
-if not redis.call('ZSCORE', P .. 'workers', worker) then
+local lease = redis.call('ZSCORE', P .. 'workers', worker)
+if not lease then
   return fail_with('LOST', 'worker ' .. worker .. ' holds no lease; join again under a new id')
+end
+if tonumber(lease) < now then
+  return fail_with('LOST', 'the lease of worker ' .. worker .. ' has lapsed; renew it with a beat first')
 end
 
 -- Promote due scheduled jobs.
@@ -49,8 +65,8 @@ if #due > 0 then
 end
 
 local queues = {}
-if #ARGV > 2 then
-  for i = 3, #ARGV do queues[#queues + 1] = ARGV[i] end
+if #ARGV > 3 then
+  for i = 4, #ARGV do queues[#queues + 1] = ARGV[i] end
 else
   queues = redis.call('SMEMBERS', P .. 'queues')
 end
@@ -85,11 +101,18 @@ end
 
 local out = {now, -1, 0}
 local flight, taken = {}, {}
+local held_back = false
 for _, id in ipairs(chosen) do
   local job = load_job(P, id)
-  -- An index entry whose job record has vanished is dropped, not delivered.
-  if job then
+  if job and (held_back or (job.sx and #taken >= start)) then
+    -- A suspect would wait in the worker's buffer, unmarked: leave it (and
+    -- what comes after it) in line for a take with a free runner.
+    held_back = true
+    redis.call('ZADD', P .. 'ready:' .. job.q, job.p, id)
+  elseif job then
+    -- An index entry whose job record has vanished is dropped, not delivered.
     job.s, job.da, job.w = 'in_flight', now, worker
+    job.st = #taken < start and 1 or nil
     local record = save_job(P, id, job)
     unique_update(P, id, job)
     flight[#flight + 1] = now
@@ -109,8 +132,9 @@ if head[2] then out[2] = tonumber(head[2]) end
 for _, q in ipairs(open) do
   local key = P .. 'ready:' .. q
   if redis.call('ZCARD', key) > 0 then
-    out[3] = 1
-    -- Pass the wake-up on: another idle worker can help with the rest.
+    out[3] = held_back and 2 or 1
+    -- Pass the wake-up on: another idle worker can help with the rest (and
+    -- one with a free runner can take a job held back).
     if #chosen > 0 then
       signal(P .. 'wake:' .. q)
       -- Workers serving every queue that blocked before this queue existed

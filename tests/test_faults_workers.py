@@ -69,6 +69,7 @@ class Rig:
     r: redis.Redis  # raw connection to the queue's Redis
     recorder: redis.Redis
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    server: RedisServer | None = None  # the queue's redis-server
 
     def start(self, *options: str) -> subprocess.Popen[bytes]:
         proc = start_worker(self.url, self.namespace, self.recorder_url, *LEASE_OPTIONS, *options)
@@ -118,6 +119,7 @@ def rig(redis_factory: Callable[..., RedisServer], namespace: str) -> Iterator[R
         client=zizq.Client.from_url(queue.url, namespace),
         r=redis.Redis(port=queue.port),
         recorder=redis.Redis(port=rec.port),
+        server=queue,
     )
     try:
         yield rig
@@ -297,6 +299,90 @@ def test_poison_pill_is_failed_after_max_recoveries(rig: Rig) -> None:
     assert rig.pids("started", job.id) == []  # it died before recording anything, every time
     assert proc.poll() is None, "the worker that recovered the last death must still be running"
     assert stop_worker(proc) == 0
+
+
+def test_resumed_worker_starts_none_of_the_jobs_it_lost(rig: Rig, capfd: pytest.CaptureFixture[str]) -> None:
+    """A worker frozen past its lease with jobs prefetched: another worker
+    runs them. Resumed, it finishes the one handler it was running (its ack
+    is refused) but starts none of the prefetched jobs: its own record of
+    its lease (the last confirmed heartbeat) says the lease is gone."""
+    victim = rig.start(*QUEUE, "-c", "1", "--prefetch", "5")
+    poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+    [victim_id] = rig.workers()
+    ids = [job.id for job in rig.client.enqueue_many([Work(n=i, sleep=1.0) for i in range(5)])]
+    poll(lambda: len(rig.held(victim_id)) == 5 and rig.pids("started", ids[0]) == [victim.pid], 10, "5 jobs held")
+    victim.send_signal(signal.SIGSTOP)
+    rescuer = rig.start(*QUEUE, "-c", "5")
+    poll(lambda: rig.all_finished(ids), LEASE + 15, "the other worker completed the frozen worker's jobs")
+    capfd.readouterr()
+    victim.send_signal(signal.SIGCONT)
+    logged = ""
+
+    def rejoined() -> bool:
+        nonlocal logged
+        logged += capfd.readouterr().err
+        return any(pid == victim.pid and w != victim_id for w, pid in rig.workers().items())
+
+    poll(rejoined, 10, "the resumed worker joined again under a new id")
+    poll(lambda: victim.pid in rig.pids("finished", ids[0]), 5, "its running handler ran to the end")
+    time.sleep(3 * HEARTBEAT)
+    for job_id in ids[1:]:
+        assert rig.pids("started", job_id) == [rescuer.pid], (job_id, logged)
+    assert stop_worker(victim) == 0 and stop_worker(rescuer) == 0
+    out = outcome(rig.client, rig.recorder, ids)
+    assert out.statuses == Counter(completed=5) and out.doubles == []
+
+
+def test_poison_pill_does_not_take_its_neighbours_down(rig: Rig) -> None:
+    """A pill that kills its worker is taken with three jobs prefetched
+    behind it, by a worker restarted each time it dies: the pill fails as
+    zizq.WorkerLost after max_recoveries + 1 losses; the jobs that never
+    started with it are not counted, and complete."""
+    rig.client.set_defaults(max_recoveries=1)
+    items = [zizq.Enqueue(Work(n=0, die=True), retry_limit=0)]
+    items += [zizq.Enqueue(Work(n=i), retry_limit=0) for i in range(1, 4)]
+    pill, *others = [job.id for job in rig.client.enqueue_many(items)]
+    proc = rig.start(*QUEUE, "-c", "1", "--prefetch", "4")
+    deaths = 0
+    deadline = time.monotonic() + 40
+    while not rig.all_finished([pill, *others]):
+        assert time.monotonic() < deadline, f"not all finished after {deaths} worker deaths"
+        if proc.poll() is not None:
+            assert proc.returncode == -signal.SIGKILL
+            deaths += 1
+            assert deaths <= 2, "more workers died than max_recoveries allows"
+            proc = rig.start(*QUEUE, "-c", "1", "--prefetch", "4")
+        time.sleep(0.01)
+    assert deaths == 2
+    assert [e.error_type for e in rig.client.job_errors(pill)] == ["zizq.WorkerLost"]
+    jobs = rig.jobs(others)
+    assert {i: j.status for i, j in jobs.items()} == dict.fromkeys(others, "completed")
+    assert all(rig.client.job_errors(i) == [] for i in others)
+    assert stop_worker(proc) == 0
+
+
+def test_redis_stalled_past_the_lease_recovers_nobody(rig: Rig) -> None:
+    """Redis frozen (SIGSTOP) for three leases while two workers run long
+    handlers: when it comes back, the first heartbeat does not declare the
+    other worker lost, and no job runs twice."""
+    procs = [rig.start(*QUEUE, "-c", "5") for _ in range(2)]
+    poll(lambda: len(rig.workers()) == 2, 15, "two workers joined")
+    ids = [job.id for job in rig.client.enqueue_many([Work(n=i, sleep=4 * LEASE) for i in range(10)])]
+    poll(lambda: all(rig.pids("started", i) for i in ids), 10, "every job started")
+    assert rig.server is not None and rig.server.proc is not None
+    server = rig.server.proc
+    server.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3 * LEASE)
+    finally:
+        server.send_signal(signal.SIGCONT)
+    poll(lambda: rig.all_finished(ids), 30, "every job finished")
+    out = outcome(rig.client, rig.recorder, ids)
+    assert out.statuses == Counter(completed=10)
+    assert all(len(rig.pids("started", i)) == 1 for i in ids), {i: rig.pids("started", i) for i in ids}
+    assert all(job.recoveries == 0 for job in rig.jobs(ids).values())
+    for proc in procs:
+        assert stop_worker(proc) == 0
 
 
 def blocked_clients(r: redis.Redis) -> int:

@@ -217,6 +217,138 @@ async def test_lapsed_lease_nobody_recovered_is_renewed(client: zizq.Client, r: 
     assert client.run(client.core.ack("slow", [job.id])) == []
 
 
+async def test_take_refuses_a_lapsed_lease(client: zizq.Client, r: redis.Redis, namespace: str) -> None:
+    """A lease entry past its time is not a lease: any heartbeat may recover
+    the worker's jobs at any moment, so a take gets nothing until a beat
+    renews it."""
+    job = client.enqueue(Report(1))
+    beat(client, "slow", "join", 50)
+    await wait_for(lapsed(r, namespace, "slow"), timeout=5)
+    with pytest.raises(LeaseLost, match="lapsed"):
+        take_as(client, "slow")
+    assert client.get_job(job.id).status == "ready" and held_by(r, namespace, "slow") == set()
+    assert not beat(client, "slow", "beat", LONG_LEASE_MS).lost  # nobody recovered it: renewed
+    assert [j.id for j in take_as(client, "slow")] == [job.id]
+
+
+def take_started(client: zizq.Client, worker: str, count: int, start: int) -> Any:
+    """Join ``worker`` with a short lease, and take as a worker with
+    ``start`` free runners."""
+    beat(client, worker, "join", 50)
+    return client.run(client.core.take(worker, count, [], start))
+
+
+async def test_only_a_job_that_started_counts_toward_the_poison_limit(
+    client: zizq.Client, r: redis.Redis, namespace: str
+) -> None:
+    """A worker with one runner dies twice under the same pill, holding three
+    prefetched jobs the first time: the pill fails as zizq.WorkerLost, the
+    prefetched jobs never started and go on untouched."""
+    client.set_defaults(max_recoveries=1)
+    pill, *others = client.enqueue_many([zizq.Enqueue(Report(i), retry_limit=0) for i in range(4)])
+    first = take_started(client, "first", 4, 1)
+    assert [j.id for j in first.jobs] == [pill.id, *(j.id for j in others)]
+    assert [stored(r, namespace, j.id)["st"] for j in first.jobs[:1]] == [1]  # type: ignore[index]
+    assert all("st" not in (stored(r, namespace, j.id) or {}) for j in others)
+    assert (await lose(client, r, "first", rescuer="r1")).recovered == 4
+    # Every job was handed back; only the pill's loss counts.
+    assert [(stored(r, namespace, j.id) or {}).get("rp") for j in (pill, *others)] == [1, None, None, None]
+    assert all((stored(r, namespace, j.id) or {}).get("sx") == 1 for j in others)
+
+    # The suspects are not prefetched: the take stops before them.
+    second = take_started(client, "second", 4, 1)
+    assert [j.id for j in second.jobs] == [pill.id] and second.held_back and second.more
+    assert (await lose(client, r, "second", rescuer="r2")).failed == 1
+    dead = client.get_job(pill.id)
+    assert dead.status == "dead" and [e.error_type for e in client.job_errors(pill.id)] == ["zizq.WorkerLost"]
+    for job in others:
+        got = client.get_job(job.id)
+        assert (got.status, got.attempts, got.recoveries) == ("ready", 0, 1)
+        assert client.job_errors(job.id) == []
+    # With a free runner each, a suspect is taken (and marked started).
+    third = take_started(client, "third", 4, 2)
+    assert [j.id for j in third.jobs] == [j.id for j in others[:2]] and third.held_back
+
+
+async def test_a_normal_outcome_ends_the_count_of_losses(client: zizq.Client, r: redis.Redis, namespace: str) -> None:
+    """Losses count toward the poison limit only until the handler ends on
+    its own: a failure (or an ack) resets them, so max_recoveries losses
+    spread over a job's retries do not fail it as a poison pill."""
+    client.set_defaults(max_recoveries=1)
+    job = client.enqueue(Report(1))
+    for n in range(3):
+        take_started(client, f"w{n}", 1, 1)
+        assert (await lose(client, r, f"w{n}", rescuer=f"r{n}")).recovered == 1
+        assert (stored(r, namespace, job.id) or {}).get("rp") == 1
+        beat(client, f"v{n}", "join")
+        assert len(take_as(client, f"v{n}")) == 1
+        # The handler's own failure, retried at once.
+        assert client.run(client.core.fail(f"v{n}", job.id, message="boom", retry_in_ms=0)) is not None
+        record = stored(r, namespace, job.id) or {}
+        assert "rp" not in record and "sx" not in record
+        await wait_for(lambda: client.get_job(job.id).ready_at <= redis_ms(r))
+    got = client.get_job(job.id)
+    assert (got.status, got.attempts, got.recoveries) == ("scheduled", 3, 3)
+    assert [e.error_type for e in client.job_errors(job.id)] == [None] * 3
+
+
+async def test_a_repeated_fail_of_an_earlier_attempt_is_fenced(
+    client: zizq.Client, r: redis.Redis, namespace: str
+) -> None:
+    """The same worker takes a job again after a failure due at once; the
+    first attempt's fail, sent again (its reply was lost), and its ack
+    change nothing: fencing is per attempt (dequeued_at), not per worker."""
+    job = client.enqueue(Report(1))
+    [first] = take_as_joined(client, "w")
+    assert first.dequeued_at is not None
+    assert client.run(client.core.fail("w", job.id, message="boom", retry_in_ms=0, dequeued_at=first.dequeued_at))
+    await wait_for(lambda: redis_ms(r) > (first.dequeued_at or 0))
+    [second] = take_as(client, "w")
+    assert second.dequeued_at != first.dequeued_at
+    late = client.core.fail("w", job.id, message="boom", retry_in_ms=0, dequeued_at=first.dequeued_at)
+    assert client.run(late) is None
+    assert client.run(client.core.ack("w", [job.id], [first.dequeued_at])) == [job.id]
+    assert client.run(client.core.release("w", [job.id], [first.dequeued_at])) == 0
+    got = client.get_job(job.id)
+    assert (got.status, got.attempts, len(client.job_errors(job.id))) == ("in_flight", 1, 1)
+    assert client.run(client.core.ack("w", [job.id], [second.dequeued_at])) == []
+    assert stored(r, namespace, job.id) is None
+
+
+def test_ack_and_release_take_one_dequeued_at_per_id(client: zizq.Client) -> None:
+    with pytest.raises(zizq.ValidationError, match="2 job ids but 1 dequeued_at"):
+        client.core.ack("w", ["a", "b"], [1])
+    with pytest.raises(zizq.ValidationError, match="1 job ids but 0 dequeued_at"):
+        client.core.release("w", ["a"], [])
+
+
+async def test_a_gap_in_every_heartbeat_extends_every_lease(
+    client: zizq.Client, r: redis.Redis, namespace: str
+) -> None:
+    """No heartbeat reached Redis for longer than the lease (Redis stalled,
+    or was down): the first beat after it does not recover the other
+    workers, whose handlers may well be running; their leases move on by
+    the gap. A worker still silent a lease after that is lost as usual."""
+    jobs = client.enqueue_many([Report(i) for i in range(2)])
+    for w in ("a", "b"):
+        beat(client, w, "join", 300)
+        assert len(take_as(client, w, 1)) == 1
+    a_until = r.zscore(key(namespace, "workers"), "a") or 0
+    await wait_for(lapsed(r, namespace, "a"), timeout=5)
+    await asyncio.sleep(0.3)
+    result = beat(client, "b", "beat", 300)
+    assert (result.lost, result.recovered, result.failed) == (False, 0, 0)
+    assert (r.zscore(key(namespace, "workers"), "a") or 0) >= a_until + 300
+    assert [client.get_job(j.id).status for j in jobs] == ["in_flight"] * 2
+    # b goes on beating; a stays silent and is lost a lease later.
+    deadline = time.monotonic() + 5
+    while beat(client, "b", "beat", 300).recovered == 0:
+        assert time.monotonic() < deadline, "a was never recovered"
+        await asyncio.sleep(0.05)
+    assert r.zscore(key(namespace, "workers"), "a") is None
+    assert client.get_job(jobs[0].id).status == "ready"
+
+
 def test_leave_hands_back_at_once(client: zizq.Client, r: redis.Redis, namespace: str) -> None:
     jobs = client.enqueue_many([zizq.Enqueue(Report(i), unique_key=f"k{i}") for i in range(3)])
     beat(client, "w1", "join")

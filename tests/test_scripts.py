@@ -141,9 +141,11 @@ class Lua:
                 out.append((flag, job_id.decode(), as_map(x)))
         return out
 
-    def take(self, worker: str, n: int, *queues: str) -> Taken:
+    def take(self, worker: str, n: int, *queues: str, start: int | None = None) -> Taken:
+        """Take as ``worker`` (joined with a long lease); ``start`` jobs of
+        them start at once (default: all)."""
         self.run("heartbeat", worker, "join", 60_000, 0, 0)  # take needs a lease
-        reply = self.raw("take", worker, n, *queues)
+        reply = self.raw("take", worker, n, n if start is None else start, *queues)
         pairs = reply[3:]
         jobs = [(pairs[i].decode(), as_map(pairs[i + 1])) for i in range(0, len(pairs), 2)]
         return Taken(reply[0], reply[1], reply[2], jobs)
@@ -159,8 +161,9 @@ class Lua:
                 raise AssertionError(f"nothing to take within {timeout}s")
             time.sleep(0.005)
 
-    def ack(self, worker: str, *ids: str) -> list[str]:
-        return list(self.run("ack", worker, *ids))
+    def ack(self, worker: str, *ids: str, da: Value = "") -> list[str]:
+        """Ack ``ids`` of the attempt dequeued at ``da`` ('' for any)."""
+        return list(self.run("ack", worker, *(v for i in ids for v in (i, da))))
 
     def fail(
         self,
@@ -174,14 +177,15 @@ class Lua:
         retry_in: Value = "",
         kill: bool = False,
         jitter: float = 0.0,
+        da: Value = "",
     ) -> dict[str, str] | None:
         reply = self.raw(
-            "fail", worker, job_id, message, error_type, backtrace, retry_at, retry_in, "1" if kill else "0", jitter
+            "fail", worker, job_id, message, error_type, backtrace, retry_at, retry_in, "1" if kill else "0", jitter, da
         )
         return None if reply is None else as_map(reply)
 
-    def release(self, worker: str, *ids: str) -> int:
-        return int(self.run("release", worker, *ids))
+    def release(self, worker: str, *ids: str, da: Value = "") -> int:
+        return int(self.run("release", worker, *(v for i in ids for v in (i, da))))
 
     def get(self, *ids: str) -> list[dict[str, str]]:
         return [as_map(f) if f else {} for f in self.raw("get", *ids)]
@@ -264,7 +268,7 @@ def lua(r: redis.Redis, namespace: str) -> Iterator[Lua]:
 
 
 # Keys a namespace keeps once every job is gone: settings, the queue registry, wake lists.
-BOOKKEEPING = {"config", "paused", "queues", "wake", "workers"}
+BOOKKEEPING = {"beat_at", "config", "paused", "queues", "wake", "workers"}
 
 
 def leftover(lua: Lua) -> set[str]:
@@ -1080,6 +1084,44 @@ def test_fail_twice_changes_nothing_the_second_time(lua: Lua) -> None:
 
 
 # ---------------------------------------------------------------- release
+
+
+def test_ack_fail_and_release_act_on_the_attempt_named(lua: Lua) -> None:
+    [job_id] = lua.in_flight(job("j1"))
+    da = (lua.record(job_id) or {})["da"]
+    assert lua.ack("w", job_id, da=da - 1) == [job_id]
+    assert lua.release("w", job_id, da=da - 1) == 0
+    assert lua.fail("w", job_id, da=da - 1) is None
+    assert (lua.record(job_id) or {})["s"] == 3  # still in flight, untouched
+    assert lua.release("w", job_id, da=da) == 1
+
+
+@pytest.mark.parametrize("name", ["ack", "release"])
+def test_ack_and_release_refuse_unpaired_arguments(lua: Lua, name: str) -> None:
+    [job_id] = lua.in_flight(job("j1"))
+    with pytest.raises(redis.ResponseError, match=rf"^ZIZQ INVALID {name} takes pairs of job id and dequeued_at"):
+        lua.run(name, "w", job_id)
+    assert (lua.record(job_id) or {})["s"] == 3
+
+
+def test_take_marks_the_first_s_jobs_started(lua: Lua) -> None:
+    lua.enqueue(*(job(f"j{i}") for i in range(3)))
+    taken = lua.take("w", 3, "q", start=1)
+    assert taken.ids == ["j0", "j1", "j2"]
+    assert [(lua.record(i) or {}).get("st") for i in taken.ids] == [1, None, None]
+    with pytest.raises(redis.ResponseError, match=r"^ZIZQ INVALID the start count x"):
+        lua.raw("take", "w", 1, "x")
+
+
+def test_take_does_not_prefetch_a_suspect(lua: Lua) -> None:
+    lua.enqueue(*(job(f"j{i}") for i in range(3)))
+    for i in (1, 2):
+        record = lua.record(f"j{i}") or {}
+        lua.r.hset(lua.key("jobs"), f"j{i}", msgpack.packb({**record, "sx": 1}))
+    taken = lua.take("w", 3, "q", start=1)
+    assert (taken.ids, taken.more) == (["j0"], 2)
+    assert lua.r.zrange(lua.key("ready", "q"), 0, -1) == [b"j1", b"j2"]  # in their place
+    assert lua.take("w2", 3, "q", start=2).ids == ["j1", "j2"]
 
 
 def test_release_puts_jobs_back_in_their_place(lua: Lua) -> None:

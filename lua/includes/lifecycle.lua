@@ -109,6 +109,13 @@ local function delete_job(P, id, job, now)
   remember_done(P, id, now, 'd')
 end
 
+-- Whether the job (as load_job returns it, or nil) is in flight for this
+-- worker, in the attempt whose dequeued_at is da ('' for any attempt).
+local function holds(job, worker, da)
+  return job ~= nil and job.s == 'in_flight' and job.w == worker
+    and (da == '' or tonumber(da) == job.da)
+end
+
 -- Take a job out of flight (the caller decides where it goes next, and
 -- saves the job).
 local function leave_flight(P, id, job)
@@ -122,7 +129,7 @@ end
 -- key again as a waiting job (alongside any job that took the key meanwhile).
 local function requeue(P, id, job)
   leave_flight(P, id, job)
-  job.s = 'ready'
+  job.s, job.st = 'ready', nil
   save_job(P, id, job)
   make_ready(P, id, job.q, job.p)
   unique_update(P, id, job)

@@ -153,6 +153,15 @@ def _backoff(backoff: Any) -> Backoff | None:
     return backoff
 
 
+def _attempts(ids: Sequence[str], dequeued_at: Sequence[int | None] | None) -> list[Value]:
+    # The (id, dequeued_at) pairs of ack and release; '' means any attempt.
+    if dequeued_at is None:
+        return [v for i in ids for v in (i, "")]
+    if len(dequeued_at) != len(ids):
+        raise ValidationError(f"{len(ids)} job ids but {len(dequeued_at)} dequeued_at values")
+    return [v for i, da in zip(ids, dequeued_at, strict=True) for v in (i, text_or_empty(da))]
+
+
 class Core:
     """Builds the calls of one namespace. Holds no connection."""
 
@@ -241,11 +250,20 @@ class Core:
 
         return Call(script("config"), self.keys, changes, decode)
 
-    def take(self, worker_id: str, count: int, queues: Sequence[str]) -> Call[TakeResult]:
-        return Call(script("take"), self.keys, [worker_id, count, *queues], TakeResult.decode)
+    def take(self, worker_id: str, count: int, queues: Sequence[str], start: int | None = None) -> Call[TakeResult]:
+        """Take up to ``count`` jobs; the first ``start`` of them (default:
+        all) start their handler at once, the others are prefetched."""
+        start = count if start is None else start
+        return Call(script("take"), self.keys, [worker_id, count, start, *queues], TakeResult.decode)
 
-    def ack(self, worker_id: str, ids: Sequence[str]) -> Call[list[str]]:
-        return Call(script("ack"), self.keys, [worker_id, *ids], lambda r: [as_str(i) for i in r])
+    def ack(
+        self, worker_id: str, ids: Sequence[str], dequeued_at: Sequence[int | None] | None = None
+    ) -> Call[list[str]]:
+        """Acknowledge jobs; with ``dequeued_at`` (ms, one per id, as the
+        take returned them) only those attempts."""
+        return Call(
+            script("ack"), self.keys, [worker_id, *_attempts(ids, dequeued_at)], lambda r: [as_str(i) for i in r]
+        )
 
     def fail(
         self,
@@ -259,6 +277,7 @@ class Core:
         retry_in_ms: int | None = None,
         kill: bool = False,
         jitter: float = 0.0,
+        dequeued_at: int | None = None,
     ) -> Call[Job | None]:
         args: list[Value] = [
             worker_id,
@@ -270,6 +289,7 @@ class Core:
             text_or_empty(retry_in_ms),
             "1" if kill else "0",
             repr(jitter),
+            text_or_empty(dequeued_at),
         ]
 
         def decode(reply: Any) -> Job | None:
@@ -277,8 +297,10 @@ class Core:
 
         return Call(script("fail"), self.keys, args, decode)
 
-    def release(self, worker_id: str, ids: Sequence[str]) -> Call[int]:
-        return Call(script("release"), self.keys, [worker_id, *ids], int)
+    def release(self, worker_id: str, ids: Sequence[str], dequeued_at: Sequence[int | None] | None = None) -> Call[int]:
+        """Hand jobs back untouched; with ``dequeued_at`` (as for
+        :meth:`ack`) only those attempts."""
+        return Call(script("release"), self.keys, [worker_id, *_attempts(ids, dequeued_at)], int)
 
     def heartbeat(self, worker_id: str, mode: str, lease_ms: int, recover: int = 10) -> Call[Heartbeat]:
         return Call(

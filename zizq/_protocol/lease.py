@@ -44,6 +44,7 @@ class TakeResult:
     more: bool
     jobs: list[Job]
     broken: list[tuple[str, str]]  # (id, why) of jobs taken whose records could not be read
+    held_back: bool = False  # stopped before a recovered job: take again when a runner is free
 
     @classmethod
     def decode(cls, reply: list[Any]) -> TakeResult:
@@ -54,4 +55,5 @@ class TakeResult:
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 broken.append((as_str(reply[i]), repr(exc)))
         next_due = int(reply[1])
-        return cls(int(reply[0]), None if next_due < 0 else next_due, bool(reply[2]), jobs, broken)
+        more = int(reply[2])
+        return cls(int(reply[0]), None if next_due < 0 else next_due, more > 0, jobs, broken, more == 2)

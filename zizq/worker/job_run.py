@@ -31,6 +31,7 @@ from zizq.router import Route, Router
 from zizq.worker.run import Run, handler_pool
 
 log = logging.getLogger("zizq.worker")
+LEASE_POLL = 0.02  # seconds between looks at a lease not confirmed, before a job starts
 
 
 def error_type_of(exc: BaseException) -> str:
@@ -83,6 +84,18 @@ class JobRunner:
                 self.run.waiting.put_nowait((owner, job))
                 return
             pair = (owner, job.id)
+            if not await self._lease_holds(owner):
+                if self.run.stop.is_set():  # as above: the shutdown hands it back
+                    self.run.waiting.put_nowait((owner, job))
+                    return
+                log.warning(
+                    "job %s not started: the lease of worker %s was lost first, so another worker may run it",
+                    job.id,
+                    owner,
+                )
+                self.run.held.discard(pair)
+                self.run.room.set()
+                continue
             self.run.running.add(pair)
             self.run.idle.clear()
             try:
@@ -97,6 +110,19 @@ class JobRunner:
                     self.run.idle.set()
                 self.run.held.discard(pair)
                 self.run.room.set()
+
+    async def _lease_holds(self, owner: str) -> bool:
+        """Whether ``owner``'s lease holds, by the worker's own record of it
+        (the last confirmed heartbeat): after a pause past the lease (a
+        stopped process, a long GC), wait until the next heartbeat says.
+        False when the lease was lost (the worker joined again under a new
+        id) or a stop came meanwhile."""
+        run = self.run
+        while not run.lease_holds(owner):
+            if run.id != owner or run.stop.is_set():
+                return False
+            await asyncio.sleep(LEASE_POLL)
+        return True
 
     async def _run_one(self, owner: str, job: Job) -> None:
         # The run in progress counts (stored: the failed runs so far), so the
@@ -154,7 +180,7 @@ class JobRunner:
                 events.emit(events.job_end, event)
         else:
             duration = time.perf_counter() - started
-            self.run.ack(owner, job.id)
+            self.run.ack(owner, job.id, job.dequeued_at)
             logs.done(job, duration)
             if observed and events.job_end:
                 event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, "completed")
@@ -202,6 +228,7 @@ class JobRunner:
                     retry_in_ms=retry_in,
                     kill=isinstance(exc, KillJob),
                     jitter=random.random(),
+                    dequeued_at=job.dequeued_at,
                 )
             )
         except Exception as problem:

@@ -68,6 +68,10 @@ class Leaseholder(Protocol):
     def running_ids(self, owner: str) -> list[str]:
         """The ids of ``owner``'s jobs whose handler runs now, sorted."""
 
+    def confirm_lease(self, owner: str, sent: float) -> None:
+        """A heartbeat of ``owner`` sent at ``sent`` (time.monotonic())
+        renewed its lease: the worker starts jobs until ``sent + lease``."""
+
 
 class HeartbeatThread(threading.Thread):
     """Keeps the worker's lease from a thread of its own, with its own
@@ -108,9 +112,12 @@ class HeartbeatThread(threading.Thread):
             wait = w.heartbeat_interval
             me = w.id
             try:
+                sent = time.monotonic()
                 beat = self.client.run(w.core.heartbeat(me, "beat", w.lease_ms), retry_for=0)
                 if beat.lost:
                     rejoin(w, me, self.client)
+                else:
+                    w.confirm_lease(me, sent)
                 self._publish_running()
             except _BEAT_ERRORS as exc:
                 if isinstance(exc, TRANSIENT):
@@ -151,17 +158,26 @@ class HeartbeatThread(threading.Thread):
 
 
 def rejoin(worker: Leaseholder, lost_id: str, client: Client) -> None:
-    """After the lease of ``lost_id`` was lost: join again under a new id
-    (once, however many parts of the worker noticed). One try: raises
-    TRANSIENT errors, and the caller tries again later."""
+    """After the lease of ``lost_id`` was lost or lapsed: join again under a
+    new id (once, however many parts of the worker noticed), unless a beat
+    finds the lease only lapsed and renews it. One try: raises TRANSIENT
+    errors, and the caller tries again later."""
     with worker.id_lock:
         if worker.id != lost_id:
             return
         # A beat under the lost id hands back whatever Redis still holds
-        # for it (when its lease entry vanished without a recovery).
-        client.run(worker.core.heartbeat(lost_id, "beat", worker.lease_ms), retry_for=0)
+        # for it (when its lease entry vanished without a recovery). A
+        # lease that only lapsed (a take refuses it) is renewed: nobody
+        # took its jobs.
+        sent = time.monotonic()
+        if not client.run(worker.core.heartbeat(lost_id, "beat", worker.lease_ms), retry_for=0).lost:
+            worker.confirm_lease(lost_id, sent)
+            log.info("the lease of worker %s had lapsed; renewed, nothing was lost", lost_id)
+            return
         new_id = new_worker_id()
+        sent = time.monotonic()
         client.run(worker.core.heartbeat(new_id, "join", worker.lease_ms), retry_for=0)
+        worker.confirm_lease(new_id, sent)
         worker.id = new_id
         worker.stats.leases_lost += 1
     log.warning(

@@ -115,6 +115,10 @@ class Run:
         self.running: set[tuple[str, str]] = set()  # (owner, id) of jobs whose handler runs
         self.idle = asyncio.Event()  # set while no handler runs
         self.acks: list[tuple[str, str]] = []
+        self.dequeued: dict[tuple[str, str], int] = {}  # the attempt (dequeued_at, ms) of each ack not yet sent
+        # (owner, time.monotonic()) until which the owner's lease surely holds:
+        # the send time of its last confirmed heartbeat plus the lease.
+        self.lease_until: tuple[str, float] = (worker_id, 0.0)
         self.acking: set[tuple[str, str]] = set()  # the batch of acks being sent
         self.ack_wanted = asyncio.Event()
         self.closing = False  # set: the acker ends after its flush
@@ -145,6 +149,17 @@ class Run:
             return False
         self._doubted.clear()
         return True
+
+    def confirm_lease(self, owner: str, sent: float) -> None:
+        """A heartbeat (or join) of ``owner`` sent at ``sent``
+        (time.monotonic()) renewed its lease. Safe from any thread."""
+        self.lease_until = (owner, sent + self.lease)
+
+    def lease_holds(self, owner: str) -> bool:
+        """Whether ``owner``'s lease surely holds now, by this worker's own
+        clock: a job is started only then (else another worker may have it)."""
+        holder, until = self.lease_until
+        return holder == owner and time.monotonic() < until
 
     def running_ids(self, owner: str) -> list[str]:
         """The ids of ``owner``'s jobs whose handler runs now, sorted. Safe
@@ -223,9 +238,12 @@ class Run:
 
     # -- acks ------------------------------------------------------------
 
-    def ack(self, owner: str, job_id: str) -> None:
-        """The job's handler returned: send its ack with the next batch."""
+    def ack(self, owner: str, job_id: str, dequeued_at: int | None = None) -> None:
+        """The job's handler returned: send its ack (of the attempt
+        dequeued at ``dequeued_at``, ms) with the next batch."""
         self.acks.append((owner, job_id))
+        if dequeued_at is not None:
+            self.dequeued[(owner, job_id)] = dequeued_at
         self.ack_wanted.set()
 
     async def ack_loop(self) -> None:
@@ -243,8 +261,11 @@ class Run:
             unsent = by_owner(batch)
             try:
                 for owner, ids in list(unsent.items()):
-                    refused = await self.call(self.core.ack(owner, ids))
+                    attempts = [self.dequeued.get((owner, i)) for i in ids]
+                    refused = await self.call(self.core.ack(owner, ids, attempts))
                     del unsent[owner]
+                    for i in ids:
+                        self.dequeued.pop((owner, i), None)
                     self.stats.completed += len(ids) - len(refused)
                     if log.isEnabledFor(logging.DEBUG):
                         gone = set(refused)

@@ -282,11 +282,13 @@ class Worker:
             await self._warn_on_eviction(run)
             # A stop ends a join being retried at once: nothing is held yet (a
             # join cut short in Redis leaves a lease that lapses, holding nothing).
+            sent = time.monotonic()
             joining = asyncio.ensure_future(run.call(run.core.heartbeat(run.id, "join", run.lease_ms)))
             await until(joining, run.stop)
             if joining.cancelled():
                 raise RedisUnavailable("a stop came while redis did not answer the join")
             joining.result()
+            run.confirm_lease(run.id, sent)
             run.heart = HeartbeatThread(run, self._sync_client(socket_timeout=self.lease))
             run.heart.start()
             self._log_start()
@@ -376,8 +378,9 @@ class Worker:
             # After a failover the new master may lack acks and fails this
             # worker sent: its jobs would sit in flight under a live lease.
             await self._reconcile(run, owner)
+        run.room.clear()  # set again by a job that ends from now on
         try:
-            result = await run.client.run(run.core.take(owner, room, self.queues), retry_for=0)
+            result = await run.client.run(run.core.take(owner, room, self.queues, self._free(run)), retry_for=0)
         except LeaseLost:
             client = self._sync_client()
             try:
@@ -386,6 +389,11 @@ class Worker:
                 client.close()
             return
         await self._hold(run, owner, result)
+        if result.held_back:
+            # A recovered job must start at once (so that its loss is
+            # counted): it waits in line until a runner is free.
+            await until(run.room.wait(), run.stop)
+            return
         if len(result.jobs) == room or result.more:
             return
         timeout = self.max_idle
@@ -395,6 +403,11 @@ class Worker:
         woken = await self._wait_for_work(run, timeout, owner, room - len(result.jobs))
         if woken is not None:
             await self._hold(run, owner, woken)
+
+    def _free(self, run: Run) -> int:
+        """How many jobs taken now start at once: the runners no held job
+        waits for (the take marks those started)."""
+        return max(0, self.concurrency - len(run.held))
 
     async def _hold(self, run: Run, owner: str, result: TakeResult) -> None:
         """Queue the jobs a take returned for the runners."""
@@ -417,6 +430,7 @@ class Worker:
                 message=f"the job's stored record cannot be read: {problem}",
                 error_type="zizq.PayloadDecodeError",
                 jitter=random.random(),
+                dequeued_at=result.now,  # the take's time is the attempt's dequeued_at
             )
             try:
                 await run.call(failure)
@@ -455,7 +469,7 @@ class Worker:
         if connect.is_cluster(run.blocker):
             await _plain(run.blocker.blpop(keys, timeout=timeout))
             return None
-        take = run.core.take(owner, room, self.queues)
+        take = run.core.take(owner, room, self.queues, self._free(run))
         pipe = run.blocker.pipeline(transaction=False)
         pipe.blpop(keys, timeout=timeout)
         pipe.evalsha(take.script.sha, len(take.keys), *take.keys, *take.args)
