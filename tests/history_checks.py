@@ -1,0 +1,257 @@
+"""The invariants of the fault-history checker (tests/history.py), each a
+small function from the evidence of one run to a list of violations (empty:
+it holds). Events are those tests/history_app.py and tests/history.py record;
+times are time.time() seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import redis
+
+Event = dict[str, Any]
+Record = dict[str, Any]
+
+# The status codes of a stored job record (docs/protocol/keys.md, §2.1).
+READY, SCHEDULED, IN_FLIGHT, COMPLETED, DEAD = 1, 2, 3, 4, 5
+IN_SCOPE = {"queued": {READY, SCHEDULED}, "active": {READY, SCHEDULED, IN_FLIGHT}, "exists": {1, 2, 3, 4, 5}}
+# Faults that hit every worker at once (the proxy, or Redis itself).
+GLOBAL_FAULTS = {"restart", "stall", "cut"}
+ACKED = re.compile(r"acked \d+ jobs: (.*)$", re.M)
+DECLARED_LOST = re.compile(r"worker (\S+) was declared lost", re.M)
+
+
+@dataclass
+class Snapshot:
+    """The namespace's job records and indexes, read in one MULTI."""
+
+    records: dict[str, Record]
+    indexes: dict[str, set[str]]  # "ready:<queue>", "scheduled", "inflight", "completed", "dead", "worker:<id>"
+
+
+def snapshot(conn: redis.Redis, key: Callable[..., str]) -> Snapshot:
+    """Read every record and index of the namespace whose keys ``key`` makes."""
+    queues = sorted(text(q) for q in conn.smembers(key("queues")))
+    holders = sorted(text(k)[len(key("")) :] for k in conn.scan_iter(match=key("worker", "*"), count=1000))
+    names = [f"ready:{q}" for q in queues] + ["scheduled", "inflight", "completed", "dead"]
+    pipe = conn.pipeline(transaction=True)
+    pipe.hgetall(key("jobs"))
+    for name in names:
+        pipe.zrange(key(name), 0, -1)
+    for name in holders:
+        pipe.smembers(key(name))
+    replies = pipe.execute()
+    records = {text(k): msgpack.unpackb(v) for k, v in replies[0].items()}
+    indexes = {name: {text(m) for m in members} for name, members in zip(names + holders, replies[1:], strict=True)}
+    return Snapshot(records, indexes)
+
+
+def text(value: object) -> str:
+    assert isinstance(value, bytes), value
+    return value.decode()
+
+
+@dataclass
+class Evidence:
+    """What one run left: its history, the final state, the worker logs."""
+
+    events: list[Event]
+    final: Snapshot
+    errors: dict[str, list[dict[str, Any]]]  # job id -> its error records
+    logs: str  # every worker's log, DEBUG level
+    quiet: bool  # nothing was ready, scheduled or in flight at the end
+
+    def of(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e["e"] == kind]
+
+    def summary(self) -> str:
+        kinds = Counter(e["e"] for e in self.events)
+        statuses = Counter(r["s"] for r in self.final.records.values())
+        lost = len(set(DECLARED_LOST.findall(self.logs)))
+        pending = [f"{i} ({STATUS_NAMES[r['s']]})" for i, r in self.final.records.items() if r["s"] < COMPLETED]
+        return (
+            f"{kinds['start']} handler starts, {len(self.of('fault'))} faults, {kinds['suicide']} suicides, "
+            f"{lost} leases lost; end: {statuses[COMPLETED]} completed, {statuses[DEAD]} dead, "
+            f"{sum(statuses.values()) - statuses[COMPLETED] - statuses[DEAD]} pending"
+            + ("" if self.quiet else f" (not quiet at the end: {', '.join(pending[:5])})")
+        )
+
+
+STATUS_NAMES = {READY: "ready", SCHEDULED: "scheduled", IN_FLIGHT: "in_flight", COMPLETED: "completed", DEAD: "dead"}
+
+
+def unique_overlaps(ids: Sequence[str], records: Sequence[Record | None]) -> dict[str, list[str]]:
+    """The unique keys that two or more of these jobs hold at once within
+    their scope, each with its holders ("id (status)")."""
+    held: dict[str, list[str]] = defaultdict(list)
+    for job_id, record in zip(ids, records, strict=True):
+        if record is None or not record.get("uk"):
+            continue
+        if record["s"] in IN_SCOPE[record.get("uw", "queued")]:
+            held[record["uk"]].append(f"{job_id} ({STATUS_NAMES[record['s']]})")
+    return {k: v for k, v in held.items() if len(v) > 1}
+
+
+# -- the invariants ------------------------------------------------------------
+
+
+def nothing_lost(ev: Evidence) -> list[str]:
+    """Every job whose enqueue was acknowledged still has a record at the end:
+    completed, dead, or pending (retention keeps finished jobs an hour)."""
+    out = []
+    for e in ev.of("enqueue"):
+        for job_id in e["ids"]:
+            if job_id not in ev.final.records:
+                out.append(f"nothing lost: job {job_id}, acknowledged at {e['t']:.3f}, is in no state at the end")
+    return out
+
+
+def _losses(ev: Evidence) -> tuple[dict[int, list[tuple[float, float]]], list[tuple[float, float]], set[str]]:
+    """When each worker pid was stopped or died (intervals), the intervals of
+    faults that hit every worker, and the worker ids declared lost."""
+    per_pid: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    shared = []
+    for f in ev.of("fault"):
+        if f["kind"] in ("kill", "stop"):
+            per_pid[f["target"]].append((f["start"], f["end"]))
+        elif f["kind"] in GLOBAL_FAULTS:
+            shared.append((f["start"], f["end"]))
+    for s in ev.of("suicide"):
+        per_pid[s["pid"]].append((s["t"], s["t"]))
+    return per_pid, shared, set(DECLARED_LOST.findall(ev.logs))
+
+
+def _overlaps(intervals: Sequence[tuple[float, float]], start: float, end: float) -> bool:
+    return any(a <= end and b >= start for a, b in intervals)
+
+
+def started_only_when_held(ev: Evidence) -> list[str]:
+    """A run of a job starts again (same attempt) only if the run before it
+    was lost: its worker was killed or stopped, or Redis or the network
+    failed, between the two starts, or its worker was declared lost. Any
+    other second start is a worker starting a job it no longer held."""
+    per_pid, shared, lost_ids = _losses(ev)
+    runs: dict[str, list[Event]] = defaultdict(list)
+    for s in ev.of("start"):
+        runs[s["job"]].append(s)
+    out = []
+    for job_id, starts in runs.items():
+        for before, after in itertools.pairwise(starts):
+            if before["attempt"] != after["attempt"]:
+                continue
+            window = (before["t"], after["t"])
+            if _overlaps(per_pid[before["pid"]], *window) or _overlaps(shared, *window) or before["worker"] in lost_ids:
+                continue
+            out.append(
+                f"started only when held: job {job_id} attempt {after['attempt']} started by worker {after['worker']} "
+                f"at {after['t']:.3f}, {after['t'] - before['t']:.2f}s after worker {before['worker']} started it, "
+                "and that worker was not lost in between (no kill, stop, Redis or network fault, no lost lease)"
+                + (f"; worker {after['worker']} had been declared lost" if after["worker"] in lost_ids else "")
+            )
+    return out
+
+
+def late_acks_fenced(ev: Evidence) -> list[str]:
+    """Redis accepts at most one outcome per run of a job: one completion
+    ack per job (from the workers' "acked" log lines), one recorded failure
+    per attempt; a second would be a late ack that was not fenced."""
+    out = []
+    acks = Counter(i.strip() for line in ACKED.findall(ev.logs) for i in line.split(",") if i.strip())
+    for job_id, n in acks.items():
+        if n > 1:
+            out.append(f"late acks fenced: job {job_id} was acked {n} times")
+    ends = Counter((e["job"], e["attempt"]) for e in ev.of("end") if e["outcome"] in ("failed", "dead"))
+    for (job_id, attempt), n in ends.items():
+        if n > 1:
+            out.append(f"late acks fenced: job {job_id} attempt {attempt} had {n} failures recorded")
+        if acks[job_id] and any(e["job"] == job_id and e["outcome"] == "dead" for e in ev.of("end")):
+            out.append(f"late acks fenced: job {job_id} was both acked as completed and recorded dead")
+    return out
+
+
+def unique_keys_held_once(ev: Evidence) -> list[str]:
+    """No two jobs hold one unique key within its scope at the same moment
+    (as the observer saw, in one atomic read)."""
+    return [
+        f"unique key held once: key {o['key']!r} held at {o['t']:.3f} by {', '.join(o['holders'])}"
+        for o in ev.of("overlap")
+    ]
+
+
+def cron_once(ev: Evidence) -> list[str]:
+    """Each due time of the every-second cron entry is enqueued at most once:
+    the entry cannot have made more jobs than there were seconds while it
+    existed (plus the one it may fire at its start)."""
+    ticks = [job_id for job_id, r in ev.final.records.items() if r.get("t") == "tick"]
+    window = [e for e in ev.of("cron")]
+    if not window:
+        return [f"cron once: {len(ticks)} tick jobs, but no cron entry was made"] if ticks else []
+    seconds = int(window[-1]["end"]) - int(window[0]["start"]) + 1
+    if len(ticks) > seconds:
+        return [f"cron once: {len(ticks)} tick jobs in {seconds} seconds of an every-second entry"]
+    return []
+
+
+def worker_lost_only_after_start(ev: Evidence) -> list[str]:
+    """A job fails as zizq.WorkerLost only for an attempt some handler had
+    started: a job that never ran cannot be the poison pill."""
+    started = {(s["job"], s["attempt"]) for s in ev.of("start")}
+    out = []
+    for job_id, errors in ev.errors.items():
+        for error in errors:
+            if error.get("error_type") == "zizq.WorkerLost" and (job_id, error["attempt"]) not in started:
+                out.append(
+                    f"WorkerLost only after a start: job {job_id} failed as zizq.WorkerLost at attempt "
+                    f"{error['attempt']}, which no handler ever started"
+                )
+    return out
+
+
+def records_match_indexes(ev: Evidence) -> list[str]:
+    """At the end, each record is in exactly the index its status names (and,
+    in flight, in its worker's set), and each index entry has such a record."""
+    snap = ev.final
+    out = []
+    expected: dict[str, set[str]] = defaultdict(set)
+    for job_id, r in snap.records.items():
+        s = r["s"]
+        names = {
+            READY: [f"ready:{r.get('q', 'default')}"],
+            SCHEDULED: ["scheduled"],
+            IN_FLIGHT: ["inflight", f"worker:{r.get('w')}"],
+            COMPLETED: ["completed"],
+            DEAD: ["dead"],
+        }[s]
+        for name in names:
+            expected[name].add(job_id)
+    for name in sorted(set(expected) | set(snap.indexes)):
+        has, want = snap.indexes.get(name, set()), expected.get(name, set())
+        for job_id in sorted(want - has)[:5]:
+            status = STATUS_NAMES[snap.records[job_id]["s"]]
+            out.append(f"records match indexes: job {job_id} ({status}) is not in {name}")
+        for job_id in sorted(has - want)[:5]:
+            status = STATUS_NAMES[snap.records[job_id]["s"]] if job_id in snap.records else "no record"
+            out.append(f"records match indexes: {name} lists job {job_id} ({status})")
+    return out
+
+
+INVARIANTS = (
+    nothing_lost,
+    started_only_when_held,
+    late_acks_fenced,
+    unique_keys_held_once,
+    cron_once,
+    worker_lost_only_after_start,
+    records_match_indexes,
+)
+
+
+def check_all(ev: Evidence) -> list[str]:
+    return [v for invariant in INVARIANTS for v in invariant(ev)]
