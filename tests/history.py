@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from .history_app import HISTORY_KEY, Task, Tick
 from .test_faults_redis import FlakyProxy
 
 ROOT = Path(__file__).resolve().parent.parent
+DURATION = 8.0  # seconds of workload and faults per seed
 LEASE = 1.0  # seconds
 HEARTBEAT = 0.2  # seconds
 SCOPES = ("queued", "active")
@@ -93,7 +95,7 @@ class Plan:
     faults: list[Fault] = field(default_factory=list)
 
     @classmethod
-    def of(cls, seed: int, duration: float = 8.0) -> Plan:
+    def of(cls, seed: int, duration: float = DURATION) -> Plan:
         rnd = random.Random(seed)
         concurrency = rnd.choice([1, 2, 4])
         plan = cls(
@@ -174,8 +176,10 @@ def options_of(item: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def replay_command(seed: int) -> str:
-    return f"{sys.executable} -m tests.history --seed {seed}"
+def replay_command(seed: int, duration: float = DURATION) -> str:
+    """The command that runs ``seed`` again, from the checkout's root."""
+    command = f"{os.path.relpath(sys.executable, ROOT)} -m tests.history --seed {seed}"
+    return command if duration == DURATION else f"{command} --duration {duration:g}"
 
 
 # -- the run -------------------------------------------------------------------
@@ -235,8 +239,6 @@ class Run:
         self.stack.callback(self.admin.close)
         self.workers: list[Worker] = []
         self.stop_producing = threading.Event()
-        self.keyed: list[str] = []  # ids of jobs created with a unique key
-        self.keyed_lock = threading.Lock()
         self.cron_start = 0.0
 
     def record(self, event: str, **fields: Any) -> None:
@@ -291,30 +293,24 @@ class Run:
             return
         keys = [item["options"].get("unique_key") for item in send.items]
         self.record("enqueue", sent=sent, ids=[j.id for j in jobs], duplicate=[j.duplicate for j in jobs], keys=keys)
-        with self.keyed_lock:
-            self.keyed.extend(j.id for j, k in zip(jobs, keys, strict=True) if k and not j.duplicate)
 
     def observe(self) -> None:
-        """Read the records of every job created with a unique key in one
-        HMGET (atomic), every 20 ms, and record any moment where two jobs
-        held one key within its scope."""
+        """Read every job record of the namespace in one HGETALL (atomic),
+        every 20 ms, and record each job created while another job held its
+        unique key within its scope (checks.unique_conflicts)."""
         conn = redis.Redis(port=self.queue.port, socket_timeout=1)
-        seen: set[tuple[str, ...]] = set()
+        before: dict[str, dict[str, Any]] = {}
         try:
             while not self.stop_producing.wait(0.02):
-                with self.keyed_lock:
-                    ids = list(self.keyed)
-                if not ids:
-                    continue
                 try:
-                    blobs = conn.hmget(self.admin.core.key("jobs"), ids)
+                    blobs = conn.hgetall(self.admin.core.key("jobs"))
                 except redis.RedisError:
                     continue  # a restart: look again
-                for key, holders in checks.unique_overlaps(ids, [_decode(b) for b in blobs]).items():
-                    found = tuple(sorted(holders))
-                    if found not in seen:
-                        seen.add(found)
-                        self.record("overlap", key=key, holders=holders)
+                keyed = {checks.text(k): msgpack.unpackb(v) for k, v in blobs.items()}
+                after = {job_id: r for job_id, r in keyed.items() if r.get("uk")}
+                for conflict in checks.unique_conflicts(before, after):
+                    self.record("unique", conflict=conflict)
+                before = after
         finally:
             conn.close()
 
@@ -427,11 +423,6 @@ class Run:
         return checks.Evidence(events, snapshot, errors, logs, quiet)
 
 
-def _decode(blob: object) -> dict[str, Any] | None:
-    assert blob is None or isinstance(blob, bytes), blob
-    return None if blob is None else msgpack.unpackb(blob)
-
-
 # -- the entry points ----------------------------------------------------------
 
 
@@ -441,58 +432,59 @@ class Result:
     violations: list[str]
     seconds: float
     summary: str
+    kept: Path | None  # where the worker logs and the history (history.jsonl) were kept
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
 
-def run_seed(seed: int, duration: float = 8.0, keep: bool = False) -> Result:
+def run_seed(seed: int, duration: float = DURATION, keep: bool = False) -> Result:
     """Run one seed's plan and check its history."""
     plan = Plan.of(seed, duration)
     workdir = Path(tempfile.mkdtemp(prefix=f"zizq-history-{seed}-"))
     started = time.monotonic()
     run = Run(plan, workdir)
+    evidence = None
     try:
         evidence = run.execute()
+        violations = checks.check_all(evidence)
+        summary = plan.describe() + "; " + evidence.summary()
+    except Exception as exc:  # a run that cannot finish is a finding too (or a harness bug: read the logs)
+        violations = [f"the run itself failed: {type(exc).__name__}: {exc}"]
+        summary = plan.describe()
+        traceback.print_exc()
     finally:
         run.close()
-    violations = checks.check_all(evidence)
-    if not keep and not violations:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if keep or violations:
+        if evidence is not None:
+            (workdir / "history.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in evidence.events))
     else:
-        violations.append(f"(worker logs and history kept in {workdir})")
-    return Result(seed, violations, time.monotonic() - started, plan.describe() + "; " + evidence.summary())
+        shutil.rmtree(workdir, ignore_errors=True)
+    return Result(seed, violations, time.monotonic() - started, summary, workdir if keep or violations else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.history", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, help="run this one seed")
     parser.add_argument("--seeds", type=int, default=1, help="how many seeds to run (default 1)")
-    parser.add_argument("--start", type=int, default=None, help="the first seed (default 1; 0: a random start)")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds of workload and faults per seed")
-    parser.add_argument("--keep", action="store_true", help="keep the worker logs of passing seeds too")
+    parser.add_argument("--start", type=int, default=1, help="the first seed (default 1; 0: a random start)")
+    parser.add_argument("--duration", type=float, default=DURATION, help="seconds of workload and faults per seed")
+    parser.add_argument("--keep", action="store_true", help="keep the worker logs and history of passing seeds too")
     args = parser.parse_args(argv)
-    if args.seed is not None:
-        seeds = [args.seed]
-    else:
-        start = args.start if args.start else 1
-        if args.start == 0:
-            start = random.randrange(1, 1_000_000)
-        seeds = list(range(start, start + args.seeds))
+    start = args.start or random.randrange(1, 1_000_000)
+    seeds = [args.seed] if args.seed is not None else list(range(start, start + args.seeds))
     failed = []
     for seed in seeds:
         result = run_seed(seed, args.duration, args.keep)
         print(f"seed {seed}: {'ok' if result.ok else 'FAILED'} in {result.seconds:.1f}s ({result.summary})", flush=True)
+        for v in result.violations:
+            print("  " + v, flush=True)
+        if result.kept:
+            print(f"  worker logs and history kept in {result.kept}", flush=True)
         if not result.ok:
             failed.append(seed)
-            for v in result.violations:
-                print("  " + v, flush=True)
-            print(
-                f"  replay: {replay_command(seed)}"
-                + (f" --duration {args.duration:g}" if args.duration != 8.0 else ""),
-                flush=True,
-            )
+            print(f"  replay: {replay_command(seed, args.duration)}", flush=True)
     print(f"{len(seeds) - len(failed)} of {len(seeds)} seeds passed" + (f"; failed: {failed}" if failed else ""))
     return 1 if failed else 0
 

@@ -75,28 +75,48 @@ class Evidence:
         kinds = Counter(e["e"] for e in self.events)
         statuses = Counter(r["s"] for r in self.final.records.values())
         lost = len(set(DECLARED_LOST.findall(self.logs)))
+        ticks = sum(r.get("t") == "tick" for r in self.final.records.values())
         pending = [f"{i} ({STATUS_NAMES[r['s']]})" for i, r in self.final.records.items() if r["s"] < COMPLETED]
         return (
             f"{kinds['start']} handler starts, {len(self.of('fault'))} faults, {kinds['suicide']} suicides, "
-            f"{lost} leases lost; end: {statuses[COMPLETED]} completed, {statuses[DEAD]} dead, "
-            f"{sum(statuses.values()) - statuses[COMPLETED] - statuses[DEAD]} pending"
-            + ("" if self.quiet else f" (not quiet at the end: {', '.join(pending[:5])})")
+            f"{lost} leases lost, {ticks} cron runs; end: {statuses[COMPLETED]} completed, {statuses[DEAD]} dead, "
+            f"{len(pending)} pending" + ("" if self.quiet else f" (not quiet at the end: {', '.join(pending[:5])})")
         )
 
 
 STATUS_NAMES = {READY: "ready", SCHEDULED: "scheduled", IN_FLIGHT: "in_flight", COMPLETED: "completed", DEAD: "dead"}
 
 
-def unique_overlaps(ids: Sequence[str], records: Sequence[Record | None]) -> dict[str, list[str]]:
-    """The unique keys that two or more of these jobs hold at once within
-    their scope, each with its holders ("id (status)")."""
-    held: dict[str, list[str]] = defaultdict(list)
-    for job_id, record in zip(ids, records, strict=True):
-        if record is None or not record.get("uk"):
+def in_scope(record: Record | None) -> bool:
+    """Whether a job record holds its unique key now (its status is within
+    the key's scope)."""
+    return record is not None and bool(record.get("uk")) and record["s"] in IN_SCOPE[record.get("uw", "queued")]
+
+
+def _unchanged(before: Record, after: Record) -> bool:
+    """The job was not taken, failed, recovered or retried in between:
+    status, attempts, last take and recoveries are the same."""
+    return all(before.get(f) == after.get(f) for f in ("s", "a", "da", "rv"))
+
+
+def unique_conflicts(before: dict[str, Record], after: dict[str, Record]) -> list[str]:
+    """Jobs created between two atomic reads of the keyed records while
+    another job held their unique key within its scope all along (in scope
+    in both reads and unchanged): an enqueue that should have been a
+    duplicate. (Two holders alone are no violation: a job enqueued while the
+    first was in flight keeps the key when the first is retried.)"""
+    out = []
+    for new_id, new in after.items():
+        if new_id in before or not in_scope(new):
             continue
-        if record["s"] in IN_SCOPE[record.get("uw", "queued")]:
-            held[record["uk"]].append(f"{job_id} ({STATUS_NAMES[record['s']]})")
-    return {k: v for k, v in held.items() if len(v) > 1}
+        for old_id, old in before.items():
+            if old.get("uk") == new["uk"] and in_scope(old) and in_scope(after.get(old_id)):
+                if _unchanged(old, after[old_id]):
+                    out.append(
+                        f"job {new_id} was created with key {new['uk']!r} while job {old_id} "
+                        f"({STATUS_NAMES[old['s']]}) held it"
+                    )
+    return out
 
 
 # -- the invariants ------------------------------------------------------------
@@ -177,26 +197,37 @@ def late_acks_fenced(ev: Evidence) -> list[str]:
 
 
 def unique_keys_held_once(ev: Evidence) -> list[str]:
-    """No two jobs hold one unique key within its scope at the same moment
-    (as the observer saw, in one atomic read)."""
-    return [
-        f"unique key held once: key {o['key']!r} held at {o['t']:.3f} by {', '.join(o['holders'])}"
-        for o in ev.of("overlap")
-    ]
+    """No enqueue makes a second holder of a unique key within its scope
+    (as the observer saw in its atomic reads; see unique_conflicts)."""
+    return [f"unique key held once: at {c['t']:.3f}, {c['conflict']}" for c in ev.of("unique")]
+
+
+def id_time(job_id: str) -> float:
+    """When a SCRU128 id was made, in seconds since the epoch (its first 48
+    bits are milliseconds)."""
+    return (int(job_id, 36) >> 80) / 1000
 
 
 def cron_once(ev: Evidence) -> list[str]:
-    """Each due time of the every-second cron entry is enqueued at most once:
-    the entry cannot have made more jobs than there were seconds while it
-    existed (plus the one it may fire at its start)."""
-    ticks = [job_id for job_id, r in ev.final.records.items() if r.get("t") == "tick"]
-    window = [e for e in ev.of("cron")]
+    """Each due time of the every-second cron entry is enqueued at most once.
+    A claim makes its job id just after it read the due time, so two runs
+    whose ids were made in one second claimed one due time twice (unless a
+    worker was stopped in that second, which can delay an id); and the entry
+    cannot have made more runs than there were seconds while it existed."""
+    ticks = sorted(job_id for job_id, r in ev.final.records.items() if r.get("t") == "tick")
+    window = ev.of("cron")
     if not window:
-        return [f"cron once: {len(ticks)} tick jobs, but no cron entry was made"] if ticks else []
+        return [f"cron once: {len(ticks)} cron runs, but no cron entry was made"] if ticks else []
+    out = []
     seconds = int(window[-1]["end"]) - int(window[0]["start"]) + 1
     if len(ticks) > seconds:
-        return [f"cron once: {len(ticks)} tick jobs in {seconds} seconds of an every-second entry"]
-    return []
+        out.append(f"cron once: {len(ticks)} runs in {seconds} seconds of an every-second entry")
+    stops = [(f["start"], f["end"]) for f in ev.of("fault") if f["kind"] == "stop"]
+    for a, b in itertools.pairwise(ticks):
+        second = int(id_time(a))
+        if int(id_time(b)) == second and not _overlaps(stops, second - 1, second + 1):
+            out.append(f"cron once: runs {a} and {b} were both claimed in the second {second} (one due time, twice)")
+    return out
 
 
 def worker_lost_only_after_start(ev: Evidence) -> list[str]:
