@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ DURATION = 8.0  # seconds of workload and faults per seed
 LEASE = 1.0  # seconds
 HEARTBEAT = 0.2  # seconds
 SCOPES = ("queued", "active")
-FAULT_KINDS = ("kill", "stop", "restart", "stall", "cut", "flush")
+FAULT_KINDS = ("kill", "stop", "restart", "stall", "cut", "flush")  # and "failover", at most once a run
+AOF = ("--appendonly", "yes", "--appendfsync", "always", "--repl-diskless-sync-delay", "0")
 
 
 # -- the plan ------------------------------------------------------------------
@@ -89,6 +91,7 @@ class Plan:
     concurrency: int
     prefetch: int
     producer_via_proxy: bool
+    failover: bool  # a replica is promoted once, behind the proxy
     cron: bool
     duration: float  # seconds of workload and faults
     sends: list[Send] = field(default_factory=list)
@@ -104,6 +107,7 @@ class Plan:
             concurrency=concurrency,
             prefetch=concurrency * rnd.choice([1, 2, 3]),
             producer_via_proxy=rnd.random() < 0.5,
+            failover=False,
             cron=rnd.random() < 0.7,
             duration=duration,
         )
@@ -129,6 +133,12 @@ class Plan:
                 fault.length = rnd.choice([rnd.uniform(0.1, 0.6), rnd.uniform(1.2, 2.0)])
             plan.faults.append(fault)
             at += fault.length + rnd.expovariate(1.0)
+        # Drawn apart, so that adding the failover left the rest of each plan as it was.
+        other = random.Random(f"{seed}-failover")
+        if other.random() < 0.5:
+            plan.failover = plan.producer_via_proxy = True  # the producer must follow the promotion too
+            plan.faults.append(Fault(other.uniform(1.0, duration - 1.0), "failover"))
+            plan.faults.sort(key=lambda f: f.at)
         return plan
 
     @staticmethod
@@ -229,13 +239,16 @@ class Run:
         self.dir = workdir
         self.namespace = f"h{plan.seed}"
         self.stack = contextlib.ExitStack()
-        self.queue = self.stack.enter_context(RedisServer("--appendonly", "yes", "--appendfsync", "always"))
+        self.queue = self.stack.enter_context(RedisServer(*AOF))
+        self.replica: RedisServer | None = None
+        if plan.failover:
+            self.replica = self.stack.enter_context(RedisServer(*AOF, "--replicaof", "127.0.0.1", str(self.queue.port)))
         self.history = self.stack.enter_context(RedisServer())
         self.hist = redis.Redis(port=self.history.port)
         self.stack.callback(self.hist.close)
         self.proxy = FlakyProxy(self.queue.port)
         self.stack.callback(self.proxy.close)
-        self.admin = zizq.Client.from_url(self.queue.url, self.namespace)
+        self.admin = zizq.Client.from_url(self.proxy.url, self.namespace)  # it follows a promotion
         self.stack.callback(self.admin.close)
         self.workers: list[Worker] = []
         self.stop_producing = threading.Event()
@@ -298,10 +311,15 @@ class Run:
         """Read every job record of the namespace in one HGETALL (atomic),
         every 20 ms, and record each job created while another job held its
         unique key within its scope (checks.unique_conflicts)."""
-        conn = redis.Redis(port=self.queue.port, socket_timeout=1)
+        port = self.queue.port
+        conn = redis.Redis(port=port, socket_timeout=1)
         before: dict[str, dict[str, Any]] = {}
         try:
             while not self.stop_producing.wait(0.02):
+                if port != self.queue.port:  # a promotion
+                    conn.close()
+                    port = self.queue.port
+                    conn = redis.Redis(port=port, socket_timeout=1)
                 try:
                     blobs = conn.hgetall(self.admin.core.key("jobs"))
                 except redis.RedisError:
@@ -355,10 +373,48 @@ class Run:
             self.proxy.resume()
         elif fault.kind == "cut":
             self.proxy.cut()
+        elif fault.kind == "failover":
+            if not self.fail_over():
+                return
         elif fault.kind == "flush":
             with redis.Redis(port=self.queue.port) as conn:
                 conn.script_flush()
         self.record("fault", kind=fault.kind, start=start, end=time.time(), **target)
+
+    def fail_over(self) -> bool:
+        """Promote the replica behind the proxy, as a failover would: wait
+        until the replica has finished its first sync (at most 5 s), stall
+        every connection, wait until it has every write (at most 2 s; False
+        if it has not), promote it (REPLICAOF NO ONE), point the proxy at it
+        and cut the connections (the requests held are lost), kill the old
+        master, and start a new replica of the new master."""
+        assert self.replica is not None
+        old, new = self.queue, self.replica
+        with redis.Redis(port=old.port) as m, redis.Redis(port=new.port) as r:
+
+            def caught_up() -> bool:
+                return bool(
+                    m.info("replication")["master_repl_offset"] == r.info("replication").get("slave_repl_offset")
+                )
+
+            if not _within(5, caught_up):
+                return False
+            self.proxy.stall()
+            try:
+                if not _within(2, caught_up):
+                    return False
+                r.replicaof("NO", "ONE")
+                new.args = AOF  # a restart keeps it a master
+                self.proxy.upstream_port = new.port
+                self.proxy.cut()
+                self.queue = new
+                assert old.proc is not None
+                old.proc.kill()
+                old.proc.wait()
+            finally:
+                self.proxy.resume()
+        self.replica = self.stack.enter_context(RedisServer(*AOF, "--replicaof", "127.0.0.1", str(new.port)))
+        return True
 
     # -- the end
 
@@ -370,11 +426,13 @@ class Run:
             self.admin.delete_cron("history")
             self.record("cron", start=self.cron_start, end=time.time())
         deadline = time.monotonic() + timeout
+        quiet = 0
         while time.monotonic() < deadline:
             stats = self.admin.stats()
             pending = stats.in_flight + sum(ready for ready, *_ in stats.queues.values())
-            scheduled = self.admin.count_jobs(status="scheduled")
-            if pending == 0 and scheduled == 0:
+            pending += self.admin.count_jobs(status="scheduled")
+            quiet = 0 if pending else quiet + 1
+            if quiet == 3:  # three looks in a row: a cron run claimed before the delete has been sent
                 return True
             self.supervise(time.monotonic() + 0.1)
         return False
@@ -421,6 +479,16 @@ class Run:
             }
         logs = "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("worker-*.log")))
         return checks.Evidence(events, snapshot, errors, logs, quiet)
+
+
+def _within(seconds: float, predicate: Callable[[], bool]) -> bool:
+    """Whether ``predicate()`` comes true within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 # -- the entry points ----------------------------------------------------------

@@ -23,7 +23,7 @@ Record = dict[str, Any]
 READY, SCHEDULED, IN_FLIGHT, COMPLETED, DEAD = 1, 2, 3, 4, 5
 IN_SCOPE = {"queued": {READY, SCHEDULED}, "active": {READY, SCHEDULED, IN_FLIGHT}, "exists": {1, 2, 3, 4, 5}}
 # Faults that hit every worker at once (the proxy, or Redis itself).
-GLOBAL_FAULTS = {"restart", "stall", "cut"}
+GLOBAL_FAULTS = {"restart", "stall", "cut", "failover"}
 ACKED = re.compile(r"acked \d+ jobs: (.*)$", re.M)
 DECLARED_LOST = re.compile(r"worker (\S+) was declared lost", re.M)
 
