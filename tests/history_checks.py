@@ -179,20 +179,26 @@ def started_only_when_held(ev: Evidence) -> list[str]:
 
 
 def late_acks_fenced(ev: Evidence) -> list[str]:
-    """Redis accepts at most one outcome per run of a job: one completion
-    ack per job (from the workers' "acked" log lines), one recorded failure
-    per attempt; a second would be a late ack that was not fenced."""
+    """Redis accepts at most one outcome per run of a job, and a finished job
+    stays finished: one completion ack per job (from the workers' "acked"
+    log lines), one recorded failure per attempt, and a job acked (or
+    recorded dead) is completed (or dead) at the end. Anything else is a late
+    ack that was not fenced."""
     out = []
+    final = {job_id: STATUS_NAMES[r["s"]] for job_id, r in ev.final.records.items()}
     acks = Counter(i.strip() for line in ACKED.findall(ev.logs) for i in line.split(",") if i.strip())
     for job_id, n in acks.items():
         if n > 1:
             out.append(f"late acks fenced: job {job_id} was acked {n} times")
-    ends = Counter((e["job"], e["attempt"]) for e in ev.of("end") if e["outcome"] in ("failed", "dead"))
-    for (job_id, attempt), n in ends.items():
+        if final.get(job_id, "completed") != "completed":
+            out.append(f"late acks fenced: job {job_id} was acked as completed, and is {final[job_id]} at the end")
+    failures = Counter((e["job"], e["attempt"]) for e in ev.of("end") if e["outcome"] in ("failed", "dead"))
+    for (job_id, attempt), n in failures.items():
         if n > 1:
             out.append(f"late acks fenced: job {job_id} attempt {attempt} had {n} failures recorded")
-        if acks[job_id] and any(e["job"] == job_id and e["outcome"] == "dead" for e in ev.of("end")):
-            out.append(f"late acks fenced: job {job_id} was both acked as completed and recorded dead")
+    for e in ev.of("end"):
+        if e["outcome"] == "dead" and final.get(e["job"], "dead") != "dead":
+            out.append(f"late acks fenced: job {e['job']} was recorded dead, and is {final[e['job']]} at the end")
     return out
 
 

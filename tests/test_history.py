@@ -75,6 +75,12 @@ def test_late_acks_fenced() -> None:
     ]
     refused = {**failed, "outcome": "refused"}
     assert checks.late_acks_fenced(evidence(failed, refused)) == []
+    dead = {"e": "end", "job": "d", "attempt": 2, "outcome": "dead"}
+    assert checks.late_acks_fenced(evidence(dead, records={"d": {"s": 2}}, logs="acked 1 jobs: d")) == [
+        "late acks fenced: job d was acked as completed, and is scheduled at the end",
+        "late acks fenced: job d was recorded dead, and is scheduled at the end",
+    ]
+    assert checks.late_acks_fenced(evidence(dead, records={"d": {"s": 5}})) == []
 
 
 def test_unique_conflicts() -> None:
