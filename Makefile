@@ -1,5 +1,5 @@
 # One entry point for everything: `make demo`, `make test`, `make lint`, `make bench`,
-# `make docs`.
+# `make docs`, `make torture`.
 # Each target sets up what it needs: a virtual environment in .venv with zizq
 # (its Cython extension built) and the dev tools, and from Debian's packages
 # what is missing of redis-server, a C compiler, Python's headers and its
@@ -19,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Without a lock (LOCK=), pip takes the newest releases.
 PIN := $(if $(LOCK),PIP_CONSTRAINT=$(abspath $(LOCK)))
 
-.PHONY: setup build-deps redis demo docs test test-ext test-pure test-latest test-oldest lock lint bench clean
+.PHONY: setup build-deps redis demo docs test test-ext test-pure torture test-latest test-oldest lock lint bench clean
 
 setup: $(VENV)/.installed redis
 
@@ -64,6 +64,17 @@ test-ext: setup
 
 test-pure: setup
 	$(PIN) ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults and not scale"
+
+# The fault-history checker (tests/history.py) over many seeds: each runs a
+# randomized workload with random faults against real redis-server and
+# `zizq worker` processes and checks the invariants on its history (about
+# 12 s a seed). `make test` runs a few fixed seeds (tests/test_history.py).
+# SEEDS=N seeds from START (1; START=0 picks a random start); a failing seed
+# prints the command that replays it.
+SEEDS ?= 20
+START ?= 1
+torture: setup
+	$(PY) -m tests.history --seeds $(SEEDS) --start $(START)
 
 # The declared ranges, at both ends, each in a venv of its own. The newest
 # releases are looked up anew at every run.
