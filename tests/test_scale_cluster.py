@@ -162,6 +162,8 @@ def test_enqueues_acknowledged_during_the_replicas_first_sync_survive_a_failover
             producer.stop()
         assert not producer.errors, f"enqueues raised: {producer.errors[:3]}"
 
+        for ns in namespaces:  # a returned enqueue is on the replica
+            assert missing_on_replica(cluster, ns, producer.ids[ns]) == 0, ns
         victim = cluster.master_of(namespaces[0])
         worker = start_workers(cluster.url, namespaces, recorder_server.url, log, "-c", "5")
         first = producer.ids[namespaces[0]]
@@ -177,6 +179,15 @@ def test_enqueues_acknowledged_during_the_replicas_first_sync_survive_a_failover
         recorder.close()
         cluster.close()
     assert code == 0, log.read_text()[-3000:]
+
+
+def missing_on_replica(cluster: Cluster, namespace: str, ids: Sequence[str]) -> int:
+    """How many of ``ids`` the replica of the namespace's master lacks."""
+    with redis.Redis(port=cluster.master_of(namespace).port) as master:
+        port = master.info("replication")["slave0"]["port"]
+    with redis.Redis(port=port) as replica:
+        replica.execute_command("READONLY")
+        return sum(1 for record in replica.hmget("{" + namespace + "}:jobs", list(ids)) if record is None)
 
 
 def finished(recorder: redis.Redis, ids: Sequence[str]) -> int:
