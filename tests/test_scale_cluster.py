@@ -198,7 +198,9 @@ def finished(recorder: redis.Redis, ids: Sequence[str]) -> int:
         return sum(pipe.execute())
 
 
-async def test_a_client_made_while_a_master_is_down_uses_the_live_nodes(cluster: Cluster) -> None:
+async def test_a_client_made_while_a_master_is_down_uses_the_live_nodes(
+    cluster: Cluster, tmp_path: Path, redis_factory: Callable[..., RedisServer]
+) -> None:
     # The master of slot 0 is the first master of the slot map, the node
     # redis-py asks first. Its replica may not take over and the cluster
     # serves the slots it still covers, so the dead master stays in the map.
@@ -226,3 +228,12 @@ async def test_a_client_made_while_a_master_is_down_uses_the_live_nodes(cluster:
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "1", "")
+    # And a worker started now runs the job.
+    recorder_server = redis_factory()
+    log = tmp_path / "worker.stderr"
+    worker = start_workers(cluster.url, [live], recorder_server.url, log)
+    try:
+        with redis.Redis(port=recorder_server.port) as recorder:
+            wait_until("the worker ran the job", lambda: finished(recorder, [job.id]) == 1, 30)
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]
