@@ -19,7 +19,7 @@ from zizq._protocol.call import Call
 from zizq.acl import rules, script_commands
 from zizq.connect import parse_url, redact
 
-from .conftest import RedisServer
+from .conftest import RedisServer, free_port
 from .scale_harness import wait_until
 
 
@@ -183,3 +183,10 @@ def test_wait_replicas_does_not_return_before_a_replica_has_the_jobs(
         [job] = client.run(call.repeated(), retry_for=10)
     with redis.Redis(port=replica.port) as r:
         assert r.hexists(f"{{{namespace}}}:jobs", job.id)
+
+
+def test_a_cluster_client_with_no_node_to_reach_says_so() -> None:
+    # The blocking cluster client reads the slot map as it is made.
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    with pytest.raises(zizq.RedisUnavailable, match=r"cannot reach any node of redis at .*connection refused"):
+        zizq.Client.from_url(url)

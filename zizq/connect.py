@@ -359,7 +359,11 @@ def _client(flavour: _Flavour, url: str, cluster: bool | None, options: dict[str
         opts.pop("db", None)
         opts.pop("single_connection_client", None)
         nodes = [flavour.cluster_node(h, p) for h, p in target.hosts]
-        return flavour.cluster(startup_nodes=nodes, **opts)
+        try:
+            return flavour.cluster(startup_nodes=nodes, **opts)
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+            _unreachable_cluster(exc, url)
+            raise
     if target.kind == "sentinel":
         assert target.service is not None
         single = opts.pop("single_connection_client", False)
@@ -374,6 +378,17 @@ def _client(flavour: _Flavour, url: str, cluster: bool | None, options: dict[str
         return flavour.redis(unix_socket_path=target.unix_path, **opts)
     host, port = target.hosts[0]
     return flavour.redis(host=host, port=port, **opts)
+
+
+def _unreachable_cluster(exc: BaseException, url: str) -> None:
+    """Raise the zizq error for ``exc``, met making a blocking cluster client
+    (which reads the slot map at once), when no node could be reached:
+    RedisMisconfigured when waiting cannot fix it, else RedisUnavailable."""
+    problem = misconfiguration(exc, url)
+    if problem is not None:
+        raise RedisMisconfigured(f"redis at {redact(url)}: {problem}") from exc
+    if any(isinstance(e, _SILENT) for e in _chain(exc)):
+        raise RedisUnavailable(f"cannot reach any node of redis at {redact(url)}: {reason(exc)}") from exc
 
 
 def sync_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any:
