@@ -27,7 +27,9 @@ ARGV[3]  optional: '1' when this call repeats one that may have been applied
          (its reply was lost). Only then are the ids looked up among the jobs
          recently deleted (done:<n>), so that a job that has already run (or
          was deleted) is not created again. A first call needs no look-up:
-         its ids are new.
+         its ids are new. A repeat that creates nothing writes one record
+         it found again, unchanged, so that a WAIT after it on its
+         connection has a write of its own to wait for (see the end).
 
 Returns {now, flag1, id1, x1, flag2, id2, x2, ...}: Redis time in ms, then
 three values per job, in input order:
@@ -217,5 +219,13 @@ end
 -- of this same batch sees it.
 for _, at in ipairs(duplicates) do
   out[at] = redis.call('HGET', P .. 'jobs', out[at - 1])
+end
+-- WAIT counts the replicas that have every write of its own connection. A
+-- repeat comes on a new connection when the first try's was cut, and finds
+-- the jobs that try made: with nothing written, its WAIT would wait for
+-- nothing, and could report replicas that never got them. One write (a
+-- record set to what it is) carries the replication offset past them.
+if repeated and #records == 0 and duplicates[1] and out[duplicates[1]] then
+  redis.call('HSET', P .. 'jobs', out[duplicates[1] - 1], out[duplicates[1]])
 end
 return out

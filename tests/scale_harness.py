@@ -51,9 +51,11 @@ def wait_until(what: str, predicate: Callable[[], bool], timeout: float, interva
 
 class Cluster:
     """Six cluster-enabled redis-servers joined by ``redis-cli --cluster
-    create`` into 3 masters with one replica each."""
+    create`` into 3 masters with one replica each. With ``synced=False`` it
+    is ready as soon as every node sees the cluster ok, before the replicas'
+    first sync has ended (as a cluster made just before use is)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, synced: bool = True) -> None:
         self.nodes: list[RedisServer] = []
         try:
             for _ in range(6):
@@ -73,7 +75,10 @@ class Cluster:
                 capture_output=True,
                 timeout=60,
             )
-            wait_until("the cluster is up and its replicas in sync", self.healthy, 30)
+            if synced:
+                wait_until("the cluster is up and its replicas in sync", self.healthy, 30)
+            else:
+                wait_until("every node sees the cluster ok", self.slots_served, 30)
         except BaseException:
             self.close()
             raise
@@ -84,6 +89,14 @@ class Cluster:
 
     def alive(self) -> list[RedisServer]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def slots_served(self) -> bool:
+        """Every live node sees the cluster ok (all slots have a master)."""
+        for node in self.alive():
+            with redis.Redis(port=node.port) as r:
+                if r.cluster("info")["cluster_state"] != "ok":
+                    return False
+        return True
 
     def healthy(self) -> bool:
         """Every live node sees the cluster ok, and every master has an

@@ -3,17 +3,24 @@ the bad part of one it does not."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 import zizq
+from zizq._protocol.call import Call
 from zizq.acl import rules, script_commands
 from zizq.connect import parse_url, redact
 
-from .conftest import RedisServer
+from .conftest import RedisServer, free_port
+from .scale_harness import wait_until
 
 
 def test_standalone_tls_and_unix_urls() -> None:
@@ -119,3 +126,67 @@ def test_readme_scaling_out_matches_the_code(tmp_path: Path) -> None:
     path.write_text(example + "durable.close()\nassert durable.wait_replicas == 1\n")
     out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+def _replicated_pair(redis_factory: Callable[..., RedisServer]) -> tuple[RedisServer, RedisServer]:
+    """A master and its replica, in sync. The master pings its replica only
+    every hour, so its replication offset moves with writes alone."""
+    master = redis_factory("--repl-ping-replica-period", "3600")
+    replica = redis_factory("--replicaof", "127.0.0.1", str(master.port))
+    with redis.Redis(port=replica.port) as r:
+        wait_until("the replica is in sync", lambda: r.info("replication")["master_link_status"] == "up", 30)
+    return master, replica
+
+
+def _first_try(server: RedisServer, call: Call[Any]) -> Any:
+    """Send ``call`` once on a connection of its own, as a first try whose
+    reply was lost."""
+    with redis.Redis(port=server.port) as r:
+        return r.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+
+
+def test_a_repeated_enqueue_that_finds_its_jobs_writes_for_its_wait(
+    redis_factory: Callable[..., RedisServer], namespace: str
+) -> None:
+    # WAIT waits for the writes of its own connection; a repeat on a new
+    # connection that found its jobs must write something, or its WAIT
+    # would not cover them.
+    master, _ = _replicated_pair(redis_factory)
+    with zizq.Client.from_url(master.url, namespace) as client, redis.Redis(port=master.port) as r:
+        call = client.core.enqueue([zizq.Enqueue.raw("t", 1), zizq.Enqueue.raw("t", 2)])
+        _first_try(master, call)
+        before_offset, before_records = r.info("replication")["master_repl_offset"], r.hgetall(f"{{{namespace}}}:jobs")
+        first = client.run(call.repeated())
+        assert len(r.hgetall(f"{{{namespace}}}:jobs")) == 2 and [j.status for j in first] == ["ready", "ready"]
+        assert r.info("replication")["master_repl_offset"] > before_offset
+        assert r.hgetall(f"{{{namespace}}}:jobs") == before_records
+
+
+def test_wait_replicas_does_not_return_before_a_replica_has_the_jobs(
+    redis_factory: Callable[..., RedisServer], namespace: str
+) -> None:
+    # The first try wrote the job and its reply was lost while the replica
+    # was stopped: the repeat finds the job, and must still not return until
+    # the replica has it.
+    master, replica = _replicated_pair(redis_factory)
+    assert replica.proc is not None
+    options: dict[str, Any] = {"wait_replicas": 1, "wait_timeout": 0.2}
+    with zizq.Client.from_url(master.url, namespace, retry_for=1, **options) as client:
+        call = client.core.enqueue([zizq.Enqueue.raw("t", 1)])
+        os.kill(replica.proc.pid, signal.SIGSTOP)
+        try:
+            _first_try(master, call)
+            with pytest.raises(zizq.RedisUnavailable, match="0 of 1 replicas acknowledged"):
+                client.run(call.repeated())
+        finally:
+            os.kill(replica.proc.pid, signal.SIGCONT)
+        [job] = client.run(call.repeated(), retry_for=10)
+    with redis.Redis(port=replica.port) as r:
+        assert r.hexists(f"{{{namespace}}}:jobs", job.id)
+
+
+def test_a_cluster_client_with_no_node_to_reach_says_so() -> None:
+    # The blocking cluster client reads the slot map as it is made.
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    with pytest.raises(zizq.RedisUnavailable, match=r"cannot reach any node of redis at .*connection refused"):
+        zizq.Client.from_url(url)

@@ -10,6 +10,8 @@ create` (3 masters, a replica each), cluster-node-timeout 1 s.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ import redis
 
 import zizq
 
-from .conftest import RedisServer, wait_for
+from .conftest import ROOT, RedisServer, wait_for
 from .fault_harness import Work, stop_worker
 from .scale_harness import Cluster, Producer, all_done, start_workers, wait_until
 
@@ -132,3 +134,106 @@ def leases(url: str, namespaces: Sequence[str]) -> int:
         with zizq.Client.from_url(url, ns) as client:
             total += client.stats().workers
     return total
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "enqueue_many"])
+def test_enqueues_acknowledged_during_the_replicas_first_sync_survive_a_failover(
+    batch: bool, tmp_path: Path, redis_factory: Callable[..., RedisServer]
+) -> None:
+    # A cluster used as soon as it is made: the replicas' first sync may
+    # still be running when the enqueues start, so the first WAITs time out
+    # and the enqueues are sent again until a replica has the jobs.
+    cluster = Cluster(synced=False)
+    recorder_server = redis_factory()
+    recorder = redis.Redis(port=recorder_server.port)
+    log = tmp_path / "worker.stderr"
+    worker = None
+    try:
+        namespaces = cluster.spread_namespaces(1)
+        producer = Producer(cluster.url, namespaces, pace=0, wait_replicas=1, wait_timeout=1.0)
+        if batch:
+            for client in producer.clients:
+                jobs = client.enqueue_many([Work(n=n, sleep=0.005) for n in range(100)])
+                producer.ids[client.namespace] = [job.id for job in jobs]
+                client.close()
+        else:
+            producer.start()
+            wait_until("100 jobs enqueued in each namespace", lambda: producer.count() >= 300, 90)
+            producer.stop()
+        assert not producer.errors, f"enqueues raised: {producer.errors[:3]}"
+
+        for ns in namespaces:  # a returned enqueue is on the replica
+            assert missing_on_replica(cluster, ns, producer.ids[ns]) == 0, ns
+        victim = cluster.master_of(namespaces[0])
+        worker = start_workers(cluster.url, namespaces, recorder_server.url, log, "-c", "5")
+        first = producer.ids[namespaces[0]]
+        wait_until("30 jobs of the first namespace ran", lambda: finished(recorder, first) >= 30, 60, interval=0.01)
+        assert victim.proc is not None
+        victim.proc.kill()
+        victim.proc.wait()
+        wait_until("a replica took over", lambda: cluster.master_of(namespaces[0]) != victim, 30)
+        all_done(cluster.url, producer, recorder, timeout=90)
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finally:
+        code = stop_worker(worker) if worker is not None else 0
+        recorder.close()
+        cluster.close()
+    assert code == 0, log.read_text()[-3000:]
+
+
+def missing_on_replica(cluster: Cluster, namespace: str, ids: Sequence[str]) -> int:
+    """How many of ``ids`` the replica of the namespace's master lacks."""
+    with redis.Redis(port=cluster.master_of(namespace).port) as master:
+        port = master.info("replication")["slave0"]["port"]
+    with redis.Redis(port=port) as replica:
+        replica.execute_command("READONLY")
+        return sum(1 for record in replica.hmget("{" + namespace + "}:jobs", list(ids)) if record is None)
+
+
+def finished(recorder: redis.Redis, ids: Sequence[str]) -> int:
+    """How many of ``ids`` have a finished run recorded."""
+    with recorder.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists("finished:" + job_id)
+        return sum(pipe.execute())
+
+
+async def test_a_client_made_while_a_master_is_down_uses_the_live_nodes(
+    cluster: Cluster, tmp_path: Path, redis_factory: Callable[..., RedisServer]
+) -> None:
+    # The master of slot 0 is the first master of the slot map, the node
+    # redis-py asks first. Its replica may not take over and the cluster
+    # serves the slots it still covers, so the dead master stays in the map.
+    namespaces = cluster.spread_namespaces(1)
+    with redis.Redis(port=cluster.nodes[0].port) as r:
+        first_master = next(int(master[1]) for start, _, master, *_ in r.cluster("slots") if start == 0)
+    victim = next(n for n in cluster.nodes if n.port == first_master)
+    live = next(ns for ns in namespaces if cluster.master_of(ns) != victim)
+    for node in cluster.nodes:
+        with redis.Redis(port=node.port) as r:
+            r.config_set("cluster-require-full-coverage", "no")
+            r.config_set("cluster-replica-no-failover", "yes")
+    assert victim.proc is not None
+    victim.proc.kill()
+    victim.proc.wait()
+
+    # retry_for=0: zizq does not try again, so the first try must reach a live node.
+    with zizq.Client.from_url(cluster.url, live, retry_for=0) as client:
+        job = client.enqueue(Work(n=1))
+    async with zizq.AsyncClient.from_url(cluster.url, live, retry_for=0) as aclient:
+        assert (await aclient.get_job(job.id)).status == "ready"
+    listed_first = f"redis+cluster://127.0.0.1:{victim.port},127.0.0.1:{cluster.alive()[0].port}"
+    done = subprocess.run(
+        [sys.executable, "-m", "zizq", "jobs", "count", "--url", listed_first, "--namespace", live],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "1", "")
+    # And a worker started now runs the job.
+    recorder_server = redis_factory()
+    log = tmp_path / "worker.stderr"
+    worker = start_workers(cluster.url, [live], recorder_server.url, log)
+    try:
+        with redis.Redis(port=recorder_server.port) as recorder:
+            wait_until("the worker ran the job", lambda: finished(recorder, [job.id]) == 1, 30)
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]

@@ -34,6 +34,7 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.exceptions
 import redis.sentinel
+from redis._parsers import AsyncCommandsParser
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -262,6 +263,68 @@ def _sentinel_kwargs(target: Target, options: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+# Errors of a node that does not answer: failed, or not there any more.
+_SILENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _others_after(first: Any, nodes: list[Any]) -> list[Any]:
+    return [first, *(n for n in nodes if n is not first)]
+
+
+class _Cluster(redis.RedisCluster):
+    """A RedisCluster that reads Redis's command table (which it does once,
+    when it is made) from a node that answers. redis-py asks its default node,
+    the first master of the slot map; a master that just failed stays in the
+    map until its replica has taken over, and the client would raise
+    ConnectionError at once although every other node answers."""
+
+    def command(self, **kwargs: Any) -> Any:
+        nodes: Any = self  # redis-py's node methods are untyped
+        default = nodes.get_default_node()
+        error: BaseException | None = None
+        for node in _others_after(default, nodes.get_nodes()):
+            try:
+                reply = super().command(target_nodes=node, **kwargs)
+            except _SILENT as exc:
+                error = exc
+                continue
+            if node is not default:
+                nodes.set_default_node(node)  # commands without a key go there too
+            return reply
+        raise error or redis.exceptions.ConnectionError("no node of the cluster answered")
+
+
+class _AsyncCommandsParser(AsyncCommandsParser):
+    """The asyncio twin of :meth:`_Cluster.command`: redis-py's asyncio
+    cluster reads the command table at its first call, from the default node."""
+
+    def __init__(self, cluster: redis.asyncio.RedisCluster) -> None:
+        super().__init__()
+        self.zizq_cluster = cluster
+
+    async def initialize(self, node: Any = None) -> None:
+        first = node or getattr(self, "node", None)
+        error: BaseException | None = None
+        for candidate in _others_after(first, self.zizq_cluster.get_nodes()):
+            if candidate is None:
+                continue
+            try:
+                await super().initialize(candidate)
+            except _SILENT as exc:
+                error = exc
+                continue
+            if candidate is not first:
+                self.zizq_cluster.set_default_node(candidate)
+            return
+        raise error or redis.exceptions.ConnectionError("no node of the cluster answered")
+
+
+class _AsyncCluster(redis.asyncio.RedisCluster):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands_parser = _AsyncCommandsParser(self)
+
+
 @dataclass(frozen=True)
 class _Flavour:
     """The redis-py classes of one I/O style, blocking or asyncio."""
@@ -278,12 +341,10 @@ class _Flavour:
     single_connection: bool
 
 
-_BLOCKING = _Flavour(
-    redis.Redis, redis.RedisCluster, redis.cluster.ClusterNode, redis.sentinel.Sentinel, _SentinelRedis, False
-)
+_BLOCKING = _Flavour(redis.Redis, _Cluster, redis.cluster.ClusterNode, redis.sentinel.Sentinel, _SentinelRedis, False)
 _ASYNCIO = _Flavour(
     redis.asyncio.Redis,
-    redis.asyncio.RedisCluster,
+    _AsyncCluster,
     redis.asyncio.cluster.ClusterNode,
     redis.asyncio.sentinel.Sentinel,
     _AsyncSentinelRedis,
@@ -298,7 +359,11 @@ def _client(flavour: _Flavour, url: str, cluster: bool | None, options: dict[str
         opts.pop("db", None)
         opts.pop("single_connection_client", None)
         nodes = [flavour.cluster_node(h, p) for h, p in target.hosts]
-        return flavour.cluster(startup_nodes=nodes, **opts)
+        try:
+            return flavour.cluster(startup_nodes=nodes, **opts)
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+            _unreachable_cluster(exc, url)
+            raise
     if target.kind == "sentinel":
         assert target.service is not None
         single = opts.pop("single_connection_client", False)
@@ -313,6 +378,17 @@ def _client(flavour: _Flavour, url: str, cluster: bool | None, options: dict[str
         return flavour.redis(unix_socket_path=target.unix_path, **opts)
     host, port = target.hosts[0]
     return flavour.redis(host=host, port=port, **opts)
+
+
+def _unreachable_cluster(exc: BaseException, url: str) -> None:
+    """Raise the zizq error for ``exc``, met making a blocking cluster client
+    (which reads the slot map at once), when no node could be reached:
+    RedisMisconfigured when waiting cannot fix it, else RedisUnavailable."""
+    problem = misconfiguration(exc, url)
+    if problem is not None:
+        raise RedisMisconfigured(f"redis at {redact(url)}: {problem}") from exc
+    if any(isinstance(e, _SILENT) for e in _chain(exc)):
+        raise RedisUnavailable(f"cannot reach any node of redis at {redact(url)}: {reason(exc)}") from exc
 
 
 def sync_redis(url: str, *, cluster: bool | None = None, **options: Any) -> Any:
