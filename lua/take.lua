@@ -27,8 +27,9 @@ Returns {now, next_due, more, id1, record1, id2, record2, ...}
   now       Redis time in ms
   next_due  ready_at of the earliest scheduled job, or -1 when there is none
   more      1 when ready jobs remain in the named queues after this take; 2
-            when the take stopped before or after a suspect (see ARGV[3]):
-            take again when a runner is free
+            when the take took a suspect or stopped before one (see
+            ARGV[3]), whether or not ready jobs remain: take again when the
+            suspect taken has started and a runner is free
   idK, recordK  each job taken, with its record after the take (see get.lua)
 ]]
 --@include "includes/lifecycle.lua"
@@ -150,4 +151,6 @@ for _, q in ipairs(open) do
     break
   end
 end
+-- A suspect taken or held back: the worker lets it start before it takes again.
+if held_back then out[3] = 2 end
 return out

@@ -391,13 +391,7 @@ class Worker:
             return
         await self._hold(run, owner, result)
         if result.held_back:
-            # A recovered job (a suspect) must start at once (so that its
-            # loss is counted) and is taken alone: the rest waits in line
-            # until a runner is free.
-            if self._free(run) > 0:
-                await self._let_start(run, owner, result)
-            else:
-                await until(run.room.wait(), run.stop)
+            await self._after_suspect(run, owner, result)
             return
         if len(result.jobs) == room or result.more:
             return
@@ -408,6 +402,18 @@ class Worker:
         woken = await self._wait_for_work(run, timeout, owner, room - len(result.jobs))
         if woken is not None:
             await self._hold(run, owner, woken)
+            if woken.held_back:
+                await self._after_suspect(run, owner, woken)
+
+    async def _after_suspect(self, run: Run, owner: str, result: TakeResult) -> None:
+        """After a take that held jobs back: a recovered job (a suspect)
+        must start at once (so that its loss is counted) and is taken
+        alone. With a runner free, let what was taken start before the next
+        take; else wait until a runner is free."""
+        if self._free(run) > 0:
+            await self._let_start(run, owner, result)
+        else:
+            await until(run.room.wait(), run.stop)
 
     async def _let_start(self, run: Run, owner: str, result: TakeResult) -> None:
         """Let the runners start the jobs ``result`` took (at most
