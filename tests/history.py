@@ -415,8 +415,19 @@ class Run:
         with redis.Redis(port=old.port) as m, redis.Redis(port=new.port) as r:
 
             def caught_up() -> bool:
+                # Equal offsets alone are not enough: after the master's
+                # restart (a new replication id, its offset from 0) the
+                # replica may still be in its full resync, or not linked
+                # yet, and its promotion then loses what it had not loaded
+                # (seed 90: acknowledged jobs in no state at the end). So
+                # the link must be up, no sync in progress, the same
+                # history (replid), the same offset.
+                mi, ri = m.info("replication"), r.info("replication")
                 return bool(
-                    m.info("replication")["master_repl_offset"] == r.info("replication").get("slave_repl_offset")
+                    ri.get("master_link_status") == "up"
+                    and not ri.get("master_sync_in_progress")
+                    and ri.get("master_replid") == mi.get("master_replid")
+                    and mi["master_repl_offset"] == ri.get("slave_repl_offset")
                 )
 
             if not _within(5, caught_up):
