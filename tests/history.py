@@ -422,9 +422,16 @@ class Run:
                 # (seed 90: acknowledged jobs in no state at the end). So
                 # the link must be up, no sync in progress, the same
                 # history (replid), the same offset.
-                mi, ri = m.info("replication"), r.info("replication")
+                # And its AOF must be written again: after a full sync a
+                # replica rewrites its AOF before it appends to it, and a
+                # restart (kill -9) of the promoted replica in that window
+                # loses what the sync brought (seed 118), which no client
+                # can prevent.
+                mi, ri, rp = m.info("replication"), r.info("replication"), r.info("persistence")
                 return bool(
-                    ri.get("master_link_status") == "up"
+                    not rp.get("aof_rewrite_in_progress")
+                    and not rp.get("aof_rewrite_scheduled")
+                    and ri.get("master_link_status") == "up"
                     and not ri.get("master_sync_in_progress")
                     and ri.get("master_replid") == mi.get("master_replid")
                     and mi["master_repl_offset"] == ri.get("slave_repl_offset")
