@@ -22,8 +22,9 @@ again). Past it the job is a poison pill: it fails with error_type
 "zizq.WorkerLost", so its backoff and retry limit apply. Every job handed
 back is marked a suspect (field "sx"): take never prefetches a suspect, so
 should a job not marked started have been the one that started (from the
-worker's prefetch), its next loss is counted. ack and fail (a normal
-outcome) reset "rp" and "sx".
+worker's prefetch), its next loss is counted; and take hands a suspect out
+alone, so a pill's next deaths are not counted against jobs taken with it.
+ack and fail (a normal outcome) reset "rp" and "sx".
 
 A gap: when no heartbeat of any worker reached Redis for longer than this
 call's lease (Redis was down or stalled, or no worker ran), the time nobody

@@ -8,8 +8,9 @@ ARGV[2]  N, the most jobs to take (0 only promotes and reports)
 ARGV[3]  S, how many of the jobs taken start their handler at once (the
          worker's free runners): the first S taken are marked started (field
          "st"); the others are prefetched. A recovered job that may have
-         killed its worker (field "sx") is never prefetched: the take stops
-         before it when it would come after the first S
+         killed its worker (a suspect, field "sx") is taken alone: only as
+         the first job of a take with S >= 1, and nothing after it; the take
+         stops before a suspect that would come later
 ARGV[4..] queue names to take from; none means every known queue
 
 Jobs are taken in (priority, id) order across all the queues named: lowest
@@ -26,8 +27,9 @@ Returns {now, next_due, more, id1, record1, id2, record2, ...}
   now       Redis time in ms
   next_due  ready_at of the earliest scheduled job, or -1 when there is none
   more      1 when ready jobs remain in the named queues after this take; 2
-            when the take stopped before a recovered job that must start at
-            once (see ARGV[3]): take again when a runner is free
+            when the take took a suspect or stopped before one (see
+            ARGV[3]), whether or not ready jobs remain: take again when the
+            suspect taken has started and a runner is free
   idK, recordK  each job taken, with its record after the take (see get.lua)
 ]]
 --@include "includes/lifecycle.lua"
@@ -104,9 +106,12 @@ local flight, taken = {}, {}
 local held_back = false
 for _, id in ipairs(chosen) do
   local job = load_job(P, id)
-  if job and (held_back or (job.sx and #taken >= start)) then
-    -- A suspect would wait in the worker's buffer, unmarked: leave it (and
-    -- what comes after it) in line for a take with a free runner.
+  if job and (held_back or (job.sx and (#taken > 0 or start < 1))) then
+    -- A suspect is taken alone, first and with a free runner: in the
+    -- worker's buffer it would wait unmarked, and next to other jobs of the
+    -- same take a pill among them could kill the process before the others
+    -- start, counting their losses too. Leave it (and what comes after it)
+    -- in line for the next take.
     held_back = true
     redis.call('ZADD', P .. 'ready:' .. job.q, job.p, id)
   elseif job then
@@ -120,6 +125,8 @@ for _, id in ipairs(chosen) do
     taken[#taken + 1] = id
     out[#out + 1] = id
     out[#out + 1] = record
+    -- Nothing comes after a suspect in its take (see above).
+    if job.sx then held_back = true end
   end
 end
 if #taken > 0 then
@@ -144,4 +151,6 @@ for _, q in ipairs(open) do
     break
   end
 end
+-- A suspect taken or held back: the worker lets it start before it takes again.
+if held_back then out[3] = 2 end
 return out

@@ -415,8 +415,26 @@ class Run:
         with redis.Redis(port=old.port) as m, redis.Redis(port=new.port) as r:
 
             def caught_up() -> bool:
+                # Equal offsets alone are not enough: after the master's
+                # restart (a new replication id, its offset from 0) the
+                # replica may still be in its full resync, or not linked
+                # yet, and its promotion then loses what it had not loaded
+                # (seed 90: acknowledged jobs in no state at the end). So
+                # the link must be up, no sync in progress, the same
+                # history (replid), the same offset.
+                # And its AOF must be written again: after a full sync a
+                # replica rewrites its AOF before it appends to it, and a
+                # restart (kill -9) of the promoted replica in that window
+                # loses what the sync brought (seed 118), which no client
+                # can prevent.
+                mi, ri, rp = m.info("replication"), r.info("replication"), r.info("persistence")
                 return bool(
-                    m.info("replication")["master_repl_offset"] == r.info("replication").get("slave_repl_offset")
+                    not rp.get("aof_rewrite_in_progress")
+                    and not rp.get("aof_rewrite_scheduled")
+                    and ri.get("master_link_status") == "up"
+                    and not ri.get("master_sync_in_progress")
+                    and ri.get("master_replid") == mi.get("master_replid")
+                    and mi["master_repl_offset"] == ri.get("slave_repl_offset")
                 )
 
             if not _within(5, caught_up):

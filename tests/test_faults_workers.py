@@ -361,6 +361,35 @@ def test_poison_pill_does_not_take_its_neighbours_down(rig: Rig) -> None:
     assert stop_worker(proc) == 0
 
 
+def test_poison_pill_started_with_its_neighbours_does_not_take_them_down(rig: Rig) -> None:
+    """A pill taken with three jobs by a worker with a runner for each: it
+    kills the process before their handlers start, so their first loss
+    counts too. Handed back, each is then taken alone (and the worker lets
+    it start before it takes the next): the pill's second death counts
+    against it only, it fails as zizq.WorkerLost, the others complete."""
+    rig.client.set_defaults(max_recoveries=1)
+    items = [zizq.Enqueue(Work(n=0, die=True), retry_limit=0)]
+    items += [zizq.Enqueue(Work(n=i), retry_limit=0) for i in range(1, 4)]
+    pill, *others = [job.id for job in rig.client.enqueue_many(items)]
+    proc = rig.start(*QUEUE, "-c", "4", "--prefetch", "4")
+    deaths = 0
+    deadline = time.monotonic() + 40
+    while not rig.all_finished([pill, *others]):
+        assert time.monotonic() < deadline, f"not all finished after {deaths} worker deaths"
+        if proc.poll() is not None:
+            assert proc.returncode == -signal.SIGKILL
+            deaths += 1
+            assert deaths <= 2, "more workers died than max_recoveries allows"
+            proc = rig.start(*QUEUE, "-c", "4", "--prefetch", "4")
+        time.sleep(0.01)
+    assert deaths == 2
+    assert [e.error_type for e in rig.client.job_errors(pill)] == ["zizq.WorkerLost"]
+    jobs = rig.jobs(others)
+    assert {i: j.status for i, j in jobs.items()} == dict.fromkeys(others, "completed")
+    assert all(rig.client.job_errors(i) == [] for i in others)
+    assert stop_worker(proc) == 0
+
+
 def test_redis_stalled_past_the_lease_recovers_nobody(rig: Rig) -> None:
     """Redis frozen (SIGSTOP) for three leases while two workers run long
     handlers: when it comes back, the first heartbeat does not declare the

@@ -1121,7 +1121,9 @@ def test_take_does_not_prefetch_a_suspect(lua: Lua) -> None:
     taken = lua.take("w", 3, "q", start=1)
     assert (taken.ids, taken.more) == (["j0"], 2)
     assert lua.r.zrange(lua.key("ready", "q"), 0, -1) == [b"j1", b"j2"]  # in their place
-    assert lua.take("w2", 3, "q", start=2).ids == ["j1", "j2"]
+    # A suspect is taken alone, first and with a free runner.
+    assert (lua.take("w2", 3, "q", start=2).ids, lua.take("w3", 3, "q", start=0).ids) == (["j1"], [])
+    assert lua.take("w4", 3, "q", start=2).ids == ["j2"]
 
 
 def test_release_puts_jobs_back_in_their_place(lua: Lua) -> None:

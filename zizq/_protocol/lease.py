@@ -44,7 +44,7 @@ class TakeResult:
     more: bool
     jobs: list[Job]
     broken: list[tuple[str, str]]  # (id, why) of jobs taken whose records could not be read
-    held_back: bool = False  # stopped before a recovered job: take again when a runner is free
+    held_back: bool = False  # took a recovered job (a suspect) or stopped before one: take again once it started
 
     @classmethod
     def decode(cls, reply: list[Any]) -> TakeResult:

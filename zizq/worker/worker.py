@@ -49,6 +49,7 @@ __all__ = ("PURGE_BATCH", "Worker", "WorkerStats")  # WorkerStats: where zizq im
 log = logging.getLogger("zizq.worker")
 T = TypeVar("T")
 PURGE_BATCH = 1000
+START_WAIT = 0.1  # seconds a take waits for the suspect it took to start (see Worker._let_start)
 
 
 def _count(what: str, value: object) -> int:
@@ -390,9 +391,7 @@ class Worker:
             return
         await self._hold(run, owner, result)
         if result.held_back:
-            # A recovered job must start at once (so that its loss is
-            # counted): it waits in line until a runner is free.
-            await until(run.room.wait(), run.stop)
+            await self._after_suspect(run, owner, result)
             return
         if len(result.jobs) == room or result.more:
             return
@@ -403,6 +402,29 @@ class Worker:
         woken = await self._wait_for_work(run, timeout, owner, room - len(result.jobs))
         if woken is not None:
             await self._hold(run, owner, woken)
+            if woken.held_back:
+                await self._after_suspect(run, owner, woken)
+
+    async def _after_suspect(self, run: Run, owner: str, result: TakeResult) -> None:
+        """After a take that held jobs back: a recovered job (a suspect)
+        must start at once (so that its loss is counted) and is taken
+        alone. With a runner free, let what was taken start before the next
+        take; else wait until a runner is free."""
+        if self._free(run) > 0:
+            await self._let_start(run, owner, result)
+        else:
+            await until(run.room.wait(), run.stop)
+
+    async def _let_start(self, run: Run, owner: str, result: TakeResult) -> None:
+        """Let the runners start the jobs ``result`` took (at most
+        ``START_WAIT`` seconds) before the next take: a suspect taken alone
+        that kills the process must do so before this worker takes the
+        next, or the next one's loss would count too."""
+        pairs = [(owner, job.id) for job in result.jobs]
+        deadline = time.monotonic() + START_WAIT
+        while not all(p in run.running or p not in run.held for p in pairs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)  # the handler's task runs its first step
 
     def _free(self, run: Run) -> int:
         """How many jobs taken now start at once: the runners no held job
