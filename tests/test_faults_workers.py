@@ -333,16 +333,21 @@ def test_resumed_worker_starts_none_of_the_jobs_it_lost(rig: Rig, capfd: pytest.
     assert out.statuses == Counter(completed=5) and out.doubles == []
 
 
-def test_poison_pill_does_not_take_its_neighbours_down(rig: Rig) -> None:
-    """A pill that kills its worker is taken with three jobs prefetched
-    behind it, by a worker restarted each time it dies: the pill fails as
-    zizq.WorkerLost after max_recoveries + 1 losses; the jobs that never
-    started with it are not counted, and complete."""
+@pytest.mark.parametrize("concurrency", ["1", "4"], ids=["prefetched-behind-it", "started-with-it"])
+def test_poison_pill_does_not_take_its_neighbours_down(rig: Rig, concurrency: str) -> None:
+    """A pill that kills its worker is taken with three other jobs by a
+    worker restarted each time it dies. With one runner the three wait
+    behind it (prefetched) and their losses do not count. With a runner
+    each they are marked started with it and its first death counts
+    against them too; handed back, each is then taken alone (the worker
+    lets it start before it takes the next), so the pill's second death
+    counts against it only. Either way the pill fails as zizq.WorkerLost
+    after max_recoveries + 1 losses and the others complete."""
     rig.client.set_defaults(max_recoveries=1)
     items = [zizq.Enqueue(Work(n=0, die=True), retry_limit=0)]
     items += [zizq.Enqueue(Work(n=i), retry_limit=0) for i in range(1, 4)]
     pill, *others = [job.id for job in rig.client.enqueue_many(items)]
-    proc = rig.start(*QUEUE, "-c", "1", "--prefetch", "4")
+    proc = rig.start(*QUEUE, "-c", concurrency, "--prefetch", "4")
     deaths = 0
     deadline = time.monotonic() + 40
     while not rig.all_finished([pill, *others]):
@@ -351,36 +356,7 @@ def test_poison_pill_does_not_take_its_neighbours_down(rig: Rig) -> None:
             assert proc.returncode == -signal.SIGKILL
             deaths += 1
             assert deaths <= 2, "more workers died than max_recoveries allows"
-            proc = rig.start(*QUEUE, "-c", "1", "--prefetch", "4")
-        time.sleep(0.01)
-    assert deaths == 2
-    assert [e.error_type for e in rig.client.job_errors(pill)] == ["zizq.WorkerLost"]
-    jobs = rig.jobs(others)
-    assert {i: j.status for i, j in jobs.items()} == dict.fromkeys(others, "completed")
-    assert all(rig.client.job_errors(i) == [] for i in others)
-    assert stop_worker(proc) == 0
-
-
-def test_poison_pill_started_with_its_neighbours_does_not_take_them_down(rig: Rig) -> None:
-    """A pill taken with three jobs by a worker with a runner for each: it
-    kills the process before their handlers start, so their first loss
-    counts too. Handed back, each is then taken alone (and the worker lets
-    it start before it takes the next): the pill's second death counts
-    against it only, it fails as zizq.WorkerLost, the others complete."""
-    rig.client.set_defaults(max_recoveries=1)
-    items = [zizq.Enqueue(Work(n=0, die=True), retry_limit=0)]
-    items += [zizq.Enqueue(Work(n=i), retry_limit=0) for i in range(1, 4)]
-    pill, *others = [job.id for job in rig.client.enqueue_many(items)]
-    proc = rig.start(*QUEUE, "-c", "4", "--prefetch", "4")
-    deaths = 0
-    deadline = time.monotonic() + 40
-    while not rig.all_finished([pill, *others]):
-        assert time.monotonic() < deadline, f"not all finished after {deaths} worker deaths"
-        if proc.poll() is not None:
-            assert proc.returncode == -signal.SIGKILL
-            deaths += 1
-            assert deaths <= 2, "more workers died than max_recoveries allows"
-            proc = rig.start(*QUEUE, "-c", "4", "--prefetch", "4")
+            proc = rig.start(*QUEUE, "-c", concurrency, "--prefetch", "4")
         time.sleep(0.01)
     assert deaths == 2
     assert [e.error_type for e in rig.client.job_errors(pill)] == ["zizq.WorkerLost"]

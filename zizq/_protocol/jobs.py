@@ -176,6 +176,11 @@ class Core:
         return self.prefix + ":".join(parts)
 
     def enqueue(self, items: Sequence[Enqueue | JobKind]) -> Call[list[Job]]:
+        return self._enqueue_call(*self._plan(items))
+
+    def _plan(self, items: Sequence[Enqueue | JobKind]) -> tuple[list[EnqueueRow], list[Template]]:
+        """Every job's enqueue values and result template, all checked
+        before anything is sent."""
         if not items:
             raise ValidationError("enqueue_many needs at least one job")
         rows, templates = [], []
@@ -183,20 +188,14 @@ class Core:
             row, template = plan_enqueue(item, self.ids)
             rows.append(row)
             templates.append(template)
-        return self._enqueue_call(rows, templates)
+        return rows, templates
 
     def enqueue_calls(self, items: Sequence[Enqueue | JobKind]) -> list[Call[list[Job]]]:
         """The enqueue calls for ``items``, in order: every job is checked
         (a ValidationError is raised) before any call is built, and the jobs
         are split into calls of at most ENQUEUE_BATCH jobs (see batches);
         each call is atomic, the whole list is not."""
-        if not items:
-            raise ValidationError("enqueue_many needs at least one job")
-        rows, templates = [], []
-        for item in items:
-            row, template = plan_enqueue(item, self.ids)
-            rows.append(row)
-            templates.append(template)
+        rows, templates = self._plan(items)
         return [self._enqueue_call(rows[a:b], templates[a:b]) for a, b in batches(rows)]
 
     def _enqueue_call(self, rows: list[EnqueueRow], templates: list[Template]) -> Call[list[Job]]:
