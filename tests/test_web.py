@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from zizq.web import create_app
 from zizq.web.reads import RETRY_SCAN
 
 from .conftest import ROOT, RedisServer, free_port
+from .test_readme import blocks, example_env, section
 from .test_top import commands
 from .web_server import Browser, serve
 
@@ -359,3 +361,31 @@ def test_zizq_web_serves_the_dashboard(redis_server: RedisServer, client: zizq.C
         timeout=30,
     )
     assert out.returncode == 1 and out.stderr == "zizq: error: --port 70000 is not in 0..65535\n"
+
+
+def test_the_readme_examples(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The mount examples need packages zizq does not depend on (FastAPI,
+    Flask, Django): they are only compiled. The audit example runs and
+    hears an action."""
+    codes = blocks(section("Web dashboard"), "python")
+    assert len(codes) == 4
+    for i, code in enumerate(codes):
+        compile(code, f"web example {i}", "exec")
+    [audit] = [c for c in codes if "web_action" in c]
+    (tmp_path / "audit.py").write_text(audit)
+    driver = f"""
+import asyncio, audit, zizq
+from zizq.web.actions import run
+client = zizq.AsyncClient.from_url({redis_server.url!r}, "readme-web")
+asyncio.run(run(client, {{"action": "queue.pause", "name": "emails"}}, "ada"))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", driver],
+        cwd=tmp_path,
+        env=example_env(tmp_path, redis_server),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "ada queue.pause emails 1 {} None\n"
