@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import re
 import subprocess
 import sys
 import threading
@@ -25,7 +27,7 @@ from starlette.routing import Mount
 
 import zizq
 from zizq.web import create_app
-from zizq.web.reads import RETRY_SCAN
+from zizq.web.reads import RETRY_SCAN, SCAN_CALLS
 
 from .conftest import ROOT, RedisServer, free_port
 from .test_readme import blocks, example_env, section
@@ -250,6 +252,9 @@ def test_a_page_costs_redis_the_same_with_300_and_200000_jobs(redis_factory: Cal
             "/jobs?status=ready&type=t&priority=..4",
             "/jobs?status=scheduled&jq=" + quote(".n >= 0"),
             "/jobs?status=dead&queue=a,b,c",
+            "/jobs?status=ready&order=desc&priority=0..4",
+            "/jobs?status=scheduled&order=desc",
+            "/jobs?status=dead&order=desc",
             "/state/ready",
             "/state/scheduled",
             "/state/in_flight",
@@ -268,7 +273,7 @@ def test_a_page_costs_redis_the_same_with_300_and_200000_jobs(redis_factory: Cal
                 status, page = web.get(path)
                 costs[ns].append(commands(r))
                 assert status == 200 and time.perf_counter() - started < 1.0, path
-                if path.startswith("/jobs?status=ready"):
+                if path.startswith(("/jobs?status=ready", "/jobs?status=scheduled")):
                     assert page.count("<tr data-id=") == 50, path
             # The retries page has no index of its own: it looks at up to
             # RETRY_SCAN scheduled jobs (fewer when there are fewer).
@@ -389,3 +394,50 @@ asyncio.run(run(client, {{"action": "queue.pause", "name": "emails"}}, "ada"))
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "ada queue.pause emails 1 {} None\n"
+
+
+def test_the_job_list_pages_through_a_state_both_ways(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
+    # 130 ready jobs over three queues (so the windows cross from one queue's
+    # index to the next), 40 of type b; pages of 50 in either order.
+    jobs = client.enqueue_many(
+        [zizq.Enqueue.raw("b" if i % 13 < 4 else "a", i, queue=("q1", "q2", "q3")[i % 3]) for i in range(130)]
+    )
+    web = dashboard()
+    for order in ("asc", "desc"):
+        for type_filter, expected in (("", jobs), ("&type=b", [j for j in jobs if j.type == "b"])):
+            seen: list[str] = []
+            path = f"/jobs?status=ready&order={order}{type_filter}"
+            for _ in range(10):
+                status, page = web.get(path)
+                assert status == 200
+                seen += re.findall(r'<tr data-id="([0-9a-z]+)"', page)
+                found = re.search(r'id="next" href="([^"]+)"', page)
+                if found is None:
+                    break
+                path = html.unescape(found[1])
+            assert sorted(seen) == sorted(j.id for j in expected), (order, type_filter)
+            # Each queue's jobs come in its index's order (FIFO at one priority), or reversed.
+            q1 = [i for i in seen if i in {j.id for j in jobs if j.queue == "q1"}]
+            assert q1 == sorted(q1, reverse=order == "desc")
+            if order == "desc" and not type_filter:
+                assert seen[0] in {j.id for j in jobs if j.queue == "q3"}  # the last queue first
+    status, page = web.get("/jobs?status=ready&order=up")
+    assert status == 400 and "order &#39;up&#39;" in page
+    status, page = web.get("/jobs?status=dead&cursor=x")
+    assert status == 400 and "cursor &#39;x&#39; is not a cursor" in page
+
+
+def test_a_thousand_queues(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
+    client.enqueue_many([zizq.Enqueue.raw("t", i, queue=f"tenant-{i:04}") for i in range(1000)])
+    web = dashboard()
+    for path in ("/", "/state/ready", "/jobs?status=ready&type=t", "/jobs?status=ready&order=desc"):
+        started = time.perf_counter()
+        status, page = web.get(path)
+        assert status == 200 and time.perf_counter() - started < 2.0, path
+    _, page = web.get("/")
+    assert page.count("<tr data-queue=") == 200 and "800 more queue(s) match" in page
+    _, page = web.get("/?q=tenant-09")
+    assert page.count("<tr data-queue=") == 100 and 'data-queue="tenant-0999"' in page
+    # A page sends at most SCAN_CALLS walks: here one a queue, each holding one job.
+    _, page = web.get("/jobs?status=ready&order=desc")
+    assert page.count("<tr data-id=") == SCAN_CALLS and 'id="next"' in page

@@ -92,7 +92,9 @@ def wait(browser: WebDriver, what: str, condition: Any, timeout: float = 10) -> 
 
 
 def text(browser: WebDriver, css: str) -> str:
-    return str(browser.find_element(By.CSS_SELECTOR, css).text)
+    """The element's text, read in one step in the page: the overview's
+    live part is replaced every refresh, so a held element goes stale."""
+    return str(browser.execute_script("return document.querySelector(arguments[0]).innerText.trim()", css))
 
 
 def rows(browser: WebDriver) -> int:
@@ -122,6 +124,9 @@ def test_the_overview_shows_queues_and_counts_and_updates_by_itself(
     wait(browser, "the count to update", lambda: text(browser, "#count-ready") == "5")
     assert text(browser, '[data-queue="emails"] [data-ready]') == "5"
     browser.find_element(By.ID, "live-toggle").click()  # pause
+    # A refresh sent just before the click may still be on its way.
+    in_flight = "return document.querySelector('#overview').classList.contains('htmx-request')"
+    wait(browser, "the last refresh to land", lambda: not browser.execute_script(in_flight))
     client.enqueue_raw("send_email", 9, queue="emails")
     assert fetch_status(browser, site + "/admin/") == 200  # the server has it; the page waits
     browser.execute_script("return new Promise(r => setTimeout(r, 600))")

@@ -141,7 +141,10 @@ async def jobs_page(d: Dashboard, request: Request) -> Response:
     status = request.query_params.get("status", "ready")
     params = filter_params(request)
     f = actions.make_filter(params)
-    data = await reads.job_list(d.client, status, f, request.query_params.get("cursor", ""))
+    order = request.query_params.get("order", "asc")
+    data = await reads.job_list(d.client, status, f, request.query_params.get("cursor", ""), order)
+    if order != "asc":
+        params["order"] = order  # kept by the links
     return d.render(
         request, "jobs.html", title="Jobs", status=status, params=params, data=data, query=urlencode, page=reads.PAGE
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zizq._protocol.query import INDEX_OF, QueryCore, Stats, WindowRow
+from zizq._protocol.query import FINISHED, INDEX_OF, QueryCore, Stats, WindowRow
 from zizq.client.aio import AsyncClient
 from zizq.client.query import time_ms
 from zizq.errors import ValidationError
@@ -117,29 +117,39 @@ class JobList:
 
 
 def _cursor(text: str) -> tuple[int, int]:
-    """'queue position.rank' (ready) or 'rank'; bad text raises ValidationError."""
+    """'index position.rank'; bad text raises ValidationError."""
     head, _, tail = text.partition(".")
-    try:
-        return (int(head), int(tail)) if tail else (0, int(head))
-    except ValueError:
-        raise ValidationError(f"cursor {text!r} is not a cursor of this page") from None
+    if not (head.isascii() and head.isdigit() and tail.isascii() and tail.isdigit()):
+        raise ValidationError(f"cursor {text!r} is not a cursor of this page")
+    return int(head), int(tail)
 
 
-async def job_list(client: AsyncClient, status: str, f: Filter, cursor: str = "") -> JobList:
+async def job_list(client: AsyncClient, status: str, f: Filter, cursor: str = "", order: str = "asc") -> JobList:
     """Up to PAGE jobs of ``status`` matching ``f`` (whose own status is
-    ignored), looking at SCAN index entries at most, from ``cursor``."""
+    ignored), looking at SCAN index entries at most, from ``cursor``: in
+    the index's order (``asc``: for completed and dead jobs the oldest
+    first) or reversed (``desc``)."""
     if status not in STATUSES:
         raise ValidationError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    if order not in ("asc", "desc"):
+        raise ValidationError(f"order {order!r} is not 'asc' or 'desc'")
     q = QueryCore(client.core)
     stats = await client.stats()
     if status == "ready":
         queues = [n for n in stats.queues if f.queues is None or n in f.queues]
         indexes = [f"ready:{n}" for n in queues]
-        size = sum(stats.queues[n][0] for n in queues)
+        sizes = [stats.queues[n][0] for n in queues]
+        total = sum(sizes)
     else:
         indexes = [INDEX_OF[status]]
-        size = stats.count(status)
-    at, rank = _cursor(cursor) if cursor else (0, 0)
+        total = stats.count(status)
+        # The finished indexes also hold jobs past purge_at, which the counts leave out.
+        sizes = [int(await client.redis.zcard(client.core.key(indexes[0])))] if status in FINISHED else [total]
+    desc = order == "desc"
+    if desc:
+        indexes, sizes = indexes[::-1], sizes[::-1]
+    # rank: where the next window starts (asc), or ends, exclusive (desc).
+    at, rank = _cursor(cursor) if cursor else (0, sizes[0] if desc and sizes else 0)
     output = "jobs" if f.jq is not None else "meta"
     only = frozenset({status})
     found: list[Job] = []
@@ -148,16 +158,23 @@ async def job_list(client: AsyncClient, status: str, f: Filter, cursor: str = ""
         # A window no larger than the rows still wanted: every match it
         # holds fits on the page, so the next window starts where it ended.
         want = min(PAGE - len(found), SCAN - looked)
-        w = await client.run(q.walk(f, indexes[at], rank, want, output=output, statuses=only))
+        if (desc and rank <= 0) or sizes[at] == 0:  # nothing (left) in this index: no call
+            at, rank = at + 1, sizes[at + 1] if desc and at + 1 < len(sizes) else 0
+            continue
+        first = max(0, rank - want) if desc else rank
+        size = rank - first if desc else want
+        w = await client.run(q.walk(f, indexes[at], first, size, order=order, output=output, statuses=only))
         calls += 1
-        looked += want
+        looked += size
         found += [j for j in w.jobs if f.payload_matches(j)]
-        if w.next < 0:
+        if desc:
+            rank = first
+        elif w.next < 0:
             at, rank = at + 1, 0
         else:
             rank = w.next
-    nxt = None if at >= len(indexes) else (f"{at}.{rank}" if status == "ready" else str(rank))
-    return JobList(found, nxt, looked, size)
+    nxt = None if at >= len(indexes) or (desc and at == len(indexes) - 1 and rank <= 0) else f"{at}.{rank}"
+    return JobList(found, nxt, looked, total)
 
 
 @dataclass(frozen=True, slots=True)
