@@ -150,6 +150,13 @@ def test_actions_need_the_csrf_token(client: zizq.Client, dashboard: Callable[..
     stranger = Browser(web.base)  # another site's form: no cookie
     assert stranger.post("/act", {"action": "job.delete", "id": job.id, "csrf": "x"})[0] == 403
     assert client.get_job(job.id).status == "ready"
+    # After an action the browser goes back to a page of the dashboard, never elsewhere.
+    _, page = web.get("/")
+    for back in ("//evil.example", "/\\evil.example", "https://evil.example/"):
+        status, _, headers = web.post(
+            "/act", {"action": "queue.pause", "name": "q", "back": back, "csrf": web.csrf(page)}
+        )
+        assert status == 303 and headers["location"].startswith("/?msg="), back
 
 
 def test_read_only_users_see_no_actions_and_are_refused(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
@@ -175,7 +182,8 @@ async def test_authorize_may_be_async_and_none_is_refused(
     web = dashboard(authorize=nobody)
     for path in ("/", "/jobs", f"/jobs/{job.id}", "/state/dead", "/workers", "/cron"):
         status, page = web.get(path)
-        assert status == 403 and "You may not see this dashboard" in page and job.id not in page, path
+        assert status == 403 and "You may not see this dashboard" in page, path
+        assert job.id not in page and client.namespace not in page, path
     assert web.post("/act", {"action": "job.delete", "id": job.id, "csrf": "x"})[0] == 403
     assert client.get_job(job.id).status == "ready"
 

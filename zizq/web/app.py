@@ -206,8 +206,8 @@ async def act(request: Request) -> Response:
     if role != "admin":
         return d.refused(request, "Your access is read-only.")
     back = form.get("back", "/")
-    if not back.startswith("/") or back.startswith("//"):
-        back = "/"
+    if not back.startswith("/") or back.startswith("//") or "\\" in back:
+        back = "/"  # only a page of the dashboard: never another site ("//host", "/\\host")
     try:
         done = await actions.run(d.client, form, d.user(request))
     except ZizqError as exc:
