@@ -1,9 +1,11 @@
-"""``zizq web``: the dashboard (:mod:`zizq.web`) on its own, served by uvicorn.
+"""``zizq web``: the dashboard (zizq.web) on its own, served by uvicorn.
 
-It has no login: anyone who reaches the port may see and act (``--read-only``
-takes the actions away). So it listens on 127.0.0.1 unless ``--host`` says
-otherwise; to share it, mount :func:`zizq.web.create_app` in an app that
-authenticates, with an ``authorize`` function.
+Serve the web dashboard of one namespace (pip install 'zizq[web]'). It has
+no login: anyone who reaches the port may see the jobs and act on them
+(--read-only takes the actions away). So it listens on 127.0.0.1, this
+machine only, unless --host says otherwise; to share the dashboard, mount
+zizq.web.create_app in your app, behind its login, with an authorize
+function.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def cmd_web(args: argparse.Namespace) -> int:
     client = AsyncClient.from_url(args.url, args.namespace)
     app = create_app(client, authorize=(lambda request: "read") if args.read_only else None)
     if args.host not in LOOPBACK:
-        print(f"zizq web: listening on {args.host} without a login: anyone who reaches it may act", file=sys.stderr)
+        may = "see every job" if args.read_only else "see every job and act on it"
+        print(f"zizq web: listening on {args.host} without a login: anyone who reaches it may {may}", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
