@@ -80,6 +80,7 @@ def test_every_page_shows_the_namespace(client: zizq.Client, dashboard: Callable
     status, page = web.get(f"/jobs/{dead.id}")
     assert status == 200
     assert "card declined" in page and "ValueError: card declined" in page and "&#34;order&#34;: 7" in page
+    assert re.search(r"Attempt 1</b> · failed [0-9: -]+UTC, after [0-9.]+ s", page)  # how long it ran
     status, page = web.get("/state/dead")
     assert status == 200 and dead.id in page and "ValueError: card declined" in page
     status, page = web.get("/state/scheduled")
