@@ -18,6 +18,7 @@ held by another worker, or in another attempt).
 Errors: "ZIZQ INVALID" when the ids and dequeued_at values do not pair up.
 ]]
 --@include "includes/lifecycle.lua"
+--@include "includes/flow.lua"
 
 local P = KEYS[1]
 local worker = ARGV[1]

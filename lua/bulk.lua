@@ -27,6 +27,7 @@ Errors: "ZIZQ INVALID" (a bad action, filter, count, index or patch value;
 nothing is changed).
 ]]
 --@include "includes/lifecycle.lua"
+--@include "includes/flow.lua"
 --@include "includes/filter.lua"
 --@include "includes/manage.lua"
 --@include "includes/memo.lua"
@@ -47,7 +48,7 @@ if #ARGV < 4 + n then
 end
 local last, call_id = #ARGV, nil
 if (#ARGV - 4 - n) % 2 == 1 then last, call_id = #ARGV - 1, ARGV[#ARGV] end
-local INDEXES = {[''] = true, scheduled = true, inflight = true, completed = true, dead = true}
+local INDEXES = {[''] = true, scheduled = true, inflight = true, completed = true, dead = true, waiting = true}
 if not INDEXES[index] and string.sub(index, 1, 6) ~= 'ready:' then
   return fail_with('INVALID', 'index ' .. tostring(index) .. ' is not ready:<queue>, scheduled, inflight, completed or dead')
 end

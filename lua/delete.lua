@@ -15,6 +15,7 @@ Returns the number of jobs deleted (jobs past purge_at count as already gone).
 Errors: "ZIZQ INVALID" for more than 1000 ids; nothing is deleted.
 ]]
 --@include "includes/lifecycle.lua"
+--@include "includes/flow.lua"
 
 local P = KEYS[1]
 local now = now_ms()

@@ -29,6 +29,7 @@ is not in flight for this worker in this attempt (so a retried call does
 nothing twice, also once the same worker has taken the job again).
 ]]
 --@include "includes/lifecycle.lua"
+--@include "includes/flow.lua"
 --@include "includes/failure.lua"
 
 local P = KEYS[1]

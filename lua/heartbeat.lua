@@ -41,6 +41,7 @@ Returns {state, recovered, failed}
   failed     jobs failed as poison pills by this call
 ]]
 --@include "includes/lifecycle.lua"
+--@include "includes/flow.lua"
 --@include "includes/failure.lua"
 
 local P = KEYS[1]

@@ -15,7 +15,7 @@ ARGV[7]  what to return: 'jobs' (records with payloads), 'meta' (records
          (only the number of matches)
 walk:
 ARGV[8]  index key below the prefix: 'ready:<queue>', 'scheduled',
-         'inflight', 'completed' or 'dead'
+         'inflight', 'completed', 'dead' or 'waiting'
 ARGV[9]  first rank to look at (0-based, in the index's own order)
 ARGV[10] how many index entries to look at (1..2000)
 ids:
@@ -52,6 +52,7 @@ local ids, next_rank = {}, -1
 if mode == 'walk' then
   local index, first, size = ARGV[8], ARGV[9], ARGV[10]
   local ok_index = index == 'scheduled' or index == 'inflight' or index == 'completed' or index == 'dead'
+    or index == 'waiting'
     or (string.sub(index or '', 1, 6) == 'ready:' and name_ok(string.sub(index, 7)))
   if not ok_index then return fail_with('INVALID', 'index ' .. tostring(index) .. ' is not a job index') end
   if not natural(first) or not natural(size) or tonumber(size) < 1 or tonumber(size) > MAX then

@@ -1,8 +1,8 @@
 --[[ queue_counts: jobs per queue in a window of one index.
 
 KEYS[1]  namespace prefix "{<namespace>}:"
-ARGV[1]  index key below the prefix: 'scheduled', 'inflight', 'completed'
-         or 'dead' (ready jobs are counted with ZCARD of 'ready:<queue>')
+ARGV[1]  index key below the prefix: 'scheduled', 'inflight', 'completed',
+         'dead' or 'waiting' (ready jobs are counted with ZCARD of 'ready:<queue>')
 ARGV[2]  first rank to look at (0-based)
 ARGV[3]  how many index entries to look at (1..10000)
 
@@ -17,8 +17,8 @@ Errors: "ZIZQ INVALID" (a bad index or window).
 
 local P = KEYS[1]
 local index, first, size = ARGV[1], ARGV[2], ARGV[3]
-if index ~= 'scheduled' and index ~= 'inflight' and index ~= 'completed' and index ~= 'dead' then
-  return fail_with('INVALID', 'index ' .. tostring(index) .. ' is not scheduled, inflight, completed or dead')
+if index ~= 'scheduled' and index ~= 'inflight' and index ~= 'completed' and index ~= 'dead' and index ~= 'waiting' then
+  return fail_with('INVALID', 'index ' .. tostring(index) .. ' is not scheduled, inflight, completed, dead or waiting')
 end
 if not natural(first) or not natural(size) or tonumber(size) < 1 or tonumber(size) > 10000 then
   return fail_with('INVALID', 'window ' .. tostring(first) .. '+' .. tostring(size) .. ' is out of range')

@@ -18,6 +18,7 @@ purge_at), "ZIZQ STATE" (the job is not dead), "ZIZQ UNIQUE_HELD" (a
 conflicting job holds its unique key; the message names that job).
 ]]
 --@include "includes/lifecycle.lua"
+--@include "includes/flow.lua"
 --@include "includes/manage.lua"
 --@include "includes/memo.lua"
 

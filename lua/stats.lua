@@ -8,7 +8,7 @@ cost grows with the number of queues, not of jobs. Completed and dead jobs
 past purge_at (invisible, awaiting the purge) are not counted.
 
 Returns {now, scheduled, in_flight, completed, dead, workers, n_queues,
-queue1, ready1, paused1, queue2, ...}: now in ms, workers the number of
+waiting, queue1, ready1, paused1, queue2, ...}: now in ms, workers the number of
 workers holding a lease, n_queues the number of queues known (the list
 after it may be cut at ARGV[1]); paused is 1 or 0.
 Errors: "ZIZQ INVALID" (a bad count).
@@ -32,6 +32,7 @@ local out = {
   redis.call('ZCOUNT', P .. 'dead', live, '+inf'),
   redis.call('ZCOUNT', P .. 'workers', now, '+inf'),
   #queues,
+  redis.call('ZCARD', P .. 'waiting'),
 }
 for i = 1, math.min(#queues, most) do
   local q = queues[i]

@@ -19,9 +19,9 @@ from .jobs_app import SendEmail
 
 # Methods whose twins differ in name: the context-manager protocol.
 RENAMED = {"__enter__": "__aenter__", "__exit__": "__aexit__"}
-# Plain (not awaited) on AsyncClient too: construction, and registering
-# middleware.
-NOT_AWAITED = {"__init__", "from_url", "use"}
+# Plain (not awaited) on AsyncClient too: construction, registering
+# middleware, and making a batch (opened by ``async with``).
+NOT_AWAITED = {"__init__", "from_url", "use", "batch"}
 # An async iterator on AsyncClient (``async for``), an iterator on Client.
 ITERATORS = {"iter_jobs"}
 # Parameters whose annotation differs: middleware is a coroutine on
@@ -107,6 +107,7 @@ def test_enqueue_request_attributes_are_the_options() -> None:
     assert hints.pop("job") == zizq.JobKind | None
     assert hints.pop("type") == str | None
     assert hints.pop("payload") == Any
+    assert hints.pop("batch_id") == str | None
     assert hints == typing.get_type_hints(EnqueueOptions)
     item = zizq.Enqueue(None, priority=3)
     assert {name: getattr(item, name) for name in hints} == {**dict.fromkeys(hints), "priority": 3}

@@ -4,14 +4,19 @@ Typed jobs, priorities, unique jobs, retries with backoff, retention; every
 state change is one atomic Lua script in Redis.
 """
 
+from zizq._protocol.flows import BatchInfo
 from zizq._protocol.query import JobPage, QueueInfo, Stats
 from zizq._version import __version__
 from zizq.client.aio import AsyncClient
+from zizq.client.flows import AsyncBatch, Batch
 from zizq.client.sync import Client
 from zizq.cron import CronEntry, CronEntryState, CronGroup
 from zizq.errors import (
+    BatchClosed,
+    BatchNotFound,
     CronEntryExists,
     CronNotFound,
+    DependencyFailed,
     HandlerSignal,
     InvalidName,
     InvalidPayload,
@@ -42,8 +47,13 @@ from zizq.worker.group import WorkerGroup
 from zizq.worker.worker import Worker, WorkerStats
 
 __all__ = (
+    "AsyncBatch",
     "AsyncClient",
     "Backoff",
+    "Batch",
+    "BatchClosed",
+    "BatchInfo",
+    "BatchNotFound",
     "Client",
     "CronEntry",
     "CronEntryExists",
@@ -51,6 +61,7 @@ __all__ = (
     "CronGroup",
     "CronNotFound",
     "DefaultsOptions",
+    "DependencyFailed",
     "Enqueue",
     "EnqueueEvent",
     "EnqueueOptions",

@@ -84,6 +84,14 @@ class WorkerLost(JobFailure):
     (lua/heartbeat.lua) as ``zizq.WorkerLost``; never raised in Python."""
 
 
+class DependencyFailed(JobFailure):
+    """Recorded on a waiting job that died because a job it depended on
+    ended dead or was deleted (unless it was enqueued with
+    ``on_dependency_failure="run"``). Recorded by Redis
+    (lua/includes/flow.lua) as ``zizq.DependencyFailed``; never raised in
+    Python."""
+
+
 class NoRouteError(JobFailure):
     """A worker received a job whose type no handler is registered for.
     Raised by :meth:`zizq.Router.route`; the worker records it on the job as
@@ -178,6 +186,16 @@ class CronEntryExists(ZizqError):
     the client; caught by the caller."""
 
 
+class BatchNotFound(ZizqError, LookupError):
+    """No batch with that id exists (or it expired, 7 days after it
+    finished). Raised by the client's batch calls; caught by the caller."""
+
+
+class BatchClosed(ZizqError):
+    """The batch is closed: it takes no new member. Raised by
+    ``Batch.enqueue`` and by opening a child batch; caught by the caller."""
+
+
 # Lua scripts report domain failures as "ZIZQ <CODE> <message>"; this table is
 # the one place that turns a code into an exception class.
 SCRIPT_ERRORS: dict[str, type[ZizqError]] = {
@@ -188,6 +206,8 @@ SCRIPT_ERRORS: dict[str, type[ZizqError]] = {
     "LOST": LeaseLost,
     "CRON_NOT_FOUND": CronNotFound,
     "EXISTS": CronEntryExists,
+    "BATCH_NOT_FOUND": BatchNotFound,
+    "BATCH_CLOSED": BatchClosed,
 }
 
 

@@ -17,9 +17,11 @@ import orjson
 from zizq import _hotpath, _shapes
 from zizq.errors import InvalidPayload, JobKindError, PayloadDecodeError, ValidationError
 
-JobStatus = Literal["ready", "scheduled", "in_flight", "completed", "dead"]
+JobStatus = Literal["ready", "scheduled", "in_flight", "completed", "dead", "waiting"]
 """A job's status. In lifecycle order, which is also the order of the
-numbers 1 to 5 that Redis stores (lua/includes/common.lua)."""
+numbers 1 to 5 that Redis stores (lua/includes/common.lua); then 6,
+``waiting``: a job enqueued with ``depends_on`` whose dependencies have not
+all ended yet (it is taken by no worker until they have)."""
 UniqueWhile = Literal["queued", "active", "exists"]
 
 STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
@@ -441,7 +443,9 @@ class Job:
     ``duplicate`` is True on an enqueue result that is an existing job with
     the same unique key. Beyond Zizq's fields: ``timeout_ms``, the most its
     handler may run, and ``recoveries``, how often a lost worker's death
-    handed it back.
+    handed it back; ``depends_on``, the ids of the jobs it waited for (see
+    ``enqueue``'s ``depends_on``), and ``batch_id``, the batch it belongs
+    to (see ``Client.batch``).
     """
 
     id: str
@@ -464,6 +468,8 @@ class Job:
     recoveries: int = 0
     duplicate: bool = False
     payload_json: bytes | None = dataclasses.field(default=None, repr=False)
+    depends_on: tuple[str, ...] = ()
+    batch_id: str | None = None
 
     @property
     def payload(self) -> Any:
@@ -495,12 +501,15 @@ class Job:
             "completed_at",
             "purge_at",
             "timeout_ms",
+            "batch_id",
         ):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
         if self.recoveries:
             out["recoveries"] = self.recoveries
+        if self.depends_on:
+            out["depends_on"] = list(self.depends_on)
         if payload and self.payload_json is not None:
             out["payload"] = self.payload
         return out

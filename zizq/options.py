@@ -10,13 +10,13 @@ means "not given"; what None means is said per option.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 from zizq.errors import ValidationError
-from zizq.job import DEFAULT_QUEUE, Backoff, JobKind, Retention, UniqueKey
+from zizq.job import DEFAULT_QUEUE, Backoff, Job, JobKind, Retention, UniqueKey
 
 Delay = float | int | timedelta
 """A span of time: seconds (int or float), or a timedelta."""
@@ -74,6 +74,21 @@ class EnqueueOptions(JobOptions, total=False):
     """The most the handler may run, seconds or a timedelta, above 0; past it
     the job fails with :class:`zizq.JobTimeout` (default: the JobKind's
     ``TIMEOUT``, else none)."""
+
+    depends_on: Sequence[str | Job | Enqueue] | None
+    """The jobs this job waits for: job ids or Jobs of this namespace, or
+    :class:`zizq.Enqueue` items placed before it in the same
+    ``enqueue_many`` call (at most 100). The job is ``waiting`` until every
+    one of them has ended, then ready in its place in line. A dependency
+    that is unknown (or deleted more than a minute ago, or in another
+    namespace) or the job itself is refused with :class:`zizq.JobNotFound`
+    or :class:`zizq.ValidationError` before anything is written."""
+
+    on_dependency_failure: Literal["dead", "run"] | None
+    """What a waiting job does when one of its dependencies ends dead (or is
+    deleted): ``"dead"`` (the default) dies too, with the error type
+    ``zizq.DependencyFailed`` naming that job; ``"run"`` runs anyway once
+    all have ended."""
 
 
 class PatchOptions(JobOptions, total=False):
@@ -141,9 +156,13 @@ class Enqueue:
     retention: Retention | None = None
     unique_key: UniqueKey | str | None = None
     timeout: Delay | None = None
+    depends_on: Sequence[str | Job | Enqueue] | None = None
+    on_dependency_failure: Literal["dead", "run"] | None = None
     # Of a job made by raw(): its type name and JSON payload.
     type: str | None = field(default=None, init=False)
     payload: Any = field(default=None, init=False)
+    # Of a job enqueued through a batch (Batch.enqueue): the batch's id.
+    batch_id: str | None = field(default=None, init=False)
 
     @classmethod
     def raw(cls, type_name: str, payload: Any, **options: Unpack[EnqueueOptions]) -> Enqueue:

@@ -58,8 +58,8 @@ end
 -- "default", a priority of 32768 and 0 attempts are left out. load_job puts
 -- them back, so scripts always work with the whole job: numbers as numbers,
 -- the status by name.
-local STATUS_CODE = {ready = 1, scheduled = 2, in_flight = 3, completed = 4, dead = 5}
-local STATUS_NAME = {'ready', 'scheduled', 'in_flight', 'completed', 'dead'}
+local STATUS_CODE = {ready = 1, scheduled = 2, in_flight = 3, completed = 4, dead = 5, waiting = 6}
+local STATUS_NAME = {'ready', 'scheduled', 'in_flight', 'completed', 'dead', 'waiting'}
 
 -- The job as a table, or nil when there is none; and its record as stored.
 -- A record that is not a MessagePack map with a known status (written by

@@ -3,6 +3,11 @@
 -- Scripts that need these include this file instead of common.lua.
 --@include "includes/common.lua"
 
+-- Set by includes/flow.lua (workflows), which every script that finishes,
+-- deletes or retries jobs includes: called only for a job that has
+-- dependents ("dn"), waits for others ("dp") or belongs to a batch ("bt").
+local flow_end, flow_retried
+
 -- Namespace settings (hash "config") with built-in defaults.
 local DEFAULTS = {
   retry_limit = 25,
@@ -99,6 +104,7 @@ end
 -- Remove a job and every index entry that names it, and remember its id in
 -- the done window (an enqueue repeated after a lost reply finds it there).
 local function delete_job(P, id, job, now)
+  if (job.dn or job.bt or job.dp) and job.s ~= 'completed' and job.s ~= 'dead' then flow_end(P, id, job, 'deleted', now) end
   redis.call('ZREM', P .. 'ready:' .. job.q, id)
   redis.call('ZREM', P .. 'scheduled', id)
   redis.call('ZREM', P .. 'inflight', id)
@@ -139,6 +145,7 @@ end
 -- and save it. With a retention of 0 the job is deleted now; otherwise it is
 -- kept until purge_at.
 local function finish(P, id, job, status, now, retention_ms)
+  if job.dn or job.bt then flow_end(P, id, job, status, now) end
   if retention_ms <= 0 then
     forget_job(P, id, job)
     remember_done(P, id, now, 'f')

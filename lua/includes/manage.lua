@@ -104,6 +104,7 @@ local function retry_dead(P, id, job, now)
     if holder then return nil, holder, other.s end
   end
   redis.call('ZREM', P .. 'dead', id)
+  if job.bt then flow_retried(P, id, job, now) end
   job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
   local record = save_job(P, id, job)
   make_ready(P, id, job.q, job.p)

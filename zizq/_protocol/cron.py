@@ -58,6 +58,8 @@ def template_of(job: JobKind | Enqueue) -> dict[str, Any]:
         raise ValidationError(f"cron job {job!r} is not a zizq.JobKind or zizq.Enqueue")
     if item.ready_at is not None or item.delay is not None:
         raise ValidationError("a cron job template cannot have ready_at or delay: the schedule says when")
+    if item.depends_on or item.on_dependency_failure is not None:
+        raise ValidationError("a cron job template cannot have depends_on or on_dependency_failure")
     args = enqueue_args(item, _NoId())
     template: dict[str, Any] = dict(zip(TEMPLATE_FIELDS, args[1:], strict=True))
     payload = template["payload"]

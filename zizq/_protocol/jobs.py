@@ -18,6 +18,7 @@ import msgpack
 from zizq import _hotpath
 from zizq._protocol.call import Call, Value, prefix
 from zizq._protocol.enqueue import EnqueueRow, Template, plan_enqueue, text_or_empty
+from zizq._protocol.flows import FlowCore, flow_rows
 from zizq._protocol.lease import Heartbeat, TakeResult
 from zizq._protocol.records import (
     ERROR_BACKTRACE_BYTES,
@@ -170,6 +171,7 @@ class Core:
         self.prefix = prefix(namespace)
         self.keys = (self.prefix,)
         self.ids = _hotpath.IdGenerator()
+        self.flows = FlowCore(self.keys, self.ids)
 
     def key(self, *parts: str) -> str:
         """A key of this namespace, e.g. ``key("ready", "emails")``."""
@@ -196,11 +198,16 @@ class Core:
         are split into calls of at most ENQUEUE_BATCH jobs (see batches);
         each call is atomic, the whole list is not."""
         rows, templates = self._plan(items)
+        wide = flow_rows(items, rows)  # workflows: dependencies or a batch
+        if wide is not None:
+            return [self._enqueue_call(wide[a:b], templates[a:b], "flow_enqueue") for a, b in batches(rows)]
         return [self._enqueue_call(rows[a:b], templates[a:b]) for a, b in batches(rows)]
 
-    def _enqueue_call(self, rows: list[EnqueueRow], templates: list[Template]) -> Call[list[Job]]:
+    def _enqueue_call(
+        self, rows: list[EnqueueRow], templates: list[Template], name: str = "enqueue"
+    ) -> Call[list[Job]]:
         args = enqueue_call_args(rows)
-        return Call(script("enqueue"), self.keys, args, lambda reply: decode_enqueued(templates, reply), [*args, 1])
+        return Call(script(name), self.keys, args, lambda reply: decode_enqueued(templates, reply), [*args, 1])
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:
         def decode(reply: list[Any]) -> list[Job | None]:

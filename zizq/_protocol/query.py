@@ -45,7 +45,13 @@ T = TypeVar("T")
 Plan = Generator[Call[Any], Any, T]
 
 FINISHED = frozenset({"completed", "dead"})
-INDEX_OF = {"scheduled": "scheduled", "in_flight": "inflight", "completed": "completed", "dead": "dead"}
+INDEX_OF = {
+    "scheduled": "scheduled",
+    "in_flight": "inflight",
+    "completed": "completed",
+    "dead": "dead",
+    "waiting": "waiting",
+}
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 2000
 WALK = 2000  # index entries a list or count call looks at (lua/query.lua takes at most 2000)
@@ -92,6 +98,7 @@ class Stats:
     workers: int
     queues: dict[str, tuple[int, bool]]
     queue_count: int
+    waiting: int = 0
 
     def count(self, status: str) -> int:
         return int(getattr(self, status))
@@ -99,7 +106,7 @@ class Stats:
     @classmethod
     def decode(cls, reply: list[Any]) -> Stats:
         queues = {}
-        for i in range(7, len(reply), 3):
+        for i in range(8, len(reply), 3):
             queues[as_str(reply[i])] = (int(reply[i + 1]), bool(reply[i + 2]))
         return cls(
             now=int(reply[0]),
@@ -111,6 +118,7 @@ class Stats:
             workers=int(reply[5]),
             queues=queues,
             queue_count=int(reply[6]),
+            waiting=int(reply[7]),
         )
 
 

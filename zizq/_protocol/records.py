@@ -85,6 +85,8 @@ def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> J
         recoveries=f.get("rv", 0),
         duplicate=duplicate,
         payload_json=None if d is None else d.encode(),
+        depends_on=tuple(f["dl"].split()) if "dl" in f else (),
+        batch_id=f.get("bt"),
     )
 
 

@@ -14,6 +14,7 @@ import orjson
 
 from zizq import connect, logs
 from zizq._version import __version__
+from zizq.cli.batches import register as register_batches
 from zizq.cli.format import print_error, print_json, stamp
 from zizq.cli.jobs import register as register_jobs
 from zizq.cli.top import register as register_top
@@ -303,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
         common(sp)
         sp.set_defaults(func=cmd_cron)
     register_jobs(sub, common)
+    register_batches(sub, common)
     register_top(sub, common)
     register_web(sub, common)
     return p

@@ -48,6 +48,7 @@ __all__ = ("PURGE_BATCH", "Worker", "WorkerStats")  # WorkerStats: where zizq im
 log = logging.getLogger("zizq.worker")
 T = TypeVar("T")
 PURGE_BATCH = 1000
+FLOW_INTERVAL = 1.0  # seconds between drains of queued dependents (lua/flow_drain.lua)
 START_WAIT = 0.1  # seconds a take waits for the suspect it took to start (see Worker._let_start)
 
 
@@ -207,7 +208,7 @@ class Worker:
         if not reached:
             return
         run.acker = asyncio.create_task(run.ack_loop())
-        run.background = [asyncio.create_task(self._purge_loop(run))]
+        run.background = [asyncio.create_task(self._purge_loop(run)), asyncio.create_task(self._flow_loop(run))]
         if self.cron:
             cron = cron_loop(run.client, run.stop, self.max_idle, self.cron_stats)
             run.background.append(asyncio.create_task(cron))
@@ -504,6 +505,20 @@ class Worker:
             except Exception:  # keep purging later; never take the worker down
                 log.exception("purge failed")
             await until(asyncio.sleep(self.purge_interval), run.stop)
+
+    async def _flow_loop(self, run: Run) -> None:
+        # A job with more dependents than one script call releases leaves
+        # the rest queued (lua/flow_drain.lua): release them, a bounded
+        # step at a time, about once a second.
+        while not run.stop.is_set():
+            try:
+                while await run.client.run(run.core.flows.drain(), retry_for=0) > 0 and not run.stop.is_set():
+                    pass
+            except TRANSIENT as exc:
+                log.warning("releasing dependents skipped: redis unavailable (%s)", exc)
+            except Exception:  # try again later; never take the worker down
+                log.exception("releasing dependents failed")
+            await until(asyncio.sleep(FLOW_INTERVAL), run.stop)
 
 
 async def _plain(aw: Awaitable[T]) -> T:
