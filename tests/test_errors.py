@@ -16,13 +16,14 @@ from .conftest import Start, wait_for
 from .jobs_app import Report
 
 SIGNALS = {zizq.KillJob, zizq.RetryJob}
-FAILURES = {zizq.JobTimeout, zizq.WorkerLost, zizq.NoRouteError, zizq.PayloadDecodeError}
+FAILURES = {zizq.JobTimeout, zizq.WorkerLost, zizq.NoRouteError, zizq.PayloadDecodeError, zizq.DependencyFailed}
 # The builtin bases users may catch instead of the zizq class.
 BUILTIN_BASES = {
     zizq.ValidationError: ValueError,
     zizq.JobKindError: TypeError,
     zizq.JobNotFound: LookupError,
     zizq.CronNotFound: LookupError,
+    zizq.BatchNotFound: LookupError,
     zizq.RedisUnavailable: ConnectionError,
 }
 

@@ -295,7 +295,7 @@ def workers(redis_factory: Callable[..., RedisServer], namespace: str) -> Iterat
 
 
 def events(recorder: redis.Redis) -> list[str]:
-    return [bytes(e).decode() for e in recorder.lrange("events", 0, -1)]
+    return [e.decode() if isinstance(e, bytes) else e for e in recorder.lrange("events", 0, -1)]
 
 
 @pytest.mark.timeout(60)
