@@ -46,6 +46,7 @@ end
 for i, id in ipairs(acked) do
   local job = jobs[i]
   job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
+  limit_release(P, job)
   finish(P, id, job, 'completed', now, job.rc or default_ms)
 end
 return missed
