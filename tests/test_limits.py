@@ -312,15 +312,15 @@ def zizq_cli(server: RedisServer, namespace: str, *args: str) -> subprocess.Comp
 
 
 def test_cli_limits_set_list_delete(redis_server: RedisServer, namespace: str, client: zizq.Client) -> None:
-    done = zizq_cli(redis_server, namespace, "limits", "set", "stripe", "--rate", "100", "--per", "1")
+    done = zizq_cli(redis_server, namespace, "limits", "set", "stripe", "--rate", "100", "--per", "60")
     assert done.returncode == 0, done.stderr
-    assert client.limits()[0].limit == zizq.Limit(rate=100, per=1)
+    assert client.limits()[0].limit == zizq.Limit(rate=100, per=60)
     client.enqueue(Call(), limit="stripe", limit_key="acct-1")
     joined(client)
     client.run(client.core.take("w1", 1, []))
     listed = zizq_cli(redis_server, namespace, "limits", "list")
     assert listed.returncode == 0, listed.stderr
-    assert "stripe" in listed.stdout and "100 per 1s" in listed.stdout
+    assert "stripe" in listed.stdout and "100 per 60s" in listed.stdout
     as_json = json.loads(zizq_cli(redis_server, namespace, "limits", "list", "--json").stdout)
     assert as_json[0]["name"] == "stripe" and as_json[0]["starts"] == 1
     bad = zizq_cli(redis_server, namespace, "limits", "set", "stripe", "--rate", "-3")
