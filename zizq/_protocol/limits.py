@@ -58,7 +58,9 @@ def _decode_limits(reply: list[Any]) -> list[LimitState]:
     return out
 
 
-def defer(keys: tuple[str, ...], worker_id: str, job_id: str, retry_in_ms: int, dequeued_at: int | None) -> Call[Job | None]:
+def defer(
+    keys: tuple[str, ...], worker_id: str, job_id: str, retry_in_ms: int, dequeued_at: int | None
+) -> Call[Job | None]:
     """Put a job this worker holds back to wait ``retry_in_ms``, without
     using an attempt; the reply is the job after it, or None when the worker
     no longer holds it."""

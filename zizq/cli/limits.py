@@ -37,7 +37,9 @@ def state_dict(state: LimitState) -> dict[str, Any]:
 
 def limits_table(states: list[LimitState]) -> Any:
     """The table of ``zizq limits list`` (and of ``zizq top``'s limits)."""
-    shown = table(("LIMIT", "HOLDS", "RUNNING", "STARTS", "WAITING", "KEYS"), right=("RUNNING", "STARTS", "WAITING", "KEYS"))
+    shown = table(
+        ("LIMIT", "HOLDS", "RUNNING", "STARTS", "WAITING", "KEYS"), right=("RUNNING", "STARTS", "WAITING", "KEYS")
+    )
     for s in states:
         shown.add_row(s.name, str(s.limit), str(s.running), str(s.starts), str(s.waiting), str(s.keys))
     return shown
