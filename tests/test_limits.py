@@ -329,3 +329,35 @@ def test_cli_limits_set_list_delete(redis_server: RedisServer, namespace: str, c
     assert gone.returncode == 0 and client.limits() == []
     missing = zizq_cli(redis_server, namespace, "limits", "delete", "stripe")
     assert missing.returncode == 1 and "stripe" in missing.stderr
+
+
+def test_prometheus_gauges_per_limit(client: zizq.Client, namespace: str) -> None:
+    from zizq.metrics import serve_metrics
+
+    from .test_metrics import scrape
+
+    client.set_limit("api", zizq.Limit(concurrency=1))
+    client.enqueue_many([zizq.Enqueue(Call(), limit="api", limit_key=k) for k in ("a", "a", "b")])
+    client.run(client.core.take(joined(client), 10, []))
+    server = serve_metrics(0, client, addr="127.0.0.1")
+    try:
+        m = scrape(server.port)
+    finally:
+        server.close()
+    labels = (("limit", "api"), ("namespace", namespace))
+    assert (m["zizq_limit_running_jobs", labels], m["zizq_limit_waiting_jobs", labels]) == (2, 1)
+
+
+def test_top_shows_the_limits(client: zizq.Client) -> None:
+    from rich.console import Console
+
+    from zizq.cli.top_view import Top
+
+    client.set_limit("api", zizq.Limit(concurrency=1, rate=50, per=2))
+    client.enqueue_many([zizq.Enqueue(Call(), limit="api") for _ in range(3)])
+    client.run(client.core.take(joined(client), 10, []))
+    top = Top(client)
+    top.refresh()
+    console = Console(width=200, record=True)
+    console.print(top.render())
+    assert "Limits: api 1/1 running 1/50 per 2s 2 waiting" in console.export_text()
