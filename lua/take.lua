@@ -82,7 +82,7 @@ end
 -- Choose: the N smallest (priority, id) among the heads of the open queues;
 -- with limits defined, the first N in that order that have room.
 local gate = gate_new(P, now)
-local chosen, found, lanes_of = {}, {}, {}
+local chosen, found, own_of, queue_of = {}, {}, {}, {}
 if want > 0 and gate.on then
   -- Walk the ready jobs in order, a page of each queue at a time, passing
   -- over (and leaving in place) those whose limit has no room: at most
@@ -111,17 +111,21 @@ if want > 0 and gate.on then
     if not best then break end
     best.pos = best.pos + 2
     local job = load_job(P, best_id)
-    local ok, lanes = true, nil
-    if job then ok, lanes = gate_admit(gate, job) end
+    local ok, own, queue = true, nil, nil
+    if job then ok, own, queue = gate_admit(gate, job) end
     if ok then
-      -- Out of line (an entry whose record vanished is dropped too); the
-      -- next page of this queue starts one entry earlier.
-      redis.call('ZREM', best.key, best_id)
-      best.off = best.off - 1
-      chosen[#chosen + 1], found[best_id], lanes_of[best_id] = best_id, job or false, lanes
+      -- An entry whose record vanished is dropped too.
+      chosen[#chosen + 1], found[best_id] = best_id, job or false
+      own_of[best_id], queue_of[best_id] = own, queue
+      best.out = best.out or {}
+      best.out[#best.out + 1] = best_id
     else
       passed = passed + 1
     end
+  end
+  -- Out of line, once per queue.
+  for _, h in ipairs(heads) do
+    if h.out then call_in_slices('ZREM', h.key, h.out, 1) end
   end
 elseif want > 0 and #open == 1 then
   local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
@@ -162,7 +166,7 @@ for _, id in ipairs(chosen) do
     -- An index entry whose job record has vanished is dropped, not delivered.
     job.s, job.da, job.w = 'in_flight', now, worker
     job.st = #taken < start and 1 or nil
-    gate_commit(gate, id, job, lanes_of[id])
+    if gate.on then gate_commit(gate, id, job, own_of[id], queue_of[id]) end
     if job.gk and job.gt then turn_taken(P, job) end
     local record = save_job(P, id, job)
     unique_update(P, id, job)
@@ -175,6 +179,7 @@ for _, id in ipairs(chosen) do
     if job.sx then held_back = true end
   end
 end
+gate_flush(gate)
 if #taken > 0 then
   call_in_slices('ZADD', P .. 'inflight', flight, 2)
   call_in_slices('SADD', P .. 'worker:' .. worker, taken, 1)

@@ -79,28 +79,49 @@ local function turn_taken(P, job)
   if tonumber(redis.call('HGET', k, f)) == job.gt then redis.call('HDEL', k, f) end
 end
 
+-- Write the slots given back (see limit_release): one HINCRBY per limit
+-- and key, and a wake token on the queue of a job given back under a limit
+-- that the latest take found jobs waiting on.
+local function limit_flush(P, freed)
+  for name, keys in pairs(freed) do
+    local k = P .. 'limit:' .. name
+    for key, n in pairs(keys.n) do
+      if redis.call('HINCRBY', k, key, -n) <= 0 then redis.call('HDEL', k, key) end
+    end
+    if redis.call('HEXISTS', P .. 'limitwait', name) == 1 then
+      for q in pairs(keys.q) do signal(P .. 'wake:' .. q) end
+    end
+  end
+end
+
 -- Give back the concurrency slots a job holds (field "ls": 1 its own
--- limit's, 2 its queue's, 3 both), as it leaves flight, and wake a worker of
--- its queue: a job may be waiting for that slot. The caller saves the job.
-local function limit_release(P, job)
+-- limit's, 2 its queue's, 3 both) as it leaves flight; the caller saves the
+-- job. With `freed` (a table) the counts are gathered for one limit_flush
+-- of a batch; without, they are written at once.
+local function limit_release(P, job, freed)
   local held = job.ls
   if not held then return end
   job.ls = nil
-  local slots = {}
-  if held % 2 == 1 and job.lm then slots[#slots + 1] = {job.lm, job.lk or ''} end
-  if held >= 2 then slots[#slots + 1] = {'queue:' .. job.q, ''} end
-  for _, s in ipairs(slots) do
-    local k = P .. 'limit:' .. s[1]
-    if redis.call('HINCRBY', k, s[2], -1) <= 0 then redis.call('HDEL', k, s[2]) end
+  local batch = freed or {}
+  local function give(name, key)
+    local entry = batch[name]
+    if not entry then
+      entry = {n = {}, q = {}}
+      batch[name] = entry
+    end
+    entry.n[key] = (entry.n[key] or 0) + 1
+    entry.q[job.q] = true
   end
-  signal(P .. 'wake:' .. job.q)
+  if held % 2 == 1 and job.lm then give(job.lm, job.lk or '') end
+  if held >= 2 then give('queue:' .. job.q, '') end
+  if not freed then limit_flush(P, batch) end
 end
 
 -- The limits of one take: each definition and each (limit, key) state read
 -- once, with the room this take has given out so far.
 local function gate_new(P, now)
-  return {P = P, now = now, on = redis.call('HLEN', P .. 'limits') > 0, defs = {}, lanes = {}, waiting = {},
-    due = nil, walked = 0}
+  return {P = P, now = now, on = redis.call('HLEN', P .. 'limits') > 0, defs = {}, lanes = {}, qnames = {},
+    waiting = {}, due = nil}
 end
 
 local function gate_def(g, name)
@@ -108,6 +129,7 @@ local function gate_def(g, name)
   if d == nil then
     d = limit_parse(redis.call('HGET', g.P .. 'limits', name)) or false
     g.defs[name] = d
+    if d then g.lanes[name] = {} end
   end
   return d
 end
@@ -118,18 +140,18 @@ end
 local function gate_room(g, name, key)
   local def = gate_def(g, name)
   if not def then return true, nil end
-  local id = name .. ',' .. key
-  local lane = g.lanes[id]
+  local lanes = g.lanes[name]
+  local lane = lanes[key]
   if not lane then
-    lane = {def = def, name = name, key = key, n = 0, s = 0}
+    lane = {def = def, name = name, key = key, n = 0, s = 0, taken = 0}
     if def.c then lane.n = tonumber(redis.call('HGET', g.P .. 'limit:' .. name, key)) or 0 end
     if def.r then
-      lane.wk = g.P .. 'limitw:' .. id
+      lane.wk, lane.starts = g.P .. 'limitw:' .. name .. ',' .. key, {}
       -- A start at now counts against every start in [now - per, now].
       redis.call('ZREMRANGEBYSCORE', lane.wk, '-inf', '(' .. (g.now - def.per))
       lane.s = redis.call('ZCARD', lane.wk)
     end
-    g.lanes[id] = lane
+    lanes[key] = lane
   end
   if def.c and lane.n >= def.c then return false, nil end
   if def.r and lane.s >= def.r then
@@ -142,51 +164,83 @@ local function gate_room(g, name, key)
   return true, lane
 end
 
--- Whether a job may start now under its own limit and its queue's. When it
--- may, its room is given out (reserved for this take) and the lanes are
--- returned for gate_commit; when not, the take counts it as waiting and
--- notes when room is due.
-local function gate_admit(g, job)
-  if not g.on then return true, nil end
-  local checks = {}
-  if job.lm then checks[1] = {job.lm, job.lk or '', 1} end
-  checks[#checks + 1] = {'queue:' .. job.q, '', 2}
-  local lanes = {}
-  for _, c in ipairs(checks) do
-    local ok, lane_or_due = gate_room(g, c[1], c[2])
-    if not ok then
-      g.waiting[c[1]] = (g.waiting[c[1]] or 0) + 1
-      if lane_or_due and (not g.due or lane_or_due < g.due) then g.due = lane_or_due end
-      return false, nil
-    end
-    if lane_or_due then lanes[#lanes + 1] = {lane_or_due, c[3]} end
-  end
-  for _, l in ipairs(lanes) do
-    local lane = l[1]
+-- A job the take passes over for want of room under the limit `name`.
+local function gate_wait(g, name, due)
+  g.waiting[name] = (g.waiting[name] or 0) + 1
+  if due and (not g.due or due < g.due) then g.due = due end
+end
+
+local function gate_reserve(lane)
+  if lane then
     if lane.def.c then lane.n = lane.n + 1 end
     if lane.def.r then lane.s = lane.s + 1 end
   end
-  return true, lanes
 end
 
--- The job admitted with `lanes` is taken: count its start in each rate
--- window and take its concurrency slots (marked on the job, field "ls").
-local function gate_commit(g, id, job, lanes)
-  if not lanes then return end
-  local held = 0
-  for _, l in ipairs(lanes) do
-    local lane, bit = l[1], l[2]
-    if lane.def.c then
-      redis.call('HINCRBY', g.P .. 'limit:' .. lane.name, lane.key, 1)
-      held = held + bit
-    end
-    if lane.def.r then
-      redis.call('ZADD', lane.wk, g.now, id .. '@' .. g.now)
-      redis.call('PEXPIRE', lane.wk, lane.def.per + 1000)
-      redis.call('ZADD', g.P .. 'limitk:' .. lane.name, g.now, lane.key)
+-- Whether a job may start now under its own limit and its queue's. When it
+-- may, its room is given out (reserved for this take) and the two lanes
+-- (nil where there is no limit) are returned for gate_commit; when not, the
+-- take counts it as waiting and notes when room is due.
+local function gate_admit(g, job)
+  if not g.on then return true, nil, nil end
+  local own, ok, due
+  if job.lm then
+    ok, own = gate_room(g, job.lm, job.lk or '')
+    if not ok then
+      gate_wait(g, job.lm, own)
+      return false
     end
   end
+  local qname = g.qnames[job.q]
+  if not qname then
+    qname = 'queue:' .. job.q
+    g.qnames[job.q] = qname
+  end
+  local ok_q, queue = gate_room(g, qname, '')
+  if not ok_q then
+    gate_wait(g, qname, queue)
+    return false
+  end
+  gate_reserve(own)
+  gate_reserve(queue)
+  return true, own, queue
+end
+
+-- The job admitted with its lanes is taken: its concurrency slots are
+-- marked on it (field "ls": 1 its own limit's, 2 its queue's) and its start
+-- counted; gate_flush writes the counts.
+local function gate_count(g, id, lane)
+  lane.taken = lane.taken + 1
+  if lane.def.r then
+    local starts = lane.starts
+    starts[#starts + 1] = g.now
+    starts[#starts + 1] = id .. '@' .. g.now
+  end
+  return lane.def.c and 1 or 0
+end
+
+local function gate_commit(g, id, job, own, queue)
+  local held = 0
+  if own then held = gate_count(g, id, own) end
+  if queue then held = held + 2 * gate_count(g, id, queue) end
   if held > 0 then job.ls = held end
+end
+
+-- Write what the take's jobs took, one command per lane: the slots
+-- (HINCRBY) and the starts in the rate window.
+local function gate_flush(g)
+  for _, lanes in pairs(g.lanes) do
+    for _, lane in pairs(lanes) do
+    if lane.taken > 0 then
+      if lane.def.c then redis.call('HINCRBY', g.P .. 'limit:' .. lane.name, lane.key, lane.taken) end
+      if lane.def.r then
+        call_in_slices('ZADD', lane.wk, lane.starts, 2)
+        redis.call('PEXPIRE', lane.wk, lane.def.per + 1000)
+        redis.call('ZADD', g.P .. 'limitk:' .. lane.name, g.now, lane.key)
+      end
+    end
+    end
+  end
 end
 
 -- The jobs the take passed over, per limit it met ("limitwait"); a limit
