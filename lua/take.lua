@@ -90,25 +90,30 @@ if want > 0 and gate.on then
   local page = math.min(math.max(want, 10), 100)
   local heads = {}
   for _, q in ipairs(open) do heads[#heads + 1] = {key = P .. 'ready:' .. q, off = 0, buf = {}, pos = 1} end
+  -- The id at the head of h's walk (reading its next page when needed), or nil.
   local function head_of(h)
     if h.pos > #h.buf and not h.done then
       h.buf, h.pos = redis.call('ZRANGE', h.key, h.off, h.off + page - 1, 'WITHSCORES'), 1
       h.off = h.off + page
       h.done = #h.buf < 2 * page
     end
-    if h.pos > #h.buf then return nil end
-    return tonumber(h.buf[h.pos + 1]), h.buf[h.pos]
+    return h.buf[h.pos]
   end
   local passed = 0
   while #chosen < want and passed < LIMIT_WALK do
     local best, best_score, best_id
-    for _, h in ipairs(heads) do
-      local score, id = head_of(h)
-      if score and (not best or score < best_score or score == best_score and id < best_id) then
-        best, best_score, best_id = h, score, id
+    if #heads == 1 then
+      best, best_id = heads[1], head_of(heads[1])
+    else
+      for _, h in ipairs(heads) do
+        local id = head_of(h)
+        local score = id and tonumber(h.buf[h.pos + 1])
+        if id and (not best or score < best_score or score == best_score and id < best_id) then
+          best, best_score, best_id = h, score, id
+        end
       end
     end
-    if not best then break end
+    if not best_id then break end
     best.pos = best.pos + 2
     local job = load_job(P, best_id)
     local ok, own, queue = true, nil, nil

@@ -13,8 +13,9 @@
 --   limitw:<name>,<key> sorted set: the starts within the rate window
 --                       (score: Redis ms; member "<id>@<ms>"); expires
 --                       when idle for a window
---   limitk:<name>       sorted set: the keys of a rate limit, scored by
---                       their latest start (for limit_read)
+--   limitk:<name>       sorted set: the keys of a rate limit with starts
+--                       in the window, scored by their latest start (for
+--                       limit_read; take trims it)
 --   limitwait           hash: limit name -> jobs the latest take that met
 --                       the limit passed over for want of room
 --   groups:<queue>      hash: "<priority>" -> the turn being served (of the
@@ -229,6 +230,7 @@ end
 -- Write what the take's jobs took, one command per lane: the slots
 -- (HINCRBY) and the starts in the rate window.
 local function gate_flush(g)
+  local trimmed = {}
   for _, lanes in pairs(g.lanes) do
     for _, lane in pairs(lanes) do
     if lane.taken > 0 then
@@ -236,7 +238,12 @@ local function gate_flush(g)
       if lane.def.r then
         call_in_slices('ZADD', lane.wk, lane.starts, 2)
         redis.call('PEXPIRE', lane.wk, lane.def.per + 1000)
-        redis.call('ZADD', g.P .. 'limitk:' .. lane.name, g.now, lane.key)
+        local recent = g.P .. 'limitk:' .. lane.name
+        redis.call('ZADD', recent, g.now, lane.key)
+        if not trimmed[lane.name] then
+          trimmed[lane.name] = true
+          redis.call('ZREMRANGEBYSCORE', recent, '-inf', '(' .. (g.now - lane.def.per))
+        end
       end
     end
     end
