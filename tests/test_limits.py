@@ -362,3 +362,23 @@ def test_top_shows_the_limits(client: zizq.Client) -> None:
     console = Console(width=200, record=True)
     console.print(top.render())
     assert "Limits: api 1/1 running 1/50 per 2s 2 waiting" in console.export_text()
+
+
+def test_idle_workers_sleep_while_jobs_wait_on_a_limit(redis_factory: Callable[..., RedisServer]) -> None:
+    server = redis_factory()
+    workers = Workers(server, "sleepy")
+    try:
+        with zizq.Client.from_url(server.url, "sleepy") as client:
+            client.set_limit("slow", zizq.Limit(rate=1, per=60))
+            client.enqueue_many([zizq.Enqueue(Call(), limit="slow") for _ in range(3)])
+            workers.start(2)
+            workers.done(1)
+            time.sleep(0.5)  # both workers took, found no room, and went to sleep
+            before = int(workers.r.info("commandstats")["cmdstat_evalsha"]["calls"])
+            time.sleep(1.5)
+            calls = int(workers.r.info("commandstats")["cmdstat_evalsha"]["calls"]) - before
+            # Heartbeats (every 0.2 s, two workers) and the odd ack, not a polling take loop.
+            assert calls < 40, calls
+            assert client.count_jobs(status="ready") == 2
+    finally:
+        workers.close()
