@@ -382,3 +382,10 @@ def test_idle_workers_sleep_while_jobs_wait_on_a_limit(redis_factory: Callable[.
             assert client.count_jobs(status="ready") == 2
     finally:
         workers.close()
+
+
+def test_a_cron_template_cannot_carry_a_limit(client: zizq.Client) -> None:
+    client.set_limit("api", zizq.Limit(concurrency=1))
+    entry = zizq.CronEntry("call", "* * * * *", zizq.Enqueue(Call(), limit="api"))
+    with pytest.raises(zizq.ValidationError, match="cannot have a limit or a group"):
+        client.replace_cron("calls", [entry])
