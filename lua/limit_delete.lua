@@ -11,5 +11,5 @@ Returns 1 when the limit existed, else 0.
 local P = KEYS[1]
 local name = ARGV[1]
 redis.call('DEL', P .. 'limit:' .. name, P .. 'limitk:' .. name)
-redis.call('HDEL', P .. 'limitwait', name)
+for q in pairs(limit_waiting(P)[name] or {}) do redis.call('HDEL', P .. 'limitwait', name .. ',' .. q) end
 return redis.call('HDEL', P .. 'limits', name)

@@ -7,8 +7,9 @@ Returns {now, name1, limit1, state1, name2, ...} sorted by name, where
   limitK   "<concurrency> <rate> <per_ms>" as stored ('-' for none)
   stateK   {running, waiting, keys, key1, running1, starts1, key2, ...}
     running  jobs in flight under the limit, all keys together
-    waiting  ready jobs the latest take that met the limit passed over for
-             want of room (it walks at most 1,000)
+    waiting  ready jobs passed over for want of room under the limit, as
+             the latest take that met them in each queue counted them (a
+             take passes over at most 1,000)
     keys     how many keys have jobs in flight or (of a rate limit) starts
              in the window (counting at most 1,000 of the latter)
     keyN, runningN, startsN  per key ('' for none), at most ARGV[1] of
@@ -31,6 +32,7 @@ for i = 1, #flat, 2 do
 end
 table.sort(names)
 local out = {now}
+local waiting = limit_waiting(P)
 for _, name in ipairs(names) do
   local def = limit_parse(defs[name])
   local counts = redis.call('HGETALL', P .. 'limit:' .. name)
@@ -60,7 +62,9 @@ for _, name in ipairs(names) do
     if a[3] ~= b[3] then return a[3] > b[3] end
     return a[1] < b[1]
   end)
-  local state = {running, tonumber(redis.call('HGET', P .. 'limitwait', name)) or 0, #keys}
+  local waits = 0
+  for _, n in pairs(waiting[name] or {}) do waits = waits + n end
+  local state = {running, waits, #keys}
   for i = 1, math.min(most, #keys) do
     state[#state + 1] = keys[i][1]
     state[#state + 1] = keys[i][2]

@@ -83,6 +83,7 @@ end
 -- with limits defined, the first N in that order that have room.
 local gate = gate_new(P, now)
 local chosen, found, own_of, queue_of = {}, {}, {}, {}
+local ended = {}  -- the queues the limit walk read to their end
 if want > 0 and gate.on then
   -- Walk the ready jobs in order, a page of each queue at a time, passing
   -- over (and leaving in place) those whose limit has no room: at most
@@ -129,8 +130,9 @@ if want > 0 and gate.on then
     end
   end
   -- Out of line, once per queue.
-  for _, h in ipairs(heads) do
+  for i, h in ipairs(heads) do
     if h.out then call_in_slices('ZREM', h.key, h.out, 1) end
+    if h.done and h.pos > #h.buf then ended[#ended + 1] = open[i] end
   end
 elseif want > 0 and #open == 1 then
   local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
@@ -194,7 +196,7 @@ local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
 if head[2] then out[2] = tonumber(head[2]) end
 -- Room under a rate limit is due like a scheduled job.
 if gate.due and (out[2] < 0 or gate.due < out[2]) then out[2] = gate.due end
-gate_report(gate)
+gate_report(gate, ended)
 -- A walk that ended short of N found nothing more that can start now: the
 -- jobs left wait for room (a slot freed wakes a worker; a window is due).
 local rest = not (gate.on and want > 0 and #chosen < want)

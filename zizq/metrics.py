@@ -26,8 +26,8 @@ Metrics (labels in braces):
 - ``zizq_scheduled_jobs`` / ``zizq_in_flight_jobs`` {namespace}.
 - ``zizq_limit_running_jobs`` / ``zizq_limit_waiting_jobs`` {namespace,
   limit}: jobs in flight under each limit (every key), and ready jobs the
-  latest take that met the limit passed over for want of room (HGETALL
-  ``limits``; per limit HVALS ``limit:<name>``, HGET ``limitwait``).
+  latest take that met the limit passed over for want of room (HKEYS
+  ``limits``, HGETALL ``limitwait``; per limit HVALS ``limit:<name>``).
 - ``zizq_redis_up`` {namespace}: 1 when the last scrape could read Redis.
 """
 
@@ -165,10 +165,13 @@ class _RedisCollector(Collector):
     def _limit_gauges(self) -> Iterator[Metric]:
         p, ns = self.prefix, self.namespace
         names = sorted(n.decode() for n in self.redis.hkeys(p + "limits"))
+        waits: dict[str, int] = {}
+        for field, n in self.redis.hgetall(p + "limitwait").items():
+            name = field.decode().partition(",")[0]  # "<limit>,<queue>"
+            waits[name] = waits.get(name, 0) + int(n)
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.hvals(p + "limit:" + name)
-            pipe.hget(p + "limitwait", name)
         replies: list[Any] = pipe.execute() if names else []
         running = GaugeMetricFamily(
             "zizq_limit_running_jobs", "Jobs in flight under the limit, every key.", labels=["namespace", "limit"]
@@ -179,8 +182,8 @@ class _RedisCollector(Collector):
             labels=["namespace", "limit"],
         )
         for i, name in enumerate(names):
-            running.add_metric([ns, name], sum(int(v) for v in replies[2 * i]))
-            waiting.add_metric([ns, name], int(replies[2 * i + 1] or 0))
+            running.add_metric([ns, name], sum(int(v) for v in replies[i]))
+            waiting.add_metric([ns, name], waits.get(name, 0))
         yield running
         yield waiting
 

@@ -16,8 +16,10 @@
 --   limitk:<name>       sorted set: the keys of a rate limit with starts
 --                       in the window, scored by their latest start (for
 --                       limit_read; take trims it)
---   limitwait           hash: limit name -> jobs the latest take that met
---                       the limit passed over for want of room
+--   limitwait           hash: "<limit name>,<queue>" -> ready jobs of the
+--                       queue the latest take that met them passed over
+--                       for want of room under the limit; the field goes
+--                       when a take walks the whole queue and passes none
 --   groups:<queue>      hash: "<priority>" -> the turn being served (of the
 --                       latest job taken); "<priority>,<group>" -> the
 --                       latest turn given to the group
@@ -80,18 +82,34 @@ local function turn_taken(P, job)
   if tonumber(redis.call('HGET', k, f)) == job.gt then redis.call('HDEL', k, f) end
 end
 
+-- The jobs waiting on each limit, per queue, as "limitwait" holds them:
+-- {name = {queue = count, ...}, ...}.
+local function limit_waiting(P)
+  local flat = redis.call('HGETALL', P .. 'limitwait')
+  local out = {}
+  for i = 1, #flat, 2 do
+    local comma = string.find(flat[i], ',', 1, true)
+    if comma then
+      local name = string.sub(flat[i], 1, comma - 1)
+      out[name] = out[name] or {}
+      out[name][string.sub(flat[i], comma + 1)] = tonumber(flat[i + 1]) or 0
+    end
+  end
+  return out
+end
+
 -- Write the slots given back (see limit_release): one HINCRBY per limit
--- and key, and a wake token on the queue of a job given back under a limit
--- that the latest take found jobs waiting on.
+-- and key; and wake a worker of each queue where jobs wait on a limit that
+-- got a slot back.
 local function limit_flush(P, freed)
+  if next(freed) == nil then return end
+  local waiting = limit_waiting(P)
   for name, keys in pairs(freed) do
     local k = P .. 'limit:' .. name
-    for key, n in pairs(keys.n) do
+    for key, n in pairs(keys) do
       if redis.call('HINCRBY', k, key, -n) <= 0 then redis.call('HDEL', k, key) end
     end
-    if redis.call('HEXISTS', P .. 'limitwait', name) == 1 then
-      for q in pairs(keys.q) do signal(P .. 'wake:' .. q) end
-    end
+    for q in pairs(waiting[name] or {}) do signal(P .. 'wake:' .. q) end
   end
 end
 
@@ -107,11 +125,10 @@ local function limit_release(P, job, freed)
   local function give(name, key)
     local entry = batch[name]
     if not entry then
-      entry = {n = {}, q = {}}
+      entry = {}
       batch[name] = entry
     end
-    entry.n[key] = (entry.n[key] or 0) + 1
-    entry.q[job.q] = true
+    entry[key] = (entry[key] or 0) + 1
   end
   if held % 2 == 1 and job.lm then give(job.lm, job.lk or '') end
   if held >= 2 then give('queue:' .. job.q, '') end
@@ -165,9 +182,11 @@ local function gate_room(g, name, key)
   return true, lane
 end
 
--- A job the take passes over for want of room under the limit `name`.
-local function gate_wait(g, name, due)
-  g.waiting[name] = (g.waiting[name] or 0) + 1
+-- A job of queue q the take passes over for want of room under the limit
+-- `name`.
+local function gate_wait(g, name, due, q)
+  local field = name .. ',' .. q
+  g.waiting[field] = (g.waiting[field] or 0) + 1
   if due and (not g.due or due < g.due) then g.due = due end
 end
 
@@ -188,7 +207,7 @@ local function gate_admit(g, job)
   if job.lm then
     ok, own = gate_room(g, job.lm, job.lk or '')
     if not ok then
-      gate_wait(g, job.lm, own)
+      gate_wait(g, job.lm, own, job.q)
       return false
     end
   end
@@ -199,7 +218,7 @@ local function gate_admit(g, job)
   end
   local ok_q, queue = gate_room(g, qname, '')
   if not ok_q then
-    gate_wait(g, qname, queue)
+    gate_wait(g, qname, queue, job.q)
     return false
   end
   gate_reserve(own)
@@ -250,17 +269,16 @@ local function gate_flush(g)
   end
 end
 
--- The jobs the take passed over, per limit it met ("limitwait"); a limit
--- met with room and nothing passed over waits for nothing.
-local function gate_report(g)
+-- The jobs the take passed over, per limit and queue ("limitwait"); for a
+-- queue it walked to its end, a limit with none passed over has none
+-- waiting there. `ended`: the queues walked to their end.
+local function gate_report(g, ended)
   if not g.on then return end
-  for name, d in pairs(g.defs) do
-    if d then
-      if g.waiting[name] then
-        redis.call('HSET', g.P .. 'limitwait', name, g.waiting[name])
-      else
-        redis.call('HDEL', g.P .. 'limitwait', name)
-      end
+  for field, n in pairs(g.waiting) do redis.call('HSET', g.P .. 'limitwait', field, n) end
+  for _, q in ipairs(ended) do
+    for name, d in pairs(g.defs) do
+      local field = name .. ',' .. q
+      if d and not g.waiting[field] then redis.call('HDEL', g.P .. 'limitwait', field) end
     end
   end
 end
