@@ -389,3 +389,17 @@ def test_a_cron_template_cannot_carry_a_limit(client: zizq.Client) -> None:
     entry = zizq.CronEntry("call", "* * * * *", zizq.Enqueue(Call(), limit="api"))
     with pytest.raises(zizq.ValidationError, match="cannot have a limit or a group"):
         client.replace_cron("calls", [entry])
+
+
+def test_a_slot_given_back_wakes_the_queue_where_jobs_wait(client: zizq.Client, r: redis.Redis) -> None:
+    client.set_limit("api", zizq.Limit(concurrency=1))
+    first = client.enqueue(Call(), limit="api", queue="q1")
+    client.enqueue(Call(), limit="api", queue="q2")
+    worker = joined(client)
+    assert [j.id for j in client.run(client.core.take(worker, 5, ["q1", "q2"])).jobs] == [first.id]
+    r.delete(client.core.key("wake", "q1"), client.core.key("wake", "q2"))
+    client.run(client.core.ack(worker, [first.id]))
+    assert (r.llen(client.core.key("wake", "q1")), r.llen(client.core.key("wake", "q2"))) == (0, 1)
+    assert client.limits()[0].waiting == 1
+    client.run(client.core.take(worker, 5, ["q2"]))  # walks q2 to its end: nothing waits any more
+    assert client.limits()[0].waiting == 0
