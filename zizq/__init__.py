@@ -34,7 +34,7 @@ from zizq.errors import (
     WorkersActive,
     ZizqError,
 )
-from zizq.events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
+from zizq.events import EnqueueEvent, JobEvent, WebActionEvent, on, subscribe, unsubscribe
 from zizq.filters import Filter, Range
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
 from zizq.limits import Limit, LimitKeyState, LimitState, queue_limit
@@ -91,6 +91,7 @@ __all__ = (
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",
+    "WebActionEvent",
     "Worker",
     "WorkerGroup",
     "WorkerLost",
