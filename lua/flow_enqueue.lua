@@ -2,10 +2,11 @@
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  N, the number of jobs: 0..1000
-ARGV[2]  the jobs: a MessagePack array of N arrays of 17 strings: the 14 of
-         enqueue.lua (id, type, queue, priority, payload, ready_at,
-         delay_ms, retry_limit, backoff, completed_ms, dead_ms, unique_key,
-         unique_while, timeout_ms), then
+ARGV[2]  the jobs: a MessagePack array of N arrays of 17 strings: three
+         workflow values, then the 14 of enqueue.lua (id, type, queue,
+         priority, payload, ready_at, delay_ms, retry_limit, backoff,
+         completed_ms, dead_ms, unique_key, unique_while, timeout_ms; a job
+         with a limit or a group cannot have a workflow yet):
   depends_on             the ids of the jobs it waits for, separated by
                          spaces (at most 100), or ''. Each is a job of this
                          namespace, or an earlier job of this call
@@ -53,20 +54,19 @@ for i = 1, n do
   if type(J) ~= 'table' or #J ~= WIDTH then
     return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ' values')
   end
-  local err = job_row_error({unpack(J, 1, 14)})
-  if not err then
-    for k = 15, WIDTH do
-      if type(J[k]) ~= 'string' then err = 'value ' .. k .. ' is not a string' end
-    end
+  local err = nil
+  for k = 1, 3 do
+    if type(J[k]) ~= 'string' then err = 'value ' .. k .. ' is not a string' end
   end
-  if not err and J[16] ~= '' and J[16] ~= 'run' then
-    err = 'on_dependency_failure ' .. J[16] .. " is not 'run' or ''"
+  err = err or job_row_error({unpack(J, 4, WIDTH)})
+  if not err and J[2] ~= '' and J[2] ~= 'run' then
+    err = 'on_dependency_failure ' .. J[2] .. " is not 'run' or ''"
   end
   if err then return fail_with('INVALID', 'job ' .. (i - 1) .. ': ' .. err) end
-  local count = 0
-  for dep in string.gmatch(J[15], '%S+') do
+  local id, count = J[4], 0
+  for dep in string.gmatch(J[1], '%S+') do
     count = count + 1
-    if dep == J[1] then return fail_with('INVALID', 'job ' .. (i - 1) .. ' (' .. dep .. ') depends on itself') end
+    if dep == id then return fail_with('INVALID', 'job ' .. (i - 1) .. ' (' .. dep .. ') depends on itself') end
     if count > MAX_DEPS then
       return fail_with('INVALID', 'job ' .. (i - 1) .. ' depends on more than ' .. MAX_DEPS .. ' jobs')
     end
@@ -78,7 +78,7 @@ for i = 1, n do
       end
     end
   end
-  local bid = J[17]
+  local bid = J[3]
   if bid ~= '' and not batches[bid] then
     local closed = redis.call('HGET', P .. 'batch:' .. bid, 'closed')
     if not closed then return fail_with('BATCH_NOT_FOUND', 'no batch with id ' .. bid) end
@@ -87,25 +87,25 @@ for i = 1, n do
     end
     batches[bid] = true
   end
-  earlier[J[1]] = true
+  earlier[id] = true
 end
 
 local out = {now}
 local alias = {}  -- id of a duplicate in this call -> the holder it stands for
 for i = 1, n do
   local J = jobs[i]
-  local id = J[1]
+  local id = J[4]
   local flag, target, x = 4, id, false
   if redis.call('HEXISTS', P .. 'jobs', id) == 1 then
     flag = 2
   elseif repeated and was_done(P, id, now) then
     flag, x = 3, id_time(id) or now
   else
-    local made, holder = create_job(P, {unpack(J, 1, 14)}, now)
+    local made, holder = create_job(P, {unpack(J, 4, WIDTH)}, now)
     if made == 1 then
       flag, target, alias[id] = 1, holder, holder
     else
-      flow_wire(P, id, J, alias, now)
+      flow_wire(P, id, J[1], J[2], J[3], alias, now)
     end
   end
   if flag ~= 3 then

@@ -90,6 +90,8 @@ async def test_bad_dependencies_are_refused_before_anything_is_written(api: Any)
         await api.enqueue(Step(tag="x"), depends_on=[a], on_dependency_failure="sometimes")
     with pytest.raises(zizq.ValidationError, match="not a job id"):
         await api.enqueue(Step(tag="x"), depends_on=[3])
+    with pytest.raises(zizq.ValidationError, match="a limit or a group cannot have depends_on"):
+        await api.enqueue(Step(tag="x"), depends_on=[a], group="tenant-1")
     with pytest.raises(zizq.ValidationError, match="at most 100"):
         await api.enqueue(Step(tag="x"), depends_on=[f"{i:025d}" for i in range(101)])
     # The id of a job of another namespace is no job of this one.

@@ -151,20 +151,20 @@ flow_retried = function(P, id, job, now)
   batch_count(P, job.bt, 'dead', -1, now)
 end
 
--- Wire a job create_job just made to its workflow: J[15] the ids it depends
--- on (spaces between; an id in `alias` was a duplicate in this call, and
--- stands for its holder), J[16] 'run' to run even if one ends dead, J[17]
--- its batch. Finished dependencies count at once: completed (or deleted as
+-- Wire a job create_job just made to its workflow: `after` the ids it
+-- depends on (spaces between; an id in `alias` was a duplicate in this
+-- call, and stands for its holder), `mode` 'run' to run even if one ends
+-- dead, `batch` its batch ('' for none). Finished dependencies count at once: completed (or deleted as
 -- it completed, within the done window) satisfied; dead fails it.
-local function flow_wire(P, id, J, alias, now)
+local function flow_wire(P, id, after, mode, batch, alias, now)
   local job = load_job(P, id)
-  if J[17] ~= '' then
-    job.bt = J[17]
-    redis.call('HINCRBY', P .. 'batch:' .. J[17], 'total', 1)
+  if batch ~= '' then
+    job.bt = batch
+    redis.call('HINCRBY', P .. 'batch:' .. batch, 'total', 1)
   end
-  if J[16] == 'run' then job.df = 1 end
+  if mode == 'run' then job.df = 1 end
   local deps, pending, failed = {}, 0, nil
-  for dep in string.gmatch(J[15], '%S+') do
+  for dep in string.gmatch(after, '%S+') do
     dep = alias[dep] or dep
     deps[#deps + 1] = dep
     local d = load_job(P, dep)

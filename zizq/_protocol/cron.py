@@ -61,6 +61,8 @@ def template_of(job: JobKind | Enqueue) -> dict[str, Any]:
     if item.depends_on or item.on_dependency_failure is not None:
         raise ValidationError("a cron job template cannot have depends_on or on_dependency_failure")
     args = enqueue_args(item, _NoId())
+    if len(args) > len(TEMPLATE_FIELDS) + 1:
+        raise ValidationError("a cron job template cannot have a limit or a group")
     template: dict[str, Any] = dict(zip(TEMPLATE_FIELDS, args[1:], strict=True))
     payload = template["payload"]
     template["payload"] = payload.decode() if isinstance(payload, bytes) else payload

@@ -27,6 +27,7 @@ MAX_DEPENDENCIES = 100  # per job (lua/flow_enqueue.lua refuses more)
 DRAIN_BATCH = 500  # dependents released per flow_drain call: a few ms
 LIST_LIMIT = 500  # batches per list call (lua/batches.lua)
 FAILURE_MODES = ("dead", "run")
+ENQUEUE_WIDTH = 14  # enqueue values of a job without a limit or a group
 
 
 def _dependency_id(dep: Any, earlier: dict[int, str]) -> str:
@@ -44,8 +45,8 @@ def _dependency_id(dep: Any, earlier: dict[int, str]) -> str:
 
 
 def flow_rows(items: Sequence[Enqueue | JobKind], rows: Sequence[EnqueueRow]) -> list[EnqueueRow] | None:
-    """The rows of lua/flow_enqueue.lua (enqueue's 14 values, then
-    depends_on, on_dependency_failure and the batch id) when any item has a
+    """The rows of lua/flow_enqueue.lua (depends_on, on_dependency_failure
+    and the batch id, then enqueue's 14 values) when any item has a
     dependency or a batch; None when none has (lua/enqueue.lua then takes
     the call). Raises ValidationError naming a bad value."""
     if not any(isinstance(i, Enqueue) and (i.depends_on or i.batch_id or i.on_dependency_failure) for i in items):
@@ -72,7 +73,9 @@ def flow_rows(items: Sequence[Enqueue | JobKind], rows: Sequence[EnqueueRow]) ->
             mode = "run" if failure == "run" else ""
             batch = item.batch_id or ""
             earlier[id(item)] = job_id
-        out.append([*row, " ".join(deps), mode, batch])
+        if len(row) > ENQUEUE_WIDTH:
+            raise ValidationError(f"job {job_id}: a job with a limit or a group cannot have depends_on or a batch yet")
+        out.append([" ".join(deps), mode, batch, *row])
     return out
 
 
@@ -161,6 +164,8 @@ class FlowCore:
         if isinstance(item, Enqueue) and (item.depends_on or item.batch_id):
             raise ValidationError(f"the {name} callback cannot have depends_on or a batch")
         row, _ = plan_enqueue(item, self.ids)
+        if len(row) > ENQUEUE_WIDTH:
+            raise ValidationError(f"the {name} callback cannot have a limit or a group yet")
         return msgpack.packb(row, use_bin_type=False)  # type: ignore[no-any-return]
 
     def open(
