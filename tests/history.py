@@ -84,6 +84,17 @@ class Send:
 
 
 @dataclass
+class Flow:
+    """A workflow at ``at`` seconds: a ``chain`` of ``items`` (each runs
+    once the one before completed) or a ``batch`` of them, with an
+    on_complete and an on_success callback."""
+
+    at: float
+    kind: str
+    items: list[dict[str, Any]]
+
+
+@dataclass
 class Fault:
     """A fault at ``at`` seconds: ``kind`` in FAULT_KINDS; ``target`` the
     worker slot (kill, stop); ``length`` seconds (stop, restart's downtime,
@@ -109,6 +120,7 @@ class Plan:
     duration: float  # seconds of workload and faults
     sends: list[Send] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    flows: list[Flow] = field(default_factory=list)
 
     @classmethod
     def of(cls, seed: int, duration: float = DURATION) -> Plan:
@@ -152,6 +164,7 @@ class Plan:
             plan.failover = plan.producer_via_proxy = True  # the producer must follow the promotion too
             plan.faults.append(Fault(other.uniform(1.0, duration - 1.0), "failover"))
             plan.faults.sort(key=lambda f: f.at)
+        plan.flows = flows_of(seed, duration)
         return plan
 
     @staticmethod
@@ -181,13 +194,35 @@ class Plan:
         return {"fields": fields, "options": options}
 
     def describe(self) -> str:
-        jobs = sum(len(s.items) for s in self.sends)
+        jobs = sum(len(s.items) for s in self.sends) + sum(len(f.items) for f in self.flows)
         faults = ", ".join(f"{f.kind}@{f.at:.1f}" for f in self.faults)
         return (
             f"seed {self.seed}: {self.workers} workers -c {self.concurrency} --prefetch {self.prefetch}, "
             f"{jobs} jobs in {len(self.sends)} enqueues, cron {'on' if self.cron else 'off'}, "
             f"producer {'via the proxy' if self.producer_via_proxy else 'direct'}; faults: {faults or 'none'}"
         )
+
+
+def flows_of(seed: int, duration: float) -> list[Flow]:
+    """The workflows of a seed, drawn apart (the rest of each plan stays as
+    it was): about one a second, chains of 2 or 3 jobs and batches of 3 to
+    5, with the jobs of the workload (no unique keys)."""
+    rnd = random.Random(f"{seed}-flows")
+    flows = []
+    n = 100_000
+    at = rnd.uniform(0.2, 1.0)
+    while at < duration:
+        kind = rnd.choice(["chain", "batch"])
+        items = []
+        for _ in range(rnd.randint(2, 3) if kind == "chain" else rnd.randint(3, 5)):
+            item = Plan.item(rnd, n)
+            n += 1
+            for name in ("unique_key", "scope"):
+                item["options"].pop(name, None)
+            items.append(item)
+        flows.append(Flow(at, kind, items))
+        at += rnd.expovariate(1.0)
+    return flows
 
 
 def options_of(item: dict[str, Any]) -> dict[str, Any]:
@@ -328,6 +363,47 @@ class Run:
             return
         keys = [item["options"].get("unique_key") for item in send.items]
         self.record("enqueue", sent=sent, ids=[j.id for j in jobs], duplicate=[j.duplicate for j in jobs], keys=keys)
+
+    def produce_flows(self) -> None:
+        """Send the plan's workflows, each at its time, and record them: the
+        jobs as an enqueue, and the chain (its ids in order) or the batch
+        (its members and callbacks)."""
+        url = self.proxy.url if self.plan.producer_via_proxy else self.queue.url
+        client = zizq.Client.from_url(url, self.namespace)
+        started = time.monotonic()
+        try:
+            for flow in self.plan.flows:
+                if self.stop_producing.wait(max(0.0, started + flow.at - time.monotonic())):
+                    return
+                self.send_flow(client, flow)
+        finally:
+            client.close()
+
+    def send_flow(self, client: zizq.Client, flow: Flow) -> None:
+        sent = time.time()
+        items = [zizq.Enqueue(Task(**i["fields"]), **options_of(i)) for i in flow.items]
+        try:
+            if flow.kind == "chain":
+                jobs = client.chain(items)
+                self.record("chain", ids=[j.id for j in jobs])
+            else:
+                n = flow.items[0]["fields"]["n"]
+                with client.batch(on_complete=Task(n=-n), on_success=Task(n=-n - 1)) as batch:
+                    jobs = batch.enqueue_many(items)
+                info = client.get_batch(batch.id)
+                self.record(
+                    "batch",
+                    batch=batch.id,
+                    members=[j.id for j in jobs],
+                    on_complete=info.on_complete,
+                    on_success=info.on_success,
+                )
+        except zizq.ZizqError as exc:
+            self.record("enqueue_error", sent=sent, error=f"{type(exc).__name__}: {exc}")
+            return
+        self.record(
+            "enqueue", sent=sent, ids=[j.id for j in jobs], duplicate=[False] * len(jobs), keys=[None] * len(jobs)
+        )
 
     def observe(self) -> None:
         """Read every job record of the namespace in one HGETALL (atomic),
@@ -470,7 +546,7 @@ class Run:
         while time.monotonic() < deadline:
             stats = self.admin.stats()
             pending = stats.in_flight + sum(ready for ready, *_ in stats.queues.values())
-            pending += self.admin.count_jobs(status="scheduled")
+            pending += self.admin.count_jobs(status="scheduled") + stats.waiting
             quiet = 0 if pending else quiet + 1
             if quiet == 3:  # three looks in a row: a cron run claimed before the delete has been sent
                 return True
@@ -492,8 +568,10 @@ class Run:
         self.setup()
         producer = threading.Thread(target=self.produce, name="producer")
         observer = threading.Thread(target=self.observe, name="observer")
+        flows = threading.Thread(target=self.produce_flows, name="flows")
         producer.start()
         observer.start()
+        flows.start()
         started = time.monotonic()
         try:
             for fault in self.plan.faults:
@@ -501,10 +579,12 @@ class Run:
                 self.inject(fault)
             self.supervise(started + self.plan.duration)
             producer.join(30)
+            flows.join(30)
             quiet = self.quiesce(30)
         finally:
             self.stop_producing.set()
             producer.join(30)
+            flows.join(30)
             observer.join(10)
         self.stop_workers()
         return self.evidence(quiet)

@@ -21,6 +21,7 @@ Record = dict[str, Any]
 
 # The status codes of a stored job record (docs/protocol/keys.md, §2.1).
 READY, SCHEDULED, IN_FLIGHT, COMPLETED, DEAD = 1, 2, 3, 4, 5
+WAITING = 6  # for its dependencies (depends_on)
 IN_SCOPE = {"queued": {READY, SCHEDULED}, "active": {READY, SCHEDULED, IN_FLIGHT}, "exists": {1, 2, 3, 4, 5}}
 # Faults that hit every worker at once (the proxy, or Redis itself).
 GLOBAL_FAULTS = {"restart", "stall", "cut", "failover"}
@@ -40,7 +41,7 @@ def snapshot(conn: redis.Redis, key: Callable[..., str]) -> Snapshot:
     """Read every record and index of the namespace whose keys ``key`` makes."""
     queues = sorted(text(q) for q in conn.smembers(key("queues")))
     holders = sorted(text(k)[len(key("")) :] for k in conn.scan_iter(match=key("worker", "*"), count=1000))
-    names = [f"ready:{q}" for q in queues] + ["scheduled", "inflight", "completed", "dead"]
+    names = [f"ready:{q}" for q in queues] + ["scheduled", "inflight", "completed", "dead", "waiting"]
     pipe = conn.pipeline(transaction=True)
     pipe.hgetall(key("jobs"))
     for name in names:
@@ -85,6 +86,7 @@ class Evidence:
 
 
 STATUS_NAMES = {READY: "ready", SCHEDULED: "scheduled", IN_FLIGHT: "in_flight", COMPLETED: "completed", DEAD: "dead"}
+STATUS_NAMES[WAITING] = "waiting"
 
 
 def in_scope(record: Record | None) -> bool:
@@ -265,6 +267,7 @@ def records_match_indexes(ev: Evidence) -> list[str]:
             IN_FLIGHT: ["inflight", f"worker:{r.get('w')}"],
             COMPLETED: ["completed"],
             DEAD: ["dead"],
+            WAITING: ["waiting"],
         }[s]
         for name in names:
             expected[name].add(job_id)
@@ -279,6 +282,75 @@ def records_match_indexes(ev: Evidence) -> list[str]:
     return out
 
 
+def _first_ends(ev: Evidence, outcomes: tuple[str, ...]) -> dict[str, float]:
+    """Per job, the time of its first handler end with one of ``outcomes``."""
+    out: dict[str, float] = {}
+    for e in ev.of("end"):
+        if e.get("outcome") in outcomes:
+            out.setdefault(e["job"], e["t"])
+    return out
+
+
+def _first_starts(ev: Evidence) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for e in ev.of("start"):
+        out.setdefault(e["job"], e["t"])
+    return out
+
+
+def dependencies_respected(ev: Evidence) -> list[str]:
+    """A job of a chain starts only after the job before it completed (its
+    first completed handler end); when that one ended dead, the job never
+    starts and ends dead with the error type zizq.DependencyFailed."""
+    out = []
+    starts, completed = _first_starts(ev), _first_ends(ev, ("completed",))
+    for e in ev.of("chain"):
+        for parent, child in itertools.pairwise(e["ids"]):
+            if child in starts and (parent not in completed or starts[child] < completed[parent]):
+                out.append(
+                    f"dependencies: job {child} started at {starts[child]:.3f} before job {parent}, "
+                    f"which it depends on, completed ({completed.get(parent, 'never')})"
+                )
+            parent_record, child_record = ev.final.records.get(parent), ev.final.records.get(child)
+            if ev.quiet and parent_record is not None and parent_record["s"] == DEAD:
+                failed = any(r.get("error_type") == "zizq.DependencyFailed" for r in ev.errors.get(child, []))
+                if child_record is None or child_record["s"] != DEAD or not failed:
+                    status = "no record" if child_record is None else STATUS_NAMES[child_record["s"]]
+                    out.append(
+                        f"dependencies: job {parent} ended dead but job {child}, which depends on it, is {status}"
+                    )
+    return out
+
+
+def batch_callbacks_once(ev: Evidence) -> list[str]:
+    """A batch's callbacks: on_complete starts only after every member's
+    handler ended for good (completed or dead); at the end on_complete
+    exists, and on_success exists exactly when no member is dead."""
+    out = []
+    starts, ended = _first_starts(ev), _first_ends(ev, ("completed", "dead"))
+    for e in ev.of("batch"):
+        members, on_complete, on_success = e["members"], e["on_complete"], e["on_success"]
+        if on_complete in starts:
+            for m in members:
+                if m in ended and starts[on_complete] < ended[m]:
+                    out.append(
+                        f"batches: on_complete {on_complete} of batch {e['batch']} started at "
+                        f"{starts[on_complete]:.3f}, before member {m} ended at {ended[m]:.3f}"
+                    )
+        if not ev.quiet:
+            continue
+        records = ev.final.records
+        dead = [m for m in members if m in records and records[m]["s"] == DEAD]
+        if on_complete not in records:
+            out.append(f"batches: batch {e['batch']} finished but its on_complete {on_complete} is not there")
+        if (on_success in records) == bool(dead):
+            out.append(
+                f"batches: batch {e['batch']} has {len(dead)} dead members, and its on_success "
+                f"{'ran' if on_success in records else 'did not run'}"
+            )
+    return out
+
+
 INVARIANTS = (
     nothing_lost,
     started_only_when_held,
@@ -287,6 +359,8 @@ INVARIANTS = (
     cron_once,
     worker_lost_only_after_start,
     records_match_indexes,
+    dependencies_respected,
+    batch_callbacks_once,
 )
 
 

@@ -163,3 +163,25 @@ def test_a_seed_is_a_plan() -> None:
 def test_seed_runs_clean(seed: int) -> None:
     result = run_seed(seed)
     assert result.ok, "\n".join([result.summary, *result.violations, f"replay: {replay_command(seed)}"])
+
+
+def test_chains_wait_for_their_links_and_batches_for_their_members() -> None:
+    chain = {"e": "chain", "ids": ["a", "b"]}
+    a_done = {"e": "end", "job": "a", "outcome": "completed"}
+    both = {"a": {"s": 4}, "b": {"s": 4}}
+    [early] = checks.dependencies_respected(evidence(chain, start("b", "w1", 1), a_done, records=both))
+    assert "job b started" in early and "before job a" in early
+    assert checks.dependencies_respected(evidence(chain, a_done, start("b", "w1", 1), records=both)) == []
+    [ran] = checks.dependencies_respected(evidence(chain, records={"a": {"s": 5}, "b": {"s": 4}}))
+    assert "job a ended dead but job b" in ran
+    killed = {"b": [{"error_type": "zizq.DependencyFailed"}]}
+    assert checks.dependencies_respected(evidence(chain, records={"a": {"s": 5}, "b": {"s": 5}}, errors=killed)) == []
+
+    batch = {"e": "batch", "batch": "B", "members": ["m"], "on_complete": "c", "on_success": "s"}
+    m_done = {"e": "end", "job": "m", "outcome": "completed"}
+    finished = {"m": {"s": 4}, "c": {"s": 4}, "s": {"s": 4}}
+    [before] = checks.batch_callbacks_once(evidence(batch, start("c", "w1", 1), m_done, records=finished))
+    assert "on_complete c of batch B started" in before
+    assert checks.batch_callbacks_once(evidence(batch, m_done, start("c", "w1", 1), records=finished)) == []
+    [success] = checks.batch_callbacks_once(evidence(batch, records={"m": {"s": 5}, "c": {"s": 4}, "s": {"s": 4}}))
+    assert "1 dead members, and its on_success ran" in success
