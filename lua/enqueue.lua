@@ -7,8 +7,8 @@ ARGV[1]  N, the number of jobs: 0..1000. One call of 1000 jobs with unique
          holds Redis long enough to let leases lapse
 ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
          no bin: Redis's cmsgpack cannot read bin), each of these 14 strings
-         in this order (one argument for the whole batch is much cheaper
-         for clients to send than 14 per job):
+         in this order, and an optional 15th (one argument for the whole
+         batch is much cheaper for clients to send than 14 per job):
   id            SCRU128 id made by the client (a retried call reuses it)
   type          job type name
   queue         queue name
@@ -23,6 +23,9 @@ ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
   unique_key    string, or '' for none
   unique_while  'queued' | 'active' | 'exists', or '' (queued when a key is given)
   timeout_ms    the most a handler may run, in ms, or '' for no limit
+  trace_context optional: the trace context the job was created in (a JSON
+                object of W3C headers: traceparent, and tracestate and
+                baggage when present), stored as given; absent or '' for none
 ARGV[3]  optional: '1' when this call repeats one that may have been applied
          (its reply was lost). Only then are the ids looked up among the jobs
          recently deleted (done:<n>), so that a job that has already run (or
@@ -52,7 +55,7 @@ N above 1000.
 local P = KEYS[1]
 local n = tonumber(ARGV[1])
 local MAX_JOBS = 1000
-local WIDTH = 14
+local WIDTH = 14  -- and an optional 15th value, the trace context
 -- The values that must be '' or a non-negative integer, by position.
 local NUMERIC = {[6] = 'ready_at', [7] = 'delay_ms', [8] = 'retry_limit', [10] = 'completed_ms', [11] = 'dead_ms',
   [14] = 'timeout_ms'}
@@ -68,10 +71,10 @@ if n > MAX_JOBS then
 end
 for i = 1, n do
   local J = jobs[i]
-  if type(J) ~= 'table' or #J ~= WIDTH then
-    return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ' values')
+  if type(J) ~= 'table' or (#J ~= WIDTH and #J ~= WIDTH + 1) then
+    return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ' or ' .. (WIDTH + 1) .. ' values')
   end
-  for k = 1, WIDTH do
+  for k = 1, #J do
     local v = J[k]
     if type(v) ~= 'string' then
       return fail_with('INVALID', 'job ' .. (i - 1) .. ': value ' .. k .. ' is not a string')
@@ -170,6 +173,7 @@ for i = 0, n - 1 do
     end
     if uwhile ~= '' then job.uw = uwhile end
     if J[14] ~= '' then job.to = tonumber(J[14]) end
+    if J[15] and J[15] ~= '' then job.tc = J[15] end
     records[#records + 1] = id
     records[#records + 1] = cmsgpack.pack(job)
     if not seen[queue] then

@@ -464,6 +464,9 @@ class Job:
     recoveries: int = 0
     duplicate: bool = False
     payload_json: bytes | None = dataclasses.field(default=None, repr=False)
+    # The trace context of its enqueue (JSON text of W3C headers), stored
+    # only while zizq.otel is instrumented; see zizq.otel.job_context.
+    trace_context: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def payload(self) -> Any:

@@ -50,7 +50,7 @@ def enqueue_item(job: JobKind, options: EnqueueOptions) -> Enqueue | JobKind:
     return Enqueue(job, **options) if options else job
 
 
-EnqueueRow = list[str | bytes]  # one job's 14 enqueue values, all strings
+EnqueueRow = list[str | bytes]  # one job's 14 enqueue values, all strings (15 with a trace context)
 
 
 def enqueue_args(item: Enqueue | JobKind, ids: Any) -> EnqueueRow:
