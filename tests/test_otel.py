@@ -309,3 +309,26 @@ def test_the_enqueue_script_stores_a_15th_value_and_refuses_a_16th(
     assert "tc" not in msgpack.unpackb(r.hget(f"{prefix}jobs", row[0]))
     with pytest.raises(redis.ResponseError, match="job 0 is not an array of 14 or 15 values"):
         r.evalsha(sha, 1, prefix, 1, msgpack.packb([[*row, "", ""]], use_bin_type=False))
+
+
+async def test_a_stop_that_cancels_the_handler_ends_its_span_as_interrupted(
+    client: zizq.Client, start: Start, otel: Otel
+) -> None:
+    otel.instrument()
+    router, running = zizq.Router(), asyncio.Event()
+
+    @router.handler
+    async def ping(job: Ping) -> None:
+        running.set()
+        await asyncio.sleep(30)
+
+    client.enqueue(Ping(n=1))
+    worker = start(router, queues=[QUEUE])
+    await asyncio.wait_for(running.wait(), 10)
+    worker.stop()
+    worker.stop()  # the second stop cancels the running handler; the job goes back to its queue
+    await wait_for(lambda: len(otel.spans(f"process {QUEUE}")) == 1)
+    [span] = otel.spans(f"process {QUEUE}")
+    assert (span.attributes or {})["zizq.job.outcome"] == "interrupted"
+    assert (span.attributes or {})["error.type"] == "cancelled"
+    assert span.status.status_code == StatusCode.ERROR

@@ -40,7 +40,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Sequence
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -141,7 +141,7 @@ class _Attempt:
     """The process span of the attempt running in this task."""
 
     span: Span
-    token: Token[Context]
+    token: Any  # context.attach's token (typed object by older opentelemetry-api)
     ended: bool = False
 
 
@@ -292,7 +292,7 @@ class _Send:
 
     otel: _Instrumentation
     span: Span | None = None
-    token: Token[Context] | None = None
+    token: Any = None  # as _Attempt's
     queues: collections.Counter[str] = field(default_factory=collections.Counter)
     queue: str | None = None  # the one queue of every job, else None
     started: float = 0.0
