@@ -9,7 +9,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import msgpack
 import pytest
 import redis
 
@@ -291,24 +290,6 @@ def test_a_bad_propagation_is_refused() -> None:
     with pytest.raises(zizq.ValidationError, match="propagation 'sibling' is not one of child, link"):
         zizq.otel.instrument(propagation="sibling")  # type: ignore[arg-type]
     assert middleware.send_tracing is None
-
-
-def test_the_enqueue_script_stores_a_15th_value_and_refuses_a_16th(
-    client: zizq.Client, r: redis.Redis, namespace: str
-) -> None:
-    from zizq._protocol.enqueue import plan_enqueue
-    from zizq._protocol.scripts import script
-
-    row, _ = plan_enqueue(Ping(n=1), client.core.ids)
-    prefix = client.core.prefix
-    sha = script("enqueue").sha
-    r.evalsha(sha, 1, prefix, 1, msgpack.packb([[*row, '{"traceparent":"x"}']], use_bin_type=False))
-    assert msgpack.unpackb(r.hget(f"{prefix}jobs", row[0]))["tc"] == '{"traceparent":"x"}'
-    row, _ = plan_enqueue(Ping(n=2), client.core.ids)
-    r.evalsha(sha, 1, prefix, 1, msgpack.packb([[*row, ""]], use_bin_type=False))
-    assert "tc" not in msgpack.unpackb(r.hget(f"{prefix}jobs", row[0]))
-    with pytest.raises(redis.ResponseError, match="job 0 is not an array of 14 or 15 values"):
-        r.evalsha(sha, 1, prefix, 1, msgpack.packb([[*row, "", ""]], use_bin_type=False))
 
 
 async def test_a_stop_that_cancels_the_handler_ends_its_span_as_interrupted(
