@@ -11,8 +11,9 @@ run there) and copies it into the thread of a sync handler.
 :class:`JobContextFilter`, added to a logging handler, puts the job's fields
 on every record emitted meanwhile, a handler's own records too: ``job_id``,
 ``job_type``, ``queue``, ``attempt`` (1 on a job's first run), ``worker_id``
-and ``namespace``; and while :mod:`zizq.otel` is instrumented and a span
-is current, ``trace_id`` and ``span_id`` (hex). ``zizq worker --log-format text|json`` sets up a handler
+and ``namespace``; and while :mod:`zizq.otel` is instrumented and a span is
+current, ``trace_id`` and ``span_id`` (hex). ``zizq worker --log-format
+text|json`` sets up a handler
 with the filter and :class:`TextFormatter` or :class:`JsonFormatter`
 (:func:`configure`); an application that sets up logging itself adds the
 filter to its own handlers.
@@ -76,9 +77,9 @@ span_ids: Callable[[], tuple[str, str] | None] | None = None
 class JobContextFilter(logging.Filter):
     """Adds the running job's fields (:data:`JOB_FIELDS`) to each record
     emitted while a job runs, and the current span's ``trace_id`` and
-    ``span_id`` while zizq.otel is instrumented; a field given with ``extra=`` is kept. Add it to
-    a handler (not a logger: a logger's filters miss records from its
-    children)."""
+    ``span_id`` while zizq.otel is instrumented; a field given with
+    ``extra=`` is kept. Add it to a handler (not a logger: a logger's
+    filters miss records from its children)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = current_job.get()
