@@ -241,3 +241,17 @@ def test_the_private_name_check_tells_names_from_modules() -> None:
     assert private_names(Import("zizq.a", "zizq.b", ("_hidden", "__version__", "shown"), 1)) == ["_hidden"]
     hotpath = [i for i in imports_of("zizq.job") if i.target == "zizq._hotpath"]
     assert hotpath and not private_names(hotpath[0])  # `from zizq import _hotpath, _shapes`
+
+
+def test_only_zizq_otel_imports_opentelemetry() -> None:
+    """zizq.otel is the one module that needs the otel extra: the client,
+    the worker and the CLI run (and trace nothing) without it."""
+    code = (
+        "import sys, zizq, zizq.worker, zizq.cli.main, zizq.testing\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('opentelemetry')}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    users = sorted(m for m in MODULES if "opentelemetry" in MODULES[m].read_text())
+    assert users == ["zizq.otel"]
