@@ -313,3 +313,28 @@ async def test_a_stop_that_cancels_the_handler_ends_its_span_as_interrupted(
     assert (span.attributes or {})["zizq.job.outcome"] == "interrupted"
     assert (span.attributes or {})["error.type"] == "cancelled"
     assert span.status.status_code == StatusCode.ERROR
+
+
+async def test_a_failure_the_worker_cannot_record_ends_its_span_as_refused(
+    client: zizq.Client, start: Start, otel: Otel
+) -> None:
+    otel.instrument()
+    router, running, release = zizq.Router(), asyncio.Event(), asyncio.Event()
+
+    @router.handler
+    async def ping(job: Ping) -> None:
+        running.set()
+        await release.wait()
+        raise ValueError("too late")
+
+    job = client.enqueue(Ping(n=1))
+    start(router, queues=[QUEUE])
+    await asyncio.wait_for(running.wait(), 10)
+    client.delete_job(job.id)  # no longer this worker's: its failure is refused
+    release.set()
+    await wait_for(lambda: len(otel.spans(f"process {QUEUE}")) == 1)
+    [span] = otel.spans(f"process {QUEUE}")
+    assert (span.attributes or {})["zizq.job.outcome"] == "refused"
+    assert (span.attributes or {})["error.type"] == "ValueError"
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.events[0].attributes is not None and span.events[0].attributes["exception.message"] == "too late"
