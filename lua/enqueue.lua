@@ -24,8 +24,9 @@ ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
   unique_while  'queued' | 'active' | 'exists', or '' (queued when a key is given)
   timeout_ms    the most a handler may run, in ms, or '' for no limit
   trace_context optional: the trace context the job was created in (a JSON
-                object of W3C headers: traceparent, and tracestate and
-                baggage when present), stored as given; absent or '' for none
+                object of propagation headers, by default W3C traceparent,
+                and tracestate and baggage when present), stored as given;
+                absent or '' for none
 ARGV[3]  optional: '1' when this call repeats one that may have been applied
          (its reply was lost). Only then are the ids looked up among the jobs
          recently deleted (done:<n>), so that a job that has already run (or

@@ -125,12 +125,13 @@ def span_ids() -> tuple[str, str] | None:
 
 
 def carrier_text(ctx: Context) -> str | None:
-    """``ctx`` as stored in a job record: the JSON text of its W3C headers
-    (by the global propagator: traceparent, tracestate, baggage), or None
-    when it holds no valid span context."""
+    """``ctx`` as stored in a job record: the JSON text of the headers the
+    global propagator writes for it (by default W3C ``traceparent``, and
+    ``tracestate`` and ``baggage`` when there are any), or None when it
+    writes none (no valid span context, no baggage)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=ctx)
-    return orjson.dumps(carrier).decode() if "traceparent" in carrier else None
+    return orjson.dumps(carrier).decode() if carrier else None
 
 
 _active: _Instrumentation | None = None
