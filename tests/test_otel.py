@@ -338,3 +338,18 @@ async def test_a_failure_the_worker_cannot_record_ends_its_span_as_refused(
     assert (span.attributes or {})["error.type"] == "ValueError"
     assert span.status.status_code == StatusCode.ERROR
     assert span.events[0].attributes is not None and span.events[0].attributes["exception.message"] == "too late"
+
+
+def test_the_stored_context_never_changes(client: zizq.Client, otel: Otel, r: redis.Redis, namespace: str) -> None:
+    otel.instrument()
+    with otel.tracer.start_as_current_span("first"):
+        job = client.enqueue(Ping(n=1), unique_key="once")
+    first = (stored(r, namespace, job.id) or {})["tc"]
+    with otel.tracer.start_as_current_span("second"):
+        again = client.enqueue(Ping(n=2), unique_key="once")
+    assert again.duplicate and again.id == job.id
+    assert (stored(r, namespace, job.id) or {})["tc"] == first
+    sends = otel.spans(f"send {QUEUE}")
+    assert [(s.attributes or {}).get("zizq.job.duplicate") for s in sends] == [None, True]
+    client.patch_job(job.id, priority=1)
+    assert (stored(r, namespace, job.id) or {})["tc"] == first
