@@ -353,3 +353,16 @@ def test_the_stored_context_never_changes(client: zizq.Client, otel: Otel, r: re
     assert [(s.attributes or {}).get("zizq.job.duplicate") for s in sends] == [None, True]
     client.patch_job(job.id, priority=1)
     assert (stored(r, namespace, job.id) or {})["tc"] == first
+
+
+def test_an_enqueue_that_fails_ends_its_send_span_with_the_error(otel: Otel) -> None:
+    otel.instrument()
+    nowhere = zizq.Client.from_url("redis://127.0.0.1:1/0", retry_for=0)  # nothing listens on port 1
+    with pytest.raises(zizq.RedisUnavailable):
+        nowhere.enqueue(Ping(n=1))
+    nowhere.close()
+    [send] = otel.spans(f"send {QUEUE}")
+    assert (send.attributes or {})["error.type"] == "zizq.RedisUnavailable"
+    assert send.status.status_code == StatusCode.ERROR
+    [sent] = otel.metrics()["messaging.client.sent.messages"]
+    assert dict(sent.attributes)["error.type"] == "zizq.RedisUnavailable"
