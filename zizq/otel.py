@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -184,26 +185,16 @@ class _Instrumentation:
 
     def send_sync(self, client: middleware.EnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]:
         send = _Send(self)
-        jobs: list[Job] = []
-        try:
+        with send.sending() as jobs:
             for call in client.core.enqueue_calls(items, send.start):
                 jobs += client.run(call)
-        except BaseException as exc:
-            send.end(jobs, exc)
-            raise
-        send.end(jobs)
         return jobs
 
     async def send_async(self, client: middleware.AsyncEnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]:
         send = _Send(self)
-        jobs: list[Job] = []
-        try:
+        with send.sending() as jobs:
             for call in client.core.enqueue_calls(items, send.start):
                 jobs += await client.run(call)
-        except BaseException as exc:
-            send.end(jobs, exc)
-            raise
-        send.end(jobs)
         return jobs
 
     # Worker side: event hooks, called in the task that runs the job.
@@ -326,6 +317,17 @@ class _Send:
             attributes["messaging.batch.message_count"] = len(rows)
             self.span = tracer.start_span(name, kind=SpanKind.PRODUCER, attributes=attributes, links=links)
         self.token = context.attach(trace.set_span_in_context(self.span))
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[list[Job]]:
+        """The list the sent jobs go into; on the way out, :meth:`end`."""
+        jobs: list[Job] = []
+        try:
+            yield jobs
+        except BaseException as exc:
+            self.end(jobs, exc)
+            raise
+        self.end(jobs)
 
     def end(self, jobs: list[Job], error: BaseException | None = None) -> None:
         """End the ``send`` span and count the jobs; nothing when the jobs
