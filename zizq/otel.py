@@ -25,8 +25,10 @@ dequeue middleware) runs, so the handler's spans and log records join the
 trace. A failed attempt gets ``error.type`` (the error type zizq records),
 the exception as a span event and an ERROR status; ``zizq.job.outcome`` says
 how the attempt ended: ``completed``, ``failed`` (a retry is scheduled),
-``dead``, ``refused`` (the job was no longer this worker's) or
-``interrupted`` (the worker stopped; the job goes back to its queue).
+``dead``, ``refused`` (the job was no longer this worker's),
+``interrupted`` (the worker stopped; the job goes back to its queue) or
+``unrecorded`` (Redis could not be told; the job runs again once the
+worker's lease lapses).
 
 Metrics, from the meter provider given (default: the global one):
 ``messaging.client.sent.messages`` and ``messaging.client.operation.duration``
@@ -222,8 +224,8 @@ class _Instrumentation:
         attempt = _Attempt(span, context.attach(trace.set_span_in_context(span, ctx)))
         _attempt.set(attempt)
         task = asyncio.current_task()
-        if task is not None:  # a stop cancels the task before its job_end
-            task.add_done_callback(lambda _: _interrupted(attempt))
+        if task is not None:  # a stop, or a failure that cannot be recorded, ends the task before its job_end
+            task.add_done_callback(lambda done: _unfinished(attempt, done))
 
     def job_end(self, event: events.JobEvent) -> None:
         attempt = _attempt.get()
@@ -248,17 +250,27 @@ class _Instrumentation:
             self.process.record(event.duration, attributes)
 
 
-def _interrupted(attempt: _Attempt) -> None:
-    # The task of an attempt ended without its job_end: a stop cancelled it.
+def _unfinished(attempt: _Attempt, task: asyncio.Task[Any]) -> None:
+    # The task of an attempt ended without its job_end: a stop cancelled it
+    # (the job goes back to its queue), or its failure could not be recorded
+    # (it runs again once the lease lapses).
     if attempt.ended:
         return
     attempt.ended = True
     span = attempt.span
-    span.set_attribute("zizq.job.outcome", "interrupted")
-    span.set_attribute("error.type", "cancelled")
-    span.set_status(
-        Status(StatusCode.ERROR, "the worker stopped while the handler ran; the job goes back to its queue")
-    )
+    if task.cancelled():
+        outcome, error_type = "interrupted", "cancelled"
+        message = "the worker stopped while the handler ran; the job goes back to its queue"
+    else:
+        error = task.exception()
+        if error is None:  # instrumentation was turned off meanwhile
+            span.end()
+            return
+        outcome, error_type = "unrecorded", error_type_of(error)
+        message = f"the attempt's outcome could not be recorded: {error}"
+    span.set_attribute("zizq.job.outcome", outcome)
+    span.set_attribute("error.type", error_type)
+    span.set_status(Status(StatusCode.ERROR, message))
     span.end()
 
 
