@@ -5,8 +5,15 @@ exporter and reader, on a real Redis and an in-process worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +22,7 @@ import redis
 import zizq
 from zizq import events, middleware
 
-from .conftest import Start, stored, wait_for
+from .conftest import ROOT, RedisServer, Start, stored, wait_for
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -366,3 +373,72 @@ def test_an_enqueue_that_fails_ends_its_send_span_with_the_error(otel: Otel) -> 
     assert send.status.status_code == StatusCode.ERROR
     [sent] = otel.metrics()["messaging.client.sent.messages"]
     assert dict(sent.attributes)["error.type"] == "zizq.RedisUnavailable"
+
+
+WORKER_APP = """
+import logging
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+import zizq
+import zizq.otel
+
+
+def line(span):
+    parent = span.parent.span_id if span.parent else 0
+    return f"SPAN {span.name} {span.context.trace_id:032x} {span.context.span_id:016x} {parent:016x}\\n"
+
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(formatter=line)))
+trace.set_tracer_provider(provider)
+zizq.otel.instrument()
+
+
+class Ping(zizq.JobKind):
+    NAME = "ping"
+    QUEUE = "otel"
+    n: int
+
+
+router = zizq.Router()
+
+
+@router.handler
+def ping(job: Ping) -> None:
+    logging.getLogger("app").warning("pinged %d", job.n)
+"""
+
+
+def test_a_zizq_worker_process_continues_the_trace_and_logs_its_ids(
+    client: zizq.Client, otel: Otel, redis_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    otel.instrument()
+    (tmp_path / "app.py").write_text(WORKER_APP)
+    with otel.tracer.start_as_current_span("request") as request:
+        client.enqueue(Ping(n=1))
+    [send] = otel.spans(f"send {QUEUE}")
+    output = tmp_path / "worker.out"
+    command = [sys.executable, "-m", "zizq", "worker", "app:router", "--url", redis_server.url]
+    command += ["--namespace", namespace, "-q", QUEUE, "--log-format", "json"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    with output.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while f"SPAN process {QUEUE}" not in output.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, output.read_text()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, output.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = output.read_text().splitlines()
+    [process] = [line.split()[3:] for line in lines if line.startswith(f"SPAN process {QUEUE}")]
+    trace_id = f"{request.get_span_context().trace_id:032x}"
+    assert process[0] == trace_id and process[2] == f"{send.context.span_id:016x}"
+    [record] = [json.loads(line) for line in lines if '"pinged 1"' in line]
+    assert (record["trace_id"], record["span_id"]) == (trace_id, process[1])
