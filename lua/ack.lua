@@ -43,9 +43,12 @@ if #acked > 0 then
   call_in_slices('ZREM', P .. 'inflight', acked, 1)
   call_in_slices('SREM', P .. 'worker:' .. worker, acked, 1)
 end
+local freed = {}
 for i, id in ipairs(acked) do
   local job = jobs[i]
   job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
+  limit_release(P, job, freed)
   finish(P, id, job, 'completed', now, job.rc or default_ms)
 end
+limit_flush(P, freed)
 return missed

@@ -362,6 +362,28 @@ def test_the_stored_context_never_changes(client: zizq.Client, otel: Otel, r: re
     assert (stored(r, namespace, job.id) or {})["tc"] == first
 
 
+async def test_a_job_with_a_limit_and_a_group_carries_its_context_too(
+    client: zizq.Client, start: Start, otel: Otel, r: redis.Redis, namespace: str
+) -> None:
+    otel.instrument()
+    client.set_limit("api", zizq.Limit(concurrency=1))
+    router, seen = zizq.Router(), []  # type: ignore[var-annotated]
+    handled(router, seen)
+    with otel.tracer.start_as_current_span("request"):
+        limited, plain = client.enqueue_many(
+            [zizq.Enqueue(Ping(n=1), limit="api", limit_key="k", group="g"), Ping(n=2)]
+        )
+    record = stored(r, namespace, limited.id) or {}
+    assert (record["lm"], record["lk"], record["gk"]) == ("api", "k", "g") and "traceparent" in record["tc"]
+    assert "traceparent" in (stored(r, namespace, plain.id) or {})["tc"]
+    start(router, queues=[QUEUE])
+    await wait_for(lambda: len(otel.spans(f"process {QUEUE}")) == 2)
+    creates = {(s.attributes or {})["messaging.message.id"]: s for s in otel.spans(f"create {QUEUE}")}
+    for span in otel.spans(f"process {QUEUE}"):
+        job_id = (span.attributes or {})["messaging.message.id"]
+        assert span.parent is not None and span.parent.span_id == creates[job_id].context.span_id
+
+
 def test_an_enqueue_that_fails_ends_its_send_span_with_the_error(otel: Otel) -> None:
     otel.instrument()
     nowhere = zizq.Client.from_url("redis://127.0.0.1:1/0", retry_for=0)  # nothing listens on port 1

@@ -23,6 +23,7 @@ from zizq.errors import (
     KillJob,
     NoRouteError,
     PayloadDecodeError,
+    RateLimited,
     RedisMisconfigured,
     RedisScriptError,
     RedisUnavailable,
@@ -36,6 +37,7 @@ from zizq.errors import (
 from zizq.events import EnqueueEvent, JobEvent, WebActionEvent, on, subscribe, unsubscribe
 from zizq.filters import Filter, Range
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
+from zizq.limits import Limit, LimitKeyState, LimitState, queue_limit
 from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 from zizq.router import Router
 from zizq.worker.group import WorkerGroup
@@ -70,11 +72,15 @@ __all__ = (
     "JobStatus",
     "JobTimeout",
     "KillJob",
+    "Limit",
+    "LimitKeyState",
+    "LimitState",
     "NoRouteError",
     "PatchOptions",
     "PayloadDecodeError",
     "QueueInfo",
     "Range",
+    "RateLimited",
     "RedisMisconfigured",
     "RedisScriptError",
     "RedisUnavailable",
@@ -94,6 +100,7 @@ __all__ = (
     "ZizqError",
     "__version__",
     "on",
+    "queue_limit",
     "subscribe",
     "unsubscribe",
 )

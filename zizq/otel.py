@@ -16,7 +16,8 @@ Producer side: ``enqueue`` and ``enqueue_raw`` make a PRODUCER span ``send
 <queue>`` per job and one ``send`` span linked to them. The context of the
 job's creation (the ``send`` span, or its ``create`` span in a batch; W3C
 ``traceparent``, and ``tracestate`` and baggage when present) is stored in
-the job record once (record field ``tc``) and never changes.
+the job record once (record field ``tc``, the 18th enqueue value) and never
+changes.
 
 Worker side: each attempt is a CONSUMER span ``process <queue>``, a child of
 the stored context (``propagation="child"``) or the root of a new trace
@@ -365,11 +366,15 @@ class _Send:
             self.otel.sent.add(count, {**attributes, "messaging.destination.name": queue})
 
 
+_LANES_END = 17  # an enqueue row's width with its limit, limit_key and group (lua/enqueue.lua)
+
+
 def _store(row: EnqueueRow, ctx: Context) -> None:
-    # The job's creation context goes into its record (its 15th enqueue value).
+    # The job's creation context goes into its record: its 18th enqueue
+    # value, after the limit's three ('' when the job has none).
     text = carrier_text(ctx)
     if text is not None:
-        row.append(text)
+        row += [""] * (_LANES_END - len(row)) + [text]
 
 
 __all__ = ["PROPAGATIONS", "Propagation", "carrier_text", "instrument", "job_context", "span_ids", "uninstrument"]

@@ -1,13 +1,12 @@
 -- Making one job from its 14 enqueue values (id, type, queue, priority,
 -- payload, ready_at, delay_ms, retry_limit, backoff, completed_ms, dead_ms,
--- unique_key, unique_while, timeout_ms, and optionally trace_context:
--- enqueue.lua's header), for the
+-- unique_key, unique_while, timeout_ms: enqueue.lua's header), for the
 -- scripts that create a job as one step of something else (cron_fire).
 -- The checks, the unique-key rule and the stored record are enqueue's, for
 -- one job instead of a batch. Includes lifecycle.lua.
 --@include "includes/lifecycle.lua"
 
-local JOB_WIDTH = 14  -- and an optional 15th value, the trace context
+local JOB_WIDTH = 14
 -- The values that must be '' or a non-negative integer, by position.
 local JOB_NUMERIC = {[6] = 'ready_at', [7] = 'delay_ms', [8] = 'retry_limit', [10] = 'completed_ms',
   [11] = 'dead_ms', [14] = 'timeout_ms'}
@@ -15,10 +14,10 @@ local JOB_NUMERIC = {[6] = 'ready_at', [7] = 'delay_ms', [8] = 'retry_limit', [1
 -- Why the values J cannot make a job, or nil when they can (enqueue's
 -- checks, in its order).
 local function job_row_error(J)
-  if type(J) ~= 'table' or (#J ~= JOB_WIDTH and #J ~= JOB_WIDTH + 1) then
-    return 'not an array of ' .. JOB_WIDTH .. ' or ' .. (JOB_WIDTH + 1) .. ' values'
+  if type(J) ~= 'table' or #J ~= JOB_WIDTH then
+    return 'not an array of ' .. JOB_WIDTH .. ' values'
   end
-  for k = 1, #J do
+  for k = 1, JOB_WIDTH do
     local v = J[k]
     if type(v) ~= 'string' then return 'value ' .. k .. ' is not a string' end
     if v ~= '' and JOB_NUMERIC[k] and not natural(v) then
@@ -70,7 +69,6 @@ local function create_job(P, J, now)
   end
   if J[13] ~= '' then job.uw = J[13] end
   if J[14] ~= '' then job.to = tonumber(J[14]) end
-  if J[15] and J[15] ~= '' then job.tc = J[15] end
   save_job(P, id, job)
   if redis.call('SADD', P .. 'queues', queue) > 0 then signal(P .. 'wake') end
   if job.s == 'ready' then
