@@ -9,6 +9,7 @@ from zizq._version import __version__
 from zizq.client.aio import AsyncClient
 from zizq.client.sync import Client
 from zizq.cron import CronEntry, CronEntryState, CronGroup
+from zizq.current import cancelled, progress
 from zizq.errors import (
     CronEntryExists,
     CronNotFound,
@@ -26,9 +27,11 @@ from zizq.errors import (
     RedisMisconfigured,
     RedisScriptError,
     RedisUnavailable,
+    ResultError,
     RetryJob,
     UniqueKeyHeld,
     ValidationError,
+    WaitTimeout,
     WorkerLost,
     WorkersActive,
     ZizqError,
@@ -78,6 +81,7 @@ __all__ = (
     "RedisMisconfigured",
     "RedisScriptError",
     "RedisUnavailable",
+    "ResultError",
     "Retention",
     "RetryJob",
     "Router",
@@ -85,6 +89,7 @@ __all__ = (
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",
+    "WaitTimeout",
     "Worker",
     "WorkerGroup",
     "WorkerLost",
@@ -92,7 +97,9 @@ __all__ = (
     "WorkersActive",
     "ZizqError",
     "__version__",
+    "cancelled",
     "on",
+    "progress",
     "subscribe",
     "unsubscribe",
 )
