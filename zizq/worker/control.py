@@ -48,7 +48,8 @@ class JobControl:
         self.task: asyncio.Task[Any] | None = None  # the job's task, cancelled for an async handler
         self.is_async = False  # set once the handler is known
         self.result: Any = None  # what the handler returned
-        self._cancelled = threading.Event()
+        self._cancelled = False  # a bool: set in the event loop, read from the handler's thread
+        self.reported = False  # whether the handler reported progress at all
         self._lock = threading.Lock()
         self._pending: tuple[float, str | None] | None = None  # the report not written yet
         self._timer: asyncio.TimerHandle | None = None
@@ -58,13 +59,13 @@ class JobControl:
     # -- cancel --------------------------------------------------------
 
     def is_cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """The job was cancelled in Redis (in the event loop): flag it, and
         cancel an async handler's task (a sync handler's thread cannot be
         stopped; it reads the flag)."""
-        self._cancelled.set()
+        self._cancelled = True
         if self.is_async and self.task is not None and not self.task.done():
             self.task.cancel("zizq: job cancelled")
 
@@ -76,6 +77,7 @@ class JobControl:
         with self._lock:
             first = self._pending is None
             self._pending = (fraction, message)
+            self.reported = True
         if first:
             self.loop.call_soon_threadsafe(self._plan)
 

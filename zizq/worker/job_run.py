@@ -162,6 +162,8 @@ class JobRunner:
             args = route.arguments(job)
             sync = not route.is_async
             control.is_async = route.is_async
+            if control.is_cancelled():  # cancelled before its handler was known: it does not start
+                raise asyncio.CancelledError
             if self.router.middleware:
                 handling = run_chain(
                     self.router.middleware, job, lambda: self._call_handler(route, args, pool, control)
@@ -174,7 +176,8 @@ class JobRunner:
                 else:
                     async with deadline:
                         await handling
-                await control.flush()
+                if control.reported:
+                    await control.flush()
                 result_json = encode_result(control.result)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
@@ -199,7 +202,8 @@ class JobRunner:
             if observed and events.job_exception:
                 event = events.JobEvent("job_exception", job, self.run.namespace, owner, duration, error=exc)
                 events.emit(events.job_exception, event)
-            await control.flush()
+            if control.reported:
+                await control.flush()
             result = await self._fail(owner, job, exc, duration)
             if observed and events.job_end:
                 outcome: events.Outcome = "refused" if result is None else "failed"
