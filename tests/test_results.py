@@ -51,16 +51,16 @@ def test_ack_keeps_the_result_only_when_the_job_is_kept(lua: Lua) -> None:
 
 def test_wait_counts_waiters_and_the_end_of_the_job_wakes_each(lua: Lua) -> None:
     [job_id] = lua.in_flight(job("j1", completed_ms="60000"))
-    assert lua.run("wait", job_id) == ["wait", ""]
-    assert lua.run("wait", job_id) == ["wait", ""]
+    assert lua.run("wait", job_id) == ["wait", "", ""]
+    assert lua.run("wait", job_id) == ["wait", "", ""]
     assert (lua.record(job_id) or {})["wt"] == 2
     assert not lua.r.exists(lua.key("waited", job_id))
     lua.ack("w", job_id, result="7")
     assert lua.r.lrange(lua.key("waited", job_id), 0, -1) == [b"completed", b"completed"]
     assert 0 < lua.r.pttl(lua.key("waited", job_id)) <= 60_000
     assert "wt" not in (lua.record(job_id) or {})
-    state, record = lua.raw("wait", job_id)  # finished: the record, nobody counted
-    assert state == b"done" and as_job(job_id, record).result == 7
+    state, record, error = lua.raw("wait", job_id)  # finished: the record, nobody counted
+    assert (state, error) == (b"done", b"") and as_job(job_id, record).result == 7
 
 
 def as_job(job_id: str, record: bytes) -> zizq.Job:
@@ -74,9 +74,9 @@ def test_wait_on_a_job_deleted_at_once_reads_the_done_window(lua: Lua) -> None:
     done, dead = "done", "dead"
     lua.ack("w", done)
     lua.fail("w", dead)
-    assert lua.run("wait", done) == ["gone", "f"]
-    assert lua.run("wait", dead) == ["gone", "x"]
-    assert lua.run("wait", "never") == ["gone", ""]
+    assert lua.run("wait", done) == ["gone", "f", ""]
+    assert lua.run("wait", dead) == ["gone", "x", ""]
+    assert lua.run("wait", "never") == ["gone", "", ""]
     assert lua.run("done", done, dead, "never") == [1, 1, 0]  # dead and deleted at once counts as finished too
 
 
@@ -243,6 +243,7 @@ async def test_a_result_json_cannot_hold_fails_the_job(api: Any) -> None:
     dead = await api.wait(job.id, timeout=10)
     assert dead.status == "dead"
     [error] = await api.job_errors(job.id)
+    assert dead.last_error == error  # wait brings a dead job's last error
     assert error.error_type == "zizq.ResultError"
     assert "the handler's result cannot be kept" in error.message
 

@@ -444,7 +444,9 @@ class Job:
     handed it back; ``result`` (see below), ``progress`` (the last fraction
     in 0..1 a handler reported with :func:`zizq.progress`, or None) with
     ``progress_message``, and ``cancelled_at`` (ms; set on a job cancelled
-    by ``cancel_job``, which is dead).
+    by ``cancel_job``, which is dead). ``last_error`` is the last error
+    record of a dead job returned by ``wait`` (None elsewhere: read
+    ``job_errors``).
     """
 
     id: str
@@ -471,6 +473,7 @@ class Job:
     progress: float | None = None
     progress_message: str | None = None
     cancelled_at: int | None = None
+    last_error: ErrorRecord | None = dataclasses.field(default=None, repr=False)
 
     @property
     def payload(self) -> Any:

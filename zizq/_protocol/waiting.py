@@ -3,10 +3,11 @@
 ``wait`` sends lua/wait.lua once: a finished job comes back at once;
 otherwise the script counts the caller among the job's waiters, and the
 caller blocks on the list ``waited:<id>`` (BLPOP) until the script that
-ends the job pushes a token there, or the timeout runs out. Nothing polls:
-a waiter costs one blocked connection. A BLPOP is cut into slices shorter
-than the connection's socket timeout (each slice is one more BLPOP, not a
-look at the job); after a lost connection the plan asks the script again.
+ends the job pushes a token there, or the timeout runs out; after a token
+(or a lost connection) it sends the script again, which reads the job.
+Nothing polls: a waiter costs one blocked connection. A BLPOP is cut into
+slices shorter than the connection's socket timeout (each slice is one more
+BLPOP, not a look at the job).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from zizq._protocol.jobs import Core
 from zizq._protocol.records import as_str, job_from_record
 from zizq._protocol.scripts import script
 from zizq.errors import JobNotFound, ValidationError, WaitTimeout
-from zizq.job import DEFAULT_PRIORITY, DEFAULT_QUEUE, Job, JobStatus
+from zizq.job import DEFAULT_PRIORITY, DEFAULT_QUEUE, ErrorRecord, Job, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class Block:
     seconds: float
 
 
-LOST = object()  # what a front door sends back for a Block whose connection failed
+LOST = object()  # what a front door sends back for a Block whose connection failed (as a token: look again)
 Step = Call[Any] | Block
 WaitPlan = Generator[Step, Any, Job]
 
@@ -54,7 +55,9 @@ class WaitState:
         def decode(reply: list[Any]) -> WaitState:
             state = as_str(reply[0])
             if state == "done":
-                return cls(job_from_record(job_id, reply[1]), False, "")
+                job = job_from_record(job_id, reply[1])
+                job.last_error = ErrorRecord.from_json(reply[2]) if reply[2] else None
+                return cls(job, False, "")
             return cls(None, state == "wait", as_str(reply[1]))
 
         return decode
@@ -70,20 +73,15 @@ def check_timeout(timeout: float | None) -> float | None:
     return float(timeout)
 
 
-# What became of a job that left no record: the done window's marks and the
-# waiters' tokens.
-_COMPLETED = {"f", "completed"}
-_DEAD = {"x", "dead"}
-
-
 def _without_record(job_id: str, how: str) -> Job:
-    """The job a waiter reports when its record is gone: completed or dead
-    and deleted at once (a retention of 0; only ``id`` and ``status`` are
-    known, ``type`` is ''), or JobNotFound (deleted, purged, or never there)."""
-    if how in _COMPLETED or how in _DEAD:
-        status: JobStatus = "completed" if how in _COMPLETED else "dead"
+    """The job a waiter reports when its record is gone, by its mark in the
+    done window: completed (``f``) or dead (``x``) and deleted at once (a
+    retention of 0; only ``id`` and ``status`` are known, ``type`` is ''),
+    or JobNotFound (``d``: deleted or purged; none: never there)."""
+    if how in ("f", "x"):
+        status: JobStatus = "completed" if how == "f" else "dead"
         return Job(job_id, "", DEFAULT_QUEUE, DEFAULT_PRIORITY, status, 0)
-    if how in ("d", "deleted"):
+    if how == "d":
         raise JobNotFound(f"job {job_id!r} was deleted (by hand, or purged) before it was seen finished")
     raise JobNotFound(f"no job with id {job_id!r}")
 
@@ -91,7 +89,7 @@ def _without_record(job_id: str, how: str) -> Job:
 def wait_plan(core: Core, job_id: str, timeout: float | None, slice_seconds: float) -> WaitPlan:
     """Wait until job ``job_id`` is completed or dead, for up to ``timeout``
     seconds (None: no limit); return it (with its result, or as dead with
-    its errors in ``job_errors``). Raises WaitTimeout, JobNotFound (no such
+    its last error in ``last_error``). Raises WaitTimeout, JobNotFound (no such
     job, or deleted meanwhile), ValidationError (a bad timeout).
     ``slice_seconds``: the longest single BLPOP (below the socket timeout)."""
     timeout = check_timeout(timeout)
@@ -108,22 +106,10 @@ def wait_plan(core: Core, job_id: str, timeout: float | None, slice_seconds: flo
             if left <= 0:
                 raise WaitTimeout(f"job {job_id!r} did not finish within the timeout of {timeout:g}s")
             token = yield Block(core.key("waited", job_id), left)
-            if token is LOST:
-                break  # ask the script again: the token may have been lost with the connection
             if token is not None:
-                how = as_str(token)
-                finished: WaitState = yield Call(script("get"), core.keys, [job_id], _get_decoder(job_id))
-                if finished.job is not None:
-                    return finished.job
-                return _without_record(job_id, how)
-
-
-def _get_decoder(job_id: str) -> Any:
-    def decode(reply: list[Any]) -> WaitState:
-        record = reply[0]
-        return WaitState(job_from_record(job_id, record) if record else None, False, "")
-
-    return decode
+                # The job ended (or the connection was lost, with the token
+                # perhaps): the script reads it, with a dead job's last error.
+                break
 
 
 def blpop_seconds(seconds: float) -> float:

@@ -135,8 +135,8 @@ class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Wait until the job is completed or dead, for up to ``timeout``
         seconds (None: no limit), and return it: ``result`` holds what its
-        handler returned (when the job is kept after completion), a dead
-        job's errors are in :meth:`job_errors`. A job completed (or dead)
+        handler returned (when the job is kept after completion); a dead
+        job's last error record is in ``last_error``. A job completed (or dead)
         and deleted at once (a retention of 0) is still reported, as a Job
         with only ``id`` and ``status``, for a minute after. Blocks in Redis
         (BLPOP): nothing polls. Raises :class:`zizq.WaitTimeout` when the
