@@ -95,12 +95,12 @@ end
 -- 'deleted'). The list expires after a minute, so the tokens of waiters
 -- that gave up do not stay. Nobody waiting costs nothing (one field test).
 local WAITED_MS = 60000
-local function wake_waiters(P, id, waiters, how)
+local function wake_waiters(P, id, waiters, how, now)
   if not waiters then return end
   local key, tokens = P .. 'waited:' .. id, {}
   for i = 1, math.min(waiters, 100000) do tokens[i] = how end
   call_in_slices('RPUSH', key, tokens, 1)
-  redis.call('PEXPIRE', key, WAITED_MS)
+  redis.call('PEXPIREAT', key, now + WAITED_MS)
 end
 
 -- Remove a job's record, its error history and its hold on its unique key;
@@ -122,7 +122,7 @@ local function delete_job(P, id, job, now)
   if job.w then redis.call('SREM', P .. 'worker:' .. job.w, id) end
   forget_job(P, id, job)
   remember_done(P, id, now, 'd')
-  wake_waiters(P, id, job.wt, 'deleted')
+  wake_waiters(P, id, job.wt, 'deleted', now)
 end
 
 -- Whether the job (as load_job returns it, or nil) is in flight for this
@@ -169,7 +169,7 @@ local function finish(P, id, job, status, now, retention_ms)
     redis.call('ZADD', P .. status, purge_at, id)
     unique_update(P, id, job)
   end
-  wake_waiters(P, id, waiters, status)
+  wake_waiters(P, id, waiters, status, now)
 end
 
 -- The job, or nil when it does not exist or is past its purge time.
