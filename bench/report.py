@@ -36,6 +36,12 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("micro: enqueue_args", "micro", "enqueue_args_us", "µs/job", "{:.3f}"),
     ("micro: enqueue_args, unique", "micro", "enqueue_args_unique_us", "µs/job", "{:.3f}"),
     ("micro: TakeResult.decode", "micro", "take_decode_us", "µs/job", "{:.3f}"),
+    ("take+ack: no limit", "take", "none_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack: a limit never reached", "take", "limit_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack: 1 at a time per key, 1,000 keys", "take", "keys_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack, Redis CPU: no limit", "take", "none_redis_us", "µs/job", "{:.1f}"),
+    ("take+ack, Redis CPU: a limit never reached", "take", "limit_redis_us", "µs/job", "{:.1f}"),
+    ("take+ack, Redis CPU: per key, 1,000 keys", "take", "keys_redis_us", "µs/job", "{:.1f}"),
     *[(f"process: zizq worker -p {p} (c=10)", "processes", f"p{p}_jobs_per_s", "jobs/s", "{:,.0f}") for p in PROCESSES],
 ]
 MODELESS = {"limits"}  # plain redis-py: no zizq code, so no ext/pure split

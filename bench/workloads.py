@@ -30,7 +30,8 @@ LATENCY_JOBS = 200
 LATENCY_GAP_S = 0.005
 TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string field
 
-WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro", "processes")
+WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro", "processes", "take")
+TAKE_KEYS = 1000  # keys of the per-key limit in the take workload
 PROCESSES = (1, 2)  # zizq worker -p N in the "processes" workload
 
 
@@ -440,6 +441,64 @@ def child_processes(url: str, n: int) -> dict[str, Any]:
     return out
 
 
+def child_take(url: str, n: int) -> dict[str, Any]:
+    """Take throughput under limits (issue 15): n ready jobs taken 20 at a
+    time (a worker's prefetch at concurrency 10) and acknowledged, by the
+    script calls alone (no handlers): with no limit; with a limit that is
+    never reached (concurrency 10^9); with a concurrency of 1 per key over
+    TAKE_KEYS keys, the jobs' keys taking turns. Best of 3 per case, the
+    cases interleaved; besides jobs/s, redis-server's CPU time per job (its
+    INFO used_cpu_user + used_cpu_sys), which a loaded machine skews less."""
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    core, r = client.core, client.redis
+    cases: list[tuple[str, zizq.Limit | None]] = [
+        ("none", None),
+        ("limit", zizq.Limit(concurrency=10**9)),
+        ("keys", zizq.Limit(concurrency=1)),
+    ]
+
+    def cpu_s() -> float:
+        info = r.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def once(case: str, limit: zizq.Limit | None) -> tuple[float, float]:
+        r.flushall()
+        items: list[Any] = [bench_job(n=i, s=TEXT) for i in range(n)]
+        if limit is not None:
+            client.set_limit("api", limit)
+            key = (lambda i: f"k{i % TAKE_KEYS}") if case == "keys" else (lambda i: None)
+            items = [zizq.Enqueue(job, limit="api", limit_key=key(i)) for i, job in enumerate(items)]
+        for chunk in _chunks(items, CHUNK):
+            client.enqueue_many(chunk)
+        client.run(core.heartbeat("bench-take", "join", 600_000))
+        taken = 0
+        cpu0, t0 = cpu_s(), time.perf_counter()
+        while taken < n:
+            result = client.run(core.take("bench-take", 2 * CONCURRENCY, ["default"], 2 * CONCURRENCY))
+            _check(bool(result.jobs), f"{case}: a take found nothing with {n - taken} jobs left")
+            client.run(core.ack("bench-take", [job.id for job in result.jobs]))
+            taken += len(result.jobs)
+        wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
+        _check(int(r.hlen(_key("jobs"))) == 0, f"{case}: every job taken and acknowledged")
+        return n / wall, cpu / n * 1e6
+
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(3):
+        for case, limit in cases:
+            rate, cpu_us = once(case, limit)
+            old = best.get(case, (0.0, float("inf")))
+            best[case] = (max(old[0], rate), min(old[1], cpu_us))
+    client.close()
+    out: dict[str, Any] = {}
+    for case, (rate, cpu_us) in best.items():
+        out[f"{case}_jobs_per_s"] = rate
+        out[f"{case}_redis_us"] = cpu_us
+    return out
+
+
 CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "enqueue_single": child_enqueue_single,
     "enqueue_bulk": child_enqueue_bulk,
@@ -450,6 +509,7 @@ CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "limits": child_limits,
     "micro": child_micro,
     "processes": child_processes,
+    "take": child_take,
 }
 
 

@@ -46,11 +46,14 @@ if #acked > 0 then
   call_in_slices('ZREM', P .. 'inflight', acked, 1)
   call_in_slices('SREM', P .. 'worker:' .. worker, acked, 1)
 end
+local freed = {}
 for i, id in ipairs(acked) do
   local job = jobs[i]
   job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
+  limit_release(P, job, freed)
   local retention = job.rc or default_ms
   if results[i] ~= '' and retention > 0 then job.rs = results[i] end
   finish(P, id, job, 'completed', now, retention)
 end
+limit_flush(P, freed)
 return missed

@@ -24,6 +24,7 @@ from zizq.errors import (
     KillJob,
     NoRouteError,
     PayloadDecodeError,
+    RateLimited,
     RedisMisconfigured,
     RedisScriptError,
     RedisUnavailable,
@@ -39,6 +40,7 @@ from zizq.errors import (
 from zizq.events import EnqueueEvent, JobEvent, WebActionEvent, on, subscribe, unsubscribe
 from zizq.filters import Filter, Range
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
+from zizq.limits import Limit, LimitKeyState, LimitState, queue_limit
 from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 from zizq.router import Router
 from zizq.worker.group import WorkerGroup
@@ -73,11 +75,15 @@ __all__ = (
     "JobStatus",
     "JobTimeout",
     "KillJob",
+    "Limit",
+    "LimitKeyState",
+    "LimitState",
     "NoRouteError",
     "PatchOptions",
     "PayloadDecodeError",
     "QueueInfo",
     "Range",
+    "RateLimited",
     "RedisMisconfigured",
     "RedisScriptError",
     "RedisUnavailable",
@@ -101,6 +107,7 @@ __all__ = (
     "cancelled",
     "on",
     "progress",
+    "queue_limit",
     "subscribe",
     "unsubscribe",
 )

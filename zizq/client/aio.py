@@ -20,6 +20,7 @@ from zizq._protocol.records import job_not_found
 from zizq._protocol.waiting import LOST, Block, blpop_seconds, wait_plan
 from zizq.client.base import BaseClient
 from zizq.client.cron import AsyncCronMethods
+from zizq.client.limits import AsyncLimitMethods
 from zizq.client.options import Items, as_items, block_slice, connection_options, reply_error, unavailable
 from zizq.client.query import AsyncQueryMethods
 from zizq.errors import JobNotFound, ZizqError
@@ -29,7 +30,7 @@ from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 T = TypeVar("T")
 
 
-class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
+class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncLimitMethods, AsyncQueryMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited.
 
     redis-py's asyncio connections belong to the event loop that opened

@@ -20,6 +20,7 @@ from zizq._protocol.records import job_not_found
 from zizq._protocol.waiting import LOST, Block, blpop_seconds, wait_plan
 from zizq.client.base import BaseClient
 from zizq.client.cron import CronMethods
+from zizq.client.limits import LimitMethods
 from zizq.client.options import Items, as_items, block_slice, connection_options, reply_error, unavailable
 from zizq.client.query import QueryMethods
 from zizq.errors import JobNotFound
@@ -29,7 +30,7 @@ from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 T = TypeVar("T")
 
 
-class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
+class Client(BaseClient[redis.Redis], CronMethods, LimitMethods, QueryMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
