@@ -7,8 +7,8 @@ ARGV[1]  N, the number of jobs: 0..1000. One call of 1000 jobs with unique
          holds Redis long enough to let leases lapse
 ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
          no bin: Redis's cmsgpack cannot read bin), each of these 14 strings
-         in this order (one argument for the whole batch is much cheaper
-         for clients to send than 14 per job):
+         in this order, and an optional 15th (one argument for the whole
+         batch is much cheaper for clients to send than 14 per job):
   id            SCRU128 id made by the client (a retried call reuses it)
   type          job type name
   queue         queue name
@@ -29,6 +29,11 @@ ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
   limit_key     the key the limit holds per, or '' (needs a limit)
   group         the job's group: ready jobs of one queue and priority are
                 taken in turns across groups; or ''
+  and optionally an 18th, after those 3 (which may all be ''):
+  trace_context the trace context the job was created in (a JSON object of
+                propagation headers, by default W3C traceparent, and
+                tracestate and baggage when present), stored as given; ''
+                for none
 ARGV[3]  optional: '1' when this call repeats one that may have been applied
          (its reply was lost). Only then are the ids looked up among the jobs
          recently deleted (done:<n>), so that a job that has already run (or
@@ -58,7 +63,7 @@ N above 1000.
 local P = KEYS[1]
 local n = tonumber(ARGV[1])
 local MAX_JOBS = 1000
-local WIDTH = 14
+local WIDTH = 14  -- and an optional 15th value, the trace context
 -- The values that must be '' or a non-negative integer, by position.
 local NUMERIC = {[6] = 'ready_at', [7] = 'delay_ms', [8] = 'retry_limit', [10] = 'completed_ms', [11] = 'dead_ms',
   [14] = 'timeout_ms'}
@@ -74,8 +79,9 @@ if n > MAX_JOBS then
 end
 for i = 1, n do
   local J = jobs[i]
-  if type(J) ~= 'table' or #J ~= WIDTH and #J ~= WIDTH + 3 then
-    return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ' or ' .. (WIDTH + 3) .. ' values')
+  if type(J) ~= 'table' or #J ~= WIDTH and #J ~= WIDTH + 3 and #J ~= WIDTH + 4 then
+    return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ', ' .. (WIDTH + 3) .. ' or '
+      .. (WIDTH + 4) .. ' values')
   end
   for k = 1, #J do
     local v = J[k]
@@ -180,6 +186,7 @@ for i = 0, n - 1 do
     if uwhile ~= '' then job.uw = uwhile end
     if J[14] ~= '' then job.to = tonumber(J[14]) end
     if #J > WIDTH then limit_fields(P, turns, job, J, queue, prio) end
+    if (J[18] or '') ~= '' then job.tc = J[18] end
     records[#records + 1] = id
     records[#records + 1] = cmsgpack.pack(job)
     if not seen[queue] then

@@ -5,7 +5,7 @@ ARGV[1]  the most dependents to release in this call: 1..1000
 
 A job with many dependents releases up to 200 of them in the call that
 finishes it (ack, fail, delete, ...); the rest wait in "flow:release"
-(entries "<c|d|x>:<job id>": completed, dead, deleted), each dependent in
+(entries "<c|d|n|x>:<job id>": completed, dead, cancelled, deleted), each dependent in
 "deps:<job id>". Workers call this script in the background, again while
 it returns more than 0. A dependent is taken off its list in the step that
 releases it, so none is released twice or lost.

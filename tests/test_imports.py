@@ -246,3 +246,15 @@ def test_the_private_name_check_tells_names_from_modules() -> None:
     assert private_names(Import("zizq.a", "zizq.b", ("_hidden", "__version__", "shown"), 1)) == ["_hidden"]
     hotpath = [i for i in imports_of("zizq.job") if i.target == "zizq._hotpath"]
     assert hotpath and not private_names(hotpath[0])  # `from zizq import _hotpath, _shapes`
+
+
+def test_only_zizq_otel_imports_opentelemetry() -> None:
+    """zizq.otel is the one module that needs the otel extra, and nothing
+    imports it: the client, the worker and the CLI run (and trace nothing)
+    without it. (redis-py 8 imports opentelemetry itself when installed.)"""
+    code = "import sys, zizq, zizq.worker, zizq.cli.main, zizq.testing; print('zizq.otel' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert [m for m in MODULES if "opentelemetry" in MODULES[m].read_text()] == ["zizq.otel"]
+    assert [m for m in MODULES for i in imports_of(m) if i.target == "zizq.otel"] == []

@@ -45,17 +45,18 @@ async def test_a_job_waits_until_every_dependency_has_completed(api: Any) -> Non
 
     taken = await take(api)
     assert sorted(j.id for j in taken) == sorted([a.id, b.id])  # c waits, whatever its priority
-    await ack(api, taken[0])
+    assert await api.run(api.core.ack("w1", [taken[0].id], results=[b'"thumb-1"'])) == []
     assert (await api.get_job(c.id)).status == "waiting"
-    await ack(api, taken[1])
+    assert await api.run(api.core.ack("w1", [taken[1].id], results=[b'"thumb-2"'])) == []
     assert (await api.get_job(c.id)).status == "ready"
     assert (await api.stats()).waiting == 0
     [child] = await take(api)
     assert child.id == c.id and child.depends_on == (a.id, b.id)
-    # What a handler that takes its Job reads: the jobs it depended on.
-    assert [j and (j.id, j.status) for j in await api.get_dependencies(child)] == [
-        (a.id, "completed"),
-        (b.id, "completed"),
+    # What a handler that takes its Job reads: the jobs it depended on, with their results.
+    results = {taken[0].id: "thumb-1", taken[1].id: "thumb-2"}
+    assert [j and (j.id, j.status, j.result) for j in await api.get_dependencies(child)] == [
+        (a.id, "completed", results[a.id]),
+        (b.id, "completed", results[b.id]),
     ]
 
 
@@ -145,6 +146,20 @@ def take_sync(client: zizq.Client, count: int = 100) -> list[zizq.Job]:
     return list(client.run(client.core.take("w1", count, [])).jobs)
 
 
+async def test_a_cancelled_dependency_or_member_counts_as_dead(api: Any) -> None:
+    a = await api.enqueue(Step(tag="a"))
+    child = await api.enqueue(Step(tag="child"), depends_on=[a])
+    grandchild = await api.enqueue(Step(tag="grandchild"), depends_on=[child], on_dependency_failure="run")
+    await api.cancel_job(a.id)
+    assert (await api.get_job(child.id)).status == "dead"
+    [error] = await api.job_errors(child.id)
+    assert "was cancelled" in error.message and error.error_type == "zizq.DependencyFailed"
+    assert (await api.get_job(grandchild.id)).status == "ready"  # it runs anyway
+    waits = await api.enqueue(Step(tag="waits"), depends_on=[grandchild])
+    await api.cancel_job(waits.id)  # a waiting job cancelled leaves the waiting set
+    assert (await api.stats()).waiting == 0 and (await api.get_job(waits.id)).status == "dead"
+
+
 def callbacks(tag: str) -> dict[str, Any]:
     return {name: Notify(what=name, tag=tag) for name in ("on_success", "on_complete", "on_dead")}
 
@@ -180,6 +195,11 @@ async def test_batch_callbacks_fire_once_and_a_retry_reopens_the_batch(client: z
 
     with pytest.raises(zizq.BatchNotFound, match="0" * 25):
         client.get_batch("0" * 25)
+    with client.batch(on_dead=Notify(what="on_dead", tag="cancel")) as cancelled:
+        [member] = cancelled.enqueue_many([Step(tag="cancelled")])
+    client.cancel_job(member.id)
+    info = client.get_batch(cancelled.id)
+    assert (info.dead, info.finished, info.fired) == (1, True, ("on_dead",))
 
 
 async def test_empty_and_child_batches(client: zizq.Client) -> None:

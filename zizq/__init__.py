@@ -11,6 +11,7 @@ from zizq.client.aio import AsyncClient
 from zizq.client.flows import AsyncBatch, Batch
 from zizq.client.sync import Client
 from zizq.cron import CronEntry, CronEntryState, CronGroup
+from zizq.current import cancelled, progress
 from zizq.errors import (
     BatchClosed,
     BatchNotFound,
@@ -32,9 +33,11 @@ from zizq.errors import (
     RedisMisconfigured,
     RedisScriptError,
     RedisUnavailable,
+    ResultError,
     RetryJob,
     UniqueKeyHeld,
     ValidationError,
+    WaitTimeout,
     WorkerLost,
     WorkersActive,
     ZizqError,
@@ -95,6 +98,7 @@ __all__ = (
     "RedisMisconfigured",
     "RedisScriptError",
     "RedisUnavailable",
+    "ResultError",
     "Retention",
     "RetryJob",
     "Router",
@@ -102,6 +106,7 @@ __all__ = (
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",
+    "WaitTimeout",
     "WebActionEvent",
     "Worker",
     "WorkerGroup",
@@ -110,7 +115,9 @@ __all__ = (
     "WorkersActive",
     "ZizqError",
     "__version__",
+    "cancelled",
     "on",
+    "progress",
     "queue_limit",
     "subscribe",
     "unsubscribe",

@@ -14,12 +14,13 @@
 local FLOW_INLINE = 200
 local flow_budget = FLOW_INLINE
 local flow_busy = false
-local OUTCOME = {c = 'completed', d = 'dead', x = 'deleted'}
+local OUTCOME = {c = 'completed', d = 'dead', x = 'deleted', n = 'cancelled'}
+local ENDED = {dead = 'ended dead', deleted = 'was deleted', cancelled = 'was cancelled'}
 local BATCH_KEEP_MS = 604800000  -- a finished batch is readable for 7 days
 
--- A waiting job one of whose dependencies ended dead (or was deleted)
--- dies too, with an error record naming the cause; its own dependents and
--- batch follow through finish.
+-- A waiting job one of whose dependencies ended dead (or was deleted, or
+-- cancelled) dies too, with an error record naming the cause; its own
+-- dependents and batch follow through finish.
 local function flow_kill(P, id, job, cause, how, now)
   job.dp, job.fa = nil, now
   redis.call('ZREM', P .. 'waiting', id)
@@ -29,7 +30,7 @@ local function flow_kill(P, id, job, cause, how, now)
   if keep > 0 then
     local errors = P .. 'errors:' .. id
     redis.call('RPUSH', errors, cjson.encode({
-      attempt = job.a, message = 'job ' .. cause .. ' it depends on ended ' .. how,
+      attempt = job.a, message = 'job ' .. cause .. ' it depends on ' .. (ENDED[how] or how),
       error_type = 'zizq.DependencyFailed', backtrace = '', failed_at = now,
     }))
     redis.call('LTRIM', errors, -keep, -1)
@@ -141,8 +142,8 @@ flow_end = function(P, id, job, status, now)
   if job.bt then batch_count(P, job.bt, status == 'completed' and 'completed' or 'dead', 1, now) end
   if job.dn then
     job.dn = nil
-    redis.call('RPUSH', P .. 'flow:release', string.sub(status, 1, 1) == 'c' and 'c:' .. id
-      or status == 'dead' and 'd:' .. id or 'x:' .. id)
+    local how = status == 'completed' and 'c:' or status == 'deleted' and 'x:' or job.cx and 'n:' or 'd:'
+    redis.call('RPUSH', P .. 'flow:release', how .. id)
     flow_drain(P, now)
   end
 end

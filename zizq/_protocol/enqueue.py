@@ -50,7 +50,8 @@ def enqueue_item(job: JobKind, options: EnqueueOptions) -> Enqueue | JobKind:
     return Enqueue(job, **options) if options else job
 
 
-EnqueueRow = list[str | bytes]  # one job's 14 enqueue values (17 with a limit or group), all strings
+# One job's 14 enqueue values (17 with a limit or group, 18 with a trace context), all strings.
+EnqueueRow = list[str | bytes]
 
 
 def enqueue_args(item: Enqueue | JobKind, ids: Any) -> EnqueueRow:

@@ -28,6 +28,7 @@ DRAIN_BATCH = 500  # dependents released per flow_drain call: a few ms
 LIST_LIMIT = 500  # batches per list call (lua/batches.lua)
 FAILURE_MODES = ("dead", "run")
 ENQUEUE_WIDTH = 14  # enqueue values of a job without a limit or a group
+LANES_END = 17  # ... then its limit, limit_key and group (lua/enqueue.lua)
 
 
 def _dependency_id(dep: Any, earlier: dict[int, str]) -> str:
@@ -73,9 +74,10 @@ def flow_rows(items: Sequence[Enqueue | JobKind], rows: Sequence[EnqueueRow]) ->
             mode = "run" if failure == "run" else ""
             batch = item.batch_id or ""
             earlier[id(item)] = job_id
-        if len(row) > ENQUEUE_WIDTH:
+        if any(row[ENQUEUE_WIDTH:LANES_END]):
             raise ValidationError(f"job {job_id}: a job with a limit or a group cannot have depends_on or a batch yet")
-        out.append([" ".join(deps), mode, batch, *row])
+        # The trace context zizq.otel may have added (value 18) is not kept.
+        out.append([" ".join(deps), mode, batch, *row[:ENQUEUE_WIDTH]])
     return out
 
 
