@@ -19,6 +19,7 @@ local key = P .. 'batch:' .. ARGV[1]
 if redis.call('EXISTS', key) == 0 then return fail_with('BATCH_NOT_FOUND', 'no batch with id ' .. ARGV[1]) end
 if redis.call('HGET', key, 'closed') ~= '1' then
   redis.call('HSET', key, 'closed', 1)
+  flow_build()
   batch_settle(P, key, now_ms())
 end
 local names = {'total', 'completed', 'dead', 'closed', 'created_at', 'finished_at', 'parent', 'on_success',

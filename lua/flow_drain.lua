@@ -20,5 +20,6 @@ local P = KEYS[1]
 if not natural(ARGV[1]) or tonumber(ARGV[1]) < 1 or tonumber(ARGV[1]) > 1000 then
   return fail_with('INVALID', 'count ' .. tostring(ARGV[1]) .. ' is not in 1..1000: release more with several calls')
 end
+flow_build()
 flow_budget = tonumber(ARGV[1])
 return flow_drain(P, now_ms())

@@ -90,6 +90,7 @@ for i = 1, n do
   earlier[id] = true
 end
 
+flow_build()
 local out = {now}
 local alias = {}  -- id of a duplicate in this call -> the holder it stands for
 for i = 1, n do
