@@ -16,7 +16,8 @@ ARGV[2]  the jobs: a MessagePack array of N arrays of 17 strings: three
   batch                  the id of an open batch it joins (batch_open.lua),
                          or ''
 ARGV[3]  optional: '1' when this call repeats one that may have been applied
-         (as enqueue.lua's)
+         (as enqueue.lua's; a repeat that creates nothing writes one record
+         it found again, unchanged, for a WAIT after it)
 
 Each job is made as enqueue.lua makes it (create_job), then wired: a job
 with unfinished dependencies is "waiting" (status 6, in the sorted set
@@ -93,6 +94,7 @@ end
 flow_build()
 local out = {now}
 local alias = {}  -- id of a duplicate in this call -> the holder it stands for
+local created, found = 0, nil
 for i = 1, n do
   local J = jobs[i]
   local id = J[4]
@@ -107,14 +109,19 @@ for i = 1, n do
       flag, target, alias[id] = 1, holder, holder
     else
       flow_wire(P, id, J[1], J[2], J[3], alias, now)
+      created = created + 1
     end
   end
   if flag ~= 3 then
     x = redis.call('HGET', P .. 'jobs', target)
     if not x then flag, x = 3, now end  -- made dead at once, with a dead retention of 0
+    if flag ~= 3 and flag ~= 4 then found = found or {target, x} end
   end
   out[#out + 1] = flag
   out[#out + 1] = target
   out[#out + 1] = x
 end
+-- As enqueue.lua: WAIT counts the writes of its own connection, and a
+-- repeat comes on a new one, so it writes one record (unchanged) to wait for.
+if repeated and created == 0 and found then redis.call('HSET', P .. 'jobs', found[1], found[2]) end
 return out

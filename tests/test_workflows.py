@@ -106,6 +106,16 @@ async def test_bad_dependencies_are_refused_before_anything_is_written(api: Any)
     assert await api.count_jobs() == 1
 
 
+def test_a_durable_client_waits_for_replicas_for_workflow_enqueues(redis_server: RedisServer, namespace: str) -> None:
+    with zizq.Client.from_url(redis_server.url, namespace) as plain:
+        a = plain.enqueue(Step(tag="a"))
+    with zizq.Client.from_url(redis_server.url, namespace, wait_replicas=1, wait_timeout=0.05, retry_for=0.3) as c:
+        with pytest.raises(zizq.RedisUnavailable, match="0 of 1 replicas"):
+            c.enqueue(Step(tag="b"), depends_on=[a])
+    with zizq.Client.from_url(redis_server.url, namespace) as plain:
+        assert plain.count_jobs(status="waiting") == 1  # sent again with the same id: made once
+
+
 async def test_chain_and_dependencies_inside_one_call(api: Any) -> None:
     a, b, c = await api.chain([Step(tag="a"), zizq.Enqueue(Step(tag="b"), priority=1), Step(tag="c")])
     assert [j.status for j in (a, b, c)] == ["ready", "waiting", "waiting"]

@@ -114,7 +114,7 @@ class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncLimitMethods, A
     async def _send(self, call: Call[Any]) -> Any:
         s = call.script
         try:
-            if self.wait_replicas and s.name == "enqueue":
+            if self.wait_replicas and s.name in ("enqueue", "flow_enqueue"):
                 return await self._send_waiting(call)
             try:
                 return await self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)

@@ -66,7 +66,7 @@ class Client(BaseClient[redis.Redis], CronMethods, LimitMethods, QueryMethods, F
     def _send(self, call: Call[Any]) -> Any:
         s = call.script
         try:
-            if self.wait_replicas and s.name == "enqueue":
+            if self.wait_replicas and s.name in ("enqueue", "flow_enqueue"):
                 return self._send_waiting(call)
             try:
                 return self.redis.evalsha(s.sha, len(call.keys), *call.keys, *call.args)
