@@ -259,6 +259,11 @@ def test_batches_command(redis_server: RedisServer, namespace: str, client: zizq
     assert code == 0 and "pending" in out and "not fired" in out
     code, _, err = cli(redis_server, namespace, "batches", "get", "0" * 25)
     assert code == 3 and err.startswith("zizq: error: no batch") and "Traceback" not in err
+    [member] = [j for j in client.list_jobs(type="step").jobs]
+    code, out, _ = cli(redis_server, namespace, "enqueue", "album", "{}", "--depends-on", member.id)
+    assert code == 0 and " waiting " in out
+    code, _, err = cli(redis_server, namespace, "enqueue", "album", "{}", "--depends-on", "0" * 25)
+    assert code == 1 and "depends on job " + "0" * 25 in err and "Traceback" not in err
 
 
 def test_releasing_10000_dependents_holds_redis_briefly(redis_factory: Any) -> None:

@@ -53,6 +53,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"queue": args.queue, "priority": args.priority, "delay": args.delay}
     # Only those given: a JobKind's own limit and group apply otherwise.
     options.update({k: v for k in ("limit", "limit_key", "group") if (v := getattr(args, k)) is not None})
+    if args.depends_on:
+        options["depends_on"] = [i for ids in args.depends_on for i in ids.split(",") if i]
     kind = None if args.raw or not KIND_SPEC.fullmatch(args.type) else load_kind(args.type)
     with Client.from_url(args.url, args.namespace) as client:
         if kind is None:
@@ -266,6 +268,12 @@ def parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--limit-key", default=None, help="key the limit holds per, e.g. an account id")
     e.add_argument("--group", default=None, help="group (e.g. a tenant) whose jobs take turns with other groups'")
+    e.add_argument(
+        "--depends-on",
+        action="append",
+        metavar="ID",
+        help="a job it waits for (repeat, or separate ids with commas): it runs once they all completed",
+    )
     e.add_argument("--json", action="store_true", help="print the job as JSON")
     common(e)
     e.set_defaults(func=cmd_enqueue)
