@@ -14,6 +14,8 @@ from zizq.cron import CronEntry, CronEntryState, CronGroup
 T = TypeVar("T")
 
 
+
+
 class CronMethods:
     """The cron API of :class:`zizq.Client` (see the module docstring)."""
 
