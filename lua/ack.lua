@@ -51,4 +51,5 @@ for i, id in ipairs(acked) do
   finish(P, id, job, 'completed', now, job.rc or default_ms)
 end
 limit_flush(P, freed)
+tally(P, now, 'completed', #acked)
 return missed
