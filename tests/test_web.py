@@ -97,6 +97,27 @@ def test_every_page_shows_the_namespace(client: zizq.Client, dashboard: Callable
         assert web.get(path)[0] == 200, path
 
 
+def test_the_overview_charts_the_last_hour(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
+    jobs = client.enqueue_many([zizq.Enqueue.raw("a", i, queue="q") for i in range(4)])
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    taken = [j.id for j in client.run(client.core.take("w1", 4, ["q"])).jobs]
+    assert sorted(taken) == sorted(j.id for j in jobs)
+    assert client.run(client.core.ack("w1", taken[:2])) == []
+    client.run(client.core.fail("w1", taken[2], message="x", retry_in_ms=60_000))
+    client.run(client.core.fail("w1", taken[3], message="x", kill=True))
+    web = dashboard()
+    _, page = web.get("/")
+    assert 'id="hour-completed">2<' in page and 'id="hour-failed">1<' in page and 'id="hour-dead">1<' in page
+    svg = page[page.index('<svg id="throughput-chart"') : page.index("</svg>")]
+    minutes = [int(m) for m in re.findall(r'<g data-minute="(\d+)">', svg)]
+    assert len(minutes) == 60 and minutes == sorted(minutes)
+    # The minutes with counts have a bar and say what they hold.
+    titles = re.findall(r"<title>(\d\d:\d\d) UTC: (\d+) completed, (\d+) failed, (\d+) dead</title>", svg)
+    assert len(titles) == 60
+    assert sum(int(t[1]) for t in titles) == 2 and sum(int(t[2]) + int(t[3]) for t in titles) == 2
+    assert svg.count('class="ok"') in (1, 2) and svg.count('class="bad"') in (1, 2)  # (2: a minute turned)
+
+
 def test_a_filter_narrows_the_job_list_and_bad_input_is_named(
     client: zizq.Client, dashboard: Callable[..., Browser]
 ) -> None:
