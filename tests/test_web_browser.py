@@ -133,6 +133,15 @@ def test_the_overview_shows_queues_and_counts_and_updates_by_itself(
     assert text(browser, "#count-ready") == "5"
     browser.find_element(By.ID, "live-toggle").click()  # resume
     wait(browser, "the count to update after resuming", lambda: text(browser, "#count-ready") == "6")
+    # The last hour's chart: 60 minutes, and an ended attempt shows as it happens.
+    chart = browser.find_element(By.ID, "throughput-chart")
+    assert chart.size["width"] > 300 and len(chart.find_elements(By.CSS_SELECTOR, "g[data-minute]")) == 60
+    assert text(browser, "#hour-completed") == "0"
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    [job] = client.run(client.core.take("w1", 1, ["emails"])).jobs
+    assert client.run(client.core.ack("w1", [job.id])) == []
+    wait(browser, "the chart to count the ack", lambda: text(browser, "#hour-completed") == "1")
+    assert browser.execute_script("return document.querySelectorAll('#throughput-chart rect.ok').length") == 1
 
 
 def test_a_filter_narrows_the_job_list(browser: WebDriver, site: str, client: zizq.Client) -> None:
