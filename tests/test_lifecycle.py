@@ -38,7 +38,11 @@ def ns_keys(r: redis.Redis, namespace: str) -> set[str]:
     recently deleted jobs (done:<bucket>) and the minutes' counts (tally:<minute>)."""
     prefix = "{" + namespace + "}:"
     names = {k.decode()[len(prefix) :] for k in r.keys(prefix + "*") if isinstance(k, bytes)}
-    return {name for name in names if not name.startswith(("wake", "done:", "tally:")) and name not in ("workers", "beat_at")}
+    return {
+        name
+        for name in names
+        if not name.startswith(("wake", "done:", "tally:")) and name not in ("workers", "beat_at")
+    }
 
 
 # -- unique jobs -------------------------------------------------------------

@@ -905,8 +905,9 @@ def tallies(lua: Lua) -> dict[str, int]:
 
 
 def test_ack_and_fail_count_the_minute_once_a_call(lua: Lua) -> None:
-    kept = {"completed_ms": 60_000}  # so the ack writes no done:<n> window (which has its PEXPIREAT)
-    a, b, c, d, e = lua.in_flight(job("a", **kept), job("b", **kept), job("c", **kept), job("d", retry_limit=0), job("e"))
+    # A completed retention, so the ack writes no done:<n> window (which has its PEXPIREAT).
+    kept = [job(i, completed_ms=60_000) for i in ("a", "b", "c")]
+    a, b, c, d, e = lua.in_flight(*kept, job("d", retry_limit=0), job("e"))
     lua.r.config_resetstat()
     before = lua.now()
     assert lua.ack("w", a, b, c, "unknown") == ["unknown"]

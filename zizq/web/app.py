@@ -184,6 +184,12 @@ async def workers_page(d: Dashboard, request: Request) -> Response:
 
 
 @page
+async def limits_page(d: Dashboard, request: Request) -> Response:
+    states = await d.client.limits()
+    return d.render(request, "limits.html", title="Limits", limits=states, form=dict(request.query_params))
+
+
+@page
 async def confirm_page(d: Dashboard, request: Request) -> Response:
     """What an action will do, before it runs: for a bulk action, how many
     jobs match now."""
@@ -248,6 +254,7 @@ def create_app(
         Route("/state/{state}", state_page),
         Route("/cron", cron_page),
         Route("/workers", workers_page),
+        Route("/limits", limits_page),
         Route("/confirm", confirm_page),
         Route("/act", act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
