@@ -115,7 +115,9 @@ def limit_of(form: dict[str, str]) -> Limit:
     except ValueError:
         raise ValidationError(f"per {per_text!r} is not a number of seconds") from None
     return Limit(
-        None if not concurrency else whole("concurrency", concurrency), None if not rate else whole("rate", rate), per
+        whole("concurrency", concurrency) if concurrency else None,
+        whole("rate", rate) if rate else None,
+        per,
     )
 
 
