@@ -57,4 +57,5 @@ for i, id in ipairs(acked) do
   finish(P, id, job, 'completed', now, retention)
 end
 limit_flush(P, freed)
+tally(P, now, 'completed', #acked)
 return missed

@@ -5,7 +5,7 @@ state change is one atomic Lua script in Redis.
 """
 
 from zizq._protocol.flows import BatchInfo
-from zizq._protocol.query import JobPage, QueueInfo, Stats
+from zizq._protocol.query import JobPage, Minute, QueueInfo, Stats, Throughput
 from zizq._version import __version__
 from zizq.client.aio import AsyncClient
 from zizq.client.flows import AsyncBatch, Batch
@@ -89,6 +89,7 @@ __all__ = (
     "Limit",
     "LimitKeyState",
     "LimitState",
+    "Minute",
     "NoRouteError",
     "PatchOptions",
     "PayloadDecodeError",
@@ -103,6 +104,7 @@ __all__ = (
     "RetryJob",
     "Router",
     "Stats",
+    "Throughput",
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",

@@ -3,6 +3,7 @@
 -- Scripts that need these include this file instead of common.lua.
 --@include "includes/common.lua"
 --@include "includes/limits.lua"
+--@include "includes/tally.lua"
 
 -- Set by includes/flow.lua (workflows), which every script that finishes,
 -- deletes or retries jobs includes: called only for a job that has
