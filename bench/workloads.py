@@ -30,7 +30,19 @@ LATENCY_JOBS = 200
 LATENCY_GAP_S = 0.005
 TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string field
 
-WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro", "processes")
+WORKLOADS = (
+    "enqueue_single",
+    "enqueue_bulk",
+    "process",
+    "handlers",
+    "latency",
+    "memory",
+    "limits",
+    "micro",
+    "processes",
+    "curves",
+)
+HANDLER_JOBS = 3000  # the real-handler workload's job count (any --jobs)
 PROCESSES = (1, 2)  # zizq worker -p N in the "processes" workload
 
 
@@ -212,6 +224,147 @@ def child_process(url: str, n: int) -> dict[str, Any]:
         "evalsha_calls": evalsha,
         "blpop_calls": blpop,
     }
+
+
+def _steady_rate(ends: list[float]) -> float:
+    """Jobs/s between the end of the first job and the end of the last
+    (``ends``: time.perf_counter() at each handler's return)."""
+    ends = sorted(ends)
+    return (len(ends) - 1) / (ends[-1] - ends[0])
+
+
+def _no_queue_threads(url: str, n: int) -> float:
+    """The limit of a sync handler: 10 plain threads run the handler's body
+    (one INCR) n times in all, with no queue."""
+    import threading
+
+    r = redis.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+    r.ping()
+    left = iter(range(n))
+    lock = threading.Lock()
+    ends: list[float] = []
+
+    def body() -> None:
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            r.incr("bench:counter")
+            ends.append(time.perf_counter())
+
+    threads = [threading.Thread(target=body) for _ in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    r.close()
+    _check(len(ends) == n, f"{len(ends)} of {n} bodies ran")
+    return _steady_rate(ends)
+
+
+def _no_queue_tasks(url: str, n: int) -> float:
+    """The limit of an async handler: 10 asyncio tasks run its body (one
+    INCR) n times in all, with no queue."""
+    import redis.asyncio
+
+    async def main() -> list[float]:
+        r = redis.asyncio.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+        await r.ping()
+        left = iter(range(n))
+        ends: list[float] = []
+
+        async def body() -> None:
+            while next(left, None) is not None:
+                await r.incr("bench:counter")
+                ends.append(time.perf_counter())
+
+        await asyncio.gather(*(body() for _ in range(CONCURRENCY)))
+        await r.aclose()
+        return ends
+
+    ends = asyncio.run(main())
+    _check(len(ends) == n, f"{len(ends)} of {n} bodies ran")
+    return _steady_rate(ends)
+
+
+def _zizq_incr(url: str, n: int, sync: bool) -> float:
+    """zizq: one worker at concurrency 10 runs n jobs whose handler does one
+    INCR (a sync handler with a redis.Redis, or an async one with a
+    redis.asyncio.Redis); steady jobs/s from the first job's end."""
+    import redis.asyncio
+
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    client.redis.delete(_key("jobs"))
+    for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
+        client.enqueue_many(chunk)
+    _preload_scripts(client.redis, "take", "ack", "release")
+    ends: list[float] = []
+    seen: set[int] = set()
+    router = zizq.Router()
+    if sync:
+        r = redis.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+
+        def incr(job: Any) -> None:
+            r.incr("bench:counter")
+            seen.add(job.n)
+            ends.append(time.perf_counter())
+
+        router.route(bench_job, incr)
+    else:
+        ar = redis.asyncio.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+
+        async def aincr(job: Any) -> None:
+            await ar.incr("bench:counter")
+            seen.add(job.n)
+            ends.append(time.perf_counter())
+
+        router.route(bench_job, aincr)
+
+    async def main() -> None:
+        worker = zizq.Worker(client, router, concurrency=CONCURRENCY)
+        task = asyncio.create_task(worker.run_async())
+        t0 = time.perf_counter()
+        try:
+            while worker.stats.completed + worker.stats.failed < n:
+                if task.done():
+                    task.result()
+                    raise AssertionError("the worker stopped before finishing")
+                _check(time.perf_counter() - t0 < CHILD_TIMEOUT_S / 4, f"only {len(ends)} of {n} jobs ran in time")
+                await asyncio.sleep(0.005)
+        finally:
+            worker.stop()
+            await task
+            if not sync:
+                await ar.aclose()
+        _check(worker.stats.failed == 0, f"{worker.stats.failed} jobs failed")
+
+    asyncio.run(main())
+    if sync:
+        r.close()
+    _check(len(ends) == n and len(seen) == n, f"{len(seen)} distinct of {len(ends)} handler calls for {n} jobs")
+    _check(int(client.redis.hlen(_key("jobs"))) == 0, "no job record left")
+    client.close()
+    return _steady_rate(ends)
+
+
+def child_handlers(url: str, n: int) -> dict[str, Any]:
+    """A handler that does one Redis round trip (INCR), sync and async, at
+    concurrency 10, beside the same body run with no queue: 10 plain
+    threads, 10 asyncio tasks. Side by side in one process; HANDLER_JOBS
+    jobs each."""
+    n = HANDLER_JOBS
+    out = {
+        "threads_jobs_per_s": _no_queue_threads(url, n),
+        "sync_jobs_per_s": _zizq_incr(url, n, sync=True),
+        "tasks_jobs_per_s": _no_queue_tasks(url, n),
+        "async_jobs_per_s": _zizq_incr(url, n, sync=False),
+    }
+    out["sync_ratio"] = out["sync_jobs_per_s"] / out["threads_jobs_per_s"]
+    out["async_ratio"] = out["async_jobs_per_s"] / out["tasks_jobs_per_s"]
+    return out
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -440,16 +593,22 @@ def child_processes(url: str, n: int) -> dict[str, Any]:
     return out
 
 
+def child_curves(url: str, n: int) -> dict[str, Any]:
+    raise NotImplementedError
+
+
 CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "enqueue_single": child_enqueue_single,
     "enqueue_bulk": child_enqueue_bulk,
     "process": child_process,
+    "handlers": child_handlers,
     "latency": child_latency,
     "latency_producer": child_latency_producer,
     "memory": child_memory,
     "limits": child_limits,
     "micro": child_micro,
     "processes": child_processes,
+    "curves": child_curves,
 }
 
 

@@ -602,3 +602,35 @@ def test_routing_a_job_type_twice_is_refused() -> None:
         router.route(Impostor, second)
     router.route(Report, first)  # the same route again changes nothing
     assert router.lookup("report").handler is first and router.queues == ["default"]
+
+
+async def test_a_worker_of_sync_handlers_runs_them_in_its_own_threads(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+) -> None:
+    # Every handler sync, no middleware: the worker's handler threads take
+    # the jobs themselves (zizq.worker.sync_lane); outcomes are the same.
+    router = zizq.Router()
+    seen: dict[int, tuple[str, str | None]] = {}
+
+    @router.handler
+    def report(job: Report, meta: zizq.Job) -> None:
+        context = zizq.logs.current_job.get()
+        seen[job.number] = (threading.current_thread().name, context and context.job.id)
+        assert context is not None and context.job.id == meta.id and meta.attempts == 1
+        if job.number == 0:
+            raise ValueError("zero")
+        if job.number == 1:
+            raise asyncio.CancelledError  # the handler's own: a failure like any other
+
+    jobs = [client.enqueue(Report(n), retry_limit=0) for n in range(20)]
+    unknown = client.enqueue_raw("nobody_handles_this", {}, retry_limit=0)
+    worker = start(router, concurrency=3)
+    await wait_for(lambda: worker.stats.completed == 18 and worker.stats.failed == 3)
+    assert sorted(seen) == list(range(20))
+    assert all(name.startswith("zizq-handler-") for name, _ in seen.values())
+    assert [seen[n][1] for n in range(20)] == [j.id for j in jobs]
+    assert [errors_of(r, namespace, j.id)[0]["error_type"] for j in jobs[:2]] == ["ValueError", "RuntimeError"]
+    [error] = errors_of(r, namespace, unknown.id)
+    assert error["error_type"] == "zizq.NoRouteError"
+    assert errors_of(r, namespace, jobs[0].id)[0]["backtrace"].startswith("Traceback")
+    await wait_for(lambda: r.zcard("{" + namespace + "}:inflight") == 0)

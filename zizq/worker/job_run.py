@@ -78,38 +78,58 @@ class JobRunner:
         # (so each gets its own copy of the context variables): shutdown
         # waits until no handler runs, then cancels the runners, and with
         # them any handler still running.
+        waiting = self.run.waiting
+        assert isinstance(waiting, asyncio.Queue)
         while True:
-            owner, job = await self.run.waiting.get()
-            if self.run.stop.is_set():  # no queued job starts after a stop: the shutdown hands them back
-                self.run.waiting.put_nowait((owner, job))
+            owner, job = await waiting.get()
+            if not await self.run_job(owner, job):
                 return
-            pair = (owner, job.id)
-            if not await self._lease_holds(owner):
-                if self.run.stop.is_set():  # as above: the shutdown hands it back
-                    self.run.waiting.put_nowait((owner, job))
-                    return
-                log.warning(
-                    "job %s not started: the lease of worker %s was lost first, so another worker may run it",
-                    job.id,
-                    owner,
-                )
-                self.run.held.discard(pair)
-                self.run.room.set()
-                continue
+
+    async def run_job(self, owner: str, job: Job) -> bool:
+        """Run one job taken for ``owner`` and record its outcome. False
+        when a stop came first: the job goes back to ``waiting`` (no queued
+        job starts after a stop: the shutdown hands them back)."""
+        if self.run.stop.is_set():
+            self.run.waiting.put_nowait((owner, job))
+            return False
+        pair = (owner, job.id)
+        if not await self._lease_holds(owner):
+            if self.run.stop.is_set():  # as above: the shutdown hands it back
+                self.run.waiting.put_nowait((owner, job))
+                return False
+            log.warning(
+                "job %s not started: the lease of worker %s was lost first, so another worker may run it",
+                job.id,
+                owner,
+            )
+            self.run.held.discard(pair)
+            self.run.room.set()
+            return True
+        with self.run.start_lock:
             self.run.running.add(pair)
             self.run.idle.clear()
-            try:
-                await asyncio.create_task(self._run_one(owner, job))
-            except RedisUnavailable as exc:  # only after a stop
-                log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
-            except Exception:  # a failure that could not be recorded: log it, keep going
-                log.exception("job %s: could not record its outcome", job.id)
-            finally:
-                self.run.running.discard(pair)
-                if not self.run.running:
-                    self.run.idle.set()
-                self.run.held.discard(pair)
-                self.run.room.set()
+        try:
+            await asyncio.create_task(self._run_one(owner, job))
+        except RedisUnavailable as exc:  # only after a stop
+            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
+        except Exception:  # a failure that could not be recorded: log it, keep going
+            log.exception("job %s: could not record its outcome", job.id)
+        finally:
+            self.run.job_ended(pair)
+        return True
+
+    async def record_failure(self, owner: str, job: Job, exc: Exception, seconds: float) -> None:
+        """Record the failure of a job whose handler ran elsewhere (a
+        handler thread, see zizq.worker.sync_lane) and raised ``exc`` after
+        ``seconds``; then its runner is free."""
+        try:
+            await self._failed(owner, job, exc, seconds)
+        except RedisUnavailable as problem:  # only after a stop
+            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, problem)
+        except Exception:  # a failure that could not be recorded: log it, keep going
+            log.exception("job %s: could not record its outcome", job.id)
+        finally:
+            self.run.job_ended((owner, job.id))
 
     async def _lease_holds(self, owner: str) -> bool:
         """Whether ``owner``'s lease holds, by the worker's own record of it
@@ -167,17 +187,7 @@ class JobRunner:
                 if sync:
                     self._abandon(pool)
                 exc = JobTimeout(f"the handler ran longer than its timeout of {timeout:g}s")
-            duration = time.perf_counter() - started
-            if observed and events.job_exception:
-                event = events.JobEvent("job_exception", job, self.run.namespace, owner, duration, error=exc)
-                events.emit(events.job_exception, event)
-            result = await self._fail(owner, job, exc, duration)
-            if observed and events.job_end:
-                outcome: events.Outcome = "refused" if result is None else "failed"
-                if result is not None and result.status == "dead":
-                    outcome = "dead"
-                event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, outcome, exc)
-                events.emit(events.job_end, event)
+            await self._failed(owner, job, exc, time.perf_counter() - started)
         else:
             duration = time.perf_counter() - started
             self.run.ack(owner, job.id, job.dequeued_at)
@@ -185,6 +195,21 @@ class JobRunner:
             if observed and events.job_end:
                 event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, "completed")
                 events.emit(events.job_end, event)
+
+    async def _failed(self, owner: str, job: Job, exc: Exception, duration: float) -> None:
+        """The handler raised ``exc`` after ``duration`` seconds: the
+        job_exception event, the failure recorded, the job_end event."""
+        observed = bool(events.job_end or events.job_exception)
+        if observed and events.job_exception:
+            event = events.JobEvent("job_exception", job, self.run.namespace, owner, duration, error=exc)
+            events.emit(events.job_exception, event)
+        result = await self._fail(owner, job, exc, duration)
+        if observed and events.job_end:
+            outcome: events.Outcome = "refused" if result is None else "failed"
+            if result is not None and result.status == "dead":
+                outcome = "dead"
+            event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, outcome, exc)
+            events.emit(events.job_end, event)
 
     @staticmethod
     async def _call_handler(route: Route, args: tuple[Any, ...], pool: ThreadPoolExecutor) -> None:

@@ -43,6 +43,7 @@ from zizq.worker.lease import HeartbeatThread, new_worker_id, rejoin
 from zizq.worker.run import Run, until
 from zizq.worker.stats import WorkerStats
 from zizq.worker.stop import LAST_TRY, leave_at_once, shutdown
+from zizq.worker.sync_lane import SyncLane, all_sync
 
 __all__ = ("PURGE_BATCH", "Worker", "WorkerStats")  # WorkerStats: where zizq imports it from
 
@@ -216,7 +217,10 @@ class Worker:
             cron = cron_loop(run.client, run.stop, self.max_idle, self.cron_stats)
             run.background.append(asyncio.create_task(cron))
         runner = JobRunner(run, self.router)
-        run.runners = [asyncio.create_task(runner.run_jobs()) for _ in range(self.concurrency)]
+        if all_sync(self.router):  # handler threads of their own (see zizq.worker.sync_lane)
+            run.runners = [asyncio.create_task(SyncLane(run, runner).serve())]
+        else:
+            run.runners = [asyncio.create_task(runner.run_jobs()) for _ in range(self.concurrency)]
         serving = asyncio.create_task(self._serve(run))
         forced = asyncio.create_task(run.forced.wait())
         try:
