@@ -610,13 +610,13 @@ async def test_a_worker_of_sync_handlers_runs_them_in_its_own_threads(
     # Every handler sync, no middleware: the worker's handler threads take
     # the jobs themselves (zizq.worker.sync_lane); outcomes are the same.
     router = zizq.Router()
-    seen: dict[int, tuple[str, str | None]] = {}
+    seen: dict[int, tuple[str, str]] = {}
 
     @router.handler
     def report(job: Report, meta: zizq.Job) -> None:
         context = zizq.logs.current_job.get()
-        seen[job.number] = (threading.current_thread().name, context and context.job.id)
         assert context is not None and context.job.id == meta.id and meta.attempts == 1
+        seen[job.number] = (threading.current_thread().name, context.job.id)
         if job.number == 0:
             raise ValueError("zero")
         if job.number == 1:
