@@ -24,7 +24,11 @@ from workloads import CHUNK, LATENCY_JOBS, PROCESSES
 ROWS: list[tuple[str, str, str, str, str]] = [
     ("enqueue_single", "enqueue_single", "jobs_per_s", "jobs/s", "{:,.0f}"),
     ("enqueue_bulk (1,000/call)", "enqueue_bulk", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("enqueue_bulk: Redis time", "enqueue_bulk", "redis_us_per_job", "µs/job", "{:.2f}"),
+    ("enqueue_bulk: Redis commands", "enqueue_bulk", "calls_per_job", "calls/job", "{:.2f}"),
     ("process (c=10, no-op async)", "process", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("process: Redis time (take+ack)", "process", "redis_us_per_job", "µs/job", "{:.2f}"),
+    ("process: Redis commands", "process", "calls_per_job", "calls/job", "{:.2f}"),
     ("handlers: no queue, 10 threads (INCR)", "handlers", "threads_jobs_per_s", "jobs/s", "{:,.0f}"),
     ("handlers: sync INCR (c=10)", "handlers", "sync_jobs_per_s", "jobs/s", "{:,.0f}"),
     ("handlers: sync / 10 threads", "handlers", "sync_ratio", "ratio", "{:.2f}"),

@@ -27,10 +27,12 @@ if #ARGV % 2 ~= 1 then
   return fail_with('INVALID', 'ack takes pairs of job id and dequeued_at after the worker id')
 end
 local missed, acked, jobs, seen = {}, {}, {}, {}
-for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  local job = load_job(P, id)
-  if seen[id] or not holds(job, worker, ARGV[i + 1]) then  -- named twice: the second misses
+local ids = {}
+for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local loaded = load_jobs(P, ids)
+for k, id in ipairs(ids) do
+  local job = loaded[k]
+  if seen[id] or not holds(job, worker, ARGV[2 * k + 1]) then  -- named twice: the second misses
     missed[#missed + 1] = id
   else
     seen[id] = true
@@ -43,9 +45,18 @@ if #acked > 0 then
   call_in_slices('ZREM', P .. 'inflight', acked, 1)
   call_in_slices('SREM', P .. 'worker:' .. worker, acked, 1)
 end
+-- Deleted at once (a retention of 0, the default) all together; kept one by one.
+local gone, gone_jobs = {}, {}
 for i, id in ipairs(acked) do
   local job = jobs[i]
   job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
-  finish(P, id, job, 'completed', now, job.rc or default_ms)
+  local retention = job.rc or default_ms
+  if retention <= 0 then
+    gone[#gone + 1] = id
+    gone_jobs[#gone] = job
+  else
+    finish(P, id, job, 'completed', now, retention)
+  end
 end
+forget_finished(P, gone, gone_jobs, 'completed', now)
 return missed

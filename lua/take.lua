@@ -102,10 +102,11 @@ elseif want > 0 then
 end
 
 local out = {now, -1, 0}
-local flight, taken = {}, {}
+local flight, taken, records = {}, {}, {}
 local held_back = false
-for _, id in ipairs(chosen) do
-  local job = load_job(P, id)
+local loaded = load_jobs(P, chosen)
+for k, id in ipairs(chosen) do
+  local job = loaded[k]
   if job and (held_back or (job.sx and (#taken > 0 or start < 1))) then
     -- A suspect is taken alone, first and with a free runner: in the
     -- worker's buffer it would wait unmarked, and next to other jobs of the
@@ -118,7 +119,9 @@ for _, id in ipairs(chosen) do
     -- An index entry whose job record has vanished is dropped, not delivered.
     job.s, job.da, job.w = 'in_flight', now, worker
     job.st = #taken < start and 1 or nil
-    local record = save_job(P, id, job)
+    local record = pack_job(job)
+    records[#records + 1] = id
+    records[#records + 1] = record
     unique_update(P, id, job)
     flight[#flight + 1] = now
     flight[#flight + 1] = id
@@ -130,6 +133,7 @@ for _, id in ipairs(chosen) do
   end
 end
 if #taken > 0 then
+  call_in_slices('HSET', P .. 'jobs', records, 2)
   call_in_slices('ZADD', P .. 'inflight', flight, 2)
   call_in_slices('SADD', P .. 'worker:' .. worker, taken, 1)
 end
