@@ -617,8 +617,81 @@ def child_processes(url: str, n: int) -> dict[str, Any]:
     return out
 
 
+CURVE_WAITING = (1_000, 10_000, 100_000)  # --big adds 1,000,000
+CURVE_QUEUES = (1, 10, 100, 1000)
+CURVE_WORKERS = (1, 10, 100)
+CURVE_OPS = 1000  # jobs each operation is measured over, at every point
+CURVE_TAKE = 10  # jobs per take and per ack, as a worker at concurrency 10
+
+
+def _evalsha_us(r: redis.Redis) -> float:
+    return float(r.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+
+
+def _curve_point(client: Any, kind: type, queues: list[str], workers: int) -> dict[str, float]:
+    """Redis time (µs per job, INFO commandstats) of enqueue (100 a call),
+    take and ack (CURVE_TAKE a call) over CURVE_OPS jobs, in the state
+    the caller made (jobs waiting in ``queues``), with ``workers`` joined."""
+    import zizq
+
+    r, core = client.redis, client.core
+    for w in range(workers):
+        client.run(core.heartbeat(f"w{w}", "join", 600_000))
+    fresh = [zizq.Enqueue(kind(n=-i, s=TEXT), queue=queues[i % len(queues)]) for i in range(CURVE_OPS)]
+    r.config_resetstat()
+    for chunk in _chunks(fresh, 100):
+        client.enqueue_many(chunk)
+    enqueue_us = _evalsha_us(r) / CURVE_OPS
+    taken: list[list[Any]] = []
+    r.config_resetstat()
+    for _ in range(CURVE_OPS // CURVE_TAKE):
+        taken.append(list(client.run(core.take("w0", CURVE_TAKE, [])).jobs))
+    take_us = _evalsha_us(r) / CURVE_OPS
+    _check(sum(map(len, taken)) == CURVE_OPS, f"{CURVE_OPS} jobs taken")
+    r.config_resetstat()
+    for jobs in taken:
+        refused = client.run(core.ack("w0", [j.id for j in jobs], [j.dequeued_at for j in jobs]))
+        _check(not refused, "every ack accepted")
+    ack_us = _evalsha_us(r) / CURVE_OPS
+    return {"enqueue_us": enqueue_us, "take_us": take_us, "ack_us": ack_us}
+
+
+def _fill(client: Any, kind: type, waiting: int, queues: list[str]) -> None:
+    import zizq
+
+    for first in range(0, waiting, CHUNK):
+        count = min(CHUNK, waiting - first)
+        client.enqueue_many([zizq.Enqueue(kind(n=i, s=TEXT), queue=queues[i % len(queues)]) for i in range(count)])
+
+
 def child_curves(url: str, n: int) -> dict[str, Any]:
-    raise NotImplementedError
+    """Per-job Redis time of enqueue, take and ack as the waiting jobs
+    (10³..10⁶), the queues (1..1000, one worker serving all) and the joined
+    workers (1..100) grow; ``n`` >= 1,000,000 adds the 10⁶ point."""
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    _preload_scripts(client.redis, "take", "ack", "heartbeat")
+    r = client.redis
+    out: dict[str, Any] = {}
+    waiting_points = CURVE_WAITING + ((1_000_000,) if n >= 1_000_000 else ())
+    for waiting in waiting_points:
+        r.flushall()
+        _fill(client, bench_job, waiting, ["default"])
+        out[f"waiting_{waiting}"] = _curve_point(client, bench_job, ["default"], 1)
+    for count in CURVE_QUEUES:
+        r.flushall()
+        queues = [f"q{i}" for i in range(count)]
+        _fill(client, bench_job, 10_000, queues)
+        out[f"queues_{count}"] = _curve_point(client, bench_job, queues, 1)
+    for workers in CURVE_WORKERS:
+        r.flushall()
+        _fill(client, bench_job, 10_000, ["default"])
+        out[f"workers_{workers}"] = _curve_point(client, bench_job, ["default"], workers)
+    client.close()
+    return out
 
 
 CHILDREN: dict[str, Callable[[str, int], Any]] = {

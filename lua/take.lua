@@ -84,17 +84,27 @@ if want > 0 and #open == 1 then
   local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
   for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
 elseif want > 0 then
-  local cand = {}
+  local function before(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end
+  -- The N smallest are all in the queues whose first jobs are among the N
+  -- smallest first jobs: read one job of every queue, then N of those.
+  local heads = {}
   for _, q in ipairs(open) do
+    local head = redis.call('ZRANGE', P .. 'ready:' .. q, 0, 0, 'WITHSCORES')
+    if head[1] then heads[#heads + 1] = {tonumber(head[2]), head[1], q} end
+  end
+  table.sort(heads, before)
+  local cand = {}
+  for h = 1, math.min(want, #heads) do
+    local q = heads[h][3]
     local head = redis.call('ZRANGE', P .. 'ready:' .. q, 0, want - 1, 'WITHSCORES')
     for i = 1, #head, 2 do
       cand[#cand + 1] = {tonumber(head[i + 1]), head[i], q}
     end
   end
-  table.sort(cand, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
+  table.sort(cand, before)
   for i = 1, math.min(want, #cand) do
     redis.call('ZREM', P .. 'ready:' .. cand[i][3], cand[i][2])
     chosen[#chosen + 1] = cand[i][2]
