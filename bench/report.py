@@ -18,15 +18,17 @@ from typing import Any
 
 from harness import BENCH, MODES
 from peer_env import PEER_WORKLOADS, PEERS_VENV, SAME_AS
-from workloads import CHUNK, CURVE_OPS, CURVE_TAKE, LATENCY_JOBS, PROCESSES
+from workloads import CHUNK, CURVE_OPS, CURVE_TAKE, LATENCY_JOBS, OTEL_SETTINGS, PROCESSES
 
 # zizq-only table rows: label, workload, metric, unit, format. Ratio is ext/pure.
 ROWS: list[tuple[str, str, str, str, str]] = [
     ("enqueue_single", "enqueue_single", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("enqueue_single: client CPU", "enqueue_single", "cpu_us", "µs/job", "{:.1f}"),
     ("enqueue_bulk (1,000/call)", "enqueue_bulk", "jobs_per_s", "jobs/s", "{:,.0f}"),
     ("enqueue_bulk: Redis time", "enqueue_bulk", "redis_us_per_job", "µs/job", "{:.2f}"),
     ("enqueue_bulk: Redis commands", "enqueue_bulk", "calls_per_job", "calls/job", "{:.2f}"),
     ("process (c=10, no-op async)", "process", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("process: worker CPU", "process", "cpu_us", "µs/job", "{:.1f}"),
     ("process: Redis time (take+ack)", "process", "redis_us_per_job", "µs/job", "{:.2f}"),
     ("process: Redis commands", "process", "calls_per_job", "calls/job", "{:.2f}"),
     ("handlers: no queue, 10 threads (INCR)", "handlers", "threads_jobs_per_s", "jobs/s", "{:,.0f}"),
@@ -45,8 +47,24 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("micro: unique key hash", "micro", "unique_us", "µs/job", "{:.3f}"),
     ("micro: enqueue_args", "micro", "enqueue_args_us", "µs/job", "{:.3f}"),
     ("micro: enqueue_args, unique", "micro", "enqueue_args_unique_us", "µs/job", "{:.3f}"),
+    ("micro: enqueue call of 1 job", "micro", "enqueue_call_us", "µs/job", "{:.3f}"),
     ("micro: TakeResult.decode", "micro", "take_decode_us", "µs/job", "{:.3f}"),
+    ("take+ack: no limit", "take", "none_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack: a limit never reached", "take", "limit_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack: 1 at a time per key, 1,000 keys", "take", "keys_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack, Redis CPU: no limit", "take", "none_redis_us", "µs/job", "{:.1f}"),
+    ("take+ack, Redis CPU: a limit never reached", "take", "limit_redis_us", "µs/job", "{:.1f}"),
+    ("take+ack, Redis CPU: per key, 1,000 keys", "take", "keys_redis_us", "µs/job", "{:.1f}"),
     *[(f"process: zizq worker -p {p} (c=10)", "processes", f"p{p}_jobs_per_s", "jobs/s", "{:,.0f}") for p in PROCESSES],
+    *[
+        row
+        for what in ("enqueue", "process")
+        for setting in OTEL_SETTINGS
+        for row in (
+            (f"otel {setting}: {what}", "otel", f"{setting}_{what}_per_s", "jobs/s", "{:,.0f}"),
+            (f"otel {setting}: {what} CPU", "otel", f"{setting}_{what}_cpu_us", "µs/job", "{:.1f}"),
+        )
+    ],
 ]
 MODELESS = {"limits", "curves"}  # no ext/pure split: plain redis-py; Redis's own time
 

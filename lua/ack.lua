@@ -46,10 +46,11 @@ if #acked > 0 then
   call_in_slices('SREM', P .. 'worker:' .. worker, acked, 1)
 end
 -- Deleted at once (a retention of 0, the default) all together; kept one by one.
-local gone, gone_jobs = {}, {}
+local freed, gone, gone_jobs = {}, {}, {}
 for i, id in ipairs(acked) do
   local job = jobs[i]
   job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
+  limit_release(P, job, freed)
   local retention = job.rc or default_ms
   if retention <= 0 then
     gone[#gone + 1] = id
@@ -59,4 +60,5 @@ for i, id in ipairs(acked) do
   end
 end
 forget_finished(P, gone, gone_jobs, 'completed', now)
+limit_flush(P, freed)
 return missed

@@ -15,7 +15,7 @@ from zizq import errors
 from .conftest import Start, wait_for
 from .jobs_app import Report
 
-SIGNALS = {zizq.KillJob, zizq.RetryJob}
+SIGNALS = {zizq.KillJob, zizq.RetryJob, zizq.RateLimited}
 FAILURES = {zizq.JobTimeout, zizq.WorkerLost, zizq.NoRouteError, zizq.PayloadDecodeError}
 # The builtin bases users may catch instead of the zizq class.
 BUILTIN_BASES = {

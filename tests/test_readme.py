@@ -99,6 +99,24 @@ def test_other_examples_run(tmp_path: Path, redis_factory: Callable[[], RedisSer
             assert out.returncode == 0, f"{title} example {i}:\n{out.stderr}"
 
 
+def test_the_tracing_example_prints_one_trace(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
+    tracing = README[README.index("### Tracing with OpenTelemetry\n") :]
+    (tmp_path / "tracing.py").write_text(blocks(tracing, "python")[0])
+    out = subprocess.run(
+        [sys.executable, "tracing.py"], cwd=tmp_path, env=example_env(tmp_path, server), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    spans = [line.split(None, 2) for line in out.stdout.splitlines() if not line.startswith("sending")]
+    assert [(kind, name) for _, kind, name in spans] == [
+        ("PRODUCER", "send emails"),
+        ("INTERNAL", "checkout"),
+        ("CONSUMER", "process emails"),
+    ]
+    assert len({trace_id for trace_id, _, _ in spans}) == 1
+
+
 def test_testing_guide_runs_under_pytest(tmp_path: Path) -> None:
     """The guide's conftest.py starts a redis-server of its own; its tests
     drain the Quick start's queue."""

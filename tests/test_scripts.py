@@ -604,15 +604,28 @@ def test_enqueue_arguments_must_be_a_count_and_a_batch(lua: Lua, args: list[Valu
     [
         text_row(job("j1"))[:13],
         [*text_row(job("j1")), ""],
+        [*text_row(job("j1")), "", "", "", "", ""],
         [*text_row(job("j1"))[:3], 7, *text_row(job("j1"))[4:]],
+        [*text_row(job("j1")), "", "", "", 7],
         "j1",
     ],
-    ids=["13 values", "15 values", "a number", "not an array"],
+    ids=["13 values", "15 values", "19 values", "a number", "a number as trace context", "not an array"],
 )
 def test_enqueue_job_must_be_14_strings(lua: Lua, row: Any) -> None:
     with pytest.raises(redis.ResponseError, match=r"^ZIZQ INVALID job 0"):
         lua.run("enqueue", 1, msgpack.packb([row], use_bin_type=False))
     assert lua.keys() == set()
+
+
+def test_enqueue_stores_an_18th_value_as_the_trace_context(lua: Lua) -> None:
+    context = '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    rows = [[*text_row(job("j1")), "", "", "", context], [*text_row(job("j2")), "", "", "", ""]]
+    lua.run("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
+    assert (lua.record("j1") or {})["tc"] == context
+    assert "tc" not in (lua.record("j2") or {})  # '' stores nothing, as 14 values do
+    assert not {"lm", "lk", "gk"} & set(lua.record("j1") or {})  # the limit's three, all ''
+    taken = lua.take("w", 2, "q")
+    assert sorted(taken.ids) == ["j1", "j2"] and (lua.record("j1") or {})["tc"] == context  # never changes
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from zizq.errors import (
     KillJob,
     NoRouteError,
     PayloadDecodeError,
+    RateLimited,
     RedisMisconfigured,
     RedisScriptError,
     RedisUnavailable,
@@ -33,9 +34,10 @@ from zizq.errors import (
     WorkersActive,
     ZizqError,
 )
-from zizq.events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
+from zizq.events import EnqueueEvent, JobEvent, WebActionEvent, on, subscribe, unsubscribe
 from zizq.filters import Filter, Range
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
+from zizq.limits import Limit, LimitKeyState, LimitState, queue_limit
 from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 from zizq.router import Router
 from zizq.worker.group import WorkerGroup
@@ -70,11 +72,15 @@ __all__ = (
     "JobStatus",
     "JobTimeout",
     "KillJob",
+    "Limit",
+    "LimitKeyState",
+    "LimitState",
     "NoRouteError",
     "PatchOptions",
     "PayloadDecodeError",
     "QueueInfo",
     "Range",
+    "RateLimited",
     "RedisMisconfigured",
     "RedisScriptError",
     "RedisUnavailable",
@@ -85,6 +91,7 @@ __all__ = (
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",
+    "WebActionEvent",
     "Worker",
     "WorkerGroup",
     "WorkerLost",
@@ -93,6 +100,7 @@ __all__ = (
     "ZizqError",
     "__version__",
     "on",
+    "queue_limit",
     "subscribe",
     "unsubscribe",
 )

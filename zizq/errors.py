@@ -5,7 +5,8 @@ The tree is shallow; under the root are three kinds::
     ZizqError
     ├── HandlerSignal          raised by a handler, read by the worker
     │   ├── KillJob
-    │   └── RetryJob
+    │   ├── RetryJob
+    │   └── RateLimited
     ├── JobFailure             recorded on a job by zizq (its error_type)
     │   ├── JobTimeout
     │   ├── WorkerLost
@@ -22,6 +23,8 @@ instance ``zizq.JobTimeout``), whatever base the class has.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 
 class ZizqError(Exception):
@@ -59,6 +62,20 @@ class RetryJob(HandlerSignal):
             raise ValidationError("RetryJob needs exactly one of delay (seconds) or at (a datetime)")
         self.delay = delay
         self.at = at
+
+
+class RateLimited(HandlerSignal):
+    """Raise from a handler that learns it is over someone else's limit (an
+    HTTP 429): the job goes back to wait ``retry_after`` seconds (or a
+    timedelta; 0 or more), then runs again. It uses no attempt and leaves no
+    error record; its limit slots are given back meanwhile."""
+
+    def __init__(self, message: str = "rate limited", *, retry_after: object = 1.0) -> None:
+        super().__init__(message)
+        seconds = retry_after.total_seconds() if isinstance(retry_after, timedelta) else retry_after
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 1e9:
+            raise ValidationError(f"RateLimited retry_after {retry_after!r} is not 0..1e9 seconds or a timedelta")
+        self.retry_after = float(seconds)
 
 
 # Failures: what zizq itself records on a job that it fails (the error_type of

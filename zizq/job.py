@@ -301,6 +301,7 @@ class JobKind:
     RETENTION: ClassVar[Retention | None] = None
     UNIQUE_WHILE: ClassVar[UniqueWhile | None] = None
     TIMEOUT: ClassVar[float | None] = None
+    LIMIT: ClassVar[str | None] = None
     TRANSPARENT: ClassVar[bool] = False
 
     _zizq_fields: ClassVar[tuple[str, ...]] = ()
@@ -336,6 +337,8 @@ class JobKind:
                 timeout_ms(cls.TIMEOUT)
             if cls.UNIQUE_WHILE is not None and cls.UNIQUE_WHILE not in UNIQUE_SCOPES:
                 raise ValidationError(f"UNIQUE_WHILE {cls.UNIQUE_WHILE!r} is not queued, active or exists")
+            if cls.LIMIT is not None:
+                validate_name("LIMIT", cls.LIMIT)
         except ValidationError as exc:
             raise JobKindError(f"{cls.__qualname__}: {exc}") from None
         if cls.BACKOFF is not None and not isinstance(cls.BACKOFF, Backoff):
@@ -372,6 +375,16 @@ class JobKind:
 
     def unique_key(self) -> UniqueKey | None:
         """The key that makes this job unique, or None (the default)."""
+        return None
+
+    def limit_key(self) -> str | None:
+        """The key the class's ``LIMIT`` holds per (e.g. an account id), or
+        None (the default): one limit for every job of the limit."""
+        return None
+
+    def group_key(self) -> str | None:
+        """The job's group (e.g. a tenant), or None (the default): ready
+        jobs of different groups in one queue and priority take turns."""
         return None
 
     def to_payload(self) -> Any:
@@ -464,6 +477,9 @@ class Job:
     recoveries: int = 0
     duplicate: bool = False
     payload_json: bytes | None = dataclasses.field(default=None, repr=False)
+    # The trace context of its enqueue (JSON text of W3C headers), stored
+    # only while zizq.otel is instrumented; see zizq.otel.job_context.
+    trace_context: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def payload(self) -> Any:

@@ -2,6 +2,7 @@
 -- settings, putting a job in line, the unique index, finishing, deleting.
 -- Scripts that need these include this file instead of common.lua.
 --@include "includes/common.lua"
+--@include "includes/limits.lua"
 
 -- Namespace settings (hash "config") with built-in defaults.
 local DEFAULTS = {
@@ -30,9 +31,10 @@ local function unit_sample(v)
   return u
 end
 
--- Put a job in its queue's ready set; dispatch order is (priority, id).
-local function make_ready(P, id, queue, priority)
-  redis.call('ZADD', P .. 'ready:' .. queue, priority, id)
+-- Put a job in its queue's ready set; dispatch order is (priority, id), and
+-- within a priority the turn of the job's group, if it has one (field "gt").
+local function make_ready(P, id, queue, priority, turn)
+  redis.call('ZADD', P .. 'ready:' .. queue, ready_score(priority, turn), id)
   signal(P .. 'wake:' .. queue)
 end
 
@@ -127,6 +129,7 @@ local function delete_job(P, id, job, now)
   redis.call('ZREM', P .. 'completed', id)
   redis.call('ZREM', P .. 'dead', id)
   if job.w then redis.call('SREM', P .. 'worker:' .. job.w, id) end
+  limit_release(P, job)
   forget_job(P, id, job)
   remember_done(P, id, now, 'd')
 end
@@ -144,6 +147,7 @@ local function leave_flight(P, id, job)
   redis.call('ZREM', P .. 'inflight', id)
   redis.call('SREM', P .. 'worker:' .. job.w, id)
   job.w = nil
+  limit_release(P, job)
 end
 
 -- Give an in-flight job back to its queue untouched: attempts unchanged, no
@@ -153,7 +157,7 @@ local function requeue(P, id, job)
   leave_flight(P, id, job)
   job.s, job.st = 'ready', nil
   save_job(P, id, job)
-  make_ready(P, id, job.q, job.p)
+  make_ready(P, id, job.q, job.p, job.gt)
   unique_update(P, id, job)
 end
 

@@ -52,7 +52,7 @@ local function patch_apply(P, id, job, want, now)
     end
     job.q, job.p = queue, prio
     if redis.call('SADD', P .. 'queues', queue) == 1 then signal(P .. 'wake') end
-    if job.s == 'ready' then make_ready(P, id, queue, prio) end
+    if job.s == 'ready' then make_ready(P, id, queue, prio, job.gt) end
   end
 
   if want.ready_at then
@@ -63,7 +63,7 @@ local function patch_apply(P, id, job, want, now)
       if at <= now then
         redis.call('ZREM', P .. 'scheduled', id)
         job.s = 'ready'
-        make_ready(P, id, job.q, job.p)
+        make_ready(P, id, job.q, job.p, job.gt)
       else
         schedule(P, id, job.q, at)
       end
@@ -106,7 +106,7 @@ local function retry_dead(P, id, job, now)
   redis.call('ZREM', P .. 'dead', id)
   job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
   local record = save_job(P, id, job)
-  make_ready(P, id, job.q, job.p)
+  make_ready(P, id, job.q, job.p, job.gt)
   unique_update(P, id, job)
   return record
 end

@@ -10,7 +10,7 @@ rows are packed into the script call, and the reply made into jobs.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -190,12 +190,19 @@ class Core:
             templates.append(template)
         return rows, templates
 
-    def enqueue_calls(self, items: Sequence[Enqueue | JobKind]) -> list[Call[list[Job]]]:
+    def enqueue_calls(
+        self,
+        items: Sequence[Enqueue | JobKind],
+        trace: Callable[[list[EnqueueRow], list[Template]], None] | None = None,
+    ) -> list[Call[list[Job]]]:
         """The enqueue calls for ``items``, in order: every job is checked
         (a ValidationError is raised) before any call is built, and the jobs
         are split into calls of at most ENQUEUE_BATCH jobs (see batches);
-        each call is atomic, the whole list is not."""
+        each call is atomic, the whole list is not. ``trace`` (zizq.otel's)
+        sees the checked jobs first and may append a trace context to rows."""
         rows, templates = self._plan(items)
+        if trace is not None:
+            trace(rows, templates)
         return [self._enqueue_call(rows[a:b], templates[a:b]) for a, b in batches(rows)]
 
     def _enqueue_call(self, rows: list[EnqueueRow], templates: list[Template]) -> Call[list[Job]]:

@@ -85,6 +85,7 @@ def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> J
         recoveries=f.get("rv", 0),
         duplicate=duplicate,
         payload_json=None if d is None else d.encode(),
+        trace_context=f.get("tc"),
     )
 
 

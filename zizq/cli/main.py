@@ -16,7 +16,9 @@ from zizq import connect, logs
 from zizq._version import __version__
 from zizq.cli.format import print_error, print_json, stamp
 from zizq.cli.jobs import register as register_jobs
+from zizq.cli.limits import register as register_limits
 from zizq.cli.top import register as register_top
+from zizq.cli.web import register as register_web
 from zizq.cli.worker import KIND_SPEC, cmd_worker, load_kind
 from zizq.client.options import default_url
 from zizq.client.sync import Client
@@ -302,7 +304,9 @@ def parser() -> argparse.ArgumentParser:
         common(sp)
         sp.set_defaults(func=cmd_cron)
     register_jobs(sub, common)
+    register_limits(sub, common)
     register_top(sub, common)
+    register_web(sub, common)
     return p
 
 

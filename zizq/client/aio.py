@@ -19,6 +19,7 @@ from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.base import BaseClient
 from zizq.client.cron import AsyncCronMethods
+from zizq.client.limits import AsyncLimitMethods
 from zizq.client.options import Items, as_items, connection_options, reply_error, unavailable
 from zizq.client.query import AsyncQueryMethods
 from zizq.errors import JobNotFound, ZizqError
@@ -28,7 +29,7 @@ from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 T = TypeVar("T")
 
 
-class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
+class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncLimitMethods, AsyncQueryMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited.
 
     redis-py's asyncio connections belong to the event loop that opened

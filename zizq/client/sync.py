@@ -19,6 +19,7 @@ from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
 from zizq.client.base import BaseClient
 from zizq.client.cron import CronMethods
+from zizq.client.limits import LimitMethods
 from zizq.client.options import Items, as_items, connection_options, reply_error, unavailable
 from zizq.client.query import QueryMethods
 from zizq.errors import JobNotFound
@@ -28,7 +29,7 @@ from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 T = TypeVar("T")
 
 
-class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
+class Client(BaseClient[redis.Redis], CronMethods, LimitMethods, QueryMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default

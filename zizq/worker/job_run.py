@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from zizq import events, logs
-from zizq.errors import JobTimeout, KillJob, RedisUnavailable, RetryJob, ZizqError
+from zizq._protocol import limits
+from zizq.errors import JobTimeout, KillJob, RateLimited, RedisUnavailable, RetryJob, ZizqError
 from zizq.job import Job
 from zizq.middleware import run_chain
 from zizq.options import delay_ms, epoch_ms
@@ -181,6 +182,8 @@ class JobRunner:
                 raise RuntimeError("the handler raised asyncio.CancelledError without being cancelled") from None
         except asyncio.CancelledError:
             raise
+        except RateLimited as exc:  # not a failure: the job waits, no attempt used
+            await self._defer(owner, job, exc)
         except Exception as exc:  # every handler failure is recorded on the job
             if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
                 self.run.stats.timed_out += 1
@@ -228,6 +231,15 @@ class JobRunner:
         if pool is self.run.pool:
             self.run.pool = handler_pool(self.run.concurrency)
             pool.shutdown(wait=False)
+
+    async def _defer(self, owner: str, job: Job, exc: RateLimited) -> None:
+        """Put ``job`` back to wait ``exc.retry_after`` seconds without using
+        an attempt (see lua/defer.lua)."""
+        wait_ms = round(exc.retry_after * 1000)
+        call = limits.defer(self.run.core.keys, owner, job.id, wait_ms, job.dequeued_at)
+        if await self.run.call(call) is None:
+            self.run.stats.refused_acks += 1
+        logs.jobs_log.info("job %s (%s) rate limited: runs again in %.3fs (%s)", job.id, job.type, wait_ms / 1000, exc)
 
     async def _fail(self, owner: str, job: Job, exc: Exception, seconds: float) -> Job | None:
         """Record the failure of ``job``'s run (``seconds`` long) and log it."""
