@@ -634,3 +634,23 @@ async def test_a_worker_of_sync_handlers_runs_them_in_its_own_threads(
     assert error["error_type"] == "zizq.NoRouteError"
     assert errors_of(r, namespace, jobs[0].id)[0]["backtrace"].startswith("Traceback")
     await wait_for(lambda: r.zcard("{" + namespace + "}:inflight") == 0)
+
+
+async def test_a_sync_handler_in_the_workers_threads_may_raise_rate_limited(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+) -> None:
+    router = zizq.Router()
+    runs: list[int] = []
+
+    @router.handler
+    def report(job: Report, meta: zizq.Job) -> None:
+        runs.append(meta.attempts)
+        if len(runs) == 1:
+            raise zizq.RateLimited("the API said 429", retry_after=0.05)
+
+    job = client.enqueue(Report(1))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.completed == 1)
+    assert runs == [1, 1] and worker.stats.failed == 0  # deferred: no attempt used
+    assert errors_of(r, namespace, job.id) == []
+

@@ -122,9 +122,12 @@ class JobRunner:
     async def record_failure(self, owner: str, job: Job, exc: Exception, seconds: float) -> None:
         """Record the failure of a job whose handler ran elsewhere (a
         handler thread, see zizq.worker.sync_lane) and raised ``exc`` after
-        ``seconds``; then its runner is free."""
+        ``seconds`` (a RateLimited defers it); then its runner is free."""
         try:
-            await self._failed(owner, job, exc, seconds)
+            if isinstance(exc, RateLimited):  # not a failure: the job waits, no attempt used
+                await self._defer(owner, job, exc)
+            else:
+                await self._failed(owner, job, exc, seconds)
         except RedisUnavailable as problem:  # only after a stop
             log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, problem)
         except Exception:  # a failure that could not be recorded: log it, keep going
