@@ -73,9 +73,12 @@ if #ARGV > 3 then
 else
   queues = redis.call('SMEMBERS', P .. 'queues')
 end
+-- The paused queues, read once (a few, against the many a take may serve).
+local paused = {}
+for _, q in ipairs(redis.call('SMEMBERS', P .. 'paused')) do paused[q] = true end
 local open, named = {}, {}
 for _, q in ipairs(queues) do
-  if not named[q] and redis.call('SISMEMBER', P .. 'paused', q) == 0 then open[#open + 1] = q end
+  if not named[q] and not paused[q] then open[#open + 1] = q end
   named[q] = true
 end
 
