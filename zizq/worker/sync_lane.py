@@ -1,5 +1,5 @@
 """Handler threads for a worker whose handlers are all sync (plain
-functions) and that has no dequeue middleware.
+functions), with no dequeue middleware and no job hooks (see :func:`fits`).
 
 Handing each job from the event loop to a thread pool and back costs the
 loop a future, a callback and a wake-up per job, and the loop, not the
@@ -14,7 +14,7 @@ A job these threads do not run themselves, they hand to the usual path
 for it, so it still holds one of the ``concurrency`` runners: a job with a
 timeout (a handler thread cannot be stopped, so the loop times it and, past
 the timeout, leaves its thread behind), a job met while hooks are
-registered (the hooks run in the event loop, as for every other job), a job
+registered since the run began (the hooks run in the event loop), a job
 whose route has become async, and a job met while the lease is not
 confirmed (the usual path waits for it).
 """
@@ -46,10 +46,12 @@ IDLE_LOOK = 0.5  # seconds an idle handler thread waits for a job before it look
 Outcome = tuple[str, Job, Exception | None, float]
 
 
-def all_sync(router: Router) -> bool:
-    """Whether every handler of ``router`` (its fallback too) is a plain
-    function and no dequeue middleware wraps them."""
-    if router.middleware:
+def fits(router: Router) -> bool:
+    """Whether a run should use handler threads of its own: every handler
+    of ``router`` (its fallback too) is a plain function, no dequeue
+    middleware wraps them, and no job hooks are registered (they run in the
+    event loop, so every job would go there: zizq.otel registers some)."""
+    if router.middleware or events.job_start or events.job_end or events.job_exception:
         return False
     names = [*router.types, ""]  # "": no job type has it, so only the fallback answers
     for name in names:

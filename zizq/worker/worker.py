@@ -36,13 +36,13 @@ from zizq.client.sync import Client
 from zizq.errors import LeaseLost, RedisUnavailable, ValidationError, ZizqError
 from zizq.job import validate_name
 from zizq.router import Router
+from zizq.worker import sync_lane
 from zizq.worker.cron_tick import CronStats, cron_loop
 from zizq.worker.job_run import JobRunner
 from zizq.worker.lease import HeartbeatThread, new_worker_id, rejoin
 from zizq.worker.run import Run, until
 from zizq.worker.stats import WorkerStats
 from zizq.worker.stop import LAST_TRY, leave_at_once, run_until_signalled, shutdown
-from zizq.worker.sync_lane import SyncLane, all_sync
 
 __all__ = ("PURGE_BATCH", "Worker", "WorkerStats")  # WorkerStats: where zizq imports it from
 
@@ -213,8 +213,8 @@ class Worker:
             cron = cron_loop(run.client, run.stop, self.max_idle, self.cron_stats)
             run.background.append(asyncio.create_task(cron))
         runner = JobRunner(run, self.router)
-        if all_sync(self.router):  # handler threads of their own (see zizq.worker.sync_lane)
-            run.runners = [asyncio.create_task(SyncLane(run, runner).serve())]
+        if sync_lane.fits(self.router):  # handler threads of their own
+            run.runners = [asyncio.create_task(sync_lane.SyncLane(run, runner).serve())]
         else:
             run.runners = [asyncio.create_task(runner.run_jobs()) for _ in range(self.concurrency)]
         serving = asyncio.create_task(self._serve(run))
