@@ -2,12 +2,14 @@
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  worker id; only jobs this worker holds are acknowledged
-ARGV[2..] pairs: job id, then its dequeued_at ("da") as the take returned
-         it, so that only that attempt is acknowledged; '' for any attempt
+ARGV[2..] triples: job id; its dequeued_at ("da") as the take returned it,
+         so that only that attempt is acknowledged, '' for any attempt; and
+         the handler's result as JSON text, '' for none
 
 A completed job is deleted at once when its completed retention (the job's
 own, else the namespace's, default 0) is 0; otherwise it is kept until
-purge_at = now + retention. Acknowledging twice is harmless: the second time
+purge_at = now + retention, with its result (field "rs"; a job deleted at
+once keeps none). Acknowledging twice is harmless: the second time
 the job is no longer in flight for this worker, or is in flight for a later
 attempt (another dequeued_at). The loss count "rp" and the suspect mark
 "sx" are reset (see heartbeat.lua).
@@ -15,7 +17,7 @@ attempt (another dequeued_at). The loss count "rp" and the suspect mark
 Returns the ids that were not acknowledged (unknown, deleted, not in flight,
 held by another worker, or in another attempt).
 
-Errors: "ZIZQ INVALID" when the ids and dequeued_at values do not pair up.
+Errors: "ZIZQ INVALID" when the arguments after the worker id are not triples.
 ]]
 --@include "includes/lifecycle.lua"
 
@@ -23,21 +25,23 @@ local P = KEYS[1]
 local worker = ARGV[1]
 local now = now_ms()
 local default_ms = config(P, 'completed_ms')
-if #ARGV % 2 ~= 1 then
-  return fail_with('INVALID', 'ack takes pairs of job id and dequeued_at after the worker id')
+if #ARGV % 3 ~= 1 then
+  return fail_with('INVALID', 'ack takes triples of job id, dequeued_at and result after the worker id')
 end
-local missed, acked, jobs, seen = {}, {}, {}, {}
+local missed, acked, jobs, seen, results = {}, {}, {}, {}, {}
 local ids = {}
-for i = 2, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i = 2, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
 local loaded = load_jobs(P, ids)
 for k, id in ipairs(ids) do
+  local i = 3 * k - 1  -- the id's place in ARGV
   local job = loaded[k]
-  if seen[id] or not holds(job, worker, ARGV[2 * k + 1]) then  -- named twice: the second misses
+  if seen[id] or not holds(job, worker, ARGV[i + 1]) then  -- named twice: the second misses
     missed[#missed + 1] = id
   else
     seen[id] = true
     acked[#acked + 1] = id
     jobs[#acked] = job
+    results[#acked] = ARGV[i + 2]
   end
 end
 -- Out of flight, all at once (leave_flight, batched).
@@ -56,6 +60,7 @@ for i, id in ipairs(acked) do
     gone[#gone + 1] = id
     gone_jobs[#gone] = job
   else
+    if results[i] ~= '' then job.rs = results[i] end
     finish(P, id, job, 'completed', now, retention)
   end
 end

@@ -16,7 +16,7 @@ from .conftest import Start, wait_for
 from .jobs_app import Report
 
 SIGNALS = {zizq.KillJob, zizq.RetryJob, zizq.RateLimited}
-FAILURES = {zizq.JobTimeout, zizq.WorkerLost, zizq.NoRouteError, zizq.PayloadDecodeError}
+FAILURES = {zizq.JobTimeout, zizq.WorkerLost, zizq.NoRouteError, zizq.PayloadDecodeError, zizq.ResultError}
 # The builtin bases users may catch instead of the zizq class.
 BUILTIN_BASES = {
     zizq.ValidationError: ValueError,

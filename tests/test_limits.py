@@ -332,6 +332,21 @@ def test_cli_limits_set_list_delete(redis_server: RedisServer, namespace: str, c
     assert missing.returncode == 1 and "stripe" in missing.stderr
 
 
+def test_cli_enqueue_binds_a_limit_and_a_group(redis_server: RedisServer, namespace: str, client: zizq.Client) -> None:
+    client.set_limit("api", zizq.Limit(concurrency=1))
+    for key in ("acct-1", "acct-1", "acct-2"):
+        done = zizq_cli(redis_server, namespace, "enqueue", "call", "{}", "--raw", "--limit", "api", "--limit-key", key)
+        assert done.returncode == 0, done.stderr
+    done = zizq_cli(redis_server, namespace, "enqueue", "call", "{}", "--raw", "--group", "tenant-7")
+    assert done.returncode == 0, done.stderr
+    taken = client.run(client.core.take(joined(client), 10, []))
+    assert len(taken.jobs) == 3  # one per account, and the grouped job with no limit
+    [state] = client.limits()
+    assert state.running == 2
+    bad = zizq_cli(redis_server, namespace, "enqueue", "call", "{}", "--raw", "--limit", "nope")
+    assert bad.returncode != 0 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_prometheus_gauges_per_limit(client: zizq.Client, namespace: str) -> None:
     from zizq.metrics import serve_metrics
 

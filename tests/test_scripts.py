@@ -161,9 +161,10 @@ class Lua:
                 raise AssertionError(f"nothing to take within {timeout}s")
             time.sleep(0.005)
 
-    def ack(self, worker: str, *ids: str, da: Value = "") -> list[str]:
-        """Ack ``ids`` of the attempt dequeued at ``da`` ('' for any)."""
-        return list(self.run("ack", worker, *(v for i in ids for v in (i, da))))
+    def ack(self, worker: str, *ids: str, da: Value = "", result: Value = "") -> list[str]:
+        """Ack ``ids`` of the attempt dequeued at ``da`` ('' for any), each
+        with ``result`` (JSON text, '' for none)."""
+        return list(self.run("ack", worker, *(v for i in ids for v in (i, da, result))))
 
     def fail(
         self,
@@ -1145,10 +1146,10 @@ def test_ack_fail_and_release_act_on_the_attempt_named(lua: Lua) -> None:
     assert lua.release("w", job_id, da=da) == 1
 
 
-@pytest.mark.parametrize("name", ["ack", "release"])
-def test_ack_and_release_refuse_unpaired_arguments(lua: Lua, name: str) -> None:
+@pytest.mark.parametrize(("name", "takes"), [("ack", "triples"), ("release", "pairs")])
+def test_ack_and_release_refuse_unpaired_arguments(lua: Lua, name: str, takes: str) -> None:
     [job_id] = lua.in_flight(job("j1"))
-    with pytest.raises(redis.ResponseError, match=rf"^ZIZQ INVALID {name} takes pairs of job id and dequeued_at"):
+    with pytest.raises(redis.ResponseError, match=rf"^ZIZQ INVALID {name} takes {takes} of job id"):
         lua.run(name, "w", job_id)
     assert (lua.record(job_id) or {})["s"] == 3
 

@@ -306,6 +306,7 @@ def test_top_tells_running_jobs_from_prefetched_ones(top: Terminal, client: zizq
     @router.fallback
     def block(job: zizq.Job) -> None:
         started.append(job.id)
+        zizq.progress(0.4, "step 2")  # shown with the running mark
         release.wait(10)
 
     jobs = client.enqueue_many([zizq.Enqueue.raw("block", {"n": i}) for i in range(3)])
@@ -317,6 +318,7 @@ def test_top_tells_running_jobs_from_prefetched_ones(top: Terminal, client: zizq
             lambda t: len(started) == 1 and "running" in row(t, started[0]) and t.count("prefetched") == 2,
             "one job running and two prefetched",
         )
+        text = top.wait(lambda t: "running 40% step 2" in row(t, started[0]), "the running job's progress")
         waiting = [j.id for j in jobs if j.id != started[0]]
         assert all(row(text, i).split()[1] == "prefetched" for i in waiting)
         assert all(worker.id in row(text, j.id) for j in jobs)  # the WORKER column

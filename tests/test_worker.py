@@ -654,3 +654,32 @@ async def test_a_sync_handler_in_the_workers_threads_may_raise_rate_limited(
     assert runs == [1, 1] and worker.stats.failed == 0  # deferred: no attempt used
     assert errors_of(r, namespace, job.id) == []
 
+
+async def test_a_sync_handler_in_the_workers_threads_keeps_result_progress_and_cancel(
+    client: zizq.Client, start: Start
+) -> None:
+    router = zizq.Router()
+    started = threading.Event()
+
+    @router.handler
+    def report(job: Report) -> dict[str, int]:
+        if job.number == 0:  # runs until cancelled
+            started.set()
+            deadline = time.monotonic() + 5
+            while not zizq.cancelled() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return {"n": -1}
+        zizq.progress(0.5, "half")
+        return {"n": job.number}
+
+    kept = zizq.Retention(completed_ms=60_000)
+    looping = client.enqueue(Report(0), retention=kept)
+    worker = start(router, heartbeat_interval=0.2, lease=2)
+    await wait_for(started.is_set)
+    assert client.cancel_job(looping.id) is True
+    dead = await asyncio.to_thread(client.wait, looping.id, 5)
+    assert dead.status == "dead" and dead.cancelled_at is not None
+    done = await asyncio.to_thread(client.wait, client.enqueue(Report(7), retention=kept).id, 5)
+    assert (done.status, done.result, done.progress, done.progress_message) == ("completed", {"n": 7}, 0.5, "half")
+    await wait_for(lambda: worker.stats.completed == 1)  # the ack's reply follows the wake-up
+    assert worker.stats.failed == 0

@@ -9,6 +9,7 @@ from zizq._version import __version__
 from zizq.client.aio import AsyncClient
 from zizq.client.sync import Client
 from zizq.cron import CronEntry, CronEntryState, CronGroup
+from zizq.current import cancelled, progress
 from zizq.errors import (
     CronEntryExists,
     CronNotFound,
@@ -27,9 +28,11 @@ from zizq.errors import (
     RedisMisconfigured,
     RedisScriptError,
     RedisUnavailable,
+    ResultError,
     RetryJob,
     UniqueKeyHeld,
     ValidationError,
+    WaitTimeout,
     WorkerLost,
     WorkersActive,
     ZizqError,
@@ -84,6 +87,7 @@ __all__ = (
     "RedisMisconfigured",
     "RedisScriptError",
     "RedisUnavailable",
+    "ResultError",
     "Retention",
     "RetryJob",
     "Router",
@@ -91,6 +95,7 @@ __all__ = (
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",
+    "WaitTimeout",
     "WebActionEvent",
     "Worker",
     "WorkerGroup",
@@ -99,7 +104,9 @@ __all__ = (
     "WorkersActive",
     "ZizqError",
     "__version__",
+    "cancelled",
     "on",
+    "progress",
     "queue_limit",
     "subscribe",
     "unsubscribe",

@@ -11,10 +11,11 @@ The tree is shallow; under the root are three kinds::
     │   ├── JobTimeout
     │   ├── WorkerLost
     │   ├── NoRouteError
-    │   └── PayloadDecodeError
+    │   ├── PayloadDecodeError
+    │   └── ResultError
     └── the errors a caller catches, directly under the root:
         ValidationError (InvalidName, InvalidPayload), JobKindError,
-        JobNotFound, JobStateError (UniqueKeyHeld), LeaseLost,
+        JobNotFound, JobStateError (UniqueKeyHeld), WaitTimeout, LeaseLost,
         RedisUnavailable, RedisMisconfigured, RedisScriptError,
         WorkersActive, CronNotFound, CronEntryExists
 
@@ -114,6 +115,13 @@ class PayloadDecodeError(JobFailure):
     by hand catches it too."""
 
 
+class ResultError(JobFailure):
+    """A handler returned a value that cannot be kept as the job's result:
+    JSON cannot hold it, or it is larger than the bound (1 MiB of JSON). The
+    worker fails the job with it (recorded as ``zizq.ResultError``; retried
+    as any failure is)."""
+
+
 # Errors a caller catches: bad values, missing jobs, Redis trouble.
 
 
@@ -153,6 +161,12 @@ class UniqueKeyHeld(JobStateError):
     """A dead job cannot be retried: another job holds its unique key in a
     status the dead job's scope conflicts with (the message names both).
     Raised by ``retry_job``; caught by the caller."""
+
+
+class WaitTimeout(ZizqError, TimeoutError):
+    """``wait`` gave up: the job had not finished within the timeout (the
+    message names the job and the timeout). Raised by ``Client.wait``;
+    caught by the caller, who may wait again."""
 
 
 class LeaseLost(ZizqError):

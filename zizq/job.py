@@ -454,7 +454,12 @@ class Job:
     ``duplicate`` is True on an enqueue result that is an existing job with
     the same unique key. Beyond Zizq's fields: ``timeout_ms``, the most its
     handler may run, and ``recoveries``, how often a lost worker's death
-    handed it back.
+    handed it back; ``result`` (see below), ``progress`` (the last fraction
+    in 0..1 a handler reported with :func:`zizq.progress`, or None) with
+    ``progress_message``, and ``cancelled_at`` (ms; set on a job cancelled
+    by ``cancel_job``, which is dead). ``last_error`` is the last error
+    record of a dead job returned by ``wait`` (None elsewhere: read
+    ``job_errors``).
     """
 
     id: str
@@ -480,11 +485,23 @@ class Job:
     # The trace context of its enqueue (JSON text of W3C headers), stored
     # only while zizq.otel is instrumented; see zizq.otel.job_context.
     trace_context: str | None = dataclasses.field(default=None, repr=False)
+    result_json: bytes | None = dataclasses.field(default=None, repr=False)
+    progress: float | None = None
+    progress_message: str | None = None
+    cancelled_at: int | None = None
+    last_error: ErrorRecord | None = dataclasses.field(default=None, repr=False)
 
     @property
     def payload(self) -> Any:
         """The decoded payload, or None when it was not read."""
         return None if self.payload_json is None else orjson.loads(self.payload_json)
+
+    @property
+    def result(self) -> Any:
+        """What the handler returned, decoded from JSON, on a completed job
+        kept after completion (a completed retention above 0); None when
+        it returned None, or nothing was kept."""
+        return None if self.result_json is None else orjson.loads(self.result_json)
 
     def to_dict(self, *, payload: bool = True) -> dict[str, Any]:
         """The job in the Zizq API's JSON form; unset optional fields are left out."""
@@ -511,6 +528,9 @@ class Job:
             "completed_at",
             "purge_at",
             "timeout_ms",
+            "progress",
+            "progress_message",
+            "cancelled_at",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -519,6 +539,8 @@ class Job:
             out["recoveries"] = self.recoveries
         if payload and self.payload_json is not None:
             out["payload"] = self.payload
+        if self.result_json is not None:
+            out["result"] = self.result
         return out
 
 

@@ -81,13 +81,28 @@ local function unique_update(P, id, job)
 end
 
 -- Leave the id of a job being deleted in the "done" bucket of now, with how
--- it left: 'f' deleted as it finished, 'd' deleted later or by hand (see
+-- it left: 'f' deleted as it completed, 'x' deleted as it went dead, 'd'
+-- deleted later or by hand (see
 -- DONE_WINDOW_MS in common.lua); the bucket expires a window after its end.
 local function remember_done(P, id, now, how)
   local bucket = math.floor(now / DONE_BUCKET_MS)
   local key = P .. 'done:' .. bucket
   redis.call('HSET', key, id, how)
   redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
+end
+
+-- Wake the callers of wait (lua/wait.lua) blocked on this job, when there
+-- are any: each counted itself in the record's "wt", and gets one token on
+-- "waited:<id>" (what became of the job: 'completed', 'dead' or
+-- 'deleted'). The list expires after a minute, so the tokens of waiters
+-- that gave up do not stay. Nobody waiting costs nothing (one field test).
+local WAITED_MS = 60000
+local function wake_waiters(P, id, waiters, how, now)
+  if not waiters then return end
+  local key, tokens = P .. 'waited:' .. id, {}
+  for i = 1, math.min(waiters, 100000) do tokens[i] = how end
+  call_in_slices('RPUSH', key, tokens, 1)
+  redis.call('PEXPIREAT', key, now + WAITED_MS)
 end
 
 -- Remove a job's record, its error history and its hold on its unique key;
@@ -104,20 +119,25 @@ end
 -- error history.
 local function forget_finished(P, ids, jobs, status, now)
   if #ids == 0 then return end
-  local marks = {}
+  local marks, how = {}, status == 'dead' and 'x' or 'f'
   for i, id in ipairs(ids) do
     local job = jobs[i]
     if job.fa then redis.call('DEL', P .. 'errors:' .. id) end
     if job.uk then redis.call('ZREM', P .. 'unique:' .. job.uk, id) end
     job.s = status
     marks[#marks + 1] = id
-    marks[#marks + 1] = 'f'
+    marks[#marks + 1] = how
   end
   call_in_slices('HDEL', P .. 'jobs', ids, 1)
   local bucket = math.floor(now / DONE_BUCKET_MS)
   local key = P .. 'done:' .. bucket
   call_in_slices('HSET', key, marks, 2)
   redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
+  for i, id in ipairs(ids) do
+    local waiters = jobs[i].wt
+    jobs[i].wt = nil
+    wake_waiters(P, id, waiters, status, now)
+  end
 end
 
 -- Remove a job and every index entry that names it, and remember its id in
@@ -132,6 +152,7 @@ local function delete_job(P, id, job, now)
   limit_release(P, job)
   forget_job(P, id, job)
   remember_done(P, id, now, 'd')
+  wake_waiters(P, id, job.wt, 'deleted', now)
 end
 
 -- Whether the job (as load_job returns it, or nil) is in flight for this
@@ -163,20 +184,23 @@ end
 
 -- Move a job that has left flight to a terminal state: completed or dead,
 -- and save it. With a retention of 0 the job is deleted now; otherwise it is
--- kept until purge_at.
+-- kept until purge_at. Callers of wait blocked on it are woken.
 local function finish(P, id, job, status, now, retention_ms)
+  local waiters = job.wt
+  job.wt = nil
   if retention_ms <= 0 then
     forget_job(P, id, job)
-    remember_done(P, id, now, 'f')
+    remember_done(P, id, now, status == 'dead' and 'x' or 'f')
     job.s = status
-    return
+  else
+    local purge_at = now + retention_ms
+    job.s = status
+    job.pa = purge_at
+    save_job(P, id, job)
+    redis.call('ZADD', P .. status, purge_at, id)
+    unique_update(P, id, job)
   end
-  local purge_at = now + retention_ms
-  job.s = status
-  job.pa = purge_at
-  save_job(P, id, job)
-  redis.call('ZADD', P .. status, purge_at, id)
-  unique_update(P, id, job)
+  wake_waiters(P, id, waiters, status, now)
 end
 
 -- The job, or nil when it does not exist or is past its purge time.

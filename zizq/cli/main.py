@@ -50,6 +50,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         raise ZizqError(f"payload {args.payload!r} is not valid JSON: {exc}") from None
     options: dict[str, Any] = {"queue": args.queue, "priority": args.priority, "delay": args.delay}
+    # Only those given: a JobKind's own limit and group apply otherwise.
+    options.update({k: v for k in ("limit", "limit_key", "group") if (v := getattr(args, k)) is not None})
     kind = None if args.raw or not KIND_SPEC.fullmatch(args.type) else load_kind(args.type)
     with Client.from_url(args.url, args.namespace) as client:
         if kind is None:
@@ -258,6 +260,11 @@ def parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--raw", action="store_true", help="TYPE is a type name even if it reads as module:Kind")
     e.add_argument("--delay", type=float, default=None, help="seconds to wait before the job is ready")
+    e.add_argument(
+        "--limit", default=None, help="name of the limit the job starts under (see zizq limits; default: the JobKind's)"
+    )
+    e.add_argument("--limit-key", default=None, help="key the limit holds per, e.g. an account id")
+    e.add_argument("--group", default=None, help="group (e.g. a tenant) whose jobs take turns with other groups'")
     e.add_argument("--json", action="store_true", help="print the job as JSON")
     common(e)
     e.set_defaults(func=cmd_enqueue)

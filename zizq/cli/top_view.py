@@ -13,7 +13,7 @@ from typing import Any
 from zizq import connect
 from zizq._protocol.query import QueryCore, Stats, WindowRow
 from zizq._version import __version__
-from zizq.cli.format import error_text, json_text, moment, relative, span, table
+from zizq.cli.format import error_text, json_text, moment, progress_text, relative, span, table
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ZizqError
 from zizq.job import ErrorRecord, Job
@@ -394,6 +394,8 @@ class Top:
         failures, error = str(job.attempts), _error_line(row.last_error)
         if state == "in_flight":
             mark = RUNNING_MARKS[row.running]
+            if job.progress is not None:
+                mark = (f"{mark[0]} {progress_text(job.progress, job.progress_message)}", mark[1])
             when = relative(row.score, now)
             return [job.id, Text(*mark), when, str(job.priority), job.queue, failures, job.type, row.worker or ""]
         if state == "ready":
@@ -434,6 +436,10 @@ class Top:
                 v = f"in_flight ({doing}; worker {row.worker or '?'})"
             elif k == "attempts":
                 v = f"{v} (failed attempts so far)"
+            elif k == "progress":
+                v = progress_text(v, job.progress_message)
+            elif k == "progress_message":
+                continue
             lines.append(f"{k}: {v}")
         lines.append("payload:")
         lines += ["  " + line for line in json_text(job.payload).splitlines()]

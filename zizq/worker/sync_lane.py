@@ -30,10 +30,12 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from zizq import events, logs
+from zizq import current, events, logs
+from zizq._protocol.records import encode_result
 from zizq.errors import ZizqError
 from zizq.job import Job
 from zizq.router import Route, Router
+from zizq.worker.control import JobControl
 from zizq.worker.job_run import JobRunner
 from zizq.worker.run import Run
 
@@ -42,8 +44,8 @@ T = TypeVar("T")
 IDLE_LOOK = 0.5  # seconds an idle handler thread waits for a job before it looks for a stop
 
 # What a handler thread reports: (owner, job, what the handler raised or
-# None, seconds it ran).
-Outcome = tuple[str, Job, Exception | None, float]
+# None, seconds it ran, the job's control, its result as JSON).
+Outcome = tuple[str, Job, Exception | None, float, JobControl, bytes]
 
 
 def fits(router: Router) -> bool:
@@ -128,15 +130,21 @@ class SyncLane:
             or events.job_exception
             or self.runner.router.middleware
             or not run.lease_holds(owner)
+            or (owner, job.id) in run.cancelled
         ):
             return self._in_loop(owner, job)
+        pair = (owner, job.id)
+        control = JobControl(run, owner, job, run.loop)
         with run.start_lock:
             if run.stop.is_set():
                 self.jobs.put((owner, job))
                 return False
-            run.running.add((owner, job.id))
+            run.running.add(pair)
             run.idle.clear()
-        self._report(self.context.copy().run(self._run_one, owner, job, route))
+            run.controls[pair] = control  # a cancel from now on flags it
+        if pair in run.cancelled:  # a cancel that came just before
+            control.cancel()
+        self._report(self.context.copy().run(self._run_one, owner, job, route, control))
         return True
 
     def _in_loop(self, owner: str, job: Job) -> bool:
@@ -150,24 +158,28 @@ class SyncLane:
         except BaseException:  # cancelled by a stop
             return False
 
-    def _run_one(self, owner: str, job: Job, route: Route | None) -> Outcome:
+    def _run_one(self, owner: str, job: Job, route: Route | None, control: JobControl) -> Outcome:
         """Run the handler (in the job's own copy of the context)."""
         job.attempts += 1  # see JobRunner._run_one
         logs.current_job.set(logs.JobContext(job, owner, self.run.namespace))
+        current.current.set(control)  # zizq.progress() and zizq.cancelled()
         logs.received(job)
         started = time.perf_counter()
         try:
             if route is None:
                 route = self.runner.router.lookup(job.type)  # raises NoRouteError
-            route.handler(*route.arguments(job))
+            if control.is_cancelled():  # cancelled before it started: it does not start
+                return owner, job, None, 0.0, control, b""
+            result = encode_result(route.handler(*route.arguments(job)))
         except Exception as exc:  # every handler failure is recorded on the job
-            return owner, job, exc, time.perf_counter() - started
+            return owner, job, exc, time.perf_counter() - started, control, b""
         except asyncio.CancelledError:
             problem = RuntimeError("the handler raised asyncio.CancelledError without being cancelled")
-            return owner, job, problem, time.perf_counter() - started
+            return owner, job, problem, time.perf_counter() - started, control, b""
         duration = time.perf_counter() - started
-        logs.done(job, duration)
-        return owner, job, None, duration
+        if not control.is_cancelled():
+            logs.done(job, duration)
+        return owner, job, None, duration, control, result
 
     def _report(self, outcome: Outcome) -> None:
         """Queue an outcome for the event loop; wake it only when no drain
@@ -190,12 +202,18 @@ class SyncLane:
             outcomes, self._outcomes = self._outcomes, []
             self._wake_pending = False
         run = self.run
-        for owner, job, exc, duration in outcomes:
-            if exc is None:
-                run.ack(owner, job.id, job.dequeued_at)
-                run.job_ended((owner, job.id))
-            else:
-                self._track(self.runner.record_failure(owner, job, exc, duration))
+        for owner, job, exc, duration, control, result in outcomes:
+            pair = (owner, job.id)
+            if control.is_cancelled():  # the job is dead already: no ack, no failure
+                log.info("job %s cancelled while it ran; its handler %s", job.id, "stopped" if exc else "returned")
+            elif exc is None and not control.reported:
+                run.ack(owner, job.id, job.dequeued_at, result)
+            else:  # a failure to record, or progress to write first
+                self._track(self.runner.record_outcome(owner, job, exc, duration, control, result))
+                continue
+            run.controls.pop(pair, None)
+            run.cancelled.discard(pair)
+            run.job_ended(pair)
 
     def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in a task that a stop cancels (see :meth:`serve`)."""
