@@ -605,10 +605,13 @@ def test_routing_a_job_type_twice_is_refused() -> None:
 
 
 async def test_a_worker_of_sync_handlers_runs_them_in_its_own_threads(
-    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every handler sync, no middleware: the worker's handler threads take
-    # the jobs themselves (zizq.worker.sync_lane); outcomes are the same.
+    # Every handler sync, no middleware, no hooks (another test module's may
+    # be registered): the worker's handler threads take the jobs themselves
+    # (zizq.worker.sync_lane); outcomes are the same.
+    for name in ("job_start", "job_end", "job_exception"):
+        monkeypatch.setattr(zizq.events, name, [])
     router = zizq.Router()
     seen: dict[int, tuple[str, str]] = {}
 
