@@ -66,4 +66,5 @@ for i, id in ipairs(acked) do
 end
 forget_finished(P, gone, gone_jobs, 'completed', now)
 limit_flush(P, freed)
+tally(P, now, 'completed', #acked)
 return missed

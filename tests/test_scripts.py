@@ -25,7 +25,7 @@ from zizq._protocol.scripts import script
 Value = str | int | float
 
 DEAD_MS_DEFAULT = 604_800_000
-NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat", "delete", "retry", "bulk")
+NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat", "delete", "retry", "bulk", "tally_read")
 
 
 def text(v: Any) -> Any:
@@ -273,7 +273,7 @@ BOOKKEEPING = {"beat_at", "config", "paused", "queues", "wake", "workers"}
 
 
 def leftover(lua: Lua) -> set[str]:
-    return {k for k in lua.keys() if k not in BOOKKEEPING and not k.startswith(("wake:", "done:"))}
+    return {k for k in lua.keys() if k not in BOOKKEEPING and not k.startswith(("wake:", "done:", "tally:"))}
 
 
 # ---------------------------------------------------------------- enqueue
@@ -928,6 +928,53 @@ def test_ack_misses_jobs_not_in_flight(lua: Lua) -> None:
     before = lua.snapshot()
     assert lua.ack("w", "ready", "later") == ["ready", "later"]
     assert lua.snapshot() == before
+
+
+def tallies(lua: Lua) -> dict[str, int]:
+    """The tally:<minute> hashes summed, field by field."""
+    out: dict[str, int] = {}
+    for name in lua.keys():
+        if name.startswith("tally:"):
+            for field, n in text(lua.r.hgetall(lua.key(name))).items():
+                out[field] = out.get(field, 0) + int(n)
+    return out
+
+
+def test_ack_and_fail_count_the_minute_once_a_call(lua: Lua) -> None:
+    # A completed retention, so the ack writes no done:<n> window (which has its PEXPIREAT).
+    kept = [job(i, completed_ms=60_000) for i in ("a", "b", "c")]
+    a, b, c, d, e = lua.in_flight(*kept, job("d", retry_limit=0), job("e"))
+    lua.r.config_resetstat()
+    before = lua.now()
+    assert lua.ack("w", a, b, c, "unknown") == ["unknown"]
+    stats = lua.r.info("commandstats")
+    assert stats["cmdstat_hincrby"]["calls"] == 1 and stats["cmdstat_pexpireat"]["calls"] == 1  # not one a job
+    assert lua.fail("w", d) is not None  # past its retry limit of 0: dead
+    assert lua.fail("w", e) is not None  # retries
+    after = lua.now()
+    assert lua.ack("w", a) == [a] and lua.fail("w", e) is None  # a miss counts nothing
+    assert tallies(lua) == {"completed": 3, "dead": 1, "failed": 1}
+    for name in lua.keys():
+        if name.startswith("tally:"):
+            minute = int(name.split(":")[1])
+            assert before // 60_000 <= minute <= after // 60_000
+            assert lua.r.pexpiretime(lua.key(name)) == (minute + 1) * 60_000 + 65 * 60_000
+
+
+def test_tally_read_reports_each_minute_oldest_first(lua: Lua) -> None:
+    now = lua.now()
+    minute = now // 60_000
+    lua.r.hset(lua.key("tally", str(minute)), mapping={"completed": 5, "dead": 1})
+    lua.r.hset(lua.key("tally", str(minute - 2)), mapping={"failed": 2})
+    lua.r.hset(lua.key("tally", str(minute - 3)), mapping={"completed": 9})  # before the window
+    reply = lua.run("tally_read", 3)
+    if reply[1] != minute - 2:  # the minute turned meanwhile
+        pytest.skip("the minute turned during the test")
+    assert reply[2:] == [0, 2, 0, 0, 0, 0, 5, 0, 1] and now <= reply[0] < (minute + 1) * 60_000
+    assert len(lua.run("tally_read", 60)) == 2 + 3 * 60
+    for bad in ("0", "61", "x", ""):
+        with pytest.raises(redis.ResponseError, match=f"ZIZQ INVALID minute count {bad} is not in 1..60"):
+            lua.run("tally_read", bad)
 
 
 # ---------------------------------------------------------------- fail

@@ -3,6 +3,7 @@
 -- Scripts that need these include this file instead of common.lua.
 --@include "includes/common.lua"
 --@include "includes/limits.lua"
+--@include "includes/tally.lua"
 
 -- Namespace settings (hash "config") with built-in defaults.
 local DEFAULTS = {
