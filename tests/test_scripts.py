@@ -715,6 +715,24 @@ def test_take_orders_by_priority_then_id_across_queues(lua: Lua) -> None:
     assert rest.more == 0
 
 
+def test_take_across_more_queues_than_it_takes_finds_the_smallest(lua: Lua) -> None:
+    # The N smallest may all sit in one queue, behind heads that tie on
+    # priority with other queues' heads: the id decides.
+    lua.enqueue(
+        job("a1", queue="q1", priority=1),
+        job("a2", queue="q1", priority=1),
+        job("a3", queue="q1", priority=1),
+        job("b0", queue="q2", priority=2),
+        job("a0", queue="q3", priority=1),
+        job("c0", queue="q4", priority=0),
+        job("d9", queue="q5", priority=1),
+    )
+    queues = ("q1", "q2", "q3", "q4", "q5")
+    assert lua.take("w", 3, *queues).ids == ["c0", "a0", "a1"]
+    assert lua.take("w", 2, *queues).ids == ["a2", "a3"]
+    assert lua.take("w", 5, *queues).ids == ["d9", "b0"]
+
+
 def test_take_limit_and_more(lua: Lua) -> None:
     lua.enqueue(*(job(f"j{i}") for i in range(5)))
     two = lua.take("w", 2, "q")
@@ -841,6 +859,24 @@ def test_ack_with_no_retention_deletes_everything(lua: Lua) -> None:
     assert lua.ack("w", job_id) == []
     assert leftover(lua) == set()
     assert lua.get(job_id) == [{}]
+
+
+def test_ack_of_several_jobs_remembers_each_as_done(lua: Lua) -> None:
+    # Deleted together (one HDEL, one done-bucket HSET): each id is in the
+    # done window, and a repeated enqueue of any of them creates nothing.
+    rows = [job(f"j{i}", completed_ms=0) for i in range(3)]
+    ids = lua.in_flight(*rows, job("kept", completed_ms=60_000))
+    assert lua.ack("w", *ids) == []
+    assert lua.get("j0", "j1", "j2") == [{}, {}, {}]
+    assert lua.job("kept")["s"] == "completed"
+    before = lua.snapshot()
+    reply = lua.raw("enqueue", *packed(*rows), 1)  # the reply of the first call was lost
+    assert [(flag, got.decode()) for flag, got in zip(reply[1::3], reply[2::3], strict=True)] == [
+        (3, "j0"),
+        (3, "j1"),
+        (3, "j2"),
+    ]
+    assert lua.snapshot() == before
 
 
 def test_ack_keeps_the_job_for_its_own_retention(lua: Lua) -> None:
