@@ -128,6 +128,7 @@ local function forget_finished(P, ids, jobs, status, now)
   local marks, how = {}, status == 'dead' and 'x' or 'f'
   for i, id in ipairs(ids) do
     local job = jobs[i]
+    if job.dn or job.bt or job.dp then flow_end(P, id, job, status, now) end
     if job.fa then redis.call('DEL', P .. 'errors:' .. id) end
     if job.uk then redis.call('ZREM', P .. 'unique:' .. job.uk, id) end
     job.s = status
