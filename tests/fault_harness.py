@@ -30,13 +30,18 @@ RETENTION = zizq.Retention(completed_ms=3_600_000)  # keep completed jobs visibl
 
 class Work(zizq.JobKind):
     """Sleeps ``sleep`` seconds, then records the run. With ``die`` set, the
-    handler kills its own process with SIGKILL first (a poison pill)."""
+    handler kills its own process with SIGKILL first (a poison pill). With
+    ``freeze`` set, its process stops itself (SIGSTOP) once the handler has
+    returned (on its first run only), two event-loop turns later: after its runner has checked the
+    lease for the next job waiting and made that job's task, before the task
+    starts (a GC pause or a SIGSTOP there, made exact)."""
 
     NAME = "work"
     RETENTION = RETENTION
     n: int
     sleep: float = 0.0
     die: bool = False
+    freeze: bool = False
 
 
 router = zizq.Router()
@@ -54,6 +59,9 @@ async def work(job: Work, meta: zizq.Job) -> None:
     await _recorder.rpush("started:" + meta.id, os.getpid())
     await asyncio.sleep(job.sleep)
     await _recorder.rpush("finished:" + meta.id, os.getpid())
+    if job.freeze and await _recorder.set("froze:" + meta.id, 1, nx=True):  # once
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, os.kill, os.getpid(), signal.SIGSTOP)
 
 
 def start_worker(url: str, namespace: str, recorder_url: str, *options: str) -> subprocess.Popen[bytes]:

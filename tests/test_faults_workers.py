@@ -333,6 +333,30 @@ def test_resumed_worker_starts_none_of_the_jobs_it_lost(rig: Rig, capfd: pytest.
     assert out.statuses == Counter(completed=5) and out.doubles == []
 
 
+def test_worker_frozen_between_its_lease_check_and_a_start_does_not_start_the_job(rig: Rig) -> None:
+    """A worker frozen after its runner found the lease valid for the next
+    job and before that job's handler began (history seed 145: a SIGSTOP 1
+    ms after a runner came free) must look at its lease again as the
+    handler begins: by then another worker runs the job."""
+    victim = rig.start(*QUEUE, "-c", "1", "--prefetch", "2")
+    poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+    first, second = (job.id for job in rig.client.enqueue_many([Work(n=0, sleep=0.2, freeze=True), Work(n=1)]))
+    poll(lambda: stopped(victim.pid), 10, "the worker froze as the first job ended")
+    rescuer = rig.start(*QUEUE, "-c", "1")
+    poll(lambda: rig.all_finished([first, second]), LEASE + 15, "the other worker completed the second job")
+    victim.send_signal(signal.SIGCONT)
+    poll(lambda: len(rig.workers()) == 2 and victim.pid in rig.workers().values(), 10, "the worker went on")
+    time.sleep(3 * HEARTBEAT)
+    assert rig.pids("started", second) == [rescuer.pid]
+    assert stop_worker(victim) == 0 and stop_worker(rescuer) == 0
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (by a signal)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 @pytest.mark.parametrize("concurrency", ["1", "4"], ids=["prefetched-behind-it", "started-with-it"])
 def test_poison_pill_does_not_take_its_neighbours_down(rig: Rig, concurrency: str) -> None:
     """A pill that kills its worker is taken with three other jobs by a

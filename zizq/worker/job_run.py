@@ -84,15 +84,9 @@ class JobRunner:
                 self.run.waiting.put_nowait((owner, job))
                 return
             pair = (owner, job.id)
-            if not await self._lease_holds(owner):
-                if self.run.stop.is_set():  # as above: the shutdown hands it back
-                    self.run.waiting.put_nowait((owner, job))
+            if not await self._may_start(owner, job):
+                if self.run.stop.is_set():
                     return
-                log.warning(
-                    "job %s not started: the lease of worker %s was lost first, so another worker may run it",
-                    job.id,
-                    owner,
-                )
                 self.run.held.discard(pair)
                 self.run.room.set()
                 continue
@@ -111,6 +105,22 @@ class JobRunner:
                 self.run.held.discard(pair)
                 self.run.room.set()
 
+    async def _may_start(self, owner: str, job: Job) -> bool:
+        """Wait until ``owner``'s lease holds (:meth:`_lease_holds`). False
+        when ``job`` must not start: a stop came (it goes back on
+        ``waiting``, for the shutdown to hand back) or the lease was lost."""
+        if await self._lease_holds(owner):
+            return True
+        if self.run.stop.is_set():
+            self.run.waiting.put_nowait((owner, job))
+        else:
+            log.warning(
+                "job %s not started: the lease of worker %s was lost first, so another worker may run it",
+                job.id,
+                owner,
+            )
+        return False
+
     async def _lease_holds(self, owner: str) -> bool:
         """Whether ``owner``'s lease holds, by the worker's own record of it
         (the last confirmed heartbeat): after a pause past the lease (a
@@ -125,6 +135,11 @@ class JobRunner:
         return True
 
     async def _run_one(self, owner: str, job: Job) -> None:
+        # Looked at again here, with no await between this look and the
+        # handler's start: the runner looked before it made this task, and a
+        # pause in between (a SIGSTOP, a long GC) may have outlasted the lease.
+        if not await self._may_start(owner, job):
+            return
         # The run in progress counts (stored: the failed runs so far), so the
         # handler sees the number its failure's error record will carry.
         job.attempts += 1
