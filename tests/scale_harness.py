@@ -146,9 +146,12 @@ class Cluster:
 class SentinelSet:
     """A master, one replica, and three sentinels watching them as
     ``service`` (quorum 2). The Redis servers require ``password``, the
-    sentinels ``sentinel_password``."""
+    sentinels ``sentinel_password`` (None: no password). ``args`` are more
+    redis-server arguments for both servers (persistence, say)."""
 
-    def __init__(self, service: str, password: str, sentinel_password: str) -> None:
+    def __init__(
+        self, service: str, password: str | None, sentinel_password: str | None, args: Sequence[str] = ()
+    ) -> None:
         self.service = service
         self.password = password
         self.sentinel_password = sentinel_password
@@ -156,8 +159,8 @@ class SentinelSet:
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.sentinel_ports: list[int] = []
         try:
-            self.master = self._server(RedisServer())
-            self.replica = self._server(RedisServer("--replicaof", "127.0.0.1", str(self.master.port)))
+            self.master = self._server(RedisServer(*args))
+            self.replica = self._server(RedisServer(*args, "--replicaof", "127.0.0.1", str(self.master.port)))
             for _ in range(3):
                 self._start_sentinel()
             wait_until("the sentinels see the master, its replica and each other", self.ready, 30)
@@ -168,6 +171,8 @@ class SentinelSet:
     def _server(self, server: RedisServer) -> RedisServer:
         if server not in self.servers:
             self.servers.append(server)
+        if self.password is None:
+            return server
         # Set after the start (RedisServer's readiness check has no password).
         with redis.Redis(port=server.port) as r:
             r.config_set("masterauth", self.password)
@@ -185,22 +190,21 @@ class SentinelSet:
         folder = Path(self.master.dir) / f"sentinel-{port}"
         folder.mkdir()
         conf = folder / "sentinel.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"port {port}",
-                    "bind 127.0.0.1",
-                    f"dir {folder}",
-                    f'requirepass "{self.sentinel_password}"',
-                    f'sentinel sentinel-pass "{self.sentinel_password}"',  # to talk to each other
-                    f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2",
-                    f'sentinel auth-pass {self.service} "{self.password}"',
-                    f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
-                    f"sentinel failover-timeout {self.service} 10000",
-                    "",
-                ]
-            )
-        )
+        lines = [f"port {port}", "bind 127.0.0.1", f"dir {folder}"]
+        if self.sentinel_password is not None:
+            lines += [
+                f'requirepass "{self.sentinel_password}"',
+                f'sentinel sentinel-pass "{self.sentinel_password}"',  # to talk to each other
+            ]
+        lines.append(f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2")
+        if self.password is not None:
+            lines.append(f'sentinel auth-pass {self.service} "{self.password}"')
+        lines += [
+            f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {self.service} 10000",
+            "",
+        ]
+        conf.write_text("\n".join(lines))
         proc = subprocess.Popen(
             [REDIS_SERVER, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
@@ -210,7 +214,9 @@ class SentinelSet:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://:{self.password}@{hosts}/{self.service}?sentinel_password={self.sentinel_password}"
+        login = "" if self.password is None else f":{self.password}@"
+        query = "" if self.sentinel_password is None else f"?sentinel_password={self.sentinel_password}"
+        return f"redis+sentinel://{login}{hosts}/{self.service}{query}"
 
     def _sentinel(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, password=self.sentinel_password)

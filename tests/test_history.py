@@ -70,8 +70,17 @@ def test_a_second_start_needs_a_lost_worker() -> None:
 
 
 def test_late_acks_fenced() -> None:
-    logs = "x DEBUG zizq.worker: acked 2 jobs: a, b\ny DEBUG zizq.worker: acked 1 jobs: a\n"
+    logs = (
+        "2026-12-07 10:00:00,000 DEBUG zizq.worker: acked 2 jobs: a, b\n"
+        "2026-12-07 10:00:05,000 DEBUG zizq.worker: acked 1 jobs: a\n"
+    )
     assert checks.late_acks_fenced(evidence(logs=logs)) == ["late acks fenced: job a was acked 2 times"]
+    # A Sentinel failover that ended after the first ack may have lost it: the job ran again.
+    first = checks.log_time("2026-12-07 10:00:00,000")
+    lost = {"e": "fault", "kind": "sentinel", "start": first - 1, "end": first + 2}
+    assert checks.late_acks_fenced(evidence(lost, logs=logs)) == []
+    before = {**lost, "end": first - 0.5}
+    assert len(checks.late_acks_fenced(evidence(before, logs=logs))) == 1
     failed = {"e": "end", "job": "c", "attempt": 1, "outcome": "failed"}
     assert checks.late_acks_fenced(evidence(failed, failed)) == [
         "late acks fenced: job c attempt 1 had 2 failures recorded"
@@ -79,7 +88,8 @@ def test_late_acks_fenced() -> None:
     refused = {**failed, "outcome": "refused"}
     assert checks.late_acks_fenced(evidence(failed, refused)) == []
     dead = {"e": "end", "job": "d", "attempt": 2, "outcome": "dead"}
-    assert checks.late_acks_fenced(evidence(dead, records={"d": {"s": 2}}, logs="acked 1 jobs: d")) == [
+    acked = "2026-12-07 10:00:00,000 DEBUG zizq.worker: acked 1 jobs: d"
+    assert checks.late_acks_fenced(evidence(dead, records={"d": {"s": 2}}, logs=acked)) == [
         "late acks fenced: job d was acked as completed, and is scheduled at the end",
         "late acks fenced: job d was recorded dead, and is scheduled at the end",
     ]
