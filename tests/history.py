@@ -27,9 +27,13 @@ producer reach it through a redis+sentinel:// URL, the producer with
 wait_replicas=1): their faults are kill, stop and flush, and once a run a
 Sentinel failover, the master killed (kill -9) and the replica promoted by
 the sentinels, either in sync or just restarted from its AOF and still
-syncing. What holds then is what zizq promises with wait_replicas=1: every
-acknowledged enqueue survives, the replica promoted had it; what workers
-wrote since (acks, failures, takes) may be lost, and those jobs run again.
+syncing. Others run a Redis Cluster (3 masters, a replica each, through a
+redis+cluster:// URL), with the same faults and once a Cluster failover: the
+namespace's master killed, its replica (in sync, or still syncing) taking
+over, the old master back as its replica. What holds then is what zizq
+promises with wait_replicas=1: every acknowledged enqueue survives, the
+replica promoted had it; what workers wrote since (acks, failures, takes)
+may be lost, and those jobs run again.
 
 The history (a list in the history Redis): enqueues acknowledged (with their
 ids and unique keys), handler starts and ends with their outcome (from the
@@ -68,7 +72,7 @@ from zizq.testing import RedisServer
 
 from . import history_checks as checks
 from .history_app import HISTORY_KEY, Task, Tick
-from .scale_harness import SentinelSet
+from .scale_harness import Cluster, SentinelSet
 from .test_faults_redis import FlakyProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,8 +81,9 @@ LEASE = 1.0  # seconds
 HEARTBEAT = 0.2  # seconds
 SCOPES = ("queued", "active")
 FAULT_KINDS = ("kill", "stop", "restart", "stall", "cut", "flush")  # and "failover", at most once a run
-SENTINEL_FAULT_KINDS = ("kill", "stop", "flush")  # and "sentinel" once: Redis restarts fail over there
-SENTINEL_MODES = ("in sync", "syncing")  # the replica the sentinels promote
+# Behind sentinels or in a cluster: no proxy in the way, and a Redis restart fails over there.
+HA_FAULT_KINDS = ("kill", "stop", "flush")  # and "sentinel" or "cluster" once
+HA_MODES = ("in sync", "syncing")  # the replica a Sentinel or Cluster failover promotes
 AOF = ("--appendonly", "yes", "--appendfsync", "always", "--repl-diskless-sync-delay", "0")
 
 
@@ -121,7 +126,8 @@ class Plan:
     duration: float  # seconds of workload and faults
     sends: list[Send] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
-    sentinel: str = ""  # Redis behind sentinels, failing over once with a replica in SENTINEL_MODES; "": not
+    sentinel: str = ""  # Redis behind sentinels, failing over once with a replica in HA_MODES; "": not
+    cluster: str = ""  # a Redis Cluster, failing over once with a replica in HA_MODES; "": not
 
     @classmethod
     def of(cls, seed: int, duration: float = DURATION) -> Plan:
@@ -166,12 +172,20 @@ class Plan:
             plan.faults.append(Fault(other.uniform(1.0, duration - 1.0), "failover"))
             plan.faults.sort(key=lambda f: f.at)
         sentinel = random.Random(f"{seed}-sentinel")
+        cluster = random.Random(f"{seed}-cluster")
         if not plan.failover and sentinel.random() < 0.25:
-            plan.sentinel = sentinel.choice(SENTINEL_MODES)
-            plan.faults = [f for f in plan.faults if f.kind in SENTINEL_FAULT_KINDS]
-            plan.faults.append(Fault(sentinel.uniform(1.0, duration - 2.0), "sentinel"))
-            plan.faults.sort(key=lambda f: f.at)
+            plan.sentinel = sentinel.choice(HA_MODES)
+            plan.ha_fault(sentinel.uniform(1.0, duration - 2.0), "sentinel")
+        elif not plan.failover and cluster.random() < 0.2:
+            plan.cluster = cluster.choice(HA_MODES)
+            plan.ha_fault(cluster.uniform(1.0, duration - 2.0), "cluster")
         return plan
+
+    def ha_fault(self, at: float, kind: str) -> None:
+        """Keep only the faults of HA_FAULT_KINDS, and add a failover of ``kind`` at ``at``."""
+        self.faults = [f for f in self.faults if f.kind in HA_FAULT_KINDS]
+        self.faults.append(Fault(at, kind))
+        self.faults.sort(key=lambda f: f.at)
 
     @staticmethod
     def item(rnd: random.Random, n: int) -> dict[str, Any]:
@@ -208,6 +222,8 @@ class Plan:
             + (
                 f"Redis behind sentinels (promoting a replica {self.sentinel}); "
                 if self.sentinel
+                else f"a Redis Cluster (promoting a replica {self.cluster}); "
+                if self.cluster
                 else f"producer {'via the proxy' if self.producer_via_proxy else 'direct'}; "
             )
             + f"faults: {faults or 'none'}"
@@ -291,10 +307,16 @@ class Run:
         plan = self.plan
         self.replica: RedisServer | None = None
         self.sentinels: SentinelSet | None = None
+        self.cluster: Cluster | None = None
         if plan.sentinel:
             self.sentinels = SentinelSet(self.namespace, None, None, AOF)
             self.stack.callback(self.sentinels.close)
             self.queue, self.replica = self.sentinels.master, self.sentinels.replica
+        elif plan.cluster:
+            self.cluster = Cluster(args=AOF)
+            self.stack.callback(self.cluster.close)
+            self.queue = self.cluster.master_of(self.namespace)
+            self.replica = replica_of(self.queue, self.cluster.nodes)
         else:
             self.queue = self.stack.enter_context(RedisServer(*AOF))
         if plan.failover:
@@ -305,7 +327,7 @@ class Run:
         self.proxy = FlakyProxy(self.queue.port)
         self.stack.callback(self.proxy.close)
         # What the workers and the admin client use: it follows a promotion.
-        self.url = self.proxy.url if self.sentinels is None else self.sentinels.url
+        self.url = self.sentinels.url if self.sentinels else self.cluster.url if self.cluster else self.proxy.url
         self.admin = zizq.Client.from_url(self.url, self.namespace)
         self.stack.callback(self.admin.close)
 
@@ -336,7 +358,7 @@ class Run:
         self.workers = [Worker(self, slot) for slot in range(self.plan.workers)]
 
     def produce(self) -> None:
-        if self.sentinels is not None:
+        if self.sentinels or self.cluster:
             client = zizq.Client.from_url(self.url, self.namespace, wait_replicas=1)
         else:
             url = self.proxy.url if self.plan.producer_via_proxy else self.queue.url
@@ -437,6 +459,9 @@ class Run:
         elif fault.kind == "sentinel":
             if not self.sentinel_failover():
                 return
+        elif fault.kind == "cluster":
+            if not self.cluster_failover():
+                return
         elif fault.kind == "flush":
             with redis.Redis(port=self.queue.port) as conn:
                 conn.script_flush()
@@ -484,17 +509,8 @@ class Run:
         30 s (the old master is then started again)."""
         assert self.replica is not None and self.sentinels is not None
         old, new = self.queue, self.replica
-        assert old.proc is not None and new.proc is not None
-        if self.plan.sentinel == "in sync":
-            with redis.Redis(port=old.port) as m, redis.Redis(port=new.port) as r:
-                if not _within(5, lambda: _caught_up(m, r)):
-                    return False
-        else:
-            new.proc.kill()
-            new.proc.wait()
-            new.start()
-        old.proc.kill()
-        old.proc.wait()
+        if not self._kill_for_failover(old, new):
+            return False
         sentinels = self.sentinels
 
         def promoted() -> bool:
@@ -508,6 +524,48 @@ class Run:
             return False
         self.queue = new
         self.replica = self.stack.enter_context(RedisServer(*AOF, "--replicaof", "127.0.0.1", str(new.port)))
+        return True
+
+    def cluster_failover(self) -> bool:
+        """Kill the namespace's master (kill -9) and let its replica take
+        over: ``in sync`` (caught up first, at most 5 s), or ``syncing``
+        (killed and restarted from its AOF just before); then start the old
+        master again, from its AOF: it comes back as the new master's
+        replica. False if the replica did not catch up, or did not take over
+        within 30 s (the old master is then started again)."""
+        assert self.replica is not None and self.cluster is not None
+        old, new = self.queue, self.replica
+        if not self._kill_for_failover(old, new):
+            return False
+        cluster, namespace = self.cluster, self.namespace
+
+        def promoted() -> bool:
+            try:
+                return cluster.master_of(namespace).port == new.port
+            except (redis.RedisError, AssertionError):
+                return False
+
+        taken_over = _within(30, promoted)
+        old.start()
+        if taken_over:
+            self.queue, self.replica = new, old
+        return taken_over
+
+    def _kill_for_failover(self, old: RedisServer, new: RedisServer) -> bool:
+        """Kill master ``old`` (kill -9) once replica ``new`` is in sync
+        (at most 5 s; False if it is not), or, for a replica ``syncing``,
+        right after a restart of ``new`` from its AOF."""
+        assert old.proc is not None and new.proc is not None
+        if (self.plan.sentinel or self.plan.cluster) == "in sync":
+            with redis.Redis(port=old.port) as m, redis.Redis(port=new.port) as r:
+                if not _within(5, lambda: _caught_up(m, r)):
+                    return False
+        else:
+            new.proc.kill()
+            new.proc.wait()
+            new.start()
+        old.proc.kill()
+        old.proc.wait()
         return True
 
     # -- the end
@@ -597,6 +655,13 @@ def _caught_up(m: redis.Redis, r: redis.Redis) -> bool:
         and ri.get("master_replid") == mi.get("master_replid")
         and mi["master_repl_offset"] == ri.get("slave_repl_offset")
     )
+
+
+def replica_of(master: RedisServer, nodes: list[RedisServer]) -> RedisServer:
+    """The server among ``nodes`` that replicates ``master``."""
+    with redis.Redis(port=master.port) as r:
+        port = int(r.info("replication")["slave0"]["port"])
+    return next(n for n in nodes if n.port == port)
 
 
 def _within(seconds: float, predicate: Callable[[], bool]) -> bool:

@@ -24,11 +24,11 @@ Record = dict[str, Any]
 READY, SCHEDULED, IN_FLIGHT, COMPLETED, DEAD = 1, 2, 3, 4, 5
 IN_SCOPE = {"queued": {READY, SCHEDULED}, "active": {READY, SCHEDULED, IN_FLIGHT}, "exists": {1, 2, 3, 4, 5}}
 # Faults that hit every worker at once (the proxy, or Redis itself).
-GLOBAL_FAULTS = {"restart", "stall", "cut", "failover", "sentinel"}
-# Faults that can lose writes Redis acknowledged: a Sentinel failover promotes
-# a replica that may lack the last acks and failures (only enqueues wait for a
-# replica), so those jobs run again and finish twice.
-LOSSY_FAULTS = {"sentinel"}
+GLOBAL_FAULTS = {"restart", "stall", "cut", "failover", "sentinel", "cluster"}
+# Faults that can lose writes Redis acknowledged: a Sentinel or Cluster
+# failover promotes a replica that may lack the last acks and failures (only
+# enqueues wait for a replica), so those jobs run again and finish twice.
+LOSSY_FAULTS = {"sentinel", "cluster"}
 ACKED = re.compile(r"^(\S+ \S+) .*acked \d+ jobs: (.*)$", re.M)
 DECLARED_LOST = re.compile(r"worker (\S+) was declared lost", re.M)
 

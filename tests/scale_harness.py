@@ -53,9 +53,10 @@ class Cluster:
     """Six cluster-enabled redis-servers joined by ``redis-cli --cluster
     create`` into 3 masters with one replica each. With ``synced=False`` it
     is ready as soon as every node sees the cluster ok, before the replicas'
-    first sync has ended (as a cluster made just before use is)."""
+    first sync has ended (as a cluster made just before use is). ``args``
+    are more redis-server arguments for every node (persistence, say)."""
 
-    def __init__(self, *, synced: bool = True) -> None:
+    def __init__(self, *, synced: bool = True, args: Sequence[str] = ()) -> None:
         self.nodes: list[RedisServer] = []
         try:
             for _ in range(6):
@@ -66,6 +67,7 @@ class Cluster:
                         "--cluster-port", str(free_port()),  # the bus port; the default, port + 10000, may be taken
                         "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                         "--cluster-replica-validity-factor", "0",  # a replica may always take over
+                        *args,
                     )
                 )  # fmt: skip
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -180,10 +182,27 @@ class SentinelSet:
         return server
 
     def restart(self, server: RedisServer) -> None:
-        """Start a stopped server again (empty: no persistence); the
-        sentinels make it a replica of whichever server is master."""
+        """Start a stopped server again (with what its persistence kept, if
+        ``args`` turned it on); the sentinels make it a replica of whichever
+        server is master, about 10 s after it answers."""
         server.start()
         self._server(server)
+
+    def replica_up(self, server: RedisServer) -> bool:
+        """Whether the sentinels list ``server`` among the master's replicas
+        and see it up (not subjectively down, linked), so that a failover
+        may promote it."""
+        with self._sentinel(self.sentinel_ports[0]) as s:
+            for replica in s.sentinel_slaves(self.service):
+                if int(replica["port"]) == server.port:
+                    return not replica["is_sdown"] and not replica["is_disconnected"]
+        return False
+
+    def fail_over(self) -> bool:
+        """Ask the sentinels for a failover now (SENTINEL FAILOVER); raises
+        ResponseError when they cannot (no good replica, one in progress)."""
+        with self._sentinel(self.sentinel_ports[0]) as s:
+            return bool(s.sentinel_failover(self.service))
 
     def _start_sentinel(self) -> None:
         port = free_port()

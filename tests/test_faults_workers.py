@@ -23,8 +23,9 @@ import redis
 
 import zizq
 
-from .conftest import RedisServer, stored
+from .conftest import RedisServer, free_port, stored
 from .fault_harness import Work, outcome, start_worker, stop_worker
+from .test_faults_redis import FlakyProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 IN_FLIGHT = 3  # the status code of in_flight in a stored job record (docs/protocol/keys.md §2.1)
@@ -349,6 +350,37 @@ def test_worker_frozen_between_its_lease_check_and_a_start_does_not_start_the_jo
     time.sleep(3 * HEARTBEAT)
     assert rig.pids("started", second) == [rescuer.pid]
     assert stop_worker(victim) == 0 and stop_worker(rescuer) == 0
+
+
+def test_worker_does_not_start_a_prefetched_job_whose_take_a_failover_lost(rig: Rig) -> None:
+    """A failover to a replica that lacked a take puts the job back in its
+    queue while the worker that took it still holds it prefetched (history
+    seed 79, a Cluster failover). Its calls failed meanwhile, so before it
+    starts the job it asks Redis, and leaves it to the next take. The lost
+    take is made here by handing the job back by hand, the failover by
+    pointing the worker's proxy at a closed port for a moment. The job must
+    run once: a start of the copy held would be a second run."""
+    assert rig.server is not None
+    proxy = FlakyProxy(rig.server.port)
+    try:
+        options = (*LEASE_OPTIONS, *QUEUE, "-c", "1", "--prefetch", "2")
+        victim = start_worker(proxy.url, rig.namespace, rig.recorder_url, *options)
+        rig.procs.append(victim)
+        poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+        [victim_id] = rig.workers()
+        first, second = (job.id for job in rig.client.enqueue_many([Work(n=0, sleep=1.0), Work(n=1)]))
+        poll(lambda: rig.held(victim_id) == {first, second} and rig.pids("started", first), 10, "both jobs taken")
+        upstream, proxy.upstream_port = proxy.upstream_port, free_port()  # nothing listens there
+        proxy.cut()
+        rig.client.run(rig.client.core.release(victim_id, [second]))  # the take the failover lost
+        time.sleep(3 * HEARTBEAT)
+        proxy.upstream_port = upstream
+        poll(lambda: rig.all_finished([first, second]), 15, "both jobs completed")
+        time.sleep(3 * HEARTBEAT)
+        assert rig.pids("started", second) == [victim.pid]
+        assert stop_worker(victim) == 0
+    finally:
+        proxy.close()
 
 
 def stopped(pid: int) -> bool:

@@ -88,6 +88,7 @@ class JobRunner:
                 if self.run.stop.is_set():
                     return
                 self.run.held.discard(pair)
+                self.run.taken_at.pop(pair, None)
                 self.run.room.set()
                 continue
             self.run.running.add(pair)
@@ -121,6 +122,26 @@ class JobRunner:
             )
         return False
 
+    async def _still_taken(self, owner: str, job: Job) -> bool:
+        """Whether Redis still has this attempt of ``job`` in flight (asked
+        when a call failed in transit since it was taken: a failover to a
+        replica that lacked the take puts the job back in its queue, where
+        another worker may take it). False, not started, when it has not,
+        or when a stop came before Redis answered."""
+        try:
+            [now] = await self.run.call(self.run.core.get([job.id]))
+        except RedisUnavailable:  # only after a stop: the leave hands it back
+            return False
+        if now is not None and now.status == "in_flight" and now.dequeued_at == job.dequeued_at:
+            return True
+        log.warning(
+            "job %s not started: redis no longer has it in flight for worker %s (a failover lost its take), "
+            "so another worker may run it",
+            job.id,
+            owner,
+        )
+        return False
+
     async def _lease_holds(self, owner: str) -> bool:
         """Whether ``owner``'s lease holds, by the worker's own record of it
         (the last confirmed heartbeat): after a pause past the lease (a
@@ -135,6 +156,9 @@ class JobRunner:
         return True
 
     async def _run_one(self, owner: str, job: Job) -> None:
+        if self.run.taken_at.pop((owner, job.id), self.run.doubts) != self.run.doubts:
+            if not await self._still_taken(owner, job):
+                return
         # Looked at again here, with no await between this look and the
         # handler's start: the runner looked before it made this task, and a
         # pause in between (a SIGSTOP, a long GC) may have outlasted the lease.
