@@ -369,7 +369,7 @@ def test_worker_does_not_start_a_prefetched_job_whose_take_a_failover_lost(rig: 
         poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
         [victim_id] = rig.workers()
         first, second = (job.id for job in rig.client.enqueue_many([Work(n=0, sleep=1.0), Work(n=1)]))
-        poll(lambda: rig.held(victim_id) == {first, second} and rig.pids("started", first), 10, "both jobs taken")
+        poll(lambda: rig.held(victim_id) == {first, second} and bool(rig.pids("started", first)), 10, "both jobs taken")
         upstream, proxy.upstream_port = proxy.upstream_port, free_port()  # nothing listens there
         proxy.cut()
         rig.client.run(rig.client.core.release(victim_id, [second]))  # the take the failover lost
