@@ -19,9 +19,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Without a lock (LOCK=), pip takes the newest releases.
 PIN := $(if $(LOCK),PIP_CONSTRAINT=$(abspath $(LOCK)))
 
-.PHONY: setup build-deps redis demo docs test test-ext test-pure torture test-latest test-oldest lock lint bench clean
+.PHONY: setup build-deps redis chromium demo docs test test-ext test-pure torture test-latest test-oldest lock lint bench clean
 
-setup: $(VENV)/.installed redis
+setup: $(VENV)/.installed redis chromium
 
 $(VENV)/.installed: pyproject.toml setup.py zizq/_speedups.pyx $(LOCK) | build-deps
 	$(PYTHON) -m venv $(VENV)
@@ -49,21 +49,29 @@ redis:
 		echo "installing redis-server and redis-tools from Debian's packages"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server redis-tools >/dev/null; }
 
+# The dashboard's browser tests (tests/test_web_browser.py) drive Debian's
+# headless chromium through its chromedriver, with Selenium.
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+		echo "installing chromium and chromium-driver from Debian's packages"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 demo: setup
 	$(PY) examples/demo.py
 
 # The suite runs twice: with the Cython extension (and fails if it did not
 # load), then on the pure-Python twin. The fault-injection and scale-out
-# scenarios (Cluster, Sentinel, TLS/ACL, multi-process) do not depend on the
-# code path, so they run once. The documentation site is built too, so a
-# broken link or API reference fails the tests.
+# scenarios (Cluster, Sentinel, TLS/ACL, multi-process) and the dashboard's
+# browser tests do not depend on the code path, so they run once. The
+# documentation site is built too, so a broken link or API reference fails
+# the tests.
 test: test-ext test-pure docs
 
 test-ext: setup
 	$(PIN) ZIZQ_EXPECT_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider
 
 test-pure: setup
-	$(PIN) ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults and not scale"
+	$(PIN) ZIZQ_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider -m "not faults and not scale and not browser"
 
 # The fault-history checker (tests/history.py) over many seeds: each runs a
 # randomized workload with random faults against real redis-server and

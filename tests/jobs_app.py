@@ -28,7 +28,8 @@ class Report(zizq.JobKind):
 
 
 class Sleep(zizq.JobKind):
-    """Sleeps `seconds`, then appends `tag` to the file $ZIZQ_TEST_LOG."""
+    """Sleeps `seconds`, then appends `tag` to the file $ZIZQ_TEST_LOG (and,
+    first, to $ZIZQ_TEST_STARTED when that is set)."""
 
     NAME = "sleep"
     seconds: float
@@ -40,6 +41,9 @@ router = zizq.Router()
 
 @router.handler
 def sleep(job: Sleep) -> None:
+    if started := os.environ.get("ZIZQ_TEST_STARTED"):
+        with open(started, "a") as f:
+            f.write(job.tag + "\n")
     time.sleep(job.seconds)
     with open(os.environ["ZIZQ_TEST_LOG"], "a") as f:
         f.write(job.tag + "\n")

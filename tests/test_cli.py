@@ -253,13 +253,16 @@ def test_worker_runs_jobs_and_stops_gracefully_on_a_signal(
 
 def start_worker(url: str, namespace: str, done_log: Path, output: Path, *options: str) -> subprocess.Popen[bytes]:
     """`zizq worker tests.jobs_app:router`; handlers append their tag to
-    ``done_log``, and the worker's output goes to ``output``."""
+    ``done_log`` when they end (and to ``done_log`` with the suffix
+    ``.started`` when they start), and the worker's output goes to
+    ``output``."""
     with output.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "zizq", "worker", "tests.jobs_app:router", "--url", url,
              "--namespace", namespace, *options],
             cwd=ROOT,
-            env={**os.environ, "ZIZQ_TEST_LOG": str(done_log)},
+            env={**os.environ, "ZIZQ_TEST_LOG": str(done_log),
+                 "ZIZQ_TEST_STARTED": str(done_log.with_suffix(".started"))},
             stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -288,6 +291,8 @@ def test_sigterm_hands_back_unstarted_jobs_at_once(redis_server: RedisServer, na
         proc = start_worker(redis_server.url, namespace, done, output, "-c", "1", "--prefetch", "5")
         try:
             poll("the worker takes all five jobs", lambda: statuses() == ["in_flight"] * 5, 15)
+            started = done.with_suffix(".started")
+            poll("a handler runs", lambda: started.exists() and started.read_text() == "job0\n", 15)
             proc.send_signal(signal.SIGTERM)
             poll("the four waiting jobs are handed back", lambda: statuses()[1:] == ["ready"] * 4, 1.0)
             assert statuses()[0] == "in_flight" and done.read_text() == "", "the running job was cut short"
@@ -321,6 +326,8 @@ def test_second_sigterm_exits_at_once(
         proc = start_worker(server.url, namespace, done, output, "-c", "1", "--prefetch", "3")
         try:
             poll("the worker takes the jobs", lambda: statuses() == ["in_flight"] * 3, 15)
+            started = done.with_suffix(".started")
+            poll("a handler runs", lambda: started.exists() and started.read_text() == "job0\n", 15)
             if not redis_up:
                 server.stop()
             proc.send_signal(signal.SIGTERM)
@@ -336,6 +343,39 @@ def test_second_sigterm_exits_at_once(
         assert "Traceback" not in output.read_text(), output.read_text()
         if redis_up:
             assert statuses() == ["ready"] * 3
+
+
+LATE_SIGNALS = """
+import asyncio, time
+from zizq.worker.stop import run_until_signalled
+
+async def main() -> None:
+    asyncio.get_running_loop().run_in_executor(None, time.sleep, 1.0)  # closing the loop waits for it
+    print("closing", flush=True)
+
+run_until_signalled(main, lambda: print("stop", flush=True))
+print("ended", flush=True)
+"""
+
+
+def test_signals_while_the_run_closes_do_not_kill_it() -> None:
+    """A worker's run ends by closing its event loop, which waits for its
+    threads; SIGTERM and SIGINT then (a second signal at the end of a
+    graceful stop) neither kill the process nor raise KeyboardInterrupt:
+    they reach the stop function, and the process ends as it would have."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LATE_SIGNALS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"closing\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, out) == (0, b"stop\nstop\nended\n")
 
 
 def test_first_sigterm_with_redis_down_ends_within_the_shutdown_timeout(

@@ -99,6 +99,7 @@ def test_wheel_from_sdist_round_trip(tmp_path: Path, redis_server: RedisServer, 
     [wheel] = dist.glob("zizq-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "zizq/lua/enqueue.lua" in names and "zizq/lua/includes/common.lua" in names
+    assert {"zizq/web/templates/base.html", "zizq/web/static/htmx.min.js", "zizq/web/static/htmx.LICENSE"} <= set(names)
     assert any(n.startswith("zizq/_speedups.") and n.endswith(".so") for n in names) != pure
 
     venv = tmp_path / "venv"
@@ -136,6 +137,7 @@ def test_wheel_from_sdist_round_trip(tmp_path: Path, redis_server: RedisServer, 
     for refused, extra in (
         (cli("jobs", "list", "--jq", ".n == 1"), "zizq[jq]"),
         (cli("worker", "base_jobs:router", "--metrics-port", "0"), "zizq[metrics]"),
+        (cli("web", "--port", "0"), "zizq[web]"),
     ):
         assert refused.returncode == 1, refused.args
         assert refused.stderr.count("\n") == 1 and f"pip install '{extra}'" in refused.stderr, refused.stderr

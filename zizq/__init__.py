@@ -33,7 +33,7 @@ from zizq.errors import (
     WorkersActive,
     ZizqError,
 )
-from zizq.events import EnqueueEvent, JobEvent, on, subscribe, unsubscribe
+from zizq.events import EnqueueEvent, JobEvent, WebActionEvent, on, subscribe, unsubscribe
 from zizq.filters import Filter, Range
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
 from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
@@ -85,6 +85,7 @@ __all__ = (
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",
+    "WebActionEvent",
     "Worker",
     "WorkerGroup",
     "WorkerLost",

@@ -24,7 +24,7 @@ from zizq.job import Job
 
 log = logging.getLogger("zizq.events")
 
-EventName = Literal["enqueue", "job_start", "job_end", "job_exception"]
+EventName = Literal["enqueue", "job_start", "job_end", "job_exception", "web_action"]
 Outcome = Literal["completed", "failed", "dead", "refused"]
 
 
@@ -57,6 +57,21 @@ class JobEvent:
     error: BaseException | None = None  # what the handler raised (a JobTimeout past its timeout)
 
 
+@dataclass(frozen=True, slots=True)
+class WebActionEvent:
+    """An action taken in the web dashboard (:mod:`zizq.web`), for the
+    app's audit log: who did what to which jobs, emitted after it ran (or
+    failed)."""
+
+    namespace: str
+    user: str  # who, as the dashboard's ``user`` function names them
+    action: str  # "job.retry", "jobs.delete", "queue.pause", "cron.run", ... (see zizq.web)
+    target: str  # a job id, a queue, "group/entry", or a bulk action's filter as JSON
+    count: int  # jobs (or queues, entries) changed
+    changes: dict[str, Any]  # a patch's new values (as given); {} for other actions
+    error: BaseException | None = None
+
+
 Subscriber = Callable[[Any], None]
 
 # One list per event; the worker and clients test these lists directly.
@@ -64,11 +79,13 @@ enqueue: list[Subscriber] = []
 job_start: list[Subscriber] = []
 job_end: list[Subscriber] = []
 job_exception: list[Subscriber] = []
+web_action: list[Subscriber] = []
 _LISTS: dict[str, list[Subscriber]] = {
     "enqueue": enqueue,
     "job_start": job_start,
     "job_end": job_end,
     "job_exception": job_exception,
+    "web_action": web_action,
 }
 
 

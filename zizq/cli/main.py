@@ -17,6 +17,7 @@ from zizq._version import __version__
 from zizq.cli.format import print_error, print_json, stamp
 from zizq.cli.jobs import register as register_jobs
 from zizq.cli.top import register as register_top
+from zizq.cli.web import register as register_web
 from zizq.cli.worker import KIND_SPEC, cmd_worker, load_kind
 from zizq.client.options import default_url
 from zizq.client.sync import Client
@@ -303,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_cron)
     register_jobs(sub, common)
     register_top(sub, common)
+    register_web(sub, common)
     return p
 
 

@@ -9,10 +9,10 @@ loop, and stops them together.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Sequence
 
 from zizq.errors import ValidationError
+from zizq.worker.stop import run_until_signalled
 from zizq.worker.worker import Worker
 
 
@@ -35,7 +35,7 @@ class WorkerGroup:
     def run(self) -> None:
         """Run until SIGINT or SIGTERM, then shut every worker down
         gracefully. Blocks."""
-        asyncio.run(self.run_async(handle_signals=True))
+        run_until_signalled(self.run_async, self.stop)
 
     def stop(self) -> None:
         """Ask every worker to stop (a second call stops them at once); see
@@ -43,25 +43,15 @@ class WorkerGroup:
         for worker in self.workers:
             worker.stop()
 
-    async def run_async(self, *, handle_signals: bool = False) -> None:
+    async def run_async(self) -> None:
         """Run in the current event loop until :meth:`stop` is called."""
-        loop = asyncio.get_running_loop()
         tasks = [asyncio.create_task(w.run_async()) for w in self.workers]
-        await asyncio.sleep(0)  # each worker is set up far enough for stop() to reach it
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stop)
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = [t for t in done if not t.cancelled() and t.exception() is not None]
-            if failed:
-                for worker in self.workers:
-                    if not worker.stopping:  # graceful: a stop asked for already is not made a forced one
-                        worker.stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
-        finally:
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+        if failed:
+            for worker in self.workers:
+                if not worker.stopping:  # graceful: a stop asked for already is not made a forced one
+                    worker.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if failed:
+            raise failed[0].exception()  # type: ignore[misc]

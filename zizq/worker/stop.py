@@ -6,6 +6,9 @@ acks, stops the heartbeat and leaves. A second stop (:func:`leave_at_once`)
 abandons running handlers and makes one quick try to send the acks and
 leave. Leaving hands back every job Redis still holds for the worker; what
 cannot be sent goes back to its queue when the lease lapses.
+
+:func:`run_until_signalled` is how a blocking ``run()`` turns SIGINT and
+SIGTERM into stops, from before its event loop starts until after it closes.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
 from typing import Any, Protocol
 
 from zizq._protocol.call import Call
@@ -31,6 +37,32 @@ log = logging.getLogger("zizq.worker")  # the worker's logger: stopping is part 
 # Seconds a last try at Redis may take: a call after the shutdown timeout ran
 # out, and each step of a stop at once (a second stop).
 LAST_TRY = 1.0
+
+
+def run_until_signalled(main: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
+    """``asyncio.run(main())``, with SIGINT and SIGTERM calling ``stop`` (in
+    the event loop) for the whole call, the loop's closing included: closing
+    waits for threads to end, and a signal then must not kill the process
+    (SIGTERM's default) or raise KeyboardInterrupt in the middle of it
+    (SIGINT's). A signal after the loop has stopped running finds nothing
+    left to stop. The handlers in place before are put back at the end."""
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def caught(signum: int, frame: FrameType | None) -> None:
+        if loop is None:
+            stop()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the run has ended
+            loop.call_soon_threadsafe(stop)
+
+    previous = {sig: signal.signal(sig, caught) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with asyncio.Runner() as runner:
+            loop = runner.get_loop()
+            runner.run(main())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Stopping(Protocol):

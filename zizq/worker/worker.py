@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import signal
 import threading
 import time
 from collections.abc import Awaitable, Sequence
@@ -42,7 +41,7 @@ from zizq.worker.job_run import JobRunner
 from zizq.worker.lease import HeartbeatThread, new_worker_id, rejoin
 from zizq.worker.run import Run, until
 from zizq.worker.stats import WorkerStats
-from zizq.worker.stop import LAST_TRY, leave_at_once, shutdown
+from zizq.worker.stop import LAST_TRY, leave_at_once, run_until_signalled, shutdown
 
 __all__ = ("PURGE_BATCH", "Worker", "WorkerStats")  # WorkerStats: where zizq imports it from
 
@@ -152,7 +151,7 @@ class Worker:
     def run(self) -> None:
         """Run until SIGINT or SIGTERM (or :meth:`stop`), then shut down
         gracefully. Blocks."""
-        asyncio.run(self.run_async(handle_signals=True))
+        run_until_signalled(self.run_async, self.stop)
 
     def stop(self) -> None:
         """Ask the worker to stop: it starts no more jobs, hands back at once
@@ -173,7 +172,7 @@ class Worker:
         run = self._run
         return self._stop_early or (run is not None and run.stop.is_set())
 
-    async def run_async(self, *, handle_signals: bool = False) -> None:
+    async def run_async(self) -> None:
         """Run in the current event loop until :meth:`stop` is called."""
         run = Run(
             self._url,
@@ -193,21 +192,18 @@ class Worker:
                 self._stop_early = False
                 run.begin_stop()
         try:
-            await self._run_async(run, handle_signals)
+            await self._run_async(run)
         finally:
             with self._stop_lock:  # a stop from now on is for the next run
                 self._id, self._run = run.id, None
 
-    async def _run_async(self, run: Run, handle_signals: bool) -> None:
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                run.loop.add_signal_handler(sig, self.stop)
+    async def _run_async(self, run: Run) -> None:
         reached = False
         try:
             reached = await self._reach_redis(run)
         finally:
             if not reached:  # misconfigured, or stopped before Redis answered: nothing was taken
-                await self._close(run, handle_signals)
+                await run.close()
         if not reached:
             return
         run.acker = asyncio.create_task(run.ack_loop())
@@ -230,15 +226,9 @@ class Worker:
             forced.cancel()
             if not serving.done():  # run_async itself was cancelled
                 serving.cancel()
-            await self._close(run, handle_signals)
+            await run.close()
         if not serving.cancelled():
             serving.result()  # raises what ended the take loop, if anything did
-
-    async def _close(self, run: Run, handle_signals: bool) -> None:
-        await run.close()
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                run.loop.remove_signal_handler(sig)
 
     def _sync_client(self, **options: Any) -> Client:
         """A sync client of the worker's own, for a thread."""
