@@ -88,7 +88,7 @@ class JobRunner:
                 if self.run.stop.is_set():
                     return
                 self.run.held.discard(pair)
-                self.run.taken_at.pop(pair, None)
+                self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
                 self.run.room.set()
                 continue
             self.run.running.add(pair)
@@ -156,7 +156,7 @@ class JobRunner:
         return True
 
     async def _run_one(self, owner: str, job: Job) -> None:
-        if self.run.taken_at.pop((owner, job.id), self.run.doubts) != self.run.doubts:
+        if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
             if not await self._still_taken(owner, job):
                 return
         # Looked at again here, with no await between this look and the

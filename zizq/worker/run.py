@@ -133,10 +133,11 @@ class Run:
         # An Event: the heartbeat thread sets it too.
         self._doubted = threading.Event()
         self.doubts = 0  # how many calls failed in transit so far (a count that only grows)
-        # The count of doubts as each held job's take was sent: a job taken
-        # before a later doubt is looked up before it starts (a failover may
-        # have lost its take, and the job gone back to its queue).
-        self.taken_at: dict[tuple[str, str], int] = {}
+        # The count of doubts as each held job's take was sent, by (owner, id,
+        # dequeued_at): a job taken before a later doubt is looked up before
+        # it starts (a failover may have lost its take, and the job gone back
+        # to its queue, from where this worker may even take it again).
+        self.taken_at: dict[tuple[str, str, int | None], int] = {}
 
     # -- doubt -----------------------------------------------------------
 

@@ -427,7 +427,7 @@ class Worker:
         ``run.doubts`` as the take was sent."""
         for job in result.jobs:
             run.held.add((owner, job.id))
-            run.taken_at[(owner, job.id)] = doubts
+            run.taken_at[(owner, job.id, job.dequeued_at)] = doubts
             run.waiting.put_nowait((owner, job))
         if result.jobs and log.isEnabledFor(logging.DEBUG):
             log.debug(
