@@ -302,8 +302,8 @@ class Run:
         self.cron_start = 0.0
 
     def _start_servers(self) -> None:
-        """The queue Redis (and its replica, or its replica and sentinels),
-        the history Redis, the proxy."""
+        """The queue Redis (alone, with a replica, behind sentinels, or the
+        namespace's shard of a cluster), the history Redis, the proxy."""
         plan = self.plan
         self.replica: RedisServer | None = None
         self.sentinels: SentinelSet | None = None
