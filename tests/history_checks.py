@@ -168,6 +168,9 @@ def started_only_when_held(ev: Evidence) -> list[str]:
         runs[s["job"]].append(s)
     out = []
     for job_id, starts in runs.items():
+        # In the order they happened: a worker stopped (SIGSTOP) between
+        # taking the time of its start and recording it records it late (seed 263).
+        starts.sort(key=lambda s: s["t"])
         for before, after in itertools.pairwise(starts):
             if before["attempt"] != after["attempt"]:
                 continue

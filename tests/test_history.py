@@ -65,6 +65,11 @@ def test_a_second_start_needs_a_lost_worker() -> None:
     # Not excused by a fault on the other worker, nor by one before the first start.
     stopped = {"e": "fault", "kind": "stop", "target": 20, "start": -5.0, "end": -1.0}
     assert len(checks.started_only_when_held(evidence(*twice, stopped))) == 1
+    # Starts are taken in the order of their times, not of their records:
+    # a worker stopped before it recorded its start (seed 263).
+    late = {**start("a", "w1", 10), "t": -1.0}
+    stopped_w1 = {"e": "fault", "kind": "stop", "target": 10, "start": -0.5, "end": 0.5}
+    assert checks.started_only_when_held(evidence(start("a", "w2", 20), stopped_w1, late)) == []
     # A retry (the next attempt) is no second start.
     assert checks.started_only_when_held(evidence(start("a", "w1", 10), start("a", "w1", 10, attempt=2))) == []
 
