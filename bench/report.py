@@ -18,13 +18,15 @@ from typing import Any
 
 from harness import BENCH, MODES
 from peer_env import PEER_WORKLOADS, PEERS_VENV, SAME_AS
-from workloads import CHUNK, LATENCY_JOBS, PROCESSES
+from workloads import CHUNK, LATENCY_JOBS, OTEL_SETTINGS, PROCESSES
 
 # zizq-only table rows: label, workload, metric, unit, format. Ratio is ext/pure.
 ROWS: list[tuple[str, str, str, str, str]] = [
     ("enqueue_single", "enqueue_single", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("enqueue_single: client CPU", "enqueue_single", "cpu_us", "µs/job", "{:.1f}"),
     ("enqueue_bulk (1,000/call)", "enqueue_bulk", "jobs_per_s", "jobs/s", "{:,.0f}"),
     ("process (c=10, no-op async)", "process", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("process: worker CPU", "process", "cpu_us", "µs/job", "{:.1f}"),
     ("latency p50 (idle worker)", "latency", "p50_ms", "ms", "{:.2f}"),
     ("latency p99 (idle worker)", "latency", "p99_ms", "ms", "{:.2f}"),
     ("memory per waiting job", "memory", "bytes_per_job", "bytes/job", "{:,.0f}"),
@@ -35,8 +37,24 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("micro: unique key hash", "micro", "unique_us", "µs/job", "{:.3f}"),
     ("micro: enqueue_args", "micro", "enqueue_args_us", "µs/job", "{:.3f}"),
     ("micro: enqueue_args, unique", "micro", "enqueue_args_unique_us", "µs/job", "{:.3f}"),
+    ("micro: enqueue call of 1 job", "micro", "enqueue_call_us", "µs/job", "{:.3f}"),
     ("micro: TakeResult.decode", "micro", "take_decode_us", "µs/job", "{:.3f}"),
+    ("take+ack: no limit", "take", "none_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack: a limit never reached", "take", "limit_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack: 1 at a time per key, 1,000 keys", "take", "keys_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("take+ack, Redis CPU: no limit", "take", "none_redis_us", "µs/job", "{:.1f}"),
+    ("take+ack, Redis CPU: a limit never reached", "take", "limit_redis_us", "µs/job", "{:.1f}"),
+    ("take+ack, Redis CPU: per key, 1,000 keys", "take", "keys_redis_us", "µs/job", "{:.1f}"),
     *[(f"process: zizq worker -p {p} (c=10)", "processes", f"p{p}_jobs_per_s", "jobs/s", "{:,.0f}") for p in PROCESSES],
+    *[
+        row
+        for what in ("enqueue", "process")
+        for setting in OTEL_SETTINGS
+        for row in (
+            (f"otel {setting}: {what}", "otel", f"{setting}_{what}_per_s", "jobs/s", "{:,.0f}"),
+            (f"otel {setting}: {what} CPU", "otel", f"{setting}_{what}_cpu_us", "µs/job", "{:.1f}"),
+        )
+    ],
 ]
 MODELESS = {"limits"}  # plain redis-py: no zizq code, so no ext/pure split
 

@@ -30,7 +30,20 @@ LATENCY_JOBS = 200
 LATENCY_GAP_S = 0.005
 TEXT = ("zizq benchmark payload: " * 5)[:100]  # the ~100-byte string field
 
-WORKLOADS = ("enqueue_single", "enqueue_bulk", "process", "latency", "memory", "limits", "micro", "processes")
+WORKLOADS = (
+    "enqueue_single",
+    "enqueue_bulk",
+    "process",
+    "latency",
+    "memory",
+    "limits",
+    "micro",
+    "processes",
+    "take",
+    "otel",
+)
+TAKE_KEYS = 1000  # keys of the per-key limit in the take workload
+OTEL_SETTINGS = ("off", "noop", "sdk")  # the "otel" workload: zizq.otel not instrumented; with no SDK; with the SDK
 PROCESSES = (1, 2)  # zizq worker -p N in the "processes" workload
 
 
@@ -103,12 +116,12 @@ def child_enqueue_single(url: str, n: int) -> dict[str, Any]:
     _warm_up(client, bench_job)
     jobs = [bench_job(n=i, s=TEXT) for i in range(n)]
     enqueue = client.enqueue
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     results = [enqueue(job) for job in jobs]
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     _verify_stored(client.redis, [j.id for j in results], n)
     client.close()
-    return {"jobs_per_s": n / elapsed, "seconds": elapsed}
+    return {"jobs_per_s": n / elapsed, "seconds": elapsed, "cpu_us": cpu / n * 1e6}
 
 
 def child_enqueue_bulk(url: str, n: int) -> dict[str, Any]:
@@ -170,10 +183,11 @@ def child_process(url: str, n: int) -> dict[str, Any]:
 
     router.route(bench_job, noop)
     r.config_resetstat()
+    cpu = [0.0]  # the process's CPU seconds (every thread) while the jobs ran
 
     async def main() -> float:
         worker = zizq.Worker(client, router, concurrency=CONCURRENCY)
-        t0 = time.perf_counter()
+        cpu[0], t0 = time.process_time(), time.perf_counter()
         task = asyncio.create_task(worker.run_async())
         try:
             while worker.stats.completed + worker.stats.failed < n:
@@ -184,6 +198,7 @@ def child_process(url: str, n: int) -> dict[str, Any]:
                     raise AssertionError(f"only {worker.stats.completed} of {n} jobs done in time")
                 await asyncio.sleep(0.002)
             elapsed = time.perf_counter() - t0
+            cpu[0] = time.process_time() - cpu[0]
         finally:
             worker.stop()
             await task
@@ -205,6 +220,7 @@ def child_process(url: str, n: int) -> dict[str, Any]:
     return {
         "jobs_per_s": n / elapsed,
         "seconds": elapsed,
+        "cpu_us": cpu[0] / n * 1e6,
         "take_calls": counts["take"],
         "ack_calls": counts["ack"],
         "jobs_per_take": n / max(counts["take"], 1),
@@ -361,10 +377,12 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
     import zizq
     from zizq import _hotpath
     from zizq._protocol.enqueue import enqueue_args
+    from zizq._protocol.jobs import Core
     from zizq._protocol.lease import TakeResult
 
     bench_job, unique_job, _ = _kinds()
     ids = _hotpath.IdGenerator()
+    core = Core(NAMESPACE)
     plain = bench_job(n=123456, s=TEXT)
     job = unique_job(n=123456, s=TEXT)
     payload = job.to_payload()
@@ -395,6 +413,7 @@ def child_micro(url: str, n: int) -> dict[str, Any]:
         "unique_us": _time_us(job.unique_key),
         "enqueue_args_us": _time_us(lambda: enqueue_args(plain, ids)),
         "enqueue_args_unique_us": _time_us(lambda: enqueue_args(job, ids)),
+        "enqueue_call_us": _time_us(lambda: core.enqueue_calls([plain])),
         "take_decode_us": _time_us(lambda: TakeResult.decode(reply), per=CONCURRENCY),
     }
 
@@ -440,6 +459,100 @@ def child_processes(url: str, n: int) -> dict[str, Any]:
     return out
 
 
+def child_take(url: str, n: int) -> dict[str, Any]:
+    """Take throughput under limits (issue 15): n ready jobs taken 20 at a
+    time (a worker's prefetch at concurrency 10) and acknowledged, by the
+    script calls alone (no handlers): with no limit; with a limit that is
+    never reached (concurrency 10^9); with a concurrency of 1 per key over
+    TAKE_KEYS keys, the jobs' keys taking turns. Best of 3 per case, the
+    cases interleaved; besides jobs/s, redis-server's CPU time per job (its
+    INFO used_cpu_user + used_cpu_sys), which a loaded machine skews less."""
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    core, r = client.core, client.redis
+    cases: list[tuple[str, zizq.Limit | None]] = [
+        ("none", None),
+        ("limit", zizq.Limit(concurrency=10**9)),
+        ("keys", zizq.Limit(concurrency=1)),
+    ]
+
+    def cpu_s() -> float:
+        info = r.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def once(case: str, limit: zizq.Limit | None) -> tuple[float, float]:
+        r.flushall()
+        items: list[Any] = [bench_job(n=i, s=TEXT) for i in range(n)]
+        if limit is not None:
+            client.set_limit("api", limit)
+            key = (lambda i: f"k{i % TAKE_KEYS}") if case == "keys" else (lambda i: None)
+            items = [zizq.Enqueue(job, limit="api", limit_key=key(i)) for i, job in enumerate(items)]
+        for chunk in _chunks(items, CHUNK):
+            client.enqueue_many(chunk)
+        client.run(core.heartbeat("bench-take", "join", 600_000))
+        taken = 0
+        cpu0, t0 = cpu_s(), time.perf_counter()
+        while taken < n:
+            result = client.run(core.take("bench-take", 2 * CONCURRENCY, ["default"], 2 * CONCURRENCY))
+            _check(bool(result.jobs), f"{case}: a take found nothing with {n - taken} jobs left")
+            client.run(core.ack("bench-take", [job.id for job in result.jobs]))
+            taken += len(result.jobs)
+        wall, cpu = time.perf_counter() - t0, cpu_s() - cpu0
+        _check(int(r.hlen(_key("jobs"))) == 0, f"{case}: every job taken and acknowledged")
+        return n / wall, cpu / n * 1e6
+
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(3):
+        for case, limit in cases:
+            rate, cpu_us = once(case, limit)
+            old = best.get(case, (0.0, float("inf")))
+            best[case] = (max(old[0], rate), min(old[1], cpu_us))
+    client.close()
+    out: dict[str, Any] = {}
+    for case, (rate, cpu_us) in best.items():
+        out[f"{case}_jobs_per_s"] = rate
+        out[f"{case}_redis_us"] = cpu_us
+    return out
+
+
+def child_otel(url: str, n: int) -> dict[str, Any]:
+    """enqueue_single and process (as their own workloads measure them)
+    with zizq.otel: not instrumented ("off", what every other workload
+    runs); instrumented with the API's no-op providers ("noop": no SDK
+    installed or set); instrumented with the SDK's providers, every span
+    sampled and recorded but exported nowhere ("sdk")."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    import zizq.otel
+    from zizq._protocol.jobs import Core
+
+    r = redis.Redis.from_url(url)
+    providers: dict[str, Any] = {
+        "noop": (NoOpTracerProvider(), NoOpMeterProvider()),
+        "sdk": (TracerProvider(), MeterProvider()),
+    }
+    take, ack = Core.take, Core.ack  # child_process wraps them: unwrap after each run
+    out: dict[str, Any] = {}
+    for setting in OTEL_SETTINGS:
+        zizq.otel.uninstrument()
+        if setting in providers:
+            tracer_provider, meter_provider = providers[setting]
+            zizq.otel.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        for what, child in (("enqueue", child_enqueue_single), ("process", child_process)):
+            r.flushall()
+            result = child(url, n)
+            out[f"{setting}_{what}_per_s"], out[f"{setting}_{what}_cpu_us"] = result["jobs_per_s"], result["cpu_us"]
+        Core.take, Core.ack = take, ack  # type: ignore[method-assign]
+    zizq.otel.uninstrument()
+    r.close()
+    return out
+
+
 CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "enqueue_single": child_enqueue_single,
     "enqueue_bulk": child_enqueue_bulk,
@@ -450,6 +563,8 @@ CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "limits": child_limits,
     "micro": child_micro,
     "processes": child_processes,
+    "take": child_take,
+    "otel": child_otel,
 }
 
 

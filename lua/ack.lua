@@ -2,12 +2,14 @@
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  worker id; only jobs this worker holds are acknowledged
-ARGV[2..] pairs: job id, then its dequeued_at ("da") as the take returned
-         it, so that only that attempt is acknowledged; '' for any attempt
+ARGV[2..] triples: job id; its dequeued_at ("da") as the take returned it,
+         so that only that attempt is acknowledged, '' for any attempt; and
+         the handler's result as JSON text, '' for none
 
 A completed job is deleted at once when its completed retention (the job's
 own, else the namespace's, default 0) is 0; otherwise it is kept until
-purge_at = now + retention. Acknowledging twice is harmless: the second time
+purge_at = now + retention, with its result (field "rs"; a job deleted at
+once keeps none). Acknowledging twice is harmless: the second time
 the job is no longer in flight for this worker, or is in flight for a later
 attempt (another dequeued_at). The loss count "rp" and the suspect mark
 "sx" are reset (see heartbeat.lua).
@@ -15,7 +17,7 @@ attempt (another dequeued_at). The loss count "rp" and the suspect mark
 Returns the ids that were not acknowledged (unknown, deleted, not in flight,
 held by another worker, or in another attempt).
 
-Errors: "ZIZQ INVALID" when the ids and dequeued_at values do not pair up.
+Errors: "ZIZQ INVALID" when the arguments after the worker id are not triples.
 ]]
 --@include "includes/lifecycle.lua"
 
@@ -23,11 +25,11 @@ local P = KEYS[1]
 local worker = ARGV[1]
 local now = now_ms()
 local default_ms = config(P, 'completed_ms')
-if #ARGV % 2 ~= 1 then
-  return fail_with('INVALID', 'ack takes pairs of job id and dequeued_at after the worker id')
+if #ARGV % 3 ~= 1 then
+  return fail_with('INVALID', 'ack takes triples of job id, dequeued_at and result after the worker id')
 end
-local missed, acked, jobs, seen = {}, {}, {}, {}
-for i = 2, #ARGV, 2 do
+local missed, acked, jobs, seen, results = {}, {}, {}, {}, {}
+for i = 2, #ARGV, 3 do
   local id = ARGV[i]
   local job = load_job(P, id)
   if seen[id] or not holds(job, worker, ARGV[i + 1]) then  -- named twice: the second misses
@@ -36,6 +38,7 @@ for i = 2, #ARGV, 2 do
     seen[id] = true
     acked[#acked + 1] = id
     jobs[#acked] = job
+    results[#acked] = ARGV[i + 2]
   end
 end
 -- Out of flight, all at once (leave_flight, batched).
@@ -43,9 +46,14 @@ if #acked > 0 then
   call_in_slices('ZREM', P .. 'inflight', acked, 1)
   call_in_slices('SREM', P .. 'worker:' .. worker, acked, 1)
 end
+local freed = {}
 for i, id in ipairs(acked) do
   local job = jobs[i]
   job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
-  finish(P, id, job, 'completed', now, job.rc or default_ms)
+  limit_release(P, job, freed)
+  local retention = job.rc or default_ms
+  if results[i] ~= '' and retention > 0 then job.rs = results[i] end
+  finish(P, id, job, 'completed', now, retention)
 end
+limit_flush(P, freed)
 return missed

@@ -1,10 +1,11 @@
---[[ bulk: delete, patch or retry a batch of jobs that match a filter.
+--[[ bulk: delete, patch, retry or cancel a batch of jobs that match a filter.
 
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  action: 'delete', 'patch' (jobs that have not finished; finished
          ones are skipped) or 'retry' (dead jobs; others are skipped, and
          so is a dead job whose unique key a conflicting job holds, as
-         retry.lua would refuse it: it stays dead)
+         retry.lua would refuse it: it stays dead) or 'cancel' (jobs
+         that have not finished, as cancel.lua; finished ones are skipped)
 ARGV[2]  filter JSON (see includes/filter.lua), checked again here on each
          job, so a job that changed since the client read it is left alone
 ARGV[3]  index key the client is walking ('' for none): the reply says how
@@ -20,7 +21,7 @@ last     optional: a call id (see includes/memo.lua), told apart by the odd
 
 The batch is atomic; a filter that spans several batches is not.
 
-Returns {changed, left}: jobs deleted, patched or retried (a skipped job
+Returns {changed, left}: jobs deleted, patched, retried or cancelled (a skipped job
 is not counted), and how many of the given ids are not in the index ARGV[3]
 after the call.
 Errors: "ZIZQ INVALID" (a bad action, filter, count, index or patch value;
@@ -35,8 +36,8 @@ local P = KEYS[1]
 local action, index = ARGV[1], ARGV[3]
 local f, err = parse_filter(ARGV[2])
 if not f then return err end
-if action ~= 'delete' and action ~= 'patch' and action ~= 'retry' then
-  return fail_with('INVALID', 'action ' .. tostring(action) .. ' is not delete, patch or retry')
+if action ~= 'delete' and action ~= 'patch' and action ~= 'retry' and action ~= 'cancel' then
+  return fail_with('INVALID', 'action ' .. tostring(action) .. ' is not delete, patch, retry or cancel')
 end
 if not natural(ARGV[4]) or tonumber(ARGV[4]) > 1000 then
   return fail_with('INVALID', 'id count ' .. tostring(ARGV[4]) .. ' is not in 0..1000: send more ids as several calls')
@@ -75,6 +76,9 @@ for i = 5, 4 + n do
       changed = changed + 1
     elseif action == 'retry' and job.s == 'dead' then
       if retry_dead(P, id, job, now) then changed = changed + 1 end
+    elseif action == 'cancel' and job.s ~= 'completed' and job.s ~= 'dead' then
+      cancel_job(P, id, job, now)
+      changed = changed + 1
     end
   end
 end

@@ -5,7 +5,8 @@ ARGV[1..] job ids
 
 Reads the done:<n> hashes (see DONE_WINDOW_MS in includes/common.lua): a job
 that completed or went dead with a retention of 0 leaves its id there for a
-minute (by Redis's clock), marked 'f'. Used to tell such a job from an id that
+minute (by Redis's clock), marked 'f' (completed) or 'x' (dead). Used to
+tell such a job from an id that
 never existed when a read finds nothing. Ids of jobs purged or deleted later
 are there too, marked 'd'; they count as 0 here.
 
@@ -19,6 +20,7 @@ local P = KEYS[1]
 local now = now_ms()
 local out = {}
 for i = 1, #ARGV do
-  out[i] = was_done(P, ARGV[i], now) == 'f' and 1 or 0
+  local how = was_done(P, ARGV[i], now)
+  out[i] = (how == 'f' or how == 'x') and 1 or 0
 end
 return out

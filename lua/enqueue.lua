@@ -7,8 +7,8 @@ ARGV[1]  N, the number of jobs: 0..1000. One call of 1000 jobs with unique
          holds Redis long enough to let leases lapse
 ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
          no bin: Redis's cmsgpack cannot read bin), each of these 14 strings
-         in this order (one argument for the whole batch is much cheaper
-         for clients to send than 14 per job):
+         in this order, and an optional 15th (one argument for the whole
+         batch is much cheaper for clients to send than 14 per job):
   id            SCRU128 id made by the client (a retried call reuses it)
   type          job type name
   queue         queue name
@@ -23,6 +23,17 @@ ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
   unique_key    string, or '' for none
   unique_while  'queued' | 'active' | 'exists', or '' (queued when a key is given)
   timeout_ms    the most a handler may run, in ms, or '' for no limit
+  and optionally 3 more (a row of 17 values):
+  limit         the name of the limit the job starts under (it must exist
+                in "limits"), or ''
+  limit_key     the key the limit holds per, or '' (needs a limit)
+  group         the job's group: ready jobs of one queue and priority are
+                taken in turns across groups; or ''
+  and optionally an 18th, after those 3 (which may all be ''):
+  trace_context the trace context the job was created in (a JSON object of
+                propagation headers, by default W3C traceparent, and
+                tracestate and baggage when present), stored as given; ''
+                for none
 ARGV[3]  optional: '1' when this call repeats one that may have been applied
          (its reply was lost). Only then are the ids looked up among the jobs
          recently deleted (done:<n>), so that a job that has already run (or
@@ -47,12 +58,12 @@ three values per job, in input order:
 Errors (nothing is written): "ZIZQ INVALID <what>" for a malformed job, or
 N above 1000.
 ]]
---@include "includes/common.lua"
+--@include "includes/limits.lua"
 
 local P = KEYS[1]
 local n = tonumber(ARGV[1])
 local MAX_JOBS = 1000
-local WIDTH = 14
+local WIDTH = 14  -- and an optional 15th value, the trace context
 -- The values that must be '' or a non-negative integer, by position.
 local NUMERIC = {[6] = 'ready_at', [7] = 'delay_ms', [8] = 'retry_limit', [10] = 'completed_ms', [11] = 'dead_ms',
   [14] = 'timeout_ms'}
@@ -68,10 +79,11 @@ if n > MAX_JOBS then
 end
 for i = 1, n do
   local J = jobs[i]
-  if type(J) ~= 'table' or #J ~= WIDTH then
-    return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ' values')
+  if type(J) ~= 'table' or #J ~= WIDTH and #J ~= WIDTH + 3 and #J ~= WIDTH + 4 then
+    return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ', ' .. (WIDTH + 3) .. ' or '
+      .. (WIDTH + 4) .. ' values')
   end
-  for k = 1, WIDTH do
+  for k = 1, #J do
     local v = J[k]
     if type(v) ~= 'string' then
       return fail_with('INVALID', 'job ' .. (i - 1) .. ': value ' .. k .. ' is not a string')
@@ -105,6 +117,7 @@ local ready = {}          -- queue -> {priority, id, priority, id, ...}
 local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here
 local queues, seen = {}, {}  -- the distinct queues of this batch
+local limits_known, turns = {}, {}  -- limit names checked; group turns given (see limits.lua)
 for i = 0, n - 1 do
   local J = jobs[i + 1]
   local id, typ, queue, prio = J[1], J[2], J[3], tonumber(J[4])
@@ -131,6 +144,8 @@ for i = 0, n - 1 do
   if bo ~= '' and not backoff_ok(bo) then
     return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
   end
+  local limit_error = #J > WIDTH and limit_row_error(P, limits_known, J)
+  if limit_error then return fail_with('INVALID', 'job ' .. i .. ': ' .. limit_error) end
 
   local flag, target, x = 0, id, false
   if batch_ids[id] or exists[i + 1] then
@@ -170,6 +185,8 @@ for i = 0, n - 1 do
     end
     if uwhile ~= '' then job.uw = uwhile end
     if J[14] ~= '' then job.to = tonumber(J[14]) end
+    if #J > WIDTH then limit_fields(P, turns, job, J, queue, prio) end
+    if (J[18] or '') ~= '' then job.tc = J[18] end
     records[#records + 1] = id
     records[#records + 1] = cmsgpack.pack(job)
     if not seen[queue] then
@@ -178,7 +195,7 @@ for i = 0, n - 1 do
     end
     if is_ready then
       local list = ready[queue] or {}
-      list[#list + 1] = prio
+      list[#list + 1] = ready_score(prio, job.gt)
       list[#list + 1] = id
       ready[queue] = list
     else
@@ -198,6 +215,7 @@ end
 -- The writes: records and indexes, each once per call (one command per
 -- 1000 members).
 call_in_slices('HSET', P .. 'jobs', records, 2)
+turns_save(turns)
 for k = 1, #uniques, 2 do
   redis.call('ZADD', P .. 'unique:' .. uniques[k], 0, uniques[k + 1])
 end

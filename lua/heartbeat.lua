@@ -33,12 +33,20 @@ back by the gap (key "beat_at" holds the time of the last heartbeat call),
 so the first worker back does not recover the jobs of workers that are
 still running them. One ZADD per worker entry, only after such a gap.
 
-Returns {state, recovered, failed}
+Cancelled jobs: cancel (cancel.lua, bulk) puts the id of a job it takes out
+of a worker's flight in "cancel:<worker-id>"; a 'join' or 'beat' that keeps
+the lease returns those ids and empties the set, so the worker stops their
+handlers within a heartbeat interval. A lost worker's set goes with its
+jobs.
+
+Returns {state, recovered, failed} or, when any were cancelled,
+{state, recovered, failed, cancelled}
   state      'ok', or 'lost' when a 'beat' finds this worker was declared lost
              (its jobs were recovered; it must join again under a new id; its
              acks of those jobs are refused)
   recovered  jobs handed back to their queues by this call
   failed     jobs failed as poison pills by this call
+  cancelled  ids of this worker's jobs cancelled since its last heartbeat
 ]]
 --@include "includes/lifecycle.lua"
 --@include "includes/failure.lua"
@@ -79,7 +87,7 @@ local function hand_back(wid, poison)
       end
     end
   end
-  redis.call('DEL', held)
+  redis.call('DEL', held, P .. 'cancel:' .. wid)
   redis.call('ZREM', workers, wid)
   return back, poisoned
 end
@@ -115,5 +123,13 @@ local lost = redis.call('ZRANGEBYSCORE', workers, '-inf', '(' .. now, 'LIMIT', 0
 for _, wid in ipairs(lost) do
   local r, f = hand_back(wid, true)
   recovered, failed = recovered + r, failed + f
+end
+if mode ~= 'leave' and state == 'ok' then
+  local key = P .. 'cancel:' .. worker
+  local cancelled = redis.call('SMEMBERS', key)
+  if #cancelled > 0 then
+    redis.call('DEL', key)
+    return {state, recovered, failed, cancelled}
+  end
 end
 return {state, recovered, failed}

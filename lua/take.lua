@@ -33,6 +33,7 @@ Returns {now, next_due, more, id1, record1, id2, record2, ...}
   idK, recordK  each job taken, with its record after the take (see get.lua)
 ]]
 --@include "includes/lifecycle.lua"
+--@include "includes/limits.lua"
 
 local P = KEYS[1]
 local worker = ARGV[1]
@@ -61,7 +62,7 @@ if #due > 0 then
     if job then
       job.s = 'ready'
       save_job(P, id, job)
-      make_ready(P, id, job.q, job.p)
+      make_ready(P, id, job.q, job.p, job.gt)
     end
   end
 end
@@ -78,9 +79,62 @@ for _, q in ipairs(queues) do
   named[q] = true
 end
 
--- Choose: the N smallest (priority, id) among the heads of the open queues.
-local chosen = {}
-if want > 0 and #open == 1 then
+-- Choose: the N smallest (priority, id) among the heads of the open queues;
+-- with limits defined, the first N in that order that have room.
+local gate = gate_new(P, now)
+local chosen, found, own_of, queue_of = {}, {}, {}, {}
+local ended = {}  -- the queues the limit walk read to their end
+if want > 0 and gate.on then
+  -- Walk the ready jobs in order, a page of each queue at a time, passing
+  -- over (and leaving in place) those whose limit has no room: at most
+  -- LIMIT_WALK of them.
+  local page = math.min(math.max(want, 10), 100)
+  local heads = {}
+  for _, q in ipairs(open) do heads[#heads + 1] = {key = P .. 'ready:' .. q, off = 0, buf = {}, pos = 1} end
+  -- The id at the head of h's walk (reading its next page when needed), or nil.
+  local function head_of(h)
+    if h.pos > #h.buf and not h.done then
+      h.buf, h.pos = redis.call('ZRANGE', h.key, h.off, h.off + page - 1, 'WITHSCORES'), 1
+      h.off = h.off + page
+      h.done = #h.buf < 2 * page
+    end
+    return h.buf[h.pos]
+  end
+  local passed = 0
+  while #chosen < want and passed < LIMIT_WALK do
+    local best, best_score, best_id
+    if #heads == 1 then
+      best, best_id = heads[1], head_of(heads[1])
+    else
+      for _, h in ipairs(heads) do
+        local id = head_of(h)
+        local score = id and tonumber(h.buf[h.pos + 1])
+        if id and (not best or score < best_score or score == best_score and id < best_id) then
+          best, best_score, best_id = h, score, id
+        end
+      end
+    end
+    if not best_id then break end
+    best.pos = best.pos + 2
+    local job = load_job(P, best_id)
+    local ok, own, queue = true, nil, nil
+    if job then ok, own, queue = gate_admit(gate, job) end
+    if ok then
+      -- An entry whose record vanished is dropped too.
+      chosen[#chosen + 1], found[best_id] = best_id, job or false
+      own_of[best_id], queue_of[best_id] = own, queue
+      best.out = best.out or {}
+      best.out[#best.out + 1] = best_id
+    else
+      passed = passed + 1
+    end
+  end
+  -- Out of line, once per queue.
+  for i, h in ipairs(heads) do
+    if h.out then call_in_slices('ZREM', h.key, h.out, 1) end
+    if h.done and h.pos > #h.buf then ended[#ended + 1] = open[i] end
+  end
+elseif want > 0 and #open == 1 then
   local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
   for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
 elseif want > 0 then
@@ -105,7 +159,8 @@ local out = {now, -1, 0}
 local flight, taken = {}, {}
 local held_back = false
 for _, id in ipairs(chosen) do
-  local job = load_job(P, id)
+  local job = found[id]
+  if job == nil then job = load_job(P, id) end
   if job and (held_back or (job.sx and (#taken > 0 or start < 1))) then
     -- A suspect is taken alone, first and with a free runner: in the
     -- worker's buffer it would wait unmarked, and next to other jobs of the
@@ -113,11 +168,13 @@ for _, id in ipairs(chosen) do
     -- start, counting their losses too. Leave it (and what comes after it)
     -- in line for the next take.
     held_back = true
-    redis.call('ZADD', P .. 'ready:' .. job.q, job.p, id)
+    redis.call('ZADD', P .. 'ready:' .. job.q, ready_score(job.p, job.gt), id)
   elseif job then
     -- An index entry whose job record has vanished is dropped, not delivered.
     job.s, job.da, job.w = 'in_flight', now, worker
     job.st = #taken < start and 1 or nil
+    if gate.on then gate_commit(gate, id, job, own_of[id], queue_of[id]) end
+    if job.gk and job.gt then turn_taken(P, job) end
     local record = save_job(P, id, job)
     unique_update(P, id, job)
     flight[#flight + 1] = now
@@ -129,6 +186,7 @@ for _, id in ipairs(chosen) do
     if job.sx then held_back = true end
   end
 end
+gate_flush(gate)
 if #taken > 0 then
   call_in_slices('ZADD', P .. 'inflight', flight, 2)
   call_in_slices('SADD', P .. 'worker:' .. worker, taken, 1)
@@ -136,9 +194,15 @@ end
 
 local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
 if head[2] then out[2] = tonumber(head[2]) end
+-- Room under a rate limit is due like a scheduled job.
+if gate.due and (out[2] < 0 or gate.due < out[2]) then out[2] = gate.due end
+gate_report(gate, ended)
+-- A walk that ended short of N found nothing more that can start now: the
+-- jobs left wait for room (a slot freed wakes a worker; a window is due).
+local rest = not (gate.on and want > 0 and #chosen < want)
 for _, q in ipairs(open) do
   local key = P .. 'ready:' .. q
-  if redis.call('ZCARD', key) > 0 then
+  if rest and redis.call('ZCARD', key) > 0 then
     out[3] = held_back and 2 or 1
     -- Pass the wake-up on: another idle worker can help with the rest (and
     -- one with a free runner can take a job held back).

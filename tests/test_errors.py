@@ -15,8 +15,8 @@ from zizq import errors
 from .conftest import Start, wait_for
 from .jobs_app import Report
 
-SIGNALS = {zizq.KillJob, zizq.RetryJob}
-FAILURES = {zizq.JobTimeout, zizq.WorkerLost, zizq.NoRouteError, zizq.PayloadDecodeError}
+SIGNALS = {zizq.KillJob, zizq.RetryJob, zizq.RateLimited}
+FAILURES = {zizq.JobTimeout, zizq.WorkerLost, zizq.NoRouteError, zizq.PayloadDecodeError, zizq.ResultError}
 # The builtin bases users may catch instead of the zizq class.
 BUILTIN_BASES = {
     zizq.ValidationError: ValueError,

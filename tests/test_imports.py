@@ -23,8 +23,11 @@ import ast
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from .conftest import ROOT
 
@@ -165,14 +168,13 @@ def describe(cycle: list[Import]) -> str:
     return f"{chain} ({'; '.join(map(str, cycle))})"
 
 
+@pytest.mark.timeout(240)  # a fresh interpreter per module: about 0.5 s each, 1.5 s on a loaded machine
 def test_each_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
     """Each module imported first, in an interpreter of its own (after the
     package's __init__, as any import of it is): a module that works only
     when another was imported before it fails here."""
-    failed = []
-    for name in MODULES:
-        if name == "zizq.__main__":
-            continue  # runs the command line when imported
+
+    def imports(name: str) -> str | None:
         out = subprocess.run(
             [sys.executable, "-W", "error", "-c", f"import {name}"],
             cwd=ROOT,
@@ -180,8 +182,11 @@ def test_each_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
             text=True,
             timeout=60,
         )
-        if out.returncode:
-            failed.append(f"{name}:\n{out.stderr.strip()}")
+        return f"{name}:\n{out.stderr.strip()}" if out.returncode else None
+
+    names = [name for name in MODULES if name != "zizq.__main__"]  # __main__ runs the command line when imported
+    with ThreadPoolExecutor(4) as pool:
+        failed = [problem for problem in pool.map(imports, names) if problem]
     assert not failed, "modules that do not import on their own:\n" + "\n".join(failed)
 
 
@@ -241,3 +246,15 @@ def test_the_private_name_check_tells_names_from_modules() -> None:
     assert private_names(Import("zizq.a", "zizq.b", ("_hidden", "__version__", "shown"), 1)) == ["_hidden"]
     hotpath = [i for i in imports_of("zizq.job") if i.target == "zizq._hotpath"]
     assert hotpath and not private_names(hotpath[0])  # `from zizq import _hotpath, _shapes`
+
+
+def test_only_zizq_otel_imports_opentelemetry() -> None:
+    """zizq.otel is the one module that needs the otel extra, and nothing
+    imports it: the client, the worker and the CLI run (and trace nothing)
+    without it. (redis-py 8 imports opentelemetry itself when installed.)"""
+    code = "import sys, zizq, zizq.worker, zizq.cli.main, zizq.testing; print('zizq.otel' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert [m for m in MODULES if "opentelemetry" in MODULES[m].read_text()] == ["zizq.otel"]
+    assert [m for m in MODULES for i in imports_of(m) if i.target == "zizq.otel"] == []

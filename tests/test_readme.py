@@ -85,6 +85,41 @@ def test_quick_start(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -
     assert worker.returncode == 0
 
 
+def test_results_progress_and_cancel(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
+    """The section's handlers under a real worker; its client script
+    waits for a result, watches progress, cancels, and times out."""
+    server = redis_factory()
+    title = "Enqueue, wait for the result, watch progress, cancel"
+    report_py, follow_py = blocks(section(title), "python")
+    [command] = blocks(section(title), "sh")
+    (tmp_path / "report.py").write_text(report_py)
+    (tmp_path / "follow.py").write_text(follow_py)
+    env = example_env(tmp_path, server)
+    argv = shlex.split(command.strip())
+    assert argv[0] == "zizq"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "zizq", *argv[1:]],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "follow.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=15)
+    assert out.returncode == 0, out.stderr
+    progress, result, cancelled, timed_out = out.stdout.splitlines()
+    assert re.fullmatch(r"\d+% image \d+ of 10", progress), progress
+    assert result == "completed {'resized': 10}"
+    assert cancelled == "dead True"
+    assert timed_out.endswith("did not finish within the timeout of 0.5s")
+    assert worker.returncode == 0
+
+
 def test_other_examples_run(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
     server = redis_factory()
     (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
@@ -97,6 +132,24 @@ def test_other_examples_run(tmp_path: Path, redis_factory: Callable[[], RedisSer
                 [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
             )
             assert out.returncode == 0, f"{title} example {i}:\n{out.stderr}"
+
+
+def test_the_tracing_example_prints_one_trace(tmp_path: Path, redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    (tmp_path / "jobs.py").write_text(blocks(section("Quick start"), "python")[0])
+    tracing = README[README.index("### Tracing with OpenTelemetry\n") :]
+    (tmp_path / "tracing.py").write_text(blocks(tracing, "python")[0])
+    out = subprocess.run(
+        [sys.executable, "tracing.py"], cwd=tmp_path, env=example_env(tmp_path, server), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    spans = [line.split(None, 2) for line in out.stdout.splitlines() if not line.startswith("sending")]
+    assert [(kind, name) for _, kind, name in spans] == [
+        ("PRODUCER", "send emails"),
+        ("INTERNAL", "checkout"),
+        ("CONSUMER", "process emails"),
+    ]
+    assert len({trace_id for trace_id, _, _ in spans}) == 1
 
 
 def test_testing_guide_runs_under_pytest(tmp_path: Path) -> None:

@@ -59,12 +59,17 @@ async def test_namespaces_live_on_their_shards_and_one_worker_serves_them_all(cl
             router = zizq.Router()
 
             @router.handler
-            async def work(job: Work, meta: zizq.Job, ns: str = ns) -> None:
+            async def work(job: Work, meta: zizq.Job, ns: str = ns) -> int:
                 ran.append((ns, job.n))
+                return job.n * 2  # a result, kept with the first namespace's jobs
 
             routers.append(router)
+        await clients[0].set_defaults(retention=zizq.Retention(completed_ms=60_000))
         for c in clients:
             await c.enqueue_many([Work(n=i) for i in range(20)])
+        # A waiter blocks (BLPOP) on the namespace's shard before any worker runs.
+        first = (await clients[0].list_jobs(limit=1)).jobs[0]
+        waiting = asyncio.ensure_future(clients[0].wait(first.id, timeout=20))
         for ns in namespaces:
             counts = keys_by_node(cluster, ns)
             assert counts[owners[ns]] > 0, counts
@@ -76,11 +81,15 @@ async def test_namespaces_live_on_their_shards_and_one_worker_serves_them_all(cl
         group.stop()
         await asyncio.wait_for(task, 20)
         assert sorted(ran) == sorted((ns, i) for ns in namespaces for i in range(20))
+        assert (await waiting).result == first.payload["n"] * 2
         # A sync client over the cluster URL reads the same namespaces.
         for ns in namespaces:
             with zizq.Client.from_url(cluster.url, ns, wait_replicas=1) as sync:
                 job = sync.enqueue(Work(n=99), delay=60)
                 assert sync.get_job(job.id).status == "scheduled"
+                with pytest.raises(zizq.WaitTimeout):
+                    sync.wait(job.id, timeout=0.1)
+                assert sync.cancel_job(job.id) and sync.wait(job.id).status == "dead"
     finally:
         for c in clients:
             await c.close()

@@ -161,9 +161,10 @@ class Lua:
                 raise AssertionError(f"nothing to take within {timeout}s")
             time.sleep(0.005)
 
-    def ack(self, worker: str, *ids: str, da: Value = "") -> list[str]:
-        """Ack ``ids`` of the attempt dequeued at ``da`` ('' for any)."""
-        return list(self.run("ack", worker, *(v for i in ids for v in (i, da))))
+    def ack(self, worker: str, *ids: str, da: Value = "", result: Value = "") -> list[str]:
+        """Ack ``ids`` of the attempt dequeued at ``da`` ('' for any), each
+        with ``result`` (JSON text, '' for none)."""
+        return list(self.run("ack", worker, *(v for i in ids for v in (i, da, result))))
 
     def fail(
         self,
@@ -604,15 +605,28 @@ def test_enqueue_arguments_must_be_a_count_and_a_batch(lua: Lua, args: list[Valu
     [
         text_row(job("j1"))[:13],
         [*text_row(job("j1")), ""],
+        [*text_row(job("j1")), "", "", "", "", ""],
         [*text_row(job("j1"))[:3], 7, *text_row(job("j1"))[4:]],
+        [*text_row(job("j1")), "", "", "", 7],
         "j1",
     ],
-    ids=["13 values", "15 values", "a number", "not an array"],
+    ids=["13 values", "15 values", "19 values", "a number", "a number as trace context", "not an array"],
 )
 def test_enqueue_job_must_be_14_strings(lua: Lua, row: Any) -> None:
     with pytest.raises(redis.ResponseError, match=r"^ZIZQ INVALID job 0"):
         lua.run("enqueue", 1, msgpack.packb([row], use_bin_type=False))
     assert lua.keys() == set()
+
+
+def test_enqueue_stores_an_18th_value_as_the_trace_context(lua: Lua) -> None:
+    context = '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    rows = [[*text_row(job("j1")), "", "", "", context], [*text_row(job("j2")), "", "", "", ""]]
+    lua.run("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
+    assert (lua.record("j1") or {})["tc"] == context
+    assert "tc" not in (lua.record("j2") or {})  # '' stores nothing, as 14 values do
+    assert not {"lm", "lk", "gk"} & set(lua.record("j1") or {})  # the limit's three, all ''
+    taken = lua.take("w", 2, "q")
+    assert sorted(taken.ids) == ["j1", "j2"] and (lua.record("j1") or {})["tc"] == context  # never changes
 
 
 @pytest.mark.parametrize(
@@ -1096,10 +1110,10 @@ def test_ack_fail_and_release_act_on_the_attempt_named(lua: Lua) -> None:
     assert lua.release("w", job_id, da=da) == 1
 
 
-@pytest.mark.parametrize("name", ["ack", "release"])
-def test_ack_and_release_refuse_unpaired_arguments(lua: Lua, name: str) -> None:
+@pytest.mark.parametrize(("name", "takes"), [("ack", "triples"), ("release", "pairs")])
+def test_ack_and_release_refuse_unpaired_arguments(lua: Lua, name: str, takes: str) -> None:
     [job_id] = lua.in_flight(job("j1"))
-    with pytest.raises(redis.ResponseError, match=rf"^ZIZQ INVALID {name} takes pairs of job id and dequeued_at"):
+    with pytest.raises(redis.ResponseError, match=rf"^ZIZQ INVALID {name} takes {takes} of job id"):
         lua.run(name, "w", job_id)
     assert (lua.record(job_id) or {})["s"] == 3
 

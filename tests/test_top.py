@@ -266,7 +266,11 @@ def test_top_detail_panel_scrolls_and_closes_on_esc(top: Terminal, world: dict[s
     top.send("4")
     top.wait(lambda t: "NEXT TRY" in t and retry.id in t, "the retries view")
     top.send("\r")
-    text = top.wait(lambda t: f"Detail {retry.id}" in t and "attempt 1, failed" in t, "the detail panel")
+    # The panel's last line too: a screen read while the frame is drawn has only its top.
+    text = top.wait(
+        lambda t: f"Detail {retry.id}" in t and "attempt 1, failed" in t and bool(re.search(r"lines 1-\d+ of \d+", t)),
+        "the detail panel",
+    )
     # Every time in full and from now; the errors newest first, with the backtrace.
     assert re.search(rf"failed_at: 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC \({AGO}\)", text)
     assert re.search(r"ready_at: 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in (1 min \d+ s|\d+ s)\)", text)
@@ -302,6 +306,7 @@ def test_top_tells_running_jobs_from_prefetched_ones(top: Terminal, client: zizq
     @router.fallback
     def block(job: zizq.Job) -> None:
         started.append(job.id)
+        zizq.progress(0.4, "step 2")  # shown with the running mark
         release.wait(10)
 
     jobs = client.enqueue_many([zizq.Enqueue.raw("block", {"n": i}) for i in range(3)])
@@ -313,6 +318,7 @@ def test_top_tells_running_jobs_from_prefetched_ones(top: Terminal, client: zizq
             lambda t: len(started) == 1 and "running" in row(t, started[0]) and t.count("prefetched") == 2,
             "one job running and two prefetched",
         )
+        text = top.wait(lambda t: "running 40% step 2" in row(t, started[0]), "the running job's progress")
         waiting = [j.id for j in jobs if j.id != started[0]]
         assert all(row(text, i).split()[1] == "prefetched" for i in waiting)
         assert all(worker.id in row(text, j.id) for j in jobs)  # the WORKER column

@@ -9,6 +9,7 @@ from zizq._version import __version__
 from zizq.client.aio import AsyncClient
 from zizq.client.sync import Client
 from zizq.cron import CronEntry, CronEntryState, CronGroup
+from zizq.current import cancelled, progress
 from zizq.errors import (
     CronEntryExists,
     CronNotFound,
@@ -23,12 +24,15 @@ from zizq.errors import (
     KillJob,
     NoRouteError,
     PayloadDecodeError,
+    RateLimited,
     RedisMisconfigured,
     RedisScriptError,
     RedisUnavailable,
+    ResultError,
     RetryJob,
     UniqueKeyHeld,
     ValidationError,
+    WaitTimeout,
     WorkerLost,
     WorkersActive,
     ZizqError,
@@ -36,6 +40,7 @@ from zizq.errors import (
 from zizq.events import EnqueueEvent, JobEvent, WebActionEvent, on, subscribe, unsubscribe
 from zizq.filters import Filter, Range
 from zizq.job import Backoff, ErrorRecord, Job, JobKind, JobStatus, Retention, UniqueKey
+from zizq.limits import Limit, LimitKeyState, LimitState, queue_limit
 from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 from zizq.router import Router
 from zizq.worker.group import WorkerGroup
@@ -70,14 +75,19 @@ __all__ = (
     "JobStatus",
     "JobTimeout",
     "KillJob",
+    "Limit",
+    "LimitKeyState",
+    "LimitState",
     "NoRouteError",
     "PatchOptions",
     "PayloadDecodeError",
     "QueueInfo",
     "Range",
+    "RateLimited",
     "RedisMisconfigured",
     "RedisScriptError",
     "RedisUnavailable",
+    "ResultError",
     "Retention",
     "RetryJob",
     "Router",
@@ -85,6 +95,7 @@ __all__ = (
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",
+    "WaitTimeout",
     "WebActionEvent",
     "Worker",
     "WorkerGroup",
@@ -93,7 +104,10 @@ __all__ = (
     "WorkersActive",
     "ZizqError",
     "__version__",
+    "cancelled",
     "on",
+    "progress",
+    "queue_limit",
     "subscribe",
     "unsubscribe",
 )

@@ -41,7 +41,9 @@ def rules(namespace: str, role: str) -> str:
 
     A worker without ``+config|get`` skips its start-up check of
     ``maxmemory-policy``; add it to get the warning. A producer may send
-    ``WAIT`` (``wait_replicas``), so it has ``+wait``. On Redis Cluster
+    ``WAIT`` (``wait_replicas``), so it has ``+wait``; one that calls
+    ``Client.wait`` also needs ``+blpop`` (not given: it would let a
+    producer take a worker's wake token). On Redis Cluster
     add ``+cluster|slots +cluster|shards``: redis-py reads the slot map
     with them.
     """

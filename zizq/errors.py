@@ -5,15 +5,17 @@ The tree is shallow; under the root are three kinds::
     ZizqError
     ├── HandlerSignal          raised by a handler, read by the worker
     │   ├── KillJob
-    │   └── RetryJob
+    │   ├── RetryJob
+    │   └── RateLimited
     ├── JobFailure             recorded on a job by zizq (its error_type)
     │   ├── JobTimeout
     │   ├── WorkerLost
     │   ├── NoRouteError
-    │   └── PayloadDecodeError
+    │   ├── PayloadDecodeError
+    │   └── ResultError
     └── the errors a caller catches, directly under the root:
         ValidationError (InvalidName, InvalidPayload), JobKindError,
-        JobNotFound, JobStateError (UniqueKeyHeld), LeaseLost,
+        JobNotFound, JobStateError (UniqueKeyHeld), WaitTimeout, LeaseLost,
         RedisUnavailable, RedisMisconfigured, RedisScriptError,
         WorkersActive, CronNotFound, CronEntryExists
 
@@ -22,6 +24,8 @@ instance ``zizq.JobTimeout``), whatever base the class has.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 
 class ZizqError(Exception):
@@ -61,6 +65,20 @@ class RetryJob(HandlerSignal):
         self.at = at
 
 
+class RateLimited(HandlerSignal):
+    """Raise from a handler that learns it is over someone else's limit (an
+    HTTP 429): the job goes back to wait ``retry_after`` seconds (or a
+    timedelta; 0 or more), then runs again. It uses no attempt and leaves no
+    error record; its limit slots are given back meanwhile."""
+
+    def __init__(self, message: str = "rate limited", *, retry_after: object = 1.0) -> None:
+        super().__init__(message)
+        seconds = retry_after.total_seconds() if isinstance(retry_after, timedelta) else retry_after
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 1e9:
+            raise ValidationError(f"RateLimited retry_after {retry_after!r} is not 0..1e9 seconds or a timedelta")
+        self.retry_after = float(seconds)
+
+
 # Failures: what zizq itself records on a job that it fails (the error_type of
 # the job's error record), not something the handler raised.
 
@@ -95,6 +113,13 @@ class PayloadDecodeError(JobFailure):
     handler's type. Raised by ``JobKind.from_payload``; the worker records
     it on the job as ``zizq.PayloadDecodeError``. A caller decoding a payload
     by hand catches it too."""
+
+
+class ResultError(JobFailure):
+    """A handler returned a value that cannot be kept as the job's result:
+    JSON cannot hold it, or it is larger than the bound (1 MiB of JSON). The
+    worker fails the job with it (recorded as ``zizq.ResultError``; retried
+    as any failure is)."""
 
 
 # Errors a caller catches: bad values, missing jobs, Redis trouble.
@@ -136,6 +161,12 @@ class UniqueKeyHeld(JobStateError):
     """A dead job cannot be retried: another job holds its unique key in a
     status the dead job's scope conflicts with (the message names both).
     Raised by ``retry_job``; caught by the caller."""
+
+
+class WaitTimeout(ZizqError, TimeoutError):
+    """``wait`` gave up: the job had not finished within the timeout (the
+    message names the job and the timeout). Raised by ``Client.wait``;
+    caught by the caller, who may wait again."""
 
 
 class LeaseLost(ZizqError):

@@ -301,6 +301,7 @@ class JobKind:
     RETENTION: ClassVar[Retention | None] = None
     UNIQUE_WHILE: ClassVar[UniqueWhile | None] = None
     TIMEOUT: ClassVar[float | None] = None
+    LIMIT: ClassVar[str | None] = None
     TRANSPARENT: ClassVar[bool] = False
 
     _zizq_fields: ClassVar[tuple[str, ...]] = ()
@@ -336,6 +337,8 @@ class JobKind:
                 timeout_ms(cls.TIMEOUT)
             if cls.UNIQUE_WHILE is not None and cls.UNIQUE_WHILE not in UNIQUE_SCOPES:
                 raise ValidationError(f"UNIQUE_WHILE {cls.UNIQUE_WHILE!r} is not queued, active or exists")
+            if cls.LIMIT is not None:
+                validate_name("LIMIT", cls.LIMIT)
         except ValidationError as exc:
             raise JobKindError(f"{cls.__qualname__}: {exc}") from None
         if cls.BACKOFF is not None and not isinstance(cls.BACKOFF, Backoff):
@@ -372,6 +375,16 @@ class JobKind:
 
     def unique_key(self) -> UniqueKey | None:
         """The key that makes this job unique, or None (the default)."""
+        return None
+
+    def limit_key(self) -> str | None:
+        """The key the class's ``LIMIT`` holds per (e.g. an account id), or
+        None (the default): one limit for every job of the limit."""
+        return None
+
+    def group_key(self) -> str | None:
+        """The job's group (e.g. a tenant), or None (the default): ready
+        jobs of different groups in one queue and priority take turns."""
         return None
 
     def to_payload(self) -> Any:
@@ -441,7 +454,12 @@ class Job:
     ``duplicate`` is True on an enqueue result that is an existing job with
     the same unique key. Beyond Zizq's fields: ``timeout_ms``, the most its
     handler may run, and ``recoveries``, how often a lost worker's death
-    handed it back.
+    handed it back; ``result`` (see below), ``progress`` (the last fraction
+    in 0..1 a handler reported with :func:`zizq.progress`, or None) with
+    ``progress_message``, and ``cancelled_at`` (ms; set on a job cancelled
+    by ``cancel_job``, which is dead). ``last_error`` is the last error
+    record of a dead job returned by ``wait`` (None elsewhere: read
+    ``job_errors``).
     """
 
     id: str
@@ -464,11 +482,26 @@ class Job:
     recoveries: int = 0
     duplicate: bool = False
     payload_json: bytes | None = dataclasses.field(default=None, repr=False)
+    # The trace context of its enqueue (JSON text of W3C headers), stored
+    # only while zizq.otel is instrumented; see zizq.otel.job_context.
+    trace_context: str | None = dataclasses.field(default=None, repr=False)
+    result_json: bytes | None = dataclasses.field(default=None, repr=False)
+    progress: float | None = None
+    progress_message: str | None = None
+    cancelled_at: int | None = None
+    last_error: ErrorRecord | None = dataclasses.field(default=None, repr=False)
 
     @property
     def payload(self) -> Any:
         """The decoded payload, or None when it was not read."""
         return None if self.payload_json is None else orjson.loads(self.payload_json)
+
+    @property
+    def result(self) -> Any:
+        """What the handler returned, decoded from JSON, on a completed job
+        kept after completion (a completed retention above 0); None when
+        it returned None, or nothing was kept."""
+        return None if self.result_json is None else orjson.loads(self.result_json)
 
     def to_dict(self, *, payload: bool = True) -> dict[str, Any]:
         """The job in the Zizq API's JSON form; unset optional fields are left out."""
@@ -495,6 +528,9 @@ class Job:
             "completed_at",
             "purge_at",
             "timeout_ms",
+            "progress",
+            "progress_message",
+            "cancelled_at",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -503,6 +539,8 @@ class Job:
             out["recoveries"] = self.recoveries
         if payload and self.payload_json is not None:
             out["payload"] = self.payload
+        if self.result_json is not None:
+            out["result"] = self.result
         return out
 
 

@@ -11,7 +11,9 @@ run there) and copies it into the thread of a sync handler.
 :class:`JobContextFilter`, added to a logging handler, puts the job's fields
 on every record emitted meanwhile, a handler's own records too: ``job_id``,
 ``job_type``, ``queue``, ``attempt`` (1 on a job's first run), ``worker_id``
-and ``namespace``. ``zizq worker --log-format text|json`` sets up a handler
+and ``namespace``; and while :mod:`zizq.otel` is instrumented and a span is
+current, ``trace_id`` and ``span_id`` (hex). ``zizq worker --log-format
+text|json`` sets up a handler
 with the filter and :class:`TextFormatter` or :class:`JsonFormatter`
 (:func:`configure`); an application that sets up logging itself adds the
 filter to its own handlers.
@@ -67,12 +69,17 @@ class JobContext:
 
 current_job: ContextVar[JobContext | None] = ContextVar("zizq_current_job", default=None)
 
+# Set while zizq.otel is instrumented: the current span's (trace_id, span_id)
+# in hex, or None when no span is current. None (tracing off) costs one check a record.
+span_ids: Callable[[], tuple[str, str] | None] | None = None
+
 
 class JobContextFilter(logging.Filter):
     """Adds the running job's fields (:data:`JOB_FIELDS`) to each record
-    emitted while a job runs; a field given with ``extra=`` is kept. Add it to
-    a handler (not a logger: a logger's filters miss records from its
-    children)."""
+    emitted while a job runs, and the current span's ``trace_id`` and
+    ``span_id`` while zizq.otel is instrumented; a field given with
+    ``extra=`` is kept. Add it to a handler (not a logger: a logger's
+    filters miss records from its children)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = current_job.get()
@@ -80,6 +87,10 @@ class JobContextFilter(logging.Filter):
             for name, value in context.fields().items():
                 if not hasattr(record, name):
                     setattr(record, name, value)
+        if span_ids is not None and not hasattr(record, "trace_id"):
+            ids = span_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 

@@ -24,6 +24,10 @@ Metrics (labels in braces):
   job to run (the head of the ready set: the oldest job of the most urgent
   priority present), from the time in its id, i.e. since it was enqueued.
 - ``zizq_scheduled_jobs`` / ``zizq_in_flight_jobs`` {namespace}.
+- ``zizq_limit_running_jobs`` / ``zizq_limit_waiting_jobs`` {namespace,
+  limit}: jobs in flight under each limit (every key), and ready jobs the
+  latest take that met the limit passed over for want of room (HKEYS
+  ``limits``, HGETALL ``limitwait``; per limit HVALS ``limit:<name>``).
 - ``zizq_redis_up`` {namespace}: 1 when the last scrape could read Redis.
 """
 
@@ -156,6 +160,32 @@ class _RedisCollector(Collector):
         yield age
         yield _one("zizq_scheduled_jobs", "Scheduled jobs, every queue of the namespace.", ns, scheduled)
         yield _one("zizq_in_flight_jobs", "In-flight jobs, every queue of the namespace.", ns, inflight)
+        yield from self._limit_gauges()
+
+    def _limit_gauges(self) -> Iterator[Metric]:
+        p, ns = self.prefix, self.namespace
+        names = sorted(n.decode() for n in self.redis.hkeys(p + "limits"))
+        waits: dict[str, int] = {}
+        for field, n in self.redis.hgetall(p + "limitwait").items():
+            name = field.decode().partition(",")[0]  # "<limit>,<queue>"
+            waits[name] = waits.get(name, 0) + int(n)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hvals(p + "limit:" + name)
+        replies: list[Any] = pipe.execute() if names else []
+        running = GaugeMetricFamily(
+            "zizq_limit_running_jobs", "Jobs in flight under the limit, every key.", labels=["namespace", "limit"]
+        )
+        waiting = GaugeMetricFamily(
+            "zizq_limit_waiting_jobs",
+            "Ready jobs the latest take that met the limit passed over for want of room.",
+            labels=["namespace", "limit"],
+        )
+        for i, name in enumerate(names):
+            running.add_metric([ns, name], sum(int(v) for v in replies[i]))
+            waiting.add_metric([ns, name], waits.get(name, 0))
+        yield running
+        yield waiting
 
 
 def _one(name: str, doc: str, namespace: str, value: float) -> GaugeMetricFamily:

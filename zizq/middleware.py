@@ -55,10 +55,25 @@ class AsyncEnqueueClient(_Chained, Protocol):
     async def run(self, call: Call[list[Job]]) -> list[Job]: ...
 
 
+class SendTracing(Protocol):
+    """The enqueue sends, traced: what :func:`zizq.otel.instrument` puts in
+    :data:`send_tracing`."""
+
+    def send_sync(self, client: EnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]: ...
+
+    async def send_async(self, client: AsyncEnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]: ...
+
+
+# Set while zizq.otel is instrumented; None (tracing off) costs one check per enqueue call.
+send_tracing: SendTracing | None = None
+
+
 def send_sync(client: EnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]:
     """Send the enqueue of ``items`` without middleware: one script call per
     batch of at most ENQUEUE_BATCH jobs (see Core.enqueue_calls), in order;
     each batch is atomic. Every job is checked before the first call."""
+    if send_tracing is not None:
+        return send_tracing.send_sync(client, items)
     jobs: list[Job] = []
     for call in client.core.enqueue_calls(items):
         jobs += client.run(call)
@@ -67,6 +82,8 @@ def send_sync(client: EnqueueClient, items: Sequence[Enqueue | JobKind]) -> list
 
 async def send_async(client: AsyncEnqueueClient, items: Sequence[Enqueue | JobKind]) -> list[Job]:
     """The AsyncClient's :func:`send_sync`."""
+    if send_tracing is not None:
+        return await send_tracing.send_async(client, items)
     jobs: list[Job] = []
     for call in client.core.enqueue_calls(items):
         jobs += await client.run(call)

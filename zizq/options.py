@@ -75,6 +75,20 @@ class EnqueueOptions(JobOptions, total=False):
     the job fails with :class:`zizq.JobTimeout` (default: the JobKind's
     ``TIMEOUT``, else none)."""
 
+    limit: str | None
+    """The name of the limit the job starts under (see
+    :meth:`zizq.Client.set_limit`); it must exist at enqueue (default: the
+    JobKind's ``LIMIT``, else none)."""
+
+    limit_key: str | None
+    """The key the limit holds per, e.g. an account id: one limit per key
+    (default: the JobKind's ``limit_key()``, else one for all)."""
+
+    group: str | None
+    """The job's group, e.g. a tenant: within a queue and a priority, ready
+    jobs of different groups are taken in turns (default: the JobKind's
+    ``group_key()``, else none)."""
+
 
 class PatchOptions(JobOptions, total=False):
     """The options of ``patch_job`` and ``patch_jobs``: only those given
@@ -141,6 +155,9 @@ class Enqueue:
     retention: Retention | None = None
     unique_key: UniqueKey | str | None = None
     timeout: Delay | None = None
+    limit: str | None = None
+    limit_key: str | None = None
+    group: str | None = None
     # Of a job made by raw(): its type name and JSON payload.
     type: str | None = field(default=None, init=False)
     payload: Any = field(default=None, init=False)

@@ -156,8 +156,9 @@ end
 
 -- Jobs deleted leave their id behind for a minute, in 10-second buckets of
 -- Redis time ("done:<n>", hashes that expire: field the id, value 'f' when
--- the job was deleted as it finished, with a retention of 0, or 'd' when it
--- was deleted later, by purge, or by hand), so that an enqueue repeated
+-- the job was deleted as it completed, or 'x' as it went dead, with a
+-- retention of 0, or 'd' when it was deleted later, by purge, or by hand),
+-- so that an enqueue repeated
 -- after its reply was lost does not create the job a second time.
 local DONE_WINDOW_MS = 60000
 local DONE_BUCKET_MS = 10000
@@ -171,7 +172,7 @@ local function id_time(id)
 end
 
 -- How a job with this id was deleted within the window (by Redis's clock:
--- the producer's, in the id, plays no part): 'f' or 'd' as above, or nil.
+-- the producer's, in the id, plays no part): 'f', 'x' or 'd' as above, or nil.
 local function was_done(P, id, now)
   for bucket = math.floor((now - DONE_WINDOW_MS) / DONE_BUCKET_MS), math.floor(now / DONE_BUCKET_MS) do
     local how = redis.call('HGET', P .. 'done:' .. bucket, id)

@@ -2,6 +2,7 @@
 -- settings, putting a job in line, the unique index, finishing, deleting.
 -- Scripts that need these include this file instead of common.lua.
 --@include "includes/common.lua"
+--@include "includes/limits.lua"
 
 -- Namespace settings (hash "config") with built-in defaults.
 local DEFAULTS = {
@@ -30,9 +31,10 @@ local function unit_sample(v)
   return u
 end
 
--- Put a job in its queue's ready set; dispatch order is (priority, id).
-local function make_ready(P, id, queue, priority)
-  redis.call('ZADD', P .. 'ready:' .. queue, priority, id)
+-- Put a job in its queue's ready set; dispatch order is (priority, id), and
+-- within a priority the turn of the job's group, if it has one (field "gt").
+local function make_ready(P, id, queue, priority, turn)
+  redis.call('ZADD', P .. 'ready:' .. queue, ready_score(priority, turn), id)
   signal(P .. 'wake:' .. queue)
 end
 
@@ -79,13 +81,28 @@ local function unique_update(P, id, job)
 end
 
 -- Leave the id of a job being deleted in the "done" bucket of now, with how
--- it left: 'f' deleted as it finished, 'd' deleted later or by hand (see
+-- it left: 'f' deleted as it completed, 'x' deleted as it went dead, 'd'
+-- deleted later or by hand (see
 -- DONE_WINDOW_MS in common.lua); the bucket expires a window after its end.
 local function remember_done(P, id, now, how)
   local bucket = math.floor(now / DONE_BUCKET_MS)
   local key = P .. 'done:' .. bucket
   redis.call('HSET', key, id, how)
   redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
+end
+
+-- Wake the callers of wait (lua/wait.lua) blocked on this job, when there
+-- are any: each counted itself in the record's "wt", and gets one token on
+-- "waited:<id>" (what became of the job: 'completed', 'dead' or
+-- 'deleted'). The list expires after a minute, so the tokens of waiters
+-- that gave up do not stay. Nobody waiting costs nothing (one field test).
+local WAITED_MS = 60000
+local function wake_waiters(P, id, waiters, how, now)
+  if not waiters then return end
+  local key, tokens = P .. 'waited:' .. id, {}
+  for i = 1, math.min(waiters, 100000) do tokens[i] = how end
+  call_in_slices('RPUSH', key, tokens, 1)
+  redis.call('PEXPIREAT', key, now + WAITED_MS)
 end
 
 -- Remove a job's record, its error history and its hold on its unique key;
@@ -105,8 +122,10 @@ local function delete_job(P, id, job, now)
   redis.call('ZREM', P .. 'completed', id)
   redis.call('ZREM', P .. 'dead', id)
   if job.w then redis.call('SREM', P .. 'worker:' .. job.w, id) end
+  limit_release(P, job)
   forget_job(P, id, job)
   remember_done(P, id, now, 'd')
+  wake_waiters(P, id, job.wt, 'deleted', now)
 end
 
 -- Whether the job (as load_job returns it, or nil) is in flight for this
@@ -122,6 +141,7 @@ local function leave_flight(P, id, job)
   redis.call('ZREM', P .. 'inflight', id)
   redis.call('SREM', P .. 'worker:' .. job.w, id)
   job.w = nil
+  limit_release(P, job)
 end
 
 -- Give an in-flight job back to its queue untouched: attempts unchanged, no
@@ -131,26 +151,29 @@ local function requeue(P, id, job)
   leave_flight(P, id, job)
   job.s, job.st = 'ready', nil
   save_job(P, id, job)
-  make_ready(P, id, job.q, job.p)
+  make_ready(P, id, job.q, job.p, job.gt)
   unique_update(P, id, job)
 end
 
 -- Move a job that has left flight to a terminal state: completed or dead,
 -- and save it. With a retention of 0 the job is deleted now; otherwise it is
--- kept until purge_at.
+-- kept until purge_at. Callers of wait blocked on it are woken.
 local function finish(P, id, job, status, now, retention_ms)
+  local waiters = job.wt
+  job.wt = nil
   if retention_ms <= 0 then
     forget_job(P, id, job)
-    remember_done(P, id, now, 'f')
+    remember_done(P, id, now, status == 'dead' and 'x' or 'f')
     job.s = status
-    return
+  else
+    local purge_at = now + retention_ms
+    job.s = status
+    job.pa = purge_at
+    save_job(P, id, job)
+    redis.call('ZADD', P .. status, purge_at, id)
+    unique_update(P, id, job)
   end
-  local purge_at = now + retention_ms
-  job.s = status
-  job.pa = purge_at
-  save_job(P, id, job)
-  redis.call('ZADD', P .. status, purge_at, id)
-  unique_update(P, id, job)
+  wake_waiters(P, id, waiters, status, now)
 end
 
 -- The job, or nil when it does not exist or is past its purge time.

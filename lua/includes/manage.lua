@@ -1,5 +1,5 @@
--- Changes made by an operator to one job: patch and retry. patch.lua and
--- retry.lua apply them to one job, bulk.lua to a batch of jobs matched by a
+-- Changes made by an operator to one job: patch, retry and cancel. patch.lua,
+-- retry.lua and cancel.lua apply them to one job, bulk.lua to a batch of jobs matched by a
 -- filter; the logic lives here once. Needs includes/lifecycle.lua.
 
 local PATCH_STORED = {retry_limit = 'rl', backoff = 'bo', completed_ms = 'rc', dead_ms = 'rd'}
@@ -52,7 +52,7 @@ local function patch_apply(P, id, job, want, now)
     end
     job.q, job.p = queue, prio
     if redis.call('SADD', P .. 'queues', queue) == 1 then signal(P .. 'wake') end
-    if job.s == 'ready' then make_ready(P, id, queue, prio) end
+    if job.s == 'ready' then make_ready(P, id, queue, prio, job.gt) end
   end
 
   if want.ready_at then
@@ -63,7 +63,7 @@ local function patch_apply(P, id, job, want, now)
       if at <= now then
         redis.call('ZREM', P .. 'scheduled', id)
         job.s = 'ready'
-        make_ready(P, id, job.q, job.p)
+        make_ready(P, id, job.q, job.p, job.gt)
       else
         schedule(P, id, job.q, at)
       end
@@ -104,9 +104,30 @@ local function retry_dead(P, id, job, now)
     if holder then return nil, holder, other.s end
   end
   redis.call('ZREM', P .. 'dead', id)
-  job.s, job.a, job.r, job.pa = 'ready', 0, now, nil
+  job.s, job.a, job.r, job.pa, job.cx = 'ready', 0, now, nil, nil
   local record = save_job(P, id, job)
-  make_ready(P, id, job.q, job.p)
+  make_ready(P, id, job.q, job.p, job.gt)
   unique_update(P, id, job)
   return record
+end
+
+-- Cancel a job that has not finished: it goes dead now, with "cx" (when it
+-- was cancelled) set, attempts unchanged and no error record; it is never
+-- retried by itself, and its unique key is released whatever its scope.
+-- A job in flight leaves flight at once (its worker's later ack or failure
+-- is refused), and its id joins "cancel:<worker>", which that worker's next
+-- heartbeat reads (heartbeat.lua) to stop the handler.
+local function cancel_job(P, id, job, now)
+  if job.s == 'in_flight' then
+    local worker = job.w
+    leave_flight(P, id, job)
+    redis.call('SADD', P .. 'cancel:' .. worker, id)
+  elseif job.s == 'ready' then
+    redis.call('ZREM', P .. 'ready:' .. job.q, id)
+  else
+    redis.call('ZREM', P .. 'scheduled', id)
+  end
+  job.cx, job.st, job.rp, job.sx = now, nil, nil, nil
+  finish(P, id, job, 'dead', now, job.rd or config(P, 'dead_ms'))
+  if job.uk then redis.call('ZREM', P .. 'unique:' .. job.uk, id) end
 end

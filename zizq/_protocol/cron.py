@@ -59,6 +59,8 @@ def template_of(job: JobKind | Enqueue) -> dict[str, Any]:
     if item.ready_at is not None or item.delay is not None:
         raise ValidationError("a cron job template cannot have ready_at or delay: the schedule says when")
     args = enqueue_args(item, _NoId())
+    if len(args) > len(TEMPLATE_FIELDS) + 1:
+        raise ValidationError("a cron job template cannot have a limit or a group")
     template: dict[str, Any] = dict(zip(TEMPLATE_FIELDS, args[1:], strict=True))
     payload = template["payload"]
     template["payload"] = payload.decode() if isinstance(payload, bytes) else payload

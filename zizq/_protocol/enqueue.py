@@ -50,7 +50,8 @@ def enqueue_item(job: JobKind, options: EnqueueOptions) -> Enqueue | JobKind:
     return Enqueue(job, **options) if options else job
 
 
-EnqueueRow = list[str | bytes]  # one job's 14 enqueue values, all strings
+# One job's 14 enqueue values (17 with a limit or group, 18 with a trace context), all strings.
+EnqueueRow = list[str | bytes]
 
 
 def enqueue_args(item: Enqueue | JobKind, ids: Any) -> EnqueueRow:
@@ -80,6 +81,11 @@ def plan_enqueue(item: Enqueue | JobKind, ids: Any) -> tuple[EnqueueRow, Templat
                 scope = unique.unique_while or kind.UNIQUE_WHILE
                 args[11], args[12] = unique.key, scope or ""
                 template = Template(*template[:6], unique.key, scope, template.timeout_ms)
+            laned = _LANED.get(kind)
+            if laned is None:
+                laned = _LANED[kind] = _has_lanes(kind)
+            if laned:
+                args += lane_args(kind.LIMIT, item.limit_key(), item.group_key())
             return args, template
         item = Enqueue(item, unique_key=unique)
     elif not isinstance(item, Enqueue):
@@ -107,6 +113,24 @@ def _args(job_id: str, t: Template, payload: bytes, ready_at: int | None, delay:
     ]
 
 
+MAX_TEXT = 1000  # bytes of a limit key or a group (lua/includes/limits.lua refuses more)
+
+
+def lane_args(limit: object, limit_key: object, group: object) -> list[str]:
+    """Enqueue values 15..17 (limit, limit_key, group), or none when the job
+    has none of them; raises ValidationError naming a bad value."""
+    if limit is None and limit_key is None and group is None:
+        return []
+    if limit is not None:
+        validate_name("limit", limit)
+    for what, value in (("limit_key", limit_key), ("group", group)):
+        if value is not None and (not isinstance(value, str) or not value or len(value.encode()) > MAX_TEXT):
+            raise ValidationError(f"{what} {value!r} is not a non-empty string of at most {MAX_TEXT} bytes")
+    if limit_key is not None and limit is None:
+        raise ValidationError(f"limit_key {limit_key!r} given without a limit")
+    return ["" if v is None else str(v) for v in (limit, limit_key, group)]
+
+
 def text_or_empty(value: int | str | None) -> str:
     return "" if value is None else str(value)
 
@@ -114,6 +138,14 @@ def text_or_empty(value: int | str | None) -> str:
 # Per JobKind class: the arguments before and after the payload, and the
 # result template, of a job with no per-call options and no unique key.
 _KINDS: dict[type[JobKind], tuple[tuple[str | bytes, ...], tuple[str | bytes, ...], Template]] = {}
+
+
+# Per JobKind class: whether its jobs may have a limit or a group.
+_LANED: dict[type[JobKind], bool] = {}
+
+
+def _has_lanes(kind: type[JobKind]) -> bool:
+    return kind.LIMIT is not None or kind.limit_key is not JobKind.limit_key or kind.group_key is not JobKind.group_key
 
 
 def _kind_args(kind: type[JobKind]) -> tuple[tuple[str | bytes, ...], tuple[str | bytes, ...], Template]:
@@ -155,6 +187,9 @@ def _plan_item(item: Enqueue, ids: Any) -> tuple[EnqueueRow, Template]:
         unique = item.unique_key if item.unique_key is not None else job.unique_key()
         unique_while = kind.UNIQUE_WHILE
         timeout = item.timeout if item.timeout is not None else kind.TIMEOUT
+        limit = item.limit if item.limit is not None else kind.LIMIT
+        limit_key = item.limit_key if item.limit_key is not None else job.limit_key()
+        group = item.group if item.group is not None else job.group_key()
     else:
         type_name = validate_name("job type", item.type)
         queue = item.queue
@@ -166,6 +201,7 @@ def _plan_item(item: Enqueue, ids: Any) -> tuple[EnqueueRow, Template]:
         unique = item.unique_key
         unique_while = None
         timeout = item.timeout
+        limit, limit_key, group = item.limit, item.limit_key, item.group
     queue = validate_name("queue", queue)
     priority = DEFAULT_PRIORITY if priority is None else validate_priority(priority)
     if retry_limit is not None:
@@ -200,7 +236,8 @@ def _plan_item(item: Enqueue, ids: Any) -> tuple[EnqueueRow, Template]:
         unique_while=unique_while if unique is not None else None,
         timeout_ms=None if timeout is None else timeout_ms(timeout),
     )
-    return _args(ids.generate(), template, payload, ready_at, delay), template
+    lanes = lane_args(limit, limit_key, group)
+    return _args(ids.generate(), template, payload, ready_at, delay) + lanes, template
 
 
 def _merge_retention(call: Retention | None, kind: Retention | None) -> Retention | None:

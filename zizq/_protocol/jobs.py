@@ -10,7 +10,7 @@ rows are packed into the script call, and the reply made into jobs.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -22,6 +22,7 @@ from zizq._protocol.lease import Heartbeat, TakeResult
 from zizq._protocol.records import (
     ERROR_BACKTRACE_BYTES,
     ERROR_MESSAGE_BYTES,
+    PROGRESS_MESSAGE_BYTES,
     as_str,
     bounded,
     decode_enqueued,
@@ -29,7 +30,7 @@ from zizq._protocol.records import (
     redis_text,
 )
 from zizq._protocol.scripts import script
-from zizq.errors import ValidationError
+from zizq.errors import JobNotFound, ValidationError
 from zizq.job import (
     Backoff,
     ErrorRecord,
@@ -162,6 +163,18 @@ def _attempts(ids: Sequence[str], dequeued_at: Sequence[int | None] | None) -> l
     return [v for i, da in zip(ids, dequeued_at, strict=True) for v in (i, text_or_empty(da))]
 
 
+def _ack_args(
+    ids: Sequence[str], dequeued_at: Sequence[int | None] | None, results: Sequence[bytes] | None
+) -> list[Value]:
+    # The (id, dequeued_at, result) triples of ack; b'' is no result.
+    pairs = _attempts(ids, dequeued_at)
+    if results is None:
+        results = [b""] * len(ids)
+    elif len(results) != len(ids):
+        raise ValidationError(f"{len(ids)} job ids but {len(results)} results")
+    return [v for k, result in enumerate(results) for v in (pairs[2 * k], pairs[2 * k + 1], result)]
+
+
 class Core:
     """Builds the calls of one namespace. Holds no connection."""
 
@@ -190,12 +203,19 @@ class Core:
             templates.append(template)
         return rows, templates
 
-    def enqueue_calls(self, items: Sequence[Enqueue | JobKind]) -> list[Call[list[Job]]]:
+    def enqueue_calls(
+        self,
+        items: Sequence[Enqueue | JobKind],
+        trace: Callable[[list[EnqueueRow], list[Template]], None] | None = None,
+    ) -> list[Call[list[Job]]]:
         """The enqueue calls for ``items``, in order: every job is checked
         (a ValidationError is raised) before any call is built, and the jobs
         are split into calls of at most ENQUEUE_BATCH jobs (see batches);
-        each call is atomic, the whole list is not."""
+        each call is atomic, the whole list is not. ``trace`` (zizq.otel's)
+        sees the checked jobs first and may append a trace context to rows."""
         rows, templates = self._plan(items)
+        if trace is not None:
+            trace(rows, templates)
         return [self._enqueue_call(rows[a:b], templates[a:b]) for a, b in batches(rows)]
 
     def _enqueue_call(self, rows: list[EnqueueRow], templates: list[Template]) -> Call[list[Job]]:
@@ -256,13 +276,45 @@ class Core:
         return Call(script("take"), self.keys, [worker_id, count, start, *queues], TakeResult.decode)
 
     def ack(
-        self, worker_id: str, ids: Sequence[str], dequeued_at: Sequence[int | None] | None = None
+        self,
+        worker_id: str,
+        ids: Sequence[str],
+        dequeued_at: Sequence[int | None] | None = None,
+        results: Sequence[bytes] | None = None,
     ) -> Call[list[str]]:
         """Acknowledge jobs; with ``dequeued_at`` (ms, one per id, as the
-        take returned them) only those attempts."""
-        return Call(
-            script("ack"), self.keys, [worker_id, *_attempts(ids, dequeued_at)], lambda r: [as_str(i) for i in r]
-        )
+        take returned them) only those attempts; with ``results`` (one per
+        id: JSON from records.encode_result, b'' for none) their results."""
+        args = [worker_id, *_ack_args(ids, dequeued_at, results)]
+        return Call(script("ack"), self.keys, args, lambda r: [as_str(i) for i in r])
+
+    def progress(
+        self, worker_id: str, job_id: str, fraction: float, message: str | None, dequeued_at: int | None = None
+    ) -> Call[bool]:
+        """Record a running job's progress (lua/progress.lua); ``fraction``
+        checked by zizq.current.check_progress, ``message`` cut to
+        PROGRESS_MESSAGE_BYTES. True when recorded."""
+        text = bounded(redis_text(message or ""), PROGRESS_MESSAGE_BYTES)
+        args: list[Value] = [worker_id, job_id, text_or_empty(dequeued_at), repr(float(fraction)), text]
+        return Call(script("progress"), self.keys, args, bool)
+
+    def cancel(self, ids: Sequence[str]) -> Call[list[int]]:
+        """Cancel up to 1000 jobs (lua/cancel.lua): per id 1 cancelled, 0
+        already finished, -1 no such job. With a call id, so a repeat after
+        a lost reply answers as the first send."""
+        return Call(script("cancel"), self.keys, [self.ids.generate(), *ids], lambda r: [int(x) for x in r])
+
+    def cancel_one(self, job_id: str) -> Call[bool]:
+        """Cancel one job: True when cancelled now, False when it had
+        already finished; JobNotFound when there is no such job."""
+
+        def decode(reply: list[Any]) -> bool:
+            if int(reply[0]) < 0:
+                raise JobNotFound(f"no job with id {job_id!r} (or it was purged)")
+            return int(reply[0]) == 1
+
+        call = self.cancel([job_id])
+        return Call(call.script, call.keys, call.args, decode)
 
     def fail(
         self,

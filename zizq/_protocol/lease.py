@@ -4,7 +4,7 @@ the grouping of held jobs by owner that ack and release take."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zizq._protocol.records import as_str, job_from_record
@@ -23,16 +23,19 @@ def by_owner(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 @dataclass(slots=True)
 class Heartbeat:
-    """What a heartbeat did: whether this worker still holds its lease, and
-    how many jobs of lost workers it handed back or failed as poison pills."""
+    """What a heartbeat did: whether this worker still holds its lease, how
+    many jobs of lost workers it handed back or failed as poison pills, and
+    the ids of this worker's jobs cancelled since its last heartbeat."""
 
     lost: bool
     recovered: int
     failed: int
+    cancelled: list[str] = field(default_factory=list)
 
     @classmethod
     def decode(cls, reply: list[Any]) -> Heartbeat:
-        return cls(as_str(reply[0]) == "lost", int(reply[1]), int(reply[2]))
+        cancelled = [as_str(i) for i in reply[3]] if len(reply) > 3 else []
+        return cls(as_str(reply[0]) == "lost", int(reply[1]), int(reply[2]), cancelled)
 
 
 @dataclass(slots=True)

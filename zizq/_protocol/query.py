@@ -365,7 +365,7 @@ def count_plan(f: Filter) -> Plan[int]:
 
 
 def bulk_plan(action: str, f: Filter, changes: list[Value]) -> Plan[int]:
-    """Delete, patch or retry every job matching ``f``, a batch at a time
+    """Delete, patch, retry or cancel every job matching ``f``, a batch at a time
     (each batch atomic; the filter is checked again on each job)."""
     core: QueryCore = yield  # type: ignore[misc]
     statuses = f.statuses
@@ -376,6 +376,14 @@ def bulk_plan(action: str, f: Filter, changes: list[Value]) -> Plan[int]:
             raise ValidationError(
                 f"status {sorted(statuses & FINISHED)} names finished jobs, which cannot be patched; "
                 "patch ready, scheduled or in_flight jobs"
+            )
+        if statuses is None:
+            statuses = frozenset(STATUSES) - FINISHED
+    elif action == "cancel":
+        if statuses is not None and statuses & FINISHED:
+            raise ValidationError(
+                f"status {sorted(statuses & FINISHED)} names finished jobs, which cannot be cancelled; "
+                "cancel ready, scheduled or in_flight jobs"
             )
         if statuses is None:
             statuses = frozenset(STATUSES) - FINISHED
@@ -412,7 +420,7 @@ def bulk_plan(action: str, f: Filter, changes: list[Value]) -> Plan[int]:
         for chunk in _chunks(sorted(set(found)), BATCH):
             changed += (yield core.bulk(action, f, statuses, "", chunk, changes))[0]
         return changed
-    # Delete and retry only take jobs out of the index walked: the walk goes
+    # Delete, retry and cancel only take jobs out of the index walked: the walk goes
     # on from its rank less the jobs that left it.
     for index in indexes:
         rank = 0

@@ -8,8 +8,9 @@ from typing import Any
 
 import msgpack
 
+from zizq import _hotpath
 from zizq._protocol.enqueue import Template
-from zizq.errors import JobNotFound
+from zizq.errors import InvalidPayload, JobNotFound, ResultError
 from zizq.job import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
@@ -33,6 +34,27 @@ ERROR_MESSAGE_BYTES = 4096
 
 
 ERROR_BACKTRACE_BYTES = 16384
+
+# The most bytes of a handler's result as JSON: it is kept in the job's
+# record, so it counts toward the record's size.
+RESULT_BYTES = 1 << 20
+# The most bytes (UTF-8) of a progress message; a longer one is cut.
+PROGRESS_MESSAGE_BYTES = 1024
+
+
+def encode_result(value: Any) -> bytes:
+    """A handler's return value as the JSON text ack stores (b'' for None,
+    which stores nothing). Raises ResultError when JSON cannot hold it or it
+    is longer than RESULT_BYTES."""
+    if value is None:
+        return b""
+    try:
+        data = _hotpath.encode_payload(value)
+    except InvalidPayload as exc:
+        raise ResultError(f"the handler's result cannot be kept: {str(exc).replace('payload', 'result')}") from None
+    if len(data) > RESULT_BYTES:
+        raise ResultError(f"the handler's result is {len(data)} bytes of JSON, more than the {RESULT_BYTES} kept")
+    return data
 
 
 def bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
@@ -63,7 +85,7 @@ def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> J
     TypeError or AttributeError for a record that does not fit."""
     f = _unpack(record)
     rc, rd = f.get("rc"), f.get("rd")
-    bo, d = f.get("bo"), f.get("d")
+    bo, d, rs, pg = f.get("bo"), f.get("d"), f.get("rs"), f.get("pg")
     return Job(
         id=as_str(job_id),
         type=f["t"],
@@ -85,6 +107,11 @@ def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> J
         recoveries=f.get("rv", 0),
         duplicate=duplicate,
         payload_json=None if d is None else d.encode(),
+        trace_context=f.get("tc"),
+        result_json=None if rs is None else rs.encode(),
+        progress=None if pg is None else float(pg),
+        progress_message=f.get("pm"),
+        cancelled_at=f.get("cx"),
     )
 
 

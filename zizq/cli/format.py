@@ -35,6 +35,11 @@ def span(ms: float) -> str:
     return f"{whole} s"
 
 
+def progress_text(fraction: float, message: str | None) -> str:
+    """A job's progress for people: '40%', '40% resizing 3 of 8'."""
+    return f"{fraction:.0%}" + (f" {message}" if message else "")
+
+
 def relative(ms: int, now_ms: int) -> str:
     """A time (ms since the epoch) from now (ms since the epoch): 'in 40 s',
     '3 min ago'."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from zizq.cli.format import error_text, json_text, moment, print_error, print_json, relative, table
+from zizq.cli.format import error_text, json_text, moment, print_error, print_json, progress_text, relative, table
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ValidationError
 from zizq.filters import Filter
@@ -122,9 +122,16 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
     fields.add_column()
     now = _now(client)
     for key, value in job.to_dict(payload=False).items():
+        if key == "result" or key == "progress_message":
+            continue
         timed = key.endswith("_at") and isinstance(value, int)
+        if key == "progress":
+            value = progress_text(value, job.progress_message)
         fields.add_row(key, f"{moment(value, now)}, {value} ms" if timed else str(value))
     console.print(fields)
+    if job.result_json is not None:
+        console.print("[bold]result[/bold]")
+        console.print(json_text(job.result), markup=False)
     console.print("[bold]payload[/bold]")
     console.print(json_text(job.payload), markup=False)
     errors = client.job_errors(job.id)
@@ -227,6 +234,22 @@ def cmd_retry(client: Client, args: argparse.Namespace) -> int:
     return _report(args, "retried", client.retry_jobs(_filter(args)))
 
 
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    if args.id and _no_filter(argparse.Namespace(**{**vars(args), "id": None})):
+        if client.cancel_job(args.id):
+            return _report(args, "cancelled", 1)
+        job = client.get_job(args.id)
+        if not args.json:
+            print(f"{job.id} had already finished ({job.status}); nothing changed")
+            return 0
+        return _report(args, "cancelled", 0)
+    if _no_filter(args) and not confirm(
+        f"Cancel every job of namespace {client.namespace!r} that has not finished?", args.yes
+    ):
+        return EXIT_DECLINED
+    return _report(args, "cancelled", client.cancel_jobs(_filter(args)))
+
+
 def cmd_queues(client: Client, args: argparse.Namespace) -> int:
     queues = client.list_queues(counts=not args.fast)
     if args.json:
@@ -278,7 +301,7 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     """Add the jobs, queues and reset commands to the ``zizq`` parser."""
     j = sub.add_parser(
         "jobs",
-        help="list, count, show, patch, delete or retry jobs",
+        help="list, count, show, patch, delete, retry or cancel jobs",
         description="Query and manage jobs. Exit codes: 0 done, 1 error, 2 usage, 3 no such job, "
         "4 confirmation declined.",
     )
@@ -330,6 +353,15 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
         "optional",
     )
     sp.add_argument("--yes", action="store_true", help="do not ask before retrying every dead job (no filter)")
+    _filters(sp)
+    sp = action(
+        "cancel",
+        "cancel one job (ID) or every unfinished job matching filters: it goes dead with cancelled_at set, "
+        "a running one's handler is stopped",
+        cmd_cancel,
+        "optional",
+    )
+    sp.add_argument("--yes", action="store_true", help="do not ask before cancelling every unfinished job (no filter)")
     _filters(sp)
 
     q = sub.add_parser(

@@ -16,6 +16,7 @@ from zizq import connect, logs
 from zizq._version import __version__
 from zizq.cli.format import print_error, print_json, stamp
 from zizq.cli.jobs import register as register_jobs
+from zizq.cli.limits import register as register_limits
 from zizq.cli.top import register as register_top
 from zizq.cli.web import register as register_web
 from zizq.cli.worker import KIND_SPEC, cmd_worker, load_kind
@@ -49,6 +50,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as exc:
         raise ZizqError(f"payload {args.payload!r} is not valid JSON: {exc}") from None
     options: dict[str, Any] = {"queue": args.queue, "priority": args.priority, "delay": args.delay}
+    # Only those given: a JobKind's own limit and group apply otherwise.
+    options.update({k: v for k in ("limit", "limit_key", "group") if (v := getattr(args, k)) is not None})
     kind = None if args.raw or not KIND_SPEC.fullmatch(args.type) else load_kind(args.type)
     with Client.from_url(args.url, args.namespace) as client:
         if kind is None:
@@ -257,6 +260,11 @@ def parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--raw", action="store_true", help="TYPE is a type name even if it reads as module:Kind")
     e.add_argument("--delay", type=float, default=None, help="seconds to wait before the job is ready")
+    e.add_argument(
+        "--limit", default=None, help="name of the limit the job starts under (see zizq limits; default: the JobKind's)"
+    )
+    e.add_argument("--limit-key", default=None, help="key the limit holds per, e.g. an account id")
+    e.add_argument("--group", default=None, help="group (e.g. a tenant) whose jobs take turns with other groups'")
     e.add_argument("--json", action="store_true", help="print the job as JSON")
     common(e)
     e.set_defaults(func=cmd_enqueue)
@@ -303,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
         common(sp)
         sp.set_defaults(func=cmd_cron)
     register_jobs(sub, common)
+    register_limits(sub, common)
     register_top(sub, common)
     register_web(sub, common)
     return p

@@ -13,10 +13,11 @@ from typing import Any
 from zizq import connect
 from zizq._protocol.query import QueryCore, Stats, WindowRow
 from zizq._version import __version__
-from zizq.cli.format import error_text, json_text, moment, relative, span, table
+from zizq.cli.format import error_text, json_text, moment, progress_text, relative, span, table
 from zizq.client.sync import Client
 from zizq.errors import JobNotFound, ZizqError
 from zizq.job import ErrorRecord, Job
+from zizq.limits import LimitState
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ TABS = (
 SEARCH_WINDOW = 500  # jobs of a tab a search looks at, from the cursor
 RETRY_SCAN = 1000  # scheduled jobs the Retries tab looks at a refresh (lua/window.lua's scan size)
 MAX_MERGE_OFFSET = 10_000  # deepest offset of the ready tab when several queues are merged
-FIXED_LINES = 8  # lines around the job list: header (5), column names, footer, spare
+FIXED_LINES = 9  # lines around the job list: header (6), column names, footer, spare
 DETAIL_ROWS = 5  # rows of the job list left above an open detail panel
 ESC = "esc"
 FREE_TEXT = frozenset({"LAST ERROR", "TYPE", "WORKER", "QUEUE"})  # columns cut first on a narrow terminal
@@ -87,6 +88,7 @@ class Top:
         self.width = 120  # terminal columns, set by run_top
         self.state = TopState()
         self.stats: Stats | None = None
+        self.limits: list[LimitState] = []
         self.total = 0
         self.next = -1  # offset of the next page, -1 at the end
         self.rows: list[WindowRow] = []
@@ -130,6 +132,7 @@ class Top:
         """Read the counts, and (unless paused) the current tab's page."""
         try:
             self.stats = self.client.stats()
+            self.limits = self.client.limits()
             if not self.state.paused:
                 self._read_page()
             self._read_detail()
@@ -327,6 +330,7 @@ class Top:
                     + (f"  (+{st.queue_count - len(busiest)} more)" if st.queue_count > len(busiest) else "")
                 )
             )
+            parts.append(Text("Limits: " + limits_line(self.limits)))
         parts.append(Text(self._depth()))
         tabs = Text()
         for i, tab in enumerate(TABS):
@@ -390,6 +394,8 @@ class Top:
         failures, error = str(job.attempts), _error_line(row.last_error)
         if state == "in_flight":
             mark = RUNNING_MARKS[row.running]
+            if job.progress is not None:
+                mark = (f"{mark[0]} {progress_text(job.progress, job.progress_message)}", mark[1])
             when = relative(row.score, now)
             return [job.id, Text(*mark), when, str(job.priority), job.queue, failures, job.type, row.worker or ""]
         if state == "ready":
@@ -430,6 +436,10 @@ class Top:
                 v = f"in_flight ({doing}; worker {row.worker or '?'})"
             elif k == "attempts":
                 v = f"{v} (failed attempts so far)"
+            elif k == "progress":
+                v = progress_text(v, job.progress_message)
+            elif k == "progress_message":
+                continue
             lines.append(f"{k}: {v}")
         lines.append("payload:")
         lines += ["  " + line for line in json_text(job.payload).splitlines()]
@@ -488,6 +498,24 @@ class Top:
         if self.error:
             footer.append(f"   error: {self.error}", style="bold red")
         return footer
+
+
+def limits_line(states: list[LimitState], most: int = 6) -> str:
+    """The limits, busiest first: running (of the concurrency), starts (of
+    the rate), and jobs waiting."""
+    if not states:
+        return "none"
+    busiest = sorted(states, key=lambda s: (-s.running, -s.waiting, s.name))[:most]
+    parts = []
+    for s in busiest:
+        held = []
+        if s.limit.concurrency is not None:
+            held.append(f"{s.running}/{s.limit.concurrency} running")
+        if s.limit.rate is not None:
+            held.append(f"{s.starts}/{s.limit.rate} per {s.limit.per:g}s")
+        parts.append(f"{s.name} {' '.join(held)} {s.waiting} waiting")
+    more = f"  (+{len(states) - most} more)" if len(states) > most else ""
+    return "  ".join(parts) + more
 
 
 def _error_line(error: ErrorRecord | None) -> str:

@@ -17,9 +17,11 @@ from zizq._protocol.enqueue import enqueue_item
 from zizq._protocol.jobs import defaults_args, patch_args, purge_batches
 from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
+from zizq._protocol.waiting import LOST, Block, blpop_seconds, wait_plan
 from zizq.client.base import BaseClient
 from zizq.client.cron import AsyncCronMethods
-from zizq.client.options import Items, as_items, connection_options, reply_error, unavailable
+from zizq.client.limits import AsyncLimitMethods
+from zizq.client.options import Items, as_items, block_slice, connection_options, reply_error, unavailable
 from zizq.client.query import AsyncQueryMethods
 from zizq.errors import JobNotFound, ZizqError
 from zizq.job import ErrorRecord, Job, JobKind
@@ -28,7 +30,7 @@ from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 T = TypeVar("T")
 
 
-class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
+class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncLimitMethods, AsyncQueryMethods):
     """The asyncio twin of :class:`Client`: the same methods, awaited.
 
     redis-py's asyncio connections belong to the event loop that opened
@@ -162,6 +164,28 @@ class AsyncClient(BaseClient[AsyncRedis], AsyncCronMethods, AsyncQueryMethods):
         if job is None:
             raise job_not_found(job_id, (await self.run(self.core.done([job_id])))[0])
         return job
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """See :meth:`Client.wait`."""
+        plan = wait_plan(self.core, job_id, timeout, block_slice(self.redis))
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                if isinstance(step, Block):
+                    try:
+                        reply = await self.redis.blpop([step.key], blpop_seconds(step.seconds))
+                        reply = None if reply is None else reply[1]
+                    except TRANSIENT:
+                        reply = LOST
+                else:
+                    reply = await self.run(step)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def cancel_job(self, job_id: str) -> bool:
+        """See :meth:`Client.cancel_job`."""
+        return await self.run(self.core.cancel_one(job_id))
 
     async def patch_job(self, job_id: str, **options: Unpack[PatchOptions]) -> Job:
         """See :meth:`Client.patch_job`."""

@@ -66,3 +66,16 @@ def durability(wait_replicas: int, wait_timeout: float) -> tuple[int, int]:
     if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, (int, float)) or not wait_timeout > 0:
         raise ValidationError(f"wait_timeout {wait_timeout!r} must be a number of seconds above 0")
     return wait_replicas, max(1, round(wait_timeout * 1000))
+
+
+def block_slice(redis_client: Any) -> float:
+    """The longest blocking wait (BLPOP, seconds) to send on this redis-py
+    client: under its socket timeout (30 s by default), which would
+    otherwise cut the wait as a lost connection."""
+    kwargs: dict[str, Any] = {}
+    for holder in (getattr(redis_client, "connection_pool", None), getattr(redis_client, "nodes_manager", None)):
+        kwargs = getattr(holder, "connection_kwargs", None) or kwargs
+    timeout = kwargs.get("socket_timeout", 30.0)
+    if timeout is None:
+        return 300.0
+    return max(float(timeout) - 1.0, float(timeout) / 2)

@@ -103,6 +103,12 @@ class QueryMethods:
         it stays dead and is not counted."""
         return self._plan(bulk_plan("retry", as_filter(where, filters), []))
 
+    def cancel_jobs(self, where: Filter | None = None, **filters: Any) -> int:
+        """Cancel every job that matches and has not finished (see
+        :meth:`cancel_job`; no filter: every such job); return how many.
+        A status filter naming finished jobs is refused."""
+        return self._plan(bulk_plan("cancel", as_filter(where, filters), []))
+
     def patch_jobs(self, where: Filter, **options: Unpack[PatchOptions]) -> int:
         """Patch every job matching ``where`` that has not finished (completed
         and dead jobs are skipped; a status filter naming them is refused).
@@ -199,6 +205,10 @@ class AsyncQueryMethods:
     async def retry_jobs(self, where: Filter | None = None, **filters: Any) -> int:
         """See :meth:`QueryMethods.retry_jobs`."""
         return await self._plan(bulk_plan("retry", as_filter(where, filters), []))
+
+    async def cancel_jobs(self, where: Filter | None = None, **filters: Any) -> int:
+        """See :meth:`QueryMethods.cancel_jobs`."""
+        return await self._plan(bulk_plan("cancel", as_filter(where, filters), []))
 
     async def patch_jobs(self, where: Filter, **options: Unpack[PatchOptions]) -> int:
         """See :meth:`QueryMethods.patch_jobs`."""

@@ -17,9 +17,11 @@ from zizq._protocol.enqueue import enqueue_item
 from zizq._protocol.jobs import defaults_args, patch_args, purge_batches
 from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq._protocol.records import job_not_found
+from zizq._protocol.waiting import LOST, Block, blpop_seconds, wait_plan
 from zizq.client.base import BaseClient
 from zizq.client.cron import CronMethods
-from zizq.client.options import Items, as_items, connection_options, reply_error, unavailable
+from zizq.client.limits import LimitMethods
+from zizq.client.options import Items, as_items, block_slice, connection_options, reply_error, unavailable
 from zizq.client.query import QueryMethods
 from zizq.errors import JobNotFound
 from zizq.job import ErrorRecord, Job, JobKind
@@ -28,7 +30,7 @@ from zizq.options import DefaultsOptions, Enqueue, EnqueueOptions, PatchOptions
 T = TypeVar("T")
 
 
-class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
+class Client(BaseClient[redis.Redis], CronMethods, LimitMethods, QueryMethods):
     """A blocking zizq client for one namespace.
 
     ``Client.from_url("redis://localhost:6379/0")``; the namespace (default
@@ -130,6 +132,42 @@ class Client(BaseClient[redis.Redis], CronMethods, QueryMethods):
         if job is None:
             raise job_not_found(job_id, self.run(self.core.done([job_id]))[0])
         return job
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job is completed or dead, for up to ``timeout``
+        seconds (None: no limit), and return it: ``result`` holds what its
+        handler returned (when the job is kept after completion); a dead
+        job's last error record is in ``last_error``. A job completed (or dead)
+        and deleted at once (a retention of 0) is still reported, as a Job
+        with only ``id`` and ``status``, for a minute after. Blocks in Redis
+        (BLPOP): nothing polls. Raises :class:`zizq.WaitTimeout` when the
+        timeout runs out, JobNotFound for no such job (or one deleted
+        meanwhile), ValidationError for a negative timeout."""
+        plan = wait_plan(self.core, job_id, timeout, block_slice(self.redis))
+        reply: Any = None
+        try:
+            while True:
+                step = plan.send(reply)
+                if isinstance(step, Block):
+                    try:
+                        reply = self.redis.blpop([step.key], blpop_seconds(step.seconds))
+                        reply = None if reply is None else reply[1]
+                    except TRANSIENT:
+                        reply = LOST
+                else:
+                    reply = self.run(step)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel a job that has not finished: a scheduled or ready job
+        never runs; a running one's worker cancels an async handler's task,
+        or lets a sync handler see :func:`zizq.cancelled`, within about a
+        second (a heartbeat). The job is dead at once, with ``cancelled_at``
+        set; it is not retried and its unique key is released. Returns
+        False when it had already finished (nothing changes); raises
+        JobNotFound for no such job."""
+        return self.run(self.core.cancel_one(job_id))
 
     def patch_job(self, job_id: str, **options: Unpack[PatchOptions]) -> Job:
         """Change a job that has not finished; only the options given change

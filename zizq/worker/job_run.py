@@ -22,12 +22,15 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from zizq import events, logs
-from zizq.errors import JobTimeout, KillJob, RedisUnavailable, RetryJob, ZizqError
+from zizq import current, events, logs
+from zizq._protocol import limits
+from zizq._protocol.records import encode_result
+from zizq.errors import JobTimeout, KillJob, RateLimited, RedisUnavailable, RetryJob, ZizqError
 from zizq.job import Job
 from zizq.middleware import run_chain
 from zizq.options import delay_ms, epoch_ms
 from zizq.router import Route, Router
+from zizq.worker.control import JobControl
 from zizq.worker.run import Run, handler_pool
 
 log = logging.getLogger("zizq.worker")
@@ -91,15 +94,30 @@ class JobRunner:
                 self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
                 self.run.room.set()
                 continue
+            if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
+                self.run.cancelled.discard(pair)
+                log.info("job %s cancelled before it started", job.id)
+                self.run.held.discard(pair)
+                self.run.room.set()
+                continue
             self.run.running.add(pair)
             self.run.idle.clear()
+            control = self.run.controls[pair] = JobControl(self.run, owner, job, asyncio.get_running_loop())
             try:
-                await asyncio.create_task(self._run_one(owner, job))
+                control.task = asyncio.create_task(self._run_one(owner, job, control))
+                await control.task
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not control.is_cancelled() or (me is not None and me.cancelling()):
+                    raise  # a stop, not the job's cancel
+                log.info("job %s cancelled while it ran", job.id)
             except RedisUnavailable as exc:  # only after a stop
                 log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
             except Exception:  # a failure that could not be recorded: log it, keep going
                 log.exception("job %s: could not record its outcome", job.id)
             finally:
+                self.run.controls.pop(pair, None)
+                self.run.cancelled.discard(pair)
                 self.run.running.discard(pair)
                 if not self.run.running:
                     self.run.idle.set()
@@ -155,7 +173,7 @@ class JobRunner:
             await asyncio.sleep(LEASE_POLL)
         return True
 
-    async def _run_one(self, owner: str, job: Job) -> None:
+    async def _run_one(self, owner: str, job: Job, control: JobControl) -> None:
         if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
             if not await self._still_taken(owner, job):
                 return
@@ -172,6 +190,7 @@ class JobRunner:
         pool, sync = self.run.pool, False
         # In this job's own task: its log records, the handler's too, say which job they are about.
         logs.current_job.set(logs.JobContext(job, owner, self.run.namespace))
+        current.current.set(control)  # zizq.progress() and zizq.cancelled()
         logs.received(job)
         # Hooks cost nothing per job unless some are registered.
         observed = bool(events.job_start or events.job_end or events.job_exception)
@@ -182,25 +201,40 @@ class JobRunner:
             route = self.router.lookup(job.type)
             args = route.arguments(job)
             sync = not route.is_async
+            control.is_async = route.is_async
+            if control.is_cancelled():  # cancelled before its handler was known: it does not start
+                raise asyncio.CancelledError
             if self.router.middleware:
-                handling = run_chain(self.router.middleware, job, lambda: self._call_handler(route, args, pool))
+                handling = run_chain(
+                    self.router.middleware, job, lambda: self._call_handler(route, args, pool, control)
+                )
             else:
-                handling = self._call_handler(route, args, pool)
+                handling = self._call_handler(route, args, pool, control)
             try:
                 if deadline is None:
                     await handling
                 else:
                     async with deadline:
                         await handling
+                if control.reported:
+                    await control.flush()
+                result_json = encode_result(control.result)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
+                if control.is_cancelled():  # cancelled in Redis: the job is dead already
+                    raise
                 if task is None or task.cancelling():  # a stop: the job goes back to its queue
                     raise
                 # Raised by the handler itself: a failure like any other.
                 raise RuntimeError("the handler raised asyncio.CancelledError without being cancelled") from None
         except asyncio.CancelledError:
             raise
+        except RateLimited as exc:  # not a failure: the job waits, no attempt used
+            await self._defer(owner, job, exc)
         except Exception as exc:  # every handler failure is recorded on the job
+            if control.is_cancelled():  # a sync handler that saw zizq.cancelled(): the job is dead already
+                log.info("job %s cancelled while it ran; its handler stopped", job.id)
+                return
             if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
                 self.run.stats.timed_out += 1
                 if sync:
@@ -210,6 +244,8 @@ class JobRunner:
             if observed and events.job_exception:
                 event = events.JobEvent("job_exception", job, self.run.namespace, owner, duration, error=exc)
                 events.emit(events.job_exception, event)
+            if control.reported:
+                await control.flush()
             result = await self._fail(owner, job, exc, duration)
             if observed and events.job_end:
                 outcome: events.Outcome = "refused" if result is None else "failed"
@@ -219,22 +255,26 @@ class JobRunner:
                 events.emit(events.job_end, event)
         else:
             duration = time.perf_counter() - started
-            self.run.ack(owner, job.id, job.dequeued_at)
+            if control.is_cancelled():  # its ack would be refused: the job is dead already
+                log.info("job %s cancelled while it ran; its handler returned", job.id)
+                return
+            self.run.ack(owner, job.id, job.dequeued_at, result_json)
             logs.done(job, duration)
             if observed and events.job_end:
                 event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, "completed")
                 events.emit(events.job_end, event)
 
     @staticmethod
-    async def _call_handler(route: Route, args: tuple[Any, ...], pool: ThreadPoolExecutor) -> None:
+    async def _call_handler(route: Route, args: tuple[Any, ...], pool: ThreadPoolExecutor, control: JobControl) -> None:
         # The handler itself: the innermost step of any dequeue middleware.
+        # Its return value is the job's result.
         if route.is_async:
-            await route.handler(*args)
+            control.result = await route.handler(*args)
         else:
             # In a copy of this task's context (as asyncio.to_thread does), so
             # the handler's log records carry its job's ids.
             context = contextvars.copy_context()
-            await asyncio.get_running_loop().run_in_executor(pool, context.run, route.handler, *args)
+            control.result = await asyncio.get_running_loop().run_in_executor(pool, context.run, route.handler, *args)
 
     def _abandon(self, pool: ThreadPoolExecutor) -> None:
         # A sync handler cannot be stopped: its thread runs on, holding a
@@ -242,6 +282,15 @@ class JobRunner:
         if pool is self.run.pool:
             self.run.pool = handler_pool(self.run.concurrency)
             pool.shutdown(wait=False)
+
+    async def _defer(self, owner: str, job: Job, exc: RateLimited) -> None:
+        """Put ``job`` back to wait ``exc.retry_after`` seconds without using
+        an attempt (see lua/defer.lua)."""
+        wait_ms = round(exc.retry_after * 1000)
+        call = limits.defer(self.run.core.keys, owner, job.id, wait_ms, job.dequeued_at)
+        if await self.run.call(call) is None:
+            self.run.stats.refused_acks += 1
+        logs.jobs_log.info("job %s (%s) rate limited: runs again in %.3fs (%s)", job.id, job.type, wait_ms / 1000, exc)
 
     async def _fail(self, owner: str, job: Job, exc: Exception, seconds: float) -> Job | None:
         """Record the failure of ``job``'s run (``seconds`` long) and log it."""

@@ -13,7 +13,9 @@ With each beat the thread also says which of the worker's jobs run a handler
 (the others were taken ahead and wait): one SET of ``running:<worker-id>``,
 the ids separated by spaces, expiring with the lease (and deleted when the
 thread stops). ``zizq top`` reads it to tell running jobs from prefetched
-ones; nothing is written per job.
+ones; nothing is written per job. A beat's reply names the worker's jobs
+cancelled since the last one (``cancel_job``): the thread hands them to the
+worker, which stops their handlers.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ class Leaseholder(Protocol):
     """What the heartbeat thread and :func:`rejoin` use of a running worker
     (:class:`zizq.worker.run.Run` is one). They set ``id`` (under
     ``id_lock``) and add to ``stats``; the rest they read. The heartbeat
-    thread calls ``doubt`` and ``running_ids`` from its own thread: both are
-    safe there."""
+    thread calls ``doubt``, ``running_ids`` and ``cancel`` from its own
+    thread: they are safe there."""
 
     id: str  # the worker's id in Redis; rejoin gives it a new one
     id_lock: threading.Lock
@@ -71,6 +73,9 @@ class Leaseholder(Protocol):
     def confirm_lease(self, owner: str, sent: float) -> None:
         """A heartbeat of ``owner`` sent at ``sent`` (time.monotonic())
         renewed its lease: the worker starts jobs until ``sent + lease``."""
+
+    def cancel(self, owner: str, ids: list[str]) -> None:
+        """Jobs of ``owner`` were cancelled in Redis: stop their handlers."""
 
 
 class HeartbeatThread(threading.Thread):
@@ -118,6 +123,8 @@ class HeartbeatThread(threading.Thread):
                     rejoin(w, me, self.client)
                 else:
                     w.confirm_lease(me, sent)
+                    if beat.cancelled:
+                        w.cancel(me, beat.cancelled)
                 self._publish_running()
             except _BEAT_ERRORS as exc:
                 if isinstance(exc, TRANSIENT):

@@ -28,6 +28,7 @@ from zizq.client.aio import AsyncClient
 from zizq.client.options import connection_options
 from zizq.errors import RedisUnavailable
 from zizq.job import Job
+from zizq.worker.control import JobControl
 from zizq.worker.lease import HeartbeatThread, new_worker_id
 from zizq.worker.stats import WorkerStats
 from zizq.worker.stop import LAST_TRY
@@ -116,6 +117,9 @@ class Run:
         self.idle = asyncio.Event()  # set while no handler runs
         self.acks: list[tuple[str, str]] = []
         self.dequeued: dict[tuple[str, str], int] = {}  # the attempt (dequeued_at, ms) of each ack not yet sent
+        self.results: dict[tuple[str, str], bytes] = {}  # the result (JSON) of each ack not yet sent, when any
+        self.controls: dict[tuple[str, str], JobControl] = {}  # the progress and cancel state of each running job
+        self.cancelled: set[tuple[str, str]] = set()  # held jobs cancelled in Redis before they started
         # (owner, time.monotonic()) until which the owner's lease surely holds:
         # the send time of its last confirmed heartbeat plus the lease.
         self.lease_until: tuple[str, float] = (worker_id, 0.0)
@@ -245,13 +249,30 @@ class Run:
 
     # -- acks ------------------------------------------------------------
 
-    def ack(self, owner: str, job_id: str, dequeued_at: int | None = None) -> None:
+    def ack(self, owner: str, job_id: str, dequeued_at: int | None = None, result: bytes = b"") -> None:
         """The job's handler returned: send its ack (of the attempt
-        dequeued at ``dequeued_at``, ms) with the next batch."""
+        dequeued at ``dequeued_at``, ms; with its ``result`` as JSON, b''
+        for none) with the next batch."""
         self.acks.append((owner, job_id))
         if dequeued_at is not None:
             self.dequeued[(owner, job_id)] = dequeued_at
+        if result:
+            self.results[(owner, job_id)] = result
         self.ack_wanted.set()
+
+    def cancel(self, owner: str, ids: list[str]) -> None:
+        """Jobs of ``owner`` were cancelled in Redis (a heartbeat said so):
+        stop their handlers. Safe from any thread."""
+        self.loop.call_soon_threadsafe(self._cancel, owner, ids)
+
+    def _cancel(self, owner: str, ids: list[str]) -> None:
+        for job_id in ids:
+            pair = (owner, job_id)
+            control = self.controls.get(pair)
+            if control is not None:
+                control.cancel()
+            elif pair in self.held:
+                self.cancelled.add(pair)  # not started yet: the runner skips it
 
     async def ack_loop(self) -> None:
         """Send acks in batches until the run is closing."""
@@ -269,10 +290,12 @@ class Run:
             try:
                 for owner, ids in list(unsent.items()):
                     attempts = [self.dequeued.get((owner, i)) for i in ids]
-                    refused = await self.call(self.core.ack(owner, ids, attempts))
+                    results = [self.results.get((owner, i), b"") for i in ids]
+                    refused = await self.call(self.core.ack(owner, ids, attempts, results))
                     del unsent[owner]
                     for i in ids:
                         self.dequeued.pop((owner, i), None)
+                        self.results.pop((owner, i), None)
                     self.stats.completed += len(ids) - len(refused)
                     if log.isEnabledFor(logging.DEBUG):
                         gone = set(refused)
