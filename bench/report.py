@@ -18,15 +18,25 @@ from typing import Any
 
 from harness import BENCH, MODES
 from peer_env import PEER_WORKLOADS, PEERS_VENV, SAME_AS
-from workloads import CHUNK, LATENCY_JOBS, OTEL_SETTINGS, PROCESSES
+from workloads import CHUNK, CURVE_OPS, CURVE_TAKE, LATENCY_JOBS, OTEL_SETTINGS, PROCESSES
 
 # zizq-only table rows: label, workload, metric, unit, format. Ratio is ext/pure.
 ROWS: list[tuple[str, str, str, str, str]] = [
     ("enqueue_single", "enqueue_single", "jobs_per_s", "jobs/s", "{:,.0f}"),
     ("enqueue_single: client CPU", "enqueue_single", "cpu_us", "µs/job", "{:.1f}"),
     ("enqueue_bulk (1,000/call)", "enqueue_bulk", "jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("enqueue_bulk: Redis time", "enqueue_bulk", "redis_us_per_job", "µs/job", "{:.2f}"),
+    ("enqueue_bulk: Redis commands", "enqueue_bulk", "calls_per_job", "calls/job", "{:.2f}"),
     ("process (c=10, no-op async)", "process", "jobs_per_s", "jobs/s", "{:,.0f}"),
     ("process: worker CPU", "process", "cpu_us", "µs/job", "{:.1f}"),
+    ("process: Redis time (take+ack)", "process", "redis_us_per_job", "µs/job", "{:.2f}"),
+    ("process: Redis commands", "process", "calls_per_job", "calls/job", "{:.2f}"),
+    ("handlers: no queue, 10 threads (INCR)", "handlers", "threads_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: sync INCR (c=10)", "handlers", "sync_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: sync / 10 threads", "handlers", "sync_ratio", "ratio", "{:.2f}"),
+    ("handlers: no queue, 10 tasks (INCR)", "handlers", "tasks_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: async INCR (c=10)", "handlers", "async_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: async / 10 tasks", "handlers", "async_ratio", "ratio", "{:.2f}"),
     ("latency p50 (idle worker)", "latency", "p50_ms", "ms", "{:.2f}"),
     ("latency p99 (idle worker)", "latency", "p99_ms", "ms", "{:.2f}"),
     ("memory per waiting job", "memory", "bytes_per_job", "bytes/job", "{:,.0f}"),
@@ -56,7 +66,7 @@ ROWS: list[tuple[str, str, str, str, str]] = [
         )
     ],
 ]
-MODELESS = {"limits"}  # plain redis-py: no zizq code, so no ext/pure split
+MODELESS = {"limits", "curves"}  # no ext/pure split: plain redis-py; Redis's own time
 
 # Comparison table columns: header, unit, workload, metric, format, higher is better.
 COLUMNS: list[tuple[str, str, str, str, str, bool]] = [
@@ -79,6 +89,12 @@ def summary(workload: str, result: dict[str, Any]) -> str:
     ]
     if workload == "process" and "jobs_per_take" in result:
         parts.append(f"{result['jobs_per_take']:.1f} jobs/take, {result['jobs_per_ack']:.1f} jobs/ack")
+    if workload == "curves":
+        parts = [
+            f"{k}: " + "/".join(f"{v:.1f}" for v in point.values()) + " µs"
+            for k, point in result.items()
+            if isinstance(point, dict)
+        ]
     text = ", ".join(parts)
     if workload != "micro":
         text += f" (PING {result['rtt_us']:.0f} µs)"
@@ -160,6 +176,78 @@ def zizq_table(
         ratio = f"{ext / pure:.2f}" if ext is not None and pure else "-"
         rows.append((label, ext_text, pure_text, ratio, unit))
     return render(rows)
+
+
+CURVES = (("waiting", "jobs waiting"), ("queues", "queues (one worker serves all)"), ("workers", "workers joined"))
+
+
+def curves_table(results: dict[Key, list[dict[str, Any]]]) -> list[str]:
+    """The cost curves: Redis time per job of enqueue, take and ack at each
+    point (medians over runs)."""
+    rs = results.get(("zizq", None, "curves"))
+    if not rs:
+        return []
+    out = [
+        f"Cost curves: Redis time (INFO commandstats) per job, µs, over {CURVE_OPS:,} jobs at each point: "
+        f"enqueue 100 a call, take and ack {CURVE_TAKE} a call",
+        "",
+    ]
+    for prefix, label in CURVES:
+        rows: list[tuple[str, ...]] = [(label, "enqueue", "take", "ack")]
+        for point in sorted(
+            {k for r in rs for k in r if k.startswith(prefix + "_")}, key=lambda k: int(k.split("_")[1])
+        ):
+            cells = [
+                statistics.median(r[point][op] for r in rs if point in r) for op in ("enqueue_us", "take_us", "ack_us")
+            ]
+            rows.append((f"{int(point.split('_')[1]):,}", *(f"{c:,.2f}" for c in cells)))
+        out += [*render(rows), ""]
+    return out
+
+
+def targets(results: dict[Key, list[dict[str, Any]]], libs: list[str]) -> list[str]:
+    """Issue 14's targets, each a ratio or a figure of this run (medians),
+    for the extension build."""
+
+    def m(workload: str, metric: str, mode: str | None = "ext", lib: str = "zizq") -> float | None:
+        return median(results, (lib, mode if lib == "zizq" else None, workload), metric)
+
+    def best_peer(workload: str, metric: str) -> tuple[float | None, str]:
+        found = [(v, lib) for lib in libs if lib != "zizq" for v in [m(workload, metric, None, lib)] if v is not None]
+        return min(found) if found else (None, "-")
+
+    rows: list[tuple[str, ...]] = [("target", "this run", "wanted", "met")]
+
+    def add(label: str, value: float | None, wanted: float | None, fmt: str, higher: bool, want_text: str) -> None:
+        if value is None or wanted is None:
+            return
+        met = value >= wanted if higher else value <= wanted
+        rows.append((label, fmt.format(value), want_text, "yes" if met else "NO"))
+
+    add("sync handler / 10 threads", m("handlers", "sync_ratio"), 0.8, "{:.2f}", True, ">= 0.80")
+    add("async handler / 10 tasks", m("handlers", "async_ratio"), 0.9, "{:.2f}", True, ">= 0.90")
+    peer_p50, peer = best_peer("latency", "p50_ms")
+    add(
+        f"latency p50, ms (best peer: {peer})",
+        m("latency", "p50_ms"),
+        peer_p50,
+        "{:.2f}",
+        False,
+        f"<= {peer_p50 or 0:.2f}",
+    )
+    add("latency p99, ms", m("latency", "p99_ms"), 1.5, "{:.2f}", False, "<= 1.50")
+    add("memory per waiting job, bytes", m("memory", "bytes_per_job"), 300, "{:.0f}", False, "<= 300")
+    single, bulk = m("limits", "single_jobs_per_s", None), m("limits", "batch_jobs_per_s", None)
+    got_single, got_bulk = m("enqueue_single", "jobs_per_s"), m("enqueue_bulk", "jobs_per_s")
+    if single and got_single:
+        add("enqueue_single / EVALSHA limit", got_single / single, 0.9, "{:.2f}", True, ">= 0.90")
+    if bulk and got_bulk:
+        add("enqueue_bulk / EVALSHA-per-1,000 limit", got_bulk / bulk, 0.8, "{:.2f}", True, ">= 0.80")
+    add("Redis µs per processed job (take+ack)", m("process", "redis_us_per_job"), 8, "{:.2f}", False, "<= 8")
+    add("Redis µs per job, bulk enqueue", m("enqueue_bulk", "redis_us_per_job"), 3, "{:.2f}", False, "<= 3")
+    if len(rows) == 1:
+        return []
+    return ["Targets (issue 14), zizq with the extension, medians of this run", "", *render(rows), ""]
 
 
 def lib_label(lib: str, mode: str | None) -> str:
@@ -381,6 +469,11 @@ def full_report(
             *zizq_table(results, failed, args.workloads),
             "",
             "ratio = extension / pure: above 1 is better for jobs/s, below 1 is better for ms, µs and bytes.",
+            "handlers: steady jobs/s (from the end of the first job) of a handler doing one INCR, at "
+            "concurrency 10, beside the same body run by 10 plain threads / 10 asyncio tasks with no queue.",
+            "",
+            *curves_table(results),
+            *targets(results, libs),
         ]
         if "limits" in args.workloads:
             for workload, metric, how in (

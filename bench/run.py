@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=None, help="comma-separated workloads: " + ",".join(WORKLOADS))
     p.add_argument("--libs", default=None, help="comma-separated libraries (all): " + ",".join(LIBS))
     p.add_argument("--quick", action="store_true", help="smoke run: 1 run, 2,000 jobs")
+    p.add_argument("--big", action="store_true", help="add the 1,000,000-waiting-jobs point to the cost curves")
     p.add_argument(
         "--pin",
         action="store_true",
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             if key in skip:
                 continue  # timed out or cannot run: do not spend the time again
             jobs = LATENCY_JOBS if workload == "latency" else args.jobs
+            if workload == "curves":
+                jobs = 1_000_000 if args.big else 10_000  # 1,000,000 adds the 10⁶ point
             if workload == "process":
                 jobs = process_jobs.get(lib, jobs)
             try:

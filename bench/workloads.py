@@ -34,6 +34,7 @@ WORKLOADS = (
     "enqueue_single",
     "enqueue_bulk",
     "process",
+    "handlers",
     "latency",
     "memory",
     "limits",
@@ -41,7 +42,9 @@ WORKLOADS = (
     "processes",
     "take",
     "otel",
+    "curves",
 )
+HANDLER_JOBS = 3000  # the real-handler workload's job count (any --jobs)
 TAKE_KEYS = 1000  # keys of the per-key limit in the take workload
 OTEL_SETTINGS = ("off", "noop", "sdk")  # the "otel" workload: zizq.otel not instrumented; with no SDK; with the SDK
 PROCESSES = (1, 2)  # zizq worker -p N in the "processes" workload
@@ -132,12 +135,33 @@ def child_enqueue_bulk(url: str, n: int) -> dict[str, Any]:
     _warm_up(client, bench_job)
     chunks = list(_chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK))
     enqueue_many = client.enqueue_many
+    client.redis.config_resetstat()
     t0 = time.perf_counter()
     results = [job for chunk in chunks for job in enqueue_many(chunk)]
     elapsed = time.perf_counter() - t0
+    redis_us, calls = _redis_time(client.redis)
     _verify_stored(client.redis, [j.id for j in results], n)
     client.close()
-    return {"jobs_per_s": n / elapsed, "seconds": elapsed}
+    return {"jobs_per_s": n / elapsed, "seconds": elapsed, "redis_us_per_job": redis_us / n, "calls_per_job": calls / n}
+
+
+# Commands a client sends itself; the others (HSET, ZADD, ...) are the
+# scripts' own calls, whose time EVALSHA's already counts.
+DIRECT = ("evalsha", "eval", "blpop", "smembers", "set", "get", "rpush", "del", "ping", "hello")
+
+
+def _redis_time(r: redis.Redis) -> tuple[float, int]:
+    """Since the last CONFIG RESETSTAT: the µs Redis spent in commands
+    (INFO commandstats; a script's calls counted once, in its EVALSHA),
+    and how many commands the scripts called."""
+    stats = r.info("commandstats")
+    spent = sum(v["usec"] for k, v in stats.items() if k.removeprefix("cmdstat_") in DIRECT)
+    nested = sum(
+        v["calls"]
+        for k, v in stats.items()
+        if k.removeprefix("cmdstat_") not in DIRECT and "|" not in k and k != "cmdstat_info"
+    )
+    return spent, nested
 
 
 def _preload_scripts(r: redis.Redis, *names: str) -> None:
@@ -213,6 +237,7 @@ def child_process(url: str, n: int) -> dict[str, Any]:
     _check(left == 0, f"{left} job records left after all jobs completed")
     _check(int(r.zcard(_key("ready", "default"))) == 0, "ready set empty")
     _check(int(r.zcard(_key("inflight"))) == 0, "nothing in flight")
+    redis_us, calls = _redis_time(r)
     cmd = r.info("commandstats")
     evalsha = int(cmd.get("cmdstat_evalsha", {}).get("calls", 0))
     blpop = int(cmd.get("cmdstat_blpop", {}).get("calls", 0))
@@ -227,7 +252,150 @@ def child_process(url: str, n: int) -> dict[str, Any]:
         "jobs_per_ack": n / max(counts["ack"], 1),
         "evalsha_calls": evalsha,
         "blpop_calls": blpop,
+        "redis_us_per_job": redis_us / n,
+        "calls_per_job": calls / n,
     }
+
+
+def _steady_rate(ends: list[float]) -> float:
+    """Jobs/s between the end of the first job and the end of the last
+    (``ends``: time.perf_counter() at each handler's return)."""
+    ends = sorted(ends)
+    return (len(ends) - 1) / (ends[-1] - ends[0])
+
+
+def _no_queue_threads(url: str, n: int) -> float:
+    """The limit of a sync handler: 10 plain threads run the handler's body
+    (one INCR) n times in all, with no queue."""
+    import threading
+
+    r = redis.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+    r.ping()
+    left = iter(range(n))
+    lock = threading.Lock()
+    ends: list[float] = []
+
+    def body() -> None:
+        while True:
+            with lock:
+                if next(left, None) is None:
+                    return
+            r.incr("bench:counter")
+            ends.append(time.perf_counter())
+
+    threads = [threading.Thread(target=body) for _ in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    r.close()
+    _check(len(ends) == n, f"{len(ends)} of {n} bodies ran")
+    return _steady_rate(ends)
+
+
+def _no_queue_tasks(url: str, n: int) -> float:
+    """The limit of an async handler: 10 asyncio tasks run its body (one
+    INCR) n times in all, with no queue."""
+    import redis.asyncio
+
+    async def main() -> list[float]:
+        r = redis.asyncio.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+        await r.ping()
+        left = iter(range(n))
+        ends: list[float] = []
+
+        async def body() -> None:
+            while next(left, None) is not None:
+                await r.incr("bench:counter")
+                ends.append(time.perf_counter())
+
+        await asyncio.gather(*(body() for _ in range(CONCURRENCY)))
+        await r.aclose()
+        return ends
+
+    ends = asyncio.run(main())
+    _check(len(ends) == n, f"{len(ends)} of {n} bodies ran")
+    return _steady_rate(ends)
+
+
+def _zizq_incr(url: str, n: int, sync: bool) -> float:
+    """zizq: one worker at concurrency 10 runs n jobs whose handler does one
+    INCR (a sync handler with a redis.Redis, or an async one with a
+    redis.asyncio.Redis); steady jobs/s from the first job's end."""
+    import redis.asyncio
+
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    client.redis.delete(_key("jobs"))
+    for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
+        client.enqueue_many(chunk)
+    _preload_scripts(client.redis, "take", "ack", "release")
+    ends: list[float] = []
+    seen: set[int] = set()
+    router = zizq.Router()
+    if sync:
+        r = redis.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+
+        def incr(job: Any) -> None:
+            r.incr("bench:counter")
+            seen.add(job.n)
+            ends.append(time.perf_counter())
+
+        router.route(bench_job, incr)
+    else:
+        ar = redis.asyncio.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+
+        async def aincr(job: Any) -> None:
+            await ar.incr("bench:counter")
+            seen.add(job.n)
+            ends.append(time.perf_counter())
+
+        router.route(bench_job, aincr)
+
+    async def main() -> None:
+        worker = zizq.Worker(client, router, concurrency=CONCURRENCY)
+        task = asyncio.create_task(worker.run_async())
+        t0 = time.perf_counter()
+        try:
+            while worker.stats.completed + worker.stats.failed < n:
+                if task.done():
+                    task.result()
+                    raise AssertionError("the worker stopped before finishing")
+                _check(time.perf_counter() - t0 < CHILD_TIMEOUT_S / 4, f"only {len(ends)} of {n} jobs ran in time")
+                await asyncio.sleep(0.005)
+        finally:
+            worker.stop()
+            await task
+            if not sync:
+                await ar.aclose()
+        _check(worker.stats.failed == 0, f"{worker.stats.failed} jobs failed")
+
+    asyncio.run(main())
+    if sync:
+        r.close()
+    _check(len(ends) == n and len(seen) == n, f"{len(seen)} distinct of {len(ends)} handler calls for {n} jobs")
+    _check(int(client.redis.hlen(_key("jobs"))) == 0, "no job record left")
+    client.close()
+    return _steady_rate(ends)
+
+
+def child_handlers(url: str, n: int) -> dict[str, Any]:
+    """A handler that does one Redis round trip (INCR), sync and async, at
+    concurrency 10, beside the same body run with no queue: 10 plain
+    threads, 10 asyncio tasks. Side by side in one process; HANDLER_JOBS
+    jobs each."""
+    n = HANDLER_JOBS
+    out = {
+        "threads_jobs_per_s": _no_queue_threads(url, n),
+        "sync_jobs_per_s": _zizq_incr(url, n, sync=True),
+        "tasks_jobs_per_s": _no_queue_tasks(url, n),
+        "async_jobs_per_s": _zizq_incr(url, n, sync=False),
+    }
+    out["sync_ratio"] = out["sync_jobs_per_s"] / out["threads_jobs_per_s"]
+    out["async_ratio"] = out["async_jobs_per_s"] / out["tasks_jobs_per_s"]
+    return out
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -553,10 +721,88 @@ def child_otel(url: str, n: int) -> dict[str, Any]:
     return out
 
 
+CURVE_WAITING = (1_000, 10_000, 100_000)  # --big adds 1,000,000
+CURVE_QUEUES = (1, 10, 100, 1000)
+CURVE_WORKERS = (1, 10, 100)
+CURVE_OPS = 1000  # jobs each operation is measured over, at every point
+CURVE_TAKE = 10  # jobs per take and per ack, as a worker at concurrency 10
+
+
+def _evalsha_us(r: redis.Redis) -> float:
+    return float(r.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+
+
+def _curve_point(client: Any, kind: type, queues: list[str], workers: int) -> dict[str, float]:
+    """Redis time (µs per job, INFO commandstats) of enqueue (100 a call),
+    take and ack (CURVE_TAKE a call) over CURVE_OPS jobs, in the state
+    the caller made (jobs waiting in ``queues``), with ``workers`` joined."""
+    import zizq
+
+    r, core = client.redis, client.core
+    for w in range(workers):
+        client.run(core.heartbeat(f"w{w}", "join", 600_000))
+    fresh = [zizq.Enqueue(kind(n=-i, s=TEXT), queue=queues[i % len(queues)]) for i in range(CURVE_OPS)]
+    r.config_resetstat()
+    for chunk in _chunks(fresh, 100):
+        client.enqueue_many(chunk)
+    enqueue_us = _evalsha_us(r) / CURVE_OPS
+    taken: list[list[Any]] = []
+    r.config_resetstat()
+    for _ in range(CURVE_OPS // CURVE_TAKE):
+        taken.append(list(client.run(core.take("w0", CURVE_TAKE, [])).jobs))
+    take_us = _evalsha_us(r) / CURVE_OPS
+    _check(sum(map(len, taken)) == CURVE_OPS, f"{CURVE_OPS} jobs taken")
+    r.config_resetstat()
+    for jobs in taken:
+        refused = client.run(core.ack("w0", [j.id for j in jobs], [j.dequeued_at for j in jobs]))
+        _check(not refused, "every ack accepted")
+    ack_us = _evalsha_us(r) / CURVE_OPS
+    return {"enqueue_us": enqueue_us, "take_us": take_us, "ack_us": ack_us}
+
+
+def _fill(client: Any, kind: type, waiting: int, queues: list[str]) -> None:
+    import zizq
+
+    for first in range(0, waiting, CHUNK):
+        count = min(CHUNK, waiting - first)
+        client.enqueue_many([zizq.Enqueue(kind(n=i, s=TEXT), queue=queues[i % len(queues)]) for i in range(count)])
+
+
+def child_curves(url: str, n: int) -> dict[str, Any]:
+    """Per-job Redis time of enqueue, take and ack as the waiting jobs
+    (10³..10⁶), the queues (1..1000, one worker serving all) and the joined
+    workers (1..100) grow; ``n`` >= 1,000,000 adds the 10⁶ point."""
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    _warm_up(client, bench_job)
+    _preload_scripts(client.redis, "take", "ack", "heartbeat")
+    r = client.redis
+    out: dict[str, Any] = {}
+    waiting_points = CURVE_WAITING + ((1_000_000,) if n >= 1_000_000 else ())
+    for waiting in waiting_points:
+        r.flushall()
+        _fill(client, bench_job, waiting, ["default"])
+        out[f"waiting_{waiting}"] = _curve_point(client, bench_job, ["default"], 1)
+    for count in CURVE_QUEUES:
+        r.flushall()
+        queues = [f"q{i}" for i in range(count)]
+        _fill(client, bench_job, 10_000, queues)
+        out[f"queues_{count}"] = _curve_point(client, bench_job, queues, 1)
+    for workers in CURVE_WORKERS:
+        r.flushall()
+        _fill(client, bench_job, 10_000, ["default"])
+        out[f"workers_{workers}"] = _curve_point(client, bench_job, ["default"], workers)
+    client.close()
+    return out
+
+
 CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "enqueue_single": child_enqueue_single,
     "enqueue_bulk": child_enqueue_bulk,
     "process": child_process,
+    "handlers": child_handlers,
     "latency": child_latency,
     "latency_producer": child_latency_producer,
     "memory": child_memory,
@@ -565,6 +811,7 @@ CHILDREN: dict[str, Callable[[str, int], Any]] = {
     "processes": child_processes,
     "take": child_take,
     "otel": child_otel,
+    "curves": child_curves,
 }
 
 

@@ -29,9 +29,12 @@ if #ARGV % 3 ~= 1 then
   return fail_with('INVALID', 'ack takes triples of job id, dequeued_at and result after the worker id')
 end
 local missed, acked, jobs, seen, results = {}, {}, {}, {}, {}
-for i = 2, #ARGV, 3 do
-  local id = ARGV[i]
-  local job = load_job(P, id)
+local ids = {}
+for i = 2, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
+local loaded = load_jobs(P, ids)
+for k, id in ipairs(ids) do
+  local i = 3 * k - 1  -- the id's place in ARGV
+  local job = loaded[k]
   if seen[id] or not holds(job, worker, ARGV[i + 1]) then  -- named twice: the second misses
     missed[#missed + 1] = id
   else
@@ -46,14 +49,22 @@ if #acked > 0 then
   call_in_slices('ZREM', P .. 'inflight', acked, 1)
   call_in_slices('SREM', P .. 'worker:' .. worker, acked, 1)
 end
-local freed = {}
+-- Deleted at once (a retention of 0, the default) all together; kept one by one.
+local freed, gone, gone_jobs = {}, {}, {}
 for i, id in ipairs(acked) do
   local job = jobs[i]
   job.w, job.ca, job.rp, job.sx, job.st = nil, now, nil, nil, nil
   limit_release(P, job, freed)
   local retention = job.rc or default_ms
-  if results[i] ~= '' and retention > 0 then job.rs = results[i] end
-  finish(P, id, job, 'completed', now, retention)
+  if retention <= 0 then
+    gone[#gone + 1] = id
+    gone_jobs[#gone] = job
+  else
+    if results[i] ~= '' then job.rs = results[i] end
+    finish(P, id, job, 'completed', now, retention)
+  end
 end
+forget_finished(P, gone, gone_jobs, 'completed', now)
 limit_flush(P, freed)
+tally(P, now, 'completed', #acked)
 return missed

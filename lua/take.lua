@@ -73,9 +73,12 @@ if #ARGV > 3 then
 else
   queues = redis.call('SMEMBERS', P .. 'queues')
 end
+-- The paused queues, read once (a few, against the many a take may serve).
+local paused = {}
+for _, q in ipairs(redis.call('SMEMBERS', P .. 'paused')) do paused[q] = true end
 local open, named = {}, {}
 for _, q in ipairs(queues) do
-  if not named[q] and redis.call('SISMEMBER', P .. 'paused', q) == 0 then open[#open + 1] = q end
+  if not named[q] and not paused[q] then open[#open + 1] = q end
   named[q] = true
 end
 
@@ -138,17 +141,27 @@ elseif want > 0 and #open == 1 then
   local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
   for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
 elseif want > 0 then
-  local cand = {}
+  local function before(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end
+  -- The N smallest are all in the queues whose first jobs are among the N
+  -- smallest first jobs: read one job of every queue, then N of those.
+  local heads = {}
   for _, q in ipairs(open) do
+    local head = redis.call('ZRANGE', P .. 'ready:' .. q, 0, 0, 'WITHSCORES')
+    if head[1] then heads[#heads + 1] = {tonumber(head[2]), head[1], q} end
+  end
+  table.sort(heads, before)
+  local cand = {}
+  for h = 1, math.min(want, #heads) do
+    local q = heads[h][3]
     local head = redis.call('ZRANGE', P .. 'ready:' .. q, 0, want - 1, 'WITHSCORES')
     for i = 1, #head, 2 do
       cand[#cand + 1] = {tonumber(head[i + 1]), head[i], q}
     end
   end
-  table.sort(cand, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
+  table.sort(cand, before)
   for i = 1, math.min(want, #cand) do
     redis.call('ZREM', P .. 'ready:' .. cand[i][3], cand[i][2])
     chosen[#chosen + 1] = cand[i][2]
@@ -156,11 +169,16 @@ elseif want > 0 then
 end
 
 local out = {now, -1, 0}
-local flight, taken = {}, {}
+local flight, taken, records = {}, {}, {}
 local held_back = false
+-- The records not read yet, with one HMGET.
+local unread = {}
+for _, id in ipairs(chosen) do
+  if found[id] == nil then unread[#unread + 1] = id end
+end
+for k, job in pairs(load_jobs(P, unread)) do found[unread[k]] = job end
 for _, id in ipairs(chosen) do
   local job = found[id]
-  if job == nil then job = load_job(P, id) end
   if job and (held_back or (job.sx and (#taken > 0 or start < 1))) then
     -- A suspect is taken alone, first and with a free runner: in the
     -- worker's buffer it would wait unmarked, and next to other jobs of the
@@ -175,7 +193,9 @@ for _, id in ipairs(chosen) do
     job.st = #taken < start and 1 or nil
     if gate.on then gate_commit(gate, id, job, own_of[id], queue_of[id]) end
     if job.gk and job.gt then turn_taken(P, job) end
-    local record = save_job(P, id, job)
+    local record = pack_job(job)
+    records[#records + 1] = id
+    records[#records + 1] = record
     unique_update(P, id, job)
     flight[#flight + 1] = now
     flight[#flight + 1] = id
@@ -188,6 +208,7 @@ for _, id in ipairs(chosen) do
 end
 gate_flush(gate)
 if #taken > 0 then
+  call_in_slices('HSET', P .. 'jobs', records, 2)
   call_in_slices('ZADD', P .. 'inflight', flight, 2)
   call_in_slices('SADD', P .. 'worker:' .. worker, taken, 1)
 end

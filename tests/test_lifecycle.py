@@ -35,10 +35,14 @@ async def ack(api: Any, *ids: str, worker: str = W) -> list[str]:
 def ns_keys(r: redis.Redis, namespace: str) -> set[str]:
     """The namespace's keys (short names), leaving out wake-up tokens, the
     workers' leases (and the time of the last heartbeat) and the ids of
-    recently deleted jobs (done:<bucket>)."""
+    recently deleted jobs (done:<bucket>) and the minutes' counts (tally:<minute>)."""
     prefix = "{" + namespace + "}:"
     names = {k.decode()[len(prefix) :] for k in r.keys(prefix + "*") if isinstance(k, bytes)}
-    return {name for name in names if not name.startswith(("wake", "done:")) and name not in ("workers", "beat_at")}
+    return {
+        name
+        for name in names
+        if not name.startswith(("wake", "done:", "tally:")) and name not in ("workers", "beat_at")
+    }
 
 
 # -- unique jobs -------------------------------------------------------------

@@ -16,7 +16,8 @@ from zizq._protocol import query
 from zizq._protocol.call import Call
 from zizq._protocol.scripts import script
 
-from .conftest import RedisServer, take
+from .conftest import RedisServer, Start, take, wait_for
+from .jobs_app import Report
 
 W = "w1"
 
@@ -230,6 +231,31 @@ async def test_list_queues_and_stats(api: Any) -> None:
     stats = await api.stats()
     assert (stats.ready, stats.scheduled, stats.in_flight, stats.completed, stats.dead) == (12, 3, 3, 2, 2)
     assert stats.workers == 1 and stats.queues["q2"] == (6, True)
+
+
+async def test_throughput_counts_what_a_worker_completed_and_failed(
+    client: zizq.Client, aclient: zizq.AsyncClient, start: Start
+) -> None:
+    router = zizq.Router()
+
+    @router.handler
+    def report(job: Report) -> None:
+        if job.number % 3 == 0:
+            raise ValueError(job.number)
+
+    # 0, 3 and 6 fail: 3 dies at once (no retry), 0 and 6 wait to retry.
+    client.enqueue_many([zizq.Enqueue(Report(i), retry_limit=0 if i == 3 else 5) for i in range(8)])
+    worker = start(router)
+    await wait_for(lambda: worker.stats.completed + worker.stats.failed == 8)
+    worker.stop()
+    for t in (client.throughput(), await aclient.throughput()):
+        assert (t.completed, t.failed, t.dead) == (5, 2, 1)
+        assert len(t.minutes) == 60 and t.minutes[-1].start <= t.now < t.minutes[-1].start + 60_000
+        assert [m.start for m in t.minutes] == [t.minutes[0].start + 60_000 * i for i in range(60)]
+    assert len(client.throughput(5).minutes) == 5
+    for bad in (0, 61, True, 1.5):
+        with pytest.raises(zizq.ValidationError, match=f"minutes {bad!r} is not a whole number in 1..60"):
+            client.throughput(bad)  # type: ignore[arg-type]
 
 
 async def test_reset_refuses_while_workers_hold_leases(api: Any, r: redis.Redis, namespace: str) -> None:

@@ -448,6 +448,8 @@ async def test_job_recovered_too_often_is_failed_as_a_poison_pill(
         assert r.zscore(key(namespace, "scheduled"), job.id) == got.ready_at
         assert holders(r, namespace, "poison") == [job.id]
     assert r.zscore(key(namespace, "inflight"), job.id) is None
+    hour = client.throughput()  # the poison pill counts as a failed attempt
+    assert (hour.completed, hour.failed, hour.dead) == (0, int(final == "scheduled"), int(final == "dead"))
 
 
 async def test_recoveries_up_to_the_limit_hand_back(client: zizq.Client, r: redis.Redis) -> None:

@@ -25,7 +25,7 @@ from zizq._protocol.scripts import script
 Value = str | int | float
 
 DEAD_MS_DEFAULT = 604_800_000
-NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat", "delete", "retry", "bulk")
+NAMES = ("enqueue", "take", "ack", "fail", "release", "get", "heartbeat", "delete", "retry", "bulk", "tally_read")
 
 
 def text(v: Any) -> Any:
@@ -273,7 +273,7 @@ BOOKKEEPING = {"beat_at", "config", "paused", "queues", "wake", "workers"}
 
 
 def leftover(lua: Lua) -> set[str]:
-    return {k for k in lua.keys() if k not in BOOKKEEPING and not k.startswith(("wake:", "done:"))}
+    return {k for k in lua.keys() if k not in BOOKKEEPING and not k.startswith(("wake:", "done:", "tally:"))}
 
 
 # ---------------------------------------------------------------- enqueue
@@ -715,6 +715,24 @@ def test_take_orders_by_priority_then_id_across_queues(lua: Lua) -> None:
     assert rest.more == 0
 
 
+def test_take_across_more_queues_than_it_takes_finds_the_smallest(lua: Lua) -> None:
+    # The N smallest may all sit in one queue, behind heads that tie on
+    # priority with other queues' heads: the id decides.
+    lua.enqueue(
+        job("a1", queue="q1", priority=1),
+        job("a2", queue="q1", priority=1),
+        job("a3", queue="q1", priority=1),
+        job("b0", queue="q2", priority=2),
+        job("a0", queue="q3", priority=1),
+        job("c0", queue="q4", priority=0),
+        job("d9", queue="q5", priority=1),
+    )
+    queues = ("q1", "q2", "q3", "q4", "q5")
+    assert lua.take("w", 3, *queues).ids == ["c0", "a0", "a1"]
+    assert lua.take("w", 2, *queues).ids == ["a2", "a3"]
+    assert lua.take("w", 5, *queues).ids == ["d9", "b0"]
+
+
 def test_take_limit_and_more(lua: Lua) -> None:
     lua.enqueue(*(job(f"j{i}") for i in range(5)))
     two = lua.take("w", 2, "q")
@@ -843,6 +861,24 @@ def test_ack_with_no_retention_deletes_everything(lua: Lua) -> None:
     assert lua.get(job_id) == [{}]
 
 
+def test_ack_of_several_jobs_remembers_each_as_done(lua: Lua) -> None:
+    # Deleted together (one HDEL, one done-bucket HSET): each id is in the
+    # done window, and a repeated enqueue of any of them creates nothing.
+    rows = [job(f"j{i}", completed_ms=0) for i in range(3)]
+    ids = lua.in_flight(*rows, job("kept", completed_ms=60_000))
+    assert lua.ack("w", *ids) == []
+    assert lua.get("j0", "j1", "j2") == [{}, {}, {}]
+    assert lua.job("kept")["s"] == "completed"
+    before = lua.snapshot()
+    reply = lua.raw("enqueue", *packed(*rows), 1)  # the reply of the first call was lost
+    assert [(flag, got.decode()) for flag, got in zip(reply[1::3], reply[2::3], strict=True)] == [
+        (3, "j0"),
+        (3, "j1"),
+        (3, "j2"),
+    ]
+    assert lua.snapshot() == before
+
+
 def test_ack_keeps_the_job_for_its_own_retention(lua: Lua) -> None:
     [job_id] = lua.in_flight(job("j1", completed_ms=60_000))
     before = lua.now()
@@ -892,6 +928,53 @@ def test_ack_misses_jobs_not_in_flight(lua: Lua) -> None:
     before = lua.snapshot()
     assert lua.ack("w", "ready", "later") == ["ready", "later"]
     assert lua.snapshot() == before
+
+
+def tallies(lua: Lua) -> dict[str, int]:
+    """The tally:<minute> hashes summed, field by field."""
+    out: dict[str, int] = {}
+    for name in lua.keys():
+        if name.startswith("tally:"):
+            for field, n in text(lua.r.hgetall(lua.key(name))).items():
+                out[field] = out.get(field, 0) + int(n)
+    return out
+
+
+def test_ack_and_fail_count_the_minute_once_a_call(lua: Lua) -> None:
+    # A completed retention, so the ack writes no done:<n> window (which has its PEXPIREAT).
+    kept = [job(i, completed_ms=60_000) for i in ("a", "b", "c")]
+    a, b, c, d, e = lua.in_flight(*kept, job("d", retry_limit=0), job("e"))
+    lua.r.config_resetstat()
+    before = lua.now()
+    assert lua.ack("w", a, b, c, "unknown") == ["unknown"]
+    stats = lua.r.info("commandstats")
+    assert stats["cmdstat_hincrby"]["calls"] == 1 and stats["cmdstat_pexpireat"]["calls"] == 1  # not one a job
+    assert lua.fail("w", d) is not None  # past its retry limit of 0: dead
+    assert lua.fail("w", e) is not None  # retries
+    after = lua.now()
+    assert lua.ack("w", a) == [a] and lua.fail("w", e) is None  # a miss counts nothing
+    assert tallies(lua) == {"completed": 3, "dead": 1, "failed": 1}
+    for name in lua.keys():
+        if name.startswith("tally:"):
+            minute = int(name.split(":")[1])
+            assert before // 60_000 <= minute <= after // 60_000
+            assert lua.r.pexpiretime(lua.key(name)) == (minute + 1) * 60_000 + 65 * 60_000
+
+
+def test_tally_read_reports_each_minute_oldest_first(lua: Lua) -> None:
+    now = lua.now()
+    minute = now // 60_000
+    lua.r.hset(lua.key("tally", str(minute)), mapping={"completed": 5, "dead": 1})
+    lua.r.hset(lua.key("tally", str(minute - 2)), mapping={"failed": 2})
+    lua.r.hset(lua.key("tally", str(minute - 3)), mapping={"completed": 9})  # before the window
+    reply = lua.run("tally_read", 3)
+    if reply[1] != minute - 2:  # the minute turned meanwhile
+        pytest.skip("the minute turned during the test")
+    assert reply[2:] == [0, 2, 0, 0, 0, 0, 5, 0, 1] and now <= reply[0] < (minute + 1) * 60_000
+    assert len(lua.run("tally_read", 60)) == 2 + 3 * 60
+    for bad in ("0", "61", "x", ""):
+        with pytest.raises(redis.ResponseError, match=f"ZIZQ INVALID minute count {bad} is not in 1..60"):
+            lua.run("tally_read", bad)
 
 
 # ---------------------------------------------------------------- fail

@@ -97,6 +97,27 @@ def test_every_page_shows_the_namespace(client: zizq.Client, dashboard: Callable
         assert web.get(path)[0] == 200, path
 
 
+def test_the_overview_charts_the_last_hour(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
+    jobs = client.enqueue_many([zizq.Enqueue.raw("a", i, queue="q") for i in range(4)])
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    taken = [j.id for j in client.run(client.core.take("w1", 4, ["q"])).jobs]
+    assert sorted(taken) == sorted(j.id for j in jobs)
+    assert client.run(client.core.ack("w1", taken[:2])) == []
+    client.run(client.core.fail("w1", taken[2], message="x", retry_in_ms=60_000))
+    client.run(client.core.fail("w1", taken[3], message="x", kill=True))
+    web = dashboard()
+    _, page = web.get("/")
+    assert 'id="hour-completed">2<' in page and 'id="hour-failed">1<' in page and 'id="hour-dead">1<' in page
+    svg = page[page.index('<svg id="throughput-chart"') : page.index("</svg>")]
+    minutes = [int(m) for m in re.findall(r'<g data-minute="(\d+)">', svg)]
+    assert len(minutes) == 60 and minutes == sorted(minutes)
+    # The minutes with counts have a bar and say what they hold.
+    titles = re.findall(r"<title>(\d\d:\d\d) UTC: (\d+) completed, (\d+) failed, (\d+) dead</title>", svg)
+    assert len(titles) == 60
+    assert sum(int(t[1]) for t in titles) == 2 and sum(int(t[2]) + int(t[3]) for t in titles) == 2
+    assert svg.count('class="ok"') in (1, 2) and svg.count('class="bad"') in (1, 2)  # (2: a minute turned)
+
+
 def test_a_filter_narrows_the_job_list_and_bad_input_is_named(
     client: zizq.Client, dashboard: Callable[..., Browser]
 ) -> None:
@@ -163,7 +184,7 @@ def test_actions_need_the_csrf_token(client: zizq.Client, dashboard: Callable[..
 def test_read_only_users_see_no_actions_and_are_refused(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
     dead = dead_job(client)
     web = dashboard(authorize=lambda request: "read")
-    for path in ("/", f"/jobs/{dead.id}", "/jobs?status=dead", "/cron"):
+    for path in ("/", f"/jobs/{dead.id}", "/jobs?status=dead", "/cron", "/limits"):
         status, page = web.get(path)
         assert status == 200 and 'name="csrf"' not in page and "Retry" not in page and "Delete" not in page, path
         assert "read-only" in page
@@ -181,7 +202,7 @@ async def test_authorize_may_be_async_and_none_is_refused(
 
     job = client.enqueue_raw("a", 1)
     web = dashboard(authorize=nobody)
-    for path in ("/", "/jobs", f"/jobs/{job.id}", "/state/dead", "/workers", "/cron"):
+    for path in ("/", "/jobs", f"/jobs/{job.id}", "/state/dead", "/workers", "/cron", "/limits"):
         status, page = web.get(path)
         assert status == 403 and "You may not see this dashboard" in page, path
         assert job.id not in page and client.namespace not in page, path
@@ -454,3 +475,114 @@ def test_a_thousand_queues(client: zizq.Client, dashboard: Callable[..., Browser
     # A page sends at most SCAN_CALLS walks: here one a queue, each holding one job.
     _, page = web.get("/jobs?status=ready&order=desc")
     assert page.count("<tr data-id=") == SCAN_CALLS and 'id="next"' in page
+
+
+def test_the_limits_page_shows_live_state_and_an_admin_sets_and_deletes(
+    client: zizq.Client, dashboard: Callable[..., Browser]
+) -> None:
+    client.set_limit("crawl", zizq.Limit(concurrency=2, rate=10, per=60))
+    client.set_limit(zizq.queue_limit("emails"), zizq.Limit(rate=5))
+    client.enqueue_many(
+        [zizq.Enqueue.raw("fetch", i, queue="web", limit="crawl", limit_key="example.com") for i in range(4)]
+    )
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    assert len(client.run(client.core.take("w1", 4, ["web"])).jobs) == 2  # the concurrency holds the others back
+    seen: list[zizq.WebActionEvent] = []
+    unsubscribe = zizq.subscribe("web_action", seen.append)
+    try:
+        web = dashboard(user=lambda request: "ada")
+        status, page = web.get("/limits")
+        assert status == 200
+        crawl = page[page.index('<tr data-limit="crawl">') : page.index("</tr>", page.index('data-limit="crawl"'))]
+        assert "2 at once, 10 per 60s, per key" in crawl and "data-running>2<" in crawl  # of 2 for each key
+        assert (
+            "data-starts>2<" in crawl and "data-waiting>2<" in crawl and "<code>example.com</code> 2 running" in crawl
+        )
+        assert 'data-limit="queue:emails"' in page and "data-starts>0 / 5<" in page and 'id="set-limit"' in page
+        # Set: a confirmation first, then the change.
+        status, page = web.get("/confirm?action=limit.set&name=crawl&concurrency=3&rate=&per=")
+        assert status == 200 and "Set limit crawl to 3 at once" in page and client.limits()[0].limit.concurrency == 2
+        token = web.csrf(page)
+        form = {"action": "limit.set", "name": "crawl", "concurrency": "3", "csrf": token, "back": "/limits"}
+        status, _, headers = web.post("/act", form)
+        assert status == 303 and headers["location"].startswith("/limits?msg=Limit+crawl+changed")
+        assert client.limits()[0].limit == zizq.Limit(concurrency=3)
+        status, page, _ = web.post("/act", {**form, "concurrency": "", "rate": ""})
+        assert status == 400 and "a Limit needs a concurrency, a rate, or both" in page
+        status, page, _ = web.post("/act", {**form, "per": "soon"})
+        assert status == 400 and "per &#39;soon&#39; is not a number of seconds" in page
+        status, page = web.get("/confirm?action=limit.delete&name=queue:emails")
+        assert status == 200 and "Delete limit queue:emails" in page
+        assert web.post("/act", {"action": "limit.delete", "name": "queue:emails", "csrf": token})[0] == 303
+        assert [s.name for s in client.limits()] == ["crawl"]
+    finally:
+        unsubscribe()
+    assert [(e.user, e.action, e.target, e.count, e.changes) for e in seen] == [
+        ("ada", "limit.set", "crawl", 1, {"concurrency": 3, "rate": None, "per": 1.0}),
+        ("ada", "limit.set", "crawl", 0, {}),
+        ("ada", "limit.set", "crawl", 0, {}),
+        ("ada", "limit.delete", "queue:emails", 1, {}),
+    ]
+    assert seen[1].error is not None and seen[2].error is not None
+    # A read-only user sees the state, and no control.
+    reader = dashboard(authorize=lambda request: "read")
+    status, page = reader.get("/limits")
+    assert status == 200 and 'data-limit="crawl"' in page
+    assert 'id="set-limit"' not in page and "Delete…" not in page and "confirm?" not in page
+    assert reader.get("/confirm?action=limit.delete&name=crawl")[0] == 403
+    status, _, _ = reader.post("/act", {"action": "limit.delete", "name": "crawl", "csrf": reader.cookies["zizq_csrf"]})
+    assert status == 403 and [s.name for s in client.limits()] == ["crawl"]
+
+
+def test_cancel_one_job_and_every_match_of_a_filter(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
+    one = client.enqueue_raw("a", 0, queue="q")
+    crawls = client.enqueue_many([zizq.Enqueue.raw("crawl", i, queue="q") for i in range(3)])
+    other = client.enqueue_raw("b", 0, queue="q")
+    seen: list[zizq.WebActionEvent] = []
+    unsubscribe = zizq.subscribe("web_action", seen.append)
+    try:
+        web = dashboard(user=lambda request: "ada")
+        _, page = web.get(f"/jobs/{one.id}")
+        assert f'href="/confirm?action=job.cancel&id={one.id}"' in page
+        status, page = web.get(f"/confirm?action=job.cancel&id={one.id}")
+        assert status == 200 and f"Cancel job {one.id} (a, ready)" in page and "Yes, cancel" in page
+        token = web.csrf(page)
+        status, _, headers = web.post(
+            "/act", {"action": "job.cancel", "id": one.id, "csrf": token, "back": f"/jobs/{one.id}"}
+        )
+        assert status == 303 and headers["location"] == f"/jobs/{one.id}?msg=Job+{one.id}+cancelled."
+        _, page = web.get(f"/jobs/{one.id}")
+        assert 'id="status">dead<' in page and 'id="cancelled"' in page and 'id="cancel"' not in page
+        status, _, headers = web.post("/act", {"action": "job.cancel", "id": one.id, "csrf": token})
+        assert status == 303 and "had+already+finished" in headers["location"]
+        status, page = web.get("/confirm?action=jobs.cancel&status=ready&type=crawl")
+        assert status == 200 and 'id="count">3<' in page
+        form = {"action": "jobs.cancel", "status": "ready", "type": "crawl", "csrf": token}
+        assert web.post("/act", form)[0] == 303
+    finally:
+        unsubscribe()
+    assert {j.id for j in client.iter_jobs(status="dead")} == {one.id, *(j.id for j in crawls)}
+    assert client.get_job(other.id).status == "ready"
+    assert [(e.action, e.target, e.count) for e in seen] == [
+        ("job.cancel", one.id, 1),
+        ("job.cancel", one.id, 0),
+        ("jobs.cancel", '{"status":["ready"],"type":["crawl"]}', 3),
+    ]
+
+
+def test_a_job_page_shows_progress_and_result(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
+    from zizq._protocol.records import encode_result
+
+    running, done = client.enqueue_many(
+        [zizq.Enqueue.raw("crawl", i, queue="q", retention=zizq.Retention(completed_ms=60_000)) for i in range(2)]
+    )
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    client.run(client.core.take("w1", 2, ["q"]))
+    assert client.run(client.core.progress("w1", running.id, 0.375, "page 3 of 8"))
+    assert client.run(client.core.ack("w1", [done.id], results=[encode_result({"pages": 8, "title": "<b>"})])) == []
+    web = dashboard()
+    _, page = web.get(f"/jobs/{running.id}")
+    assert 'id="progress"><progress max="1" value="0.375">' in page and "37.5 % · page 3 of 8" in page
+    assert 'id="result"' not in page
+    _, page = web.get(f"/jobs/{done.id}")
+    assert 'id="result">{\n  &#34;pages&#34;: 8,\n  &#34;title&#34;: &#34;&lt;b&gt;&#34;\n}</pre>' in page

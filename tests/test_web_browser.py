@@ -9,6 +9,7 @@ a read-only user and a refused one.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -133,6 +134,15 @@ def test_the_overview_shows_queues_and_counts_and_updates_by_itself(
     assert text(browser, "#count-ready") == "5"
     browser.find_element(By.ID, "live-toggle").click()  # resume
     wait(browser, "the count to update after resuming", lambda: text(browser, "#count-ready") == "6")
+    # The last hour's chart: 60 minutes, and an ended attempt shows as it happens.
+    chart = browser.find_element(By.ID, "throughput-chart")
+    assert chart.size["width"] > 300 and len(chart.find_elements(By.CSS_SELECTOR, "g[data-minute]")) == 60
+    assert text(browser, "#hour-completed") == "0"
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    [job] = client.run(client.core.take("w1", 1, ["emails"])).jobs
+    assert client.run(client.core.ack("w1", [job.id])) == []
+    wait(browser, "the chart to count the ack", lambda: text(browser, "#hour-completed") == "1")
+    assert browser.execute_script("return document.querySelectorAll('#throughput-chart rect.ok').length") == 1
 
 
 def test_a_filter_narrows_the_job_list(browser: WebDriver, site: str, client: zizq.Client) -> None:
@@ -185,10 +195,14 @@ def test_a_read_only_user_sees_no_actions_and_a_forged_action_is_refused(
     browser: WebDriver, site: str, client: zizq.Client
 ) -> None:
     dead = dead_job(client)
-    for path in ("/read/", f"/read/jobs/{dead.id}", "/read/jobs?status=dead"):
+    client.set_limit("crawl", zizq.Limit(concurrency=2))
+    for path in ("/read/", f"/read/jobs/{dead.id}", "/read/jobs?status=dead", "/read/limits"):
         browser.get(site + path)
         assert "read-only" in text(browser, "header")
-        assert not browser.find_elements(By.CSS_SELECTOR, "main form[method=post], #retry, #delete, #bulk-delete")
+        controls = (
+            "main form[method=post], #set-limit, #retry, #delete, #cancel, #bulk-delete, #bulk-cancel, [data-delete]"
+        )
+        assert not browser.find_elements(By.CSS_SELECTOR, controls), path
     body = f"action=job.delete&id={dead.id}&csrf=forged"
     assert fetch_status(browser, site + "/read/act", body) == 403
     assert fetch_status(browser, site + "/admin/act", body) == 403  # no token: refused for an admin too
@@ -216,10 +230,32 @@ def test_screenshots_of_the_main_pages(browser: WebDriver, site: str, client: zi
     client.enqueue_raw("sync_crm", {"account": 42}, queue="crm")
     client.pause_queue("crm")
     client.replace_cron("nightly", [zizq.CronEntry("report", "0 3 * * *", zizq.Enqueue.raw("nightly_report", {}))])
+    # An hour of work for the chart, written as ack and fail would have counted it.
+    minute = client.stats().now // 60_000
+    for i in range(1, 60):
+        counts: dict[Any, Any] = {
+            "completed": 300 + int(120 * math.sin(i / 7)) + 17 * (i % 5),
+            "failed": 9 * int(i % 11 == 3),
+            "dead": int(i % 17 == 5),
+        }
+        client.redis.hset(client.core.key("tally", str(minute - i)), mapping=counts)
+    client.set_limit("crawl", zizq.Limit(concurrency=4, rate=30, per=60))
+    client.set_limit(zizq.queue_limit("emails"), zizq.Limit(rate=100, per=1))
+    client.enqueue_many(
+        [
+            zizq.Enqueue.raw("fetch", {"n": i}, queue="web", limit="crawl", limit_key=f"site{i % 2}.example")
+            for i in range(7)
+        ]
+    )
+    client.run(client.core.heartbeat("w1", "join", 60_000))
+    running = client.run(client.core.take("w1", 7, ["web"])).jobs[0]
+    client.run(client.core.progress("w1", running.id, 0.625, "page 5 of 8"))
     shots = {
         "web-overview": "/admin/",
         "web-jobs": "/admin/jobs?status=ready&queue=emails&jq=" + '.to | startswith("user1")',
         "web-job": f"/admin/jobs/{dead.id}",
+        "web-limits": "/admin/limits",
+        "web-running": f"/admin/jobs/{running.id}",
     }
     for name, path in shots.items():
         browser.get(site + path)

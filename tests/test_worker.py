@@ -602,3 +602,87 @@ def test_routing_a_job_type_twice_is_refused() -> None:
         router.route(Impostor, second)
     router.route(Report, first)  # the same route again changes nothing
     assert router.lookup("report").handler is first and router.queues == ["default"]
+
+
+async def test_a_worker_of_sync_handlers_runs_them_in_its_own_threads(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every handler sync, no middleware, no hooks (another test module's may
+    # be registered): the worker's handler threads take the jobs themselves
+    # (zizq.worker.sync_lane); outcomes are the same.
+    for name in ("job_start", "job_end", "job_exception"):
+        monkeypatch.setattr(zizq.events, name, [])
+    router = zizq.Router()
+    seen: dict[int, tuple[str, str]] = {}
+
+    @router.handler
+    def report(job: Report, meta: zizq.Job) -> None:
+        context = zizq.logs.current_job.get()
+        assert context is not None and context.job.id == meta.id and meta.attempts == 1
+        seen[job.number] = (threading.current_thread().name, context.job.id)
+        if job.number == 0:
+            raise ValueError("zero")
+        if job.number == 1:
+            raise asyncio.CancelledError  # the handler's own: a failure like any other
+
+    jobs = [client.enqueue(Report(n), retry_limit=0) for n in range(20)]
+    unknown = client.enqueue_raw("nobody_handles_this", {}, retry_limit=0)
+    worker = start(router, concurrency=3)
+    await wait_for(lambda: worker.stats.completed == 18 and worker.stats.failed == 3)
+    assert sorted(seen) == list(range(20))
+    assert all(name.startswith("zizq-handler-") for name, _ in seen.values())
+    assert [seen[n][1] for n in range(20)] == [j.id for j in jobs]
+    assert [errors_of(r, namespace, j.id)[0]["error_type"] for j in jobs[:2]] == ["ValueError", "RuntimeError"]
+    [error] = errors_of(r, namespace, unknown.id)
+    assert error["error_type"] == "zizq.NoRouteError"
+    assert errors_of(r, namespace, jobs[0].id)[0]["backtrace"].startswith("Traceback")
+    await wait_for(lambda: r.zcard("{" + namespace + "}:inflight") == 0)
+
+
+async def test_a_sync_handler_in_the_workers_threads_may_raise_rate_limited(
+    client: zizq.Client, start: Start, r: redis.Redis, namespace: str
+) -> None:
+    router = zizq.Router()
+    runs: list[int] = []
+
+    @router.handler
+    def report(job: Report, meta: zizq.Job) -> None:
+        runs.append(meta.attempts)
+        if len(runs) == 1:
+            raise zizq.RateLimited("the API said 429", retry_after=0.05)
+
+    job = client.enqueue(Report(1))
+    worker = start(router)
+    await wait_for(lambda: worker.stats.completed == 1)
+    assert runs == [1, 1] and worker.stats.failed == 0  # deferred: no attempt used
+    assert errors_of(r, namespace, job.id) == []
+
+
+async def test_a_sync_handler_in_the_workers_threads_keeps_result_progress_and_cancel(
+    client: zizq.Client, start: Start
+) -> None:
+    router = zizq.Router()
+    started = threading.Event()
+
+    @router.handler
+    def report(job: Report) -> dict[str, int]:
+        if job.number == 0:  # runs until cancelled
+            started.set()
+            deadline = time.monotonic() + 5
+            while not zizq.cancelled() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return {"n": -1}
+        zizq.progress(0.5, "half")
+        return {"n": job.number}
+
+    kept = zizq.Retention(completed_ms=60_000)
+    looping = client.enqueue(Report(0), retention=kept)
+    worker = start(router, heartbeat_interval=0.2, lease=2)
+    await wait_for(started.is_set)
+    assert client.cancel_job(looping.id) is True
+    dead = await asyncio.to_thread(client.wait, looping.id, 5)
+    assert dead.status == "dead" and dead.cancelled_at is not None
+    done = await asyncio.to_thread(client.wait, client.enqueue(Report(7), retention=kept).id, 5)
+    assert (done.status, done.result, done.progress, done.progress_message) == ("completed", {"n": 7}, 0.5, "half")
+    await wait_for(lambda: worker.stats.completed == 1)  # the ack's reply follows the wake-up
+    assert worker.stats.failed == 0

@@ -4,7 +4,7 @@ Typed jobs, priorities, unique jobs, retries with backoff, retention; every
 state change is one atomic Lua script in Redis.
 """
 
-from zizq._protocol.query import JobPage, QueueInfo, Stats
+from zizq._protocol.query import JobPage, Minute, QueueInfo, Stats, Throughput
 from zizq._version import __version__
 from zizq.client.aio import AsyncClient
 from zizq.client.sync import Client
@@ -78,6 +78,7 @@ __all__ = (
     "Limit",
     "LimitKeyState",
     "LimitState",
+    "Minute",
     "NoRouteError",
     "PatchOptions",
     "PayloadDecodeError",
@@ -92,6 +93,7 @@ __all__ = (
     "RetryJob",
     "Router",
     "Stats",
+    "Throughput",
     "UniqueKey",
     "UniqueKeyHeld",
     "ValidationError",

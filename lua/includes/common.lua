@@ -66,8 +66,7 @@ local STATUS_NAME = {'ready', 'scheduled', 'in_flight', 'completed', 'dead'}
 -- hand, or by a broken client) counts as no job: it is logged in Redis's
 -- log and left in "jobs" for an operator, and no script fails on it, so a
 -- batch that meets it does not stop halfway.
-local function load_job(P, id)
-  local blob = redis.call('HGET', P .. 'jobs', id)
+local function decode_job(P, id, blob)
   if not blob then return nil end
   local ok, job = pcall(cmsgpack.unpack, blob)
   if not ok or type(job) ~= 'table' or not STATUS_NAME[job.s] then
@@ -79,6 +78,10 @@ local function load_job(P, id)
   job.p = job.p or 32768
   job.a = job.a or 0
   return job, blob
+end
+
+local function load_job(P, id)
+  return decode_job(P, id, redis.call('HGET', P .. 'jobs', id))
 end
 
 -- The job table (as load_job returns it) in its stored form. Scripts reply
@@ -112,6 +115,20 @@ local function call_in_slices(command, key, values, width)
     total = total + redis.call(command, key, unpack(values, first, math.min(first + step - 1, #values)))
   end
   return total
+end
+
+-- load_job of many ids, with one HMGET per SLICE of them: jobs[i] is the
+-- job of ids[i], or nil.
+local function load_jobs(P, ids)
+  local jobs = {}
+  for first = 1, #ids, SLICE do
+    local last = math.min(first + SLICE - 1, #ids)
+    local blobs = redis.call('HMGET', P .. 'jobs', unpack(ids, first, last))
+    for i = first, last do
+      jobs[i] = decode_job(P, ids[i], blobs[i - first + 1] or nil)
+    end
+  end
+  return jobs
 end
 
 -- Whether a job is past its purge time and so invisible to every read.

@@ -10,7 +10,8 @@ local MAX_DELAY_MS = 100 * 365 * 86400000  -- a steep backoff curve stops at 100
 --   kill -> dead; retry_at -> scheduled then (whatever the retry limit);
 --   a > retry_limit -> dead; else scheduled at now + backoff(a).
 -- Always: attempts = a, failed_at = now, one error record kept (the newest
--- error_history of them). Saves the job; the table matches what is stored.
+-- error_history of them), and the minute's tally counts it (dead or failed,
+-- includes/tally.lua). Saves the job; the table matches what is stored.
 local function record_failure(P, id, job, now, f)
   local attempts = job.a + 1
   leave_flight(P, id, job)
@@ -31,6 +32,7 @@ local function record_failure(P, id, job, now, f)
   local retry_at = f.retry_at
   local limit = job.rl or config(P, 'retry_limit')
   if f.kill or (not retry_at and attempts > limit) then
+    tally(P, now, 'dead', 1)
     finish(P, id, job, 'dead', now, job.rd or config(P, 'dead_ms'))
     return
   end
@@ -48,6 +50,7 @@ local function record_failure(P, id, job, now, f)
     local delay = math.floor(attempts ^ exponent * 1000 + base + f.u * jitter * attempts)
     retry_at = now + math.min(delay, MAX_DELAY_MS)
   end
+  tally(P, now, 'failed', 1)
   job.s, job.r = 'scheduled', retry_at
   save_job(P, id, job)
   unique_update(P, id, job)

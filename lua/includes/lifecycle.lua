@@ -3,6 +3,7 @@
 -- Scripts that need these include this file instead of common.lua.
 --@include "includes/common.lua"
 --@include "includes/limits.lua"
+--@include "includes/tally.lua"
 
 -- Namespace settings (hash "config") with built-in defaults.
 local DEFAULTS = {
@@ -111,6 +112,33 @@ local function forget_job(P, id, job)
   redis.call('HDEL', P .. 'jobs', id)
   redis.call('DEL', P .. 'errors:' .. id)
   if job.uk then redis.call('ZREM', P .. 'unique:' .. job.uk, id) end
+end
+
+-- finish() with a retention of 0, for many jobs at once (jobs[i] is the job
+-- of ids[i], out of flight): one HDEL of their records, one HSET and one
+-- PEXPIREAT of the done bucket. Only a job that has failed (fa) can have an
+-- error history.
+local function forget_finished(P, ids, jobs, status, now)
+  if #ids == 0 then return end
+  local marks, how = {}, status == 'dead' and 'x' or 'f'
+  for i, id in ipairs(ids) do
+    local job = jobs[i]
+    if job.fa then redis.call('DEL', P .. 'errors:' .. id) end
+    if job.uk then redis.call('ZREM', P .. 'unique:' .. job.uk, id) end
+    job.s = status
+    marks[#marks + 1] = id
+    marks[#marks + 1] = how
+  end
+  call_in_slices('HDEL', P .. 'jobs', ids, 1)
+  local bucket = math.floor(now / DONE_BUCKET_MS)
+  local key = P .. 'done:' .. bucket
+  call_in_slices('HSET', key, marks, 2)
+  redis.call('PEXPIREAT', key, (bucket + 1) * DONE_BUCKET_MS + DONE_WINDOW_MS)
+  for i, id in ipairs(ids) do
+    local waiters = jobs[i].wt
+    jobs[i].wt = nil
+    wake_waiters(P, id, waiters, status, now)
+  end
 end
 
 -- Remove a job and every index entry that names it, and remember its id in

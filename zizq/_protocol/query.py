@@ -114,6 +114,56 @@ class Stats:
         )
 
 
+TALLY_MINUTE_MS = 60_000
+TALLY_MINUTES = 60  # minutes lua/tally_read.lua reports, at most (the hashes live 65)
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    """The attempts that ended in one minute of Redis time: ``start`` (ms
+    since the epoch) and the counts of completed attempts, failed attempts
+    whose job retries, and failed attempts whose job went dead."""
+
+    start: int
+    completed: int
+    failed: int
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Ended attempts per minute (:meth:`Client.throughput`), the oldest
+    minute first, the current one (still counting) last; ``now`` is
+    Redis's clock, ms."""
+
+    now: int
+    minutes: tuple[Minute, ...]
+
+    @property
+    def completed(self) -> int:
+        """Completed attempts over every minute."""
+        return sum(m.completed for m in self.minutes)
+
+    @property
+    def failed(self) -> int:
+        """Failed attempts (the job retries) over every minute."""
+        return sum(m.failed for m in self.minutes)
+
+    @property
+    def dead(self) -> int:
+        """Failed attempts that made their job dead, over every minute."""
+        return sum(m.dead for m in self.minutes)
+
+    @classmethod
+    def decode(cls, reply: list[Any]) -> Throughput:
+        first = int(reply[1])
+        minutes = tuple(
+            Minute((first + i // 3) * TALLY_MINUTE_MS, int(reply[i]), int(reply[i + 1]), int(reply[i + 2]))
+            for i in range(2, len(reply), 3)
+        )
+        return cls(int(reply[0]), minutes)
+
+
 @dataclass(frozen=True, slots=True)
 class Walk:
     """What one lua/query.lua call returned."""
@@ -139,6 +189,11 @@ class QueryCore:
 
     def stats(self, most_queues: int = MAX_QUEUES) -> Call[Stats]:
         return Call(script("stats"), self.core.keys, [most_queues], Stats.decode)
+
+    def throughput(self, minutes: int = TALLY_MINUTES) -> Call[Throughput]:
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= TALLY_MINUTES:
+            raise ValidationError(f"minutes {minutes!r} is not a whole number in 1..{TALLY_MINUTES}")
+        return Call(script("tally_read"), self.core.keys, [minutes], Throughput.decode)
 
     def walk(
         self,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zizq import connect
-from zizq._protocol.query import QueryCore, Stats, WindowRow
+from zizq._protocol.query import QueryCore, Stats, Throughput, WindowRow
 from zizq._version import __version__
 from zizq.cli.format import error_text, json_text, moment, progress_text, relative, span, table
 from zizq.client.sync import Client
@@ -89,6 +89,7 @@ class Top:
         self.state = TopState()
         self.stats: Stats | None = None
         self.limits: list[LimitState] = []
+        self.hour: Throughput | None = None
         self.total = 0
         self.next = -1  # offset of the next page, -1 at the end
         self.rows: list[WindowRow] = []
@@ -133,6 +134,7 @@ class Top:
         try:
             self.stats = self.client.stats()
             self.limits = self.client.limits()
+            self.hour = self.client.throughput()
             if not self.state.paused:
                 self._read_page()
             self._read_detail()
@@ -315,13 +317,15 @@ class Top:
             head.append(f"  workers {st.workers}")
         parts: list[Any] = [head]
         if st:
-            parts.append(
-                Text(
-                    f"Queue: {st.in_flight} in-flight, {st.ready} ready, {st.scheduled} scheduled, "
-                    f"{st.completed} completed, {st.dead} dead",
-                    style="bold",
-                )
+            totals = Text(
+                f"Queue: {st.in_flight} in-flight, {st.ready} ready, {st.scheduled} scheduled, "
+                f"{st.completed} completed, {st.dead} dead",
+                style="bold",
             )
+            if self.hour:
+                h = self.hour
+                totals.append(f"   last hour: {h.completed} completed, {h.failed} failed, {h.dead} dead")
+            parts.append(totals)
             busiest = sorted(st.queues.items(), key=lambda kv: (-kv[1][0], kv[0]))[:8]
             parts.append(
                 Text(

@@ -16,6 +16,7 @@ from zizq._protocol.query import (
     QueryCore,
     QueueInfo,
     Stats,
+    Throughput,
     bulk_plan,
     count_plan,
     drive,
@@ -125,6 +126,14 @@ class QueryMethods:
         """Job counts per state and ready counts per queue, from the indexes."""
         return self.run(QueryCore(self.core).stats())
 
+    def throughput(self, minutes: int = 60) -> Throughput:
+        """The attempts that ended in each of the last ``minutes`` minutes
+        (1..60) of Redis time, the current minute last: completed, failed
+        (the job retries) and dead. Counted by the scripts that end
+        attempts (one small hash a minute, kept 65 minutes), so reading
+        them costs the same whatever the number of jobs."""
+        return self.run(QueryCore(self.core).throughput(minutes))
+
     def reset(self, *, force: bool = False) -> int:
         """Delete every key of the namespace: jobs, queues, cron groups,
         settings. Refuses (:class:`zizq.WorkersActive`) while a worker holds
@@ -221,6 +230,10 @@ class AsyncQueryMethods:
     async def stats(self) -> Stats:
         """See :meth:`QueryMethods.stats`."""
         return await self.run(QueryCore(self.core).stats())
+
+    async def throughput(self, minutes: int = 60) -> Throughput:
+        """See :meth:`QueryMethods.throughput`."""
+        return await self.run(QueryCore(self.core).throughput(minutes))
 
     async def reset(self, *, force: bool = False) -> int:
         """See :meth:`QueryMethods.reset`."""

@@ -7,14 +7,19 @@ An action is a form: ``action`` names it, the other fields say on what.
 ``job.retry``       ``id``: a dead job back to ready
 ``job.delete``      ``id``
 ``job.patch``       ``id``; ``set_priority``, ``set_queue``, ``set_ready_at``
+``job.cancel``      ``id``: a job that has not finished, dead now
 ``jobs.delete``     ``status`` and the filter fields (``queue``, ``type``,
                     ``priority``, ``jq``): every matching job
 ``jobs.retry``      the filter fields: every matching dead job
 ``jobs.patch``      ``status``, the filter fields and the ``set_`` fields
+``jobs.cancel``     ``status`` (not finished) and the filter fields
 ``queue.pause``     ``name``; ``queue.resume`` likewise
 ``cron.pause``      ``group``, ``entry`` (empty: the whole group);
                     ``cron.resume`` likewise; ``cron.run`` enqueues one
                     run of the entry now
+``limit.set``       ``name``; ``concurrency``, ``rate`` (empty: none),
+                    ``per`` (seconds, default 1)
+``limit.delete``    ``name``
 ==================  =================================================
 
 Bulk actions run in the client's bounded batches (1,000 jobs a script
@@ -35,23 +40,30 @@ from zizq.client.aio import AsyncClient
 from zizq.errors import ValidationError
 from zizq.events import WebActionEvent
 from zizq.filters import Filter
+from zizq.job import validate_name
+from zizq.limits import Limit
 from zizq.options import PatchOptions
 
 ACTIONS = (
     "job.retry",
     "job.delete",
     "job.patch",
+    "job.cancel",
     "jobs.delete",
     "jobs.retry",
     "jobs.patch",
+    "jobs.cancel",
     "queue.pause",
     "queue.resume",
     "cron.pause",
     "cron.resume",
     "cron.run",
+    "limit.set",
+    "limit.delete",
 )
 FILTER_FIELDS = ("status", "queue", "type", "priority", "jq")
 PATCH_FIELDS = ("set_priority", "set_queue", "set_ready_at")
+LIMIT_FIELDS = ("name", "concurrency", "rate", "per")
 
 
 def whole(what: str, text: str) -> int:
@@ -93,6 +105,22 @@ def patch_options(form: dict[str, str]) -> PatchOptions:
     return out
 
 
+def limit_of(form: dict[str, str]) -> Limit:
+    """The Limit of a form: ``concurrency`` and ``rate`` (empty: none), ``per``
+    in seconds (empty: 1)."""
+    concurrency, rate = form.get("concurrency", "").strip(), form.get("rate", "").strip()
+    per_text = form.get("per", "").strip() or "1"
+    try:
+        per = float(per_text)
+    except ValueError:
+        raise ValidationError(f"per {per_text!r} is not a number of seconds") from None
+    return Limit(
+        whole("concurrency", concurrency) if concurrency else None,
+        whole("rate", rate) if rate else None,
+        per,
+    )
+
+
 def _action(form: dict[str, str]) -> str:
     action = form.get("action", "")
     if action not in ACTIONS:
@@ -126,7 +154,11 @@ def _describe(form: dict[str, str]) -> str:
 async def preview(client: AsyncClient, form: dict[str, str]) -> Preview:
     """The confirmation of ``form``'s action; checks it as the action will."""
     action = _action(form)
-    keep = {k: v for k, v in form.items() if k in ("action", "id", *FILTER_FIELDS, *PATCH_FIELDS) and v.strip()}
+    keep = {
+        k: v
+        for k, v in form.items()
+        if k in ("action", "id", *FILTER_FIELDS, *PATCH_FIELDS, *LIMIT_FIELDS) and v.strip()
+    }
     if action.startswith("job."):
         job = await client.get_job(form.get("id", ""))
         verb = action[4:]
@@ -140,6 +172,12 @@ async def preview(client: AsyncClient, form: dict[str, str]) -> Preview:
         count = await client.count_jobs(f)
         verb = action[5:].capitalize()
         return Preview(action, f"{verb} every job matching {_describe(keep)}{changes}", count, keep)
+    if action == "limit.set":
+        name = validate_name("limit name", form.get("name", "").strip())
+        return Preview(action, f"Set limit {name} to {limit_of(form)}", None, keep)
+    if action == "limit.delete":
+        name = form.get("name", "")
+        return Preview(action, f"Delete limit {name}: its jobs run unlimited from the next take", None, keep)
     raise ValidationError(f"action {action!r} needs no confirmation")
 
 
@@ -153,7 +191,7 @@ def _target(action: str, form: dict[str, str]) -> str:
     if action.startswith("jobs."):
         f = _bulk_filter(action, form)
         return orjson.dumps(f.as_dict(), option=orjson.OPT_SORT_KEYS).decode()
-    if action.startswith("queue."):
+    if action.startswith(("queue.", "limit.")):
         return form.get("name", "")
     return f"{form.get('group', '')}/{form.get('entry', '')}".rstrip("/")
 
@@ -169,6 +207,9 @@ async def run(client: AsyncClient, form: dict[str, str], user: str) -> str:
         if action.endswith(".patch"):
             options = patch_options(form)
             changes = {k: None if v is None else str(v) if isinstance(v, datetime) else v for k, v in options.items()}
+        if action == "limit.set":
+            limit = limit_of(form)
+            changes = {"concurrency": limit.concurrency, "rate": limit.rate, "per": limit.per}
         count, done = await _run(client, action, form)
     except Exception as exc:
         events.emit(events.web_action, WebActionEvent(client.namespace, user, action, target, 0, changes, exc))
@@ -189,15 +230,28 @@ async def _run(client: AsyncClient, action: str, form: dict[str, str]) -> tuple[
     if action == "job.patch":
         await client.patch_job(job_id, **patch_options(form))
         return 1, f"Job {job_id} patched."
+    if action == "job.cancel":
+        if not await client.cancel_job(job_id):
+            return 0, f"Job {job_id} had already finished: nothing changed."
+        return 1, f"Job {job_id} cancelled."
     if action.startswith("jobs."):
         f = _bulk_filter(action, form)
         if action == "jobs.delete":
             n = await client.delete_jobs(f)
         elif action == "jobs.retry":
             n = await client.retry_jobs(f)
+        elif action == "jobs.cancel":
+            n = await client.cancel_jobs(f)
         else:
             n = await client.patch_jobs(f, **patch_options(form))
         return n, f"{action[5:].capitalize()}: {n} job(s)."
+    if action.startswith("limit."):
+        name = form.get("name", "").strip()
+        if action == "limit.set":
+            new = await client.set_limit(name, limit_of(form))
+            return 1, f"Limit {name} {'created' if new else 'changed'}."
+        existed = await client.delete_limit(name)
+        return int(existed), f"Limit {name} {'deleted' if existed else 'was already gone'}."
     if action.startswith("queue."):
         name = form.get("name", "")
         pause = action == "queue.pause"

@@ -33,6 +33,7 @@ from zizq.cli.format import error_text, json_text, relative, span, stamp
 from zizq.client.aio import AsyncClient
 from zizq.errors import JobNotFound, ValidationError, ZizqError
 from zizq.web import actions, reads
+from zizq.web.chart import throughput_svg
 
 Role = Literal["admin", "read"]
 Authorize = Callable[[Request], "Role | Awaitable[Role | None] | None"]
@@ -71,7 +72,9 @@ class Dashboard:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
         )
-        self.env.globals.update(span=span, relative=relative, stamp=stamp, json_text=json_text, error_text=error_text)
+        self.env.globals.update(
+            span=span, relative=relative, stamp=stamp, json_text=json_text, error_text=error_text, chart=throughput_svg
+        )
 
     async def role(self, request: Request) -> Role | None:
         role = self.authorize(request)
@@ -181,6 +184,12 @@ async def workers_page(d: Dashboard, request: Request) -> Response:
 
 
 @page
+async def limits_page(d: Dashboard, request: Request) -> Response:
+    states = await d.client.limits()
+    return d.render(request, "limits.html", title="Limits", limits=states, form=dict(request.query_params))
+
+
+@page
 async def confirm_page(d: Dashboard, request: Request) -> Response:
     """What an action will do, before it runs: for a bulk action, how many
     jobs match now."""
@@ -245,6 +254,7 @@ def create_app(
         Route("/state/{state}", state_page),
         Route("/cron", cron_page),
         Route("/workers", workers_page),
+        Route("/limits", limits_page),
         Route("/confirm", confirm_page),
         Route("/act", act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zizq._protocol.query import FINISHED, INDEX_OF, QueryCore, Stats, WindowRow
+from zizq._protocol.query import FINISHED, INDEX_OF, QueryCore, Stats, Throughput, WindowRow
 from zizq.client.aio import AsyncClient
 from zizq.client.query import time_ms
 from zizq.errors import ValidationError
@@ -40,17 +40,20 @@ STATE_PAGES = {
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    """The overview: the namespace's counts, the queues shown, and the next
-    job to dispatch (the head of the ready jobs across every queue)."""
+    """The overview: the namespace's counts, the queues shown, the next
+    job to dispatch (the head of the ready jobs across every queue), and the
+    attempts ended per minute over the last hour."""
 
     stats: Stats
     queues: list[tuple[str, int, bool]]  # (name, ready, paused), name order
     hidden: int  # queues that match the search but are not listed
     head: Job | None  # the next job to dispatch, None when none is ready
+    hour: Throughput
 
 
 async def overview(client: AsyncClient, search: str = "") -> Overview:
-    """Two script calls: stats, and a one-row window of the ready jobs."""
+    """Three script calls: stats, a one-row window of the ready jobs, and
+    the last hour's tally."""
     q = QueryCore(client.core)
     stats = await client.stats()
     names = [n for n in stats.queues if search.lower() in n.lower()]
@@ -59,7 +62,7 @@ async def overview(client: AsyncClient, search: str = "") -> Overview:
     if stats.ready:
         page = await client.run(q.window("ready", 0, 1, list(stats.queues)))
         head = page.rows[0].job if page.rows else None
-    return Overview(stats, shown, len(names) - len(shown), head)
+    return Overview(stats, shown, len(names) - len(shown), head, await client.throughput())
 
 
 @dataclass(frozen=True, slots=True)

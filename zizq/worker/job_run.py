@@ -81,48 +81,82 @@ class JobRunner:
         # (so each gets its own copy of the context variables): shutdown
         # waits until no handler runs, then cancels the runners, and with
         # them any handler still running.
+        waiting = self.run.waiting
+        assert isinstance(waiting, asyncio.Queue)
         while True:
-            owner, job = await self.run.waiting.get()
-            if self.run.stop.is_set():  # no queued job starts after a stop: the shutdown hands them back
-                self.run.waiting.put_nowait((owner, job))
+            owner, job = await waiting.get()
+            if not await self.run_job(owner, job):
                 return
-            pair = (owner, job.id)
-            if not await self._may_start(owner, job):
-                if self.run.stop.is_set():
-                    return
-                self.run.held.discard(pair)
-                self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
-                self.run.room.set()
-                continue
-            if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
-                self.run.cancelled.discard(pair)
-                log.info("job %s cancelled before it started", job.id)
-                self.run.held.discard(pair)
-                self.run.room.set()
-                continue
+
+    async def run_job(self, owner: str, job: Job) -> bool:
+        """Run one job taken for ``owner`` and record its outcome. False
+        when a stop came first: the job goes back to ``waiting`` (no queued
+        job starts after a stop: the shutdown hands them back)."""
+        if self.run.stop.is_set():
+            self.run.waiting.put_nowait((owner, job))
+            return False
+        pair = (owner, job.id)
+        if not await self._may_start(owner, job):
+            if self.run.stop.is_set():
+                return False
+            self.run.held.discard(pair)
+            self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
+            self.run.room.set()
+            return True
+        if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
+            self.run.cancelled.discard(pair)
+            log.info("job %s cancelled before it started", job.id)
+            self.run.held.discard(pair)
+            self.run.room.set()
+            return True
+        with self.run.start_lock:
             self.run.running.add(pair)
             self.run.idle.clear()
-            control = self.run.controls[pair] = JobControl(self.run, owner, job, asyncio.get_running_loop())
-            try:
-                control.task = asyncio.create_task(self._run_one(owner, job, control))
-                await control.task
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if not control.is_cancelled() or (me is not None and me.cancelling()):
-                    raise  # a stop, not the job's cancel
-                log.info("job %s cancelled while it ran", job.id)
-            except RedisUnavailable as exc:  # only after a stop
-                log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
-            except Exception:  # a failure that could not be recorded: log it, keep going
-                log.exception("job %s: could not record its outcome", job.id)
-            finally:
-                self.run.controls.pop(pair, None)
-                self.run.cancelled.discard(pair)
-                self.run.running.discard(pair)
-                if not self.run.running:
-                    self.run.idle.set()
-                self.run.held.discard(pair)
-                self.run.room.set()
+        control = self.run.controls[pair] = JobControl(self.run, owner, job, asyncio.get_running_loop())
+        try:
+            control.task = asyncio.create_task(self._run_one(owner, job, control))
+            await control.task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if not control.is_cancelled() or (me is not None and me.cancelling()):
+                raise  # a stop, not the job's cancel
+            log.info("job %s cancelled while it ran", job.id)
+        except RedisUnavailable as exc:  # only after a stop
+            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
+        except Exception:  # a failure that could not be recorded: log it, keep going
+            log.exception("job %s: could not record its outcome", job.id)
+        finally:
+            self.run.controls.pop(pair, None)
+            self.run.cancelled.discard(pair)
+            self.run.job_ended(pair)
+        return True
+
+    async def record_outcome(
+        self, owner: str, job: Job, exc: Exception | None, seconds: float, control: JobControl, result: bytes
+    ) -> None:
+        """Record the outcome of a job whose handler ran elsewhere (a
+        handler thread, see zizq.worker.sync_lane) for ``seconds``: its
+        progress written, then its ack (with its ``result`` as JSON), or
+        ``exc`` as its failure (a RateLimited defers it); then its runner
+        is free."""
+        pair = (owner, job.id)
+        try:
+            if control.reported:
+                await control.flush()
+            if exc is None:
+                self.run.ack(owner, job.id, job.dequeued_at, result)
+            elif isinstance(exc, RateLimited):  # not a failure: the job waits, no attempt used
+                await self._defer(owner, job, exc)
+            else:
+                await self._failed(owner, job, exc, seconds, control)
+        except RedisUnavailable as problem:  # only after a stop
+            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, problem)
+        except Exception:  # a failure that could not be recorded: log it, keep going
+            log.exception("job %s: could not record its outcome", job.id)
+        finally:
+            self.run.controls.pop(pair, None)
+            self.run.cancelled.discard(pair)
+            self.run.job_ended(pair)
 
     async def _may_start(self, owner: str, job: Job) -> bool:
         """Wait until ``owner``'s lease holds (:meth:`_lease_holds`). False
@@ -240,19 +274,7 @@ class JobRunner:
                 if sync:
                     self._abandon(pool)
                 exc = JobTimeout(f"the handler ran longer than its timeout of {timeout:g}s")
-            duration = time.perf_counter() - started
-            if observed and events.job_exception:
-                event = events.JobEvent("job_exception", job, self.run.namespace, owner, duration, error=exc)
-                events.emit(events.job_exception, event)
-            if control.reported:
-                await control.flush()
-            result = await self._fail(owner, job, exc, duration)
-            if observed and events.job_end:
-                outcome: events.Outcome = "refused" if result is None else "failed"
-                if result is not None and result.status == "dead":
-                    outcome = "dead"
-                event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, outcome, exc)
-                events.emit(events.job_end, event)
+            await self._failed(owner, job, exc, time.perf_counter() - started, control)
         else:
             duration = time.perf_counter() - started
             if control.is_cancelled():  # its ack would be refused: the job is dead already
@@ -263,6 +285,24 @@ class JobRunner:
             if observed and events.job_end:
                 event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, "completed")
                 events.emit(events.job_end, event)
+
+    async def _failed(self, owner: str, job: Job, exc: Exception, duration: float, control: JobControl) -> None:
+        """The handler raised ``exc`` after ``duration`` seconds: the
+        job_exception event, the last progress written, the failure
+        recorded, the job_end event."""
+        observed = bool(events.job_end or events.job_exception)
+        if observed and events.job_exception:
+            event = events.JobEvent("job_exception", job, self.run.namespace, owner, duration, error=exc)
+            events.emit(events.job_exception, event)
+        if control.reported:
+            await control.flush()
+        result = await self._fail(owner, job, exc, duration)
+        if observed and events.job_end:
+            outcome: events.Outcome = "refused" if result is None else "failed"
+            if result is not None and result.status == "dead":
+                outcome = "dead"
+            event = events.JobEvent("job_end", job, self.run.namespace, owner, duration, outcome, exc)
+            events.emit(events.job_end, event)
 
     @staticmethod
     async def _call_handler(route: Route, args: tuple[Any, ...], pool: ThreadPoolExecutor, control: JobControl) -> None:

@@ -27,11 +27,10 @@ from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq.client.aio import AsyncClient
 from zizq.client.options import connection_options
 from zizq.errors import RedisUnavailable
-from zizq.job import Job
 from zizq.worker.control import JobControl
 from zizq.worker.lease import HeartbeatThread, new_worker_id
 from zizq.worker.stats import WorkerStats
-from zizq.worker.stop import LAST_TRY
+from zizq.worker.stop import LAST_TRY, Waiting
 
 log = logging.getLogger("zizq.worker")
 
@@ -108,13 +107,17 @@ class Run:
         self.room = asyncio.Event()  # set when a job ends (or a stop is asked for)
         self.give_up_at: float | None = None  # time.monotonic() after which Redis calls get one try
         self.pool = handler_pool(concurrency)
-        self.waiting: asyncio.Queue[tuple[str, Job]] = asyncio.Queue()
+        self.waiting: Waiting = asyncio.Queue()
         # (owner, id) of jobs taken and not yet finished. The owner is part of
         # the key: after a lost lease this worker may take one of its own
         # recovered jobs again, under its new id, while the first run goes on.
         self.held: set[tuple[str, str]] = set()
         self.running: set[tuple[str, str]] = set()  # (owner, id) of jobs whose handler runs
         self.idle = asyncio.Event()  # set while no handler runs
+        # Held while a job starts or ends, and while a stop begins: a handler
+        # thread (zizq.worker.sync_lane) starts no job once a stop has begun,
+        # and ``idle`` matches ``running``.
+        self.start_lock = threading.Lock()
         self.acks: list[tuple[str, str]] = []
         self.dequeued: dict[tuple[str, str], int] = {}  # the attempt (dequeued_at, ms) of each ack not yet sent
         self.results: dict[tuple[str, str], bytes] = {}  # the result (JSON) of each ack not yet sent, when any
@@ -195,7 +198,8 @@ class Run:
         """Start a graceful stop (once): Redis calls retry until the
         shutdown timeout ends, then get one try."""
         if not self.stop.is_set():
-            self.stop.set()
+            with self.start_lock:
+                self.stop.set()
             self.give_up_at = time.monotonic() + self.shutdown_timeout
             self.loop.call_later(LAST_TRY, self._cut_take)
 
@@ -246,6 +250,18 @@ class Run:
                 )
                 # A stop shortens the wait: the retries may have to end sooner.
                 await until(asyncio.sleep(pause), self.forced if self.stop.is_set() else self.stop)
+
+    # -- jobs ------------------------------------------------------------
+
+    def job_ended(self, pair: tuple[str, str]) -> None:
+        """The run of the job ``pair`` (owner, id) ended, its outcome
+        recorded or queued: its runner is free. In the event loop."""
+        with self.start_lock:
+            self.running.discard(pair)
+            if not self.running:
+                self.idle.set()
+        self.held.discard(pair)
+        self.room.set()
 
     # -- acks ------------------------------------------------------------
 

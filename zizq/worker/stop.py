@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -37,6 +38,10 @@ log = logging.getLogger("zizq.worker")  # the worker's logger: stopping is part 
 # Seconds a last try at Redis may take: a call after the shutdown timeout ran
 # out, and each step of a stop at once (a second stop).
 LAST_TRY = 1.0
+# The jobs taken and not started, as (owner, job): an asyncio.Queue the
+# runners read, or, when every handler is sync, the queue the handler
+# threads read (zizq.worker.sync_lane).
+Waiting = asyncio.Queue[tuple[str, Job]] | queue.SimpleQueue[tuple[str, Job]]
 
 
 def run_until_signalled(main: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
@@ -76,7 +81,7 @@ class Stopping(Protocol):
     lease_ms: int
     heart: HeartbeatThread | None  # None until the worker has joined
     # Its jobs: (owner, id) pairs held, and those whose handler runs.
-    waiting: asyncio.Queue[tuple[str, Job]]  # taken, not started
+    waiting: Waiting  # taken, not started
     held: set[tuple[str, str]]
     running: set[tuple[str, str]]
     idle: asyncio.Event  # set while no handler runs

@@ -36,6 +36,7 @@ from zizq.client.sync import Client
 from zizq.errors import LeaseLost, RedisUnavailable, ValidationError, ZizqError
 from zizq.job import validate_name
 from zizq.router import Router
+from zizq.worker import sync_lane
 from zizq.worker.cron_tick import CronStats, cron_loop
 from zizq.worker.job_run import JobRunner
 from zizq.worker.lease import HeartbeatThread, new_worker_id, rejoin
@@ -212,7 +213,10 @@ class Worker:
             cron = cron_loop(run.client, run.stop, self.max_idle, self.cron_stats)
             run.background.append(asyncio.create_task(cron))
         runner = JobRunner(run, self.router)
-        run.runners = [asyncio.create_task(runner.run_jobs()) for _ in range(self.concurrency)]
+        if sync_lane.fits(self.router):  # handler threads of their own
+            run.runners = [asyncio.create_task(sync_lane.SyncLane(run, runner).serve())]
+        else:
+            run.runners = [asyncio.create_task(runner.run_jobs()) for _ in range(self.concurrency)]
         serving = asyncio.create_task(self._serve(run))
         forced = asyncio.create_task(run.forced.wait())
         try:

@@ -1,0 +1,227 @@
+"""Handler threads for a worker whose handlers are all sync (plain
+functions), with no dequeue middleware and no job hooks (see :func:`fits`).
+
+Handing each job from the event loop to a thread pool and back costs the
+loop a future, a callback and a wake-up per job, and the loop, not the
+handlers, becomes the limit. Here ``concurrency`` threads of their own take
+the jobs from the run's ``waiting`` queue (a thread-safe queue), run their
+handlers, and report the outcomes to the event loop in batches: one wake-up
+of the loop for all the outcomes that came meanwhile. The loop then queues
+the acks, records the failures, and frees the runners.
+
+A job these threads do not run themselves, they hand to the usual path
+(:meth:`zizq.worker.job_run.JobRunner.run_job`, in the event loop) and wait
+for it, so it still holds one of the ``concurrency`` runners: a job with a
+timeout (a handler thread cannot be stopped, so the loop times it and, past
+the timeout, leaves its thread behind), a job met while hooks are
+registered since the run began (the hooks run in the event loop), a job
+whose route has become async, and a job met while the lease is not
+confirmed (the usual path waits for it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import queue
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from zizq import current, events, logs
+from zizq._protocol.records import encode_result
+from zizq.errors import ZizqError
+from zizq.job import Job
+from zizq.router import Route, Router
+from zizq.worker.control import JobControl
+from zizq.worker.job_run import JobRunner
+from zizq.worker.run import Run
+
+log = logging.getLogger("zizq.worker")
+T = TypeVar("T")
+IDLE_LOOK = 0.5  # seconds an idle handler thread waits for a job before it looks for a stop
+
+# What a handler thread reports: (owner, job, what the handler raised or
+# None, seconds it ran, the job's control, its result as JSON).
+Outcome = tuple[str, Job, Exception | None, float, JobControl, bytes]
+
+
+def fits(router: Router) -> bool:
+    """Whether a run should use handler threads of its own: every handler
+    of ``router`` (its fallback too) is a plain function, no dequeue
+    middleware wraps them, and no job hooks are registered (they run in the
+    event loop, so every job would go there: zizq.otel registers some)."""
+    if router.middleware or events.job_start or events.job_end or events.job_exception:
+        return False
+    names = [*router.types, ""]  # "": no job type has it, so only the fallback answers
+    for name in names:
+        try:
+            if router.lookup(name).is_async:
+                return False
+        except ZizqError:  # no fallback
+            pass
+    return True
+
+
+class SyncLane:
+    """The handler threads of one :class:`~zizq.worker.run.Run` (which it
+    gives a thread-safe ``waiting`` queue). :meth:`serve` is the run's one
+    runner task: cancelling it (a stop) cancels the jobs handed to the
+    event loop."""
+
+    def __init__(self, run: Run, runner: JobRunner) -> None:
+        self.run = run
+        self.runner = runner
+        self.jobs: queue.SimpleQueue[tuple[str, Job]] = queue.SimpleQueue()
+        run.waiting = self.jobs
+        self.context = contextvars.copy_context()  # each job runs in a copy, as a task would
+        self._lock = threading.Lock()
+        self._outcomes: list[Outcome] = []
+        self._wake_pending = False  # a drain is scheduled in the event loop
+        self._tasks: set[asyncio.Task[Any]] = set()  # the event loop's work for these threads
+
+    async def serve(self) -> None:
+        """Start the handler threads; run until cancelled."""
+        for i in range(self.run.concurrency):
+            threading.Thread(target=self._work, name=f"zizq-handler-{i}", daemon=True).start()
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            # A stop: jobs handed to the event loop go back as a runner's
+            # would. An idle thread ends once it sees the stop; a thread
+            # running a handler ends after it.
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- in the handler threads ------------------------------------------
+
+    def _work(self) -> None:
+        run = self.run
+        while True:
+            try:
+                owner, job = self.jobs.get(timeout=IDLE_LOOK)
+            except queue.Empty:
+                if run.stop.is_set():
+                    return
+                continue
+            try:
+                if not self._start(owner, job):
+                    return
+            except Exception:  # never lose a thread (and with it a runner)
+                log.exception("job %s: the handler thread failed", job.id)
+
+    def _start(self, owner: str, job: Job) -> bool:
+        """Run ``job``, here or in the event loop; False when a stop came
+        first (the job goes back to ``waiting``, which the shutdown hands
+        back)."""
+        run = self.run
+        try:
+            route: Route | None = self.runner.router.lookup(job.type)
+        except ZizqError:
+            route = None  # the run records the NoRouteError
+        if (
+            job.timeout_ms
+            or (route is not None and route.is_async)
+            or events.job_start
+            or events.job_end
+            or events.job_exception
+            or self.runner.router.middleware
+            or not run.lease_holds(owner)
+            or (owner, job.id) in run.cancelled
+        ):
+            return self._in_loop(owner, job)
+        pair = (owner, job.id)
+        control = JobControl(run, owner, job, run.loop)
+        with run.start_lock:
+            if run.stop.is_set():
+                self.jobs.put((owner, job))
+                return False
+            run.running.add(pair)
+            run.idle.clear()
+            run.controls[pair] = control  # a cancel from now on flags it
+        if pair in run.cancelled:  # a cancel that came just before
+            control.cancel()
+        self._report(self.context.copy().run(self._run_one, owner, job, route, control))
+        return True
+
+    def _in_loop(self, owner: str, job: Job) -> bool:
+        """Run ``job`` the usual way, in the event loop, and wait for it."""
+        try:
+            done = asyncio.run_coroutine_threadsafe(self._tracked(self.runner.run_job(owner, job)), self.run.loop)
+        except RuntimeError:  # the event loop is closed: the run is over
+            return False
+        try:
+            return done.result()
+        except BaseException:  # cancelled by a stop
+            return False
+
+    def _run_one(self, owner: str, job: Job, route: Route | None, control: JobControl) -> Outcome:
+        """Run the handler (in the job's own copy of the context)."""
+        job.attempts += 1  # see JobRunner._run_one
+        logs.current_job.set(logs.JobContext(job, owner, self.run.namespace))
+        current.current.set(control)  # zizq.progress() and zizq.cancelled()
+        logs.received(job)
+        started = time.perf_counter()
+        try:
+            if route is None:
+                route = self.runner.router.lookup(job.type)  # raises NoRouteError
+            if control.is_cancelled():  # cancelled before it started: it does not start
+                return owner, job, None, 0.0, control, b""
+            result = encode_result(route.handler(*route.arguments(job)))
+        except Exception as exc:  # every handler failure is recorded on the job
+            return owner, job, exc, time.perf_counter() - started, control, b""
+        except asyncio.CancelledError:
+            problem = RuntimeError("the handler raised asyncio.CancelledError without being cancelled")
+            return owner, job, problem, time.perf_counter() - started, control, b""
+        duration = time.perf_counter() - started
+        if not control.is_cancelled():
+            logs.done(job, duration)
+        return owner, job, None, duration, control, result
+
+    def _report(self, outcome: Outcome) -> None:
+        """Queue an outcome for the event loop; wake it only when no drain
+        is pending already."""
+        with self._lock:
+            self._outcomes.append(outcome)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        try:
+            self.run.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the event loop is closed: a second stop left this handler behind
+            pass
+
+    # -- in the event loop -------------------------------------------------
+
+    def _drain(self) -> None:
+        """Record the outcomes reported since the last drain."""
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+            self._wake_pending = False
+        run = self.run
+        for owner, job, exc, duration, control, result in outcomes:
+            pair = (owner, job.id)
+            if control.is_cancelled():  # the job is dead already: no ack, no failure
+                log.info("job %s cancelled while it ran; its handler %s", job.id, "stopped" if exc else "returned")
+            elif exc is None and not control.reported:
+                run.ack(owner, job.id, job.dequeued_at, result)
+            else:  # a failure to record, or progress to write first
+                self._track(self.runner.record_outcome(owner, job, exc, duration, control, result))
+                continue
+            run.controls.pop(pair, None)
+            run.cancelled.discard(pair)
+            run.job_ended(pair)
+
+    def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` in a task that a stop cancels (see :meth:`serve`)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` in a task that a stop cancels."""
+        return await self._track(coro)
