@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,16 +65,34 @@ async def work(job: Work, meta: zizq.Job) -> None:
         loop.call_soon(loop.call_soon, os.kill, os.getpid(), signal.SIGSTOP)
 
 
-def start_worker(url: str, namespace: str, recorder_url: str, *options: str) -> subprocess.Popen[bytes]:
-    """A `zizq worker` process for this module's router; options are CLI flags
-    (e.g. "-c", "50", "--lease", "1")."""
+# The same job kind with a sync handler: a worker whose handlers are all sync
+# runs them in handler threads of its own (zizq/worker/sync_lane.py).
+sync_router = zizq.Router()
+
+
+@sync_router.handler
+def work_in_a_thread(job: Work, meta: zizq.Job) -> None:
+    recorder = redis.Redis.from_url(os.environ["ZIZQ_FAULT_RECORDER"])
+    try:
+        recorder.rpush("started:" + meta.id, os.getpid())
+        time.sleep(job.sleep)
+        recorder.rpush("finished:" + meta.id, os.getpid())
+    finally:
+        recorder.close()
+
+
+def start_worker(
+    url: str, namespace: str, recorder_url: str, *options: str, router: str = "router"
+) -> subprocess.Popen[bytes]:
+    """A `zizq worker` process for this module's ``router`` (or
+    ``sync_router``); options are CLI flags (e.g. "-c", "50", "--lease", "1")."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "zizq",
             "worker",
-            "tests.fault_harness:router",
+            f"tests.fault_harness:{router}",
             "--url",
             url,
             "--namespace",

@@ -352,7 +352,8 @@ def test_worker_frozen_between_its_lease_check_and_a_start_does_not_start_the_jo
     assert stop_worker(victim) == 0 and stop_worker(rescuer) == 0
 
 
-def test_worker_does_not_start_a_prefetched_job_whose_take_a_failover_lost(rig: Rig) -> None:
+@pytest.mark.parametrize("router", ["router", "sync_router"], ids=["async", "handler-threads"])
+def test_worker_does_not_start_a_prefetched_job_whose_take_a_failover_lost(rig: Rig, router: str) -> None:
     """A failover to a replica that lacked a take puts the job back in its
     queue while the worker that took it still holds it prefetched (history
     seed 79, a Cluster failover). Its calls failed meanwhile, so before it
@@ -364,7 +365,7 @@ def test_worker_does_not_start_a_prefetched_job_whose_take_a_failover_lost(rig: 
     proxy = FlakyProxy(rig.server.port)
     try:
         options = (*LEASE_OPTIONS, *QUEUE, "-c", "1", "--prefetch", "2")
-        victim = start_worker(proxy.url, rig.namespace, rig.recorder_url, *options)
+        victim = start_worker(proxy.url, rig.namespace, rig.recorder_url, *options, router=router)
         rig.procs.append(victim)
         poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
         [victim_id] = rig.workers()
