@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,13 +31,18 @@ RETENTION = zizq.Retention(completed_ms=3_600_000)  # keep completed jobs visibl
 
 class Work(zizq.JobKind):
     """Sleeps ``sleep`` seconds, then records the run. With ``die`` set, the
-    handler kills its own process with SIGKILL first (a poison pill)."""
+    handler kills its own process with SIGKILL first (a poison pill). With
+    ``freeze`` set, its process stops itself (SIGSTOP) once the handler has
+    returned (on its first run only), two event-loop turns later: after its runner has checked the
+    lease for the next job waiting and made that job's task, before the task
+    starts (a GC pause or a SIGSTOP there, made exact)."""
 
     NAME = "work"
     RETENTION = RETENTION
     n: int
     sleep: float = 0.0
     die: bool = False
+    freeze: bool = False
 
 
 router = zizq.Router()
@@ -54,18 +60,39 @@ async def work(job: Work, meta: zizq.Job) -> None:
     await _recorder.rpush("started:" + meta.id, os.getpid())
     await asyncio.sleep(job.sleep)
     await _recorder.rpush("finished:" + meta.id, os.getpid())
+    if job.freeze and await _recorder.set("froze:" + meta.id, 1, nx=True):  # once
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, os.kill, os.getpid(), signal.SIGSTOP)
 
 
-def start_worker(url: str, namespace: str, recorder_url: str, *options: str) -> subprocess.Popen[bytes]:
-    """A `zizq worker` process for this module's router; options are CLI flags
-    (e.g. "-c", "50", "--lease", "1")."""
+# The same job kind with a sync handler: a worker whose handlers are all sync
+# runs them in handler threads of its own (zizq/worker/sync_lane.py).
+sync_router = zizq.Router()
+
+
+@sync_router.handler
+def work_in_a_thread(job: Work, meta: zizq.Job) -> None:
+    recorder = redis.Redis.from_url(os.environ["ZIZQ_FAULT_RECORDER"])
+    try:
+        recorder.rpush("started:" + meta.id, os.getpid())
+        time.sleep(job.sleep)
+        recorder.rpush("finished:" + meta.id, os.getpid())
+    finally:
+        recorder.close()
+
+
+def start_worker(
+    url: str, namespace: str, recorder_url: str, *options: str, router: str = "router"
+) -> subprocess.Popen[bytes]:
+    """A `zizq worker` process for this module's ``router`` (or
+    ``sync_router``); options are CLI flags (e.g. "-c", "50", "--lease", "1")."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "zizq",
             "worker",
-            "tests.fault_harness:router",
+            f"tests.fault_harness:{router}",
             "--url",
             url,
             "--namespace",

@@ -22,6 +22,19 @@ lease), kill -9 of Redis and a restart from its AOF, a proxy stall (within or
 past the lease), a cut of every connection, SCRIPT FLUSH, and at most once a
 run a failover (the replica, once in sync, promoted behind the proxy).
 
+Some seeds run Redis behind three sentinels instead (the workers and the
+producer reach it through a redis+sentinel:// URL, the producer with
+wait_replicas=1): their faults are kill, stop and flush, and once a run a
+Sentinel failover, the master killed (kill -9) and the replica promoted by
+the sentinels, either in sync or just restarted from its AOF and still
+syncing. Others run a Redis Cluster (3 masters, a replica each, through a
+redis+cluster:// URL), with the same faults and once a Cluster failover: the
+namespace's master killed, its replica (in sync, or still syncing) taking
+over, the old master back as its replica. What holds then is what zizq
+promises with wait_replicas=1: every acknowledged enqueue survives, the
+replica promoted had it; what workers wrote since (acks, failures, takes)
+may be lost, and those jobs run again.
+
 The history (a list in the history Redis): enqueues acknowledged (with their
 ids and unique keys), handler starts and ends with their outcome (from the
 workers' job_start and job_end events), handlers that kill their process,
@@ -59,6 +72,7 @@ from zizq.testing import RedisServer
 
 from . import history_checks as checks
 from .history_app import HISTORY_KEY, Task, Tick
+from .scale_harness import Cluster, SentinelSet
 from .test_faults_redis import FlakyProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +81,9 @@ LEASE = 1.0  # seconds
 HEARTBEAT = 0.2  # seconds
 SCOPES = ("queued", "active")
 FAULT_KINDS = ("kill", "stop", "restart", "stall", "cut", "flush")  # and "failover", at most once a run
+# Behind sentinels or in a cluster: no proxy in the way, and a Redis restart fails over there.
+HA_FAULT_KINDS = ("kill", "stop", "flush")  # and "sentinel" or "cluster" once
+HA_MODES = ("in sync", "syncing")  # the replica a Sentinel or Cluster failover promotes
 AOF = ("--appendonly", "yes", "--appendfsync", "always", "--repl-diskless-sync-delay", "0")
 
 
@@ -121,6 +138,8 @@ class Plan:
     sends: list[Send] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     flows: list[Flow] = field(default_factory=list)
+    sentinel: str = ""  # Redis behind sentinels, failing over once with a replica in HA_MODES; "": not
+    cluster: str = ""  # a Redis Cluster, failing over once with a replica in HA_MODES; "": not
 
     @classmethod
     def of(cls, seed: int, duration: float = DURATION) -> Plan:
@@ -165,7 +184,21 @@ class Plan:
             plan.faults.append(Fault(other.uniform(1.0, duration - 1.0), "failover"))
             plan.faults.sort(key=lambda f: f.at)
         plan.flows = flows_of(seed, duration)
+        sentinel = random.Random(f"{seed}-sentinel")
+        cluster = random.Random(f"{seed}-cluster")
+        if not plan.failover and sentinel.random() < 0.25:
+            plan.sentinel = sentinel.choice(HA_MODES)
+            plan.ha_fault(sentinel.uniform(1.0, duration - 2.0), "sentinel")
+        elif not plan.failover and cluster.random() < 0.2:
+            plan.cluster = cluster.choice(HA_MODES)
+            plan.ha_fault(cluster.uniform(1.0, duration - 2.0), "cluster")
         return plan
+
+    def ha_fault(self, at: float, kind: str) -> None:
+        """Keep only the faults of HA_FAULT_KINDS, and add a failover of ``kind`` at ``at``."""
+        self.faults = [f for f in self.faults if f.kind in HA_FAULT_KINDS]
+        self.faults.append(Fault(at, kind))
+        self.faults.sort(key=lambda f: f.at)
 
     @staticmethod
     def item(rnd: random.Random, n: int) -> dict[str, Any]:
@@ -199,7 +232,14 @@ class Plan:
         return (
             f"seed {self.seed}: {self.workers} workers -c {self.concurrency} --prefetch {self.prefetch}, "
             f"{jobs} jobs in {len(self.sends)} enqueues, cron {'on' if self.cron else 'off'}, "
-            f"producer {'via the proxy' if self.producer_via_proxy else 'direct'}; faults: {faults or 'none'}"
+            + (
+                f"Redis behind sentinels (promoting a replica {self.sentinel}); "
+                if self.sentinel
+                else f"a Redis Cluster (promoting a replica {self.cluster}); "
+                if self.cluster
+                else f"producer {'via the proxy' if self.producer_via_proxy else 'direct'}; "
+            )
+            + f"faults: {faults or 'none'}"
         )
 
 
@@ -259,7 +299,7 @@ class Worker:
         command = [
             sys.executable,
             *("-m", "zizq", "worker", "tests.history_app:router"),
-            *("--url", self.run.proxy.url, "--namespace", self.run.namespace),
+            *("--url", self.run.url, "--namespace", self.run.namespace),
             *("-c", str(plan.concurrency), "--prefetch", str(plan.prefetch)),
             *("--lease", str(LEASE), "--heartbeat-interval", str(HEARTBEAT), "--shutdown-timeout", "10"),
             *("--log-level", "DEBUG"),
@@ -297,10 +337,23 @@ class Run:
         self.cron_start = 0.0
 
     def _start_servers(self) -> None:
-        """The queue Redis (and its replica), the history Redis, the proxy."""
+        """The queue Redis (alone, with a replica, behind sentinels, or the
+        namespace's shard of a cluster), the history Redis, the proxy."""
         plan = self.plan
-        self.queue = self.stack.enter_context(RedisServer(*AOF))
         self.replica: RedisServer | None = None
+        self.sentinels: SentinelSet | None = None
+        self.cluster: Cluster | None = None
+        if plan.sentinel:
+            self.sentinels = SentinelSet(self.namespace, None, None, AOF)
+            self.stack.callback(self.sentinels.close)
+            self.queue, self.replica = self.sentinels.master, self.sentinels.replica
+        elif plan.cluster:
+            self.cluster = Cluster(args=AOF)
+            self.stack.callback(self.cluster.close)
+            self.queue = self.cluster.master_of(self.namespace)
+            self.replica = replica_of(self.queue, self.cluster.nodes)
+        else:
+            self.queue = self.stack.enter_context(RedisServer(*AOF))
         if plan.failover:
             self.replica = self.stack.enter_context(RedisServer(*AOF, "--replicaof", "127.0.0.1", str(self.queue.port)))
         self.history = self.stack.enter_context(RedisServer())
@@ -308,7 +361,9 @@ class Run:
         self.stack.callback(self.hist.close)
         self.proxy = FlakyProxy(self.queue.port)
         self.stack.callback(self.proxy.close)
-        self.admin = zizq.Client.from_url(self.proxy.url, self.namespace)  # it follows a promotion
+        # What the workers and the admin client use: it follows a promotion.
+        self.url = self.sentinels.url if self.sentinels else self.cluster.url if self.cluster else self.proxy.url
+        self.admin = zizq.Client.from_url(self.url, self.namespace)
         self.stack.callback(self.admin.close)
 
     def record(self, event: str, **fields: Any) -> None:
@@ -338,8 +393,11 @@ class Run:
         self.workers = [Worker(self, slot) for slot in range(self.plan.workers)]
 
     def produce(self) -> None:
-        url = self.proxy.url if self.plan.producer_via_proxy else self.queue.url
-        client = zizq.Client.from_url(url, self.namespace)
+        if self.sentinels or self.cluster:
+            client = zizq.Client.from_url(self.url, self.namespace, wait_replicas=1)
+        else:
+            url = self.proxy.url if self.plan.producer_via_proxy else self.queue.url
+            client = zizq.Client.from_url(url, self.namespace)
         started = time.monotonic()
         try:
             for send in self.plan.sends:
@@ -474,6 +532,12 @@ class Run:
         elif fault.kind == "failover":
             if not self.fail_over():
                 return
+        elif fault.kind == "sentinel":
+            if not self.sentinel_failover():
+                return
+        elif fault.kind == "cluster":
+            if not self.cluster_failover():
+                return
         elif fault.kind == "flush":
             with redis.Redis(port=self.queue.port) as conn:
                 conn.script_flush()
@@ -491,27 +555,7 @@ class Run:
         with redis.Redis(port=old.port) as m, redis.Redis(port=new.port) as r:
 
             def caught_up() -> bool:
-                # Equal offsets alone are not enough: after the master's
-                # restart (a new replication id, its offset from 0) the
-                # replica may still be in its full resync, or not linked
-                # yet, and its promotion then loses what it had not loaded
-                # (seed 90: acknowledged jobs in no state at the end). So
-                # the link must be up, no sync in progress, the same
-                # history (replid), the same offset.
-                # And its AOF must be written again: after a full sync a
-                # replica rewrites its AOF before it appends to it, and a
-                # restart (kill -9) of the promoted replica in that window
-                # loses what the sync brought (seed 118), which no client
-                # can prevent.
-                mi, ri, rp = m.info("replication"), r.info("replication"), r.info("persistence")
-                return bool(
-                    not rp.get("aof_rewrite_in_progress")
-                    and not rp.get("aof_rewrite_scheduled")
-                    and ri.get("master_link_status") == "up"
-                    and not ri.get("master_sync_in_progress")
-                    and ri.get("master_replid") == mi.get("master_replid")
-                    and mi["master_repl_offset"] == ri.get("slave_repl_offset")
-                )
+                return _caught_up(m, r)
 
             if not _within(5, caught_up):
                 return False
@@ -530,6 +574,74 @@ class Run:
             finally:
                 self.proxy.resume()
         self.replica = self.stack.enter_context(RedisServer(*AOF, "--replicaof", "127.0.0.1", str(new.port)))
+        return True
+
+    def sentinel_failover(self) -> bool:
+        """Kill the master (kill -9) and let the sentinels promote the
+        replica: ``in sync`` (caught up first, at most 5 s), or ``syncing``
+        (killed and restarted from its AOF just before, so it resyncs as the
+        master dies); then start a new replica of the new master. False if
+        the replica did not catch up, or the sentinels promoted nobody within
+        30 s (the old master is then started again)."""
+        assert self.replica is not None and self.sentinels is not None
+        old, new = self.queue, self.replica
+        if not self._kill_for_failover(old, new):
+            return False
+        sentinels = self.sentinels
+
+        def promoted() -> bool:
+            try:
+                return sentinels.master_port() == new.port
+            except redis.RedisError:
+                return False
+
+        if not _within(30, promoted):
+            old.start()
+            return False
+        self.queue = new
+        self.replica = self.stack.enter_context(RedisServer(*AOF, "--replicaof", "127.0.0.1", str(new.port)))
+        return True
+
+    def cluster_failover(self) -> bool:
+        """Kill the namespace's master (kill -9) and let its replica take
+        over: ``in sync`` (caught up first, at most 5 s), or ``syncing``
+        (killed and restarted from its AOF just before); then start the old
+        master again, from its AOF: it comes back as the new master's
+        replica. False if the replica did not catch up, or did not take over
+        within 30 s (the old master is then started again)."""
+        assert self.replica is not None and self.cluster is not None
+        old, new = self.queue, self.replica
+        if not self._kill_for_failover(old, new):
+            return False
+        cluster, namespace = self.cluster, self.namespace
+
+        def promoted() -> bool:
+            try:
+                return cluster.master_of(namespace).port == new.port
+            except (redis.RedisError, AssertionError):
+                return False
+
+        taken_over = _within(30, promoted)
+        old.start()
+        if taken_over:
+            self.queue, self.replica = new, old
+        return taken_over
+
+    def _kill_for_failover(self, old: RedisServer, new: RedisServer) -> bool:
+        """Kill master ``old`` (kill -9) once replica ``new`` is in sync
+        (at most 5 s; False if it is not), or, for a replica ``syncing``,
+        right after a restart of ``new`` from its AOF."""
+        assert old.proc is not None and new.proc is not None
+        if (self.plan.sentinel or self.plan.cluster) == "in sync":
+            with redis.Redis(port=old.port) as m, redis.Redis(port=new.port) as r:
+                if not _within(5, lambda: _caught_up(m, r)):
+                    return False
+        else:
+            new.proc.kill()
+            new.proc.wait()
+            new.start()
+        old.proc.kill()
+        old.proc.wait()
         return True
 
     # -- the end
@@ -599,6 +711,37 @@ class Run:
             }
         logs = "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("worker-*.log")))
         return checks.Evidence(events, snapshot, errors, logs, quiet)
+
+
+def _caught_up(m: redis.Redis, r: redis.Redis) -> bool:
+    """Whether replica ``r`` has every write of master ``m``, and keeps it
+    across a restart.
+
+    Equal offsets alone are not enough: after the master's restart (a new
+    replication id, its offset from 0) the replica may still be in its full
+    resync, or not linked yet, and its promotion then loses what it had not
+    loaded (seed 90: acknowledged jobs in no state at the end). So the link
+    must be up, no sync in progress, the same history (replid), the same
+    offset. And its AOF must be written again: after a full sync a replica
+    rewrites its AOF before it appends to it, and a restart (kill -9) of the
+    promoted replica in that window loses what the sync brought (seed 118),
+    which no client can prevent."""
+    mi, ri, rp = m.info("replication"), r.info("replication"), r.info("persistence")
+    return bool(
+        not rp.get("aof_rewrite_in_progress")
+        and not rp.get("aof_rewrite_scheduled")
+        and ri.get("master_link_status") == "up"
+        and not ri.get("master_sync_in_progress")
+        and ri.get("master_replid") == mi.get("master_replid")
+        and mi["master_repl_offset"] == ri.get("slave_repl_offset")
+    )
+
+
+def replica_of(master: RedisServer, nodes: list[RedisServer]) -> RedisServer:
+    """The server among ``nodes`` that replicates ``master``."""
+    with redis.Redis(port=master.port) as r:
+        port = int(r.info("replication")["slave0"]["port"])
+    return next(n for n in nodes if n.port == port)
 
 
 def _within(seconds: float, predicate: Callable[[], bool]) -> bool:

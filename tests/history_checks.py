@@ -6,6 +6,7 @@ times are time.time() seconds.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import re
 from collections import Counter, defaultdict
@@ -24,8 +25,12 @@ READY, SCHEDULED, IN_FLIGHT, COMPLETED, DEAD = 1, 2, 3, 4, 5
 WAITING = 6  # for its dependencies (depends_on)
 IN_SCOPE = {"queued": {READY, SCHEDULED}, "active": {READY, SCHEDULED, IN_FLIGHT}, "exists": {1, 2, 3, 4, 5}}
 # Faults that hit every worker at once (the proxy, or Redis itself).
-GLOBAL_FAULTS = {"restart", "stall", "cut", "failover"}
-ACKED = re.compile(r"acked \d+ jobs: (.*)$", re.M)
+GLOBAL_FAULTS = {"restart", "stall", "cut", "failover", "sentinel", "cluster"}
+# Faults that can lose writes Redis acknowledged: a Sentinel or Cluster
+# failover promotes a replica that may lack the last acks and failures (only
+# enqueues wait for a replica), so those jobs run again and finish twice.
+LOSSY_FAULTS = {"sentinel", "cluster"}
+ACKED = re.compile(r"^(\S+ \S+) .*acked \d+ jobs: (.*)$", re.M)
 DECLARED_LOST = re.compile(r"worker (\S+) was declared lost", re.M)
 
 
@@ -165,6 +170,9 @@ def started_only_when_held(ev: Evidence) -> list[str]:
         runs[s["job"]].append(s)
     out = []
     for job_id, starts in runs.items():
+        # In the order they happened: a worker stopped (SIGSTOP) between
+        # taking the time of its start and recording it records it late (seed 263).
+        starts.sort(key=lambda s: s["t"])
         for before, after in itertools.pairwise(starts):
             if before["attempt"] != after["attempt"]:
                 continue
@@ -185,23 +193,42 @@ def late_acks_fenced(ev: Evidence) -> list[str]:
     stays finished: one completion ack per job (from the workers' "acked"
     log lines), one recorded failure per attempt, and a job acked (or
     recorded dead) is completed (or dead) at the end. Anything else is a late
-    ack that was not fenced."""
+    ack that was not fenced, unless a fault that loses acknowledged writes
+    (LOSSY_FAULTS) ended after the first outcome: that outcome was lost."""
     out = []
     final = {job_id: STATUS_NAMES[r["s"]] for job_id, r in ev.final.records.items()}
-    acks = Counter(i.strip() for line in ACKED.findall(ev.logs) for i in line.split(",") if i.strip())
-    for job_id, n in acks.items():
-        if n > 1:
-            out.append(f"late acks fenced: job {job_id} was acked {n} times")
-        if final.get(job_id, "completed") != "completed":
+    lossy = [f["end"] for f in ev.of("fault") if f["kind"] in LOSSY_FAULTS]
+
+    def lost_after(t: float) -> bool:
+        return any(end >= t for end in lossy)
+
+    acks: dict[str, list[float]] = defaultdict(list)
+    for stamp, line in ACKED.findall(ev.logs):
+        for i in line.split(","):
+            if i.strip():
+                acks[i.strip()].append(log_time(stamp))
+    for job_id, times in acks.items():
+        if len(times) > 1 and not lost_after(min(times)):
+            out.append(f"late acks fenced: job {job_id} was acked {len(times)} times")
+        if final.get(job_id, "completed") != "completed" and not lost_after(max(times)):
             out.append(f"late acks fenced: job {job_id} was acked as completed, and is {final[job_id]} at the end")
-    failures = Counter((e["job"], e["attempt"]) for e in ev.of("end") if e["outcome"] in ("failed", "dead"))
-    for (job_id, attempt), n in failures.items():
-        if n > 1:
-            out.append(f"late acks fenced: job {job_id} attempt {attempt} had {n} failures recorded")
+    failures: dict[tuple[str, int], list[float]] = defaultdict(list)
     for e in ev.of("end"):
-        if e["outcome"] == "dead" and final.get(e["job"], "dead") != "dead":
+        if e["outcome"] in ("failed", "dead"):
+            failures[(e["job"], e["attempt"])].append(e["t"])
+    for (job_id, attempt), times in failures.items():
+        if len(times) > 1 and not lost_after(min(times)):
+            out.append(f"late acks fenced: job {job_id} attempt {attempt} had {len(times)} failures recorded")
+    for e in ev.of("end"):
+        if e["outcome"] == "dead" and final.get(e["job"], "dead") != "dead" and not lost_after(e["t"]):
             out.append(f"late acks fenced: job {e['job']} was recorded dead, and is {final[e['job']]} at the end")
     return out
+
+
+def log_time(stamp: str) -> float:
+    """A worker log line's time ("2026-12-07 10:10:32,898", local time) in
+    seconds since the epoch."""
+    return datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def unique_keys_held_once(ev: Evidence) -> list[str]:

@@ -53,9 +53,10 @@ class Cluster:
     """Six cluster-enabled redis-servers joined by ``redis-cli --cluster
     create`` into 3 masters with one replica each. With ``synced=False`` it
     is ready as soon as every node sees the cluster ok, before the replicas'
-    first sync has ended (as a cluster made just before use is)."""
+    first sync has ended (as a cluster made just before use is). ``args``
+    are more redis-server arguments for every node (persistence, say)."""
 
-    def __init__(self, *, synced: bool = True) -> None:
+    def __init__(self, *, synced: bool = True, args: Sequence[str] = ()) -> None:
         self.nodes: list[RedisServer] = []
         try:
             for _ in range(6):
@@ -66,6 +67,7 @@ class Cluster:
                         "--cluster-port", str(free_port()),  # the bus port; the default, port + 10000, may be taken
                         "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                         "--cluster-replica-validity-factor", "0",  # a replica may always take over
+                        *args,
                     )
                 )  # fmt: skip
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -146,9 +148,12 @@ class Cluster:
 class SentinelSet:
     """A master, one replica, and three sentinels watching them as
     ``service`` (quorum 2). The Redis servers require ``password``, the
-    sentinels ``sentinel_password``."""
+    sentinels ``sentinel_password`` (None: no password). ``args`` are more
+    redis-server arguments for both servers (persistence, say)."""
 
-    def __init__(self, service: str, password: str, sentinel_password: str) -> None:
+    def __init__(
+        self, service: str, password: str | None, sentinel_password: str | None, args: Sequence[str] = ()
+    ) -> None:
         self.service = service
         self.password = password
         self.sentinel_password = sentinel_password
@@ -156,8 +161,8 @@ class SentinelSet:
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.sentinel_ports: list[int] = []
         try:
-            self.master = self._server(RedisServer())
-            self.replica = self._server(RedisServer("--replicaof", "127.0.0.1", str(self.master.port)))
+            self.master = self._server(RedisServer(*args))
+            self.replica = self._server(RedisServer(*args, "--replicaof", "127.0.0.1", str(self.master.port)))
             for _ in range(3):
                 self._start_sentinel()
             wait_until("the sentinels see the master, its replica and each other", self.ready, 30)
@@ -168,6 +173,8 @@ class SentinelSet:
     def _server(self, server: RedisServer) -> RedisServer:
         if server not in self.servers:
             self.servers.append(server)
+        if self.password is None:
+            return server
         # Set after the start (RedisServer's readiness check has no password).
         with redis.Redis(port=server.port) as r:
             r.config_set("masterauth", self.password)
@@ -175,32 +182,48 @@ class SentinelSet:
         return server
 
     def restart(self, server: RedisServer) -> None:
-        """Start a stopped server again (empty: no persistence); the
-        sentinels make it a replica of whichever server is master."""
+        """Start a stopped server again (with what its persistence kept, if
+        ``args`` turned it on); the sentinels make it a replica of whichever
+        server is master, about 10 s after it answers."""
         server.start()
         self._server(server)
+
+    def replica_up(self, server: RedisServer) -> bool:
+        """Whether the sentinels list ``server`` among the master's replicas
+        and see it up (not subjectively down, linked), so that a failover
+        may promote it."""
+        with self._sentinel(self.sentinel_ports[0]) as s:
+            for replica in s.sentinel_slaves(self.service):
+                if int(replica["port"]) == server.port:
+                    return not replica["is_sdown"] and not replica["is_disconnected"]
+        return False
+
+    def fail_over(self) -> bool:
+        """Ask the sentinels for a failover now (SENTINEL FAILOVER); raises
+        ResponseError when they cannot (no good replica, one in progress)."""
+        with self._sentinel(self.sentinel_ports[0]) as s:
+            return bool(s.sentinel_failover(self.service))
 
     def _start_sentinel(self) -> None:
         port = free_port()
         folder = Path(self.master.dir) / f"sentinel-{port}"
         folder.mkdir()
         conf = folder / "sentinel.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"port {port}",
-                    "bind 127.0.0.1",
-                    f"dir {folder}",
-                    f'requirepass "{self.sentinel_password}"',
-                    f'sentinel sentinel-pass "{self.sentinel_password}"',  # to talk to each other
-                    f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2",
-                    f'sentinel auth-pass {self.service} "{self.password}"',
-                    f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
-                    f"sentinel failover-timeout {self.service} 10000",
-                    "",
-                ]
-            )
-        )
+        lines = [f"port {port}", "bind 127.0.0.1", f"dir {folder}"]
+        if self.sentinel_password is not None:
+            lines += [
+                f'requirepass "{self.sentinel_password}"',
+                f'sentinel sentinel-pass "{self.sentinel_password}"',  # to talk to each other
+            ]
+        lines.append(f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2")
+        if self.password is not None:
+            lines.append(f'sentinel auth-pass {self.service} "{self.password}"')
+        lines += [
+            f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
+            f"sentinel failover-timeout {self.service} 10000",
+            "",
+        ]
+        conf.write_text("\n".join(lines))
         proc = subprocess.Popen(
             [REDIS_SERVER, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
@@ -210,7 +233,9 @@ class SentinelSet:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-        return f"redis+sentinel://:{self.password}@{hosts}/{self.service}?sentinel_password={self.sentinel_password}"
+        login = "" if self.password is None else f":{self.password}@"
+        query = "" if self.sentinel_password is None else f"?sentinel_password={self.sentinel_password}"
+        return f"redis+sentinel://{login}{hosts}/{self.service}{query}"
 
     def _sentinel(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, password=self.sentinel_password)

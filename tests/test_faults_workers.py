@@ -23,8 +23,9 @@ import redis
 
 import zizq
 
-from .conftest import RedisServer, stored
+from .conftest import RedisServer, free_port, stored
 from .fault_harness import Work, outcome, start_worker, stop_worker
+from .test_faults_redis import FlakyProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 IN_FLIGHT = 3  # the status code of in_flight in a stored job record (docs/protocol/keys.md §2.1)
@@ -331,6 +332,62 @@ def test_resumed_worker_starts_none_of_the_jobs_it_lost(rig: Rig, capfd: pytest.
     assert stop_worker(victim) == 0 and stop_worker(rescuer) == 0
     out = outcome(rig.client, rig.recorder, ids)
     assert out.statuses == Counter(completed=5) and out.doubles == []
+
+
+def test_worker_frozen_between_its_lease_check_and_a_start_does_not_start_the_job(rig: Rig) -> None:
+    """A worker frozen after its runner found the lease valid for the next
+    job and before that job's handler began (history seed 145: a SIGSTOP 1
+    ms after a runner came free) must look at its lease again as the
+    handler begins: by then another worker runs the job."""
+    victim = rig.start(*QUEUE, "-c", "1", "--prefetch", "2")
+    poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+    first, second = (job.id for job in rig.client.enqueue_many([Work(n=0, sleep=0.2, freeze=True), Work(n=1)]))
+    poll(lambda: stopped(victim.pid), 10, "the worker froze as the first job ended")
+    rescuer = rig.start(*QUEUE, "-c", "1")
+    poll(lambda: rig.all_finished([first, second]), LEASE + 15, "the other worker completed the second job")
+    victim.send_signal(signal.SIGCONT)
+    poll(lambda: len(rig.workers()) == 2 and victim.pid in rig.workers().values(), 10, "the worker went on")
+    time.sleep(3 * HEARTBEAT)
+    assert rig.pids("started", second) == [rescuer.pid]
+    assert stop_worker(victim) == 0 and stop_worker(rescuer) == 0
+
+
+@pytest.mark.parametrize("router", ["router", "sync_router"], ids=["async", "handler-threads"])
+def test_worker_does_not_start_a_prefetched_job_whose_take_a_failover_lost(rig: Rig, router: str) -> None:
+    """A failover to a replica that lacked a take puts the job back in its
+    queue while the worker that took it still holds it prefetched (history
+    seed 79, a Cluster failover). Its calls failed meanwhile, so before it
+    starts the job it asks Redis, and leaves it to the next take. The lost
+    take is made here by handing the job back by hand, the failover by
+    pointing the worker's proxy at a closed port for a moment. The job must
+    run once: a start of the copy held would be a second run."""
+    assert rig.server is not None
+    proxy = FlakyProxy(rig.server.port)
+    try:
+        options = (*LEASE_OPTIONS, *QUEUE, "-c", "1", "--prefetch", "2")
+        victim = start_worker(proxy.url, rig.namespace, rig.recorder_url, *options, router=router)
+        rig.procs.append(victim)
+        poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+        [victim_id] = rig.workers()
+        first, second = (job.id for job in rig.client.enqueue_many([Work(n=0, sleep=1.0), Work(n=1)]))
+        poll(lambda: rig.held(victim_id) == {first, second} and bool(rig.pids("started", first)), 10, "both jobs taken")
+        upstream, proxy.upstream_port = proxy.upstream_port, free_port()  # nothing listens there
+        proxy.cut()
+        rig.client.run(rig.client.core.release(victim_id, [second]))  # the take the failover lost
+        time.sleep(3 * HEARTBEAT)
+        proxy.upstream_port = upstream
+        poll(lambda: rig.all_finished([first, second]), 15, "both jobs completed")
+        time.sleep(3 * HEARTBEAT)
+        assert rig.pids("started", second) == [victim.pid]
+        assert stop_worker(victim) == 0
+    finally:
+        proxy.close()
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (by a signal)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 @pytest.mark.parametrize("concurrency", ["1", "4"], ids=["prefetched-behind-it", "started-with-it"])

@@ -324,6 +324,15 @@ class _AsyncCluster(redis.asyncio.RedisCluster):
         super().__init__(*args, **kwargs)
         self.commands_parser = _AsyncCommandsParser(self)
 
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        # redis-py 8.2 works out how to route a command before a client that
+        # has not read the slot map yet reads it: the first call of a new
+        # client is routed as if it had no key, to any node, a failed master
+        # too. So the map is read first.
+        if self.get_default_node() is None:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
 
 @dataclass(frozen=True)
 class _Flavour:

@@ -96,16 +96,11 @@ class JobRunner:
             self.run.waiting.put_nowait((owner, job))
             return False
         pair = (owner, job.id)
-        if not await self._lease_holds(owner):
-            if self.run.stop.is_set():  # as above: the shutdown hands it back
-                self.run.waiting.put_nowait((owner, job))
+        if not await self._may_start(owner, job):
+            if self.run.stop.is_set():
                 return False
-            log.warning(
-                "job %s not started: the lease of worker %s was lost first, so another worker may run it",
-                job.id,
-                owner,
-            )
             self.run.held.discard(pair)
+            self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
             self.run.room.set()
             return True
         if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
@@ -163,6 +158,42 @@ class JobRunner:
             self.run.cancelled.discard(pair)
             self.run.job_ended(pair)
 
+    async def _may_start(self, owner: str, job: Job) -> bool:
+        """Wait until ``owner``'s lease holds (:meth:`_lease_holds`). False
+        when ``job`` must not start: a stop came (it goes back on
+        ``waiting``, for the shutdown to hand back) or the lease was lost."""
+        if await self._lease_holds(owner):
+            return True
+        if self.run.stop.is_set():
+            self.run.waiting.put_nowait((owner, job))
+        else:
+            log.warning(
+                "job %s not started: the lease of worker %s was lost first, so another worker may run it",
+                job.id,
+                owner,
+            )
+        return False
+
+    async def _still_taken(self, owner: str, job: Job) -> bool:
+        """Whether Redis still has this attempt of ``job`` in flight (asked
+        when a call failed in transit since it was taken: a failover to a
+        replica that lacked the take puts the job back in its queue, where
+        another worker may take it). False, not started, when it has not,
+        or when a stop came before Redis answered."""
+        try:
+            [now] = await self.run.call(self.run.core.get([job.id]))
+        except RedisUnavailable:  # only after a stop: the leave hands it back
+            return False
+        if now is not None and now.status == "in_flight" and now.dequeued_at == job.dequeued_at:
+            return True
+        log.warning(
+            "job %s not started: redis no longer has it in flight for worker %s (a failover lost its take), "
+            "so another worker may run it",
+            job.id,
+            owner,
+        )
+        return False
+
     async def _lease_holds(self, owner: str) -> bool:
         """Whether ``owner``'s lease holds, by the worker's own record of it
         (the last confirmed heartbeat): after a pause past the lease (a
@@ -177,6 +208,14 @@ class JobRunner:
         return True
 
     async def _run_one(self, owner: str, job: Job, control: JobControl) -> None:
+        if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
+            if not await self._still_taken(owner, job):
+                return
+        # Looked at again here, with no await between this look and the
+        # handler's start: the runner looked before it made this task, and a
+        # pause in between (a SIGSTOP, a long GC) may have outlasted the lease.
+        if not await self._may_start(owner, job):
+            return
         # The run in progress counts (stored: the failed runs so far), so the
         # handler sees the number its failure's error record will carry.
         job.attempts += 1

@@ -139,6 +139,12 @@ class Run:
         # lost the last writes, acks included, so the take loop reconciles.
         # An Event: the heartbeat thread sets it too.
         self._doubted = threading.Event()
+        self.doubts = 0  # how many calls failed in transit so far (a count that only grows)
+        # The count of doubts as each held job's take was sent, by (owner, id,
+        # dequeued_at): a job taken before a later doubt is looked up before
+        # it starts (a failover may have lost its take, and the job gone back
+        # to its queue, from where this worker may even take it again).
+        self.taken_at: dict[tuple[str, str, int | None], int] = {}
 
     # -- doubt -----------------------------------------------------------
 
@@ -146,6 +152,7 @@ class Run:
         """A call failed in transit: Redis may have lost this worker's last
         writes, so the take loop reconciles before its next take. Safe from
         any thread (the heartbeat thread calls it)."""
+        self.doubts += 1
         self._doubted.set()
 
     def take_doubt(self) -> bool:

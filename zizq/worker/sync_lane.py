@@ -15,8 +15,9 @@ for it, so it still holds one of the ``concurrency`` runners: a job with a
 timeout (a handler thread cannot be stopped, so the loop times it and, past
 the timeout, leaves its thread behind), a job met while hooks are
 registered since the run began (the hooks run in the event loop), a job
-whose route has become async, and a job met while the lease is not
-confirmed (the usual path waits for it).
+whose route has become async, a job met while the lease is not
+confirmed (the usual path waits for it), and a job taken before a call
+failed in transit (the usual path asks Redis whether it is still taken).
 """
 
 from __future__ import annotations
@@ -131,8 +132,12 @@ class SyncLane:
             or self.runner.router.middleware
             or not run.lease_holds(owner)
             or (owner, job.id) in run.cancelled
+            # Taken before a call failed in transit: the usual path asks Redis
+            # whether a failover lost the take (JobRunner._still_taken).
+            or run.taken_at.get((owner, job.id, job.dequeued_at), run.doubts) != run.doubts
         ):
             return self._in_loop(owner, job)
+        run.taken_at.pop((owner, job.id, job.dequeued_at), None)
         pair = (owner, job.id)
         control = JobControl(run, owner, job, run.loop)
         with run.start_lock:

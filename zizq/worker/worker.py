@@ -374,6 +374,7 @@ class Worker:
             # After a failover the new master may lack acks and fails this
             # worker sent: its jobs would sit in flight under a live lease.
             await self._reconcile(run, owner)
+        doubts = run.doubts  # before the take is sent: see Run.taken_at
         run.room.clear()  # set again by a job that ends from now on
         try:
             result = await run.client.run(run.core.take(owner, room, self.queues, self._free(run)), retry_for=0)
@@ -384,7 +385,7 @@ class Worker:
             finally:
                 client.close()
             return
-        await self._hold(run, owner, result)
+        await self._hold(run, owner, result, doubts)
         if result.held_back:
             await self._after_suspect(run, owner, result)
             return
@@ -396,7 +397,7 @@ class Worker:
         log.debug("nothing more ready: waiting up to %.3fs for work", timeout)
         woken = await self._wait_for_work(run, timeout, owner, room - len(result.jobs))
         if woken is not None:
-            await self._hold(run, owner, woken)
+            await self._hold(run, owner, woken, doubts)
             if woken.held_back:
                 await self._after_suspect(run, owner, woken)
 
@@ -426,10 +427,12 @@ class Worker:
         waits for (the take marks those started)."""
         return max(0, self.concurrency - len(run.held))
 
-    async def _hold(self, run: Run, owner: str, result: TakeResult) -> None:
-        """Queue the jobs a take returned for the runners."""
+    async def _hold(self, run: Run, owner: str, result: TakeResult, doubts: int) -> None:
+        """Queue the jobs a take returned for the runners; ``doubts`` is
+        ``run.doubts`` as the take was sent."""
         for job in result.jobs:
             run.held.add((owner, job.id))
+            run.taken_at[(owner, job.id, job.dequeued_at)] = doubts
             run.waiting.put_nowait((owner, job))
         if result.jobs and log.isEnabledFor(logging.DEBUG):
             log.debug(
