@@ -62,6 +62,9 @@ def test_a_second_start_needs_a_lost_worker() -> None:
     restart = {"e": "fault", "kind": "restart", "start": 0.2, "end": 0.7}
     assert checks.started_only_when_held(evidence(*twice, restart)) == []
     assert checks.started_only_when_held(evidence(*twice, logs="worker w1 was declared lost (no heartbeat")) == []
+    # Or a new master was promoted in between: the take's ack may be lost (seed 215).
+    promoted = {"e": "promotion", "port": 2, "before": 1}
+    assert checks.started_only_when_held(evidence(twice[0], promoted, twice[1])) == []
     # Not excused by a fault on the other worker, nor by one before the first start.
     stopped = {"e": "fault", "kind": "stop", "target": 20, "start": -5.0, "end": -1.0}
     assert len(checks.started_only_when_held(evidence(*twice, stopped))) == 1
@@ -86,6 +89,10 @@ def test_late_acks_fenced() -> None:
     assert checks.late_acks_fenced(evidence(lost, logs=logs)) == []
     before = {**lost, "end": first - 0.5}
     assert len(checks.late_acks_fenced(evidence(before, logs=logs))) == 1
+    # So may a promotion the sentinels made on their own, after a stall of the master (seed 215).
+    promoted = {"e": "promotion", "t": first + 1, "port": 2, "before": 1}
+    assert checks.late_acks_fenced(evidence(promoted, logs=logs)) == []
+    assert len(checks.late_acks_fenced(evidence({**promoted, "t": first - 0.5}, logs=logs))) == 1
     failed = {"e": "end", "job": "c", "attempt": 1, "outcome": "failed"}
     assert checks.late_acks_fenced(evidence(failed, failed)) == [
         "late acks fenced: job c attempt 1 had 2 failures recorded"
