@@ -347,6 +347,24 @@ def test_cli_get_shows_result_and_progress_and_cancel_cancels(worker: WorkerProc
         assert out.returncode == 3 and "no job with id 'nope'" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_wait_prints_the_result_or_the_error_and_says_it_in_its_exit_code(worker: WorkerProcess) -> None:
+    with zizq.Client.from_url(worker.url, NAMESPACE) as client:
+        square = client.enqueue(Square(n=4))
+        out = zizq_cli(worker.url, "wait", square.id, "--timeout", "10")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"{square.id} completed\n") and orjson.loads(out.stdout.split("\n", 1)[1]) == {
+            "square": 16
+        }
+        dead = client.enqueue(Unkeepable(), retry_limit=0)
+        out = zizq_cli(worker.url, "wait", dead.id, "--timeout", "10", "--json")
+        assert out.returncode == 5 and orjson.loads(out.stdout)["status"] == "dead", out.stderr
+        later = client.enqueue(Mark(tag="cli-later"), delay=600)
+        out = zizq_cli(worker.url, "wait", later.id, "--timeout", "0.2")
+        assert out.returncode == 6 and "did not finish within the timeout" in out.stderr
+        assert "Traceback" not in out.stderr
+        client.delete_job(later.id)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

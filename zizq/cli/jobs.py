@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 an error (bad value, Redis unavailable, reset refused
 while workers hold leases); 2 a usage error; 3 no job with that id; 4 the
-confirmation was declined (or could not be asked: no terminal and no --yes).
+confirmation was declined (or could not be asked: no terminal and no --yes);
+5 the job waited for ended dead; 6 the wait's timeout ran out.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from typing import Any
 
 from zizq.cli.format import error_text, json_text, moment, print_error, print_json, progress_text, relative, table
 from zizq.client.sync import Client
-from zizq.errors import JobNotFound, ValidationError
+from zizq.errors import JobNotFound, ValidationError, WaitTimeout
 from zizq.filters import Filter
 from zizq.job import Job
 from zizq.options import MAX_SECONDS
 
 EXIT_NOT_FOUND = 3
 EXIT_DECLINED = 4
+EXIT_DEAD = 5  # zizq jobs wait: the job ended dead (or cancelled)
+EXIT_TIMEOUT = 6  # zizq jobs wait: still not finished when --timeout ran out
 
 FILTER_HELP = (
     "Filters (all given ones must match; commas separate alternatives): --status ready,scheduled,in_flight,"
@@ -250,6 +253,23 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return _report(args, "cancelled", client.cancel_jobs(_filter(args)))
 
 
+def cmd_wait(client: Client, args: argparse.Namespace) -> int:
+    try:
+        job = client.wait(args.id, args.timeout)
+    except WaitTimeout as exc:
+        print_error(exc)
+        return EXIT_TIMEOUT
+    if args.json:
+        print_json(job.to_dict())
+    else:
+        print(f"{job.id} {job.status}")
+        if job.result_json is not None:
+            print(json_text(job.result))
+        if job.last_error is not None:
+            print(error_text(job.last_error))
+    return 0 if job.status == "completed" else EXIT_DEAD
+
+
 def cmd_queues(client: Client, args: argparse.Namespace) -> int:
     queues = client.list_queues(counts=not args.fast)
     if args.json:
@@ -301,9 +321,9 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     """Add the jobs, queues and reset commands to the ``zizq`` parser."""
     j = sub.add_parser(
         "jobs",
-        help="list, count, show, patch, delete, retry or cancel jobs",
+        help="list, count, show, wait for, patch, delete, retry or cancel jobs",
         description="Query and manage jobs. Exit codes: 0 done, 1 error, 2 usage, 3 no such job, "
-        "4 confirmation declined.",
+        "4 confirmation declined, 5 the job waited for ended dead, 6 the wait timed out.",
     )
     jsub = j.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -327,6 +347,14 @@ def register(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> Non
     sp.set_defaults(id=None)
     action("get", "show one job with its payload (as JSON) and its last error", cmd_get, one="required")
     action("errors", "show a job's error history, oldest first", cmd_errors, one="required")
+    sp = action(
+        "wait",
+        "wait until a job is completed (exit 0, its result printed) or dead (exit 5, its last error printed); "
+        "exit 6 when --timeout runs out first",
+        cmd_wait,
+        one="required",
+    )
+    sp.add_argument("--timeout", type=float, default=None, help="seconds to wait at most (default: no limit)")
     sp = action(
         "patch",
         "change one job (ID) or every unfinished job matching filters (finished jobs are skipped)",
