@@ -4,15 +4,16 @@
 KEYS[1]  namespace prefix "{<namespace>}:"
 ARGV[1]  state: 'ready' (dispatch order: priority, then id, across the
          queues given), 'scheduled' (by due time), 'in_flight' (by
-         dequeue time), 'dead' (kept dead jobs, the latest purge_at first)
-         or 'retries' (scheduled jobs with attempts > 0, by due time)
+         dequeue time), 'waiting' (waiting for dependencies, by enqueue
+         time), 'dead' (kept dead jobs, the latest purge_at first) or
+         'retries' (scheduled jobs with attempts > 0, by due time)
 ARGV[2]  offset: jobs to skip (0-based); for 'retries', the rank in
          "scheduled" where the scan starts
 ARGV[3]  count: jobs to return (1..500)
 ARGV[4..] ready: the queues to merge; retries: ARGV[4], the most entries
          of "scheduled" to look at (count..10000)
 
-Reads at most count index entries (scheduled, in flight, dead, or ready
+Reads at most count index entries (scheduled, in flight, waiting, dead, or ready
 with one queue) or (offset + count) per queue (ready with several queues:
 the merge needs each queue's head), plus count records; callers keep offset
 small when they merge. 'retries' looks at up to ARGV[4] entries of
@@ -27,7 +28,7 @@ Returns {total, next, id1, score1, record1, notes1, id2, ...}:
           "scheduled" (its matches cannot be counted without reading them all)
   next    the offset of the next page, or -1 when this page ends the state
   idK, scoreK  each job with its index score (priority, ready_at,
-          dequeued_at or purge_at)
+          dequeued_at, enqueue time or purge_at)
   recordK its record without the payload ('' for a job deleted meanwhile)
   notesK  '' or a JSON object: "worker" (in flight: its holder), "running"
           (in flight: true when its handler runs, false when it was taken
@@ -53,8 +54,9 @@ local function take_range(key, first, last)
   return out
 end
 
-if state == 'scheduled' or state == 'in_flight' then
-  local key = P .. (state == 'scheduled' and 'scheduled' or 'inflight')
+local ORDERED = {scheduled = 'scheduled', in_flight = 'inflight', waiting = 'waiting'}
+if ORDERED[state] then
+  local key = P .. ORDERED[state]
   total = redis.call('ZCARD', key)
   rows = take_range(key, offset, offset + count - 1)
 elseif state == 'dead' then
@@ -108,7 +110,7 @@ elseif state == 'ready' then
     for i = offset + 1, math.min(#all, offset + count) do rows[#rows + 1] = all[i] end
   end
 else
-  return fail_with('INVALID', 'state ' .. tostring(state) .. ' is not ready, scheduled, in_flight, dead or retries')
+  return fail_with('INVALID', 'state ' .. tostring(state) .. ' is not ready, scheduled, in_flight, waiting, dead or retries')
 end
 if state ~= 'retries' and offset + count < total then next_offset = offset + count end
 

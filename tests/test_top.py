@@ -105,6 +105,7 @@ def world(client: zizq.Client) -> dict[str, Any]:
         + [zizq.Enqueue.raw("report", {"n": i}, queue="reports", priority=5) for i in range(2)]
     )
     scheduled = client.enqueue_many([zizq.Enqueue.raw("cleanup", {}, delay=600 + 60 * i) for i in range(3)])
+    client.enqueue_raw("archive", {}, depends_on=[scheduled[0]])  # waiting
     client.enqueue_many(
         [
             zizq.Enqueue.raw("resize", {"img": i}, queue="images", retention=zizq.Retention(completed_ms=60_000))
@@ -158,7 +159,7 @@ def row(text: str, job_id: str) -> str:
 
 def test_top_on_a_terminal(top: Terminal, world: dict[str, Any], client: zizq.Client) -> None:
     text = top.wait(lambda t: "Queue: 2 in-flight" in t, "the totals")
-    assert "Queue: 2 in-flight, 6 ready, 4 scheduled, 1 completed, 1 dead" in text
+    assert "Queue: 2 in-flight, 6 ready, 4 scheduled, 1 completed, 1 dead, 1 waiting" in text
     assert "last hour: 1 completed, 1 failed, 1 dead" in text  # the attempts that ended
     assert "emails 4 ready" in text and "reports 2 ready" in text and "Depth [" in text
     flying = sorted(j.id for j in world["in_flight"])
@@ -379,7 +380,11 @@ def test_window_script_pages_dead_jobs_and_retries(client: zizq.Client, r: redis
     assert window("scheduled", 0, 3)[:2] == [6, 3] and window("scheduled", 3, 3)[:2] == [6, -1]
     assert all(j.id.encode() in window("scheduled", 0, 10) for j in fresh)
     assert window("retries", 0, 2, 2)[:2] == [6, 2]  # the scan size bounds the look
-    with pytest.raises(redis.ResponseError, match="not ready, scheduled, in_flight, dead or retries"):
+    # Jobs waiting for dependencies, by enqueue time.
+    waits = [client.enqueue_raw("w", i, depends_on=[fresh[0]]) for i in range(2)]
+    reply = window("waiting", 0, 1)
+    assert reply[:3] == [2, 1, waits[0].id.encode()] and window("waiting", 1, 1)[:3] == [2, -1, waits[1].id.encode()]
+    with pytest.raises(redis.ResponseError, match="not ready, scheduled, in_flight, waiting, dead or retries"):
         window("completed", 0, 1)
     for scan in ("", "5", "10001"):
         with pytest.raises(redis.ResponseError, match="scan size"):

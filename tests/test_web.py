@@ -276,6 +276,10 @@ def test_a_page_costs_redis_the_same_with_300_and_200000_jobs(redis_factory: Cal
         taken = [j.id for j in client.run(client.core.take("w1", 45, [])).jobs]
         for i, job_id in enumerate(taken[:30]):
             client.run(client.core.fail("w1", job_id, message="x", kill=i < 20, retry_in_ms=None if i < 20 else 30_000))
+        # 60 jobs waiting for one in flight, and 60 batches: more than a page of each.
+        waiting = client.enqueue_many([zizq.Enqueue.raw("w", i, queue="a", depends_on=[taken[40]]) for i in range(60)])
+        for _ in range(60):
+            client.batch().open()
         paths = [
             "/",
             "/jobs?status=ready",
@@ -289,7 +293,12 @@ def test_a_page_costs_redis_the_same_with_300_and_200000_jobs(redis_factory: Cal
             "/state/scheduled",
             "/state/in_flight",
             "/state/dead",
+            "/state/waiting",
+            "/jobs?status=waiting",
+            "/batches",
+            f"/batches/{client.list_batches(limit=1)[0].id}",
             f"/jobs/{taken[0]}",
+            f"/jobs/{waiting[0].id}",
             "/workers",
         ]
         with serve(create_app(zizq.AsyncClient.from_url(server.url, ns))) as base:
@@ -303,7 +312,9 @@ def test_a_page_costs_redis_the_same_with_300_and_200000_jobs(redis_factory: Cal
                 status, page = web.get(path)
                 costs[ns].append(commands(r))
                 assert status == 200 and time.perf_counter() - started < 1.0, path
-                if path.startswith(("/jobs?status=ready", "/jobs?status=scheduled")):
+                if path.startswith(("/jobs?status=ready", "/jobs?status=scheduled", "/jobs?status=waiting")):
+                    assert page.count("<tr data-id=") == 50, path
+                if path in ("/state/waiting", "/batches"):
                     assert page.count("<tr data-id=") == 50, path
             # The retries page has no index of its own: it looks at up to
             # RETRY_SCAN scheduled jobs (fewer when there are fewer).
@@ -586,3 +597,54 @@ def test_a_job_page_shows_progress_and_result(client: zizq.Client, dashboard: Ca
     assert 'id="result"' not in page
     _, page = web.get(f"/jobs/{done.id}")
     assert 'id="result">{\n  &#34;pages&#34;: 8,\n  &#34;title&#34;: &#34;&lt;b&gt;&#34;\n}</pre>' in page
+
+
+def test_waiting_jobs_and_batches(client: zizq.Client, dashboard: Callable[..., Browser]) -> None:
+    with client.batch(on_complete=zizq.Enqueue.raw("done", {})) as batch:
+        thumbs = batch.enqueue_many([zizq.Enqueue.raw("thumb", i, queue="img") for i in range(3)])
+        [album] = batch.enqueue_many([zizq.Enqueue.raw("album", {}, queue="img", depends_on=thumbs)])
+        with batch.batch() as child:
+            child.enqueue_many([zizq.Enqueue.raw("thumb", 9, queue="img")])
+    assert album.status == "waiting"
+    web = dashboard()
+    _, page = web.get("/")
+    assert 'id="count-waiting">1<' in page and 'href="/state/waiting"' in page
+    status, page = web.get("/state/waiting")
+    assert status == 200 and re.findall(r'<tr data-id="([0-9a-z]+)"', page) == [album.id]
+    assert f'<a href="/batches/{batch.id}">' in page and '<td class="num">3</td>' in page  # its dependencies
+    _, page = web.get("/jobs?status=waiting&type=album")
+    assert re.findall(r'<tr data-id="([0-9a-z]+)"', page) == [album.id] and 'id="bulk-cancel"' in page
+    _, page = web.get(f"/jobs/{album.id}")
+    deps = page[page.index('id="dependencies"') : page.index("</dd>", page.index('id="dependencies"'))]
+    assert re.findall(r'href="/jobs/([0-9a-z]+)"', deps) == [t.id for t in thumbs] and deps.count(">ready<") == 3
+    assert f'id="batch"><a href="/batches/{batch.id}">' in page and 'id="cancel"' in page
+    _, page = web.get(f"/jobs/{thumbs[0].id}")
+    assert 'id="dependencies"' not in page and 'id="batch"' in page
+
+    # The batches, newest first; a batch's counts, callbacks and parent.
+    status, page = web.get("/batches")
+    assert status == 200 and re.findall(r'<tr data-id="([0-9a-z]+)"', page) == [child.id, batch.id]
+    assert f'<a href="/batches/{batch.id}">{batch.id}</a></td>\n</tr>' in page  # the child's parent
+    status, page = web.get(f"/batches/{batch.id}")
+    assert status == 200 and 'id="state">closed<' in page
+    assert 'id="total">5<' in page and 'id="completed">0<' in page and 'id="pending">5<' in page  # 4 jobs, 1 batch
+    info = client.get_batch(batch.id)
+    assert info.on_complete and f'<a href="/jobs/{info.on_complete}">' in page and "not yet" in page
+    _, page = web.get(f"/batches/{child.id}")
+    assert f'id="parent"><a href="/batches/{batch.id}">' in page and 'id="total">1<' in page
+
+    # Cancelling a dependency kills the job waiting for it.
+    _, page = web.get(f"/confirm?action=job.cancel&id={thumbs[0].id}")
+    token = web.csrf(page)
+    assert web.post("/act", {"action": "job.cancel", "id": thumbs[0].id, "csrf": token})[0] == 303
+    _, page = web.get(f"/batches/{batch.id}")
+    assert 'id="dead">2<' in page and 'id="pending">3<' in page
+    _, page = web.get("/")
+    assert 'id="count-waiting">0<' in page
+
+    status, page = web.get("/batches/nope")
+    assert status == 404 and "no batch with id &#39;nope&#39;" in page
+    status, page = web.get("/batches?offset=x")
+    assert status == 400 and "offset &#39;x&#39; is not a whole number" in page
+    status, page = web.get("/state/waiting?offset=99999")
+    assert status == 400 and "offset 99999 is not in 0..10000" in page

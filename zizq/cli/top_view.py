@@ -319,7 +319,7 @@ class Top:
         if st:
             totals = Text(
                 f"Queue: {st.in_flight} in-flight, {st.ready} ready, {st.scheduled} scheduled, "
-                f"{st.completed} completed, {st.dead} dead",
+                f"{st.completed} completed, {st.dead} dead, {st.waiting} waiting",
                 style="bold",
             )
             if self.hour:

@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from zizq.cli.format import error_text, json_text, relative, span, stamp
 from zizq.client.aio import AsyncClient
-from zizq.errors import JobNotFound, ValidationError, ZizqError
+from zizq.errors import BatchNotFound, JobNotFound, ValidationError, ZizqError
 from zizq.web import actions, reads
 from zizq.web.chart import throughput_svg
 
@@ -117,7 +117,7 @@ def page(fn: Callable[[Dashboard, Request], Awaitable[Response]]) -> Callable[[R
         request.state.role = role
         try:
             return await fn(d, request)
-        except JobNotFound as exc:
+        except (JobNotFound, BatchNotFound) as exc:
             return d.render(request, "error.html", 404, title="Not found", error=str(exc))
         except ZizqError as exc:
             return d.render(request, "error.html", 400, title="Cannot do that", error=str(exc))
@@ -158,7 +158,32 @@ async def job_page(d: Dashboard, request: Request) -> Response:
     job = await d.client.get_job(request.path_params["id"])
     errors = await d.client.job_errors(job.id)
     now = (await d.client.stats()).now
-    return d.render(request, "job.html", title=f"Job {job.id}", job=job, errors=errors, now=now)
+    # At most 100 dependencies (MAX_DEPENDENCIES), read in one call.
+    deps = await d.client.get_dependencies(job)
+    return d.render(
+        request,
+        "job.html",
+        title=f"Job {job.id}",
+        job=job,
+        errors=errors,
+        now=now,
+        deps=list(zip(job.depends_on, deps, strict=True)),
+    )
+
+
+@page
+async def batches_page(d: Dashboard, request: Request) -> Response:
+    offset = actions.whole("offset", request.query_params.get("offset", "0"))
+    data = await reads.batch_page(d.client, offset)
+    now = (await d.client.stats()).now
+    return d.render(request, "batches.html", title="Batches", p=data, now=now)
+
+
+@page
+async def batch_page(d: Dashboard, request: Request) -> Response:
+    info = await d.client.get_batch(request.path_params["id"])
+    now = (await d.client.stats()).now
+    return d.render(request, "batch.html", title=f"Batch {info.id}", b=info, now=now)
 
 
 @page
@@ -252,6 +277,8 @@ def create_app(
         Route("/jobs", jobs_page),
         Route("/jobs/{id}", job_page),
         Route("/state/{state}", state_page),
+        Route("/batches", batches_page),
+        Route("/batches/{id}", batch_page),
         Route("/cron", cron_page),
         Route("/workers", workers_page),
         Route("/limits", limits_page),

@@ -6,8 +6,9 @@ page (``lua/query.lua``'s walk), so a filter that matches few jobs shows a
 short page with a link to the next window rather than reading every job.
 
 The client has public methods for everything else (a job, its errors, the
-cron groups, every action); the reads here are those it lacks at a bounded
-cost: the windows, and the workers with their leases.
+cron groups, the batches, every action); the reads here are those it lacks
+at a bounded cost: the windows, a page of batches, and the workers with
+their leases.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from zizq._protocol.flows import BatchInfo
 from zizq._protocol.query import FINISHED, INDEX_OF, QueryCore, Stats, Throughput, WindowRow
 from zizq.client.aio import AsyncClient
 from zizq.client.query import time_ms
@@ -35,6 +37,7 @@ STATE_PAGES = {
     "in_flight": "In flight",
     "retries": "Retries",
     "dead": "Dead",
+    "waiting": "Waiting",
 }
 
 
@@ -69,7 +72,7 @@ async def overview(client: AsyncClient, search: str = "") -> Overview:
 class StatePage:
     """One page of a state, in the state's own order (ready: dispatch order;
     scheduled and retries: due time; in flight: taken time; dead: the
-    latest first). ``leases``: each listed worker's lease end (ms), in
+    latest first; waiting: enqueue time). ``leases``: each listed worker's lease end (ms), in
     flight only. ``next``: the offset of the next page, None at the end."""
 
     state: str
@@ -178,6 +181,27 @@ async def job_list(client: AsyncClient, status: str, f: Filter, cursor: str = ""
             rank = w.next
     nxt = None if at >= len(indexes) or (desc and at == len(indexes) - 1 and rank <= 0) else f"{at}.{rank}"
     return JobList(found, nxt, looked, total)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPage:
+    """A page of batches, newest first, from ``offset``; ``next``: the
+    offset of the next page, None at the end."""
+
+    offset: int
+    batches: list[BatchInfo]
+    next: int | None
+
+
+async def batch_page(client: AsyncClient, offset: int) -> BatchPage:
+    """Up to PAGE batches from ``offset`` (0..MAX_OFFSET): one script call
+    that reads PAGE + 1 of them (the extra one says whether a next page
+    exists)."""
+    if not 0 <= offset <= MAX_OFFSET:
+        raise ValidationError(f"offset {offset} is not in 0..{MAX_OFFSET}")
+    found = await client.list_batches(limit=PAGE + 1, offset=offset)
+    nxt = offset + PAGE if len(found) > PAGE and offset + PAGE <= MAX_OFFSET else None
+    return BatchPage(offset, found[:PAGE], nxt)
 
 
 @dataclass(frozen=True, slots=True)
