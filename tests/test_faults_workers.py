@@ -384,6 +384,66 @@ def test_worker_does_not_start_a_prefetched_job_whose_take_a_failover_lost(rig: 
         proxy.close()
 
 
+def test_worker_hands_back_a_job_whose_take_reply_was_lost(rig: Rig) -> None:
+    """A take that ran in Redis but whose reply never came back (a dropped
+    connection) leaves its job in flight for a worker that does not know of
+    it, while the worker's lease holds. The worker hands it back at its next
+    contact with Redis, and runs it. The lost take is made here by hand,
+    while the worker's proxy points at a closed port."""
+    assert rig.server is not None
+    proxy = FlakyProxy(rig.server.port)
+    try:
+        victim = start_worker(proxy.url, rig.namespace, rig.recorder_url, *LEASE_OPTIONS, *QUEUE, "-c", "1")
+        rig.procs.append(victim)
+        poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+        [victim_id] = rig.workers()
+        upstream, proxy.upstream_port = proxy.upstream_port, free_port()  # nothing listens there
+        proxy.cut()
+        job = rig.client.enqueue(Work(n=0))
+        [taken] = rig.client.run(rig.client.core.take(victim_id, 1, ["default"])).jobs  # its reply lost
+        assert taken.id == job.id
+        time.sleep(3 * HEARTBEAT)
+        proxy.upstream_port = upstream
+        poll(lambda: rig.all_finished([job.id]), 15, "the job completed")
+        assert rig.pids("started", job.id) == [victim.pid]
+        assert stop_worker(victim) == 0
+    finally:
+        proxy.close()
+
+
+def test_worker_hands_back_a_lost_take_of_a_job_it_holds_an_older_attempt_of(rig: Rig) -> None:
+    """A failover lost the take of a prefetched job (it went back to its
+    queue), then a take of the same job by the same worker lost its reply.
+    The worker still held the first attempt when it reconciled, so it kept
+    the job; it drops that attempt before it starts (Redis has another one
+    in flight), and must then hand back the attempt it never received,
+    rather than leave it in flight for as long as the worker lives."""
+    assert rig.server is not None
+    proxy = FlakyProxy(rig.server.port)
+    try:
+        # Room for a third job: the worker reconciles at once, while it holds both.
+        options = (*LEASE_OPTIONS, *QUEUE, "-c", "1", "--prefetch", "3")
+        victim = start_worker(proxy.url, rig.namespace, rig.recorder_url, *options)
+        rig.procs.append(victim)
+        poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+        [victim_id] = rig.workers()
+        first, second = (job.id for job in rig.client.enqueue_many([Work(n=0, sleep=2.0), Work(n=1)]))
+        poll(lambda: rig.held(victim_id) == {first, second} and bool(rig.pids("started", first)), 10, "both jobs taken")
+        upstream, proxy.upstream_port = proxy.upstream_port, free_port()  # nothing listens there
+        proxy.cut()
+        rig.client.run(rig.client.core.release(victim_id, [second]))  # the take the failover lost
+        time.sleep(0.01)  # a later attempt: dequeued_at is in ms
+        [taken] = rig.client.run(rig.client.core.take(victim_id, 1, ["default"])).jobs  # its reply lost
+        assert taken.id == second
+        time.sleep(3 * HEARTBEAT)
+        proxy.upstream_port = upstream
+        poll(lambda: rig.all_finished([first, second]), 15, "both jobs completed")
+        assert rig.pids("started", second) == [victim.pid]
+        assert stop_worker(victim) == 0
+    finally:
+        proxy.close()
+
+
 def stopped(pid: int) -> bool:
     """Whether process ``pid`` is stopped (by a signal)."""
     with open(f"/proc/{pid}/stat") as f:

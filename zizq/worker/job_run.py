@@ -192,6 +192,7 @@ class JobRunner:
             job.id,
             owner,
         )
+        self.run.recheck()
         return False
 
     async def _lease_holds(self, owner: str) -> bool:

@@ -164,6 +164,15 @@ class Run:
         self._doubted.clear()
         return True
 
+    def recheck(self) -> None:
+        """A held job was found not in flight as taken, maybe because Redis
+        has another attempt of it in flight for this worker, from a take whose
+        reply was lost, that the last reconcile kept for the attempt then
+        held: the take loop reconciles again, at once (its wait for work is
+        ended). Not a doubt: the jobs held need no new look. In the event loop."""
+        self._doubted.set()
+        self._poke()
+
     def confirm_lease(self, owner: str, sent: float) -> None:
         """A heartbeat (or join) of ``owner`` sent at ``sent``
         (time.monotonic()) renewed its lease. Safe from any thread."""
