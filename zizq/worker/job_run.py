@@ -106,9 +106,18 @@ class JobRunner:
         if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
             self.run.cancelled.discard(pair)
             log.info("job %s cancelled before it started", job.id)
+            self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
             self.run.held.discard(pair)
             self.run.room.set()
             return True
+        if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
+            if not await self._still_taken(owner, job):
+                # Another attempt of the job, received by a later take, may
+                # wait or run: the job stays held for it.
+                if not any(k[:2] == pair for k in self.run.taken_at) and pair not in self.run.running:
+                    self.run.held.discard(pair)
+                self.run.room.set()
+                return True
         with self.run.start_lock:
             self.run.running.add(pair)
             self.run.idle.clear()
@@ -209,9 +218,6 @@ class JobRunner:
         return True
 
     async def _run_one(self, owner: str, job: Job, control: JobControl) -> None:
-        if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
-            if not await self._still_taken(owner, job):
-                return
         # Looked at again here, with no await between this look and the
         # handler's start: the runner looked before it made this task, and a
         # pause in between (a SIGSTOP, a long GC) may have outlasted the lease.
