@@ -444,6 +444,26 @@ def test_worker_hands_back_a_lost_take_of_a_job_it_holds_an_older_attempt_of(rig
         proxy.close()
 
 
+def test_worker_hands_back_a_job_in_flight_for_it_that_no_failed_call_told_of(rig: Rig) -> None:
+    """A failover that demotes a master with idle connections loses the
+    writes sent to it since the promotion (an ack, say) with no call
+    failing: the worker's connections are opened again without an error,
+    and the job is in flight for it again on the new master while it knows
+    nothing of it. Its heartbeat notices and the worker hands the job back.
+    Made here by taking a job for the worker by hand, from a queue it does
+    not serve (so it does not take the job again)."""
+    victim = rig.start(*QUEUE, "-c", "1")
+    poll(lambda: len(rig.workers()) == 1, 15, "the worker joined")
+    [victim_id] = rig.workers()
+    job = rig.client.enqueue(Work(n=0), queue="elsewhere")
+    [taken] = rig.client.run(rig.client.core.take(victim_id, 1, ["elsewhere"])).jobs
+    assert taken.id == job.id and rig.held(victim_id) == {job.id}
+    poll(lambda: rig.held(victim_id) == set(), 10 * HEARTBEAT + 5.0, "the worker handed the job back")
+    back = rig.client.get_job(job.id)
+    assert back.status == "ready" and back.attempts == 0
+    assert stop_worker(victim) == 0
+
+
 def stopped(pid: int) -> bool:
     """Whether process ``pid`` is stopped (by a signal)."""
     with open(f"/proc/{pid}/stat") as f:

@@ -13,7 +13,9 @@ With each beat the thread also says which of the worker's jobs run a handler
 (the others were taken ahead and wait): one SET of ``running:<worker-id>``,
 the ids separated by spaces, expiring with the lease (and deleted when the
 thread stops). ``zizq top`` reads it to tell running jobs from prefetched
-ones; nothing is written per job. A beat's reply names the worker's jobs
+ones; nothing is written per job. In the same round trip the thread reads
+the jobs Redis has in flight for the worker, which hands back any it does
+not know of (an ack a failover lost with no call failing). A beat's reply names the worker's jobs
 cancelled since the last one (``cancel_job``): the thread hands them to the
 worker, which stops their handlers.
 """
@@ -52,7 +54,8 @@ class Leaseholder(Protocol):
     """What the heartbeat thread and :func:`rejoin` use of a running worker
     (:class:`zizq.worker.run.Run` is one). They set ``id`` (under
     ``id_lock``) and add to ``stats``; the rest they read. The heartbeat
-    thread calls ``doubt``, ``running_ids`` and ``cancel`` from its own
+    thread calls ``doubt``, ``running_ids``, ``cancel`` and
+    ``check_in_flight`` from its own
     thread: they are safe there."""
 
     id: str  # the worker's id in Redis; rejoin gives it a new one
@@ -76,6 +79,10 @@ class Leaseholder(Protocol):
 
     def cancel(self, owner: str, ids: list[str]) -> None:
         """Jobs of ``owner`` were cancelled in Redis: stop their handlers."""
+
+    def check_in_flight(self, owner: str, in_redis: set[str]) -> None:
+        """Redis has the jobs ``in_redis`` in flight for ``owner``: when the
+        worker does not know of one, the take loop reconciles."""
 
 
 class HeartbeatThread(threading.Thread):
@@ -161,7 +168,14 @@ class HeartbeatThread(threading.Thread):
         w = self.holder
         me = w.id
         ids = " ".join(w.running_ids(me))
-        self.client.redis.set(w.core.key("running", me), ids, px=w.lease_ms)
+        # With the jobs Redis has in flight for this worker (at most what it
+        # holds, unless something went wrong): a failover can lose an ack
+        # without any call failing (see Run.check_in_flight). One round trip.
+        pipe = self.client.redis.pipeline(transaction=False)
+        pipe.set(w.core.key("running", me), ids, px=w.lease_ms)
+        pipe.smembers(w.core.key("worker", me))
+        _, in_redis = pipe.execute()
+        w.check_in_flight(me, {i.decode() if isinstance(i, bytes) else i for i in in_redis})
 
 
 def rejoin(worker: Leaseholder, lost_id: str, client: Client) -> None:

@@ -165,13 +165,38 @@ class Run:
         return True
 
     def recheck(self) -> None:
-        """A held job was found not in flight as taken, maybe because Redis
-        has another attempt of it in flight for this worker, from a take whose
-        reply was lost, that the last reconcile kept for the attempt then
-        held: the take loop reconciles again, at once (its wait for work is
-        ended). Not a doubt: the jobs held need no new look. In the event loop."""
+        """Redis may hold a job in flight for this worker that the worker
+        does not know of (a held job found not in flight as taken: Redis may
+        have another attempt of it, from a take whose reply was lost, that
+        the last reconcile kept for the attempt then held; or see
+        :meth:`check_in_flight`): the take loop reconciles, at once (its
+        wait for work is ended). Not a doubt: the jobs held need no new
+        look. In the event loop."""
         self._doubted.set()
         self._poke()
+
+    def known_ids(self, owner: str) -> set[str]:
+        """The ids of ``owner``'s jobs this worker knows of: held (an attempt
+        received, waiting or running), or done with the ack not yet sent (or
+        being sent). In the event loop."""
+        # A job whose older attempt was dropped (JobRunner._still_taken) left
+        # ``held`` while a later one, received, may wait or run.
+        received = ((o, i) for o, i, _ in self.taken_at)
+        return {i for o, i in (*self.held, *self.running, *received, *self.acking, *self.acks) if o == owner}
+
+    def check_in_flight(self, owner: str, in_redis: set[str]) -> None:
+        """A heartbeat found the jobs ``in_redis`` in flight for ``owner``
+        in Redis. One this worker does not know of means a write of its was
+        lost with no call failing (an ack sent to a master that a failover
+        demoted just after: the connections it closed were idle, and were
+        opened again without an error), or a take's reply is on its way: the
+        take loop reconciles (one SMEMBERS, at most once a heartbeat). Safe
+        from any thread."""
+        self.loop.call_soon_threadsafe(self._check_in_flight, owner, in_redis)
+
+    def _check_in_flight(self, owner: str, in_redis: set[str]) -> None:
+        if not in_redis <= self.known_ids(owner):
+            self.recheck()
 
     def confirm_lease(self, owner: str, sent: float) -> None:
         """A heartbeat (or join) of ``owner`` sent at ``sent``

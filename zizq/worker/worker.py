@@ -466,11 +466,7 @@ class Worker:
         that the worker does not know of go back to their queues. One try:
         raises TRANSIENT errors."""
         held = await _plain(run.client.redis.smembers(run.core.key("worker", owner)))
-        # Known: held, or done with the ack not yet sent (or being sent). A
-        # job whose older attempt was dropped (JobRunner._still_taken) left
-        # ``held`` while a later one, received, may wait or run.
-        received = ((o, i) for o, i, _ in run.taken_at)
-        known = {i for o, i in (*run.held, *run.running, *received, *run.acking, *run.acks) if o == owner}
+        known = run.known_ids(owner)
         ids = (i.decode() if isinstance(i, bytes) else i for i in held)
         unknown = [i for i in ids if i not in known]
         if unknown:
