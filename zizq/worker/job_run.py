@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import os
@@ -19,6 +20,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -122,14 +124,24 @@ class JobRunner:
             self.run.running.add(pair)
             self.run.idle.clear()
         control = self.run.controls[pair] = JobControl(self.run, owner, job, asyncio.get_running_loop())
+        with self._ending(job, pair):
+            try:
+                control.task = asyncio.create_task(self._run_one(owner, job, control))
+                await control.task
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not control.is_cancelled() or (me is not None and me.cancelling()):
+                    raise  # a stop, not the job's cancel
+                log.info("job %s cancelled while it ran", job.id)
+        return True
+
+    @contextlib.contextmanager
+    def _ending(self, job: Job, pair: tuple[str, str]) -> Iterator[None]:
+        """Around the run of ``job`` and the recording of its outcome: an
+        outcome that could not be recorded is logged, and the job's runner
+        is free afterwards, whatever happened."""
         try:
-            control.task = asyncio.create_task(self._run_one(owner, job, control))
-            await control.task
-        except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if not control.is_cancelled() or (me is not None and me.cancelling()):
-                raise  # a stop, not the job's cancel
-            log.info("job %s cancelled while it ran", job.id)
+            yield
         except RedisUnavailable as exc:  # only after a stop
             log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
         except Exception:  # a failure that could not be recorded: log it, keep going
@@ -138,7 +150,6 @@ class JobRunner:
             self.run.controls.pop(pair, None)
             self.run.cancelled.discard(pair)
             self.run.job_ended(pair)
-        return True
 
     async def record_outcome(
         self, owner: str, job: Job, exc: Exception | None, seconds: float, control: JobControl, result: bytes
@@ -148,8 +159,7 @@ class JobRunner:
         progress written, then its ack (with its ``result`` as JSON), or
         ``exc`` as its failure (a RateLimited defers it); then its runner
         is free."""
-        pair = (owner, job.id)
-        try:
+        with self._ending(job, (owner, job.id)):
             if control.reported:
                 await control.flush()
             if exc is None:
@@ -158,14 +168,6 @@ class JobRunner:
                 await self._defer(owner, job, exc)
             else:
                 await self._failed(owner, job, exc, seconds, control)
-        except RedisUnavailable as problem:  # only after a stop
-            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, problem)
-        except Exception:  # a failure that could not be recorded: log it, keep going
-            log.exception("job %s: could not record its outcome", job.id)
-        finally:
-            self.run.controls.pop(pair, None)
-            self.run.cancelled.discard(pair)
-            self.run.job_ended(pair)
 
     async def _may_start(self, owner: str, job: Job) -> bool:
         """Wait until ``owner``'s lease holds (:meth:`_lease_holds`). False
