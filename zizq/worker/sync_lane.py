@@ -18,6 +18,18 @@ registered since the run began (the hooks run in the event loop), a job
 whose route has become async, a job met while the lease is not
 confirmed (the usual path waits for it), and a job taken before a call
 failed in transit (the usual path asks Redis whether it is still taken).
+
+While more jobs are ready than the worker has room for, the take loop
+lends these threads the taking (:meth:`SyncLane.lend`): a thread that ends
+a job sends the acks of the jobs done meanwhile and takes as many jobs as
+there is room for, through a sync client of the lane's own (one thread at a
+time), so no event loop sits between Redis and the handlers. The acks keep
+their owner and attempt (fencing); the jobs taken are held as the take loop
+holds them. The threads give the taking back (with the acks not yet sent,
+which the event loop then sends) when a take brings less than it asked
+for, when a call fails (a doubt: the take loop reconciles), when the lease
+is not confirmed, when Redis held a job back or returned one it cannot
+read, and on a stop (:meth:`SyncLane.reclaim` waits for a take in flight).
 """
 
 from __future__ import annotations
@@ -32,7 +44,10 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from zizq import current, events, logs
+from zizq._protocol.lease import TakeResult
+from zizq._protocol.reconnect import TRANSIENT
 from zizq._protocol.records import encode_result
+from zizq.client.sync import Client
 from zizq.errors import ZizqError
 from zizq.job import Job
 from zizq.router import Route, Router
@@ -47,6 +62,8 @@ IDLE_LOOK = 0.5  # seconds an idle handler thread waits for a job before it look
 # What a handler thread reports: (owner, job, what the handler raised or
 # None, seconds it ran, the job's control, its result as JSON).
 Outcome = tuple[str, Job, Exception | None, float, JobControl, bytes]
+# An ack a handler thread queued: (owner, id, the attempt's dequeued_at (ms), its result as JSON).
+Ack = tuple[str, str, int | None, bytes]
 
 
 def fits(router: Router) -> bool:
@@ -72,9 +89,20 @@ class SyncLane:
     runner task: cancelling it (a stop) cancels the jobs handed to the
     event loop."""
 
-    def __init__(self, run: Run, runner: JobRunner) -> None:
+    def __init__(self, run: Run, runner: JobRunner, client: Client, queues: list[str], prefetch: int) -> None:
         self.run = run
         self.runner = runner
+        self.client = client  # the threads' own, for takes and acks (closed when the lane ends)
+        self.queues = queues
+        self.prefetch = prefetch
+        # A take once this many jobs fit (or the queue ran dry): a few jobs a call.
+        self.batch = max(1, run.concurrency // 2)
+        self.owner: str | None = None  # whose jobs the threads take while lent the taking
+        self.back = asyncio.Event()  # set (in the event loop) when the threads gave the taking back
+        self.back.set()
+        self._returned: TakeResult | None = None  # the take that made them give it back, for the take loop
+        self._take_lock = threading.Lock()  # one thread takes at a time
+        self._acks: list[Ack] = []  # guarded by _lock with owner: queued while lent the taking
         self.jobs: queue.SimpleQueue[tuple[str, Job]] = queue.SimpleQueue()
         run.waiting = self.jobs
         self.context = contextvars.copy_context()  # each job runs in a copy, as a task would
@@ -90,6 +118,7 @@ class SyncLane:
         try:
             await asyncio.get_running_loop().create_future()
         finally:
+            self.client.close()  # the take loop has taken the taking back (it ends first)
             # A stop: jobs handed to the event loop go back as a runner's
             # would. An idle thread ends once it sees the stop; a thread
             # running a handler ends after it.
@@ -107,10 +136,12 @@ class SyncLane:
             except queue.Empty:
                 if run.stop.is_set():
                     return
+                self._feed()  # acks queued meanwhile
                 continue
             try:
                 if not self._start(owner, job):
                     return
+                self._feed()
             except Exception:  # never lose a thread (and with it a runner)
                 log.exception("job %s: the handler thread failed", job.id)
 
@@ -149,7 +180,9 @@ class SyncLane:
             run.controls[pair] = control  # a cancel from now on flags it
         if pair in run.cancelled:  # a cancel that came just before
             control.cancel()
-        self._report(self.context.copy().run(self._run_one, owner, job, route, control))
+        outcome = self.context.copy().run(self._run_one, owner, job, route, control)
+        if not self._queue_ack(outcome):
+            self._report(outcome)
         return True
 
     def _in_loop(self, owner: str, job: Job) -> bool:
@@ -185,6 +218,154 @@ class SyncLane:
         if not control.is_cancelled():
             logs.done(job, duration)
         return owner, job, None, duration, control, result
+
+    # -- taking and acking, in the handler threads, while lent ------------
+
+    def lend(self, owner: str) -> None:
+        """Let the threads take ``owner``'s jobs (in the event loop, from
+        the take loop, which then waits for :attr:`back`)."""
+        self._returned = None
+        self.back.clear()
+        with self._lock:
+            self.owner = owner
+
+    def returned(self) -> TakeResult | None:
+        """The take that made the threads give the taking back, when it
+        held a job back or returned one that cannot be read (the take loop
+        deals with those)."""
+        return self._returned
+
+    def reclaim(self) -> None:
+        """Take the taking back (a stop): once a take in flight has ended.
+        Blocks: in a thread of the event loop's executor."""
+        with self._take_lock:
+            self._give_back(None)
+
+    def _queue_ack(self, outcome: Outcome) -> bool:
+        """Queue the ack of a job that simply succeeded, and free its
+        runner, while the threads hold the taking; False otherwise (the
+        event loop records the outcome)."""
+        owner, job, exc, _, control, result = outcome
+        if exc is not None or control.reported or control.is_cancelled():
+            return False
+        pair = (owner, job.id)
+        run = self.run
+        with self._lock:  # the taking is not given back meanwhile
+            if self.owner is None:
+                return False
+            self._acks.append((owner, job.id, job.dequeued_at, result))
+            run.acking.add(pair)  # known to a reconcile until sent
+            run.controls.pop(pair, None)
+            run.cancelled.discard(pair)
+            with run.start_lock:
+                run.running.discard(pair)
+                run.held.discard(pair)
+                idle = not run.running
+        if idle:
+            self._call(self._maybe_idle)
+        return True
+
+    def _feed(self) -> None:
+        """Send the acks queued and take what there is room for, while the
+        threads hold the taking (one thread at a time: the others run jobs)."""
+        if self.owner is None or not self._take_lock.acquire(blocking=False):
+            return
+        try:
+            while self._feed_once():
+                pass
+        except Exception:  # never lose a thread; the take loop takes again
+            log.exception("taking jobs in a handler thread failed")
+            self._give_back(None)
+        finally:
+            self._take_lock.release()
+
+    def _feed_once(self) -> bool:
+        """One step of :meth:`_feed`; True when it should go on."""
+        run = self.run
+        owner = self.owner
+        if owner is None:
+            return False
+        if run.stop.is_set() or run.doubted() or not run.lease_holds(owner):
+            self._give_back(None)  # the take loop stops, reconciles or rejoins
+            return False
+        room = self.prefetch - len(run.held)
+        if room < self.batch and not (room > 0 and self.jobs.empty()):
+            if len(self._acks) >= self.batch:
+                return self._send_acks()
+            return False
+        if not self._send_acks():
+            return False
+        doubts = run.doubts  # before the take is sent: see Run.taken_at
+        take = run.core.take(owner, room, self.queues, max(0, run.concurrency - len(run.held)))
+        try:
+            result = self.client.run(take, retry_for=0)
+        except TRANSIENT:  # the take may have run: the take loop reconciles
+            run.doubt()
+            self._give_back(None)
+            return False
+        except Exception:  # a lost lease, say: the take loop's take deals with it
+            self._give_back(None)
+            return False
+        run.hold(owner, result.jobs, doubts)
+        if result.broken or result.held_back or not result.jobs or not (len(result.jobs) == room or result.more):
+            self._give_back(result)
+            return False
+        return True
+
+    def _send_acks(self) -> bool:
+        """Send the acks queued (False when the call failed: the event loop
+        sends them, and the take loop reconciles first)."""
+        with self._lock:
+            acks, self._acks = self._acks, []
+        if not acks:
+            return True
+        try:
+            for owner, ids, attempts, results in _by_owner(acks):
+                refused = self.client.run(self.run.core.ack(owner, ids, attempts, results), retry_for=0)
+                self.run.acked(owner, ids, refused)
+        except Exception as exc:
+            if isinstance(exc, TRANSIENT):
+                self.run.doubt()
+            else:
+                log.exception("acks failed; they will be sent again")
+            self._give_back(None, acks)
+            return False
+        with self._lock:
+            self.run.acking.difference_update((o, i) for o, i, _, _ in acks)
+        return True
+
+    def _give_back(self, result: TakeResult | None, unsent: list[Ack] | None = None) -> None:
+        """Give the taking back to the take loop, with the acks not sent."""
+        with self._lock:
+            self.owner = None
+            acks, self._acks = (unsent or []) + self._acks, []
+        self._call(self._taken_back, result, acks)
+
+    def _call(self, callback: Any, *args: Any) -> None:
+        try:
+            self.run.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the event loop is closed: the run is over
+            pass
+
+    # -- in the event loop, for the threads ------------------------------------
+
+    def _taken_back(self, result: TakeResult | None, acks: list[Ack]) -> None:
+        run = self.run
+        for owner, job_id, dequeued_at, value in acks:
+            run.ack(owner, job_id, dequeued_at, value)
+            run.acking.discard((owner, job_id))
+        self._returned = result
+        self.back.set()
+        run.room.set()
+
+    def _maybe_idle(self) -> None:
+        run = self.run
+        with run.start_lock:
+            if not run.running:
+                run.idle.set()
+        run.room.set()
+
+    # -- reporting outcomes ------------------------------------------------
 
     def _report(self, outcome: Outcome) -> None:
         """Queue an outcome for the event loop; wake it only when no drain
@@ -230,3 +411,16 @@ class SyncLane:
     async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` in a task that a stop cancels."""
         return await self._track(coro)
+
+
+def _by_owner(acks: list[Ack]) -> list[tuple[str, list[str], list[int | None], list[bytes]]]:
+    """The acks grouped by owner: (owner, ids, attempts, results)."""
+    groups: dict[str, tuple[str, list[str], list[int | None], list[bytes]]] = {}
+    for owner, job_id, dequeued_at, result in acks:
+        group = groups.get(owner)
+        if group is None:
+            group = groups[owner] = (owner, [], [], [])
+        group[1].append(job_id)
+        group[2].append(dequeued_at)
+        group[3].append(result)
+    return list(groups.values())
