@@ -43,10 +43,14 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from zizq import current, events, logs
+from redis.exceptions import NoScriptError, ResponseError
+
+from zizq import connect, current, events, logs
+from zizq._protocol.call import Call
 from zizq._protocol.lease import TakeResult
-from zizq._protocol.reconnect import TRANSIENT
+from zizq._protocol.reconnect import TRANSIENT, as_not_now
 from zizq._protocol.records import encode_result
+from zizq.client.options import reply_error
 from zizq.client.sync import Client
 from zizq.errors import ZizqError
 from zizq.job import Job
@@ -228,6 +232,7 @@ class SyncLane:
         self.back.clear()
         with self._lock:
             self.owner = owner
+        log.debug("more jobs ready than room: the handler threads take and ack for themselves")
 
     def returned(self) -> TakeResult | None:
         """The take that made the threads give the taking back, when it
@@ -280,7 +285,8 @@ class SyncLane:
             self._take_lock.release()
 
     def _feed_once(self) -> bool:
-        """One step of :meth:`_feed`; True when it should go on."""
+        """One step of :meth:`_feed`: the acks queued and a take of what
+        there is room for, in one round trip; True when it should go on."""
         run = self.run
         owner = self.owner
         if owner is None:
@@ -289,50 +295,75 @@ class SyncLane:
             self._give_back(None)  # the take loop stops, reconciles or rejoins
             return False
         room = self.prefetch - len(run.held)
-        if room < self.batch and not (room > 0 and self.jobs.empty()):
-            if len(self._acks) >= self.batch:
-                return self._send_acks()
+        taking = room >= self.batch or (room > 0 and self.jobs.empty())
+        if not taking and len(self._acks) < self.batch:
             return False
-        if not self._send_acks():
-            return False
+        with self._lock:
+            acks, self._acks = self._acks, []
+        groups = _by_owner(acks)
+        calls: list[Call[Any]] = [run.core.ack(o, ids, attempts, results) for o, ids, attempts, results in groups]
         doubts = run.doubts  # before the take is sent: see Run.taken_at
-        take = run.core.take(owner, room, self.queues, max(0, run.concurrency - len(run.held)))
+        if taking:
+            calls.append(run.core.take(owner, room, self.queues, max(0, run.concurrency - len(run.held))))
         try:
-            result = self.client.run(take, retry_for=0)
-        except TRANSIENT:  # the take may have run: the take loop reconciles
+            replies = self._send(calls)
+        except TRANSIENT as exc:  # what was sent may have run: the take loop reconciles
             run.doubt()
-            self._give_back(None)
+            log.warning("a handler thread's take or ack failed: redis unavailable (%s); the take loop takes over", exc)
+            self._give_back(None, acks)
             return False
-        except Exception:  # a lost lease, say: the take loop's take deals with it
-            self._give_back(None)
-            return False
+        failed = set()  # owners whose acks the event loop sends again (and deals with the error)
+        for (o, ids, _, _), refused in zip(groups, replies, strict=False):
+            if isinstance(refused, Exception):
+                failed.add(o)
+            else:
+                run.acked(o, ids, refused)
+        unsent = [a for a in acks if a[0] in failed]
+        with self._lock:
+            run.acking.difference_update((a[0], a[1]) for a in acks if a[0] not in failed)
+        if not taking or isinstance(replies[-1], Exception):  # a lost lease, say: the take loop deals with it
+            if unsent or taking:
+                self._give_back(None, unsent)
+                return False
+            return True
+        result: TakeResult = replies[-1]
         run.hold(owner, result.jobs, doubts)
-        if result.broken or result.held_back or not result.jobs or not (len(result.jobs) == room or result.more):
-            self._give_back(result)
+        ran_dry = not result.jobs or (len(result.jobs) < room and not result.more)
+        if unsent or result.broken or result.held_back or ran_dry:
+            self._give_back(result, unsent)
             return False
         return True
 
-    def _send_acks(self) -> bool:
-        """Send the acks queued (False when the call failed: the event loop
-        sends them, and the take loop reconciles first)."""
-        with self._lock:
-            acks, self._acks = self._acks, []
-        if not acks:
-            return True
-        try:
-            for owner, ids, attempts, results in _by_owner(acks):
-                refused = self.client.run(self.run.core.ack(owner, ids, attempts, results), retry_for=0)
-                self.run.acked(owner, ids, refused)
-        except Exception as exc:
-            if isinstance(exc, TRANSIENT):
-                self.run.doubt()
+    def _send(self, calls: list[Call[Any]]) -> list[Any]:
+        """Send ``calls`` in one round trip (one at a time on a cluster):
+        their decoded replies, or the exceptions their error replies stand
+        for. Raises TRANSIENT errors."""
+        redis = self.client.redis
+        if len(calls) == 1 or connect.is_cluster(redis):
+            return [self._send_one(call) for call in calls]
+        pipe = redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        replies = []
+        for call, reply in zip(calls, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, NoScriptError):  # Redis lost its scripts: this one loads it
+                replies.append(self._send_one(call))
+            elif isinstance(reply, ResponseError):
+                later = as_not_now(reply)
+                if later is not None:
+                    raise later
+                replies.append(reply_error(reply) or reply)
             else:
-                log.exception("acks failed; they will be sent again")
-            self._give_back(None, acks)
-            return False
-        with self._lock:
-            self.run.acking.difference_update((o, i) for o, i, _, _ in acks)
-        return True
+                replies.append(call.decode(reply))
+        return replies
+
+    def _send_one(self, call: Call[Any]) -> Any:
+        try:
+            return self.client.run(call, retry_for=0)
+        except TRANSIENT:
+            raise
+        except Exception as exc:
+            return exc
 
     def _give_back(self, result: TakeResult | None, unsent: list[Ack] | None = None) -> None:
         """Give the taking back to the take loop, with the acks not sent."""
@@ -356,6 +387,7 @@ class SyncLane:
             run.acking.discard((owner, job_id))
         self._returned = result
         self.back.set()
+        log.debug("the handler threads gave the taking back to the take loop (%d acks for it to send)", len(acks))
         run.room.set()
 
     def _maybe_idle(self) -> None:

@@ -490,8 +490,10 @@ class Worker:
         ids = (i.decode() if isinstance(i, bytes) else i for i in held)
         unknown = [i for i in ids if i not in known]
         if unknown:
-            await run.client.run(run.core.release(owner, unknown), retry_for=0)
-            log.warning("handed back %d jobs taken by a take whose reply was lost", len(unknown))
+            # Only jobs still in flight for this worker go back: one acked
+            # since the SMEMBERS (by the acker meanwhile) is not counted.
+            if released := await run.client.run(run.core.release(owner, unknown), retry_for=0):
+                log.warning("handed back %d jobs taken by a take whose reply was lost", released)
 
     async def _wait_for_work(self, run: Run, timeout: float, owner: str, room: int) -> TakeResult | None:
         """Block until a wake-up (or ``timeout`` seconds), then take up to
