@@ -256,7 +256,7 @@ class SyncLane:
         pair = (owner, job.id)
         run = self.run
         with self._lock:  # the taking is not given back meanwhile
-            if self.owner is None:
+            if self.owner is None or run.stop.is_set():  # after a stop, the event loop acks (shutdown flushes)
                 return False
             self._acks.append((owner, job.id, job.dequeued_at, result))
             run.acking.add(pair)  # known to a reconcile until sent
