@@ -16,6 +16,7 @@ import pytest
 import zizq
 
 from .conftest import RedisServer, wait_for
+from .scale_harness import Cluster
 from .test_faults_redis import FlakyProxy
 
 LENT = "the handler threads take and ack for themselves"
@@ -101,3 +102,35 @@ async def test_a_handler_threads_call_that_fails_loses_no_ack_and_runs_no_job_tw
     assert set(runs.values()) == {1} and len(runs) == 120
     assert "a handler thread's take or ack failed" in caplog.text
     assert client.redis.smembers("{" + namespace + "}:worker:" + worker.id) == set()
+
+
+@pytest.mark.scale
+@pytest.mark.timeout(180)
+async def test_on_a_cluster_the_handler_threads_take_and_ack_one_call_at_a_time(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "zizq.worker")
+    cluster = Cluster()
+    try:
+        runs: Counter[int] = Counter()
+        lock = threading.Lock()
+        router = zizq.Router()
+
+        @router.handler
+        def step(job: Step) -> None:
+            with lock:
+                runs[job.n] += 1
+
+        with zizq.Client.from_url(cluster.url, namespace, cluster=True) as client:
+            jobs = client.enqueue_many([Step(n) for n in range(100)])
+            worker = zizq.Worker(client, router, concurrency=3, prefetch=9, cron=False)
+            task = asyncio.create_task(worker.run_async())
+            try:
+                await wait_for(lambda: statuses(client, jobs)["completed"] == 100, timeout=30)
+            finally:
+                worker.stop()
+                await asyncio.wait_for(task, 20)
+        assert set(runs.values()) == {1} and len(runs) == 100
+        assert LENT in caplog.text
+    finally:
+        cluster.close()
