@@ -108,67 +108,19 @@ for first = 1, n, SLICE do
   for k = 1, #found do exists[first + k - 1] = found[k] end
 end
 
--- What a full row's values other than the id and the payload make, checked
--- and worked out once for it and the short rows after it (nil and the
--- reason when they cannot make a job). head is the record's fields other
--- than d (and a group's turn gt), packed one after the other; count, how
--- many. Records are put together from it, not packed per job.
-local good_names = {}  -- type and queue names already checked in this call
-local limits_known = {}  -- limit names checked (see limits.lua)
-local function shape_of(J)
-  local typ, queue, prio = J[2], J[3], tonumber(J[4])
-  local ukey, uwhile, bo = J[12], J[13], J[9]
-  if not (good_names[typ] and good_names[queue]) then
-    if not name_ok(typ) or not name_ok(queue) then
-      return nil, 'type ' .. typ .. ' or queue ' .. queue .. ' is empty or has , * ? [ ] { } \\ or NUL'
-    end
-    good_names[typ], good_names[queue] = true, true
-  end
-  if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
-    return nil, 'priority ' .. J[4] .. ' is not an integer in 0..65535'
-  end
-  if uwhile ~= '' and not UNIQUE_REACH[uwhile] then
-    return nil, 'unique_while ' .. uwhile .. ' is not queued, active or exists'
-  end
-  if uwhile ~= '' and ukey == '' then return nil, 'unique_while given without unique_key' end
-  if bo ~= '' and not backoff_ok(bo) then return nil, 'backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"' end
-  local limit_error = #J > WIDTH and limit_row_error(P, limits_known, J)
-  if limit_error then return nil, limit_error end
-  local ready_at = now
-  if J[6] ~= '' then
-    ready_at = tonumber(J[6])
-  elseif J[7] ~= '' then
-    ready_at = now + tonumber(J[7])
-  end
-  -- The stored form (see load_job): status as a number, defaults left out.
-  local job = {t = typ, s = ready_at <= now and 1 or 2, r = ready_at}
-  if queue ~= 'default' then job.q = queue end
-  if prio ~= 32768 then job.p = prio end
-  if J[8] ~= '' then job.rl = tonumber(J[8]) end
-  if bo ~= '' then job.bo = bo end
-  if J[10] ~= '' then job.rc = tonumber(J[10]) end
-  if J[11] ~= '' then job.rd = tonumber(J[11]) end
-  if ukey ~= '' then job.uk = ukey end
-  if uwhile ~= '' then job.uw = uwhile end
-  if J[14] ~= '' then job.to = tonumber(J[14]) end
-  if (J[15] or '') ~= '' then job.lm = J[15] end
-  if (J[16] or '') ~= '' then job.lk = J[16] end
-  local group = J[17] or ''
-  if group ~= '' then job.gk = group end
-  if (J[18] or '') ~= '' then job.tc = J[18] end
-  local head, count = {}, 0
+-- The start of the records of a shape's short rows: the MessagePack map
+-- header and every field of its job but d, packed once, then the key d.
+-- A record is this and its packed payload, put together with no table.
+local function lead_of(job)
+  local parts, count = {}, 1
   for k, v in pairs(job) do
-    head[#head + 1] = cmsgpack.pack(k, v)
-    count = count + 1
+    if k ~= 'd' then
+      parts[count] = cmsgpack.pack(k, v)
+      count = count + 1
+    end
   end
-  return {typ = typ, queue = queue, prio = prio, ukey = ukey, uwhile = uwhile ~= '' and uwhile or 'queued',
-    ready_at = ready_at, group = group, head = table.concat(head), count = count}
-end
-
--- A MessagePack map header for `count` pairs (at most 65535).
-local function map_header(count)
-  if count < 16 then return string.char(0x80 + count) end
-  return string.char(0xde, math.floor(count / 256), count % 256)
+  local header = count < 16 and string.char(0x80 + count) or string.char(0xde, 0, count)
+  return header .. table.concat(parts) .. cmsgpack.pack('d')
 end
 
 -- One pass over the jobs: check each, decide its flag and make its record.
@@ -184,8 +136,9 @@ local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here
 local queues, seen = {}, {}  -- the distinct queues of this batch
 local turns = {}  -- group turns given (see limits.lua)
-local S, lead  -- the shape of the latest full row; its records' start (no group)
-local D = cmsgpack.pack('d')
+local good_names = {}  -- type and queue names already checked in this call
+local limits_known = {}  -- limit names checked (see limits.lua)
+local S  -- the shape of the latest full row
 local n_out, n_records = 1, 0  -- #out, #records (counted: # costs a search each time)
 for i = 0, n - 1 do
   local J = jobs[i + 1]
@@ -194,10 +147,55 @@ for i = 0, n - 1 do
     return fail_with('INVALID', 'job ' .. i .. ': the id is empty')
   end
   if #J ~= 2 then
-    local err
-    S, err = shape_of(J)
-    if not S then return fail_with('INVALID', 'job ' .. i .. ': ' .. err) end
-    lead = map_header(S.count + 1) .. S.head .. D
+    -- A full row: check its values, and work out what it and the short
+    -- rows after it share (S; S.job is the record without d).
+    local typ, queue, prio = J[2], J[3], tonumber(J[4])
+    local ukey, uwhile, bo = J[12], J[13], J[9]
+    if not (good_names[typ] and good_names[queue]) then
+      if not name_ok(typ) or not name_ok(queue) then
+        return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue
+          .. ' is empty or has , * ? [ ] { } \\ or NUL')
+      end
+      good_names[typ], good_names[queue] = true, true
+    end
+    if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
+      return fail_with('INVALID', 'job ' .. i .. ': priority ' .. J[4] .. ' is not an integer in 0..65535')
+    end
+    if uwhile ~= '' and not UNIQUE_REACH[uwhile] then
+      return fail_with('INVALID', 'job ' .. i .. ': unique_while ' .. uwhile .. ' is not queued, active or exists')
+    end
+    if uwhile ~= '' and ukey == '' then
+      return fail_with('INVALID', 'job ' .. i .. ': unique_while given without unique_key')
+    end
+    if bo ~= '' and not backoff_ok(bo) then
+      return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
+    end
+    local limit_error = #J > WIDTH and limit_row_error(P, limits_known, J)
+    if limit_error then return fail_with('INVALID', 'job ' .. i .. ': ' .. limit_error) end
+    local ready_at = now
+    if J[6] ~= '' then
+      ready_at = tonumber(J[6])
+    elseif J[7] ~= '' then
+      ready_at = now + tonumber(J[7])
+    end
+    -- The stored form (see load_job): status as a number, defaults left out.
+    local job = {t = typ, s = ready_at <= now and 1 or 2, r = ready_at}
+    if queue ~= 'default' then job.q = queue end
+    if prio ~= 32768 then job.p = prio end
+    if J[8] ~= '' then job.rl = tonumber(J[8]) end
+    if bo ~= '' then job.bo = bo end
+    if J[10] ~= '' then job.rc = tonumber(J[10]) end
+    if J[11] ~= '' then job.rd = tonumber(J[11]) end
+    if ukey ~= '' then job.uk = ukey end
+    if uwhile ~= '' then job.uw = uwhile end
+    if J[14] ~= '' then job.to = tonumber(J[14]) end
+    if (J[15] or '') ~= '' then job.lm = J[15] end
+    if (J[16] or '') ~= '' then job.lk = J[16] end
+    local group = J[17] or ''
+    if group ~= '' then job.gk = group end
+    if (J[18] or '') ~= '' then job.tc = J[18] end
+    S = {queue = queue, prio = prio, ukey = ukey, uwhile = uwhile ~= '' and uwhile or 'queued',
+      ready_at = ready_at, group = group, job = job}
   end
   local ukey = S.ukey
 
@@ -217,11 +215,17 @@ for i = 0, n - 1 do
     -- Only a job this batch creates makes a later job with its id a repeat.
     batch_ids[id] = true
     local queue, ready_at, record, turn = S.queue, S.ready_at, nil, nil
-    if S.group == '' then
-      record = lead .. cmsgpack.pack(payload)
+    if #J == 2 and S.group == '' then
+      S.lead = S.lead or lead_of(S.job)
+      record = S.lead .. cmsgpack.pack(payload)
     else
-      turn = turns_next(P, turns, queue, S.prio, S.group)
-      record = map_header(S.count + 2) .. S.head .. cmsgpack.pack('gt', turn, 'd', payload)
+      local job = S.job
+      job.d = payload
+      if S.group ~= '' then
+        turn = turns_next(P, turns, queue, S.prio, S.group)
+        job.gt = turn
+      end
+      record = cmsgpack.pack(job)
     end
     if ukey ~= '' then
       batch_keys[ukey] = id
