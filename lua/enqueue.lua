@@ -81,6 +81,7 @@ end
 if n > MAX_JOBS then
   return fail_with('INVALID', 'N ' .. n .. ' jobs is not in 0..' .. MAX_JOBS .. ': send a bigger batch as several calls')
 end
+local ids = {}
 for i = 1, n do
   local J = jobs[i]
   if type(J) ~= 'table' or #J ~= WIDTH and #J ~= WIDTH + 3 and #J ~= WIDTH + 4 and (#J ~= 2 or i == 1) then
@@ -96,12 +97,11 @@ for i = 1, n do
       return fail_with('INVALID', 'job ' .. (i - 1) .. ': ' .. NUMERIC[k] .. ' ' .. v .. ' is not a non-negative integer')
     end
   end
+  ids[i] = J[1]
 end
 
 local now = now_ms()
 -- Which ids exist already (the call was sent before): one HMGET per 1000.
-local ids = {}
-for i = 1, n do ids[i] = jobs[i][1] end
 local exists = {}
 for first = 1, n, SLICE do
   local found = redis.call('HMGET', P .. 'jobs', unpack(ids, first, math.min(first + SLICE - 1, n)))
@@ -121,6 +121,27 @@ local function lead_of(job)
   end
   local header = count < 16 and string.char(0x80 + count) or string.char(0xde, 0, count)
   return header .. table.concat(parts) .. cmsgpack.pack('d')
+end
+
+-- The MessagePack str header of a payload of `len` bytes, as cmsgpack
+-- writes it (made once a length: most payloads of a batch share a few).
+local str_headers = {}
+local function str_header(len)
+  local h = str_headers[len]
+  if not h then
+    if len < 32 then
+      h = string.char(0xa0 + len)
+    elseif len < 256 then
+      h = string.char(0xd9, len)
+    elseif len < 65536 then
+      h = string.char(0xda, math.floor(len / 256), len % 256)
+    else
+      h = string.char(0xdb, math.floor(len / 16777216), math.floor(len / 65536) % 256, math.floor(len / 256) % 256,
+        len % 256)
+    end
+    str_headers[len] = h
+  end
+  return h
 end
 
 -- One pass over the jobs: check each, decide its flag and make its record.
@@ -195,7 +216,7 @@ for i = 0, n - 1 do
     if group ~= '' then job.gk = group end
     if (J[18] or '') ~= '' then job.tc = J[18] end
     S = {queue = queue, prio = prio, ukey = ukey, uwhile = uwhile ~= '' and uwhile or 'queued',
-      ready_at = ready_at, group = group, job = job}
+      ready_at = ready_at, group = group, job = job, short = group == ''}
   end
   local ukey = S.ukey
 
@@ -215,9 +236,9 @@ for i = 0, n - 1 do
     -- Only a job this batch creates makes a later job with its id a repeat.
     batch_ids[id] = true
     local queue, ready_at, record, turn = S.queue, S.ready_at, nil, nil
-    if #J == 2 and S.group == '' then
+    if S.short and #J == 2 then
       S.lead = S.lead or lead_of(S.job)
-      record = S.lead .. cmsgpack.pack(payload)
+      record = S.lead .. str_header(#payload) .. payload
     else
       local job = S.job
       job.d = payload
@@ -246,7 +267,7 @@ for i = 0, n - 1 do
         ready[queue] = list
       end
       local m = #list
-      list[m + 1] = ready_score(S.prio, turn)
+      list[m + 1] = turn and ready_score(S.prio, turn) or S.prio
       list[m + 2] = id
     else
       scheduled[#scheduled + 1] = ready_at

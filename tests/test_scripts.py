@@ -646,6 +646,19 @@ def test_enqueue_short_rows_repeat_the_longer_row_before_them(lua: Lua) -> None:
     assert lua.members("ready", "q") == []
 
 
+@pytest.mark.parametrize("size", [0, 31, 32, 255, 256, 65_535, 65_536])
+def test_enqueue_short_row_record_holds_its_payload_whole(lua: Lua, size: int) -> None:
+    """A short row's record is put together from bytes, with the payload's
+    MessagePack str header made in Lua: each of its four forms."""
+    payload = "x" * size
+    rows = [text_row(job("a")), ["b", payload]]
+    lua.run("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
+    blob = lua.r.hget(lua.key("jobs"), "b")
+    packed_by_redis = lua.r.eval("return cmsgpack.pack(ARGV[1])", 0, payload)
+    assert isinstance(blob, bytes) and blob.endswith(b"\xa1d" + packed_by_redis)  # the key d, then as cmsgpack packs it
+    assert lua.record("b") == {**(lua.record("a") or {}), "d": payload}
+
+
 def test_enqueue_short_row_with_the_unique_key_before_it_is_a_duplicate(lua: Lua) -> None:
     rows = [text_row(job("a", unique_key="k")), ["b", "{}"]]
     _, *flat = lua.raw("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
