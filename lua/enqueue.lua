@@ -84,11 +84,12 @@ end
 local ids = {}
 for i = 1, n do
   local J = jobs[i]
-  if type(J) ~= 'table' or #J ~= WIDTH and #J ~= WIDTH + 3 and #J ~= WIDTH + 4 and (#J ~= 2 or i == 1) then
+  local w = type(J) == 'table' and #J
+  if not (w == 2 and i > 1 or w == WIDTH or w == WIDTH + 3 or w == WIDTH + 4) then
     return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ', ' .. (WIDTH + 3) .. ' or '
       .. (WIDTH + 4) .. ' values (or of 2 after the first job)')
   end
-  for k = 1, #J do
+  for k = 1, w do
     local v = J[k]
     if type(v) ~= 'string' then
       return fail_with('INVALID', 'job ' .. (i - 1) .. ': value ' .. k .. ' is not a string')
@@ -163,11 +164,12 @@ local S  -- the shape of the latest full row
 local n_out, n_records = 1, 0  -- #out, #records (counted: # costs a search each time)
 for i = 0, n - 1 do
   local J = jobs[i + 1]
-  local id, payload = J[1], J[#J == 2 and 2 or 5]
+  local short = #J == 2
+  local id, payload = J[1], J[short and 2 or 5]
   if id == '' then
     return fail_with('INVALID', 'job ' .. i .. ': the id is empty')
   end
-  if #J ~= 2 then
+  if not short then
     -- A full row: check its values, and work out what it and the short
     -- rows after it share (S; S.job is the record without d).
     local typ, queue, prio = J[2], J[3], tonumber(J[4])
@@ -216,7 +218,7 @@ for i = 0, n - 1 do
     if group ~= '' then job.gk = group end
     if (J[18] or '') ~= '' then job.tc = J[18] end
     S = {queue = queue, prio = prio, ukey = ukey, uwhile = uwhile ~= '' and uwhile or 'queued',
-      ready_at = ready_at, group = group, job = job, short = group == ''}
+      ready_at = ready_at, group = group, job = job, short = group == '', score = tostring(prio)}
   end
   local ukey = S.ukey
 
@@ -236,7 +238,7 @@ for i = 0, n - 1 do
     -- Only a job this batch creates makes a later job with its id a repeat.
     batch_ids[id] = true
     local queue, ready_at, record, turn = S.queue, S.ready_at, nil, nil
-    if S.short and #J == 2 then
+    if short and S.short then
       S.lead = S.lead or lead_of(S.job)
       record = S.lead .. str_header(#payload) .. payload
     else
@@ -267,7 +269,7 @@ for i = 0, n - 1 do
         ready[queue] = list
       end
       local m = #list
-      list[m + 1] = turn and ready_score(S.prio, turn) or S.prio
+      list[m + 1] = turn and ready_score(S.prio, turn) or S.score  -- text: ZADD reads it as sent
       list[m + 2] = id
     else
       scheduled[#scheduled + 1] = ready_at
