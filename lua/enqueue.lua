@@ -160,7 +160,10 @@ local queues, seen = {}, {}  -- the distinct queues of this batch
 local turns = {}  -- group turns given (see limits.lua)
 local good_names = {}  -- type and queue names already checked in this call
 local limits_known = {}  -- limit names checked (see limits.lua)
-local S  -- the shape of the latest full row
+-- The shape of the latest full row: what its short rows repeat (job: the
+-- record without d; lead: the packed start of a short row's record; score:
+-- the ready score as text).
+local s_queue, s_prio, s_ukey, s_uwhile, s_ready_at, s_group, s_job, s_lead, s_score
 local n_out, n_records = 1, 0  -- #out, #records (counted: # costs a search each time)
 for i = 0, n - 1 do
   local J = jobs[i + 1]
@@ -171,7 +174,7 @@ for i = 0, n - 1 do
   end
   if not short then
     -- A full row: check its values, and work out what it and the short
-    -- rows after it share (S; S.job is the record without d).
+    -- rows after it share.
     local typ, queue, prio = J[2], J[3], tonumber(J[4])
     local ukey, uwhile, bo = J[12], J[13], J[9]
     if not (good_names[typ] and good_names[queue]) then
@@ -217,10 +220,10 @@ for i = 0, n - 1 do
     local group = J[17] or ''
     if group ~= '' then job.gk = group end
     if (J[18] or '') ~= '' then job.tc = J[18] end
-    S = {queue = queue, prio = prio, ukey = ukey, uwhile = uwhile ~= '' and uwhile or 'queued',
-      ready_at = ready_at, group = group, job = job, short = group == '', score = tostring(prio)}
+    s_queue, s_prio, s_ukey, s_uwhile, s_ready_at = queue, prio, ukey, uwhile ~= '' and uwhile or 'queued', ready_at
+    s_group, s_job, s_lead, s_score = group, job, nil, nil
   end
-  local ukey = S.ukey
+  local ukey = s_ukey
 
   local flag, target, x = 0, id, false
   if batch_ids[id] or exists[i + 1] then
@@ -230,25 +233,24 @@ for i = 0, n - 1 do
   elseif ukey ~= '' and batch_keys[ukey] then
     flag, target = 1, batch_keys[ukey]
   elseif ukey ~= '' then
-    local holder = unique_holder(P, ukey, S.uwhile, now)
+    local holder = unique_holder(P, ukey, s_uwhile, now)
     if holder then flag, target = 1, holder end
   end
 
   if flag == 0 then
     -- Only a job this batch creates makes a later job with its id a repeat.
     batch_ids[id] = true
-    local queue, ready_at, record, turn = S.queue, S.ready_at, nil, nil
-    if short and S.short then
-      S.lead = S.lead or lead_of(S.job)
-      record = S.lead .. str_header(#payload) .. payload
+    local queue, ready_at, record, turn = s_queue, s_ready_at, nil, nil
+    if s_group ~= '' then
+      turn = turns_next(P, turns, queue, s_prio, s_group)
+      s_job.gt, s_job.d = turn, payload
+      record = cmsgpack.pack(s_job)
+    elseif short then
+      s_lead = s_lead or lead_of(s_job)
+      record = s_lead .. str_header(#payload) .. payload
     else
-      local job = S.job
-      job.d = payload
-      if S.group ~= '' then
-        turn = turns_next(P, turns, queue, S.prio, S.group)
-        job.gt = turn
-      end
-      record = cmsgpack.pack(job)
+      s_job.d = payload
+      record = cmsgpack.pack(s_job)
     end
     if ukey ~= '' then
       batch_keys[ukey] = id
@@ -269,7 +271,8 @@ for i = 0, n - 1 do
         ready[queue] = list
       end
       local m = #list
-      list[m + 1] = turn and ready_score(S.prio, turn) or S.score  -- text: ZADD reads it as sent
+      if not (turn or s_score) then s_score = tostring(s_prio) end  -- text: ZADD reads it as sent
+      list[m + 1] = turn and ready_score(s_prio, turn) or s_score
       list[m + 2] = id
     else
       scheduled[#scheduled + 1] = ready_at
