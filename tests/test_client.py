@@ -3,6 +3,7 @@ AsyncClient (the `api` fixture)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -129,6 +130,13 @@ def test_short_rows_cut_a_row_that_repeats_the_full_row_before_it() -> None:
         ["e", *head, b"5", *tail, "lim", "", ""],  # a longer row: sent whole
     ]
     assert short_rows(rows) == [rows[0], ["b", b"2"], rows[2], ["d", b"4"], rows[4]]
+
+
+def test_job_fields_start_in_the_order_enqueue_results_are_built_in() -> None:
+    """decode_enqueued makes Job objects with positional arguments."""
+    first = ["id", "type", "queue", "priority", "status", "ready_at", "attempts", "retry_limit", "backoff"]
+    first += ["retention", "unique_key", "unique_while"]
+    assert [f.name for f in dataclasses.fields(zizq.Job)][: len(first)] == first
 
 
 async def test_enqueue_many_of_several_kinds_and_options_keeps_each_jobs_values(api: Any) -> None:

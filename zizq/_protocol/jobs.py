@@ -73,12 +73,13 @@ def purge_batches(limit: int) -> list[int]:
     return [min(PURGE_BATCH, limit - start) for start in range(0, limit, PURGE_BATCH)]
 
 
-def enqueue_call_args(rows: Sequence[EnqueueRow]) -> list[Value]:
+def enqueue_call_args(rows: Sequence[EnqueueRow], *, short: bool = True) -> list[Value]:
     """The enqueue script's arguments for these jobs: their count, and the
     jobs as one MessagePack array (bytes as MessagePack raw strings: Redis's
-    cmsgpack cannot read bin). A row with the values of the row before it
+    cmsgpack cannot read bin). With ``short`` (lua/enqueue.lua reads them;
+    flow_enqueue.lua does not), a row with the values of the row before it
     but its id and payload goes as those two (see short_rows)."""
-    return [len(rows), msgpack.packb(short_rows(rows), use_bin_type=False)]
+    return [len(rows), msgpack.packb(short_rows(rows) if short else rows, use_bin_type=False)]
 
 
 def short_rows(rows: Sequence[EnqueueRow]) -> list[EnqueueRow]:
@@ -243,7 +244,7 @@ class Core:
     def _enqueue_call(
         self, rows: list[EnqueueRow], templates: list[Template], name: str = "enqueue"
     ) -> Call[list[Job]]:
-        args = enqueue_call_args(rows) if name == "enqueue" else [len(rows), msgpack.packb(rows, use_bin_type=False)]
+        args = enqueue_call_args(rows, short=name == "enqueue")
         return Call(script(name), self.keys, args, lambda reply: decode_enqueued(templates, reply), [*args, 1])
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:

@@ -132,7 +132,8 @@ def decode_enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
     for t, flag, job_id, x in zip(templates, reply[1::3], reply[2::3], reply[3::3], strict=True):
         if flag == 0 or flag == 3:  # created now, or created and done before a retry
             status = "completed" if flag == 3 else "scheduled" if x > now else "ready"
-            # Positional, in Job's field order (id ... unique_while, then timeout_ms by name).
+            # Positional (faster, for 1,000 jobs a call), in Job's field order
+            # from id to unique_while (tests/test_client.py pins that order).
             job = Job(
                 job_id.decode() if type(job_id) is bytes else as_str(job_id),
                 t.type,
