@@ -109,42 +109,6 @@ for first = 1, n, SLICE do
   for k = 1, #found do exists[first + k - 1] = found[k] end
 end
 
--- The start of the records of a shape's short rows: the MessagePack map
--- header and every field of its job but d, packed once, then the key d.
--- A record is this and its packed payload, put together with no table.
-local function lead_of(job)
-  local parts, count = {}, 1
-  for k, v in pairs(job) do
-    if k ~= 'd' then
-      parts[count] = cmsgpack.pack(k, v)
-      count = count + 1
-    end
-  end
-  local header = count < 16 and string.char(0x80 + count) or string.char(0xde, 0, count)
-  return header .. table.concat(parts) .. cmsgpack.pack('d')
-end
-
--- The MessagePack str header of a payload of `len` bytes, as cmsgpack
--- writes it (made once a length: most payloads of a batch share a few).
-local str_headers = {}
-local function str_header(len)
-  local h = str_headers[len]
-  if not h then
-    if len < 32 then
-      h = string.char(0xa0 + len)
-    elseif len < 256 then
-      h = string.char(0xd9, len)
-    elseif len < 65536 then
-      h = string.char(0xda, math.floor(len / 256), len % 256)
-    else
-      h = string.char(0xdb, math.floor(len / 16777216), math.floor(len / 65536) % 256, math.floor(len / 256) % 256,
-        len % 256)
-    end
-    str_headers[len] = h
-  end
-  return h
-end
-
 -- One pass over the jobs: check each, decide its flag and make its record.
 -- Nothing is written until every job has passed its checks.
 local batch_keys = {}  -- unique key -> id of the first job in this batch using it
@@ -158,6 +122,7 @@ local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here
 local queues, seen = {}, {}  -- the distinct queues of this batch
 local turns = {}  -- group turns given (see limits.lua)
+local str_headers = {}  -- payload length -> its MessagePack str header
 local good_names = {}  -- type and queue names already checked in this call
 local limits_known = {}  -- limit names checked (see limits.lua)
 -- The shape of the latest full row: what its short rows repeat (job: the
@@ -246,8 +211,39 @@ for i = 0, n - 1 do
       s_job.gt, s_job.d = turn, payload
       record = cmsgpack.pack(s_job)
     elseif short then
-      s_lead = s_lead or lead_of(s_job)
-      record = s_lead .. str_header(#payload) .. payload
+      -- Put together from bytes, with no table packed a job (inline: a
+      -- helper function would be made again on every call of the script).
+      if not s_lead then
+        -- The start of the shape's short-row records, packed once: the map
+        -- header and every field of the job but d, then the key d.
+        local parts, count = {}, 1
+        for k, v in pairs(s_job) do
+          if k ~= 'd' then
+            parts[count] = cmsgpack.pack(k, v)
+            count = count + 1
+          end
+        end
+        s_lead = (count < 16 and string.char(0x80 + count) or string.char(0xde, 0, count)) .. table.concat(parts)
+          .. cmsgpack.pack('d')
+      end
+      -- The payload's MessagePack str header, as cmsgpack writes it (made
+      -- once a length: the payloads of a batch share a few lengths).
+      local len = #payload
+      local header = str_headers[len]
+      if not header then
+        if len < 32 then
+          header = string.char(0xa0 + len)
+        elseif len < 256 then
+          header = string.char(0xd9, len)
+        elseif len < 65536 then
+          header = string.char(0xda, math.floor(len / 256), len % 256)
+        else
+          header = string.char(0xdb, math.floor(len / 16777216), math.floor(len / 65536) % 256,
+            math.floor(len / 256) % 256, len % 256)
+        end
+        str_headers[len] = header
+      end
+      record = s_lead .. header .. payload
     else
       s_job.d = payload
       record = cmsgpack.pack(s_job)
