@@ -53,9 +53,12 @@ if tonumber(lease) < now then
   return fail_with('LOST', 'the lease of worker ' .. worker .. ' has lapsed; renew it with a beat first')
 end
 
--- Promote due scheduled jobs.
-local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
-if #due > 0 then
+-- Promote due scheduled jobs. The head of "scheduled" is read first: when
+-- it is not due (the common case) nothing is, and it is next_due as well.
+local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
+if head[2] and tonumber(head[2]) <= now then
+  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+  head = nil  -- read again after the take
   redis.call('ZREM', P .. 'scheduled', unpack(due))
   for _, id in ipairs(due) do
     local job = load_job(P, id)
@@ -87,6 +90,7 @@ end
 local gate = gate_new(P, now)
 local chosen, found, own_of, queue_of = {}, {}, {}, {}
 local ended = {}  -- the queues the limit walk read to their end
+local emptied = false  -- the one open queue was emptied by ZPOPMIN
 if want > 0 and gate.on then
   -- Walk the ready jobs in order, a page of each queue at a time, passing
   -- over (and leaving in place) those whose limit has no room: at most
@@ -140,6 +144,8 @@ if want > 0 and gate.on then
 elseif want > 0 and #open == 1 then
   local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
   for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
+  -- Fewer than N: the queue is empty now (unless a suspect goes back).
+  emptied = #chosen < want
 elseif want > 0 then
   local function before(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
@@ -170,6 +176,7 @@ end
 
 local out = {now, -1, 0}
 local flight, taken, records = {}, {}, {}
+local now_text = tostring(now)  -- one number-to-text conversion, not one per job
 local held_back = false
 -- The records not read yet, with one HMGET.
 local unread = {}
@@ -197,7 +204,7 @@ for _, id in ipairs(chosen) do
     records[#records + 1] = id
     records[#records + 1] = record
     unique_update(P, id, job)
-    flight[#flight + 1] = now
+    flight[#flight + 1] = now_text
     flight[#flight + 1] = id
     taken[#taken + 1] = id
     out[#out + 1] = id
@@ -213,14 +220,14 @@ if #taken > 0 then
   call_in_slices('SADD', P .. 'worker:' .. worker, taken, 1)
 end
 
-local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
+if not head then head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES') end
 if head[2] then out[2] = tonumber(head[2]) end
 -- Room under a rate limit is due like a scheduled job.
 if gate.due and (out[2] < 0 or gate.due < out[2]) then out[2] = gate.due end
 gate_report(gate, ended)
 -- A walk that ended short of N found nothing more that can start now: the
 -- jobs left wait for room (a slot freed wakes a worker; a window is due).
-local rest = not (gate.on and want > 0 and #chosen < want)
+local rest = not (gate.on and want > 0 and #chosen < want) and not (emptied and not held_back)
 for _, q in ipairs(open) do
   local key = P .. 'ready:' .. q
   if rest and redis.call('ZCARD', key) > 0 then
