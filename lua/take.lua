@@ -90,7 +90,7 @@ end
 local gate = gate_new(P, now)
 local chosen, found, own_of, queue_of = {}, {}, {}, {}
 local ended = {}  -- the queues the limit walk read to their end
-local emptied = false  -- the one open queue was emptied by ZPOPMIN
+local emptied = false  -- the one open queue was read to its end
 if want > 0 and gate.on then
   -- Walk the ready jobs in order, a page of each queue at a time, passing
   -- over (and leaving in place) those whose limit has no room: at most
@@ -142,8 +142,10 @@ if want > 0 and gate.on then
     if h.done and h.pos > #h.buf then ended[#ended + 1] = open[i] end
   end
 elseif want > 0 and #open == 1 then
-  local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
-  for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
+  -- ZPOPMIN would do, but would format every score as text for nothing.
+  local key = P .. 'ready:' .. open[1]
+  chosen = redis.call('ZRANGE', key, 0, want - 1)
+  if #chosen > 0 then redis.call('ZREMRANGEBYRANK', key, 0, #chosen - 1) end
   -- Fewer than N: the queue is empty now (unless a suspect goes back).
   emptied = #chosen < want
 elseif want > 0 then
