@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -731,6 +732,23 @@ def test_take_across_more_queues_than_it_takes_finds_the_smallest(lua: Lua) -> N
     assert lua.take("w", 3, *queues).ids == ["c0", "a0", "a1"]
     assert lua.take("w", 2, *queues).ids == ["a2", "a3"]
     assert lua.take("w", 5, *queues).ids == ["d9", "b0"]
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["queues named", "every queue"])
+def test_take_across_queues_follows_priority_then_id_whatever_the_count(lua: Lua, named: bool) -> None:
+    # Takes of random sizes over queues of random jobs: together they give
+    # every job once, in (priority, id) order, as one sort of them all would.
+    rng = random.Random(14)
+    queues = [f"q{i}" for i in range(7)]
+    jobs = [(f"j{i:03d}", rng.choice(queues), rng.choice([0, 1, 5, 32768])) for i in range(80)]
+    rng.shuffle(jobs)
+    lua.enqueue(*(job(i, queue=q, priority=p) for i, q, p in jobs))
+    got: list[str] = []
+    while len(got) < len(jobs):
+        taken = lua.take("w", rng.randint(1, 12), *(queues if named else ()))
+        assert taken.ids, f"a take found nothing with {len(jobs) - len(got)} jobs ready"
+        got += taken.ids
+    assert got == [i for _, i in sorted((p, i) for i, _, p in jobs)]
 
 
 def test_take_limit_and_more(lua: Lua) -> None:
