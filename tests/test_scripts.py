@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -787,6 +788,23 @@ def test_take_across_more_queues_than_it_takes_finds_the_smallest(lua: Lua) -> N
     assert lua.take("w", 5, *queues).ids == ["d9", "b0"]
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["queues named", "every queue"])
+def test_take_across_queues_follows_priority_then_id_whatever_the_count(lua: Lua, named: bool) -> None:
+    # Takes of random sizes over queues of random jobs: together they give
+    # every job once, in (priority, id) order, as one sort of them all would.
+    rng = random.Random(14)
+    queues = [f"q{i}" for i in range(7)]
+    jobs = [(f"j{i:03d}", rng.choice(queues), rng.choice([0, 1, 5, 32768])) for i in range(80)]
+    rng.shuffle(jobs)
+    lua.enqueue(*(job(i, queue=q, priority=p) for i, q, p in jobs))
+    got: list[str] = []
+    while len(got) < len(jobs):
+        taken = lua.take("w", rng.randint(1, 12), *(queues if named else ()))
+        assert taken.ids, f"a take found nothing with {len(jobs) - len(got)} jobs ready"
+        got += taken.ids
+    assert got == [i for _, i in sorted((p, i) for i, _, p in jobs)]
+
+
 def test_take_limit_and_more(lua: Lua) -> None:
     lua.enqueue(*(job(f"j{i}") for i in range(5)))
     two = lua.take("w", 2, "q")
@@ -823,6 +841,37 @@ def test_take_reports_next_due(lua: Lua) -> None:
     taken = lua.take("w", 1, "q")
     assert taken.ids == []
     assert taken.next_due == int(soon["r"]) < int(late["r"])
+
+
+def calls(lua: Lua) -> dict[str, int]:
+    """The commands the scripts ran since the last CONFIG RESETSTAT, by name."""
+    stats = lua.r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
+
+
+def test_take_with_nothing_due_reads_the_scheduled_head_once(lua: Lua) -> None:
+    [(_, _, later)] = lua.enqueue(job("later", delay=60_000))
+    lua.enqueue(job("a"), job("b"))
+    lua.run("heartbeat", "w", "join", 60_000, 0, 0)
+    lua.r.config_resetstat()
+    reply = lua.raw("take", "w", 5, 5, "q")
+    assert reply[1:3] == [int(later["r"]), 0] and reply[3::2] == [b"a", b"b"]
+    counted = calls(lua)
+    # The head of "scheduled" is not due, so nothing is: no range query, and
+    # the same read gives next_due (one ZRANGE; the other reads the queue).
+    # The queue was read to its end (2 of 5): no ZCARD.
+    assert counted["zrange"] == 2 and "zrangebyscore" not in counted and "zcard" not in counted
+
+
+def test_take_that_empties_its_queue_still_reports_a_suspect_held_back(lua: Lua) -> None:
+    lua.enqueue(job("j0"), job("j1"))
+    record = lua.record("j1") or {}
+    lua.r.hset(lua.key("jobs"), "j1", msgpack.packb({**record, "sx": 1}))
+    lua.r.delete(lua.key("wake", "q"))
+    taken = lua.take("w", 5, "q", start=1)
+    assert (taken.ids, taken.more) == (["j0"], 2)
+    assert lua.r.zrange(lua.key("ready", "q"), 0, -1) == [b"j1"]
+    assert lua.llen("wake", "q") == 1  # the wake-up is passed on for j1
 
 
 def test_take_promotes_due_scheduled_jobs(lua: Lua) -> None:
@@ -1013,6 +1062,23 @@ def test_ack_and_fail_count_the_minute_once_a_call(lua: Lua) -> None:
             minute = int(name.split(":")[1])
             assert before // 60_000 <= minute <= after // 60_000
             assert lua.r.pexpiretime(lua.key(name)) == (minute + 1) * 60_000 + 65 * 60_000
+
+
+def test_a_tally_already_counting_this_minute_keeps_its_expiry_without_a_write(lua: Lua) -> None:
+    # A completed retention, so the ack writes no done:<n> window (which has its PEXPIREAT).
+    a, b = lua.in_flight(job("a", completed_ms=60_000), job("b", completed_ms=60_000))
+    while True:
+        minute = lua.now() // 60_000
+        assert lua.ack("w", a) == []
+        lua.r.config_resetstat()
+        assert lua.ack("w", b) == []
+        if lua.now() // 60_000 == minute:
+            break
+        a, b = lua.in_flight(job("a2", completed_ms=60_000), job("b2", completed_ms=60_000))  # the minute turned
+    counted = calls(lua)
+    assert counted["hincrby"] == 1 and "pexpireat" not in counted
+    assert text(lua.r.hgetall(lua.key("tally", str(minute)))) == {"completed": "2"}
+    assert lua.r.pexpiretime(lua.key("tally", str(minute))) == (minute + 1) * 60_000 + 65 * 60_000
 
 
 def test_tally_read_reports_each_minute_oldest_first(lua: Lua) -> None:
