@@ -178,7 +178,12 @@ def zizq_table(
     return render(rows)
 
 
-CURVES = (("waiting", "jobs waiting"), ("queues", "queues (one worker serves all)"), ("workers", "workers joined"))
+CURVES = (
+    ("waiting", "jobs waiting"),
+    ("queues", "queues (one worker serves all)"),
+    ("workers", "workers joined"),
+    ("batch", "jobs a call (all three)"),
+)
 
 
 def curves_table(results: dict[Key, list[dict[str, Any]]]) -> list[str]:

@@ -726,30 +726,35 @@ CURVE_QUEUES = (1, 10, 100, 1000)
 CURVE_WORKERS = (1, 10, 100)
 CURVE_OPS = 1000  # jobs each operation is measured over, at every point
 CURVE_TAKE = 10  # jobs per take and per ack, as a worker at concurrency 10
+CURVE_BATCH = (1, 10, 50)  # jobs a call of enqueue, take and ack, in the "jobs a call" curve
 
 
 def _evalsha_us(r: redis.Redis) -> float:
     return float(r.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
 
 
-def _curve_point(client: Any, kind: type, queues: list[str], workers: int) -> dict[str, float]:
+def _curve_point(
+    client: Any, kind: type, queues: list[str], workers: int, per_call: int | None = None
+) -> dict[str, float]:
     """Redis time (µs per job, INFO commandstats) of enqueue (100 a call),
     take and ack (CURVE_TAKE a call) over CURVE_OPS jobs, in the state
-    the caller made (jobs waiting in ``queues``), with ``workers`` joined."""
+    the caller made (jobs waiting in ``queues``), with ``workers`` joined;
+    with ``per_call``, that many jobs a call of all three."""
     import zizq
 
+    take_n, enqueue_n = per_call or CURVE_TAKE, per_call or 100
     r, core = client.redis, client.core
     for w in range(workers):
         client.run(core.heartbeat(f"w{w}", "join", 600_000))
     fresh = [zizq.Enqueue(kind(n=-i, s=TEXT), queue=queues[i % len(queues)]) for i in range(CURVE_OPS)]
     r.config_resetstat()
-    for chunk in _chunks(fresh, 100):
+    for chunk in _chunks(fresh, enqueue_n):
         client.enqueue_many(chunk)
     enqueue_us = _evalsha_us(r) / CURVE_OPS
     taken: list[list[Any]] = []
     r.config_resetstat()
-    for _ in range(CURVE_OPS // CURVE_TAKE):
-        taken.append(list(client.run(core.take("w0", CURVE_TAKE, [])).jobs))
+    for _ in range(CURVE_OPS // take_n):
+        taken.append(list(client.run(core.take("w0", take_n, [])).jobs))
     take_us = _evalsha_us(r) / CURVE_OPS
     _check(sum(map(len, taken)) == CURVE_OPS, f"{CURVE_OPS} jobs taken")
     r.config_resetstat()
@@ -794,6 +799,10 @@ def child_curves(url: str, n: int) -> dict[str, Any]:
         r.flushall()
         _fill(client, bench_job, 10_000, ["default"])
         out[f"workers_{workers}"] = _curve_point(client, bench_job, ["default"], workers)
+    for per_call in CURVE_BATCH:
+        r.flushall()
+        _fill(client, bench_job, 10_000, ["default"])
+        out[f"batch_{per_call}"] = _curve_point(client, bench_job, ["default"], 1, per_call)
     client.close()
     return out
 

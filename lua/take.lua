@@ -53,9 +53,12 @@ if tonumber(lease) < now then
   return fail_with('LOST', 'the lease of worker ' .. worker .. ' has lapsed; renew it with a beat first')
 end
 
--- Promote due scheduled jobs.
-local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
-if #due > 0 then
+-- Promote due scheduled jobs. The head of "scheduled" is read first: when
+-- it is not due (the common case) nothing is, and it is next_due as well.
+local head = redis.call('ZRANGE', P .. 'scheduled', '0', '0', 'WITHSCORES')
+if head[2] and tonumber(head[2]) <= now then
+  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+  head = nil  -- read again after the take
   redis.call('ZREM', P .. 'scheduled', unpack(due))
   for _, id in ipairs(due) do
     local job = load_job(P, id)
@@ -87,6 +90,7 @@ end
 local gate = gate_new(P, now)
 local chosen, found, own_of, queue_of = {}, {}, {}, {}
 local ended = {}  -- the queues the limit walk read to their end
+local emptied = false  -- the one open queue was read to its end
 if want > 0 and gate.on then
   -- Walk the ready jobs in order, a page of each queue at a time, passing
   -- over (and leaving in place) those whose limit has no room: at most
@@ -138,38 +142,57 @@ if want > 0 and gate.on then
     if h.done and h.pos > #h.buf then ended[#ended + 1] = open[i] end
   end
 elseif want > 0 and #open == 1 then
-  local popped = redis.call('ZPOPMIN', P .. 'ready:' .. open[1], want)
-  for i = 1, #popped, 2 do chosen[#chosen + 1] = popped[i] end
+  -- ZPOPMIN would do, but would format every score as text for nothing.
+  local key = P .. 'ready:' .. open[1]
+  chosen = redis.call('ZRANGE', key, '0', want - 1)
+  if #chosen > 0 then redis.call('ZREMRANGEBYRANK', key, '0', #chosen - 1) end
+  -- Fewer than N: the queue is empty now (unless a suspect goes back).
+  emptied = #chosen < want
 elseif want > 0 then
-  local function before(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
+  -- The N smallest (score, id, queue) seen so far, in order. Most entries
+  -- offered are not among them and cost one comparison (a sort of every
+  -- queue's head cost a Lua call per comparison). Ids are unique, so no
+  -- two entries tie. Returns false when the entry is not among them.
+  local best = {}
+  local function offer(score, id, q)
+    local n = #best
+    if n >= want then
+      local last = best[n]
+      if score > last[1] or (score == last[1] and id > last[2]) then return false end
+      best[n], n = nil, n - 1
+    end
+    while n >= 1 and (score < best[n][1] or (score == best[n][1] and id < best[n][2])) do
+      best[n + 1], n = best[n], n - 1
+    end
+    best[n + 1] = {score, id, q}
+    return true
   end
   -- The N smallest are all in the queues whose first jobs are among the N
-  -- smallest first jobs: read one job of every queue, then N of those.
-  local heads = {}
+  -- smallest first jobs: read one job of every queue, then the next N - 1
+  -- of those (each queue's in order, up to the first that is not among them).
   for _, q in ipairs(open) do
-    local head = redis.call('ZRANGE', P .. 'ready:' .. q, 0, 0, 'WITHSCORES')
-    if head[1] then heads[#heads + 1] = {tonumber(head[2]), head[1], q} end
+    local head = redis.call('ZRANGE', P .. 'ready:' .. q, '0', '0', 'WITHSCORES')
+    if head[1] then offer(tonumber(head[2]), head[1], q) end
   end
-  table.sort(heads, before)
-  local cand = {}
-  for h = 1, math.min(want, #heads) do
-    local q = heads[h][3]
-    local head = redis.call('ZRANGE', P .. 'ready:' .. q, 0, want - 1, 'WITHSCORES')
-    for i = 1, #head, 2 do
-      cand[#cand + 1] = {tonumber(head[i + 1]), head[i], q}
+  if want > 1 then
+    local first = {}
+    for h, entry in ipairs(best) do first[h] = entry[3] end
+    for _, q in ipairs(first) do
+      local after = redis.call('ZRANGE', P .. 'ready:' .. q, '1', want - 1, 'WITHSCORES')
+      for i = 1, #after, 2 do
+        if not offer(tonumber(after[i + 1]), after[i], q) then break end
+      end
     end
   end
-  table.sort(cand, before)
-  for i = 1, math.min(want, #cand) do
-    redis.call('ZREM', P .. 'ready:' .. cand[i][3], cand[i][2])
-    chosen[#chosen + 1] = cand[i][2]
+  for _, entry in ipairs(best) do
+    redis.call('ZREM', P .. 'ready:' .. entry[3], entry[2])
+    chosen[#chosen + 1] = entry[2]
   end
 end
 
 local out = {now, -1, 0}
 local flight, taken, records = {}, {}, {}
+local now_text = tostring(now)  -- one number-to-text conversion, not one per job
 local held_back = false
 -- The records not read yet, with one HMGET.
 local unread = {}
@@ -197,7 +220,7 @@ for _, id in ipairs(chosen) do
     records[#records + 1] = id
     records[#records + 1] = record
     unique_update(P, id, job)
-    flight[#flight + 1] = now
+    flight[#flight + 1] = now_text
     flight[#flight + 1] = id
     taken[#taken + 1] = id
     out[#out + 1] = id
@@ -213,14 +236,14 @@ if #taken > 0 then
   call_in_slices('SADD', P .. 'worker:' .. worker, taken, 1)
 end
 
-local head = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')
+if not head then head = redis.call('ZRANGE', P .. 'scheduled', '0', '0', 'WITHSCORES') end
 if head[2] then out[2] = tonumber(head[2]) end
 -- Room under a rate limit is due like a scheduled job.
 if gate.due and (out[2] < 0 or gate.due < out[2]) then out[2] = gate.due end
 gate_report(gate, ended)
 -- A walk that ended short of N found nothing more that can start now: the
 -- jobs left wait for room (a slot freed wakes a worker; a window is due).
-local rest = not (gate.on and want > 0 and #chosen < want)
+local rest = not (gate.on and want > 0 and #chosen < want) and not (emptied and not held_back)
 for _, q in ipairs(open) do
   local key = P .. 'ready:' .. q
   if rest and redis.call('ZCARD', key) > 0 then

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -629,6 +630,60 @@ def test_enqueue_stores_an_18th_value_as_the_trace_context(lua: Lua) -> None:
     assert sorted(taken.ids) == ["j1", "j2"] and (lua.record("j1") or {})["tc"] == context  # never changes
 
 
+def test_enqueue_short_rows_repeat_the_longer_row_before_them(lua: Lua) -> None:
+    context = '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    first = text_row(job("a", priority=7, delay=60_000, retry_limit=3, backoff="100 2 50", timeout_ms=500))
+    grouped = [*text_row(job("c", queue="q2")), "", "", "g", context]
+    rows = [first, ["b", '"b"'], grouped, ["d", '"d"'], ["e", '"e"']]
+    now, *flat = lua.raw("enqueue", len(rows), msgpack.packb(rows, use_bin_type=False))
+    assert flat[0::3] == [0] * 5 and text(flat[1::3]) == ["a", "b", "c", "d", "e"]
+    assert flat[2::3] == [now + 60_000] * 2 + [now] * 3
+    a, b = lua.record("a"), lua.record("b")
+    assert a is not None and b == {**a, "d": '"b"'}  # every value but the id and payload from row a
+    c, d, e = lua.record("c"), lua.record("d"), lua.record("e")
+    assert c is not None and c["tc"] == context and c["gk"] == "g"
+    assert d == {**c, "d": '"d"', "gt": c["gt"] + 1} and e == {**c, "d": '"e"', "gt": c["gt"] + 2}  # turns each
+    assert lua.members("scheduled") == ["a", "b"] and lua.members("ready", "q2") == ["c", "d", "e"]
+    assert lua.members("ready", "q") == []
+
+
+@pytest.mark.parametrize("size", [0, 31, 32, 255, 256, 65_535, 65_536])
+def test_enqueue_short_row_record_holds_its_payload_whole(lua: Lua, size: int) -> None:
+    """A short row's record is put together from bytes, with the payload's
+    MessagePack str header made in Lua: each of its four forms."""
+    payload = "x" * size
+    rows = [text_row(job("a")), ["b", payload]]
+    lua.run("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
+    blob = lua.r.hget(lua.key("jobs"), "b")
+    packed_by_redis = lua.r.eval("return cmsgpack.pack(ARGV[1])", 0, payload)
+    assert isinstance(blob, bytes) and blob.endswith(b"\xa1d" + packed_by_redis)  # the key d, then as cmsgpack packs it
+    assert lua.record("b") == {**(lua.record("a") or {}), "d": payload}
+
+
+def test_enqueue_short_row_with_the_unique_key_before_it_is_a_duplicate(lua: Lua) -> None:
+    rows = [text_row(job("a", unique_key="k")), ["b", "{}"]]
+    _, *flat = lua.raw("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
+    assert flat[:2] == [0, b"a"] and flat[3:5] == [1, b"a"]
+    assert not lua.exists("b") and lua.unique("k") == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        ([["a", "{}"]], "job 0 is not an array of 14, 17 or 18 values"),
+        ([job("a"), ["b", 7]], "job 1: value 2 is not a string"),
+        ([job("a"), ["b", "{}", ""]], "job 1 is not an array"),
+        ([job("a"), ["", "{}"]], "job 1: the id is empty"),
+    ],
+    ids=["first", "a number", "3 values", "empty id"],
+)
+def test_enqueue_short_row_only_after_a_longer_one(lua: Lua, rows: list[Any], error: str) -> None:
+    packed_rows = msgpack.packb([text_row(r) if len(r) > 3 else r for r in rows], use_bin_type=False)
+    with pytest.raises(redis.ResponseError, match=f"^ZIZQ INVALID {error}"):
+        lua.run("enqueue", len(rows), packed_rows)
+    assert lua.keys() == set()
+
+
 @pytest.mark.parametrize(
     "bad", [{"ready_at": "soon"}, {"delay": "later"}, {"backoff": "1000 2"}], ids=["ready_at", "delay", "backoff"]
 )
@@ -733,6 +788,23 @@ def test_take_across_more_queues_than_it_takes_finds_the_smallest(lua: Lua) -> N
     assert lua.take("w", 5, *queues).ids == ["d9", "b0"]
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["queues named", "every queue"])
+def test_take_across_queues_follows_priority_then_id_whatever_the_count(lua: Lua, named: bool) -> None:
+    # Takes of random sizes over queues of random jobs: together they give
+    # every job once, in (priority, id) order, as one sort of them all would.
+    rng = random.Random(14)
+    queues = [f"q{i}" for i in range(7)]
+    jobs = [(f"j{i:03d}", rng.choice(queues), rng.choice([0, 1, 5, 32768])) for i in range(80)]
+    rng.shuffle(jobs)
+    lua.enqueue(*(job(i, queue=q, priority=p) for i, q, p in jobs))
+    got: list[str] = []
+    while len(got) < len(jobs):
+        taken = lua.take("w", rng.randint(1, 12), *(queues if named else ()))
+        assert taken.ids, f"a take found nothing with {len(jobs) - len(got)} jobs ready"
+        got += taken.ids
+    assert got == [i for _, i in sorted((p, i) for i, _, p in jobs)]
+
+
 def test_take_limit_and_more(lua: Lua) -> None:
     lua.enqueue(*(job(f"j{i}") for i in range(5)))
     two = lua.take("w", 2, "q")
@@ -769,6 +841,37 @@ def test_take_reports_next_due(lua: Lua) -> None:
     taken = lua.take("w", 1, "q")
     assert taken.ids == []
     assert taken.next_due == int(soon["r"]) < int(late["r"])
+
+
+def calls(lua: Lua) -> dict[str, int]:
+    """The commands the scripts ran since the last CONFIG RESETSTAT, by name."""
+    stats = lua.r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}
+
+
+def test_take_with_nothing_due_reads_the_scheduled_head_once(lua: Lua) -> None:
+    [(_, _, later)] = lua.enqueue(job("later", delay=60_000))
+    lua.enqueue(job("a"), job("b"))
+    lua.run("heartbeat", "w", "join", 60_000, 0, 0)
+    lua.r.config_resetstat()
+    reply = lua.raw("take", "w", 5, 5, "q")
+    assert reply[1:3] == [int(later["r"]), 0] and reply[3::2] == [b"a", b"b"]
+    counted = calls(lua)
+    # The head of "scheduled" is not due, so nothing is: no range query, and
+    # the same read gives next_due (one ZRANGE; the other reads the queue).
+    # The queue was read to its end (2 of 5): no ZCARD.
+    assert counted["zrange"] == 2 and "zrangebyscore" not in counted and "zcard" not in counted
+
+
+def test_take_that_empties_its_queue_still_reports_a_suspect_held_back(lua: Lua) -> None:
+    lua.enqueue(job("j0"), job("j1"))
+    record = lua.record("j1") or {}
+    lua.r.hset(lua.key("jobs"), "j1", msgpack.packb({**record, "sx": 1}))
+    lua.r.delete(lua.key("wake", "q"))
+    taken = lua.take("w", 5, "q", start=1)
+    assert (taken.ids, taken.more) == (["j0"], 2)
+    assert lua.r.zrange(lua.key("ready", "q"), 0, -1) == [b"j1"]
+    assert lua.llen("wake", "q") == 1  # the wake-up is passed on for j1
 
 
 def test_take_promotes_due_scheduled_jobs(lua: Lua) -> None:
@@ -959,6 +1062,23 @@ def test_ack_and_fail_count_the_minute_once_a_call(lua: Lua) -> None:
             minute = int(name.split(":")[1])
             assert before // 60_000 <= minute <= after // 60_000
             assert lua.r.pexpiretime(lua.key(name)) == (minute + 1) * 60_000 + 65 * 60_000
+
+
+def test_a_tally_already_counting_this_minute_keeps_its_expiry_without_a_write(lua: Lua) -> None:
+    # A completed retention, so the ack writes no done:<n> window (which has its PEXPIREAT).
+    a, b = lua.in_flight(job("a", completed_ms=60_000), job("b", completed_ms=60_000))
+    while True:
+        minute = lua.now() // 60_000
+        assert lua.ack("w", a) == []
+        lua.r.config_resetstat()
+        assert lua.ack("w", b) == []
+        if lua.now() // 60_000 == minute:
+            break
+        a, b = lua.in_flight(job("a2", completed_ms=60_000), job("b2", completed_ms=60_000))  # the minute turned
+    counted = calls(lua)
+    assert counted["hincrby"] == 1 and "pexpireat" not in counted
+    assert text(lua.r.hgetall(lua.key("tally", str(minute)))) == {"completed": "2"}
+    assert lua.r.pexpiretime(lua.key("tally", str(minute))) == (minute + 1) * 60_000 + 65 * 60_000
 
 
 def test_tally_read_reports_each_minute_oldest_first(lua: Lua) -> None:

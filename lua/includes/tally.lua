@@ -7,12 +7,15 @@
 local TALLY_MINUTE_MS = 60000
 local TALLY_KEEP_MS = 65 * 60000
 
--- Add n to this minute's field: one HINCRBY and one PEXPIREAT a call,
--- whatever n; nothing when n is 0.
+-- Add n to this minute's field: one HINCRBY a call, whatever n; nothing
+-- when n is 0. The PEXPIREAT follows only when the field is new (the count
+-- is n): a field that was there already was written by this helper, which
+-- set the same expiry then, so the hash has it.
 local function tally(P, now, field, n)
   if n <= 0 then return end
   local minute = math.floor(now / TALLY_MINUTE_MS)
   local key = P .. 'tally:' .. minute
-  redis.call('HINCRBY', key, field, n)
-  redis.call('PEXPIREAT', key, (minute + 1) * TALLY_MINUTE_MS + TALLY_KEEP_MS)
+  if redis.call('HINCRBY', key, field, n) == n then
+    redis.call('PEXPIREAT', key, (minute + 1) * TALLY_MINUTE_MS + TALLY_KEEP_MS)
+  end
 end
