@@ -75,7 +75,19 @@ def history() -> redis.Redis:
 
 def record(event: str, **fields: Any) -> None:
     """Append one event to the history."""
+    with _recording:
+        _append(event, fields)
+
+
+def _append(event: str, fields: dict[str, Any]) -> None:
     history().rpush(HISTORY_KEY, orjson.dumps({"t": time.time(), "e": event, "pid": os.getpid(), **fields}))
+
+
+# Held by a handler that kills its process, from its "suicide" on: a sync
+# handler's siblings (other threads) then record nothing after it (no start
+# that seems to come after the death: the checks take the suicide's time as
+# the process's death), as none could in the async app's one event loop.
+_recording = threading.Lock()
 
 
 @router.handler
@@ -103,7 +115,8 @@ SYNC_HANG = 1.0  # seconds a sync handler "hangs": past its timeout (0.3 s), but
 def sync_task(job: Task, meta: zizq.Job) -> None:
     _sync_started(meta)
     if job.pill or (job.die and history().set("died:" + meta.id, 1, nx=True)):
-        record("suicide", job=meta.id, attempt=meta.attempts)
+        _recording.acquire()  # for good: see _recording
+        _append("suicide", {"job": meta.id, "attempt": meta.attempts})
         os.kill(os.getpid(), signal.SIGKILL)
     if job.hang and meta.attempts == 1:
         time.sleep(SYNC_HANG)  # the worker times it out and leaves this thread behind
