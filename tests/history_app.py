@@ -150,6 +150,12 @@ class _Ends(logging.Handler):
     hook would."""
 
     def emit(self, line: logging.LogRecord) -> None:
+        try:
+            self._record(line)
+        except Exception:  # as logging's own handlers do: a handler that raises breaks the worker's code
+            self.handleError(line)
+
+    def _record(self, line: logging.LogRecord) -> None:
         outcome = _OUTCOMES.get(getattr(line, "event", ""))
         if outcome is None:
             return
