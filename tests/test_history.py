@@ -20,6 +20,7 @@ from .history import Plan, lane_use, replay_command, run_seed
 # 20, 22, 24, 25, 35, 36, 42). Add some of them here as those are fixed.
 # Seed 145 once froze a worker (SIGSTOP) between its runner's look at the
 # lease and the job's start (known issue 16; now a focused test too).
+# Seed 31 runs the sync app (its workers' handler threads; the others, async).
 SEEDS = [2, 15, 31, 145]
 
 
