@@ -101,28 +101,23 @@ class JobRunner:
         if not await self._may_start(owner, job):
             if self.run.stop.is_set():
                 return False
-            self.run.held.discard(pair)
             self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
-            self.run.room.set()
+            self.run.job_ended(pair, job.dequeued_at)
             return True
         if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
             self.run.cancelled.discard(pair)
             log.info("job %s cancelled before it started", job.id)
             self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
-            self.run.held.discard(pair)
-            self.run.room.set()
+            self.run.job_ended(pair, job.dequeued_at)
             return True
         if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
             if not await self._still_taken(owner, job):
                 # Another attempt of the job, received by a later take, may
-                # wait or run: the job stays held for it.
-                if not any(k[:2] == pair for k in self.run.taken_at) and pair not in self.run.running:
-                    self.run.held.discard(pair)
-                self.run.room.set()
+                # wait or run: the job stays held for it (see Run.attempts).
+                self.run.job_ended(pair, job.dequeued_at)
                 return True
         with self.run.start_lock:
-            self.run.running.add(pair)
-            self.run.idle.clear()
+            self.run.start_attempt(pair, job.dequeued_at)
         control = self.run.controls[pair] = JobControl(self.run, owner, job, asyncio.get_running_loop())
         with self._ending(job, pair):
             try:
@@ -147,9 +142,7 @@ class JobRunner:
         except Exception:  # a failure that could not be recorded: log it, keep going
             log.exception("job %s: could not record its outcome", job.id)
         finally:
-            self.run.controls.pop(pair, None)
-            self.run.cancelled.discard(pair)
-            self.run.job_ended(pair)
+            self.run.job_ended(pair, job.dequeued_at)
 
     async def record_outcome(
         self, owner: str, job: Job, exc: Exception | None, seconds: float, control: JobControl, result: bytes

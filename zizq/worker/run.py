@@ -127,6 +127,12 @@ class Run:
         self.results: dict[tuple[str, str], bytes] = {}  # the result (JSON) of each ack not yet sent, when any
         self.controls: dict[tuple[str, str], JobControl] = {}  # the progress and cancel state of each running job
         self.cancelled: set[tuple[str, str]] = set()  # held jobs cancelled in Redis before they started
+        # The attempts (dequeued_at, ms) of each held job, each with whether
+        # its handler started: two when a failover lost a take and this
+        # worker took the job again while it still held an older attempt.
+        # The job's entries above are the attempts' together: the end of one
+        # clears none that another still needs.
+        self.attempts: dict[tuple[str, str], dict[int | None, bool]] = {}
         # (owner, time.monotonic()) until which the owner's lease surely holds:
         # the send time of its last confirmed heartbeat plus the lease.
         self.lease_until: tuple[str, float] = (worker_id, 0.0)
@@ -298,23 +304,49 @@ class Run:
 
     # -- jobs ------------------------------------------------------------
 
-    def job_ended(self, pair: tuple[str, str]) -> None:
-        """The run of the job ``pair`` (owner, id) ended, its outcome
-        recorded or queued: its runner is free. In the event loop."""
+    def job_ended(self, pair: tuple[str, str], dequeued_at: int | None) -> None:
+        """The attempt ``dequeued_at`` (ms) of the job ``pair`` (owner, id)
+        ended, its outcome recorded or queued, or was dropped before it
+        started: its runner is free. In the event loop."""
         with self.start_lock:
-            self.running.discard(pair)
-            if not self.running:
-                self.idle.set()
-        self.held.discard(pair)
+            self.end_attempt(pair, dequeued_at)
         self.room.set()
+
+    def start_attempt(self, pair: tuple[str, str], dequeued_at: int | None) -> None:
+        """The handler of the attempt ``dequeued_at`` (ms) of the job
+        ``pair`` starts. With :attr:`start_lock` held."""
+        self.running.add(pair)
+        self.idle.clear()
+        self.attempts.setdefault(pair, {})[dequeued_at] = True
+
+    def end_attempt(self, pair: tuple[str, str], dequeued_at: int | None) -> bool:
+        """Forget the attempt ``dequeued_at`` (ms) of the job ``pair``: the
+        job's entries go once no other attempt of it needs them (an older
+        attempt's end leaves a later one running). Whether no handler runs
+        now. With :attr:`start_lock` held."""
+        others = self.attempts.get(pair, {})
+        others.pop(dequeued_at, None)
+        if not any(others.values()):  # no other attempt of the job runs
+            self.running.discard(pair)
+            self.controls.pop(pair, None)
+        if not others:
+            self.attempts.pop(pair, None)
+            self.held.discard(pair)
+            self.cancelled.discard(pair)
+        if not self.running:
+            self.idle.set()
+        return not self.running
 
     def hold(self, owner: str, jobs: list[Job], doubts: int) -> None:
         """Hold the jobs a take of ``owner`` returned and queue them for the
         runners; ``doubts`` is :attr:`doubts` as the take was sent. Called
         by whoever took them (the take loop, or a handler thread)."""
+        with self.start_lock:  # not between a look at a job's attempts and its cleanup
+            for job in jobs:
+                self.held.add((owner, job.id))
+                self.attempts.setdefault((owner, job.id), {})[job.dequeued_at] = False
+                self.taken_at[(owner, job.id, job.dequeued_at)] = doubts
         for job in jobs:
-            self.held.add((owner, job.id))
-            self.taken_at[(owner, job.id, job.dequeued_at)] = doubts
             self.waiting.put_nowait((owner, job))
         self.stats.taken += len(jobs)
 
@@ -339,6 +371,12 @@ class Run:
         """The job's handler returned: send its ack (of the attempt
         dequeued at ``dequeued_at``, ms; with its ``result`` as JSON, b''
         for none) with the next batch."""
+        pending = self.dequeued.get((owner, job_id))
+        if pending is not None and dequeued_at is not None and pending > dequeued_at:
+            # An older attempt's, with a later one's pending: Redis gave this
+            # worker the job again, so it would refuse this one.
+            self.acked(owner, [job_id], [job_id])
+            return
         self.acks.append((owner, job_id))
         if dequeued_at is not None:
             self.dequeued[(owner, job_id)] = dequeued_at

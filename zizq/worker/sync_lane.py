@@ -38,8 +38,10 @@ import asyncio
 import contextvars
 import logging
 import queue
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -179,8 +181,7 @@ class SyncLane:
             if run.stop.is_set():
                 self.jobs.put((owner, job))
                 return False
-            run.running.add(pair)
-            run.idle.clear()
+            run.start_attempt(pair, job.dequeued_at)
             run.controls[pair] = control  # a cancel from now on flags it
         if pair in run.cancelled:  # a cancel that came just before
             control.cancel()
@@ -205,7 +206,7 @@ class SyncLane:
         job.attempts += 1  # see JobRunner._run_one
         logs.current_job.set(logs.JobContext(job, owner, self.run.namespace))
         current.current.set(control)  # zizq.progress() and zizq.cancelled()
-        logs.received(job)
+        _quietly(logs.received, job)
         started = time.perf_counter()
         try:
             if route is None:
@@ -220,7 +221,7 @@ class SyncLane:
             return owner, job, problem, time.perf_counter() - started, control, b""
         duration = time.perf_counter() - started
         if not control.is_cancelled():
-            logs.done(job, duration)
+            _quietly(logs.done, job, duration)
         return owner, job, None, duration, control, result
 
     # -- taking and acking, in the handler threads, while lent ------------
@@ -260,12 +261,8 @@ class SyncLane:
                 return False
             self._acks.append((owner, job.id, job.dequeued_at, result))
             run.acking.add(pair)  # known to a reconcile until sent
-            run.controls.pop(pair, None)
-            run.cancelled.discard(pair)
             with run.start_lock:
-                run.running.discard(pair)
-                run.held.discard(pair)
-                idle = not run.running
+                idle = run.end_attempt(pair, job.dequeued_at)
         if idle:
             self._call(self._maybe_idle)
         return True
@@ -429,9 +426,7 @@ class SyncLane:
             else:  # a failure to record, or progress to write first
                 self._track(self.runner.record_outcome(owner, job, exc, duration, control, result))
                 continue
-            run.controls.pop(pair, None)
-            run.cancelled.discard(pair)
-            run.job_ended(pair)
+            run.job_ended(pair, job.dequeued_at)
 
     def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` in a task that a stop cancels (see :meth:`serve`)."""
@@ -443,6 +438,18 @@ class SyncLane:
     async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` in a task that a stop cancels."""
         return await self._track(coro)
+
+
+def _quietly(line: Any, *args: Any) -> None:
+    """Write a job's log line with ``line(*args)``. A log handler that
+    raises (a user's: logging's own report their errors) loses no job: the
+    outcome is reported all the same, and the error goes to stderr, as
+    logging's own handlers send theirs (Handler.handleError)."""
+    try:
+        line(*args)
+    except Exception:
+        if logging.raiseExceptions:
+            traceback.print_exc(file=sys.stderr)
 
 
 def _by_owner(acks: list[Ack]) -> list[tuple[str, list[str], list[int | None], list[bytes]]]:
