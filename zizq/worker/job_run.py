@@ -94,45 +94,55 @@ class JobRunner:
         """Run one job taken for ``owner`` and record its outcome. False
         when a stop came first: the job goes back to ``waiting`` (no queued
         job starts after a stop: the shutdown hands them back)."""
-        if self.run.stop.is_set():
-            self.run.waiting.put_nowait((owner, job))
+        run = self.run
+        if run.stop.is_set():
+            run.waiting.put_nowait((owner, job))
             return False
         pair = (owner, job.id)
-        if not await self._may_start(owner, job):
-            if self.run.stop.is_set():
+        # The lease looked at without a coroutine when it holds (the usual case).
+        if not run.lease_holds(owner) and not await self._may_start(owner, job):
+            if run.stop.is_set():
                 return False
-            self.run.held.discard(pair)
-            self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
-            self.run.room.set()
+            run.held.discard(pair)
+            run.taken_at.pop((owner, job.id, job.dequeued_at), None)
+            run.room.set()
             return True
-        if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
-            self.run.cancelled.discard(pair)
+        if pair in run.cancelled:  # cancelled while it waited here: it never runs
+            run.cancelled.discard(pair)
             log.info("job %s cancelled before it started", job.id)
-            self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
-            self.run.held.discard(pair)
-            self.run.room.set()
+            run.taken_at.pop((owner, job.id, job.dequeued_at), None)
+            run.held.discard(pair)
+            run.room.set()
             return True
-        if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
+        if run.taken_at.pop((owner, job.id, job.dequeued_at), run.doubts) != run.doubts:
             if not await self._still_taken(owner, job):
                 # Another attempt of the job, received by a later take, may
                 # wait or run: the job stays held for it.
-                if not any(k[:2] == pair for k in self.run.taken_at) and pair not in self.run.running:
-                    self.run.held.discard(pair)
-                self.run.room.set()
+                if not any(k[:2] == pair for k in run.taken_at) and pair not in run.running:
+                    run.held.discard(pair)
+                run.room.set()
                 return True
-        with self.run.start_lock:
-            self.run.running.add(pair)
-            self.run.idle.clear()
-        control = self.run.controls[pair] = JobControl(self.run, owner, job, asyncio.get_running_loop())
-        with self._ending(job, pair):
-            try:
-                control.task = asyncio.create_task(self._run_one(owner, job, control))
-                await control.task
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if not control.is_cancelled() or (me is not None and me.cancelling()):
-                    raise  # a stop, not the job's cancel
-                log.info("job %s cancelled while it ran", job.id)
+        with run.start_lock:
+            run.running.add(pair)
+            run.idle.clear()
+        control = run.controls[pair] = JobControl(run, owner, job, run.loop)
+        # What _ending does, written out: this runs once a job.
+        try:
+            control.task = task = run.loop.create_task(self._run_one(owner, job, control))
+            await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if not control.is_cancelled() or (me is not None and me.cancelling()):
+                raise  # a stop, not the job's cancel
+            log.info("job %s cancelled while it ran", job.id)
+        except RedisUnavailable as exc:  # only after a stop
+            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
+        except Exception:  # a failure that could not be recorded: log it, keep going
+            log.exception("job %s: could not record its outcome", job.id)
+        finally:
+            run.controls.pop(pair, None)
+            run.cancelled.discard(pair)
+            run.job_ended(pair)
         return True
 
     @contextlib.contextmanager
@@ -223,7 +233,7 @@ class JobRunner:
         # Looked at again here, with no await between this look and the
         # handler's start: the runner looked before it made this task, and a
         # pause in between (a SIGSTOP, a long GC) may have outlasted the lease.
-        if not await self._may_start(owner, job):
+        if not self.run.lease_holds(owner) and not await self._may_start(owner, job):
             return
         # The run in progress counts (stored: the failed runs so far), so the
         # handler sees the number its failure's error record will carry.
