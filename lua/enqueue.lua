@@ -34,6 +34,10 @@ ARGV[2]  the jobs: a MessagePack array of N arrays (str and raw types only,
                 propagation headers, by default W3C traceparent, and
                 tracestate and baggage when present), stored as given; ''
                 for none
+  or, after the first job, a short row of 2: {id, payload}, a job with
+  the other values of the nearest longer row before it (one check of
+  those values, one record layout for all the jobs of a batch that share
+  them)
 ARGV[3]  optional: '1' when this call repeats one that may have been applied
          (its reply was lost). Only then are the ids looked up among the jobs
          recently deleted (done:<n>), so that a job that has already run (or
@@ -77,13 +81,15 @@ end
 if n > MAX_JOBS then
   return fail_with('INVALID', 'N ' .. n .. ' jobs is not in 0..' .. MAX_JOBS .. ': send a bigger batch as several calls')
 end
+local ids = {}
 for i = 1, n do
   local J = jobs[i]
-  if type(J) ~= 'table' or #J ~= WIDTH and #J ~= WIDTH + 3 and #J ~= WIDTH + 4 then
+  local w = type(J) == 'table' and #J
+  if not (w == 2 and i > 1 or w == WIDTH or w == WIDTH + 3 or w == WIDTH + 4) then
     return fail_with('INVALID', 'job ' .. (i - 1) .. ' is not an array of ' .. WIDTH .. ', ' .. (WIDTH + 3) .. ' or '
-      .. (WIDTH + 4) .. ' values')
+      .. (WIDTH + 4) .. ' values (or of 2 after the first job)')
   end
-  for k = 1, #J do
+  for k = 1, w do
     local v = J[k]
     if type(v) ~= 'string' then
       return fail_with('INVALID', 'job ' .. (i - 1) .. ': value ' .. k .. ' is not a string')
@@ -92,12 +98,11 @@ for i = 1, n do
       return fail_with('INVALID', 'job ' .. (i - 1) .. ': ' .. NUMERIC[k] .. ' ' .. v .. ' is not a non-negative integer')
     end
   end
+  ids[i] = J[1]
 end
 
 local now = now_ms()
 -- Which ids exist already (the call was sent before): one HMGET per 1000.
-local ids = {}
-for i = 1, n do ids[i] = jobs[i][1] end
 local exists = {}
 for first = 1, n, SLICE do
   local found = redis.call('HMGET', P .. 'jobs', unpack(ids, first, math.min(first + SLICE - 1, n)))
@@ -108,7 +113,6 @@ end
 -- Nothing is written until every job has passed its checks.
 local batch_keys = {}  -- unique key -> id of the first job in this batch using it
 local batch_ids = {}   -- ids created by this batch
-local good_names = {}  -- type and queue names already checked in this call
 local out = {now}
 local duplicates = {}     -- positions in out of the records of duplicates
 local records = {}        -- {id, record, id, record, ...}
@@ -117,35 +121,74 @@ local ready = {}          -- queue -> {priority, id, priority, id, ...}
 local scheduled = {}      -- {ready_at, id, ...}
 local queue_of = {}       -- id -> queue, for the jobs scheduled here
 local queues, seen = {}, {}  -- the distinct queues of this batch
-local limits_known, turns = {}, {}  -- limit names checked; group turns given (see limits.lua)
+local turns = {}  -- group turns given (see limits.lua)
+local str_headers = {}  -- payload length -> its MessagePack str header
+local good_names = {}  -- type and queue names already checked in this call
+local limits_known = {}  -- limit names checked (see limits.lua)
+-- The shape of the latest full row: what its short rows repeat (job: the
+-- record without d; lead: the packed start of a short row's record; score:
+-- the ready score as text).
+local s_queue, s_prio, s_ukey, s_uwhile, s_ready_at, s_group, s_job, s_lead, s_score
+local n_out, n_records = 1, 0  -- #out, #records (counted: # costs a search each time)
 for i = 0, n - 1 do
   local J = jobs[i + 1]
-  local id, typ, queue, prio = J[1], J[2], J[3], tonumber(J[4])
-  local ukey, uwhile = J[12], J[13]
+  local short = #J == 2
+  local id, payload = J[1], J[short and 2 or 5]
   if id == '' then
     return fail_with('INVALID', 'job ' .. i .. ': the id is empty')
   end
-  if not (good_names[typ] and good_names[queue]) then
-    if not name_ok(typ) or not name_ok(queue) then
-      return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue .. ' is empty or has , * ? [ ] { } \\ or NUL')
+  if not short then
+    -- A full row: check its values, and work out what it and the short
+    -- rows after it share.
+    local typ, queue, prio = J[2], J[3], tonumber(J[4])
+    local ukey, uwhile, bo = J[12], J[13], J[9]
+    if not (good_names[typ] and good_names[queue]) then
+      if not name_ok(typ) or not name_ok(queue) then
+        return fail_with('INVALID', 'job ' .. i .. ': type ' .. typ .. ' or queue ' .. queue
+          .. ' is empty or has , * ? [ ] { } \\ or NUL')
+      end
+      good_names[typ], good_names[queue] = true, true
     end
-    good_names[typ], good_names[queue] = true, true
+    if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
+      return fail_with('INVALID', 'job ' .. i .. ': priority ' .. J[4] .. ' is not an integer in 0..65535')
+    end
+    if uwhile ~= '' and not UNIQUE_REACH[uwhile] then
+      return fail_with('INVALID', 'job ' .. i .. ': unique_while ' .. uwhile .. ' is not queued, active or exists')
+    end
+    if uwhile ~= '' and ukey == '' then
+      return fail_with('INVALID', 'job ' .. i .. ': unique_while given without unique_key')
+    end
+    if bo ~= '' and not backoff_ok(bo) then
+      return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
+    end
+    local limit_error = #J > WIDTH and limit_row_error(P, limits_known, J)
+    if limit_error then return fail_with('INVALID', 'job ' .. i .. ': ' .. limit_error) end
+    local ready_at = now
+    if J[6] ~= '' then
+      ready_at = tonumber(J[6])
+    elseif J[7] ~= '' then
+      ready_at = now + tonumber(J[7])
+    end
+    -- The stored form (see load_job): status as a number, defaults left out.
+    local job = {t = typ, s = ready_at <= now and 1 or 2, r = ready_at}
+    if queue ~= 'default' then job.q = queue end
+    if prio ~= 32768 then job.p = prio end
+    if J[8] ~= '' then job.rl = tonumber(J[8]) end
+    if bo ~= '' then job.bo = bo end
+    if J[10] ~= '' then job.rc = tonumber(J[10]) end
+    if J[11] ~= '' then job.rd = tonumber(J[11]) end
+    if ukey ~= '' then job.uk = ukey end
+    if uwhile ~= '' then job.uw = uwhile end
+    if J[14] ~= '' then job.to = tonumber(J[14]) end
+    if (J[15] or '') ~= '' then job.lm = J[15] end
+    if (J[16] or '') ~= '' then job.lk = J[16] end
+    local group = J[17] or ''
+    if group ~= '' then job.gk = group end
+    if (J[18] or '') ~= '' then job.tc = J[18] end
+    s_queue, s_prio, s_ukey, s_uwhile, s_ready_at = queue, prio, ukey, uwhile ~= '' and uwhile or 'queued', ready_at
+    s_group, s_job, s_lead, s_score = group, job, nil, nil
   end
-  if not prio or prio < 0 or prio > 65535 or prio % 1 ~= 0 then
-    return fail_with('INVALID', 'job ' .. i .. ': priority ' .. J[4] .. ' is not an integer in 0..65535')
-  end
-  if uwhile ~= '' and not UNIQUE_REACH[uwhile] then
-    return fail_with('INVALID', 'job ' .. i .. ': unique_while ' .. uwhile .. ' is not queued, active or exists')
-  end
-  if uwhile ~= '' and ukey == '' then
-    return fail_with('INVALID', 'job ' .. i .. ': unique_while given without unique_key')
-  end
-  local bo = J[9]
-  if bo ~= '' and not backoff_ok(bo) then
-    return fail_with('INVALID', 'job ' .. i .. ': backoff ' .. bo .. ' is not "base_ms exponent jitter_ms"')
-  end
-  local limit_error = #J > WIDTH and limit_row_error(P, limits_known, J)
-  if limit_error then return fail_with('INVALID', 'job ' .. i .. ': ' .. limit_error) end
+  local ukey = s_ukey
 
   local flag, target, x = 0, id, false
   if batch_ids[id] or exists[i + 1] then
@@ -155,49 +198,78 @@ for i = 0, n - 1 do
   elseif ukey ~= '' and batch_keys[ukey] then
     flag, target = 1, batch_keys[ukey]
   elseif ukey ~= '' then
-    local holder = unique_holder(P, ukey, uwhile ~= '' and uwhile or 'queued', now)
+    local holder = unique_holder(P, ukey, s_uwhile, now)
     if holder then flag, target = 1, holder end
   end
 
   if flag == 0 then
     -- Only a job this batch creates makes a later job with its id a repeat.
     batch_ids[id] = true
-    local ready_at = now
-    if J[6] ~= '' then
-      ready_at = tonumber(J[6])
-    elseif J[7] ~= '' then
-      ready_at = now + tonumber(J[7])
+    local queue, ready_at, record, turn = s_queue, s_ready_at, nil, nil
+    if s_group ~= '' then
+      turn = turns_next(P, turns, queue, s_prio, s_group)
+      s_job.gt, s_job.d = turn, payload
+      record = cmsgpack.pack(s_job)
+    elseif short then
+      -- Put together from bytes, with no table packed a job (inline: a
+      -- helper function would be made again on every call of the script).
+      if not s_lead then
+        -- The start of the shape's short-row records, packed once: the map
+        -- header and every field of the job but d, then the key d.
+        local parts, count = {}, 1
+        for k, v in pairs(s_job) do
+          if k ~= 'd' then
+            parts[count] = cmsgpack.pack(k, v)
+            count = count + 1
+          end
+        end
+        s_lead = (count < 16 and string.char(0x80 + count) or string.char(0xde, 0, count)) .. table.concat(parts)
+          .. cmsgpack.pack('d')
+      end
+      -- The payload's MessagePack str header, as cmsgpack writes it (made
+      -- once a length: the payloads of a batch share a few lengths).
+      local len = #payload
+      local header = str_headers[len]
+      if not header then
+        if len < 32 then
+          header = string.char(0xa0 + len)
+        elseif len < 256 then
+          header = string.char(0xd9, len)
+        elseif len < 65536 then
+          header = string.char(0xda, math.floor(len / 256), len % 256)
+        else
+          header = string.char(0xdb, math.floor(len / 16777216), math.floor(len / 65536) % 256,
+            math.floor(len / 256) % 256, len % 256)
+        end
+        str_headers[len] = header
+      end
+      record = s_lead .. header .. payload
+    else
+      s_job.d = payload
+      record = cmsgpack.pack(s_job)
     end
-    local is_ready = ready_at <= now
-    -- The stored form (see load_job): status as a number, defaults left out.
-    local job = {t = typ, s = is_ready and 1 or 2, r = ready_at, d = J[5]}
-    if queue ~= 'default' then job.q = queue end
-    if prio ~= 32768 then job.p = prio end
-    if J[8] ~= '' then job.rl = tonumber(J[8]) end
-    if bo ~= '' then job.bo = bo end
-    if J[10] ~= '' then job.rc = tonumber(J[10]) end
-    if J[11] ~= '' then job.rd = tonumber(J[11]) end
     if ukey ~= '' then
-      job.uk = ukey
       batch_keys[ukey] = id
       uniques[#uniques + 1] = ukey
       uniques[#uniques + 1] = id
     end
-    if uwhile ~= '' then job.uw = uwhile end
-    if J[14] ~= '' then job.to = tonumber(J[14]) end
-    if #J > WIDTH then limit_fields(P, turns, job, J, queue, prio) end
-    if (J[18] or '') ~= '' then job.tc = J[18] end
-    records[#records + 1] = id
-    records[#records + 1] = cmsgpack.pack(job)
     if not seen[queue] then
       seen[queue] = true
       queues[#queues + 1] = queue
     end
-    if is_ready then
-      local list = ready[queue] or {}
-      list[#list + 1] = ready_score(prio, job.gt)
-      list[#list + 1] = id
-      ready[queue] = list
+    records[n_records + 1] = id
+    records[n_records + 2] = record
+    n_records = n_records + 2
+    if ready_at <= now then
+      local list = ready[queue]
+      if not list then
+        list = {}
+        ready[queue] = list
+      end
+      local m = #list
+      if not (turn or s_score) then s_score = tostring(s_prio) end  -- text: ZADD reads it as sent
+      list[m + 1] = turn and ready_score(s_prio, turn) or s_score
+      list[m + 2] = id
     else
       scheduled[#scheduled + 1] = ready_at
       scheduled[#scheduled + 1] = id
@@ -205,11 +277,12 @@ for i = 0, n - 1 do
     end
     x = ready_at
   elseif flag ~= 3 then
-    duplicates[#duplicates + 1] = #out + 3
+    duplicates[#duplicates + 1] = n_out + 3
   end
-  out[#out + 1] = flag
-  out[#out + 1] = target
-  out[#out + 1] = x
+  out[n_out + 1] = flag
+  out[n_out + 2] = target
+  out[n_out + 3] = x
+  n_out = n_out + 3
 end
 
 -- The writes: records and indexes, each once per call (one command per

@@ -3,6 +3,7 @@ AsyncClient (the `api` fixture)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ import redis
 
 import zizq
 from zizq._protocol.call import Call
-from zizq._protocol.jobs import enqueue_call_args
+from zizq._protocol.jobs import enqueue_call_args, short_rows
 from zizq._protocol.scripts import script
 
 from .conftest import stored, take, wait_for
@@ -117,6 +118,48 @@ async def test_enqueue_many_is_ordered_and_dedupes_in_batch(api: Any) -> None:
     assert jobs[3].duplicate and jobs[3].id == jobs[1].id
     assert not any(j.duplicate for j in jobs[:3])
     assert (await api.get_job(jobs[1].id)).payload["to"] == "2"
+
+
+def test_short_rows_cut_a_row_that_repeats_the_full_row_before_it() -> None:
+    head, tail = ["t", "q", "5"], ["", "", "3", "", "", "", "", "", ""]
+    rows: list[list[str | bytes]] = [
+        ["a", *head, b"1", *tail],
+        ["b", *head, b"2", *tail],
+        ["c", *head, b"3", *tail[:-1], "500"],  # a value of its own: sent whole
+        ["d", *head, b"4", *tail[:-1], "500"],
+        ["e", *head, b"5", *tail, "lim", "", ""],  # a longer row: sent whole
+    ]
+    assert short_rows(rows) == [rows[0], ["b", b"2"], rows[2], ["d", b"4"], rows[4]]
+
+
+def test_job_fields_start_in_the_order_enqueue_results_are_built_in() -> None:
+    """decode_enqueued makes Job objects with positional arguments."""
+    first = ["id", "type", "queue", "priority", "status", "ready_at", "attempts", "retry_limit", "backoff"]
+    first += ["retention", "unique_key", "unique_while"]
+    assert [f.name for f in dataclasses.fields(zizq.Job)][: len(first)] == first
+
+
+async def test_enqueue_many_of_several_kinds_and_options_keeps_each_jobs_values(api: Any) -> None:
+    items = [
+        SendEmail(to="1"),
+        SendEmail(to="2"),
+        zizq.Enqueue(SendEmail(to="3"), priority=9, delay=60),
+        zizq.Enqueue(SendEmail(to="4"), priority=9, delay=60),
+        Report(5),
+        SendEmail(to="6"),
+    ]
+    jobs = await api.enqueue_many(items)
+    stored_jobs = [await api.get_job(j.id) for j in jobs]
+    assert [(j.type, j.queue, j.priority, j.status) for j in stored_jobs] == [
+        ("send_email", "emails", 50, "ready"),
+        ("send_email", "emails", 50, "ready"),
+        ("send_email", "emails", 9, "scheduled"),
+        ("send_email", "emails", 9, "scheduled"),
+        ("report", "default", 32768, "ready"),
+        ("send_email", "emails", 50, "ready"),
+    ]
+    assert [j.payload for j in stored_jobs[4:]] == [5, {"to": "6", "subject": "hello"}]
+    assert [j.payload["to"] for j in stored_jobs[:4]] == ["1", "2", "3", "4"]
 
 
 async def test_unique_key_duplicate_returns_existing(api: Any) -> None:

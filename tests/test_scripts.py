@@ -655,6 +655,60 @@ def test_enqueue_stores_an_18th_value_as_the_trace_context(lua: Lua) -> None:
     assert sorted(taken.ids) == ["j1", "j2"] and (lua.record("j1") or {})["tc"] == context  # never changes
 
 
+def test_enqueue_short_rows_repeat_the_longer_row_before_them(lua: Lua) -> None:
+    context = '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    first = text_row(job("a", priority=7, delay=60_000, retry_limit=3, backoff="100 2 50", timeout_ms=500))
+    grouped = [*text_row(job("c", queue="q2")), "", "", "g", context]
+    rows = [first, ["b", '"b"'], grouped, ["d", '"d"'], ["e", '"e"']]
+    now, *flat = lua.raw("enqueue", len(rows), msgpack.packb(rows, use_bin_type=False))
+    assert flat[0::3] == [0] * 5 and text(flat[1::3]) == ["a", "b", "c", "d", "e"]
+    assert flat[2::3] == [now + 60_000] * 2 + [now] * 3
+    a, b = lua.record("a"), lua.record("b")
+    assert a is not None and b == {**a, "d": '"b"'}  # every value but the id and payload from row a
+    c, d, e = lua.record("c"), lua.record("d"), lua.record("e")
+    assert c is not None and c["tc"] == context and c["gk"] == "g"
+    assert d == {**c, "d": '"d"', "gt": c["gt"] + 1} and e == {**c, "d": '"e"', "gt": c["gt"] + 2}  # turns each
+    assert lua.members("scheduled") == ["a", "b"] and lua.members("ready", "q2") == ["c", "d", "e"]
+    assert lua.members("ready", "q") == []
+
+
+@pytest.mark.parametrize("size", [0, 31, 32, 255, 256, 65_535, 65_536])
+def test_enqueue_short_row_record_holds_its_payload_whole(lua: Lua, size: int) -> None:
+    """A short row's record is put together from bytes, with the payload's
+    MessagePack str header made in Lua: each of its four forms."""
+    payload = "x" * size
+    rows = [text_row(job("a")), ["b", payload]]
+    lua.run("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
+    blob = lua.r.hget(lua.key("jobs"), "b")
+    packed_by_redis = lua.r.eval("return cmsgpack.pack(ARGV[1])", 0, payload)
+    assert isinstance(blob, bytes) and blob.endswith(b"\xa1d" + packed_by_redis)  # the key d, then as cmsgpack packs it
+    assert lua.record("b") == {**(lua.record("a") or {}), "d": payload}
+
+
+def test_enqueue_short_row_with_the_unique_key_before_it_is_a_duplicate(lua: Lua) -> None:
+    rows = [text_row(job("a", unique_key="k")), ["b", "{}"]]
+    _, *flat = lua.raw("enqueue", 2, msgpack.packb(rows, use_bin_type=False))
+    assert flat[:2] == [0, b"a"] and flat[3:5] == [1, b"a"]
+    assert not lua.exists("b") and lua.unique("k") == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        ([["a", "{}"]], "job 0 is not an array of 14, 17 or 18 values"),
+        ([job("a"), ["b", 7]], "job 1: value 2 is not a string"),
+        ([job("a"), ["b", "{}", ""]], "job 1 is not an array"),
+        ([job("a"), ["", "{}"]], "job 1: the id is empty"),
+    ],
+    ids=["first", "a number", "3 values", "empty id"],
+)
+def test_enqueue_short_row_only_after_a_longer_one(lua: Lua, rows: list[Any], error: str) -> None:
+    packed_rows = msgpack.packb([text_row(r) if len(r) > 3 else r for r in rows], use_bin_type=False)
+    with pytest.raises(redis.ResponseError, match=f"^ZIZQ INVALID {error}"):
+        lua.run("enqueue", len(rows), packed_rows)
+    assert lua.keys() == set()
+
+
 @pytest.mark.parametrize(
     "bad", [{"ready_at": "soon"}, {"delay": "later"}, {"backoff": "1000 2"}], ids=["ready_at", "delay", "backoff"]
 )

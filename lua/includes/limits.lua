@@ -298,15 +298,3 @@ local function limit_row_error(P, known, J)
   if #key > 1000 or #group > 1000 then return 'a limit_key or group is longer than 1000 bytes' end
   return nil
 end
-
--- Store a checked row's limit and group on the new job (a table as stored
--- or as load_job returns it: only its new fields are set) and give a
--- grouped job its turn (T: the turns of this call, see turns_next).
-local function limit_fields(P, T, job, J, queue, prio)
-  if (J[15] or '') ~= '' then job.lm = J[15] end
-  if (J[16] or '') ~= '' then job.lk = J[16] end
-  if (J[17] or '') ~= '' then
-    job.gk = J[17]
-    job.gt = turns_next(P, T, queue, prio, J[17])
-  end
-end

@@ -73,11 +73,29 @@ def purge_batches(limit: int) -> list[int]:
     return [min(PURGE_BATCH, limit - start) for start in range(0, limit, PURGE_BATCH)]
 
 
-def enqueue_call_args(rows: Sequence[EnqueueRow]) -> list[Value]:
+def enqueue_call_args(rows: Sequence[EnqueueRow], *, short: bool = True) -> list[Value]:
     """The enqueue script's arguments for these jobs: their count, and the
     jobs as one MessagePack array (bytes as MessagePack raw strings: Redis's
-    cmsgpack cannot read bin)."""
-    return [len(rows), msgpack.packb(rows, use_bin_type=False)]
+    cmsgpack cannot read bin). With ``short`` (lua/enqueue.lua reads them;
+    flow_enqueue.lua does not), a row with the values of the row before it
+    but its id and payload goes as those two (see short_rows)."""
+    return [len(rows), msgpack.packb(short_rows(rows) if short else rows, use_bin_type=False)]
+
+
+def short_rows(rows: Sequence[EnqueueRow]) -> list[EnqueueRow]:
+    """``rows`` with each row whose values other than the id and the payload
+    are those of the nearest full row before it cut to ``[id, payload]``
+    (lua/enqueue.lua's short row): a batch of one kind of job is checked
+    once in Redis, and sent and unpacked with 2 values a job instead of 14."""
+    out: list[EnqueueRow] = []
+    full: EnqueueRow = []
+    for row in rows:
+        if len(row) == len(full) and row[1:4] == full[1:4] and row[5:] == full[5:]:
+            out.append([row[0], row[4]])
+        else:
+            full = row
+            out.append(row)
+    return out
 
 
 def _retention_args(retention: Any) -> list[Value]:
@@ -226,7 +244,7 @@ class Core:
     def _enqueue_call(
         self, rows: list[EnqueueRow], templates: list[Template], name: str = "enqueue"
     ) -> Call[list[Job]]:
-        args = enqueue_call_args(rows)
+        args = enqueue_call_args(rows, short=name == "enqueue")
         return Call(script(name), self.keys, args, lambda reply: decode_enqueued(templates, reply), [*args, 1])
 
     def get(self, ids: Sequence[str]) -> Call[list[Job | None]]:

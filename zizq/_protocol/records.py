@@ -134,23 +134,24 @@ def decode_enqueued(templates: list[Template], reply: list[Any]) -> list[Job]:
     templates when created, read from their records when they existed."""
     now = reply[0]
     jobs = []
-    for i, template in enumerate(templates):
-        flag, job_id, x = reply[1 + 3 * i : 4 + 3 * i]
+    for t, flag, job_id, x in zip(templates, reply[1::3], reply[2::3], reply[3::3], strict=True):
         if flag == 0 or flag == 3:  # created now, or created and done before a retry
             status = "completed" if flag == 3 else "scheduled" if x > now else "ready"
-            t = template
+            # Positional (faster, for 1,000 jobs a call), in Job's field order
+            # from id to unique_while (tests/test_client.py pins that order).
             job = Job(
-                as_str(job_id),
+                job_id.decode() if type(job_id) is bytes else as_str(job_id),
                 t.type,
                 t.queue,
                 t.priority,
                 status,  # type: ignore[arg-type]
                 x,
-                retry_limit=t.retry_limit,
-                backoff=t.backoff,
-                retention=t.retention,
-                unique_key=t.unique_key,
-                unique_while=t.unique_while,
+                0,
+                t.retry_limit,
+                t.backoff,
+                t.retention,
+                t.unique_key,
+                t.unique_while,
                 timeout_ms=t.timeout_ms,
             )
         else:
