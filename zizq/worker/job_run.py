@@ -94,39 +94,39 @@ class JobRunner:
         """Run one job taken for ``owner`` and record its outcome. False
         when a stop came first: the job goes back to ``waiting`` (no queued
         job starts after a stop: the shutdown hands them back)."""
-        run = self.run
-        if run.stop.is_set():
-            run.waiting.put_nowait((owner, job))
+        if self.run.stop.is_set():
+            self.run.waiting.put_nowait((owner, job))
             return False
         pair = (owner, job.id)
         # The lease looked at without a coroutine when it holds (the usual case).
-        if not run.lease_holds(owner) and not await self._may_start(owner, job):
-            if run.stop.is_set():
+        if not self.run.lease_holds(owner) and not await self._may_start(owner, job):
+            if self.run.stop.is_set():
                 return False
-            run.held.discard(pair)
-            run.taken_at.pop((owner, job.id, job.dequeued_at), None)
-            run.room.set()
+            self.run.held.discard(pair)
+            self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
+            self.run.room.set()
             return True
-        if pair in run.cancelled:  # cancelled while it waited here: it never runs
-            run.cancelled.discard(pair)
+        if pair in self.run.cancelled:  # cancelled while it waited here: it never runs
+            self.run.cancelled.discard(pair)
             log.info("job %s cancelled before it started", job.id)
-            run.taken_at.pop((owner, job.id, job.dequeued_at), None)
-            run.held.discard(pair)
-            run.room.set()
+            self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
+            self.run.held.discard(pair)
+            self.run.room.set()
             return True
-        if run.taken_at.pop((owner, job.id, job.dequeued_at), run.doubts) != run.doubts:
+        if self.run.taken_at.pop((owner, job.id, job.dequeued_at), self.run.doubts) != self.run.doubts:
             if not await self._still_taken(owner, job):
                 # Another attempt of the job, received by a later take, may
                 # wait or run: the job stays held for it.
-                if not any(k[:2] == pair for k in run.taken_at) and pair not in run.running:
-                    run.held.discard(pair)
-                run.room.set()
+                if not any(k[:2] == pair for k in self.run.taken_at) and pair not in self.run.running:
+                    self.run.held.discard(pair)
+                self.run.room.set()
                 return True
+        run = self.run
         with run.start_lock:
             run.running.add(pair)
             run.idle.clear()
         control = run.controls[pair] = JobControl(run, owner, job, run.loop)
-        # What _ending does, written out: this runs once a job.
+        # What _ending does, written out (no context manager made a job).
         try:
             control.task = task = run.loop.create_task(self._run_one(owner, job, control))
             await task
@@ -135,14 +135,10 @@ class JobRunner:
             if not control.is_cancelled() or (me is not None and me.cancelling()):
                 raise  # a stop, not the job's cancel
             log.info("job %s cancelled while it ran", job.id)
-        except RedisUnavailable as exc:  # only after a stop
-            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
-        except Exception:  # a failure that could not be recorded: log it, keep going
-            log.exception("job %s: could not record its outcome", job.id)
+        except Exception as exc:
+            self._not_recorded(job, exc)
         finally:
-            run.controls.pop(pair, None)
-            run.cancelled.discard(pair)
-            run.job_ended(pair)
+            self._free(pair)
         return True
 
     @contextlib.contextmanager
@@ -152,14 +148,24 @@ class JobRunner:
         is free afterwards, whatever happened."""
         try:
             yield
-        except RedisUnavailable as exc:  # only after a stop
-            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
-        except Exception:  # a failure that could not be recorded: log it, keep going
-            log.exception("job %s: could not record its outcome", job.id)
+        except Exception as exc:
+            self._not_recorded(job, exc)
         finally:
-            self.run.controls.pop(pair, None)
-            self.run.cancelled.discard(pair)
-            self.run.job_ended(pair)
+            self._free(pair)
+
+    @staticmethod
+    def _not_recorded(job: Job, exc: Exception) -> None:
+        # In the except clause that caught ``exc``: log.exception logs its traceback.
+        if isinstance(exc, RedisUnavailable):  # only after a stop
+            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
+        else:  # a failure that could not be recorded: log it, keep going
+            log.exception("job %s: could not record its outcome", job.id)
+
+    def _free(self, pair: tuple[str, str]) -> None:
+        """The job ``pair`` (owner, id) ended: its runner is free."""
+        self.run.controls.pop(pair, None)
+        self.run.cancelled.discard(pair)
+        self.run.job_ended(pair)
 
     async def record_outcome(
         self, owner: str, job: Job, exc: Exception | None, seconds: float, control: JobControl, result: bytes
