@@ -14,7 +14,9 @@ The pieces: a queue Redis (AOF, appendfsync always) that the faults hit, and
 for some seeds a replica of it; a history Redis that they never touch; a TCP
 proxy (tests/test_faults_redis.py) between the workers and the queue Redis,
 and for some seeds the producer too; `zizq worker tests.history_app:router`
-processes, restarted when they die; a producer thread; an observer thread
+processes (for a third of the seeds `...:sync_router`: sync handlers, which
+the workers run in their handler threads, zizq.worker.sync_lane), restarted
+when they die; a producer thread; an observer thread
 that reads every job record in one atomic command, over and over.
 
 The faults: kill -9 of a worker, SIGSTOP then SIGCONT (within or past the
@@ -37,7 +39,8 @@ may be lost, and those jobs run again.
 
 The history (a list in the history Redis): enqueues acknowledged (with their
 ids and unique keys), handler starts and ends with their outcome (from the
-workers' job_start and job_end events), handlers that kill their process,
+workers' job_start and job_end events; in the sync app, from the handlers
+and the workers' log records), handlers that kill their process,
 faults with their start and end, worker processes started and exited,
 unique-key conflicts the observer saw, and the promotions of a new master
 behind sentinels or in a cluster (planned or not). The workers' DEBUG logs add the acks
@@ -85,6 +88,11 @@ FAULT_KINDS = ("kill", "stop", "restart", "stall", "cut", "flush")  # and "failo
 # Behind sentinels or in a cluster: no proxy in the way, and a Redis restart fails over there.
 HA_FAULT_KINDS = ("kill", "stop", "flush")  # and "sentinel" or "cluster" once
 HA_MODES = ("in sync", "syncing")  # the replica a Sentinel or Cluster failover promotes
+# The workers' app (tests/history_app.py): async handlers with job hooks, or
+# sync ones without, which the worker runs in its handler threads
+# (zizq.worker.sync_lane); the sync app for about a third of the seeds.
+APPS = {"async": "tests.history_app:router", "sync": "tests.history_app:sync_router"}
+SYNC_SHARE = 1 / 3
 AOF = ("--appendonly", "yes", "--appendfsync", "always", "--repl-diskless-sync-delay", "0")
 
 
@@ -141,6 +149,7 @@ class Plan:
     flows: list[Flow] = field(default_factory=list)
     sentinel: str = ""  # Redis behind sentinels, failing over once with a replica in HA_MODES; "": not
     cluster: str = ""  # a Redis Cluster, failing over once with a replica in HA_MODES; "": not
+    app: str = "async"  # the workers' app, one of APPS
 
     @classmethod
     def of(cls, seed: int, duration: float = DURATION) -> Plan:
@@ -185,6 +194,8 @@ class Plan:
             plan.faults.append(Fault(other.uniform(1.0, duration - 1.0), "failover"))
             plan.faults.sort(key=lambda f: f.at)
         plan.flows = flows_of(seed, duration)
+        if random.Random(f"{seed}-app").random() < SYNC_SHARE:
+            plan.app = "sync"
         sentinel = random.Random(f"{seed}-sentinel")
         cluster = random.Random(f"{seed}-cluster")
         if not plan.failover and sentinel.random() < 0.25:
@@ -231,7 +242,7 @@ class Plan:
         jobs = sum(len(s.items) for s in self.sends) + sum(len(f.items) for f in self.flows)
         faults = ", ".join(f"{f.kind}@{f.at:.1f}" for f in self.faults)
         return (
-            f"seed {self.seed}: {self.workers} workers -c {self.concurrency} --prefetch {self.prefetch}, "
+            f"seed {self.seed}: {self.workers} {self.app} workers -c {self.concurrency} --prefetch {self.prefetch}, "
             f"{jobs} jobs in {len(self.sends)} enqueues, cron {'on' if self.cron else 'off'}, "
             + (
                 f"Redis behind sentinels (promoting a replica {self.sentinel}); "
@@ -299,7 +310,7 @@ class Worker:
         plan = self.run.plan
         command = [
             sys.executable,
-            *("-m", "zizq", "worker", "tests.history_app:router"),
+            *("-m", "zizq", "worker", APPS[plan.app]),
             *("--url", self.run.url, "--namespace", self.run.namespace),
             *("-c", str(plan.concurrency), "--prefetch", str(plan.prefetch)),
             *("--lease", str(LEASE), "--heartbeat-interval", str(HEARTBEAT), "--shutdown-timeout", "10"),
@@ -310,7 +321,7 @@ class Worker:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "ZIZQ_HISTORY": self.run.history.url},
+            env={**os.environ, "ZIZQ_HISTORY": self.run.history.url, "ZIZQ_HISTORY_APP": plan.app},
         )
         log.close()
         self.run.record("worker", slot=self.slot, pid=proc.pid)
@@ -805,6 +816,21 @@ class Result:
         return not self.violations
 
 
+LENT = "the handler threads take and ack for themselves"  # zizq.worker.sync_lane's DEBUG line
+
+
+def lane_use(ev: checks.Evidence) -> tuple[str, list[str]]:
+    """How much of a sync app's run went through the workers' handler
+    threads: what to add to the summary, and a violation when no handler
+    ran in them (the sync app would then check the event loop's path)."""
+    starts = ev.of("start")
+    in_lane = sum(bool(s.get("lane")) for s in starts)
+    summary = f"{in_lane} of {len(starts)} starts in the handler threads, taking lent {ev.logs.count(LENT)} times"
+    if starts and not in_lane:
+        return summary, ["sync app: no handler ran in the worker's handler threads (zizq.worker.sync_lane)"]
+    return summary, []
+
+
 def run_seed(seed: int, duration: float = DURATION, keep: bool = False) -> Result:
     """Run one seed's plan and check its history."""
     plan = Plan.of(seed, duration)
@@ -817,6 +843,10 @@ def run_seed(seed: int, duration: float = DURATION, keep: bool = False) -> Resul
         evidence = run.execute()
         violations = checks.check_all(evidence)
         summary = plan.describe() + "; " + evidence.summary()
+        if plan.app == "sync":
+            use, unused = lane_use(evidence)
+            summary += "; " + use
+            violations += unused
     except Exception as exc:  # a run that cannot finish is a finding too (or a harness bug: read the logs)
         violations = [f"the run itself failed: {type(exc).__name__}: {exc}"]
         summary = plan.describe()

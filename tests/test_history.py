@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from . import history_checks as checks
-from .history import Plan, replay_command, run_seed
+from .history import Plan, lane_use, replay_command, run_seed
 
 # Seeds that ran clean time after time, about 12 s each; between them every
 # kind of fault. Most other seeds of `make torture` find known defects of
@@ -20,6 +20,7 @@ from .history import Plan, replay_command, run_seed
 # 20, 22, 24, 25, 35, 36, 42). Add some of them here as those are fixed.
 # Seed 145 once froze a worker (SIGSTOP) between its runner's look at the
 # lease and the job's start (known issue 16; now a focused test too).
+# Seed 31 runs the sync app (its workers' handler threads; the others, async).
 SEEDS = [2, 15, 31, 145]
 
 
@@ -179,6 +180,19 @@ def test_a_seed_is_a_plan() -> None:
     assert Plan.of(7) == Plan.of(7)
     assert Plan.of(7) != Plan.of(8)
     assert replay_command(7).endswith("-m tests.history --seed 7")
+
+
+def test_a_third_of_the_seeds_run_the_sync_app() -> None:
+    """The app is drawn from the seed (so it replays), for about a third of
+    the seeds, and a sync run whose handlers never ran in the workers'
+    handler threads is a violation (it would not check them)."""
+    apps = [Plan.of(seed).app for seed in range(1, 301)]
+    assert set(apps) == {"async", "sync"} and 70 < apps.count("sync") < 130
+    assert Plan.of(31).app == "sync" and "3 sync workers" in Plan.of(31).describe()
+    lane = evidence({**start("a", "w1", 1), "lane": True}, {**start("b", "w1", 1), "lane": False})
+    assert lane_use(lane) == ("1 of 2 starts in the handler threads, taking lent 0 times", [])
+    summary, [violation] = lane_use(evidence({**start("a", "w1", 1), "lane": False}))
+    assert summary.startswith("0 of 1 starts") and "no handler ran in the worker's handler threads" in violation
 
 
 @pytest.mark.faults

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zizq import connect
 from zizq._protocol.call import Call
@@ -31,6 +31,10 @@ from zizq.worker.control import JobControl
 from zizq.worker.lease import HeartbeatThread, new_worker_id
 from zizq.worker.stats import WorkerStats
 from zizq.worker.stop import LAST_TRY, Waiting
+
+if TYPE_CHECKING:
+    from zizq.job import Job
+    from zizq.worker.sync_lane import SyncLane
 
 log = logging.getLogger("zizq.worker")
 
@@ -145,6 +149,7 @@ class Run:
         # it starts (a failover may have lost its take, and the job gone back
         # to its queue, from where this worker may even take it again).
         self.taken_at: dict[tuple[str, str, int | None], int] = {}
+        self.lane: SyncLane | None = None  # the handler threads, when they take and ack themselves
 
     # -- doubt -----------------------------------------------------------
 
@@ -164,6 +169,11 @@ class Run:
         self._doubted.clear()
         return True
 
+    def doubted(self) -> bool:
+        """Whether the take loop has a doubt to settle (a reconcile) before
+        its next take. Safe from any thread."""
+        return self._doubted.is_set()
+
     def recheck(self) -> None:
         """Redis may hold a job in flight for this worker that the worker
         does not know of (a held job found not in flight as taken: Redis may
@@ -181,7 +191,8 @@ class Run:
         being sent). In the event loop."""
         # A job whose older attempt was dropped (JobRunner._still_taken) left
         # ``held`` while a later one, received, may wait or run.
-        received = ((o, i) for o, i, _ in self.taken_at)
+        # A copy first: handler threads (zizq.worker.sync_lane) change it meanwhile.
+        received = [(o, i) for o, i, _ in list(self.taken_at)]
         return {i for o, i in (*self.held, *self.running, *received, *self.acking, *self.acks) if o == owner}
 
     def check_in_flight(self, owner: str, in_redis: set[str]) -> None:
@@ -297,7 +308,32 @@ class Run:
         self.held.discard(pair)
         self.room.set()
 
+    def hold(self, owner: str, jobs: list[Job], doubts: int) -> None:
+        """Hold the jobs a take of ``owner`` returned and queue them for the
+        runners; ``doubts`` is :attr:`doubts` as the take was sent. Called
+        by whoever took them (the take loop, or a handler thread)."""
+        for job in jobs:
+            self.held.add((owner, job.id))
+            self.taken_at[(owner, job.id, job.dequeued_at)] = doubts
+            self.waiting.put_nowait((owner, job))
+        self.stats.taken += len(jobs)
+
     # -- acks ------------------------------------------------------------
+
+    def acked(self, owner: str, ids: list[str], refused: list[str]) -> None:
+        """Count and log what an ack call of ``owner``'s ``ids`` returned."""
+        self.stats.completed += len(ids) - len(refused)
+        if log.isEnabledFor(logging.DEBUG):
+            gone = set(refused)
+            acked = [i for i in ids if i not in gone]
+            log.debug("acked %d jobs: %s", len(acked), ", ".join(acked))
+        if refused:
+            self.stats.refused_acks += len(refused)
+            log.warning(
+                "%d acks refused (jobs deleted, or recovered after this worker's lease was lost): %s",
+                len(refused),
+                ", ".join(refused[:5]),
+            )
 
     def ack(self, owner: str, job_id: str, dequeued_at: int | None = None, result: bytes = b"") -> None:
         """The job's handler returned: send its ack (of the attempt
@@ -346,18 +382,7 @@ class Run:
                     for i in ids:
                         self.dequeued.pop((owner, i), None)
                         self.results.pop((owner, i), None)
-                    self.stats.completed += len(ids) - len(refused)
-                    if log.isEnabledFor(logging.DEBUG):
-                        gone = set(refused)
-                        acked = [i for i in ids if i not in gone]
-                        log.debug("acked %d jobs: %s", len(acked), ", ".join(acked))
-                    if refused:
-                        self.stats.refused_acks += len(refused)
-                        log.warning(
-                            "%d acks refused (jobs deleted, or recovered after this worker's lease was lost): %s",
-                            len(refused),
-                            ", ".join(refused[:5]),
-                        )
+                    self.acked(owner, ids, refused)
             except RedisUnavailable as exc:  # only after a stop
                 left = sum(map(len, unsent.values()))
                 log.warning(

@@ -215,7 +215,9 @@ class Worker:
             run.background.append(asyncio.create_task(cron))
         runner = JobRunner(run, self.router)
         if sync_lane.fits(self.router):  # handler threads of their own
-            run.runners = [asyncio.create_task(sync_lane.SyncLane(run, runner).serve())]
+            client = self._sync_client(socket_timeout=self.lease)
+            run.lane = sync_lane.SyncLane(run, runner, client, self.queues, self.prefetch)
+            run.runners = [asyncio.create_task(run.lane.serve())]
         else:
             run.runners = [asyncio.create_task(runner.run_jobs()) for _ in range(self.concurrency)]
         serving = asyncio.create_task(self._serve(run))
@@ -390,6 +392,8 @@ class Worker:
             await self._after_suspect(run, owner, result)
             return
         if len(result.jobs) == room or result.more:
+            if run.lane is not None and result.jobs:
+                await self._lend(run, run.lane, owner)
             return
         timeout = self.max_idle
         if result.next_due is not None:
@@ -400,6 +404,22 @@ class Worker:
             await self._hold(run, owner, woken, doubts)
             if woken.held_back:
                 await self._after_suspect(run, owner, woken)
+
+    async def _lend(self, run: Run, lane: sync_lane.SyncLane, owner: str) -> None:
+        """While more jobs are ready than there is room for, the handler
+        threads take and ack themselves (no event loop between Redis and
+        them), until they run out of work, a call of theirs fails, a doubt,
+        an unconfirmed lease or a stop: then this loop takes again (and
+        reconciles, rejoins or waits for work as needed)."""
+        lane.lend(owner)
+        await until(lane.back.wait(), run.stop)
+        if not lane.back.is_set():  # a stop: after any take of theirs in flight
+            await asyncio.to_thread(lane.reclaim)
+        result = lane.returned()
+        if result is not None:
+            await self._fail_broken(run, owner, result)
+            if result.held_back:
+                await self._after_suspect(run, owner, result)
 
     async def _after_suspect(self, run: Run, owner: str, result: TakeResult) -> None:
         """After a take that held jobs back: a recovered job (a suspect)
@@ -430,10 +450,7 @@ class Worker:
     async def _hold(self, run: Run, owner: str, result: TakeResult, doubts: int) -> None:
         """Queue the jobs a take returned for the runners; ``doubts`` is
         ``run.doubts`` as the take was sent."""
-        for job in result.jobs:
-            run.held.add((owner, job.id))
-            run.taken_at[(owner, job.id, job.dequeued_at)] = doubts
-            run.waiting.put_nowait((owner, job))
+        run.hold(owner, result.jobs, doubts)
         if result.jobs and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "took %d jobs (%d held): %s",
@@ -441,6 +458,10 @@ class Worker:
                 len(run.held),
                 ", ".join(f"{job.type}[{job.id}]" for job in result.jobs),
             )
+        await self._fail_broken(run, owner, result)
+
+    async def _fail_broken(self, run: Run, owner: str, result: TakeResult) -> None:
+        """Fail the jobs ``result`` took whose records cannot be read."""
         for job_id, problem in result.broken:
             # A job this client cannot read (written by hand, or by
             # another language's client): fail it rather than stop.
@@ -458,7 +479,6 @@ class Worker:
                 raise
             except Exception:  # recorded in Redis; only its reply could not be read
                 log.exception("job %s cannot be read", job_id)
-        self.stats.taken += len(result.jobs)
 
     async def _reconcile(self, run: Run, owner: str) -> None:
         """After a call that failed in transit (a take whose reply was lost,
@@ -470,8 +490,10 @@ class Worker:
         ids = (i.decode() if isinstance(i, bytes) else i for i in held)
         unknown = [i for i in ids if i not in known]
         if unknown:
-            await run.client.run(run.core.release(owner, unknown), retry_for=0)
-            log.warning("handed back %d jobs taken by a take whose reply was lost", len(unknown))
+            # Only jobs still in flight for this worker go back: one acked
+            # since the SMEMBERS (by the acker meanwhile) is not counted.
+            if released := await run.client.run(run.core.release(owner, unknown), retry_for=0):
+                log.warning("handed back %d jobs taken by a take whose reply was lost", released)
 
     async def _wait_for_work(self, run: Run, timeout: float, owner: str, room: int) -> TakeResult | None:
         """Block until a wake-up (or ``timeout`` seconds), then take up to
