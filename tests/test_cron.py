@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import re
 from datetime import datetime
 from typing import Any, cast
@@ -21,6 +22,7 @@ from zizq.cron import next_after
 from zizq.worker.cron_tick import CronStats, cron_tick
 
 from .conftest import RedisServer, take, wait_for
+from .history_checks import CLAIMED
 
 
 class Report(zizq.JobKind):
@@ -120,8 +122,9 @@ async def _set_next(r: redis.Redis, namespace: str, group: str, entry: str, at_m
 
 
 async def test_tick_enqueues_the_template_and_collapses_missed_runs(
-    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str
+    aclient: zizq.AsyncClient, r: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, "zizq.cron")
     entry = zizq.CronEntry("daily", "0 0 * * *", zizq.Enqueue(Report(day="d"), priority=3, retry_limit=2))
     await aclient.replace_cron("g", [entry])
     # The workers were down for three days: the run that was due three days ago is due now.
@@ -133,6 +136,11 @@ async def test_tick_enqueues_the_template_and_collapses_missed_runs(
     job = await aclient.get_job(jobs[0].decode())
     assert (job.type, job.queue, job.priority, job.retry_limit) == ("report", "reports", 3, 2)
     assert job.payload == {"day": "d"}
+    # The claim's DEBUG line, the fault-history checker's evidence of the due time each run took.
+    [line] = [rec.getMessage() for rec in caplog.records if "claimed" in rec.getMessage()]
+    assert f"cron entry g,daily: run due at {three_days_ago} claimed, enqueued as job {job.id} (read at " in line
+    [(member, due, job_id, read)] = CLAIMED.findall(f"2026-12-07 10:00:00,000 DEBUG zizq.cron: {line}")
+    assert (member, int(due), job_id) == ("g,daily", three_days_ago, job.id) and int(read) > three_days_ago
     state = (await aclient.get_cron("g")).entries[0]
     assert state.last_enqueue_at is not None and state.next_enqueue_at is not None
     assert state.next_enqueue_at > state.last_enqueue_at  # the next midnight, not a missed one

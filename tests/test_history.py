@@ -143,15 +143,46 @@ def scru128_at(ms: int, low: int) -> str:
     return out.rjust(25, "0")
 
 
+def claimed(read_s: float, due_s: int, job_id: str) -> str:
+    """A worker's log line of a won cron claim of the run due at ``due_s``,
+    that read the schedule at ``read_s`` (seconds)."""
+    return (
+        f"2026-12-07 10:00:00,000 DEBUG zizq.cron: cron entry history,tick: run due at {due_s * 1000} claimed, "
+        f"enqueued as job {job_id} (read at {round(read_s * 1000)})\n"
+    )
+
+
 def test_cron_once() -> None:
     window = {"e": "cron", "start": 100.0, "end": 103.5}
-    one_a_second = {scru128_at(ms, 1): {"s": 4, "t": "tick"} for ms in (100_010, 101_002, 102_300)}
-    assert checks.cron_once(evidence(window, records=one_a_second)) == []
-    twice = {scru128_at(101_002, 1): {"s": 4, "t": "tick"}, scru128_at(101_900, 7): {"s": 4, "t": "tick"}}
-    [violation] = checks.cron_once(evidence(window, records=twice))
-    assert "both claimed in the second 101" in violation
+    ids = [scru128_at(ms, 1) for ms in (100_010, 101_002, 102_300)]
+    one_a_second = {i: {"s": 4, "t": "tick"} for i in ids}
+    logs = "".join(claimed(100.005 + n, 100 + n, i) for n, i in enumerate(ids))
+    assert checks.cron_once(evidence(window, records=one_a_second, logs=logs)) == []
+    # Two ids made in one second that took two due times: a claim that read
+    # the schedule late in second 100 (a run due at 97, after an outage) made
+    # its id past the second's end; the claim of the run due at 101 followed
+    # at once (seed 2 on a loaded host).
+    late, next_one = scru128_at(101_002, 1), scru128_at(101_024, 7)
+    both = {late: {"s": 4, "t": "tick"}, next_one: {"s": 4, "t": "tick"}}
+    logs = claimed(100.985, 97, late) + claimed(101.010, 101, next_one)
+    assert checks.cron_once(evidence(window, records=both, logs=logs)) == []
+    # One due time claimed twice, whatever the ids' times.
+    twice = claimed(101.001, 101, late) + claimed(102.900, 101, next_one)
+    [violation] = checks.cron_once(evidence(window, records=both, logs=twice))
+    assert f"due at 101000 was claimed 2 times (jobs {late}, {next_one})" in violation
+    # Excused only by a fault that loses acknowledged writes and ended after
+    # the first claim; a restart (from its AOF) or a flush (of scripts) loses none.
+    first = 101.001
+    for kind, excused in (("sentinel", True), ("cluster", True), ("restart", False), ("flush", False)):
+        fault = {"e": "fault", "kind": kind, "start": first - 0.5, "end": first + 0.5}
+        assert (checks.cron_once(evidence(window, fault, records=both, logs=twice)) == []) == excused, kind
+    promoted = {"e": "promotion", "t": first - 1, "port": 2, "before": 1}
+    assert len(checks.cron_once(evidence(window, promoted, records=both, logs=twice))) == 1
+    # Runs with no logged claim: the evidence is missing.
+    [missing] = checks.cron_once(evidence(window, records=both))
+    assert "2 cron runs, but no worker logged a claim" in missing
     many = {scru128_at(100_000 + 200 * i, i): {"s": 4, "t": "tick"} for i in range(6)}
-    assert "6 runs in 4 seconds" in checks.cron_once(evidence(window, records=many))[0]
+    assert "6 runs in 4 seconds" in checks.cron_once(evidence(window, records=many, logs=logs))[0]
 
 
 def test_worker_lost_only_after_start() -> None:

@@ -321,6 +321,31 @@ def test_enqueue_leaves_default_queue_priority_and_attempts_out_of_the_record(lu
     assert lua.get("j1")[0] == {**lua.job("j1"), "q": "default", "p": "32768", "a": "0"}
 
 
+def test_every_stored_field_is_read_into_its_job_field() -> None:
+    from zizq._protocol.records import job_from_record
+    from zizq.job import Backoff, Retention
+
+    short = {"t": "kind", "q": "q1", "p": 7, "s": 3, "r": 11, "a": 2, "rl": 5, "bo": "100 2 50", "rc": 12}
+    short |= {"rd": 13, "uk": "key", "uw": "active", "da": 14, "fa": 15, "ca": 16, "pa": 17, "to": 18}
+    short |= {"rv": 4, "d": "[1]", "tc": "{}", "rs": "9", "pg": "0.5", "pm": "half", "cx": 19, "dl": "a b", "bt": "b1"}
+    job = job_from_record(b"id1", msgpack.packb(short), duplicate=True)
+    assert (job.id, job.type, job.queue, job.priority, job.status) == ("id1", "kind", "q1", 7, "in_flight")
+    assert job.ready_at == 11
+    assert (job.attempts, job.retry_limit, job.backoff) == (2, 5, Backoff.decode("100 2 50"))
+    assert job.retention == Retention(completed_ms=12, dead_ms=13)
+    assert (job.unique_key, job.unique_while) == ("key", "active")
+    assert (job.dequeued_at, job.failed_at, job.completed_at, job.purge_at, job.timeout_ms) == (14, 15, 16, 17, 18)
+    assert (job.recoveries, job.duplicate, job.payload_json, job.trace_context, job.result_json) == (
+        4,
+        True,
+        b"[1]",
+        "{}",
+        b"9",
+    )
+    assert (job.progress, job.progress_message, job.cancelled_at, job.last_error) == (0.5, "half", 19, None)
+    assert (job.depends_on, job.batch_id) == (("a", "b"), "b1")
+
+
 def test_enqueue_stores_optional_fields_only_when_given(lua: Lua) -> None:
     lua.enqueue(
         job(

@@ -84,36 +84,41 @@ def job_from_record(job_id: Any, record: bytes, *, duplicate: bool = False) -> J
     left out (see docs/protocol/keys.md §2.1). Raises KeyError, ValueError,
     TypeError or AttributeError for a record that does not fit."""
     f = _unpack(record)
-    rc, rd = f.get("rc"), f.get("rd")
-    bo, d, rs, pg = f.get("bo"), f.get("d"), f.get("rs"), f.get("pg")
+    get = f.get
+    rc, rd = get("rc"), get("rd")
+    bo, d, rs, pg = get("bo"), get("d"), get("rs"), get("pg")
+    dl = get("dl")
+    # Positional, in Job's field order: a take makes one Job a job, and
+    # keywords cost about twice as much to match.
     return Job(
-        id=as_str(job_id),
-        type=f["t"],
-        queue=f.get("q", DEFAULT_QUEUE),
-        priority=f.get("p", DEFAULT_PRIORITY),
-        status=STATUS_NAMES[f["s"]],
-        ready_at=f["r"],
-        attempts=f.get("a", 0),
-        retry_limit=f.get("rl"),
-        backoff=None if bo is None else Backoff.decode(bo),
-        retention=None if rc is None and rd is None else Retention(completed_ms=rc, dead_ms=rd),
-        unique_key=f.get("uk"),
-        unique_while=f.get("uw"),
-        dequeued_at=f.get("da"),
-        failed_at=f.get("fa"),
-        completed_at=f.get("ca"),
-        purge_at=f.get("pa"),
-        timeout_ms=f.get("to"),
-        recoveries=f.get("rv", 0),
-        duplicate=duplicate,
-        payload_json=None if d is None else d.encode(),
-        trace_context=f.get("tc"),
-        result_json=None if rs is None else rs.encode(),
-        progress=None if pg is None else float(pg),
-        progress_message=f.get("pm"),
-        cancelled_at=f.get("cx"),
-        depends_on=tuple(f["dl"].split()) if "dl" in f else (),
-        batch_id=f.get("bt"),
+        as_str(job_id),  # id
+        f["t"],  # type
+        get("q", DEFAULT_QUEUE),  # queue
+        get("p", DEFAULT_PRIORITY),  # priority
+        STATUS_NAMES[f["s"]],  # status
+        f["r"],  # ready_at
+        get("a", 0),  # attempts
+        get("rl"),  # retry_limit
+        None if bo is None else Backoff.decode(bo),  # backoff
+        None if rc is None and rd is None else Retention(completed_ms=rc, dead_ms=rd),  # retention
+        get("uk"),  # unique_key
+        get("uw"),  # unique_while
+        get("da"),  # dequeued_at
+        get("fa"),  # failed_at
+        get("ca"),  # completed_at
+        get("pa"),  # purge_at
+        get("to"),  # timeout_ms
+        get("rv", 0),  # recoveries
+        duplicate,  # duplicate
+        None if d is None else d.encode(),  # payload_json
+        get("tc"),  # trace_context
+        None if rs is None else rs.encode(),  # result_json
+        None if pg is None else float(pg),  # progress
+        get("pm"),  # progress_message
+        get("cx"),  # cancelled_at
+        None,  # last_error
+        () if dl is None else tuple(dl.split()),  # depends_on
+        get("bt"),  # batch_id
     )
 
 

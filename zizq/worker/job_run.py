@@ -98,7 +98,8 @@ class JobRunner:
             self.run.waiting.put_nowait((owner, job))
             return False
         pair = (owner, job.id)
-        if not await self._may_start(owner, job):
+        # The lease looked at without a coroutine when it holds (the usual case).
+        if not self.run.lease_holds(owner) and not await self._may_start(owner, job):
             if self.run.stop.is_set():
                 return False
             self.run.taken_at.pop((owner, job.id, job.dequeued_at), None)
@@ -116,18 +117,23 @@ class JobRunner:
                 # wait or run: the job stays held for it (see Run.attempts).
                 self.run.job_ended(pair, job.dequeued_at)
                 return True
-        with self.run.start_lock:
-            self.run.start_attempt(pair, job.dequeued_at)
-        control = self.run.controls[pair] = JobControl(self.run, owner, job, asyncio.get_running_loop())
-        with self._ending(job, pair):
-            try:
-                control.task = asyncio.create_task(self._run_one(owner, job, control))
-                await control.task
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if not control.is_cancelled() or (me is not None and me.cancelling()):
-                    raise  # a stop, not the job's cancel
-                log.info("job %s cancelled while it ran", job.id)
+        run = self.run
+        with run.start_lock:
+            run.start_attempt(pair, job.dequeued_at)
+        control = run.controls[pair] = JobControl(run, owner, job, run.loop)
+        # What _ending does, written out (no context manager made a job).
+        try:
+            control.task = task = run.loop.create_task(self._run_one(owner, job, control))
+            await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if not control.is_cancelled() or (me is not None and me.cancelling()):
+                raise  # a stop, not the job's cancel
+            log.info("job %s cancelled while it ran", job.id)
+        except Exception as exc:
+            self._not_recorded(job, exc)
+        finally:
+            self._free(job, pair)
         return True
 
     @contextlib.contextmanager
@@ -137,12 +143,23 @@ class JobRunner:
         is free afterwards, whatever happened."""
         try:
             yield
-        except RedisUnavailable as exc:  # only after a stop
-            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
-        except Exception:  # a failure that could not be recorded: log it, keep going
-            log.exception("job %s: could not record its outcome", job.id)
+        except Exception as exc:
+            self._not_recorded(job, exc)
         finally:
-            self.run.job_ended(pair, job.dequeued_at)
+            self._free(job, pair)
+
+    @staticmethod
+    def _not_recorded(job: Job, exc: Exception) -> None:
+        # In the except clause that caught ``exc``: log.exception logs its traceback.
+        if isinstance(exc, RedisUnavailable):  # only after a stop
+            log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
+        else:  # a failure that could not be recorded: log it, keep going
+            log.exception("job %s: could not record its outcome", job.id)
+
+    def _free(self, job: Job, pair: tuple[str, str]) -> None:
+        """The attempt ``job`` of the job ``pair`` (owner, id) ended: its
+        runner is free."""
+        self.run.job_ended(pair, job.dequeued_at)
 
     async def record_outcome(
         self, owner: str, job: Job, exc: Exception | None, seconds: float, control: JobControl, result: bytes
@@ -216,7 +233,7 @@ class JobRunner:
         # Looked at again here, with no await between this look and the
         # handler's start: the runner looked before it made this task, and a
         # pause in between (a SIGSTOP, a long GC) may have outlasted the lease.
-        if not await self._may_start(owner, job):
+        if not self.run.lease_holds(owner) and not await self._may_start(owner, job):
             return
         # The run in progress counts (stored: the failed runs so far), so the
         # handler sees the number its failure's error record will carry.
