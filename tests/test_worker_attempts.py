@@ -119,6 +119,25 @@ def broken_log() -> Iterator[None]:
         jobs_log.setLevel(level)
 
 
+async def test_a_log_handler_that_raises_loses_no_job_of_the_event_loop(
+    client: zizq.Client, start: Start, broken_log: None
+) -> None:
+    """The same with an async handler (the event loop's runners): the
+    "received" line raising before the handler starts must not stop the
+    job's outcome from being recorded."""
+    router = zizq.Router()
+    ran: list[int] = []
+
+    @router.handler
+    async def twice(job: Twice) -> None:
+        ran.append(job.n)
+
+    client.enqueue_many([Twice(n) for n in range(3)])
+    worker = start(router, concurrency=1, heartbeat_interval=0.05, lease=2.0)
+    await wait_for(lambda: worker.stats.completed == 3, 5)
+    assert ran == [0, 1, 2] and worker.stats.failed == 0
+
+
 async def test_a_log_handler_that_raises_loses_no_job_of_the_handler_threads(
     client: zizq.Client, start: Start, broken_log: None
 ) -> None:

@@ -22,6 +22,8 @@ filter to its own handlers.
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -235,7 +237,7 @@ def _name(job: Job) -> str:
 def received(job: Job) -> None:
     """INFO: the job's handler is about to run."""
     if jobs_log.isEnabledFor(logging.INFO):
-        jobs_log.info(
+        _info_quietly(
             "%s received (queue %s, attempt %d)", _name(job), job.queue, job.attempts, extra={"event": "received"}
         )
 
@@ -244,7 +246,19 @@ def done(job: Job, seconds: float) -> None:
     """INFO: the handler returned after ``seconds`` (the ack follows in a batch)."""
     if jobs_log.isEnabledFor(logging.INFO):
         ms = seconds * 1000
-        jobs_log.info("%s done in %.1f ms", _name(job), ms, extra={"event": "done", "duration_ms": round(ms, 3)})
+        _info_quietly("%s done in %.1f ms", _name(job), ms, extra={"event": "done", "duration_ms": round(ms, 3)})
+
+
+def _info_quietly(msg: str, *args: Any, extra: dict[str, Any]) -> None:
+    """An INFO line on a job's path to its outcome. A log handler that
+    raises (a user's: logging's own handlers report their errors) must not
+    stop the outcome from being recorded: its error goes to stderr, as
+    logging's own handlers send theirs (Handler.handleError)."""
+    try:
+        jobs_log.info(msg, *args, extra=extra)
+    except Exception:
+        if logging.raiseExceptions:
+            traceback.print_exc(file=sys.stderr)
 
 
 def _span(ms: int) -> str:

@@ -38,10 +38,8 @@ import asyncio
 import contextvars
 import logging
 import queue
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -206,7 +204,7 @@ class SyncLane:
         job.attempts += 1  # see JobRunner._run_one
         logs.current_job.set(logs.JobContext(job, owner, self.run.namespace))
         current.current.set(control)  # zizq.progress() and zizq.cancelled()
-        _quietly(logs.received, job)
+        logs.received(job)
         started = time.perf_counter()
         try:
             if route is None:
@@ -221,7 +219,7 @@ class SyncLane:
             return owner, job, problem, time.perf_counter() - started, control, b""
         duration = time.perf_counter() - started
         if not control.is_cancelled():
-            _quietly(logs.done, job, duration)
+            logs.done(job, duration)
         return owner, job, None, duration, control, result
 
     # -- taking and acking, in the handler threads, while lent ------------
@@ -438,18 +436,6 @@ class SyncLane:
     async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` in a task that a stop cancels."""
         return await self._track(coro)
-
-
-def _quietly(line: Any, *args: Any) -> None:
-    """Write a job's log line with ``line(*args)``. A log handler that
-    raises (a user's: logging's own report their errors) loses no job: the
-    outcome is reported all the same, and the error goes to stderr, as
-    logging's own handlers send theirs (Handler.handleError)."""
-    try:
-        line(*args)
-    except Exception:
-        if logging.raiseExceptions:
-            traceback.print_exc(file=sys.stderr)
 
 
 def _by_owner(acks: list[Ack]) -> list[tuple[str, list[str], list[int | None], list[bytes]]]:
