@@ -399,6 +399,10 @@ def test_worker_hands_back_a_job_whose_take_reply_was_lost(rig: Rig) -> None:
         [victim_id] = rig.workers()
         upstream, proxy.upstream_port = proxy.upstream_port, free_port()  # nothing listens there
         proxy.cut()
+        # Redis closes the worker's connections when it reads their end: until
+        # then its blocked wait (a BLPOP with a take pipelined behind it) could
+        # still take the job.
+        poll(lambda: rig.client.redis.info("clients")["blocked_clients"] == 0, 5, "the worker's wait closed")
         job = rig.client.enqueue(Work(n=0))
         [taken] = rig.client.run(rig.client.core.take(victim_id, 1, ["default"])).jobs  # its reply lost
         assert taken.id == job.id

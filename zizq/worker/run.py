@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zizq import connect
 from zizq._protocol.call import Call
-from zizq._protocol.lease import by_owner
+from zizq._protocol.lease import TakeResult, by_owner
 from zizq._protocol.reconnect import TRANSIENT, reconnect_delays
 from zizq.client.aio import AsyncClient
 from zizq.client.options import connection_options
@@ -34,9 +34,23 @@ from zizq.worker.stop import LAST_TRY, Waiting
 
 if TYPE_CHECKING:
     from zizq.job import Job
-    from zizq.worker.sync_lane import SyncLane
 
 log = logging.getLogger("zizq.worker")
+
+
+class Lending(Protocol):
+    """Handler threads the take loop can lend the taking to
+    (zizq.worker.sync_lane.SyncLane): :meth:`lend` starts it, :attr:`back`
+    is set once they give it back, :meth:`reclaim` takes it back at a stop,
+    :meth:`returned` is the take that made them give it back."""
+
+    back: asyncio.Event
+
+    def lend(self, owner: str) -> None: ...
+
+    def reclaim(self) -> None: ...
+
+    def returned(self) -> TakeResult | None: ...
 
 
 def handler_pool(concurrency: int) -> ThreadPoolExecutor:
@@ -155,7 +169,7 @@ class Run:
         # it starts (a failover may have lost its take, and the job gone back
         # to its queue, from where this worker may even take it again).
         self.taken_at: dict[tuple[str, str, int | None], int] = {}
-        self.lane: SyncLane | None = None  # the handler threads, when they take and ack themselves
+        self.lane: Lending | None = None  # the handler threads, when they take and ack themselves
 
     # -- doubt -----------------------------------------------------------
 

@@ -40,7 +40,7 @@ from zizq.worker import sync_lane
 from zizq.worker.cron_tick import CronStats, cron_loop
 from zizq.worker.job_run import JobRunner
 from zizq.worker.lease import HeartbeatThread, new_worker_id, rejoin
-from zizq.worker.run import Run, until
+from zizq.worker.run import Lending, Run, until
 from zizq.worker.stats import WorkerStats
 from zizq.worker.stop import LAST_TRY, leave_at_once, run_until_signalled, shutdown
 
@@ -216,8 +216,9 @@ class Worker:
         runner = JobRunner(run, self.router)
         if sync_lane.fits(self.router):  # handler threads of their own
             client = self._sync_client(socket_timeout=self.lease)
-            run.lane = sync_lane.SyncLane(run, runner, client, self.queues, self.prefetch)
-            run.runners = [asyncio.create_task(run.lane.serve())]
+            lane = sync_lane.SyncLane(run, runner, client, self.queues, self.prefetch)
+            run.lane = lane
+            run.runners = [asyncio.create_task(lane.serve())]
         else:
             run.runners = [asyncio.create_task(runner.run_jobs()) for _ in range(self.concurrency)]
         serving = asyncio.create_task(self._serve(run))
@@ -405,7 +406,7 @@ class Worker:
             if woken.held_back:
                 await self._after_suspect(run, owner, woken)
 
-    async def _lend(self, run: Run, lane: sync_lane.SyncLane, owner: str) -> None:
+    async def _lend(self, run: Run, lane: Lending, owner: str) -> None:
         """While more jobs are ready than there is room for, the handler
         threads take and ack themselves (no event loop between Redis and
         them), until they run out of work, a call of theirs fails, a doubt,
