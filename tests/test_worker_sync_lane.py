@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -39,10 +40,9 @@ def statuses(client: zizq.Client, jobs: list[zizq.Job]) -> Counter[str]:
     return Counter(client.get_job(job.id).status for job in jobs)
 
 
-async def test_a_stop_while_the_handler_threads_hold_the_taking_hands_back_unstarted_jobs(
-    client: zizq.Client, namespace: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG, "zizq.worker")
+def counted(then: Callable[[Step, bool], None] | None = None) -> tuple[zizq.Router, Counter[int]]:
+    """A router whose sync handler counts the runs of each job (by ``n``),
+    then calls ``then(job, first)`` (first: the job's first run)."""
     runs: Counter[int] = Counter()
     lock = threading.Lock()
     router = zizq.Router()
@@ -51,11 +51,25 @@ async def test_a_stop_while_the_handler_threads_hold_the_taking_hands_back_unsta
     def step(job: Step) -> None:
         with lock:
             runs[job.n] += 1
+            first = runs[job.n] == 1
+        if then is not None:
+            then(job, first)
+
+    return router, runs
+
+
+async def test_a_stop_while_the_handler_threads_hold_the_taking_hands_back_unstarted_jobs(
+    client: zizq.Client, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "zizq.worker")
+
+    def then(job: Step, first: bool) -> None:
         if job.n == 60:  # by then the threads hold the taking, acks queued
             assert LENT in caplog.text
             worker.stop()
         time.sleep(0.002)
 
+    router, runs = counted(then)
     jobs = client.enqueue_many([Step(n) for n in range(200)])
     worker = zizq.Worker(client, router, concurrency=6, prefetch=18, cron=False)
     await asyncio.wait_for(worker.run_async(), 10)
@@ -73,21 +87,15 @@ async def test_a_handler_threads_call_that_fails_loses_no_ack_and_runs_no_job_tw
 ) -> None:
     caplog.set_level(logging.DEBUG, "zizq.worker")
     proxy = FlakyProxy(redis_server.port)
-    runs: Counter[int] = Counter()
-    lock = threading.Lock()
-    router = zizq.Router()
 
-    @router.handler
-    def step(job: Step) -> None:
-        with lock:
-            runs[job.n] += 1
-            first = runs[job.n] == 1
+    def then(job: Step, first: bool) -> None:
         if job.n in (40, 80) and first:
             # Every connection of the worker drops while its threads take:
             # the acks queued and the next take fail in transit.
             assert LENT in caplog.text
             proxy.cut()
 
+    router, runs = counted(then)
     jobs = client.enqueue_many([Step(n) for n in range(120)])
     via_proxy = zizq.Client.from_url(proxy.url, namespace)
     worker = zizq.Worker(via_proxy, router, concurrency=3, prefetch=9, cron=False)
@@ -112,15 +120,7 @@ async def test_on_a_cluster_the_handler_threads_take_and_ack_one_call_at_a_time(
     caplog.set_level(logging.DEBUG, "zizq.worker")
     cluster = Cluster()
     try:
-        runs: Counter[int] = Counter()
-        lock = threading.Lock()
-        router = zizq.Router()
-
-        @router.handler
-        def step(job: Step) -> None:
-            with lock:
-                runs[job.n] += 1
-
+        router, runs = counted()
         with zizq.Client.from_url(cluster.url, namespace, cluster=True) as client:
             jobs = client.enqueue_many([Step(n) for n in range(100)])
             worker = zizq.Worker(client, router, concurrency=3, prefetch=9, cron=False)
