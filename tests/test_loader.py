@@ -1,4 +1,5 @@
-"""The include loader (zizq._protocol.scripts.expand) and the scripts it builds."""
+"""The include loader (zizq._protocol.scripts.expand), the pass that leaves
+unused helpers out (shake), and the scripts they build."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from zizq._protocol.scripts import expand, lua_dir, script
+from zizq._protocol.scripts import expand, lua_dir, script, shake
 
 SCRIPTS = sorted(p.stem for p in lua_dir().glob("*.lua"))
 
@@ -87,6 +88,58 @@ def test_missing_nested_include_names_the_file(tmp_path: Path) -> None:
         expand('--@include "a.lua"\n', tmp_path)
 
 
+HELPERS = """\
+local LIMIT = 10
+local UNUSED = 3
+local TABLE = {
+  a = 1,
+}
+local function used(x)
+  return x + LIMIT
+end
+local function only_in_a_comment(x)
+  return x
+end
+local function only_by_the_unused(x)
+  return x
+end
+local function unused(x)
+  return only_by_the_unused(x) + UNUSED
+end
+local made = redis.call('TIME')
+"""
+
+
+def test_shake_leaves_out_what_nothing_names() -> None:
+    out = shake(HELPERS + "-- only_in_a_comment(1) is not a use\nreturn used(1) + TABLE.a\n")
+    assert "local function used(x)" in out
+    assert "local LIMIT = 10" in out  # named by a helper kept
+    assert "local TABLE = {\n  a = 1,\n}\n" in out
+    for gone in ("UNUSED =", "function unused", "function only_by_the_unused", "function only_in_a_comment"):
+        assert gone not in out
+    # A value made with a call stays, named or not: the call may matter.
+    assert "local made = redis.call('TIME')" in out
+
+
+def test_shake_keeps_a_helper_named_in_a_string_or_after_code() -> None:
+    out = shake(HELPERS + "local s = 'unused' -- only_in_a_comment\nreturn s\n")
+    assert "local function unused(x)" in out
+    assert "local function only_by_the_unused(x)" in out
+    assert "local function only_in_a_comment(x)" in out
+
+
+def test_shake_leaves_a_script_without_helpers_unchanged() -> None:
+    source = "--[[ header naming used ]]\nlocal x = KEYS[1]\nreturn x\n"
+    assert shake(source) == source
+
+
+def test_shaken_scripts_run_the_same(r: redis.Redis) -> None:
+    """A helper left out is one nothing calls: a script built from the
+    helpers above returns what the unshaken one returns."""
+    source = HELPERS + "return used(1) + TABLE.a\n"
+    assert r.eval(shake(source), 0) == r.eval(source, 0) == 12
+
+
 def test_the_scripts_are_all_there() -> None:
     assert {"enqueue", "take", "ack", "fail", "release", "get"} <= set(SCRIPTS)
 
@@ -97,8 +150,8 @@ def test_script_is_expanded_and_documented(name: str) -> None:
     assert s.name == name
     assert s.sha == hashlib.sha1(s.source.encode()).hexdigest()
     assert not re.search(r"^\s*--@include", s.source, re.MULTILINE)
-    # Every script pulls in the shared helpers, once.
-    assert s.source.count("local function now_ms()") == 1
+    # A shared helper is pasted once at most.
+    assert s.source.count("local function fail_with(") <= 1
     assert s.source.startswith("--[[")
     header = s.source[: s.source.index("]]")]
     assert "KEYS[1]" in header
