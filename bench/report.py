@@ -32,10 +32,14 @@ ROWS: list[tuple[str, str, str, str, str]] = [
     ("process: Redis time (take+ack)", "process", "redis_us_per_job", "µs/job", "{:.2f}"),
     ("process: Redis commands", "process", "calls_per_job", "calls/job", "{:.2f}"),
     ("handlers: no queue, 10 threads (INCR)", "handlers", "threads_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: bare take+ack, 10 threads", "handlers", "bare_threads_jobs_per_s", "jobs/s", "{:,.0f}"),
     ("handlers: sync INCR (c=10)", "handlers", "sync_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: bare / 10 threads", "handlers", "bare_sync_ratio", "ratio", "{:.2f}"),
     ("handlers: sync / 10 threads", "handlers", "sync_ratio", "ratio", "{:.2f}"),
     ("handlers: no queue, 10 tasks (INCR)", "handlers", "tasks_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: bare take+ack, 10 tasks", "handlers", "bare_tasks_jobs_per_s", "jobs/s", "{:,.0f}"),
     ("handlers: async INCR (c=10)", "handlers", "async_jobs_per_s", "jobs/s", "{:,.0f}"),
+    ("handlers: bare / 10 tasks", "handlers", "bare_async_ratio", "ratio", "{:.2f}"),
     ("handlers: async / 10 tasks", "handlers", "async_ratio", "ratio", "{:.2f}"),
     ("latency p50 (idle worker)", "latency", "p50_ms", "ms", "{:.2f}"),
     ("latency p99 (idle worker)", "latency", "p99_ms", "ms", "{:.2f}"),
@@ -476,6 +480,9 @@ def full_report(
             "ratio = extension / pure: above 1 is better for jobs/s, below 1 is better for ms, µs and bytes.",
             "handlers: steady jobs/s (from the end of the first job) of a handler doing one INCR, at "
             "concurrency 10, beside the same body run by 10 plain threads / 10 asyncio tasks with no queue.",
+            "bare take+ack: the same body fed by a loop of zizq's take and ack scripts through redis-py and nothing "
+            "else (no heartbeat, no bookkeeping), holding 20 jobs as the worker does: the most a worker on redis-py "
+            "could reach with that prefetch.",
             "",
             *curves_table(results),
             *targets(results, libs),

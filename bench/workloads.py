@@ -45,6 +45,7 @@ WORKLOADS = (
     "curves",
 )
 HANDLER_JOBS = 3000  # the real-handler workload's job count (any --jobs)
+BARE_HELD = 2 * CONCURRENCY  # jobs a bare take-and-ack loop holds: the worker's default prefetch
 TAKE_KEYS = 1000  # keys of the per-key limit in the take workload
 OTEL_SETTINGS = ("off", "noop", "sdk")  # the "otel" workload: zizq.otel not instrumented; with no SDK; with the SDK
 PROCESSES = (1, 2)  # zizq worker -p N in the "processes" workload
@@ -318,6 +319,170 @@ def _no_queue_tasks(url: str, n: int) -> float:
     return _steady_rate(ends)
 
 
+def _handler_jobs(url: str, n: int) -> Any:
+    """A client of the namespace where n jobs wait for the handlers."""
+    import zizq
+
+    bench_job, _, _ = _kinds()
+    client = zizq.Client.from_url(url, NAMESPACE)
+    client.redis.delete(_key("jobs"))
+    for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
+        client.enqueue_many(chunk)
+    _preload_scripts(client.redis, "take", "ack", "release")
+    return client
+
+
+def _handlers_done(client: Any, n: int, ends: list[float], seen: set[int]) -> float:
+    """Check that the n jobs ran once each and are gone; their steady jobs/s."""
+    _check(len(ends) == n and len(seen) == n, f"{len(seen)} distinct of {len(ends)} handler calls for {n} jobs")
+    _check(int(client.redis.hlen(_key("jobs"))) == 0, "no job record left")
+    client.close()
+    return _steady_rate(ends)
+
+
+def _bare_setup(url: str, n: int) -> tuple[Any, str]:
+    """n jobs waiting, and a worker id that holds a lease (10 minutes): what
+    the bare take-and-ack loops start from."""
+    client = _handler_jobs(url, n)
+    owner = "bare-loop"
+    _check(not client.run(client.core.heartbeat(owner, "join", 600_000)).lost, "the bare loop holds a lease")
+    return client, owner
+
+
+def _bare_calls(core: Any, owner: str, done: list[Any], want: int) -> tuple[Any, Any]:
+    """The ack of the jobs ``done`` (None when there are none) and a take of
+    ``want`` more: the two calls of one round trip of a bare loop."""
+    ack = core.ack(owner, [j.id for j in done], [j.dequeued_at for j in done]) if done else None
+    return ack, core.take(owner, want, [])
+
+
+def _bare_tasks(url: str, n: int) -> float:
+    """What a worker built on redis-py could reach at best with zizq's
+    scripts and the worker's default prefetch: 10 asyncio tasks run the
+    handler's body (one INCR) for the jobs one loop takes with zizq's take
+    script, acking the jobs done in the same round trip as its next take
+    (BARE_HELD jobs held), and nothing else: no heartbeat, no bookkeeping,
+    no task or context per job."""
+    import redis.asyncio
+
+    client, owner = _bare_setup(url, n)
+    core = client.core
+    bench_job, _, _ = _kinds()
+    ends: list[float] = []
+    seen: set[int] = set()
+
+    async def main() -> None:
+        r = redis.asyncio.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+        jobs: asyncio.Queue[Any] = asyncio.Queue()
+        done: list[Any] = []
+        ended = asyncio.Event()
+
+        async def runner() -> None:
+            while (job := await jobs.get()) is not None:
+                payload = bench_job.from_payload(job.payload)  # the handler's typed job, as zizq gives it
+                await r.incr("bench:counter")
+                seen.add(payload.n)
+                ends.append(time.perf_counter())
+                done.append(job)
+                ended.set()
+
+        async def loop() -> None:
+            held = acked = 0
+            while acked < n:
+                batch = done[:]
+                done.clear()
+                ack, take = _bare_calls(core, owner, batch, BARE_HELD - held + len(batch))
+                pipe = r.pipeline(transaction=False)
+                for call in (ack, take) if ack else (take,):
+                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                replies = await pipe.execute()
+                _check(not ack or replies[0] == [], "every ack accepted")
+                taken = take.decode(replies[-1]).jobs
+                for job in taken:
+                    jobs.put_nowait(job)
+                held += len(taken) - len(batch)
+                acked += len(batch)
+                _check(held > 0 or acked == n, f"{n - acked} jobs neither taken nor acked")
+                ended.clear()
+                if not done and acked < n:
+                    await ended.wait()
+            for _ in range(CONCURRENCY):
+                jobs.put_nowait(None)
+
+        await asyncio.gather(loop(), *(runner() for _ in range(CONCURRENCY)))
+        await r.aclose()
+
+    asyncio.run(main())
+    return _handlers_done(client, n, ends, seen)
+
+
+def _bare_threads(url: str, n: int) -> float:
+    """The sync twin of :func:`_bare_tasks`: 10 threads run the handler's
+    body; a thread that finds fewer than 10 jobs left, while no other is at
+    it, sends the acks of the jobs done and a take in one pipelined round
+    trip (as zizq's handler threads do), and nothing else."""
+    import collections
+    import threading
+
+    client, owner = _bare_setup(url, n)
+    core = client.core
+    bench_job, _, _ = _kinds()
+    r = redis.Redis.from_url(url, max_connections=CONCURRENCY + 2)
+    jobs: collections.deque[Any] = collections.deque()
+    done: list[Any] = []
+    lock = threading.Lock()
+    state = {"taking": False, "held": 0, "acked": 0}
+    ends: list[float] = []
+    seen: set[int] = set()
+
+    def take_and_ack() -> None:
+        with lock:
+            batch = done[:]
+            done.clear()
+            want = BARE_HELD - state["held"] + len(batch)
+        ack, take = _bare_calls(core, owner, batch, want)
+        pipe = r.pipeline(transaction=False)
+        for call in (ack, take) if ack else (take,):
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        replies = pipe.execute()
+        _check(not ack or replies[0] == [], "every ack accepted")
+        taken = take.decode(replies[-1]).jobs
+        with lock:
+            jobs.extend(taken)
+            state["held"] += len(taken) - len(batch)
+            state["acked"] += len(batch)
+            state["taking"] = False
+
+    def body() -> None:
+        while True:
+            with lock:
+                if state["acked"] == n:
+                    return
+                job = jobs.popleft() if jobs else None
+                mine = len(jobs) < CONCURRENCY and not state["taking"]
+                state["taking"] = state["taking"] or mine
+            if mine:
+                take_and_ack()
+            if job is None:
+                if not mine:
+                    time.sleep(0.0002)  # another thread is taking
+                continue
+            payload = bench_job.from_payload(job.payload)
+            r.incr("bench:counter")
+            seen.add(payload.n)
+            ends.append(time.perf_counter())
+            with lock:
+                done.append(job)
+
+    threads = [threading.Thread(target=body) for _ in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    r.close()
+    return _handlers_done(client, n, ends, seen)
+
+
 def _zizq_incr(url: str, n: int, sync: bool) -> float:
     """zizq: one worker at concurrency 10 runs n jobs whose handler does one
     INCR (a sync handler with a redis.Redis, or an async one with a
@@ -327,11 +492,7 @@ def _zizq_incr(url: str, n: int, sync: bool) -> float:
     import zizq
 
     bench_job, _, _ = _kinds()
-    client = zizq.Client.from_url(url, NAMESPACE)
-    client.redis.delete(_key("jobs"))
-    for chunk in _chunks([bench_job(n=i, s=TEXT) for i in range(n)], CHUNK):
-        client.enqueue_many(chunk)
-    _preload_scripts(client.redis, "take", "ack", "release")
+    client = _handler_jobs(url, n)
     ends: list[float] = []
     seen: set[int] = set()
     router = zizq.Router()
@@ -375,26 +536,28 @@ def _zizq_incr(url: str, n: int, sync: bool) -> float:
     asyncio.run(main())
     if sync:
         r.close()
-    _check(len(ends) == n and len(seen) == n, f"{len(seen)} distinct of {len(ends)} handler calls for {n} jobs")
-    _check(int(client.redis.hlen(_key("jobs"))) == 0, "no job record left")
-    client.close()
-    return _steady_rate(ends)
+    return _handlers_done(client, n, ends, seen)
 
 
 def child_handlers(url: str, n: int) -> dict[str, Any]:
     """A handler that does one Redis round trip (INCR), sync and async, at
-    concurrency 10, beside the same body run with no queue: 10 plain
-    threads, 10 asyncio tasks. Side by side in one process; HANDLER_JOBS
-    jobs each."""
+    concurrency 10, beside the same body run with no queue (10 plain
+    threads, 10 asyncio tasks) and fed by a bare take-and-ack loop (the
+    ceiling of a worker on redis-py). Side by side in one process;
+    HANDLER_JOBS jobs each."""
     n = HANDLER_JOBS
     out = {
         "threads_jobs_per_s": _no_queue_threads(url, n),
+        "bare_threads_jobs_per_s": _bare_threads(url, n),
         "sync_jobs_per_s": _zizq_incr(url, n, sync=True),
         "tasks_jobs_per_s": _no_queue_tasks(url, n),
+        "bare_tasks_jobs_per_s": _bare_tasks(url, n),
         "async_jobs_per_s": _zizq_incr(url, n, sync=False),
     }
     out["sync_ratio"] = out["sync_jobs_per_s"] / out["threads_jobs_per_s"]
+    out["bare_sync_ratio"] = out["bare_threads_jobs_per_s"] / out["threads_jobs_per_s"]
     out["async_ratio"] = out["async_jobs_per_s"] / out["tasks_jobs_per_s"]
+    out["bare_async_ratio"] = out["bare_tasks_jobs_per_s"] / out["tasks_jobs_per_s"]
     return out
 
 
