@@ -265,6 +265,17 @@ def _steady_rate(ends: list[float]) -> float:
     return (len(ends) - 1) / (ends[-1] - ends[0])
 
 
+def _in_threads(body: Callable[[], None]) -> None:
+    """Run ``body`` in CONCURRENCY threads until each returns."""
+    import threading
+
+    threads = [threading.Thread(target=body) for _ in range(CONCURRENCY)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def _no_queue_threads(url: str, n: int) -> float:
     """The limit of a sync handler: 10 plain threads run the handler's body
     (one INCR) n times in all, with no queue."""
@@ -284,11 +295,7 @@ def _no_queue_threads(url: str, n: int) -> float:
             r.incr("bench:counter")
             ends.append(time.perf_counter())
 
-    threads = [threading.Thread(target=body) for _ in range(CONCURRENCY)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(body)
     r.close()
     _check(len(ends) == n, f"{len(ends)} of {n} bodies ran")
     return _steady_rate(ends)
@@ -474,11 +481,7 @@ def _bare_threads(url: str, n: int) -> float:
             with lock:
                 done.append(job)
 
-    threads = [threading.Thread(target=body) for _ in range(CONCURRENCY)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(body)
     r.close()
     return _handlers_done(client, n, ends, seen)
 
