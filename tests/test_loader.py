@@ -111,7 +111,8 @@ local made = redis.call('TIME')
 
 
 def test_shake_leaves_out_what_nothing_names() -> None:
-    out = shake(HELPERS + "-- only_in_a_comment(1) is not a use\nreturn used(1) + TABLE.a\n")
+    uses = "--[[ unused(1) is not a use ]]\n-- only_in_a_comment(1) is not one\nreturn used(1) + TABLE.a\n"
+    out = shake(HELPERS + uses)
     assert "local function used(x)" in out
     assert "local LIMIT = 10" in out  # named by a helper kept
     assert "local TABLE = {\n  a = 1,\n}\n" in out
