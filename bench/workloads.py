@@ -356,11 +356,20 @@ def _bare_setup(url: str, n: int) -> tuple[Any, str]:
     return client, owner
 
 
-def _bare_calls(core: Any, owner: str, done: list[Any], want: int) -> tuple[Any, Any]:
-    """The ack of the jobs ``done`` (None when there are none) and a take of
-    ``want`` more: the two calls of one round trip of a bare loop."""
+def _bare_round(pipe: Any, core: Any, owner: str, done: list[Any], want: int) -> Callable[[list[Any]], list[Any]]:
+    """Queue on ``pipe`` one round trip of a bare loop: the ack of the jobs
+    ``done`` (if any) and a take of ``want`` more. Returns what turns the
+    pipeline's replies into the jobs taken (checking every ack went in)."""
     ack = core.ack(owner, [j.id for j in done], [j.dequeued_at for j in done]) if done else None
-    return ack, core.take(owner, want, [])
+    take = core.take(owner, want, [])
+    for call in (ack, take) if ack else (take,):
+        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+
+    def taken(replies: list[Any]) -> list[Any]:
+        _check(not ack or replies[0] == [], "every ack accepted")
+        return take.decode(replies[-1]).jobs
+
+    return taken
 
 
 def _bare_tasks(url: str, n: int) -> float:
@@ -398,13 +407,9 @@ def _bare_tasks(url: str, n: int) -> float:
             while acked < n:
                 batch = done[:]
                 done.clear()
-                ack, take = _bare_calls(core, owner, batch, BARE_HELD - held + len(batch))
                 pipe = r.pipeline(transaction=False)
-                for call in (ack, take) if ack else (take,):
-                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-                replies = await pipe.execute()
-                _check(not ack or replies[0] == [], "every ack accepted")
-                taken = take.decode(replies[-1]).jobs
+                decode = _bare_round(pipe, core, owner, batch, BARE_HELD - held + len(batch))
+                taken = decode(await pipe.execute())
                 for job in taken:
                     jobs.put_nowait(job)
                 held += len(taken) - len(batch)
@@ -447,13 +452,8 @@ def _bare_threads(url: str, n: int) -> float:
             batch = done[:]
             done.clear()
             want = BARE_HELD - state["held"] + len(batch)
-        ack, take = _bare_calls(core, owner, batch, want)
         pipe = r.pipeline(transaction=False)
-        for call in (ack, take) if ack else (take,):
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        replies = pipe.execute()
-        _check(not ack or replies[0] == [], "every ack accepted")
-        taken = take.decode(replies[-1]).jobs
+        taken = _bare_round(pipe, core, owner, batch, want)(pipe.execute())
         with lock:
             jobs.extend(taken)
             state["held"] += len(taken) - len(batch)
