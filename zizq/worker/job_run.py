@@ -133,7 +133,7 @@ class JobRunner:
         except Exception as exc:
             self._not_recorded(job, exc)
         finally:
-            self._free(job, pair)
+            self.run.job_ended(pair, job.dequeued_at)  # its runner is free
         return True
 
     @contextlib.contextmanager
@@ -146,7 +146,7 @@ class JobRunner:
         except Exception as exc:
             self._not_recorded(job, exc)
         finally:
-            self._free(job, pair)
+            self.run.job_ended(pair, job.dequeued_at)
 
     @staticmethod
     def _not_recorded(job: Job, exc: Exception) -> None:
@@ -155,11 +155,6 @@ class JobRunner:
             log.warning("job %s: its outcome could not be recorded (%s); it will run again", job.id, exc)
         else:  # a failure that could not be recorded: log it, keep going
             log.exception("job %s: could not record its outcome", job.id)
-
-    def _free(self, job: Job, pair: tuple[str, str]) -> None:
-        """The attempt ``job`` of the job ``pair`` (owner, id) ended: its
-        runner is free."""
-        self.run.job_ended(pair, job.dequeued_at)
 
     async def record_outcome(
         self, owner: str, job: Job, exc: Exception | None, seconds: float, control: JobControl, result: bytes
